@@ -1,0 +1,385 @@
+/*
+ * op.c: the operator core (see op.h for the rules and the contract).
+ *
+ * Data structures: a doubly linked queue of entries in input order, and a
+ * binary min-heap of the pending records keyed by deadline. Deadlines are
+ * not monotone in input order once budgets differ (restore, retries), hence
+ * the heap rather than a FIFO.
+ */
+#include "op.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NOT_IN_HEAP SIZE_MAX
+
+/* ---- deadline heap ---------------------------------------------------- */
+
+static void heap_swap(op *o, size_t a, size_t b)
+{
+    op_entry *t = o->heap[a];
+    o->heap[a] = o->heap[b];
+    o->heap[b] = t;
+    o->heap[a]->heap_ix = a;
+    o->heap[b]->heap_ix = b;
+}
+
+static void heap_up(op *o, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (o->heap[p]->deadline <= o->heap[i]->deadline)
+            break;
+        heap_swap(o, p, i);
+        i = p;
+    }
+}
+
+static void heap_down(op *o, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < o->heap_len && o->heap[l]->deadline < o->heap[m]->deadline)
+            m = l;
+        if (r < o->heap_len && o->heap[r]->deadline < o->heap[m]->deadline)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(o, i, m);
+        i = m;
+    }
+}
+
+static int heap_insert(op *o, op_entry *e)
+{
+    if (o->heap_len == o->heap_cap) {
+        size_t cap = o->heap_cap ? o->heap_cap * 2 : 64;
+        op_entry **h = realloc(o->heap, cap * sizeof *h);
+        if (!h)
+            return OP_ENOMEM;
+        o->heap = h;
+        o->heap_cap = cap;
+    }
+    e->heap_ix = o->heap_len;
+    o->heap[o->heap_len++] = e;
+    heap_up(o, e->heap_ix);
+    return 0;
+}
+
+static void heap_remove(op *o, op_entry *e)
+{
+    size_t i = e->heap_ix;
+    if (i == NOT_IN_HEAP)
+        return;
+    e->heap_ix = NOT_IN_HEAP;
+    o->heap_len--;
+    if (i == o->heap_len)
+        return;
+    o->heap[i] = o->heap[o->heap_len];
+    o->heap[i]->heap_ix = i;
+    heap_up(o, i);
+    heap_down(o, o->heap[i]->heap_ix);
+}
+
+/* ---- entries ---------------------------------------------------------- */
+
+static op_entry *entry_new(op *o, op_kind kind)
+{
+    op_entry *e = o->free_list;
+    if (e)
+        o->free_list = e->next;
+    else if (!(e = malloc(sizeof *e)))
+        return NULL;
+    memset(e, 0, sizeof *e);
+    e->kind = kind;
+    e->heap_ix = NOT_IN_HEAP;
+    e->deadline = OP_NO_DEADLINE;
+    e->segment = o->segments;
+    e->accepted_at = o->cb.now(o->ud);
+    /* Append to the queue. */
+    e->prev = o->tail;
+    if (o->tail)
+        o->tail->next = e;
+    else
+        o->head = e;
+    o->tail = e;
+    o->size++;
+    return e;
+}
+
+/* Unlink `e`, let the adapter release its state, and recycle it. */
+static void entry_drop(op *o, op_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        o->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        o->tail = e->prev;
+    o->size--;
+    heap_remove(o, e);
+    if (e->state == OP_PENDING && e->kind == OP_KIND_RECORD)
+        o->pending--;
+    if (o->cb.release)
+        o->cb.release(o->ud, e);
+    free(e->out);
+    free(e->err);
+    e->out = e->err = NULL;
+    e->next = o->free_list;
+    o->free_list = e;
+}
+
+/* ---- emission ----------------------------------------------------------- */
+
+static void emit_record(op *o, op_entry *e)
+{
+    o->stats.records_out++;
+    o->cb.emit(o->ud, e);
+    entry_drop(o, e);
+}
+
+static void emit_watermark(op *o, op_entry *e)
+{
+    o->stats.watermarks_out++;
+    o->cb.emit_watermark(o->ud, e->watermark);
+    entry_drop(o, e);
+}
+
+/* Report the failed head entry. Everything before it has been emitted. */
+static void report_failure(op *o, op_entry *e)
+{
+    o->failed = 1;
+    o->cb.failure(o->ud, e);
+}
+
+/* Unordered mode: queue a completed record of the head segment for emission. */
+static void ready_push(op *o, op_entry *e)
+{
+    e->ready_next = NULL;
+    if (o->ready_tail)
+        o->ready_tail->ready_next = e;
+    else
+        o->ready_head = e;
+    o->ready_tail = e;
+}
+
+static op_entry *ready_pop(op *o)
+{
+    op_entry *e = o->ready_head;
+    if (e) {
+        o->ready_head = e->ready_next;
+        if (!o->ready_head)
+            o->ready_tail = NULL;
+    }
+    return e;
+}
+
+/* Move out everything the rules allow. Callbacks may call back into the
+ * core (op_complete from emit, say): the guard makes such calls only update
+ * state, and this loop re-examines the queue on every turn, so it picks
+ * them up without recursion. */
+static void flush(op *o)
+{
+    if (o->in_flush)
+        return;
+    o->in_flush = 1;
+    while (!o->failed) {
+        op_entry *h = ready_pop(o);
+        if (h) {
+            emit_record(o, h);
+            continue;
+        }
+        h = o->head;
+        if (!h)
+            break;
+        if (h->kind == OP_KIND_WATERMARK) {
+            /* Every record read before it has left. */
+            o->head_segment = h->segment + 1;
+            emit_watermark(o, h);
+            if (o->cfg.mode == OP_UNORDERED) {
+                /* The next segment becomes the head: its completed records
+                 * may leave now. Each segment is scanned once. */
+                for (op_entry *e = o->head; e && e->kind == OP_KIND_RECORD; e = e->next)
+                    if (e->state == OP_DONE)
+                        ready_push(o, e);
+            }
+            continue;
+        }
+        if (h->state == OP_DONE && o->cfg.mode == OP_ORDERED) {
+            emit_record(o, h);
+            continue;
+        }
+        if (h->state == OP_FAILED) {
+            report_failure(o, h);
+            break;
+        }
+        break; /* head pending: everything else waits */
+    }
+    o->in_flush = 0;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+int op_init(op *o, const op_config *cfg, const op_callbacks *cb, void *ud)
+{
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    if (o->cfg.capacity == 0)
+        o->cfg.capacity = 1;
+    o->cb = *cb;
+    o->ud = ud;
+    o->next_seq = 1;
+    return 0;
+}
+
+void op_free(op *o)
+{
+    o->ready_head = o->ready_tail = NULL;
+    while (o->head)
+        entry_drop(o, o->head);
+    while (o->free_list) {
+        op_entry *e = o->free_list;
+        o->free_list = e->next;
+        free(e);
+    }
+    free(o->heap);
+    o->heap = NULL;
+    o->heap_len = o->heap_cap = 0;
+}
+
+int op_full(const op *o)
+{
+    return o->size >= o->cfg.capacity;
+}
+
+size_t op_size(const op *o)
+{
+    return o->size;
+}
+
+int op_failed(const op *o)
+{
+    return o->failed;
+}
+
+op_entry *op_first_failed(const op *o)
+{
+    for (op_entry *e = o->head; e; e = e->next)
+        if (e->state == OP_FAILED)
+            return e;
+    return NULL;
+}
+
+int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
+{
+    if (o->failed)
+        return OP_ESTATE;
+    if (op_full(o))
+        return OP_EFULL;
+    op_entry *e = entry_new(o, OP_KIND_RECORD);
+    if (!e)
+        return OP_ENOMEM;
+    e->seq = o->next_seq++;
+    e->line = line;
+    e->udata = udata;
+    e->state = OP_PENDING;
+    o->pending++;
+    o->stats.records_in++;
+    if (o->cfg.timeout_ms) {
+        uint64_t left = budget_used_ms >= o->cfg.timeout_ms ? 0 : o->cfg.timeout_ms - budget_used_ms;
+        e->deadline = e->accepted_at + left;
+        if (heap_insert(o, e) != 0) {
+            e->udata = NULL; /* the caller still owns it */
+            entry_drop(o, e);
+            return OP_ENOMEM;
+        }
+    }
+    if (out)
+        *out = e;
+    return 0;
+}
+
+int op_push_failed(op *o, uint64_t line, const char *err, void *udata)
+{
+    op_entry *e;
+    int rc = op_push_record(o, line, 0, udata, &e);
+    if (rc != 0)
+        return rc;
+    return op_fail(o, e, err);
+}
+
+int op_push_watermark(op *o, int64_t wm)
+{
+    if (o->failed)
+        return OP_ESTATE;
+    if (op_full(o))
+        return OP_EFULL;
+    op_entry *e = entry_new(o, OP_KIND_WATERMARK);
+    if (!e)
+        return OP_ENOMEM;
+    e->watermark = wm;
+    e->seq = o->next_seq - 1;
+    o->segments++;
+    o->stats.watermarks_in++;
+    flush(o);
+    return 0;
+}
+
+int op_complete(op *o, op_entry *e, char *out, size_t len)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING)
+        return OP_ELATE;
+    e->state = OP_DONE;
+    e->out = out;
+    e->out_len = len;
+    o->pending--;
+    heap_remove(o, e);
+    if (o->cfg.mode == OP_UNORDERED && e->segment == o->head_segment)
+        ready_push(o, e);
+    flush(o);
+    return 0;
+}
+
+int op_fail(op *o, op_entry *e, const char *err)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING)
+        return OP_ELATE;
+    e->state = OP_FAILED;
+    e->err = strdup(err ? err : "unknown error");
+    o->pending--;
+    o->stats.failures++;
+    heap_remove(o, e);
+    flush(o);
+    return 0;
+}
+
+uint64_t op_next_deadline(const op *o)
+{
+    return o->heap_len ? o->heap[0]->deadline : OP_NO_DEADLINE;
+}
+
+size_t op_expire(op *o)
+{
+    size_t fired = 0;
+    uint64_t now = o->cb.now(o->ud);
+    int was_in_flush = o->in_flush;
+    /* Hold emission while callbacks decide outcomes, so `e` stays valid. */
+    o->in_flush = 1;
+    while (o->heap_len && o->heap[0]->deadline <= now) {
+        op_entry *e = o->heap[0];
+        heap_remove(o, e);
+        e->timed_out = 1;
+        o->stats.timeouts++;
+        fired++;
+        o->cb.timeout(o->ud, e);
+        /* The contract says the callee decides; if it did not, the record
+         * must not stay pending forever with no deadline. */
+        if (e->state == OP_PENDING)
+            op_fail(o, e, "timeout (no outcome decided)");
+    }
+    o->in_flush = was_in_flush;
+    flush(o);
+    return fired;
+}

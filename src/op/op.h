@@ -1,0 +1,180 @@
+/*
+ * op.h: the operator core. Apache Flink's AsyncWaitOperator rules in plain C.
+ *
+ * Owns the queue of in-flight entries (records and watermarks in input
+ * order), capacity, the ordered/unordered emission rules, watermark
+ * segments, and per-record timeouts. It has no libuv and no Lua inside: time
+ * comes from an injected clock, effects leave through callbacks. The libuv
+ * adapter (src/pipeline.c) arms one timer at op_next_deadline() and calls
+ * op_expire(); the Lua adapter completes records with op_complete() or
+ * op_fail(). Unit tests drive it with a manual clock (spec/c/test_op.c).
+ *
+ * Rules (see ARCHITECTURE.md for the prose version):
+ *  - At most `capacity` entries (records and watermarks) are queued;
+ *    completed records wait in the queue until they are emitted and keep
+ *    their slot until then. op_full() tells the source to stop reading.
+ *  - Ordered: entries leave strictly in input order.
+ *  - Unordered: a record leaves as soon as it is complete, provided no
+ *    watermark read before it is still queued; a watermark leaves once every
+ *    record read before it has left. So nothing crosses a watermark.
+ *  - Timeout: fires `timeout_ms` after acceptance (minus budget already used,
+ *    see op_push_record). The owner decides the outcome inside the timeout
+ *    callback by calling op_complete() or op_fail() on the entry.
+ *  - First completion wins: a second op_complete/op_fail returns OP_ELATE.
+ *  - A failed entry is reported (on_failure) when it reaches the head of the
+ *    queue, i.e. after everything read before it has been emitted. After
+ *    that nothing is emitted again.
+ */
+#ifndef MW_OP_H
+#define MW_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Return codes: 0 or one of these negatives. */
+#define OP_EFULL  (-1) /* queue is at capacity */
+#define OP_ELATE  (-2) /* entry already completed (first completion wins) */
+#define OP_ESTATE (-3) /* operator has failed or ended; no more input */
+#define OP_ENOMEM (-4)
+
+#define OP_NO_DEADLINE UINT64_MAX
+
+typedef enum { OP_ORDERED = 0, OP_UNORDERED = 1 } op_mode;
+
+typedef enum {
+    OP_KIND_RECORD = 0,
+    OP_KIND_WATERMARK = 1,
+} op_kind;
+
+typedef enum {
+    OP_PENDING = 0, /* record accepted, result not in yet */
+    OP_DONE,        /* result in (possibly held for order) */
+    OP_FAILED,      /* failed; reported when it reaches the head */
+} op_state;
+
+typedef struct op_entry op_entry;
+typedef struct op op;
+
+/* One queued element. Allocated and freed by the core; adapters hang their
+ * own per-record state on `udata` and get it back in on_release(). */
+struct op_entry {
+    op_kind kind;
+    op_state state;
+    uint64_t seq;        /* record number from 1; watermarks: seq of the last record before */
+    uint64_t line;       /* input line number (for messages) */
+    int64_t watermark;   /* OP_KIND_WATERMARK: its timestamp (ms) */
+    uint64_t segment;    /* number of watermarks pushed before this entry */
+    uint64_t accepted_at;/* clock ms when accepted */
+    uint64_t deadline;   /* clock ms; OP_NO_DEADLINE if none */
+    void *udata;         /* adapter-owned; released through on_release */
+    char *out;           /* OP_DONE: encoded output (owned by the entry) */
+    size_t out_len;
+    char *err;           /* OP_FAILED: message (owned by the entry) */
+    int timed_out;       /* the timeout fired for this record */
+    op_entry *prev, *next; /* queue order */
+    op_entry *ready_next;  /* unordered: completed, waiting to leave */
+    size_t heap_ix;      /* index in the deadline heap, or SIZE_MAX */
+};
+
+typedef struct op_callbacks {
+    /* Current time in ms from an arbitrary, monotonic origin. */
+    uint64_t (*now)(void *ud);
+    /* A record's output leaves the operator (may be zero bytes). The core
+     * frees entry->out after the call. */
+    void (*emit)(void *ud, op_entry *e);
+    /* A watermark leaves the operator. */
+    void (*emit_watermark)(void *ud, int64_t wm);
+    /* A record's deadline passed while it was pending. The callee must call
+     * op_complete() or op_fail() on it before returning. */
+    void (*timeout)(void *ud, op_entry *e);
+    /* A failed entry reached the head: the run fails. Called once. */
+    void (*failure)(void *ud, op_entry *e);
+    /* The entry leaves the queue (emitted, or discarded at op_free). The
+     * adapter frees what hangs on e->udata. May be NULL. */
+    void (*release)(void *ud, op_entry *e);
+} op_callbacks;
+
+typedef struct op_config {
+    op_mode mode;
+    size_t capacity;     /* >= 1 */
+    uint64_t timeout_ms; /* 0 = no timeout */
+} op_config;
+
+typedef struct op_stats {
+    uint64_t records_in;
+    uint64_t records_out;    /* records emitted (each may have 0..N outputs) */
+    uint64_t watermarks_in;
+    uint64_t watermarks_out;
+    uint64_t timeouts;
+    uint64_t failures;
+} op_stats;
+
+struct op {
+    op_config cfg;
+    op_callbacks cb;
+    void *ud;
+    op_entry *head, *tail;  /* queue, input order */
+    size_t size;            /* entries queued (records + watermarks) */
+    size_t pending;         /* records in OP_PENDING */
+    uint64_t next_seq;
+    uint64_t segments;      /* watermarks pushed so far */
+    uint64_t head_segment;  /* unordered: segment whose records may leave */
+    op_entry **heap;        /* pending records by deadline (min-heap) */
+    size_t heap_len, heap_cap;
+    op_entry *ready_head, *ready_tail; /* unordered: head-segment records to emit */
+    op_entry *free_list;    /* recycled entries */
+    int failed;             /* a failure was reported: emit nothing more */
+    int in_flush;           /* guard: flush is not re-entered from callbacks */
+    op_stats stats;
+};
+
+/* Initialise `o`. `cb.now` is required. Returns 0 or OP_ENOMEM. */
+int op_init(op *o, const op_config *cfg, const op_callbacks *cb, void *ud);
+
+/* Release every queued entry (calling on_release) and the core's memory. */
+void op_free(op *o);
+
+/* Nonzero when no further entry may be pushed (capacity reached). */
+int op_full(const op *o);
+
+/* Entries currently queued (records + watermarks). */
+size_t op_size(const op *o);
+
+/* Accept a record read from input line `line`. `budget_used_ms` is timeout
+ * budget it already consumed (0 for a fresh record; checkpoint restore uses
+ * it). Sets its deadline. Returns the entry via *out, or OP_EFULL/OP_ESTATE.
+ * The record is OP_PENDING until op_complete/op_fail. */
+int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
+
+/* Accept a record that has already failed before it was invoked (e.g. a
+ * malformed input line). It is reported in its turn, like any failure.
+ * Takes ownership of nothing: `err` is copied. */
+int op_push_failed(op *o, uint64_t line, const char *err, void *udata);
+
+/* Accept a watermark. Returns 0, OP_EFULL or OP_ESTATE. A watermark with
+ * nothing queued before it leaves at once. */
+int op_push_watermark(op *o, int64_t wm);
+
+/* A record's result is in: `out` (malloc'd, may be NULL when len 0) becomes
+ * the entry's. On OP_ELATE the caller keeps ownership of `out`. May emit. */
+int op_complete(op *o, op_entry *e, char *out, size_t len);
+
+/* A record failed for good (the seam where a retry policy will first decide
+ * whether the failure is final). `err` is copied. Returns 0 or OP_ELATE. */
+int op_fail(op *o, op_entry *e, const char *err);
+
+/* Clock ms of the earliest pending deadline, or OP_NO_DEADLINE. */
+uint64_t op_next_deadline(const op *o);
+
+/* Fire the timeout callback for every pending record whose deadline is
+ * <= now. Returns how many fired. */
+size_t op_expire(op *o);
+
+/* Nonzero once a failure has been reported. */
+int op_failed(const op *o);
+
+/* The first failed entry, in input order, that is still queued (so a
+ * source can stop reading once any record has failed); NULL if none. */
+op_entry *op_first_failed(const op *o);
+
+#endif
