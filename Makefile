@@ -1,0 +1,84 @@
+# moonwait: build, test, bench. Plain make; pkg-config for flags.
+#
+#   make                 build/moonwait (runs scripts/setup first)
+#   make test            C unit tests + busted specs; ends "N passed, N failed"
+#   make check-asan      the same suite on an ASan+UBSan build (build-asan/)
+#   make valgrind        the functional specs with every moonwait under valgrind
+#   make bench           benchmarks (prints figures, asserts nothing)
+#   make install PREFIX=/usr/local
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+BUILD     ?= build
+CC        ?= cc
+OPT       ?= -O2 -g
+SANITIZER ?=
+PKGS      := luajit libuv
+
+# Runs before anything reads pkg-config: a fresh machine gets its packages.
+SETUP := $(shell scripts/setup >&2 || echo failed)
+ifeq ($(SETUP),failed)
+$(error scripts/setup could not install the packages moonwait needs)
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+CJSON_LIB  := -l:liblua5.1-cjson.so.0
+
+ifeq ($(SANITIZER),address)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+CFLAGS  ?=
+CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
+           $(PKG_CFLAGS) $(SANFLAGS) -DMW_VERSION='"$(VERSION)"' \
+           -DMW_LUA_DIR='"$(PREFIX)/share/moonwait/lua"'
+LDFLAGS ?=
+LDFLAGS += $(SANFLAGS) -rdynamic
+LDLIBS  := $(PKG_LIBS) $(CJSON_LIB) -lm
+
+SRCS := src/op/op.c src/op/wmgen.c \
+        src/io/input.c src/io/output.c \
+        src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
+        src/app/config.c src/app/pipeline.c src/app/main.c
+OBJS := $(SRCS:%.c=$(BUILD)/%.o)
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o
+
+CTESTS := $(BUILD)/test_op
+
+.PHONY: all test check-asan valgrind bench install clean
+all: $(BUILD)/moonwait $(CTESTS)
+
+$(BUILD)/moonwait: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/test_op: $(BUILD)/spec/c/test_op.o $(CORE_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+test: all
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) scripts/run-tests
+
+check-asan:
+	$(MAKE) BUILD=build-asan SANITIZER=address OPT="-O1 -g" test
+
+valgrind: all
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) \
+	MOONWAIT_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
+	scripts/run-tests
+
+bench: all
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) scripts/bench
+
+install: $(BUILD)/moonwait
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait
+	install -m 755 $(BUILD)/moonwait $(DESTDIR)$(PREFIX)/bin/moonwait
+	install -m 644 lua/moonwait/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait/
+
+clean:
+	rm -rf build build-asan
+
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d

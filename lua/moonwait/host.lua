@@ -1,0 +1,60 @@
+-- moonwait.host: policy the C host applies once per Lua VM (src/lua/script.c
+-- calls it): the guard against accidental globals and the script contract
+-- check. Kept in Lua because neither is hot and both are easier to read here.
+local M = {}
+
+local type, error, rawset, setmetatable, tostring = type, error, rawset, setmetatable, tostring
+local io_open = io.open
+
+-- Writing a global that was not declared raises, naming the variable, so a
+-- missing `local` is caught at its line instead of leaking state between
+-- records. Reads are left alone: `if some_global then` stays legal.
+-- A script that really wants a global uses rawset(_G, name, value).
+function M.strict(G)
+  setmetatable(G, {
+    __newindex = function(_, name, _)
+      error("assignment to undeclared global '" .. tostring(name)
+        .. "' (declare it local, or use rawset(_G, name, value))", 2)
+    end,
+  })
+end
+
+-- The line of the last top-level `return` in the file, so that a contract
+-- error points at the statement that returned the module.
+local function return_line(path)
+  local f = io_open(path, "r")
+  if not f then return 1 end
+  local n, last = 0, nil
+  for line in f:lines() do
+    n = n + 1
+    if line:match("^return[%s{(]") or line == "return" then last = n end
+  end
+  f:close()
+  return last or (n > 0 and n or 1)
+end
+
+local optional = { "on_timeout", "open", "close" }
+
+-- check(mod, path): true, or nil and "path:line: message".
+function M.check(mod, path)
+  local where = path .. ":" .. return_line(path) .. ": "
+  if type(mod) ~= "table" then
+    return nil, where .. "the script must return a table (a module with async_invoke), got "
+      .. type(mod)
+  end
+  if mod.async_invoke == nil then
+    return nil, where .. "the script's module has no async_invoke(record, ctx) function"
+  end
+  if type(mod.async_invoke) ~= "function" then
+    return nil, where .. "async_invoke must be a function, got " .. type(mod.async_invoke)
+  end
+  for _, name in ipairs(optional) do
+    local v = mod[name]
+    if v ~= nil and type(v) ~= "function" then
+      return nil, where .. name .. " must be a function, got " .. type(v)
+    end
+  end
+  return true
+end
+
+return M

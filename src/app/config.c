@@ -1,0 +1,346 @@
+/*
+ * config.c: settings from the pipeline file and flags (contract in config.h).
+ *
+ * One table of settings drives both sources, so a flag and its pipeline
+ * key cannot drift apart: each entry names the flag, the key, and the
+ * parser that validates a value and stores it.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*setter)(config *c, const char *v, char *why, size_t whylen);
+
+static int parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    if (!v || !*v || *v == '-' || *v == '+')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *end || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int set_str(char **dst, const char *v, char *why, size_t whylen)
+{
+    if (!*v) {
+        snprintf(why, whylen, "expected a non-empty string");
+        return -1;
+    }
+    free(*dst);
+    *dst = strdup(v);
+    return 0;
+}
+
+static int s_script(config *c, const char *v, char *w, size_t n) { return set_str(&c->script, v, w, n); }
+static int s_input(config *c, const char *v, char *w, size_t n) { return set_str(&c->input, v, w, n); }
+static int s_output(config *c, const char *v, char *w, size_t n) { return set_str(&c->output, v, w, n); }
+static int s_event(config *c, const char *v, char *w, size_t n)
+{
+    if (*v == '.' || v[strlen(v) - 1] == '.' || strstr(v, "..")) {
+        snprintf(w, n, "expected a field name or a dotted path like 'a.b', got '%s'", v);
+        return -1;
+    }
+    return set_str(&c->event_time, v, w, n);
+}
+
+static int s_mode(config *c, const char *v, char *w, size_t n)
+{
+    if (strcmp(v, "ordered") == 0)
+        c->mode = OP_ORDERED;
+    else if (strcmp(v, "unordered") == 0)
+        c->mode = OP_UNORDERED;
+    else {
+        snprintf(w, n, "expected 'ordered' or 'unordered', got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_capacity(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_u64(v, 10000000, &x) != 0 || x == 0) {
+        snprintf(w, n, "expected an integer from 1 to 10000000, got '%s'", v);
+        return -1;
+    }
+    c->capacity = (size_t)x;
+    return 0;
+}
+
+static int s_timeout(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_u64(v, (uint64_t)1 << 40, &x) != 0) {
+        snprintf(w, n, "expected milliseconds as a non-negative integer (0 = no timeout), got '%s'", v);
+        return -1;
+    }
+    c->timeout_ms = x;
+    return 0;
+}
+
+static int s_ooo(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_u64(v, (uint64_t)1 << 50, &x) != 0) {
+        snprintf(w, n, "expected milliseconds as a non-negative integer, got '%s'", v);
+        return -1;
+    }
+    c->max_ooo_ms = (int64_t)x;
+    c->has_max_ooo = 1;
+    return 0;
+}
+
+static int s_stats(config *c, const char *v, char *w, size_t n)
+{
+    if (strcmp(v, "true") == 0)
+        c->stats = 1;
+    else if (strcmp(v, "false") == 0)
+        c->stats = 0;
+    else {
+        snprintf(w, n, "expected true or false, got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_maxline(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_u64(v, (uint64_t)1 << 32, &x) != 0 || x < 16) {
+        snprintf(w, n, "expected a byte count from 16 to 4294967296, got '%s'", v);
+        return -1;
+    }
+    c->max_line = (size_t)x;
+    return 0;
+}
+
+enum { T_STRING, T_PATH, T_INT, T_BOOL };
+
+typedef struct setting {
+    const char *flag;  /* without "--" */
+    const char *key;   /* pipeline key */
+    int type;
+    setter set;
+} setting;
+
+static const setting settings[] = {
+    { "script", "script", T_PATH, s_script },
+    { "input", "input", T_PATH, s_input },
+    { "output", "output", T_PATH, s_output },
+    { "mode", "mode", T_STRING, s_mode },
+    { "capacity", "capacity", T_INT, s_capacity },
+    { "timeout", "timeout_ms", T_INT, s_timeout },
+    { "event-time", "event_time", T_STRING, s_event },
+    { "max-out-of-orderness", "max_out_of_orderness_ms", T_INT, s_ooo },
+    { "stats", "stats", T_BOOL, s_stats },
+    { "max-line-bytes", "max_line_bytes", T_INT, s_maxline },
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+void config_defaults(config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->input = strdup("-");
+    c->output = strdup("-");
+    c->mode = OP_ORDERED;
+    c->capacity = 100;
+    c->timeout_ms = 10000;
+    c->max_line = 16 * 1024 * 1024;
+}
+
+void config_free(config *c)
+{
+    free(c->pipeline);
+    free(c->script);
+    free(c->input);
+    free(c->output);
+    free(c->event_time);
+    memset(c, 0, sizeof *c);
+}
+
+static char *errf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *m = NULL;
+    if (vasprintf(&m, fmt, ap) < 0)
+        m = NULL;
+    va_end(ap);
+    return m;
+}
+
+/* A path from the pipeline file is relative to the file's directory. */
+static char *resolve(const char *pipeline, const char *v)
+{
+    if (strcmp(v, "-") == 0 || v[0] == '/')
+        return strdup(v);
+    const char *slash = strrchr(pipeline, '/');
+    if (!slash)
+        return strdup(v);
+    return errf("%.*s/%s", (int)(slash - pipeline), pipeline, v);
+}
+
+static int load_pipeline(config *c, const char *path, char **err)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    luaL_openlibs(L);
+    int rc = -1;
+    if (luaL_loadfile(L, path) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
+        *err = errf("%s", lua_tostring(L, -1));
+        goto out;
+    }
+    if (!lua_istable(L, -1)) {
+        *err = errf("%s: a pipeline file must return a table of settings, got %s", path,
+                    luaL_typename(L, -1));
+        goto out;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            *err = errf("%s: settings must be named (key = value), found a %s key", path,
+                        luaL_typename(L, -2));
+            goto out;
+        }
+        const char *key = lua_tostring(L, -2);
+        const setting *s = NULL;
+        for (size_t i = 0; i < NSETTINGS; i++)
+            if (strcmp(settings[i].key, key) == 0)
+                s = &settings[i];
+        if (!s) {
+            char known[512] = "";
+            for (size_t i = 0; i < NSETTINGS; i++) {
+                strcat(known, i ? ", " : "");
+                strcat(known, settings[i].key);
+            }
+            *err = errf("%s: unknown key '%s' (known keys: %s)", path, key, known);
+            goto out;
+        }
+        char val[64];
+        const char *v = NULL;
+        int t = lua_type(L, -1);
+        if ((s->type == T_STRING || s->type == T_PATH) && t == LUA_TSTRING)
+            v = lua_tostring(L, -1);
+        else if (s->type == T_BOOL && t == LUA_TBOOLEAN)
+            v = lua_toboolean(L, -1) ? "true" : "false";
+        else if (s->type == T_INT && t == LUA_TNUMBER) {
+            double d = lua_tonumber(L, -1);
+            if (d == (double)(long long)d)
+                snprintf(val, sizeof val, "%lld", (long long)d);
+            else
+                snprintf(val, sizeof val, "%g", d);
+            v = val;
+        }
+        if (!v) {
+            static const char *const want[] = { "a string", "a path string", "an integer", "a boolean" };
+            *err = errf("%s: key '%s': expected %s, got %s", path, key, want[s->type], luaL_typename(L, -1));
+            goto out;
+        }
+        char *resolved = s->type == T_PATH ? resolve(path, v) : NULL;
+        char why[256];
+        if (s->set(c, resolved ? resolved : v, why, sizeof why) != 0) {
+            *err = errf("%s: key '%s': %s", path, key, why);
+            free(resolved);
+            goto out;
+        }
+        free(resolved);
+        lua_pop(L, 1);
+    }
+    rc = 0;
+out:
+    lua_close(L);
+    return rc;
+}
+
+int config_parse_run(config *c, int argc, char **argv, char **err)
+{
+    *err = NULL;
+    /* First pass: find the pipeline file (the one positional argument). */
+    const char *pipeline = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) == 0) {
+            const char *name = a + 2;
+            if (strchr(name, '='))
+                continue;
+            int takes_value = 0;
+            for (size_t k = 0; k < NSETTINGS; k++)
+                if (strcmp(settings[k].flag, name) == 0 && settings[k].type != T_BOOL)
+                    takes_value = 1;
+            if (takes_value)
+                i++;
+            continue;
+        }
+        if (strcmp(a, "-") == 0 || a[0] != '-') {
+            if (pipeline) {
+                *err = errf("unexpected argument '%s' (only one pipeline file may be given)", a);
+                return -1;
+            }
+            pipeline = a;
+            continue;
+        }
+        *err = errf("unknown option '%s' (see moonwait --help)", a);
+        return -1;
+    }
+    if (pipeline) {
+        c->pipeline = strdup(pipeline);
+        if (load_pipeline(c, pipeline, err) != 0)
+            return -1;
+    }
+    /* Second pass: flags override the pipeline. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0)
+            continue;
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const setting *s = NULL;
+        for (size_t k = 0; k < NSETTINGS; k++)
+            if (strlen(settings[k].flag) == nlen && strncmp(settings[k].flag, name, nlen) == 0)
+                s = &settings[k];
+        if (!s) {
+            *err = errf("unknown option '--%.*s' (see moonwait --help)", (int)nlen, name);
+            return -1;
+        }
+        const char *v;
+        if (s->type == T_BOOL)
+            v = eq ? eq + 1 : "true";
+        else if (eq)
+            v = eq + 1;
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else {
+            *err = errf("option '--%s' needs a value", s->flag);
+            return -1;
+        }
+        char why[256];
+        if (s->set(c, v, why, sizeof why) != 0) {
+            *err = errf("option '--%s': %s", s->flag, why);
+            return -1;
+        }
+    }
+    if (!c->script) {
+        *err = strdup("no script: pass --script FILE or set 'script' in the pipeline file");
+        return -1;
+    }
+    if (c->has_max_ooo && !c->event_time) {
+        *err = strdup("option '--max-out-of-orderness' needs '--event-time FIELD' "
+                      "(pipeline keys: max_out_of_orderness_ms, event_time)");
+        return -1;
+    }
+    return 0;
+}

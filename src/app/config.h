@@ -1,0 +1,40 @@
+/*
+ * config.h: the run settings, from the pipeline file and the command line.
+ *
+ * A pipeline file is Lua returning a table of settings; it is evaluated in
+ * a throwaway VM (not the script's). Flags override it. Every error names
+ * the flag or the pipeline key it is about.
+ */
+#ifndef MW_CONFIG_H
+#define MW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../op/op.h"
+
+typedef struct config {
+    char *pipeline;          /* pipeline file, or NULL */
+    char *script;            /* required */
+    char *input;             /* "-" = stdin */
+    char *output;            /* "-" = stdout */
+    op_mode mode;
+    size_t capacity;
+    uint64_t timeout_ms;     /* 0 = none */
+    char *event_time;        /* field path, or NULL */
+    int64_t max_ooo_ms;      /* max out-of-orderness */
+    int has_max_ooo;
+    int stats;
+    size_t max_line;         /* longest accepted input line, bytes */
+} config;
+
+/* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */
+void config_defaults(config *c);
+
+/* Parse `moonwait run` arguments (argv[0] is "run"). Returns 0, or -1 with
+ * a malloc'd message in *err. */
+int config_parse_run(config *c, int argc, char **argv, char **err);
+
+void config_free(config *c);
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * main.c: the command line. Dispatches `run`, `check`, --help, --version,
+ * and finds the shipped Lua modules (lua/) relative to the executable.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "../lua/modules.h"
+#include "../lua/script.h"
+#include "config.h"
+#include "pipeline.h"
+
+static const char usage[] =
+    "usage:\n"
+    "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-] [--output FILE|-]\n"
+    "               [--mode ordered|unordered] [--capacity N] [--timeout MS]\n"
+    "               [--event-time FIELD --max-out-of-orderness MS] [--stats]\n"
+    "               [--max-line-bytes N]\n"
+    "  moonwait check SCRIPT.lua\n"
+    "  moonwait --help | --version\n"
+    "\n"
+    "Streams JSON lines from --input through async_invoke(record, ctx) of a Lua\n"
+    "script, at most --capacity records in flight, and writes the results to\n"
+    "--output. Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms\n"
+    "(0 = none). A pipeline file returns a table of the same settings (script,\n"
+    "input, output, mode, capacity, timeout_ms, event_time,\n"
+    "max_out_of_orderness_ms, stats, max_line_bytes); flags override it.\n"
+    "\n"
+    "Exit status: 0 input ended and everything was emitted; 1 the run failed;\n"
+    "2 bad usage or a script that does not load.\n"
+    "Environment: MOONWAIT_LUA_DIR (shipped Lua modules), MOONWAIT_LOG_LEVEL\n"
+    "(debug|info|warn|error).\n";
+
+static int file_exists(const char *path)
+{
+    return access(path, R_OK) == 0;
+}
+
+/* The shipped lua/ directory: $MOONWAIT_LUA_DIR, else <exe>/../lua (the
+ * build tree), else <exe>/../share/moonwait/lua (an install). */
+static char *find_lua_dir(void)
+{
+    const char *env = getenv("MOONWAIT_LUA_DIR");
+    if (env && *env)
+        return strdup(env);
+    char exe[4096];
+    size_t len = sizeof exe;
+    if (uv_exepath(exe, &len) == 0) {
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            static const char *const rel[] = { "/../lua", "/../share/moonwait/lua" };
+            for (size_t i = 0; i < 2; i++) {
+                char *dir = NULL, *probe = NULL;
+                if (asprintf(&dir, "%s%s", exe, rel[i]) < 0)
+                    continue;
+                if (asprintf(&probe, "%s/moonwait/host.lua", dir) >= 0 && file_exists(probe)) {
+                    free(probe);
+                    return dir;
+                }
+                free(probe);
+                free(dir);
+            }
+        }
+    }
+    return strdup(MW_LUA_DIR);
+}
+
+static void set_log_level(void)
+{
+    const char *l = getenv("MOONWAIT_LOG_LEVEL");
+    if (!l)
+        return;
+    static const char *const names[] = { "debug", "info", "warn", "error" };
+    for (int i = 0; i < 4; i++)
+        if (strcmp(l, names[i]) == 0)
+            mod_log_level = i;
+}
+
+static void closed_cb(rt *r)
+{
+    (void)r;
+}
+
+static int cmd_check(int argc, char **argv, const char *lua_dir)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        fprintf(stderr, "moonwait: usage: moonwait check SCRIPT.lua\n");
+        return 2;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    script sc;
+    char *err = NULL;
+    int code = 0;
+    if (script_load(&sc, &loop, argv[1], lua_dir, &err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        free(err);
+        code = 2;
+    } else {
+        printf("%s: ok\n", argv[1]);
+        script_close(&sc, closed_cb);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("moonwait %s (LuaJIT, libuv %s)\n", MW_VERSION, uv_version_string());
+        return 0;
+    }
+    set_log_level();
+    char *lua_dir = find_lua_dir();
+    int code;
+    if (strcmp(cmd, "check") == 0) {
+        code = cmd_check(argc - 1, argv + 1, lua_dir);
+    } else if (strcmp(cmd, "run") == 0) {
+        for (int i = 2; i < argc; i++)
+            if (strcmp(argv[i], "--help") == 0) {
+                fputs(usage, stdout);
+                free(lua_dir);
+                return 0;
+            }
+        config c;
+        config_defaults(&c);
+        char *err = NULL;
+        if (config_parse_run(&c, argc - 1, argv + 1, &err) != 0) {
+            fprintf(stderr, "moonwait: %s\n", err ? err : "bad arguments");
+            free(err);
+            code = 2;
+        } else {
+            code = pipeline_run(&c, lua_dir);
+        }
+        config_free(&c);
+    } else {
+        fprintf(stderr, "moonwait: unknown command '%s'\n%s", cmd, usage);
+        code = 2;
+    }
+    free(lua_dir);
+    return code;
+}

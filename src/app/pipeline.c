@@ -1,0 +1,590 @@
+/*
+ * pipeline.c: one run, wiring source -> operator -> script -> sink.
+ *
+ * Phases: OPENING (the script's open hook runs; nothing is read), RUNNING
+ * (pump() moves lines from the input into the operator while it has room),
+ * CLOSING (input ended or the run failed, the queue is empty or abandoned;
+ * close hook runs), DRAINING (output flushed), DONE (handles closing).
+ *
+ * Ownership: the pipeline owns every handle here and each per-record
+ * `task` (hung on the operator entry's udata; freed in on_release). A task
+ * owns its copy of the raw input line and, while it runs, its fiber.
+ */
+#define _GNU_SOURCE
+#include "pipeline.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "../io/input.h"
+#include "../io/output.h"
+#include "../lua/script.h"
+#include "../op/op.h"
+#include "../op/wmgen.h"
+
+/* Stop reading while this much output is waiting to be written. */
+#define OUTPUT_HIGH_WATER (4u * 1024 * 1024)
+
+enum { OPENING, RUNNING, CLOSING, DRAINING, DONE };
+
+typedef struct task {
+    op_entry *e;
+    rt_fiber *fiber;      /* while async_invoke runs; NULL after */
+    char *line;           /* raw input line (owned) */
+    size_t len;
+    uint64_t lineno;
+    double deadline;      /* rt_now() seconds, 0 = none */
+} task;
+
+typedef struct pipeline {
+    const config *cfg;
+    uv_loop_t *loop;
+    op op;
+    script sc;
+    input in;
+    output out;
+    wmgen wm;
+    int have_pending_wm;
+    int64_t pending_wm;
+    uv_timer_t timeout_timer;
+    uint64_t armed;           /* deadline the timer is armed for */
+    uv_timer_t stats_timer;
+    uv_signal_t sigint, sigterm;
+    int signals;
+    int phase;
+    int pumping;
+    int input_ended;          /* EOF seen */
+    int stop_reading;         /* failure or signal: accept nothing more */
+    int aborting;             /* in-flight records were abandoned */
+    int exit_code;
+    rt_fiber *hook_fiber;
+    uint64_t outputs;         /* output lines written */
+    uint64_t start_ms;
+    uint64_t last_stats_ms, last_stats_out;
+    int script_loaded, input_open, output_open;
+    int open_handles;
+} pipeline;
+
+static void pump(pipeline *p);
+static void finish_if_done(pipeline *p);
+/* How a failure stops the run: ABORT abandons what is in flight at once;
+ * DRAIN stops reading but lets in-flight records finish (a signal). */
+enum { ABORT, DRAIN };
+static void fail_run(pipeline *p, int how, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- operator callbacks ------------------------------------------------------- */
+
+static uint64_t cb_now(void *ud)
+{
+    return uv_now(((pipeline *)ud)->loop);
+}
+
+static void cb_emit(void *ud, op_entry *e)
+{
+    pipeline *p = ud;
+    if (!e->out_len)
+        return;
+    output_write(&p->out, e->out, e->out_len);
+    for (const char *s = e->out, *end = e->out + e->out_len; (s = memchr(s, '\n', (size_t)(end - s))); s++)
+        p->outputs++;
+}
+
+static void cb_emit_watermark(void *ud, int64_t wm)
+{
+    pipeline *p = ud;
+    char b[64];
+    int n = snprintf(b, sizeof b, "{\"$watermark\":%" PRId64 "}\n", wm);
+    output_write(&p->out, b, (size_t)n);
+}
+
+static void cb_timeout(void *ud, op_entry *e)
+{
+    pipeline *p = ud;
+    task *t = e->udata;
+    /* Abandon first: whatever it waits on is cancelled and it is never
+     * resumed, so a late result cannot race the timeout's outcome. */
+    if (t->fiber) {
+        rt_fiber_discard(t->fiber);
+        t->fiber = NULL;
+    }
+    char *out = NULL, *err = NULL;
+    size_t len = 0;
+    int rc = script_on_timeout(&p->sc, t->line, t->len, e->seq, t->lineno, 1, t->deadline,
+                               &out, &len, &err);
+    if (rc == 1) {
+        op_complete(&p->op, e, out, len);
+    } else if (rc == 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "timed out after %" PRIu64 " ms (the script has no on_timeout)",
+                 p->cfg->timeout_ms);
+        op_fail(&p->op, e, msg);
+    } else {
+        char *msg = NULL;
+        if (asprintf(&msg, "timed out, and on_timeout failed: %s", err) < 0)
+            msg = NULL;
+        op_fail(&p->op, e, msg ? msg : err);
+        free(msg);
+    }
+    free(err);
+}
+
+static void abandon_all(pipeline *p)
+{
+    for (op_entry *e = p->op.head; e; e = e->next) {
+        task *t = e->udata;
+        if (t && t->fiber) {
+            rt_fiber_discard(t->fiber);
+            t->fiber = NULL;
+        }
+    }
+}
+
+static void cb_failure(void *ud, op_entry *e)
+{
+    pipeline *p = ud;
+    task *t = e->udata;
+    if (t && t->lineno && e->seq && t->line)
+        fail_run(p, ABORT, "input line %" PRIu64 " (record %" PRIu64 ") failed: %s", e->line, e->seq, e->err);
+    else
+        fail_run(p, ABORT, "%s", e->err);
+}
+
+static void cb_release(void *ud, op_entry *e)
+{
+    (void)ud;
+    task *t = e->udata;
+    if (!t)
+        return;
+    if (t->fiber)
+        rt_fiber_discard(t->fiber);
+    free(t->line);
+    free(t);
+}
+
+/* ---- timers ------------------------------------------------------------------- */
+
+static void on_timeout_timer(uv_timer_t *h);
+
+static void rearm(pipeline *p)
+{
+    uint64_t next = op_next_deadline(&p->op);
+    if (next == p->armed)
+        return;
+    p->armed = next;
+    if (next == OP_NO_DEADLINE || p->phase >= DRAINING) {
+        uv_timer_stop(&p->timeout_timer);
+        p->armed = OP_NO_DEADLINE;
+        return;
+    }
+    uint64_t now = uv_now(p->loop);
+    uv_timer_start(&p->timeout_timer, on_timeout_timer, next > now ? next - now : 0, 0);
+}
+
+static void on_timeout_timer(uv_timer_t *h)
+{
+    pipeline *p = h->data;
+    p->armed = OP_NO_DEADLINE;
+    op_expire(&p->op);
+    pump(p);
+    rearm(p);
+    finish_if_done(p);
+}
+
+static void print_stats(pipeline *p, const char *label)
+{
+    uint64_t now = uv_now(p->loop);
+    const op_stats *s = &p->op.stats;
+    double rate;
+    if (strcmp(label, "summary") == 0) {
+        double secs = (double)(now - p->start_ms) / 1000.0;
+        rate = secs > 0 ? (double)s->records_out / secs : 0;
+        uv_rusage_t ru;
+        long rss_kb = uv_getrusage(&ru) == 0 ? (long)ru.ru_maxrss : 0;
+        fprintf(stderr,
+                "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
+                " watermarks=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64
+                " elapsed_s=%.3f rate=%.0f/s peak_rss_kb=%ld\n",
+                s->records_in, s->records_out, p->outputs, s->watermarks_out, s->timeouts,
+                s->failures, secs, rate, rss_kb);
+        return;
+    }
+    double dt = (double)(now - p->last_stats_ms) / 1000.0;
+    rate = dt > 0 ? (double)(s->records_out - p->last_stats_out) / dt : 0;
+    p->last_stats_ms = now;
+    p->last_stats_out = s->records_out;
+    fprintf(stderr,
+            "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu rate=%.0f/s timeouts=%" PRIu64
+            " errors=%" PRIu64 "\n",
+            s->records_in, s->records_out, op_size(&p->op), rate, s->timeouts, s->failures);
+}
+
+static void on_stats_timer(uv_timer_t *h)
+{
+    print_stats(h->data, "progress");
+}
+
+/* ---- shutdown ----------------------------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    pipeline *p = h->data;
+    p->open_handles--;
+}
+
+static void script_closed(rt *r)
+{
+    (void)r;
+}
+
+static void input_closed(input *in)
+{
+    (void)in;
+}
+
+static void output_closed(output *o)
+{
+    (void)o;
+}
+
+static void shutdown_all(pipeline *p)
+{
+    p->phase = DONE;
+    if (p->cfg->stats)
+        print_stats(p, "summary");
+    uv_close((uv_handle_t *)&p->timeout_timer, handle_closed);
+    uv_close((uv_handle_t *)&p->stats_timer, handle_closed);
+    uv_close((uv_handle_t *)&p->sigint, handle_closed);
+    uv_close((uv_handle_t *)&p->sigterm, handle_closed);
+    op_free(&p->op);
+    if (p->script_loaded)
+        script_close(&p->sc, script_closed);
+    if (p->input_open)
+        input_close(&p->in, input_closed);
+    output_close(&p->out, output_closed);
+}
+
+static void output_drained(void *ud)
+{
+    pipeline *p = ud;
+    if (p->phase == DRAINING)
+        shutdown_all(p);
+}
+
+static void start_draining(pipeline *p)
+{
+    p->phase = DRAINING;
+    uv_timer_stop(&p->timeout_timer);
+    output_drain(&p->out, output_drained);
+}
+
+/* Input ended (or the run failed) and the queue is empty: run close. */
+static void start_closing(pipeline *p)
+{
+    if (p->phase >= CLOSING)
+        return;
+    p->phase = CLOSING;
+    if (script_run_hook(&p->sc, "close", &p->hook_fiber) != 0)
+        start_draining(p);
+}
+
+static void finish_if_done(pipeline *p)
+{
+    if (p->phase != RUNNING)
+        return;
+    if (op_failed(&p->op) || p->aborting) {
+        start_closing(p);
+        return;
+    }
+    if ((p->input_ended || p->stop_reading) && op_size(&p->op) == 0 && !p->have_pending_wm)
+        start_closing(p);
+}
+
+static void fail_run(pipeline *p, int how, const char *fmt, ...)
+{
+    if (p->exit_code == 0) {
+        char *msg = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+            msg = NULL;
+        va_end(ap);
+        fprintf(stderr, "moonwait: %s\n", msg ? msg : "run failed");
+        free(msg);
+        p->exit_code = 1;
+    }
+    p->stop_reading = 1;
+    if (how == ABORT) {
+        p->aborting = 1;
+        abandon_all(p);
+    }
+}
+
+/* ---- script completions ------------------------------------------------------- */
+
+static void on_script_done(void *ud, void *taskp, int ok, char *out, size_t len, const char *err)
+{
+    pipeline *p = ud;
+    if (taskp == &p->sc) {
+        /* open or close hook */
+        p->hook_fiber = NULL;
+        if (p->phase == OPENING) {
+            if (!ok) {
+                free(out);
+                fail_run(p, ABORT, "%s: open failed: %s", p->cfg->script, err);
+                p->phase = RUNNING;
+                finish_if_done(p);
+                return;
+            }
+            p->phase = RUNNING;
+            pump(p);
+        } else if (p->phase == CLOSING) {
+            if (!ok)
+                fail_run(p, ABORT, "%s: close failed: %s", p->cfg->script, err);
+            start_draining(p);
+        }
+        free(out);
+        return;
+    }
+    task *t = taskp;
+    t->fiber = NULL;
+    if (ok) {
+        if (op_complete(&p->op, t->e, out, len) != 0)
+            free(out);
+    } else {
+        op_fail(&p->op, t->e, err);
+    }
+    if (!p->pumping) {
+        pump(p);
+        rearm(p);
+    }
+}
+
+/* ---- the pump ----------------------------------------------------------------- */
+
+static int is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
+static void accept_line(pipeline *p, const char *line, size_t len, uint64_t lineno)
+{
+    char err[512];
+    script_parsed parsed;
+    if (script_parse(&p->sc, line, len, &parsed, err, sizeof err) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", lineno, err);
+        op_push_failed(&p->op, lineno, msg, NULL);
+        p->stop_reading = 1;
+        return;
+    }
+    if (parsed.is_watermark) {
+        if (wmgen_on_watermark(&p->wm, parsed.watermark))
+            op_push_watermark(&p->op, parsed.watermark);
+        return;
+    }
+    task *t = calloc(1, sizeof *t);
+    char *copy = t ? malloc(len + 1) : NULL;
+    if (!copy) {
+        free(t);
+        script_drop_parsed(&p->sc);
+        fail_run(p, ABORT, "input line %" PRIu64 ": out of memory", lineno);
+        return;
+    }
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    t->line = copy;
+    t->len = len;
+    t->lineno = lineno;
+    op_entry *e;
+    if (op_push_record(&p->op, lineno, 0, t, &e) != 0) {
+        /* Cannot happen: pump checks room first. Keep the record visible. */
+        script_drop_parsed(&p->sc);
+        free(copy);
+        free(t);
+        fail_run(p, ABORT, "input line %" PRIu64 ": the operator refused the record", lineno);
+        return;
+    }
+    t->e = e;
+    if (e->deadline != OP_NO_DEADLINE)
+        t->deadline = p->sc.rt.epoch0 + (double)e->deadline / 1000.0;
+    int64_t wm;
+    if (parsed.has_ts && wmgen_on_event(&p->wm, parsed.ts, &wm)) {
+        p->have_pending_wm = 1;
+        p->pending_wm = wm;
+    }
+    /* May complete (and even emit) before it returns. */
+    script_invoke(&p->sc, t, &t->fiber, e->seq, lineno, 1, t->deadline);
+}
+
+static void pump(pipeline *p)
+{
+    if (p->pumping || p->phase != RUNNING)
+        return;
+    p->pumping = 1;
+    while (!p->stop_reading && !op_failed(&p->op)) {
+        if (p->have_pending_wm) {
+            if (op_full(&p->op))
+                break;
+            p->have_pending_wm = 0;
+            op_push_watermark(&p->op, p->pending_wm);
+            continue;
+        }
+        if (op_full(&p->op) || output_backlog(&p->out) > OUTPUT_HIGH_WATER || p->input_ended)
+            break;
+        const char *line;
+        size_t len;
+        uint64_t lineno;
+        int rc = input_next_line(&p->in, &line, &len, &lineno);
+        if (rc == INPUT_AGAIN) {
+            input_want(&p->in);
+            break;
+        }
+        if (rc == INPUT_EOF) {
+            p->input_ended = 1;
+            break;
+        }
+        if (rc == INPUT_ERROR) {
+            char msg[512];
+            input_strerror(&p->in, msg, sizeof msg);
+            op_push_failed(&p->op, p->in.lineno, msg, NULL);
+            p->stop_reading = 1;
+            break;
+        }
+        if (is_blank(line, len))
+            continue;
+        accept_line(p, line, len, lineno);
+    }
+    p->pumping = 0;
+    rearm(p);
+    finish_if_done(p);
+}
+
+static void on_input_data(void *ud)
+{
+    pump(ud);
+}
+
+static void on_output_error(void *ud)
+{
+    pipeline *p = ud;
+    fail_run(p, ABORT, "--output %s: write error: %s", p->cfg->output, uv_strerror(p->out.error));
+    finish_if_done(p);
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    pipeline *p = h->data;
+    if (++p->signals > 1) {
+        fprintf(stderr, "moonwait: second %s: exiting at once\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        exit(1);
+    }
+    fail_run(p, DRAIN, "interrupted by %s after input line %" PRIu64
+                "; records already emitted are complete (send it again to exit at once)",
+             signum == SIGINT ? "SIGINT" : "SIGTERM", p->in.lineno);
+    finish_if_done(p);
+}
+
+/* ---- run ---------------------------------------------------------------------- */
+
+int pipeline_run(const config *c, const char *lua_dir)
+{
+    pipeline *p = calloc(1, sizeof *p);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    p->cfg = c;
+    p->loop = &loop;
+    p->armed = OP_NO_DEADLINE;
+    p->start_ms = p->last_stats_ms = uv_now(&loop);
+    signal(SIGPIPE, SIG_IGN);
+    int code = 0;
+    char *err = NULL;
+
+    if (script_load(&p->sc, &loop, c->script, lua_dir, &err) != 0) {
+        fprintf(stderr, "moonwait: %s\n", err);
+        code = 2;
+        goto early;
+    }
+    p->script_loaded = 1;
+    if (c->event_time && script_set_event_time(&p->sc, c->event_time) != 0) {
+        fprintf(stderr, "moonwait: option '--event-time': bad field path '%s'\n", c->event_time);
+        code = 2;
+        goto early;
+    }
+    if (output_open(&p->out, &loop, c->output, on_output_error, p, &err) != 0) {
+        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open output");
+        code = 2;
+        goto early;
+    }
+    p->output_open = 1;
+    if (input_open(&p->in, &loop, c->input, c->max_line, on_input_data, p, &err) != 0) {
+        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
+        code = 2;
+        goto early;
+    }
+    p->input_open = 1;
+
+    wmgen_init(&p->wm, c->max_ooo_ms);
+    op_config oc = { c->mode, c->capacity, c->timeout_ms };
+    op_callbacks cb = { cb_now, cb_emit, cb_emit_watermark, cb_timeout, cb_failure, cb_release };
+    op_init(&p->op, &oc, &cb, p);
+    script_on_done(&p->sc, on_script_done, p);
+
+    uv_timer_init(&loop, &p->timeout_timer);
+    uv_timer_init(&loop, &p->stats_timer);
+    uv_signal_init(&loop, &p->sigint);
+    uv_signal_init(&loop, &p->sigterm);
+    p->timeout_timer.data = p->stats_timer.data = p->sigint.data = p->sigterm.data = p;
+    p->open_handles = 4;
+    uv_signal_start(&p->sigint, on_signal, SIGINT);
+    uv_signal_start(&p->sigterm, on_signal, SIGTERM);
+    uv_unref((uv_handle_t *)&p->sigint);
+    uv_unref((uv_handle_t *)&p->sigterm);
+    if (c->stats) {
+        uv_timer_start(&p->stats_timer, on_stats_timer, 1000, 1000);
+        uv_unref((uv_handle_t *)&p->stats_timer);
+    }
+
+    p->phase = OPENING;
+    if (script_run_hook(&p->sc, "open", &p->hook_fiber) != 0) {
+        p->phase = RUNNING;
+        pump(p);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (p->phase != DONE) {
+        /* The loop ran dry while work remained: a script waiting on
+         * nothing. Say so rather than exit silently. */
+        fprintf(stderr, "moonwait: internal error: the event loop stopped with %zu records in "
+                        "flight (phase %d)\n", op_size(&p->op), p->phase);
+        p->exit_code = 1;
+        shutdown_all(p);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    code = p->exit_code;
+    goto out;
+
+early:
+    free(err);
+    if (p->input_open)
+        input_close(&p->in, NULL);
+    if (p->output_open)
+        output_close(&p->out, NULL);
+    if (p->script_loaded)
+        script_close(&p->sc, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+out:
+    if (uv_loop_close(&loop) != 0 && code == 0) {
+        fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
+        code = 1;
+    }
+    free(p);
+    return code;
+}

@@ -1,0 +1,210 @@
+/*
+ * output.c: the line sink (contract in output.h).
+ */
+#define _GNU_SOURCE
+#include "output.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void start_write(output *o);
+
+static void on_prepare(uv_prepare_t *h)
+{
+    output *o = h->data;
+    if (!o->writing && o->fill.len)
+        start_write(o);
+}
+
+int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(void *ud),
+                void *ud, char **err)
+{
+    memset(o, 0, sizeof *o);
+    o->loop = loop;
+    o->name = strdup(path);
+    o->on_error = on_error;
+    o->ud = ud;
+    if (strcmp(path, "-") == 0) {
+        o->fd = 1;
+    } else {
+        o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (o->fd < 0) {
+            int e = errno;
+            if (asprintf(err, "--output %s: %s", path, strerror(e)) < 0)
+                *err = NULL;
+            return -e;
+        }
+    }
+    uv_handle_type t = uv_guess_handle(o->fd);
+    int rc = 0;
+    if (t == UV_TTY) {
+        rc = uv_tty_init(loop, &o->stream.tty, o->fd, 0);
+        o->stream_open = rc == 0;
+    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
+        rc = uv_pipe_init(loop, &o->stream.pipe, 0);
+        if (rc == 0) {
+            o->stream_open = 1;
+            rc = uv_pipe_open(&o->stream.pipe, o->fd);
+        }
+    } else {
+        o->is_file = 1;
+    }
+    if (rc != 0) {
+        if (asprintf(err, "--output %s: %s", path, uv_strerror(rc)) < 0)
+            *err = NULL;
+        return rc;
+    }
+    o->stream.pipe.data = o;
+    o->fs_req.data = o;
+    o->wr_req.data = o;
+    uv_prepare_init(loop, &o->prepare);
+    o->prepare.data = o;
+    uv_prepare_start(&o->prepare, on_prepare);
+    uv_unref((uv_handle_t *)&o->prepare);
+    o->handles_open = 1 + o->stream_open;
+    return 0;
+}
+
+static int obuf_append(obuf *b, const char *data, size_t len)
+{
+    if (b->cap - b->len < len) {
+        size_t cap = b->cap ? b->cap : 64 * 1024;
+        while (cap - b->len < len)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+void output_write(output *o, const char *data, size_t len)
+{
+    if (o->error || len == 0)
+        return;
+    if (obuf_append(&o->fill, data, len) != 0) {
+        o->error = UV_ENOMEM;
+        if (o->on_error)
+            o->on_error(o->ud);
+    }
+}
+
+size_t output_backlog(const output *o)
+{
+    return o->fill.len + o->busy.len;
+}
+
+static void write_done(output *o, int status)
+{
+    o->writing = 0;
+    if (status < 0 && !o->error) {
+        o->error = status;
+        o->fill.len = 0;
+        if (o->on_error)
+            o->on_error(o->ud);
+    }
+    o->busy.len = 0;
+    if (!o->error && o->fill.len) {
+        start_write(o);
+        return;
+    }
+    if (o->draining && (o->error || !o->fill.len)) {
+        o->draining = 0;
+        if (o->on_drained)
+            o->on_drained(o->ud);
+    }
+}
+
+static void fs_write_cb(uv_fs_t *req)
+{
+    output *o = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n >= 0 && (size_t)n < o->busy.len) {
+        /* Short write: send the rest. */
+        memmove(o->busy.data, o->busy.data + n, o->busy.len - (size_t)n);
+        o->busy.len -= (size_t)n;
+        o->written += (uint64_t)n;
+        uv_buf_t b = uv_buf_init(o->busy.data, (unsigned)o->busy.len);
+        int rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
+        if (rc != 0)
+            write_done(o, rc);
+        return;
+    }
+    if (n >= 0)
+        o->written += (uint64_t)n;
+    write_done(o, n < 0 ? (int)n : 0);
+}
+
+static void stream_write_cb(uv_write_t *req, int status)
+{
+    output *o = req->data;
+    if (status == 0)
+        o->written += o->busy.len;
+    write_done(o, status);
+}
+
+static void start_write(output *o)
+{
+    obuf t = o->busy;
+    o->busy = o->fill;
+    o->fill = t;
+    o->fill.len = 0;
+    o->writing = 1;
+    uv_buf_t b = uv_buf_init(o->busy.data, (unsigned)o->busy.len);
+    int rc;
+    if (o->is_file)
+        rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
+    else
+        rc = uv_write(&o->wr_req, (uv_stream_t *)&o->stream, &b, 1, stream_write_cb);
+    if (rc != 0)
+        write_done(o, rc);
+}
+
+void output_drain(output *o, void (*done)(void *ud))
+{
+    o->on_drained = done;
+    if (!o->writing && o->fill.len && !o->error)
+        start_write(o);
+    if (!o->writing) {
+        if (done)
+            done(o->ud);
+        return;
+    }
+    o->draining = 1;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    output *o = h->data;
+    if (--o->handles_open == 0) {
+        free(o->fill.data);
+        free(o->busy.data);
+        o->fill.data = o->busy.data = NULL;
+        if (o->is_file && o->fd > 1)
+            close(o->fd);
+        o->fd = -1;
+        free(o->name);
+        o->name = NULL;
+        if (o->on_closed)
+            o->on_closed(o);
+    }
+}
+
+void output_close(output *o, void (*on_closed)(output *o))
+{
+    o->on_closed = on_closed;
+    if (o->stream_open) {
+        o->stream_open = 0;
+        uv_close((uv_handle_t *)&o->stream, handle_closed);
+    }
+    uv_close((uv_handle_t *)&o->prepare, handle_closed);
+}

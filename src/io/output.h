@@ -1,0 +1,69 @@
+/*
+ * output.h: the line sink. Buffers emitted bytes and writes them to a file
+ * (uv_fs_write in the thread pool), a pipe or a tty (uv_write), without
+ * blocking the loop.
+ *
+ * Two buffers: `fill` collects what the operator emits; when no write is
+ * in flight a uv_prepare handle (run just before the loop would block)
+ * swaps it with `busy` and writes it, so everything emitted in one loop
+ * turn goes out in one write. The pipeline stops reading input while
+ * output_backlog() is above its high-water mark, so a slow consumer
+ * bounds memory instead of growing it.
+ */
+#ifndef MW_OUTPUT_H
+#define MW_OUTPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct output output;
+
+typedef struct obuf {
+    char *data;
+    size_t len, cap;
+} obuf;
+
+struct output {
+    uv_loop_t *loop;
+    char *name;          /* path as given ("-" for stdout) */
+    int fd;              /* owned unless stdout */
+    int is_file;
+    union {
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } stream;            /* streams only */
+    int stream_open;
+    uv_prepare_t prepare; /* starts writes */
+    uv_fs_t fs_req;
+    uv_write_t wr_req;
+    obuf fill, busy;     /* both owned */
+    int writing;
+    int error;           /* first write error (uv code), sticky */
+    uint64_t written;    /* bytes written so far */
+    void (*on_error)(void *ud);   /* first write error */
+    void (*on_drained)(void *ud); /* output_drain: everything written */
+    void *ud;
+    int draining;
+    int handles_open;
+    void (*on_closed)(output *o);
+};
+
+/* Open `path` ("-" = stdout), truncating a file. Returns 0 or a negative uv
+ * error with a message in *err (malloc'd). */
+int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(void *ud),
+                void *ud, char **err);
+
+/* Append bytes (copied). */
+void output_write(output *o, const char *data, size_t len);
+
+/* Bytes accepted and not yet written. */
+size_t output_backlog(const output *o);
+
+/* Call `done` once everything appended so far is written (or failed). */
+void output_drain(output *o, void (*done)(void *ud));
+
+/* Close handles and the fd; on_closed runs when all are released. */
+void output_close(output *o, void (*on_closed)(output *o));
+
+#endif

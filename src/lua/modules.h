@@ -1,0 +1,27 @@
+/*
+ * modules.h: the host modules a script can require. Each is registered in
+ * package.preload by script.c and opened on first require.
+ *
+ *   moonwait        version, null, and the submodules below
+ *   moonwait.time   sleep(seconds) (yields the fiber), now()
+ *   moonwait.json   a private lua-cjson instance (its settings are the
+ *                   script's own; the host encodes records with another)
+ *   moonwait.log    debug/info/warn/error(...) to stderr, with file:line
+ */
+#ifndef MW_MODULES_H
+#define MW_MODULES_H
+
+#include <lua.h>
+
+int mod_time_open(lua_State *L);
+int mod_json_open(lua_State *L);
+int mod_log_open(lua_State *L);
+
+/* Log levels for moonwait.log and the host's own messages. */
+enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+extern int mod_log_level;
+
+/* lua-cjson's entry point (liblua5.1-cjson): pushes a fresh instance. */
+int luaopen_cjson(lua_State *L);
+
+#endif

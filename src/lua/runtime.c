@@ -1,0 +1,337 @@
+/*
+ * runtime.c: the Lua VM and its fiber scheduler (contract in runtime.h).
+ */
+#include "runtime.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char RT_KEY = 'r'; /* registry key (its address) for the rt */
+
+rt *rt_of(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&RT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    rt *r = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return r;
+}
+
+double rt_now(const rt *r)
+{
+    return r->epoch0 + (double)uv_now(r->loop) / 1000.0;
+}
+
+/* ---- ready queue ---------------------------------------------------------- */
+
+static void resume(rt_fiber *f, int nargs);
+
+static void on_check(uv_check_t *h)
+{
+    rt *r = h->data;
+    /* Run only the fibers queued before this pass; fibers woken while it
+     * runs wait for the next pass, after poll has seen I/O again. Pop one
+     * at a time so that a fiber discarded meanwhile (ready_remove) is never
+     * resumed. */
+    uint64_t pass = ++r->pass;
+    while (r->ready_head && r->ready_head->ready_pass < pass) {
+        rt_fiber *f = r->ready_head;
+        r->ready_head = f->ready_next;
+        if (!r->ready_head)
+            r->ready_tail = NULL;
+        f->ready_next = NULL;
+        resume(f, f->nresume);
+    }
+    if (!r->ready_head)
+        uv_idle_stop(&r->idle);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    (void)h; /* only its being active matters: poll does not block */
+}
+
+void rt_wake(rt_fiber *f, int nres)
+{
+    rt *r = f->rt;
+    f->state = RT_FIBER_READY;
+    f->nresume = nres;
+    f->cancel = NULL;
+    f->wait = NULL;
+    f->ready_next = NULL;
+    f->ready_pass = r->pass;
+    if (r->ready_tail)
+        r->ready_tail->ready_next = f;
+    else
+        r->ready_head = f;
+    r->ready_tail = f;
+    uv_idle_start(&r->idle, on_idle);
+}
+
+static void ready_remove(rt *r, rt_fiber *f)
+{
+    rt_fiber **pp = &r->ready_head, *prev = NULL;
+    while (*pp && *pp != f) {
+        prev = *pp;
+        pp = &(*pp)->ready_next;
+    }
+    if (*pp) {
+        *pp = f->ready_next;
+        if (r->ready_tail == f)
+            r->ready_tail = prev;
+    }
+    f->ready_next = NULL;
+}
+
+/* ---- fibers ---------------------------------------------------------------- */
+
+rt_fiber *rt_fiber_get(rt *r)
+{
+    if (r->pool_len)
+        return r->pool[--r->pool_len];
+    rt_fiber *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->rt = r;
+    f->co = lua_newthread(r->L);
+    f->co_ref = luaL_ref(r->L, LUA_REGISTRYINDEX); /* pops the thread */
+    uv_timer_init(r->loop, &f->timer);
+    f->timer.data = f;
+    r->live++;
+    return f;
+}
+
+static void fiber_free_cb(uv_handle_t *h)
+{
+    rt_fiber *f = h->data;
+    rt *r = f->rt;
+    free(f->err);
+    free(f);
+    r->live--;
+    if (r->closing && r->live == 0 && r->handles_open == 0 && r->on_closed)
+        r->on_closed(r);
+}
+
+/* Drop the thread and free the struct (in the timer's close callback). */
+static void fiber_destroy(rt_fiber *f)
+{
+    rt *r = f->rt;
+    if (f->co_ref != LUA_NOREF && r->L) {
+        luaL_unref(r->L, LUA_REGISTRYINDEX, f->co_ref);
+        f->co_ref = LUA_NOREF;
+    }
+    f->co = NULL;
+    uv_close((uv_handle_t *)&f->timer, fiber_free_cb);
+}
+
+void rt_fiber_release(rt_fiber *f)
+{
+    rt *r = f->rt;
+    lua_settop(f->co, 0);
+    f->state = RT_FIBER_IDLE;
+    f->task = NULL;
+    f->seq = 0;
+    f->deadline = 0;
+    f->done = NULL;
+    free(f->err);
+    f->err = NULL;
+    if (r->closing) {
+        fiber_destroy(f);
+        return;
+    }
+    if (r->pool_len == r->pool_cap) {
+        size_t cap = r->pool_cap ? r->pool_cap * 2 : 64;
+        rt_fiber **p = realloc(r->pool, cap * sizeof *p);
+        if (!p) {
+            fiber_destroy(f);
+            return;
+        }
+        r->pool = p;
+        r->pool_cap = cap;
+    }
+    r->pool[r->pool_len++] = f;
+}
+
+void rt_fiber_discard(rt_fiber *f)
+{
+    if (f->state == RT_FIBER_PARKED && f->cancel)
+        f->cancel(f);
+    if (f->state == RT_FIBER_READY)
+        ready_remove(f->rt, f);
+    uv_timer_stop(&f->timer);
+    f->cancel = NULL;
+    f->wait = NULL;
+    f->done = NULL;
+    f->state = RT_FIBER_DONE;
+    fiber_destroy(f);
+}
+
+void rt_fiber_start(rt_fiber *f, int nargs, rt_done_fn done, void *ud)
+{
+    f->done = done;
+    f->done_ud = ud;
+    resume(f, nargs);
+}
+
+void rt_push_traceback(lua_State *L, lua_State *co, const char *msg)
+{
+    luaL_traceback(L, co, msg, 0);
+}
+
+char *rt_strdup_value(lua_State *L, int idx)
+{
+    const char *s;
+    char buf[96];
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+        s = lua_tostring(L, idx);
+        break;
+    case LUA_TNIL:
+        s = "nil";
+        break;
+    case LUA_TBOOLEAN:
+        s = lua_toboolean(L, idx) ? "true" : "false";
+        break;
+    default:
+        snprintf(buf, sizeof buf, "(error object is a %s value)", luaL_typename(L, idx));
+        s = buf;
+    }
+    return strdup(s ? s : "?");
+}
+
+static void resume(rt_fiber *f, int nargs)
+{
+    rt *r = f->rt;
+    rt_fiber *outer = r->running;
+    r->running = f;
+    f->state = RT_FIBER_RUNNING;
+    int st = lua_resume(f->co, nargs);
+    r->running = outer;
+    if (st == LUA_YIELD && f->state == RT_FIBER_PARKED)
+        return; /* waiting on a request; rt_wake brings it back */
+    if (st == LUA_YIELD && f->state == RT_FIBER_READY)
+        return; /* parked and woken before yielding (e.g. sleep(0)) */
+    int status;
+    if (st == 0) {
+        status = RT_OK;
+    } else if (st == LUA_YIELD) {
+        status = RT_ROGUE_YIELD;
+        f->err = strdup("coroutine.yield() called in a host coroutine: use the moonwait "
+                        "I/O functions (moonwait.time.sleep, ...) to wait, or wrap "
+                        "your own coroutines with coroutine.wrap/resume");
+    } else {
+        status = RT_ERROR;
+        char *msg = rt_strdup_value(f->co, -1);
+        if (st == LUA_ERRMEM) {
+            f->err = msg;
+        } else {
+            rt_push_traceback(r->L, f->co, msg);
+            f->err = strdup(lua_tostring(r->L, -1));
+            lua_pop(r->L, 1);
+            free(msg);
+        }
+    }
+    f->state = RT_FIBER_DONE;
+    if (f->done)
+        f->done(f->done_ud, f, status);
+    else if (status != RT_OK)
+        rt_fiber_discard(f);
+    else
+        rt_fiber_release(f);
+}
+
+/* ---- parking --------------------------------------------------------------- */
+
+rt_fiber *rt_current(lua_State *L)
+{
+    rt *r = rt_of(L);
+    if (r && r->running && r->running->co == L)
+        return r->running;
+    return NULL;
+}
+
+rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
+{
+    rt_fiber *f = rt_current(L);
+    if (!f) {
+        rt *r = rt_of(L);
+        if (r && r->running)
+            luaL_error(L, "%s cannot wait inside a coroutine of your own (coroutine.wrap/"
+                          "create): call it directly from async_invoke's coroutine", what);
+        else
+            luaL_error(L, "%s can only wait inside async_invoke, open, close or a retry "
+                          "predicate (not at script load time or in on_timeout)", what);
+    }
+    return f;
+}
+
+void rt_park(rt_fiber *f, rt_cancel_fn cancel, void *wait)
+{
+    f->state = RT_FIBER_PARKED;
+    f->cancel = cancel;
+    f->wait = wait;
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+int rt_init(rt *r, uv_loop_t *loop)
+{
+    memset(r, 0, sizeof *r);
+    r->loop = loop;
+    r->L = luaL_newstate();
+    if (!r->L)
+        return -12; /* ENOMEM */
+    luaL_openlibs(r->L);
+    lua_pushlightuserdata(r->L, (void *)&RT_KEY);
+    lua_pushlightuserdata(r->L, r);
+    lua_rawset(r->L, LUA_REGISTRYINDEX);
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    r->epoch0 = (double)tv.tv_sec + (double)tv.tv_usec / 1e6 - (double)uv_now(loop) / 1000.0;
+    uv_check_init(loop, &r->check);
+    uv_idle_init(loop, &r->idle);
+    r->check.data = r->idle.data = r;
+    uv_check_start(&r->check, on_check);
+    /* The check handle must not keep the loop alive on its own. */
+    uv_unref((uv_handle_t *)&r->check);
+    r->handles_open = 2;
+    return 0;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    rt *r = h->data;
+    r->handles_open--;
+    if (r->live == 0 && r->handles_open == 0 && r->on_closed)
+        r->on_closed(r);
+}
+
+void rt_close(rt *r, void (*on_closed)(rt *r))
+{
+    r->closing = 1;
+    r->on_closed = on_closed;
+    /* Abandon whatever still waits: nothing may be resumed after close. */
+    while (r->ready_head) {
+        rt_fiber *f = r->ready_head;
+        r->ready_head = f->ready_next;
+        f->state = RT_FIBER_DONE;
+        fiber_destroy(f);
+    }
+    r->ready_tail = NULL;
+    for (size_t i = 0; i < r->pool_len; i++)
+        fiber_destroy(r->pool[i]);
+    free(r->pool);
+    r->pool = NULL;
+    r->pool_len = r->pool_cap = 0;
+    uv_close((uv_handle_t *)&r->check, handle_closed);
+    uv_close((uv_handle_t *)&r->idle, handle_closed);
+    /* Parked fibers still own their threads through refs; closing the VM
+     * frees every Lua object at once, so refs need not be dropped one by
+     * one after this point. */
+    lua_close(r->L);
+    r->L = NULL;
+}

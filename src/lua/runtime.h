@@ -1,0 +1,135 @@
+/*
+ * runtime.h: one Lua VM and its coroutine scheduler on the libuv loop.
+ *
+ * A fiber is a pooled Lua thread that runs one host call at a time
+ * (async_invoke for one record, open, close). Any C function can park the
+ * running fiber on a libuv request (the cosocket pattern of
+ * lua-nginx-module): find it with rt_current(), record a cancel hook with
+ * rt_park(), `return lua_yield(L, 0)`; later, from the libuv callback, push
+ * the results on f->co and call rt_wake(). Woken fibers wait in a ready
+ * queue drained by a uv_check handle (with a uv_idle handle keeping poll
+ * from blocking meanwhile), so a fiber that yields in a loop never starves
+ * I/O, and uv_run is never re-entered.
+ *
+ * Lifetimes: each fiber's thread is anchored by one registry ref, released
+ * once, when the fiber is discarded or the runtime closes. A fiber that
+ * finished normally returns to the pool. An abandoned fiber (its record
+ * timed out) is never resumed again: its cancel hook runs, its thread is
+ * unref'd, and its struct is freed in its timer's close callback.
+ */
+#ifndef MW_RUNTIME_H
+#define MW_RUNTIME_H
+
+#include <lua.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rt rt;
+typedef struct rt_fiber rt_fiber;
+
+/* Outcome of a fiber run, passed to its done callback. */
+enum {
+    RT_OK = 0,           /* returned; its results are on f->co */
+    RT_ERROR = 1,        /* raised; message with traceback in f->err */
+    RT_ROGUE_YIELD = 2,  /* yielded outside a host primitive */
+};
+
+typedef void (*rt_cancel_fn)(rt_fiber *f);
+typedef void (*rt_done_fn)(void *ud, rt_fiber *f, int status);
+
+typedef enum {
+    RT_FIBER_IDLE = 0, /* in the pool */
+    RT_FIBER_RUNNING,
+    RT_FIBER_PARKED,   /* waiting on a libuv request */
+    RT_FIBER_READY,    /* woken, in the ready queue */
+    RT_FIBER_DONE,     /* finished; owner has not released it yet */
+} rt_fiber_state;
+
+struct rt_fiber {
+    rt *rt;
+    lua_State *co;          /* the thread (owned through co_ref) */
+    int co_ref;             /* registry ref anchoring co */
+    rt_fiber_state state;
+    int nresume;            /* values pushed on co for the next resume */
+    rt_cancel_fn cancel;    /* while parked: undoes the wait */
+    void *wait;             /* while parked: the primitive's own state */
+    uv_timer_t timer;       /* sleep and I/O timeouts; closed when freed */
+    double deadline;        /* clock seconds (rt_now) or 0 = none */
+    void *task;             /* owner's pointer (the record being run) */
+    uint64_t seq;           /* record seq for log lines, 0 if none */
+    rt_done_fn done;        /* called when the run ends */
+    void *done_ud;
+    char *err;              /* RT_ERROR/RT_ROGUE_YIELD message (owned) */
+    rt_fiber *ready_next;
+    uint64_t ready_pass;    /* rt.pass when it was queued */
+};
+
+struct rt {
+    uv_loop_t *loop;
+    lua_State *L;           /* main thread; owned, closed by rt_close */
+    uv_check_t check;       /* drains the ready queue */
+    uv_idle_t idle;         /* active while the ready queue is non-empty */
+    rt_fiber *ready_head, *ready_tail;
+    rt_fiber *running;      /* fiber inside lua_resume, or NULL */
+    uint64_t pass;          /* ready-queue drains so far */
+    rt_fiber **pool;        /* idle fibers */
+    size_t pool_len, pool_cap;
+    size_t live;            /* fibers not yet freed */
+    int closing;
+    double epoch0;          /* wall clock seconds at loop ms 0 */
+    void (*on_closed)(rt *r); /* called once every handle has closed */
+    int handles_open;
+};
+
+/* Create the VM with the standard libraries. Returns 0 or a negative
+ * errno-style code. Host modules are added by the caller (script.c). */
+int rt_init(rt *r, uv_loop_t *loop);
+
+/* Close the VM and the handles. Fibers still parked are abandoned. The
+ * struct may be freed once on_closed has been called (or after the loop
+ * has run the close callbacks). */
+void rt_close(rt *r, void (*on_closed)(rt *r));
+
+/* Seconds since the epoch on the loop's cached clock (ms resolution). */
+double rt_now(const rt *r);
+
+/* The rt of a VM (stored in its registry by rt_init). */
+rt *rt_of(lua_State *L);
+
+/* Take an idle fiber (or make one). NULL on out of memory. */
+rt_fiber *rt_fiber_get(rt *r);
+
+/* Run f: the function and `nargs` arguments are already on f->co. Resumes
+ * now; `done` is called when the run ends (possibly before this returns). */
+void rt_fiber_start(rt_fiber *f, int nargs, rt_done_fn done, void *ud);
+
+/* After RT_OK: the owner has taken the results; return f to the pool. */
+void rt_fiber_release(rt_fiber *f);
+
+/* After RT_ERROR/RT_ROGUE_YIELD, or to abandon a parked/ready fiber: never
+ * resume it again, cancel its wait, drop its thread, free it. */
+void rt_fiber_discard(rt_fiber *f);
+
+/* The fiber whose coroutine is L and is running now, or NULL (L is the
+ * main thread, or a user coroutine created inside the fiber). */
+rt_fiber *rt_current(lua_State *L);
+
+/* Like rt_current, but raises a clear Lua error naming `what` when L cannot
+ * yield to the host. */
+rt_fiber *rt_check_yieldable(lua_State *L, const char *what);
+
+/* Mark f parked on a request; `cancel` undoes it if f is abandoned.
+ * The caller then does `return lua_yield(L, 0)`. */
+void rt_park(rt_fiber *f, rt_cancel_fn cancel, void *wait);
+
+/* Make a parked fiber runnable; `nres` values are already on f->co and
+ * become the results of the yielding call. */
+void rt_wake(rt_fiber *f, int nres);
+
+/* Convert the value at `idx` of L to a malloc'd string (errors of any type). */
+char *rt_strdup_value(lua_State *L, int idx);
+
+/* Push the standard traceback of `co` after `msg` on L. */
+void rt_push_traceback(lua_State *L, lua_State *co, const char *msg);
+
+#endif

@@ -1,0 +1,552 @@
+/*
+ * script.c: load a user script into a fresh VM and adapt its functions to
+ * the pipeline (contract in script.h). This file is the one boundary where
+ * Lua values become bytes and error strings.
+ */
+#define _GNU_SOURCE
+#include "script.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modules.h"
+
+#define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
+
+/* ---- VM setup ---------------------------------------------------------------- */
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = luaL_typename(L, 1);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* pcall the function below `nargs` args with a traceback handler. */
+static int pcall_tb(lua_State *L, int nargs, int nres)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    return rc;
+}
+
+static int open_moonwait(lua_State *L)
+{
+    lua_newtable(L);
+    lua_pushstring(L, MW_VERSION);
+    lua_setfield(L, -2, "version");
+    script *sc = lua_touserdata(L, lua_upvalueindex(1));
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->null_ref);
+    lua_setfield(L, -2, "null");
+    static const char *const subs[] = { "time", "json", "log" };
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        lua_getglobal(L, "require");
+        lua_pushfstring(L, "moonwait.%s", subs[i]);
+        lua_call(L, 1, 1);
+        lua_setfield(L, -2, subs[i]);
+    }
+    return 1;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction fn, void *up)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    if (up) {
+        lua_pushlightuserdata(L, up);
+        lua_pushcclosure(L, fn, 1);
+    } else {
+        lua_pushcfunction(L, fn);
+    }
+    lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* ctx's __index: remaining_ms and log are built on first access, so a
+ * record that never reads them pays nothing. */
+static int l_remaining_ms(lua_State *L)
+{
+    double deadline = lua_tonumber(L, lua_upvalueindex(1));
+    if (deadline <= 0) {
+        lua_pushnumber(L, HUGE_VAL);
+        return 1;
+    }
+    double left = (deadline - rt_now(rt_of(L))) * 1000.0;
+    lua_pushnumber(L, left > 0 ? floor(left) : 0);
+    return 1;
+}
+
+static int ctx_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "remaining_ms") == 0) {
+        lua_getfield(L, 1, "deadline");
+        lua_pushcclosure(L, l_remaining_ms, 1);
+        return 1;
+    }
+    if (k && strcmp(k, "log") == 0) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "moonwait.log");
+        lua_call(L, 1, 1);
+        return 1;
+    }
+    return 0;
+}
+
+static int ref_field(lua_State *L, int t, const char *name)
+{
+    lua_getfield(L, t, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static char *fail_load(script *sc, const char *fmt, const char *a)
+{
+    char *m = NULL;
+    if (asprintf(&m, fmt, a) < 0)
+        m = NULL;
+    (void)sc;
+    return m;
+}
+
+int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
+    *err = NULL;
+    if (rt_init(&sc->rt, loop) != 0) {
+        *err = strdup("out of memory creating the Lua VM");
+        return -1;
+    }
+    sc->path = strdup(path);
+    lua_State *L = sc->rt.L;
+
+    /* The host's own cjson instance, for records. */
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_call(L, 0, 1);
+    lua_getfield(L, -1, "decode");
+    sc->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "encode");
+    sc->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "null");
+    sc->null_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+
+    preload(L, "moonwait", open_moonwait, sc);
+    preload(L, "moonwait.time", mod_time_open, NULL);
+    preload(L, "moonwait.json", mod_json_open, NULL);
+    preload(L, "moonwait.log", mod_log_open, NULL);
+
+    /* Modules: the script's directory first, then the shipped lua/ dir. */
+    char *sdir = dir_of(path);
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;", sdir, sdir, lua_dir, lua_dir);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    free(sdir);
+
+    /* ctx metatable */
+    lua_newtable(L);
+    lua_pushcfunction(L, ctx_index);
+    lua_setfield(L, -2, "__index");
+    sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    /* Policy from lua/moonwait/host.lua: strict globals, then load. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonwait.host");
+    if (pcall_tb(L, 1, 1) != 0) {
+        *err = fail_load(sc, "cannot load the host's Lua modules: %s", lua_tostring(L, -1));
+        goto fail;
+    }
+    int host = lua_gettop(L);
+    lua_getfield(L, host, "strict");
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_call(L, 1, 0);
+
+    if (luaL_loadfile(L, path) != 0) {
+        const char *m = lua_tostring(L, -1);
+        /* "cannot open x.lua" already names the file. */
+        *err = strdup(m ? m : "cannot load script");
+        goto fail;
+    }
+    if (pcall_tb(L, 0, 1) != 0) {
+        *err = strdup(lua_tostring(L, -1));
+        goto fail;
+    }
+    int mod = lua_gettop(L);
+    lua_getfield(L, host, "check");
+    lua_pushvalue(L, mod);
+    lua_pushstring(L, path);
+    lua_call(L, 2, 2);
+    if (!lua_toboolean(L, -2)) {
+        *err = strdup(lua_tostring(L, -1));
+        goto fail;
+    }
+    lua_pop(L, 2);
+    sc->invoke_ref = ref_field(L, mod, "async_invoke");
+    sc->timeout_ref = ref_field(L, mod, "on_timeout");
+    sc->open_ref = ref_field(L, mod, "open");
+    sc->close_ref = ref_field(L, mod, "close");
+    lua_settop(L, 0);
+    return 0;
+
+fail:
+    if (!*err)
+        *err = strdup("out of memory");
+    script_close(sc, NULL);
+    return -1;
+}
+
+int script_set_event_time(script *sc, const char *field)
+{
+    size_t n = 1;
+    for (const char *p = field; *p; p++)
+        n += *p == '.';
+    sc->ts_path = calloc(n + 1, sizeof *sc->ts_path);
+    char *copy = strdup(field), *save = NULL;
+    size_t i = 0;
+    for (char *tok = strtok_r(copy, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
+        sc->ts_path[i++] = strdup(tok);
+    free(copy);
+    return i == n && i > 0 ? 0 : -1;
+}
+
+void script_on_done(script *sc, script_done_fn done, void *ud)
+{
+    sc->done = done;
+    sc->done_ud = ud;
+}
+
+/* ---- input ------------------------------------------------------------------- */
+
+static int decode_line(script *sc, const char *line, size_t len, char *err, size_t errlen)
+{
+    lua_State *L = sc->rt.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->decode_ref);
+    lua_pushlstring(L, line, len);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        snprintf(err, errlen, "malformed JSON: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen)
+{
+    lua_State *L = sc->rt.L;
+    memset(p, 0, sizeof *p);
+    if (decode_line(sc, line, len, err, errlen) != 0)
+        return -1;
+    int v = lua_gettop(L);
+    if (lua_type(L, v) == LUA_TTABLE) {
+        lua_pushliteral(L, "$watermark");
+        lua_rawget(L, v);
+        if (!lua_isnil(L, -1)) {
+            double wm = lua_tonumber(L, -1);
+            int only_key = 0;
+            lua_pushnil(L);
+            if (lua_next(L, v)) {
+                lua_pop(L, 1);
+                only_key = !lua_next(L, v);
+                if (!only_key)
+                    lua_pop(L, 2);
+            }
+            if (lua_type(L, -1) != LUA_TNUMBER || wm != floor(wm) || fabs(wm) > 9.0e15 || !only_key) {
+                snprintf(err, errlen, "a watermark line must be exactly {\"$watermark\": N} with N an integer (ms)");
+                lua_settop(L, v - 1);
+                return -1;
+            }
+            p->is_watermark = 1;
+            p->watermark = (int64_t)wm;
+            lua_settop(L, v - 1);
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
+    if (sc->ts_path) {
+        lua_pushvalue(L, v);
+        for (char **k = sc->ts_path; *k; k++) {
+            if (lua_type(L, -1) != LUA_TTABLE) {
+                lua_pushnil(L);
+                break;
+            }
+            lua_getfield(L, -1, *k);
+            lua_remove(L, -2);
+        }
+        double ts = lua_tonumber(L, -1);
+        int ok = lua_type(L, -1) == LUA_TNUMBER && isfinite(ts) && fabs(ts) < 9.0e15;
+        lua_pop(L, 1);
+        if (!ok) {
+            char field[256] = "";
+            for (char **k = sc->ts_path; *k; k++) {
+                if (k != sc->ts_path)
+                    strncat(field, ".", sizeof field - strlen(field) - 1);
+                strncat(field, *k, sizeof field - strlen(field) - 1);
+            }
+            snprintf(err, errlen, "event-time field '%s' is missing or not a number (ms)", field);
+            lua_settop(L, v - 1);
+            return -1;
+        }
+        p->has_ts = 1;
+        p->ts = (int64_t)floor(ts);
+    }
+    sc->parsed_on_stack = 1;
+    return 0;
+}
+
+void script_drop_parsed(script *sc)
+{
+    if (sc->parsed_on_stack) {
+        lua_pop(sc->rt.L, 1);
+        sc->parsed_on_stack = 0;
+    }
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+/* Turn `what`'s results (values from index base to top of L) into encoded
+ * lines. Returns 0 with *out and *len, or -1 with *err (malloc'd). Pops them. */
+static int encode_results(script *sc, const char *what, int base, char **out, size_t *outlen, char **err)
+{
+    lua_State *L = sc->rt.L;
+    int n = lua_gettop(L) - base + 1;
+    *out = NULL;
+    *outlen = 0;
+    *err = NULL;
+    int rc = -1;
+    if (n <= 0) {
+        if (asprintf(err, "%s returned nothing; " WRONG_RETURN_HINT, what) < 0)
+            *err = NULL;
+        goto done;
+    }
+    if (lua_isnil(L, base)) {
+        if (n >= 2 && !lua_isnil(L, base + 1))
+            *err = rt_strdup_value(L, base + 1);
+        else if (asprintf(err, "%s returned nil without an error message; " WRONG_RETURN_HINT, what) < 0)
+            *err = NULL;
+        goto done;
+    }
+    if (lua_type(L, base) != LUA_TTABLE) {
+        if (asprintf(err, "%s returned a %s; " WRONG_RETURN_HINT, what, luaL_typename(L, base)) < 0)
+            *err = NULL;
+        goto done;
+    }
+    size_t count = lua_objlen(L, base), keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, base)) {
+        lua_pop(L, 1);
+        if (++keys > count) {
+            lua_pop(L, 1);
+            break;
+        }
+    }
+    if (keys != count) {
+        if (asprintf(err, "%s returned a table that is not an array; " WRONG_RETURN_HINT, what) < 0)
+            *err = NULL;
+        goto done;
+    }
+    if (count == 0) {
+        rc = 0;
+        goto done;
+    }
+    /* Encode every element, then copy once. */
+    size_t total = 0;
+    int first = lua_gettop(L) + 1;
+    for (size_t i = 1; i <= count; i++) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, sc->encode_ref);
+        lua_rawgeti(L, base, (int)i);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            if (asprintf(err, "%s: cannot encode output record %zu as JSON: %s", what, i,
+                         lua_tostring(L, -1)) < 0)
+                *err = NULL;
+            goto done;
+        }
+        size_t l;
+        lua_tolstring(L, -1, &l);
+        total += l + 1;
+    }
+    char *buf = malloc(total);
+    if (!buf) {
+        *err = strdup("out of memory");
+        goto done;
+    }
+    size_t off = 0;
+    for (int i = first; i <= lua_gettop(L); i++) {
+        size_t l;
+        const char *s = lua_tolstring(L, i, &l);
+        memcpy(buf + off, s, l);
+        off += l;
+        buf[off++] = '\n';
+    }
+    *out = buf;
+    *outlen = total;
+    rc = 0;
+done:
+    lua_settop(L, base - 1);
+    if (rc != 0 && !*err)
+        *err = strdup("out of memory");
+    return rc;
+}
+
+/* ---- calls ------------------------------------------------------------------- */
+
+static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt, double deadline)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number)seq);
+    lua_setfield(L, -2, "seq");
+    lua_pushnumber(L, (lua_Number)line);
+    lua_setfield(L, -2, "line");
+    lua_pushinteger(L, attempt);
+    lua_setfield(L, -2, "attempt");
+    if (deadline > 0) {
+        lua_pushnumber(L, deadline);
+        lua_setfield(L, -2, "deadline");
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+static void fiber_done(void *ud, rt_fiber *f, int status)
+{
+    script *sc = ud;
+    void *task = f->task;
+    const char *what = f->seq ? "async_invoke" : (task == (void *)&sc->open_ref ? "open" : "close");
+    char *out = NULL, *err = NULL;
+    size_t len = 0;
+    int ok;
+    if (status == RT_OK) {
+        if (task == (void *)&sc->open_ref || task == (void *)&sc->close_ref) {
+            /* Hooks: `return nil, err` fails; anything else succeeds. */
+            int n = lua_gettop(f->co);
+            ok = !(n >= 1 && lua_isnil(f->co, 1) && n >= 2 && !lua_isnil(f->co, 2));
+            if (!ok)
+                err = rt_strdup_value(f->co, 2);
+            task = sc;
+        } else {
+            lua_State *L = sc->rt.L;
+            int n = lua_gettop(f->co);
+            int base = lua_gettop(L) + 1;
+            lua_xmove(f->co, L, n);
+            ok = encode_results(sc, what, base, &out, &len, &err) == 0;
+        }
+        rt_fiber_release(f);
+    } else {
+        ok = 0;
+        err = f->err;
+        f->err = NULL;
+        if (task == (void *)&sc->open_ref || task == (void *)&sc->close_ref)
+            task = sc;
+        rt_fiber_discard(f);
+    }
+    sc->done(sc->done_ud, task, ok, out, len, err);
+    free(err);
+}
+
+void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
+                   int attempt, double deadline)
+{
+    lua_State *L = sc->rt.L;
+    rt_fiber *f = rt_fiber_get(&sc->rt);
+    if (!f) {
+        script_drop_parsed(sc);
+        sc->done(sc->done_ud, task, 0, NULL, 0, "out of memory starting a coroutine");
+        return;
+    }
+    lua_State *co = f->co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, sc->invoke_ref);
+    lua_xmove(L, co, 1); /* the parsed record */
+    sc->parsed_on_stack = 0;
+    push_ctx(sc, co, seq, line, attempt, deadline);
+    f->task = task;
+    f->seq = seq;
+    f->deadline = deadline;
+    *fiber_slot = f;
+    rt_fiber_start(f, 2, fiber_done, sc);
+}
+
+int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
+                      int attempt, double deadline, char **out, size_t *outlen, char **err)
+{
+    *out = NULL;
+    *outlen = 0;
+    *err = NULL;
+    if (sc->timeout_ref == LUA_NOREF)
+        return 0;
+    lua_State *L = sc->rt.L;
+    int base = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->timeout_ref);
+    char derr[512];
+    if (decode_line(sc, line, len, derr, sizeof derr) != 0) {
+        lua_settop(L, base);
+        *err = strdup(derr);
+        return -1;
+    }
+    push_ctx(sc, L, seq, lineno, attempt, deadline);
+    if (pcall_tb(L, 2, LUA_MULTRET) != 0) {
+        *err = rt_strdup_value(L, -1);
+        lua_settop(L, base);
+        return -1;
+    }
+    return encode_results(sc, "on_timeout", base + 1, out, outlen, err) == 0 ? 1 : -1;
+}
+
+int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
+{
+    int is_open = strcmp(which, "open") == 0;
+    int ref = is_open ? sc->open_ref : sc->close_ref;
+    if (ref == LUA_NOREF)
+        return 1;
+    rt_fiber *f = rt_fiber_get(&sc->rt);
+    if (!f)
+        return 1;
+    lua_rawgeti(f->co, LUA_REGISTRYINDEX, ref);
+    lua_createtable(f->co, 0, 1);
+    lua_getglobal(f->co, "require");
+    lua_pushliteral(f->co, "moonwait.log");
+    lua_call(f->co, 1, 1);
+    lua_setfield(f->co, -2, "log");
+    f->task = is_open ? (void *)&sc->open_ref : (void *)&sc->close_ref;
+    f->seq = 0;
+    *fiber_slot = f;
+    rt_fiber_start(f, 1, fiber_done, sc);
+    return 0;
+}
+
+void script_close(script *sc, void (*on_closed)(rt *r))
+{
+    if (sc->ts_path) {
+        for (char **k = sc->ts_path; *k; k++)
+            free(*k);
+        free(sc->ts_path);
+        sc->ts_path = NULL;
+    }
+    free(sc->path);
+    sc->path = NULL;
+    rt_close(&sc->rt, on_closed);
+}

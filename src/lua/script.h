@@ -1,0 +1,86 @@
+/*
+ * script.h: a loaded user script in its own VM (one "generation").
+ *
+ * Owns the rt (VM + scheduler), the host's private cjson instance used to
+ * read and write records, and refs to the script's functions. The pipeline
+ * calls it to parse input lines, to start async_invoke for a record, to run
+ * on_timeout, open and close. Results come back as encoded JSON lines in a
+ * malloc'd buffer, or as an error message; no Lua value leaves this file.
+ */
+#ifndef MW_SCRIPT_H
+#define MW_SCRIPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "runtime.h"
+
+typedef struct script script;
+
+/* Called once when a started call ends. On success `out` (len bytes of
+ * newline-terminated JSON lines, possibly NULL/0) becomes the callee's; on
+ * failure `err` is a message (with traceback) valid during the call only. */
+typedef void (*script_done_fn)(void *ud, void *task, int ok, char *out, size_t len, const char *err);
+
+typedef struct script_parsed {
+    int is_watermark;
+    int64_t watermark;
+    int has_ts;        /* an event-time field was configured and read */
+    int64_t ts;
+} script_parsed;
+
+struct script {
+    rt rt;
+    char *path;             /* script file as given */
+    char **ts_path;         /* event-time field path, split on '.'; NULL if none */
+    int decode_ref, encode_ref;     /* host cjson functions */
+    int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
+    int ctx_mt_ref;         /* metatable of ctx tables */
+    int null_ref;           /* cjson.null */
+    int parsed_on_stack;    /* a decoded record waits on rt.L's top */
+    script_done_fn done;
+    void *done_ud;
+};
+
+/* Load `path` into a fresh VM. `lua_dir` holds the shipped modules
+ * (moonwait/host.lua). On failure returns -1 and sets *err to a malloc'd
+ * "file:line: message"; the script is then already closed. */
+int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err);
+
+/* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
+int script_set_event_time(script *sc, const char *field);
+
+/* Where completions of invoke and hooks are reported. */
+void script_on_done(script *sc, script_done_fn done, void *ud);
+
+/* Decode one input line. On success returns 0, fills *p and, for a record,
+ * leaves the decoded value for script_invoke (or script_drop_parsed). On a
+ * malformed line returns -1 with a message in err. */
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
+
+/* Discard a parsed record that will not be invoked. */
+void script_drop_parsed(script *sc);
+
+/* Start async_invoke(record, ctx) on the parsed record. `*fiber_slot` is
+ * set before the call starts (it may end before this returns), and the
+ * result is reported through the done callback with `task`. deadline is in
+ * rt_now() seconds, 0 for none. */
+void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
+                   int attempt, double deadline);
+
+/* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.
+ * Returns 1 with *out and *len set (ownership passes), 0 when the script has no
+ * on_timeout, -1 with *err (malloc'd) when it failed. */
+int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
+                      int attempt, double deadline, char **out, size_t *outlen, char **err);
+
+/* Start the open or close hook (`which` is "open" or "close") as a fiber.
+ * Returns 0 if it was started (done callback follows with task == sc), 1
+ * if the script has no such hook. */
+int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot);
+
+/* Close the VM. `on_closed` runs when the last handle is closed. */
+void script_close(script *sc, void (*on_closed)(rt *r));
+
+#endif
