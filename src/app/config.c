@@ -274,14 +274,17 @@ int config_parse_run(config *c, int argc, char **argv, char **err)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) == 0) {
-            const char *name = a + 2;
-            if (strchr(name, '='))
-                continue;
-            int takes_value = 0;
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+            const setting *s = NULL;
             for (size_t k = 0; k < NSETTINGS; k++)
-                if (strcmp(settings[k].flag, name) == 0 && settings[k].type != T_BOOL)
-                    takes_value = 1;
-            if (takes_value)
+                if (strlen(settings[k].flag) == nlen && strncmp(settings[k].flag, name, nlen) == 0)
+                    s = &settings[k];
+            if (!s) {
+                *err = errf("unknown option '--%.*s' (see moonwait --help)", (int)nlen, name);
+                return -1;
+            }
+            if (!eq && s->type != T_BOOL)
                 i++;
             continue;
         }

@@ -1,0 +1,131 @@
+-- The command line and the pipeline file: settings, overrides, and errors
+-- that name the flag or key.
+local H = require("helpers")
+
+local PASS = [[
+local M = {}
+function M.async_invoke(r, ctx) return { r } end
+return M
+]]
+
+describe("moonwait CLI", function()
+  after_each(H.cleanup)
+
+  it("prints help and version", function()
+    local r = H.run("--help")
+    assert.equal(0, r.code)
+    assert.matches("moonwait run %[PIPELINE.lua%]", r.out)
+    r = H.run("--version")
+    assert.equal(0, r.code)
+    assert.matches("^moonwait %d+%.%d+%.%d+", r.out)
+  end)
+
+  it("exits 2 on an unknown command or option, naming it", function()
+    local r = H.run("frobnicate")
+    assert.equal(2, r.code)
+    assert.matches("unknown command 'frobnicate'", r.err)
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    r = H.run("run --script script.lua --capacityy 3", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("unknown option '%-%-capacityy'", r.err)
+  end)
+
+  it("exits 2 on a bad flag value, naming the flag", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    for _, case in ipairs({
+      { "--capacity 0", "option '%-%-capacity'" },
+      { "--capacity abc", "option '%-%-capacity'" },
+      { "--timeout -5", "option '%-%-timeout'" },
+      { "--mode sideways", "option '%-%-mode': expected 'ordered' or 'unordered'" },
+      { "--capacity", "option '%-%-capacity' needs a value" },
+      { "--max-out-of-orderness 10", "needs '%-%-event%-time FIELD'" },
+    }) do
+      local r = H.run("run --script script.lua " .. case[1], { dir = d })
+      assert.equal(2, r.code, case[1])
+      assert.matches(case[2], r.err, 1, false)
+    end
+  end)
+
+  it("requires a script", function()
+    local r = H.run("run")
+    assert.equal(2, r.code)
+    assert.matches("no script", r.err)
+  end)
+
+  it("reads a pipeline file with paths relative to it, and flags override it", function()
+    local d = H.tmpdir()
+    os.execute("mkdir -p " .. d .. "/p")
+    H.script(d .. "/p", [[
+local M = {}
+function M.async_invoke(r, ctx) r.cap = "seen"; return { r } end
+return M
+]], "enrich.lua")
+    H.write(d .. "/p/in.jsonl", H.jsonl({ { id = 1 }, { id = 2 } }))
+    H.write(d .. "/p/pipeline.lua", [[
+return { script = "enrich.lua", input = "in.jsonl", output = "out.jsonl",
+         mode = "unordered", capacity = 7, timeout_ms = 500 }
+]])
+    local r = H.run("run p/pipeline.lua", { dir = d })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(H.read(d .. "/p/out.jsonl"))
+    assert.equal(2, #out)
+    assert.equal("seen", out[1].cap)
+    -- a flag overrides the pipeline's output
+    r = H.run("run p/pipeline.lua --output -", { dir = d })
+    assert.equal(0, r.code, r.err)
+    assert.equal(2, #r.lines)
+  end)
+
+  it("rejects unknown pipeline keys and bad values, naming the key", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    H.write(d .. "/p1.lua", 'return { script = "script.lua", capcity = 3 }')
+    local r = H.run("run p1.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("p1.lua: unknown key 'capcity'", r.err, 1, true)
+    H.write(d .. "/p2.lua", 'return { script = "script.lua", capacity = "lots" }')
+    r = H.run("run p2.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("p2.lua: key 'capacity': expected an integer, got string", r.err, 1, true)
+    H.write(d .. "/p3.lua", 'return { script = "script.lua", mode = "random" }')
+    r = H.run("run p3.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("p3.lua: key 'mode': expected 'ordered' or 'unordered'", r.err, 1, true)
+    H.write(d .. "/p4.lua", 'return { script = "script.lua", timeout_ms = 1.5 }')
+    r = H.run("run p4.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("key 'timeout_ms'", r.err, 1, true)
+    H.write(d .. "/p5.lua", 'return { script = "script.lua" ')
+    r = H.run("run p5.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("p5.lua:1:", r.err, 1, true)
+  end)
+
+  it("names the file when input or output cannot be opened", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local r = H.run("run --script script.lua --input nope.jsonl", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("--input nope.jsonl: No such file", r.err, 1, true)
+    r = H.run("run --script script.lua --output /nonexistent/dir/out", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("--output /nonexistent/dir/out:", r.err, 1, true)
+  end)
+
+  it("prints progress and a summary with --stats", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+local M = {}
+function M.async_invoke(r, ctx) time.sleep(0.3); return { r } end
+return M
+]])
+    local r = H.run("run --script script.lua --stats --capacity 2",
+      { dir = d, input = H.jsonl({ { a = 1 }, { a = 2 }, { a = 3 }, { a = 4 }, { a = 5 }, { a = 6 }, { a = 7 }, { a = 8 } }) })
+    assert.equal(0, r.code, r.err)
+    assert.matches("moonwait: stats: in=%d+ out=%d+ in_flight=%d+ rate=%d+/s timeouts=0 errors=0", r.err)
+    assert.matches("moonwait: summary: records_in=8 records_out=8 outputs=8", r.err)
+  end)
+end)

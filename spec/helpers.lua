@@ -1,0 +1,118 @@
+-- spec/helpers.lua: drive the real moonwait binary from busted, as Neovim's
+-- functional tests do: a fresh process per run, real files and pipes, and
+-- polling (never fixed sleeps) for asynchronous effects.
+local H = {}
+
+H.bin = os.getenv("MOONWAIT_BIN") or "build/moonwait"
+-- MOONWAIT_WRAPPER runs every moonwait under e.g. valgrind (make valgrind).
+H.wrapper = os.getenv("MOONWAIT_WRAPPER") or ""
+H.luajit = "luajit"
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.q = sh_quote
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  return path
+end
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- A private temporary directory for one test; removed by H.cleanup().
+local dirs = {}
+function H.tmpdir()
+  local p = io.popen("mktemp -d /tmp/moonwait-spec.XXXXXX")
+  local d = p:read("*l")
+  p:close()
+  dirs[#dirs + 1] = d
+  return d
+end
+
+function H.cleanup()
+  for _, d in ipairs(dirs) do os.execute("rm -rf " .. sh_quote(d)) end
+  dirs = {}
+end
+
+-- Run a shell command; returns exit code, stdout, stderr.
+function H.sh(cmd)
+  local d = H.tmpdir()
+  local full = string.format("(%s) >%s/out 2>%s/err; echo $? >%s/code",
+    cmd, d, d, d)
+  os.execute(full)
+  local code = tonumber(H.read(d .. "/code"))
+  return code, H.read(d .. "/out") or "", H.read(d .. "/err") or ""
+end
+
+-- The command line for moonwait with `args` (a string, already quoted).
+function H.cmd(args)
+  return string.format("%s %s %s", H.wrapper, sh_quote(H.bin), args)
+end
+
+-- Run moonwait. opts.input: a string fed on stdin; opts.dir: cwd.
+-- Returns a result table {code, out, err, lines}.
+function H.run(args, opts)
+  opts = opts or {}
+  local d = H.tmpdir()
+  local stdin = "/dev/null"
+  if opts.input then stdin = H.write(d .. "/stdin", opts.input) end
+  local cmd = string.format("%scd %s && timeout %d %s <%s",
+    opts.env or "", sh_quote(opts.dir or "."), opts.timeout or 60, H.cmd(args), stdin)
+  local code, out, err = H.sh(cmd)
+  return { code = code, out = out, err = err, lines = H.lines(out) }
+end
+
+function H.lines(s)
+  local t = {}
+  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+
+-- Decode output lines with a plain cjson.
+local cjson = require("cjson")
+function H.decode_lines(s)
+  local t = {}
+  for _, l in ipairs(H.lines(s)) do t[#t + 1] = cjson.decode(l) end
+  return t
+end
+H.json = cjson
+
+-- Write a script file into dir; returns its path.
+function H.script(dir, body, name)
+  return H.write(dir .. "/" .. (name or "script.lua"), body)
+end
+
+-- JSON lines from a list of tables.
+function H.jsonl(list)
+  local b = {}
+  for _, v in ipairs(list) do b[#b + 1] = type(v) == "string" and v or cjson.encode(v) end
+  return table.concat(b, "\n") .. "\n"
+end
+
+-- Poll `fn` until it returns a truthy value or `secs` pass.
+function H.wait_for(fn, secs)
+  local deadline = os.time() + (secs or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    os.execute("sleep 0.05")
+  until os.time() > deadline
+  return fn()
+end
+
+return H
