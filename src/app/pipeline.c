@@ -519,18 +519,19 @@ int pipeline_run(const config *c, const char *lua_dir)
         code = 2;
         goto early;
     }
+    /* A failed open leaves the struct closable: close it either way. */
+    p->output_open = 1;
     if (output_open(&p->out, &loop, c->output, on_output_error, p, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open output");
         code = 2;
         goto early;
     }
-    p->output_open = 1;
+    p->input_open = 1;
     if (input_open(&p->in, &loop, c->input, c->max_line, on_input_data, p, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
         code = 2;
         goto early;
     }
-    p->input_open = 1;
 
     wmgen_init(&p->wm, c->max_ooo_ms);
     op_config oc = { c->mode, c->capacity, c->timeout_ms };

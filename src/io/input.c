@@ -48,10 +48,12 @@ int input_open(input *in, uv_loop_t *loop, const char *path, size_t max_line,
     if (t == UV_TTY) {
         rc = uv_tty_init(loop, &in->stream.tty, in->fd, 1);
         in->stream_open = rc == 0;
+        in->stream.tty.data = in;
     } else if (t == UV_NAMED_PIPE || t == UV_TCP || t == UV_UDP) {
         rc = uv_pipe_init(loop, &in->stream.pipe, 0);
         if (rc == 0) {
             in->stream_open = 1;
+            in->stream.pipe.data = in;
             rc = uv_pipe_open(&in->stream.pipe, in->fd);
         }
     } else {

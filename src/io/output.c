@@ -43,11 +43,11 @@ int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(v
     int rc = 0;
     if (t == UV_TTY) {
         rc = uv_tty_init(loop, &o->stream.tty, o->fd, 0);
-        o->stream_open = rc == 0;
+        o->stream_open = o->was_stream = rc == 0;
     } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
         rc = uv_pipe_init(loop, &o->stream.pipe, 0);
         if (rc == 0) {
-            o->stream_open = 1;
+            o->stream_open = o->was_stream = 1;
             rc = uv_pipe_open(&o->stream.pipe, o->fd);
         }
     } else {
@@ -62,10 +62,10 @@ int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(v
     o->fs_req.data = o;
     o->wr_req.data = o;
     uv_prepare_init(loop, &o->prepare);
+    o->prepare_open = 1;
     o->prepare.data = o;
     uv_prepare_start(&o->prepare, on_prepare);
     uv_unref((uv_handle_t *)&o->prepare);
-    o->handles_open = 1 + o->stream_open;
     return 0;
 }
 
@@ -182,29 +182,42 @@ void output_drain(output *o, void (*done)(void *ud))
     o->draining = 1;
 }
 
+/* Drop one reference taken in output_close; the last frees everything. */
+static void unref_close(output *o)
+{
+    if (--o->handles_open > 0)
+        return;
+    free(o->fill.data);
+    free(o->busy.data);
+    o->fill.data = o->busy.data = NULL;
+    if (!o->was_stream && o->fd > 1)
+        close(o->fd);
+    o->fd = -1;
+    free(o->name);
+    o->name = NULL;
+    if (o->on_closed)
+        o->on_closed(o);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
-    output *o = h->data;
-    if (--o->handles_open == 0) {
-        free(o->fill.data);
-        free(o->busy.data);
-        o->fill.data = o->busy.data = NULL;
-        if (o->is_file && o->fd > 1)
-            close(o->fd);
-        o->fd = -1;
-        free(o->name);
-        o->name = NULL;
-        if (o->on_closed)
-            o->on_closed(o);
-    }
+    unref_close(h->data);
 }
 
 void output_close(output *o, void (*on_closed)(output *o))
 {
     o->on_closed = on_closed;
+    /* Also called after a failed output_open: close what exists. One
+     * reference per open handle, plus one held until this returns. */
+    o->handles_open = 1 + o->stream_open + o->prepare_open;
     if (o->stream_open) {
         o->stream_open = 0;
+        o->stream.pipe.data = o;
         uv_close((uv_handle_t *)&o->stream, handle_closed);
     }
-    uv_close((uv_handle_t *)&o->prepare, handle_closed);
+    if (o->prepare_open) {
+        o->prepare_open = 0;
+        uv_close((uv_handle_t *)&o->prepare, handle_closed);
+    }
+    unref_close(o);
 }

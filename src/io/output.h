@@ -34,6 +34,8 @@ struct output {
         uv_tty_t tty;
     } stream;            /* streams only */
     int stream_open;
+    int was_stream;      /* the fd belongs to the stream handle (closed with it) */
+    int prepare_open;
     uv_prepare_t prepare; /* starts writes */
     uv_fs_t fs_req;
     uv_write_t wr_req;
