@@ -5,6 +5,7 @@
 #   make check-asan      the same suite on an ASan+UBSan build (build-asan/)
 #   make valgrind        the functional specs with every moonwait under valgrind
 #   make bench           benchmarks (prints figures, asserts nothing)
+#   make quickstart      run examples/quickstart
 #   make install PREFIX=/usr/local
 
 VERSION   := 0.1.0
@@ -46,7 +47,7 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o
 
 CTESTS := $(BUILD)/test_op
 
-.PHONY: all test check-asan valgrind bench install clean
+.PHONY: all test check-asan valgrind bench install clean quickstart
 all: $(BUILD)/moonwait $(CTESTS)
 
 $(BUILD)/moonwait: $(OBJS)
@@ -69,6 +70,9 @@ valgrind: all
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) \
 	MOONWAIT_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
 	scripts/run-tests
+
+quickstart: $(BUILD)/moonwait
+	$(BUILD)/moonwait run examples/quickstart/pipeline.lua
 
 bench: all
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) scripts/bench

@@ -1,0 +1,202 @@
+-- The Lua side: fibers, parking, ctx, the host modules, misuse errors.
+local H = require("helpers")
+
+local function run_script(body, input, args)
+  local d = H.tmpdir()
+  H.script(d, body)
+  return H.run("run --script script.lua " .. (args or ""), { dir = d, input = input or '{"id":1}\n' })
+end
+
+describe("the Lua runtime", function()
+  after_each(H.cleanup)
+
+  it("gives ctx seq, line, attempt, deadline, remaining_ms and log", function()
+    local r = run_script([[
+local time = require "moonwait.time"
+return { async_invoke = function(rec, ctx)
+  local before = ctx.remaining_ms()
+  time.sleep(0.05)
+  local after = ctx.remaining_ms()
+  ctx.log.info("hello from", rec.id)
+  return { { seq = ctx.seq, line = ctx.line, attempt = ctx.attempt,
+             has_deadline = type(ctx.deadline) == "number",
+             deadline_ahead = ctx.deadline > time.now(),
+             before = before, shrank = after <= before - 40 } }
+end }
+]], '\n{"id":7}\n', "--timeout 2000")
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.equal(1, o.seq)
+    assert.equal(2, o.line)
+    assert.equal(1, o.attempt)
+    assert.is_true(o.has_deadline)
+    assert.is_true(o.deadline_ahead)
+    assert.is_true(o.before <= 2000 and o.before > 1900)
+    assert.is_true(o.shrank)
+    assert.matches("moonwait: %[info%] [^\n]*script.lua:6: seq=1: hello from 7", r.err)
+  end)
+
+  it("has no deadline and infinite remaining_ms with --timeout 0", function()
+    local r = run_script([[
+return { async_invoke = function(rec, ctx)
+  return { { dl = ctx.deadline == nil, inf = ctx.remaining_ms() == math.huge } }
+end }
+]], nil, "--timeout 0")
+    assert.equal(0, r.code, r.err)
+    assert.same({ dl = true, inf = true }, H.json.decode(r.lines[1]))
+  end)
+
+  it("raises a clear error when sleep is called inside coroutine.wrap", function()
+    local r = run_script([[
+local time = require "moonwait.time"
+return { async_invoke = function(rec, ctx)
+  local f = coroutine.wrap(function() time.sleep(0.01) end)
+  f()
+  return { rec }
+end }
+]])
+    assert.equal(1, r.code)
+    assert.matches("script.lua:3: moonwait.time.sleep cannot wait inside a coroutine of your own", r.err, 1, true)
+  end)
+
+  it("raises a clear error when sleep is called at load time", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+time.sleep(0.01)
+return { async_invoke = function(rec) return { rec } end }
+]])
+    local r = H.run("check script.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("script.lua:2: moonwait.time.sleep can only wait inside async_invoke", r.err, 1, true)
+  end)
+
+  it("lets a script use its own coroutines that do not wait on the host", function()
+    local r = run_script([[
+return { async_invoke = function(rec, ctx)
+  local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+  return { { a = gen(), b = gen(), c = gen() } }
+end }
+]])
+    assert.equal(0, r.code, r.err)
+    assert.same({ a = 1, b = 2, c = 3 }, H.json.decode(r.lines[1]))
+  end)
+
+  it("fails a record whose coroutine yields outside a host call", function()
+    local r = run_script([[
+return { async_invoke = function(rec, ctx) coroutine.yield(); return { rec } end }
+]])
+    assert.equal(1, r.code)
+    assert.matches("coroutine.yield() called in a host coroutine", r.err, 1, true)
+  end)
+
+  it("names an accidental global written while a record runs", function()
+    local r = run_script([[
+return { async_invoke = function(rec, ctx)
+  total = (rawget(_G, "total") or 0) + 1
+  return { rec }
+end }
+]])
+    assert.equal(1, r.code)
+    assert.matches("script.lua:2: assignment to undeclared global 'total'", r.err, 1, true)
+  end)
+
+  it("rejects bad sleep arguments", function()
+    local r = run_script([[
+local time = require "moonwait.time"
+return { async_invoke = function(rec, ctx) time.sleep(-1); return { rec } end }
+]])
+    assert.equal(1, r.code)
+    assert.matches("bad argument #1 to 'sleep'", r.err, 1, true)
+  end)
+
+  it("keeps moonwait.json private: a script's settings do not change record encoding", function()
+    local r = run_script([[
+local json = require "moonwait.json"
+json.encode_number_precision(3)
+json.encode_max_depth(2)
+return { async_invoke = function(rec, ctx)
+  rec.deep = { a = { b = { c = 1 } } }
+  rec.pi = 3.14159265
+  rec.mine = json.encode({ x = 3.14159265 })
+  return { rec }
+end }
+]])
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.equal(1, o.deep.a.b.c)
+    assert.is_true(math.abs(o.pi - 3.14159265) < 1e-9)
+    assert.equal('{"x":3.14}', o.mine)
+  end)
+
+  it("exposes moonwait.null, version and time.now", function()
+    local r = run_script([[
+local mw = require "moonwait"
+return { async_invoke = function(rec, ctx)
+  return { { v = mw.version, n = mw.null, now_ok = math.abs(mw.time.now() - os.time()) < 5 } }
+end }
+]])
+    assert.equal(0, r.code, r.err)
+    assert.matches('"n":null', r.lines[1], 1, true)
+    local o = H.json.decode(r.lines[1])
+    assert.matches("^%d+%.%d+%.%d+$", o.v)
+    assert.is_true(o.now_ok)
+  end)
+
+  it("does not let sleep(0) loops starve I/O or timers", function()
+    -- record 1 spins on sleep(0) until record 2 (a 50 ms sleeper) is done
+    local r = run_script([[
+local time = require "moonwait.time"
+local done2 = false
+return { async_invoke = function(rec, ctx)
+  if rec.id == 1 then
+    local spins = 0
+    while not done2 do time.sleep(0); spins = spins + 1 end
+    return { { id = 1, spun = spins > 0 } }
+  end
+  time.sleep(0.05)
+  done2 = true
+  return { { id = 2 } }
+end }
+]], '{"id":1}\n{"id":2}\n')
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1, spun = true }, { id = 2 } }, H.decode_lines(r.out))
+  end)
+
+  it("runs 10,000 coroutines in flight at once", function()
+    local lines = {}
+    for i = 1, 10000 do lines[i] = '{"id":' .. i .. '}' end
+    local r = run_script([[
+local time = require "moonwait.time"
+local inflight, peak = 0, 0
+return {
+  async_invoke = function(rec, ctx)
+    inflight = inflight + 1
+    if inflight > peak then peak = inflight end
+    time.sleep(0.2)
+    inflight = inflight - 1
+    return { { id = rec.id } }
+  end,
+  close = function() io.stderr:write("peak ", peak, "\n") end,
+}
+]], table.concat(lines, "\n") .. "\n", "--capacity 10000 --mode unordered")
+    assert.equal(0, r.code, r.err)
+    assert.equal(10000, #r.lines)
+    assert.matches("peak 10000", r.err, 1, true)
+  end)
+
+  it("runs open and close once each, before the first and after the last record", function()
+    local r = run_script([[
+local time = require "moonwait.time"
+local calls = {}
+local function log(s) calls[#calls + 1] = s end
+return {
+  open = function(ctx) time.sleep(0.02); log("open") end,
+  async_invoke = function(rec, ctx) log("r" .. rec.id); time.sleep(0.01); return { rec } end,
+  close = function(ctx) log("close"); io.stderr:write(table.concat(calls, ","), "\n") end,
+}
+]], '{"id":1}\n{"id":2}\n')
+    assert.equal(0, r.code, r.err)
+    assert.matches("open,r1,r2,close\n", r.err, 1, true)
+  end)
+end)
