@@ -1,0 +1,95 @@
+-- Input and output edges: line endings, limits, broken pipes, signals.
+local H = require("helpers")
+
+local PASS = [[return { async_invoke = function(r, ctx) return { r } end }]]
+
+describe("input and output", function()
+  after_each(H.cleanup)
+
+  it("accepts CRLF line endings and a last line without a newline", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local r = H.run("run --script script.lua", { dir = d, input = '{"a":1}\r\n{"a":2}\r\n{"a":3}' })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { a = 1 }, { a = 2 }, { a = 3 } }, H.decode_lines(r.out))
+  end)
+
+  it("reads and writes files, including large ones across read chunks", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local lines = {}
+    for i = 1, 20000 do lines[i] = '{"i":' .. i .. ',"pad":"' .. string.rep("p", 50) .. '"}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local r = H.run("run --script script.lua --input in --output out --mode unordered", { dir = d })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(H.read(d .. "/out"))
+    assert.equal(20000, #out)
+    local seen = {}
+    for _, o in ipairs(out) do seen[o.i] = true end
+    for i = 1, 20000 do assert.is_true(seen[i]) end
+  end)
+
+  it("fails on a line over --max-line-bytes, naming the line", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local r = H.run("run --script script.lua --max-line-bytes 100",
+      { dir = d, input = '{"a":1}\n{"a":"' .. string.rep("x", 300000) .. '"}\n{"a":3}\n' })
+    assert.equal(1, r.code)
+    assert.matches("input line 2: longer than the limit of 100 bytes", r.err, 1, true)
+    assert.same({ { a = 1 } }, H.decode_lines(r.out))
+  end)
+
+  it("reports a closed output pipe as a write error", function()
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local lines = {}
+    for i = 1, 200000 do lines[i] = '{"i":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    H.sh(string.format("cd %s && { %s --input in 2>err; echo $? >rc; } | head -c 10 >/dev/null",
+      d, H.cmd("run --script script.lua")))
+    assert.equal("1", H.read(d .. "/rc"):match("%d+"))
+    assert.matches("--output -: write error: broken pipe", H.read(d .. "/err"), 1, true)
+  end)
+
+  it("on SIGTERM stops reading, finishes what is in flight, and exits 1", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return {
+  async_invoke = function(r, ctx) time.sleep(2); return { r } end,
+  close = function() io.stderr:write("closed\n") end,
+}
+]])
+    os.execute("mkfifo " .. d .. "/fifo")
+    os.execute(string.format(
+      "cd %s && { %s run --script script.lua --input fifo --capacity 3 >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+      d, H.cmd("")))
+    -- keep the FIFO open with 3 records written and no end of input
+    os.execute(string.format("cd %s && { (printf '{\"i\":1}\\n{\"i\":2}\\n{\"i\":3}\\n{\"i\":4}\\n'; sleep 30) >fifo & echo $! >wpid; }", d))
+    os.execute("sleep 0.2")
+    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 5)
+    -- wait until the three records are in flight
+    H.wait_for(function() return false end, 0)
+    os.execute("sleep 0.2")
+    os.execute("kill -TERM " .. pid)
+    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 10)
+    os.execute("kill $(cat " .. d .. "/wpid) 2>/dev/null")
+    assert.equal("1", rc:match("%d+"))
+    local err = H.read(d .. "/err")
+    assert.matches("interrupted by SIGTERM after input line 3", err, 1, true)
+    assert.matches("closed", err, 1, true)
+    -- the three records in flight were finished and emitted
+    assert.same({ { i = 1 }, { i = 2 }, { i = 3 } }, H.decode_lines(H.read(d .. "/out")))
+  end)
+
+  it("runs close after a failed record", function()
+    local d = H.tmpdir()
+    H.script(d, [[return {
+  async_invoke = function(r) error("bad record") end,
+  close = function() io.stderr:write("close ran\n") end,
+}]])
+    local r = H.run("run --script script.lua", { dir = d, input = '{"a":1}\n' })
+    assert.equal(1, r.code)
+    assert.matches("close ran", r.err, 1, true)
+  end)
+end)
