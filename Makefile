@@ -39,7 +39,7 @@ LDFLAGS += $(SANFLAGS) -rdynamic
 LDLIBS  := $(PKG_LIBS) $(CJSON_LIB) -lm
 
 SRCS := src/op/op.c src/op/wmgen.c \
-        src/io/input.c src/io/output.c \
+        src/io/stream.c src/io/input.c src/io/output.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
         src/app/config.c src/app/pipeline.c src/app/main.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)

@@ -78,24 +78,25 @@ static int s_capacity(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
-static int s_timeout(config *c, const char *v, char *w, size_t n)
+static int parse_ms(const char *v, uint64_t max, uint64_t *out, char *w, size_t n, const char *extra)
 {
-    uint64_t x;
-    if (parse_u64(v, (uint64_t)1 << 40, &x) != 0) {
-        snprintf(w, n, "expected milliseconds as a non-negative integer (0 = no timeout), got '%s'", v);
+    if (parse_u64(v, max, out) != 0) {
+        snprintf(w, n, "expected milliseconds as a non-negative integer%s, got '%s'", extra, v);
         return -1;
     }
-    c->timeout_ms = x;
     return 0;
+}
+
+static int s_timeout(config *c, const char *v, char *w, size_t n)
+{
+    return parse_ms(v, (uint64_t)1 << 40, &c->timeout_ms, w, n, " (0 = no timeout)");
 }
 
 static int s_ooo(config *c, const char *v, char *w, size_t n)
 {
     uint64_t x;
-    if (parse_u64(v, (uint64_t)1 << 50, &x) != 0) {
-        snprintf(w, n, "expected milliseconds as a non-negative integer, got '%s'", v);
+    if (parse_ms(v, (uint64_t)1 << 50, &x, w, n, "") != 0)
         return -1;
-    }
     c->max_ooo_ms = (int64_t)x;
     c->has_max_ooo = 1;
     return 0;

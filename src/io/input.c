@@ -43,28 +43,12 @@ int input_open(input *in, uv_loop_t *loop, const char *path, size_t max_line,
             *err = NULL;
         return UV_EISDIR;
     }
-    uv_handle_type t = uv_guess_handle(in->fd);
-    int rc = 0;
-    if (t == UV_TTY) {
-        rc = uv_tty_init(loop, &in->stream.tty, in->fd, 1);
-        in->stream_open = rc == 0;
-        in->stream.tty.data = in;
-    } else if (t == UV_NAMED_PIPE || t == UV_TCP || t == UV_UDP) {
-        rc = uv_pipe_init(loop, &in->stream.pipe, 0);
-        if (rc == 0) {
-            in->stream_open = 1;
-            in->stream.pipe.data = in;
-            rc = uv_pipe_open(&in->stream.pipe, in->fd);
-        }
-    } else {
-        in->is_file = 1;
-    }
+    int rc = io_stream_open(loop, &in->stream, in->fd, 1, in, &in->is_file, &in->stream_open);
     if (rc != 0) {
         if (asprintf(err, "--input %s: %s", path, uv_strerror(rc)) < 0)
             *err = NULL;
         return rc;
     }
-    in->stream.pipe.data = in;
     in->req.data = in;
     in->cap = CHUNK * 2;
     in->buf = malloc(in->cap);
@@ -182,7 +166,7 @@ void input_want(input *in)
             uv_buf_t b = uv_buf_init(in->buf + in->end, (unsigned)(in->cap - in->end));
             rc = uv_fs_read(in->loop, &in->req, in->fd, &b, 1, in->file_off, fs_read_cb);
         } else {
-            rc = uv_read_start((uv_stream_t *)&in->stream, alloc_cb, stream_read_cb);
+            rc = uv_read_start(&in->stream.stream, alloc_cb, stream_read_cb);
         }
     }
     if (rc != 0) {
@@ -229,7 +213,7 @@ static void finish_close(input *in)
     if (in->stream_open) {
         in->stream_open = 0;
         /* uv_close on a stream opened from fd 0 closes fd 0 too. */
-        uv_close((uv_handle_t *)&in->stream, stream_closed);
+        uv_close(&in->stream.handle, stream_closed);
         return;
     }
     if (in->fd > 0)

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "stream.h"
+
 typedef struct input input;
 typedef void (*input_cb)(void *ud);
 
@@ -28,10 +30,7 @@ struct input {
     char *name;            /* path as given ("-" for stdin), for messages */
     int fd;                /* owned unless it is stdin */
     int is_file;           /* regular file: uv_fs_read; else a stream */
-    union {
-        uv_pipe_t pipe;
-        uv_tty_t tty;
-    } stream;              /* streams only; closed by input_close */
+    io_stream stream;      /* streams only; closed by input_close */
     int stream_open;
     uv_fs_t req;           /* the file read in flight */
     char *buf;             /* owned; [start, end) is unread data */

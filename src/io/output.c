@@ -39,26 +39,13 @@ int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(v
             return -e;
         }
     }
-    uv_handle_type t = uv_guess_handle(o->fd);
-    int rc = 0;
-    if (t == UV_TTY) {
-        rc = uv_tty_init(loop, &o->stream.tty, o->fd, 0);
-        o->stream_open = o->was_stream = rc == 0;
-    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
-        rc = uv_pipe_init(loop, &o->stream.pipe, 0);
-        if (rc == 0) {
-            o->stream_open = o->was_stream = 1;
-            rc = uv_pipe_open(&o->stream.pipe, o->fd);
-        }
-    } else {
-        o->is_file = 1;
-    }
+    int rc = io_stream_open(loop, &o->stream, o->fd, 0, o, &o->is_file, &o->stream_open);
+    o->was_stream = o->stream_open;
     if (rc != 0) {
         if (asprintf(err, "--output %s: %s", path, uv_strerror(rc)) < 0)
             *err = NULL;
         return rc;
     }
-    o->stream.pipe.data = o;
     o->fs_req.data = o;
     o->wr_req.data = o;
     uv_prepare_init(loop, &o->prepare);
@@ -164,7 +151,7 @@ static void start_write(output *o)
     if (o->is_file)
         rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
     else
-        rc = uv_write(&o->wr_req, (uv_stream_t *)&o->stream, &b, 1, stream_write_cb);
+        rc = uv_write(&o->wr_req, &o->stream.stream, &b, 1, stream_write_cb);
     if (rc != 0)
         write_done(o, rc);
 }
@@ -212,8 +199,7 @@ void output_close(output *o, void (*on_closed)(output *o))
     o->handles_open = 1 + o->stream_open + o->prepare_open;
     if (o->stream_open) {
         o->stream_open = 0;
-        o->stream.pipe.data = o;
-        uv_close((uv_handle_t *)&o->stream, handle_closed);
+        uv_close(&o->stream.handle, handle_closed);
     }
     if (o->prepare_open) {
         o->prepare_open = 0;

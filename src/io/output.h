@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "stream.h"
+
 typedef struct output output;
 
 typedef struct obuf {
@@ -29,10 +31,7 @@ struct output {
     char *name;          /* path as given ("-" for stdout) */
     int fd;              /* owned unless stdout */
     int is_file;
-    union {
-        uv_pipe_t pipe;
-        uv_tty_t tty;
-    } stream;            /* streams only */
+    io_stream stream;    /* streams only */
     int stream_open;
     int was_stream;      /* the fd belongs to the stream handle (closed with it) */
     int prepare_open;
