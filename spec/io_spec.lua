@@ -39,6 +39,21 @@ describe("input and output", function()
     assert.same({ { a = 1 } }, H.decode_lines(r.out))
   end)
 
+  it("regression: a slow consumer no longer stalls the run past the output high-water mark", function()
+    -- 100,000 records of ~110 bytes (11 MB) into a reader that waits 1 s
+    -- before reading: reading pauses at 4 MiB of backlog and must resume.
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local lines = {}
+    for i = 1, 100000 do lines[i] = '{"i":' .. i .. ',"pad":"' .. string.rep("x", 100) .. '"}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local code, out, err = H.sh(string.format("cd %s && { %s --input in 2>err; echo $? >rc; } | (sleep 1; wc -l)",
+      d, H.cmd("run --script script.lua")))
+    assert.equal(0, code, err)
+    assert.equal("100000", out:match("%d+"))
+    assert.equal("0", H.read(d .. "/rc"):match("%d+"), H.read(d .. "/err"))
+  end)
+
   it("reports a closed output pipe as a write error", function()
     local d = H.tmpdir()
     H.script(d, PASS)

@@ -471,6 +471,14 @@ static void on_input_data(void *ud)
     pump(ud);
 }
 
+static void on_output_written(void *ud)
+{
+    pipeline *p = ud;
+    /* pump() itself checks the backlog against the high-water mark. */
+    if (output_backlog(&p->out) <= OUTPUT_HIGH_WATER)
+        pump(p);
+}
+
 static void on_output_error(void *ud)
 {
     pipeline *p = ud;
@@ -538,6 +546,7 @@ int pipeline_run(const config *c, const char *lua_dir)
     op_callbacks cb = { cb_now, cb_emit, cb_emit_watermark, cb_timeout, cb_failure, cb_release };
     op_init(&p->op, &oc, &cb, p);
     script_on_done(&p->sc, on_script_done, p);
+    output_on_written(&p->out, on_output_written);
 
     uv_timer_init(&loop, &p->timeout_timer);
     uv_timer_init(&loop, &p->stats_timer);

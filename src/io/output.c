@@ -84,6 +84,11 @@ void output_write(output *o, const char *data, size_t len)
     }
 }
 
+void output_on_written(output *o, void (*cb)(void *ud))
+{
+    o->on_written = cb;
+}
+
 size_t output_backlog(const output *o)
 {
     return o->fill.len + o->busy.len;
@@ -99,10 +104,12 @@ static void write_done(output *o, int status)
             o->on_error(o->ud);
     }
     o->busy.len = 0;
-    if (!o->error && o->fill.len) {
+    if (!o->error && o->fill.len)
         start_write(o);
+    if (o->on_written && !o->error)
+        o->on_written(o->ud);
+    if (o->writing)
         return;
-    }
     if (o->draining && (o->error || !o->fill.len)) {
         o->draining = 0;
         if (o->on_drained)

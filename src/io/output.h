@@ -43,6 +43,7 @@ struct output {
     int error;           /* first write error (uv code), sticky */
     uint64_t written;    /* bytes written so far */
     void (*on_error)(void *ud);   /* first write error */
+    void (*on_written)(void *ud); /* a write finished: the backlog shrank */
     void (*on_drained)(void *ud); /* output_drain: everything written */
     void *ud;
     int draining;
@@ -57,6 +58,10 @@ int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(v
 
 /* Append bytes (copied). */
 void output_write(output *o, const char *data, size_t len);
+
+/* Be told whenever a write finishes (to resume reading once the backlog
+ * is small again). */
+void output_on_written(output *o, void (*cb)(void *ud));
 
 /* Bytes accepted and not yet written. */
 size_t output_backlog(const output *o);
