@@ -432,16 +432,19 @@ static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int 
     lua_setmetatable(L, -2);
 }
 
+/* Tags that mark a fiber running a hook rather than a record's task. */
+static char hook_open_tag, hook_close_tag;
+#define IS_HOOK(t) ((t) == (void *)&hook_open_tag || (t) == (void *)&hook_close_tag)
+
 static void fiber_done(void *ud, rt_fiber *f, int status)
 {
     script *sc = ud;
     void *task = f->task;
-    const char *what = f->seq ? "async_invoke" : (task == (void *)&sc->open_ref ? "open" : "close");
     char *out = NULL, *err = NULL;
     size_t len = 0;
     int ok;
     if (status == RT_OK) {
-        if (task == (void *)&sc->open_ref || task == (void *)&sc->close_ref) {
+        if (IS_HOOK(task)) {
             /* Hooks: `return nil, err` fails; anything else succeeds. */
             int n = lua_gettop(f->co);
             ok = !(n >= 1 && lua_isnil(f->co, 1) && n >= 2 && !lua_isnil(f->co, 2));
@@ -453,14 +456,14 @@ static void fiber_done(void *ud, rt_fiber *f, int status)
             int n = lua_gettop(f->co);
             int base = lua_gettop(L) + 1;
             lua_xmove(f->co, L, n);
-            ok = encode_results(sc, what, base, &out, &len, &err) == 0;
+            ok = encode_results(sc, "async_invoke", base, &out, &len, &err) == 0;
         }
         rt_fiber_release(f);
     } else {
         ok = 0;
         err = f->err;
         f->err = NULL;
-        if (task == (void *)&sc->open_ref || task == (void *)&sc->close_ref)
+        if (IS_HOOK(task))
             task = sc;
         rt_fiber_discard(f);
     }
@@ -531,7 +534,7 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     lua_pushliteral(f->co, "moonwait.log");
     lua_call(f->co, 1, 1);
     lua_setfield(f->co, -2, "log");
-    f->task = is_open ? (void *)&sc->open_ref : (void *)&sc->close_ref;
+    f->task = is_open ? (void *)&hook_open_tag : (void *)&hook_close_tag;
     f->seq = 0;
     *fiber_slot = f;
     rt_fiber_start(f, 1, fiber_done, sc);
