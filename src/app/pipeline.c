@@ -23,6 +23,9 @@
 #include "../io/input.h"
 #include "../io/output.h"
 #include "../lua/script.h"
+#include "../net/dns.h"
+#include "../net/pool.h"
+#include "../net/tls.h"
 #include "../op/op.h"
 #include "../op/wmgen.h"
 
@@ -262,6 +265,10 @@ static void shutdown_all(pipeline *p)
     op_free(&p->op);
     if (p->script_loaded)
         script_close(&p->sc, script_closed);
+    /* After the VM: nothing can take a pooled connection any more. */
+    net_pool_close_all();
+    dns_cache_clear();
+    tls_cleanup();
     if (p->input_open)
         input_close(&p->in, input_closed);
     output_close(&p->out, output_closed);
@@ -420,7 +427,8 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
         p->pending_wm = wm;
     }
     /* May complete (and even emit) before it returns. */
-    script_invoke(&p->sc, t, &t->fiber, e->seq, lineno, 1, t->deadline);
+    script_invoke(&p->sc, t, &t->fiber, e->seq, lineno, 1,
+                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline);
 }
 
 static void pump(pipeline *p)
@@ -583,6 +591,7 @@ int pipeline_run(const config *c, const char *lua_dir)
 
 early:
     free(err);
+    net_pool_close_all();
     if (p->input_open)
         input_close(&p->in, NULL);
     if (p->output_open)

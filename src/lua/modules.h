@@ -7,6 +7,9 @@
  *   moonwait.json   a private lua-cjson instance (its settings are the
  *                   script's own; the host encodes records with another)
  *   moonwait.log    debug/info/warn/error(...) to stderr, with file:line
+ *   moonwait.socket the cosocket (mod_socket.c)
+ *   moonwait.http   the HTTP client (mod_http.c)
+ *   moonwait.redis  a Redis client in Lua (lua/moonwait/redis.lua)
  */
 #ifndef MW_MODULES_H
 #define MW_MODULES_H
@@ -16,6 +19,8 @@
 int mod_time_open(lua_State *L);
 int mod_json_open(lua_State *L);
 int mod_log_open(lua_State *L);
+int mod_socket_open(lua_State *L);
+int mod_http_open(lua_State *L);
 
 /* Log levels for moonwait.log and the host's own messages. */
 enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };

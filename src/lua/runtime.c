@@ -135,6 +135,7 @@ void rt_fiber_release(rt_fiber *f)
     f->task = NULL;
     f->seq = 0;
     f->deadline = 0;
+    f->deadline_ms = 0;
     f->done = NULL;
     free(f->err);
     f->err = NULL;
@@ -267,6 +268,24 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
                           "predicate (not at script load time or in on_timeout)", what);
     }
     return f;
+}
+
+void rt_unpark(rt_fiber *f)
+{
+    f->state = RT_FIBER_RUNNING;
+    f->cancel = NULL;
+    f->wait = NULL;
+}
+
+uint64_t rt_wait_ms(const rt_fiber *f, uint64_t timeout_ms)
+{
+    if (!f->deadline_ms)
+        return timeout_ms;
+    uint64_t now = uv_now(f->rt->loop);
+    uint64_t left = f->deadline_ms > now ? f->deadline_ms - now : 0;
+    if (timeout_ms && timeout_ms <= left)
+        return timeout_ms;
+    return left + 1;
 }
 
 void rt_park(rt_fiber *f, rt_cancel_fn cancel, void *wait)

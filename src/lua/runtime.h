@@ -55,6 +55,7 @@ struct rt_fiber {
     void *wait;             /* while parked: the primitive's own state */
     uv_timer_t timer;       /* sleep and I/O timeouts; closed when freed */
     double deadline;        /* clock seconds (rt_now) or 0 = none */
+    uint64_t deadline_ms;   /* the same on the loop clock (uv_now); 0 = none */
     void *task;             /* owner's pointer (the record being run) */
     uint64_t seq;           /* record seq for log lines, 0 if none */
     rt_done_fn done;        /* called when the run ends */
@@ -121,6 +122,16 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what);
 /* Mark f parked on a request; `cancel` undoes it if f is abandoned.
  * The caller then does `return lua_yield(L, 0)`. */
 void rt_park(rt_fiber *f, rt_cancel_fn cancel, void *wait);
+
+/* Undo rt_park when the request could not even start (the caller then
+ * returns its error to Lua instead of yielding). */
+void rt_unpark(rt_fiber *f);
+
+/* How long a wait with its own `timeout_ms` (0 = none) may last, bounded by
+ * the fiber's deadline: the smaller of the two. When the deadline is the
+ * bound, one extra ms makes the record's own timeout (which owns that
+ * moment) fire first. Returns 0 for "no limit". */
+uint64_t rt_wait_ms(const rt_fiber *f, uint64_t timeout_ms);
 
 /* Make a parked fiber runnable; `nres` values are already on f->co and
  * become the results of the yielding call. */

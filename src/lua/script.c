@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../net/pool.h"
 #include "modules.h"
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
@@ -39,6 +40,30 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     return rc;
 }
 
+static void count_handle(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        (*(size_t *)arg)++;
+}
+
+/* moonwait.runtime_stats() -> { handles, fibers, pooled } : live libuv
+ * handles, fibers running or waiting (not idle in the pool), and idle
+ * keep-alive connections. For leak checks in tests and diagnostics. */
+static int l_runtime_stats(lua_State *L)
+{
+    rt *r = rt_of(L);
+    size_t handles = 0;
+    uv_walk(r->loop, count_handle, &handles);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)handles);
+    lua_setfield(L, -2, "handles");
+    lua_pushinteger(L, (lua_Integer)(r->live - r->pool_len));
+    lua_setfield(L, -2, "fibers");
+    lua_pushinteger(L, (lua_Integer)net_pool_count(NULL));
+    lua_setfield(L, -2, "pooled");
+    return 1;
+}
+
 static int open_moonwait(lua_State *L)
 {
     lua_newtable(L);
@@ -47,7 +72,9 @@ static int open_moonwait(lua_State *L)
     script *sc = lua_touserdata(L, lua_upvalueindex(1));
     lua_rawgeti(L, LUA_REGISTRYINDEX, sc->null_ref);
     lua_setfield(L, -2, "null");
-    static const char *const subs[] = { "time", "json", "log" };
+    lua_pushcfunction(L, l_runtime_stats);
+    lua_setfield(L, -2, "runtime_stats");
+    static const char *const subs[] = { "time", "json", "log", "socket", "http" };
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         lua_getglobal(L, "require");
         lua_pushfstring(L, "moonwait.%s", subs[i]);
@@ -158,6 +185,8 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     preload(L, "moonwait.time", mod_time_open, NULL);
     preload(L, "moonwait.json", mod_json_open, NULL);
     preload(L, "moonwait.log", mod_log_open, NULL);
+    preload(L, "moonwait.socket", mod_socket_open, NULL);
+    preload(L, "moonwait.http", mod_http_open, NULL);
 
     /* Modules: the script's directory first, then the shipped lua/ dir. */
     char *sdir = dir_of(path);
@@ -472,8 +501,9 @@ static void fiber_done(void *ud, rt_fiber *f, int status)
 }
 
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, double deadline)
+                   int attempt, uint64_t deadline_ms)
 {
+    double deadline = deadline_ms ? sc->rt.epoch0 + (double)deadline_ms / 1000.0 : 0;
     lua_State *L = sc->rt.L;
     rt_fiber *f = rt_fiber_get(&sc->rt);
     if (!f) {
@@ -489,6 +519,7 @@ void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, 
     f->task = task;
     f->seq = seq;
     f->deadline = deadline;
+    f->deadline_ms = deadline_ms;
     *fiber_slot = f;
     rt_fiber_start(f, 2, fiber_done, sc);
 }

@@ -64,10 +64,10 @@ void script_drop_parsed(script *sc);
 
 /* Start async_invoke(record, ctx) on the parsed record. `*fiber_slot` is
  * set before the call starts (it may end before this returns), and the
- * result is reported through the done callback with `task`. deadline is in
- * rt_now() seconds, 0 for none. */
+ * result is reported through the done callback with `task`. deadline_ms is
+ * on the loop clock (uv_now), 0 for none. */
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, double deadline);
+                   int attempt, uint64_t deadline_ms);
 
 /* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.
  * Returns 1 with *out and *len set (ownership passes), 0 when the script has no

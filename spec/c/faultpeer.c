@@ -1,0 +1,166 @@
+/*
+ * faultpeer.c: a loopback TCP peer that misbehaves in the ways no real
+ * server will on demand. Used by spec/http_spec.lua and spec/socket_spec.lua.
+ *
+ *   faultpeer MODE     listens on 127.0.0.1, an ephemeral port, printed on
+ *                      stdout; serves every connection in MODE until killed.
+ *
+ * Modes (each waits for the end of the request headers first, except
+ * close-at-once):
+ *   garbage              a status line that is not HTTP
+ *   reset-mid-body       headers promising 1000 bytes, 100 bytes, then RST
+ *   close-after-headers  headers promising 100 bytes, then FIN
+ *   silent               never answers
+ *   close-at-once        closes as soon as it accepts
+ *   echo-lines           echoes every byte back (a line protocol peer)
+ *   drip                 answers "HTTP/1.1 200 OK" headers and a body one byte per 100 ms
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static const char *mode;
+static uv_loop_t *loop;
+
+typedef struct peer {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    char head[8192];
+    size_t len;
+    int answered;
+    int dripped;
+} peer;
+
+static void closed(uv_handle_t *h)
+{
+    peer *p = h->data;
+    if (h == (uv_handle_t *)&p->tcp)
+        uv_close((uv_handle_t *)&p->timer, NULL);
+    else
+        free(p);
+}
+
+static void written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static void say(peer *p, const char *s, size_t n)
+{
+    uv_write_t *w = malloc(sizeof *w);
+    char *copy = malloc(n);
+    memcpy(copy, s, n);
+    w->data = copy;
+    uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+    uv_write(w, (uv_stream_t *)&p->tcp, &b, 1, written);
+}
+
+static void drip(uv_timer_t *t)
+{
+    peer *p = t->data;
+    if (p->dripped++ >= 20) {
+        uv_timer_stop(t);
+        return;
+    }
+    say(p, "x", 1);
+}
+
+static void answer(peer *p)
+{
+    p->answered = 1;
+    if (strcmp(mode, "garbage") == 0) {
+        const char *g = "SPLAT 999 what is this\r\n\r\n";
+        say(p, g, strlen(g));
+    } else if (strcmp(mode, "reset-mid-body") == 0) {
+        const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+        char body[100];
+        memset(body, 'b', sizeof body);
+        say(p, h, strlen(h));
+        say(p, body, sizeof body);
+        uv_tcp_close_reset(&p->tcp, closed);
+    } else if (strcmp(mode, "close-after-headers") == 0) {
+        const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+        say(p, h, strlen(h));
+        uv_close((uv_handle_t *)&p->tcp, closed);
+    } else if (strcmp(mode, "drip") == 0) {
+        const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
+        say(p, h, strlen(h));
+        uv_timer_start(&p->timer, drip, 100, 100);
+    }
+    /* silent: nothing */
+}
+
+static void alloc_cb(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    (void)s;
+    peer *p = h->data;
+    if (p->len >= sizeof p->head)
+        p->len = 0;
+    *b = uv_buf_init(p->head + p->len, (unsigned)(sizeof p->head - p->len));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    peer *p = s->data;
+    (void)b;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)s))
+            uv_close((uv_handle_t *)s, closed);
+        return;
+    }
+    if (strcmp(mode, "echo-lines") == 0) {
+        say(p, p->head + p->len, (size_t)n);
+        return;
+    }
+    p->len += (size_t)n;
+    if (!p->answered && memmem(p->head, p->len, "\r\n\r\n", 4))
+        answer(p);
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;
+    peer *p = calloc(1, sizeof *p);
+    uv_tcp_init(loop, &p->tcp);
+    uv_timer_init(loop, &p->timer);
+    p->tcp.data = p->timer.data = p;
+    if (uv_accept(server, (uv_stream_t *)&p->tcp) != 0) {
+        uv_close((uv_handle_t *)&p->tcp, closed);
+        return;
+    }
+    if (strcmp(mode, "close-at-once") == 0) {
+        uv_close((uv_handle_t *)&p->tcp, closed);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: faultpeer MODE\n");
+        return 2;
+    }
+    mode = argv[1];
+    loop = uv_default_loop();
+    uv_tcp_t server;
+    uv_tcp_init(loop, &server);
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", 0, &addr);
+    if (uv_tcp_bind(&server, (struct sockaddr *)&addr, 0) != 0 ||
+        uv_listen((uv_stream_t *)&server, 128, on_conn) != 0) {
+        fprintf(stderr, "faultpeer: cannot listen\n");
+        return 1;
+    }
+    struct sockaddr_in got;
+    int len = sizeof got;
+    uv_tcp_getsockname(&server, (struct sockaddr *)&got, &len);
+    printf("%d\n", ntohs(got.sin_port));
+    fflush(stdout);
+    return uv_run(loop, UV_RUN_DEFAULT);
+}

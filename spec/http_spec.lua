@@ -1,0 +1,305 @@
+-- moonwait.http against a real nginx (and a fault peer for what nginx
+-- will not do). Every request goes to 127.0.0.1 or ::1.
+local H = require("helpers")
+local servers = require("support.servers")
+
+local nginx
+
+-- Run a script whose async_invoke gets {url=...} records; returns the run.
+local function run_urls(body, urls, args)
+  local d = H.tmpdir()
+  H.script(d, body)
+  local recs = {}
+  for i, u in ipairs(urls) do recs[i] = { url = u } end
+  return H.run("run --script script.lua " .. (args or ""), { dir = d, input = H.jsonl(recs) })
+end
+
+local GET = [[
+local http = require "moonwait.http"
+return { async_invoke = function(r, ctx)
+  local res, err = http.get(r.url, r.opts)
+  if not res then return { { err = err } } end
+  return { { status = res.status, body = res.body, ct = res.headers["Content-Type"],
+             ct_lower = res.headers["content-type"], len = #res.body,
+             multi = res.headers["x-multi"], custom = res.headers["X-CUSTOM-CASE"] } }
+end }
+]]
+
+describe("moonwait.http", function()
+  setup(function() nginx = servers.nginx() end)
+  teardown(function() if nginx then nginx.stop() end H.cleanup() end)
+
+  it("gets JSON by id, with status, headers (any case) and body", function()
+    local r = run_urls(GET, { nginx.url("/user/42") })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.equal(200, o.status)
+    assert.same({ id = 42, name = "user-42" }, H.json.decode(o.body))
+    assert.equal("application/json", o.ct)
+    assert.equal("application/json", o.ct_lower)
+  end)
+
+  it("returns non-2xx statuses as responses", function()
+    local r = run_urls(GET, { nginx.url("/status/503"), nginx.url("/status/404") })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal(503, out[1].status)
+    assert.equal(404, out[2].status)
+  end)
+
+  it("reads Content-Length, chunked and large bodies", function()
+    local r = run_urls(GET, { nginx.url("/chunked"), nginx.url("/large") })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal("part1,part2", out[1].body)
+    assert.equal(2097152, out[2].len)
+  end)
+
+  it("joins repeated headers and sends Host and User-Agent", function()
+    local r = run_urls(GET, { nginx.url("/headers") })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.equal("a, b", o.multi)
+    assert.equal("Yes", o.custom)
+    assert.matches("host=127.0.0.1:" .. nginx.port .. " ua=moonwait/", o.body, 1, true)
+  end)
+
+  it("posts a body and sends methods and custom headers", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r, ctx)
+  local a = assert(http.post(r.url .. "/echo", "hello body", { headers = { ["Content-Type"] = "text/plain" } }))
+  local b = assert(http.request(r.url .. "/method", { method = "PUT", body = "x" }))
+  local c = assert(http.request(r.url .. "/method", { method = "DELETE" }))
+  local h = assert(http.request(r.url .. "/user/1", { method = "HEAD" }))
+  return { { echo = a.body, put = b.body, del = c.body, head_status = h.status, head_body = h.body } }
+end }
+]], { "http://127.0.0.1:" .. nginx.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ echo = "hello body", put = "PUT", del = "DELETE", head_status = 200, head_body = "" },
+      H.json.decode(r.lines[1]))
+  end)
+
+  it("reuses one keep-alive connection for many requests", function()
+    local before = #H.lines(nginx.access_log())
+    local urls = {}
+    for i = 1, 50 do urls[i] = nginx.url("/user/" .. i) end
+    local r = run_urls(GET, urls, "--capacity 1")
+    assert.equal(0, r.code, r.err)
+    local conns = {}
+    local lines = H.lines(nginx.access_log())
+    for i = before + 1, #lines do conns[lines[i]:match("^(%d+)")] = true end
+    local n = 0
+    for _ in pairs(conns) do n = n + 1 end
+    assert.equal(50, #lines - before)
+    assert.equal(1, n)
+  end)
+
+  it("does not pool a connection when keepalive = false or the server closes", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+local mw = require "moonwait"
+return { async_invoke = function(r, ctx)
+  local before = mw.runtime_stats().pooled
+  local a = assert(http.get(r.url .. "/user/1", { keepalive = false }))
+  local mid = mw.runtime_stats().pooled
+  local b = assert(http.get(r.url .. "/close"))
+  local after = mw.runtime_stats().pooled
+  local c = assert(http.get(r.url .. "/user/2"))
+  return { { before = before, mid = mid, after = after, last = mw.runtime_stats().pooled, s = a.status + b.status + c.status } }
+end }
+]], { "http://127.0.0.1:" .. nginx.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ before = 0, mid = 0, after = 0, last = 1, s = 600 }, H.json.decode(r.lines[1]))
+  end)
+
+  it("times out a slow response with the request's timeout_ms", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+local time = require "moonwait.time"
+return { async_invoke = function(r, ctx)
+  local t0 = time.now()
+  local res, err = http.get(r.url, { timeout_ms = 200 })
+  return { { err = err, fast = time.now() - t0 < 1.5 } }
+end }
+]], { nginx.url("/slow") })
+    assert.equal(0, r.code, r.err)
+    assert.same({ err = "timeout", fast = true }, H.json.decode(r.lines[1]))
+  end)
+
+  it("bounds a request by the record's remaining budget", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+return {
+  async_invoke = function(r, ctx)
+    local res, err = http.get(r.url, { timeout_ms = 60000 })
+    return { { err = err } }
+  end,
+  on_timeout = function(r, ctx) return { { timed_out = true } } end,
+}
+]], { nginx.url("/slow") }, "--timeout 300")
+    assert.equal(0, r.code, r.err)
+    -- the record's own timeout fires first (on_timeout), not the request's
+    assert.same({ timed_out = true }, H.json.decode(r.lines[1]))
+  end)
+
+  it("reports connection refused, a bad url and an unknown host", function()
+    local r = run_urls(GET, { "http://127.0.0.1:1/x", "ftp://127.0.0.1/x", "http://no-such-host.invalid/x" })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal("connection refused", out[1].err)
+    assert.equal("bad url: ftp://127.0.0.1/x", out[2].err)
+    assert.is_truthy(out[3].err == "host not found" or out[3].err == "no resolver", out[3].err)
+  end)
+
+  it("fails on a body over max_body", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r) local res, err = http.get(r.url, { max_body = 1000 }); return { { err = err } } end }
+]], { nginx.url("/large") })
+    assert.equal(0, r.code, r.err)
+    assert.equal("body too large", H.json.decode(r.lines[1]).err)
+  end)
+
+  it("raises on misuse", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  http.get(r.url, { headers = { ["X-Bad"] = "a\r\nInjected: yes" } })
+  return {}
+end }
+]], { nginx.url("/user/1") })
+    assert.equal(1, r.code)
+    assert.matches("header 'X-Bad' contains a line break", r.err, 1, true)
+  end)
+
+  it("speaks HTTPS with verification on by default, and a CA file", function()
+    local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local _, err1 = http.get(r.url)
+  local ok = http.get(r.url, { ca_file = r.ca })
+  local noverify = http.get(r.url, { ssl_verify = false })
+  local byname = http.get((r.url:gsub("127.0.0.1", "localhost")), { ca_file = r.ca })
+  return { { err1 = err1, body = ok and ok.body, nv = noverify and noverify.status, byname = byname and byname.status } }
+end }
+]], {}, "")
+    -- (the record carries the URL and the CA file)
+    local d = H.tmpdir()
+    H.script(d, [[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local _, err1 = http.get(r.url)
+  local ok, e2 = http.get(r.url, { ca_file = r.ca })
+  local noverify = http.get(r.url, { ssl_verify = false })
+  local byname = http.get((r.url:gsub("127.0.0.1", "localhost")), { ca_file = r.ca })
+  return { { err1 = err1, body = ok and ok.body or e2, nv = noverify and noverify.status, byname = byname and byname.status } }
+end }
+]])
+    local _ = r
+    r = H.run("run --script script.lua", { dir = d,
+      input = H.jsonl({ { url = "https://127.0.0.1:" .. nginx.tls_port .. "/", ca = nginx.cert } }) })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.matches("^certificate verify failed: self%-signed certificate", o.err1)
+    assert.equal('{"tls":true}', o.body)
+    assert.equal(200, o.nv)
+    assert.equal(200, o.byname)
+  end)
+
+  it("reaches nginx over IPv6 loopback and through localhost", function()
+    local r = run_urls(GET, { "http://[::1]:" .. nginx.port .. "/user/6", "http://localhost:" .. nginx.port .. "/user/7" })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal(200, out[1].status)
+    assert.equal(200, out[2].status)
+  end)
+
+  it("keeps 1,000 requests in flight at once", function()
+    local urls = {}
+    for i = 1, 1000 do urls[i] = nginx.url("/user/" .. i) end
+    local r = run_urls(GET, urls, "--capacity 1000 --mode unordered")
+    assert.equal(0, r.code, r.err)
+    local n = 0
+    for _, o in ipairs(H.decode_lines(r.out)) do if o.status == 200 then n = n + 1 end end
+    assert.equal(1000, n)
+  end)
+
+  describe("against a faulty peer", function()
+    for _, case in ipairs({
+      { "garbage", "^bad response: .*%(http://127%.0%.0%.1:%d+/x%)$" },
+      { "reset-mid-body", "^connection reset$" },
+      { "close-after-headers", "^bad response: the connection closed before the response was complete" },
+      { "silent", "^timeout$" },
+      -- the kernel reports a close with our request unread as a reset
+      { "close-at-once", "^closed$", "^connection reset$" },
+    }) do
+      it("reports " .. case[1], function()
+        local peer = servers.faultpeer(case[1])
+        local ok, err = pcall(function()
+          local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r) local res, err = http.get(r.url, { timeout_ms = 300 }); return { { err = err } } end }
+]], { "http://127.0.0.1:" .. peer.port .. "/x" })
+          assert.equal(0, r.code, r.err)
+          local got = H.json.decode(r.lines[1]).err
+          assert.is_truthy(got:match(case[2]) or (case[3] and got:match(case[3])), got)
+        end)
+        peer.stop()
+        assert(ok, err)
+      end)
+    end
+  end)
+
+  it("cancels requests of timed-out records and leaks nothing", function()
+    -- 3,000 records time out mid-request (nginx's /slow answers after 3 s);
+    -- fds, live handles and fibers come back to where they began.
+    local d = H.tmpdir()
+    H.script(d, [[
+local http = require "moonwait.http"
+local mw = require "moonwait"
+local function fds()
+  local n = 0
+  local p = io.popen("ls /proc/" .. io.open("/proc/self/stat"):read("*l"):match("^%d+") .. "/fd")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end
+local function rss_kb()
+  return tonumber(io.open("/proc/self/statm"):read("*l"):match("^%d+ (%d+)")) * 4
+end
+local base
+return {
+  open = function()
+    -- warm up: libuv opens one reserve fd per loop with its first TCP handle
+    assert(http.get(WARM, { keepalive = false }))
+    local s = mw.runtime_stats()
+    base = { fds = fds(), handles = s.handles, rss = rss_kb() }
+  end,
+  async_invoke = function(r) http.get(r.url); return { r } end,
+  on_timeout = function(r) return {} end,
+  close = function()
+    collectgarbage()
+    local s = mw.runtime_stats()
+    io.stderr:write(string.format("LEAKCHECK fds=%d/%d handles=%d/%d fibers=%d pooled=%d rss=%d/%d\n",
+      base.fds, fds(), base.handles, s.handles, s.fibers, s.pooled, base.rss, rss_kb()))
+  end,
+}
+]])
+    H.write(d .. "/script.lua", H.read(d .. "/script.lua"):gsub("WARM", '"' .. nginx.url("/user/1") .. '"'))
+    local recs = {}
+    for i = 1, 3000 do recs[i] = { url = nginx.url("/slow") } end
+    local r = H.run("run --script script.lua --timeout 50 --capacity 500 --mode unordered",
+      { dir = d, input = H.jsonl(recs) })
+    assert.equal(0, r.code, r.err)
+    assert.equal("", r.out)
+    local f0, f1, h0, h1, fibers, pooled, rss0, rss1 =
+      r.err:match("LEAKCHECK fds=(%d+)/(%d+) handles=(%d+)/(%d+) fibers=(%d+) pooled=(%d+) rss=(%d+)/(%d+)")
+    assert.is_truthy(f0, r.err)
+    assert.equal(f0, f1)
+    assert.equal(h0, h1)
+    assert.equal("1", fibers)  -- close itself
+    assert.equal("0", pooled)
+    assert.is_true(tonumber(rss1) - tonumber(rss0) < 20000, "rss grew from " .. rss0 .. " to " .. rss1 .. " kB")
+  end)
+end)

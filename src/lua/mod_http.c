@@ -1,0 +1,745 @@
+/*
+ * mod_http.c: moonwait.http, an HTTP/1.1 client whose calls park the
+ * calling fiber. Written in C on net_conn (not on the Lua cosocket) so a
+ * keep-alive request costs a few microseconds of client CPU; responses
+ * are parsed by llhttp (compiled from Debian's node-llhttp sources).
+ *
+ *   res, err = http.request(url, opts)   opts: method, headers, body,
+ *       timeout_ms (whole request; default 60000, and never past the
+ *       record's deadline), keepalive (default true), pool_size (1024),
+ *       max_body (16 MiB), ssl_verify (default true), ca_file
+ *   http.get(url, opts), http.post(url, body, opts)
+ *   res.status, res.headers (lower-case keys; lookups are case-insensitive),
+ *   res.body
+ *
+ * A non-2xx status is a response. Transport failures return nil, err:
+ * "timeout", "connection refused", "connection reset", "closed",
+ * "host not found", "body too large", "bad response: <why> (<url>)",
+ * "ssl handshake failed: ...", "certificate verify failed: ...",
+ * "bad url: <url>". Misuse (bad argument types, CR/LF in a header) raises.
+ *
+ * Connections come from and return to the shared pool (net/pool.c) under
+ * the key "http://host:port" or "https://host:port/sni"; a response that
+ * leaves the connection clean returns it. A pooled connection that fails
+ * before any byte of the response is retried once on a fresh connection
+ * for idempotent methods (the server may have closed it while idle).
+ * When the record times out, the request is cancelled: its connection is
+ * closed, never pooled, and its memory freed.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <lauxlib.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../net/conn.h"
+#include "../net/dns.h"
+#include "../net/pool.h"
+#include "../net/tls.h"
+#include "modules.h"
+#include "runtime.h"
+
+#define DEFAULT_TIMEOUT_MS 60000
+#define DEFAULT_POOL_SIZE 1024
+#define DEFAULT_IDLE_MS 60000
+#define DEFAULT_MAX_BODY (16u * 1024 * 1024)
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static int buf_add(buf *b, const char *s, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap - b->len < n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+typedef struct hreq {
+    rt_fiber *f;
+    net_conn *conn;
+    dns_query *dnsq;
+    dns_result addrs;
+    size_t addr_ix;
+    char *url;            /* as given, for messages */
+    char *host;           /* owned; also the SNI name */
+    const char *authority;/* host[:port] as written in url (points into url) */
+    size_t authority_len, prefix_len;
+    int port, https, verify, keepalive, idempotent, is_head;
+    char *ca_file;
+    char *pool_key;
+    size_t pool_size, max_body;
+    buf req;              /* the serialised request */
+    llhttp_t parser;
+    buf hdrs;             /* "name\0value\0" pairs, names lower-cased */
+    buf body;
+    int status;
+    int complete;
+    int got_bytes;        /* any response byte arrived */
+    int reused, retried;
+    const char *fail;     /* error to report */
+    char failbuf[512];
+} hreq;
+
+static llhttp_settings_t settings;
+
+/* ---- parser callbacks --------------------------------------------------------- */
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    hreq *r = p->data;
+    for (size_t i = 0; i < n; i++) {
+        char ch = (char)tolower((unsigned char)at[i]);
+        if (buf_add(&r->hdrs, &ch, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    hreq *r = p->data;
+    return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    hreq *r = p->data;
+    return buf_add(&r->hdrs, at, n) == 0 ? 0 : -1;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    hreq *r = p->data;
+    return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    hreq *r = p->data;
+    r->status = llhttp_get_status_code(p);
+    return r->is_head ? 1 : 0; /* a HEAD response has no body */
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    hreq *r = p->data;
+    if (r->body.len + n > r->max_body) {
+        r->fail = "body too large";
+        return -1;
+    }
+    return buf_add(&r->body, at, n) == 0 ? 0 : -1;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    hreq *r = p->data;
+    r->complete = 1;
+    return HPE_PAUSED; /* stop: anything after this response is not ours */
+}
+
+/* ---- request lifecycle ------------------------------------------------------------ */
+
+static void hreq_free(hreq *r)
+{
+    if (r->dnsq)
+        dns_cancel(r->dnsq);
+    if (r->conn)
+        net_conn_close(r->conn);
+    free(r->url);
+    free(r->host);
+    free(r->ca_file);
+    free(r->pool_key);
+    free(r->req.p);
+    free(r->hdrs.p);
+    free(r->body.p);
+    free(r);
+}
+
+/* The record timed out: cancel everything; the connection is closed. */
+static void on_cancel(rt_fiber *f)
+{
+    hreq *r = f->wait;
+    uv_timer_stop(&f->timer);
+    hreq_free(r);
+}
+
+#define HDR_MT "moonwait.http.headers"
+
+/* Push res = { status, headers, body } on the fiber and wake it. */
+static void succeed(hreq *r)
+{
+    rt_fiber *f = r->f;
+    lua_State *co = f->co;
+    uv_timer_stop(&f->timer);
+    lua_createtable(co, 0, 3);
+    lua_pushinteger(co, r->status);
+    lua_setfield(co, -2, "status");
+    lua_newtable(co);
+    for (size_t i = 0; i < r->hdrs.len;) {
+        const char *name = r->hdrs.p + i;
+        size_t nl = strlen(name);
+        const char *val = name + nl + 1;
+        size_t vl = strlen(val);
+        i += nl + vl + 2;
+        lua_pushlstring(co, name, nl);
+        lua_rawget(co, -2);
+        if (lua_isnil(co, -1)) {
+            lua_pop(co, 1);
+            lua_pushlstring(co, name, nl);
+            lua_pushlstring(co, val, vl);
+        } else {
+            /* A repeated header: join the values, as RFC 9110 allows. */
+            lua_pushlstring(co, name, nl);
+            lua_insert(co, -2);
+            lua_pushliteral(co, ", ");
+            lua_pushlstring(co, val, vl);
+            lua_concat(co, 3);
+        }
+        lua_rawset(co, -3);
+    }
+    luaL_getmetatable(co, HDR_MT);
+    lua_setmetatable(co, -2);
+    lua_setfield(co, -2, "headers");
+    lua_pushlstring(co, r->body.p ? r->body.p : "", r->body.len);
+    lua_setfield(co, -2, "body");
+
+    net_conn *c = r->conn;
+    r->conn = NULL;
+    if (r->keepalive && llhttp_should_keep_alive(&r->parser) && net_conn_buffered(c) == 0 &&
+        !c->eof && !c->rerr) {
+        net_conn_read_detach(c);
+        net_pool_put(c, r->pool_key, DEFAULT_IDLE_MS, r->pool_size);
+    } else {
+        net_conn_close(c);
+    }
+    hreq_free(r);
+    rt_wake(f, 1);
+}
+
+static void fail(hreq *r, const char *err)
+{
+    rt_fiber *f = r->f;
+    uv_timer_stop(&f->timer);
+    lua_pushnil(f->co);
+    lua_pushstring(f->co, err);
+    hreq_free(r);
+    rt_wake(f, 2);
+}
+
+static void start_connect(hreq *r);
+static void send_request(hreq *r);
+
+/* A reused connection died before answering: try once more, fresh. */
+static int maybe_retry(hreq *r)
+{
+    if (!r->reused || r->retried || r->got_bytes || !r->idempotent)
+        return 0;
+    r->retried = 1;
+    r->reused = 0;
+    net_conn_close(r->conn);
+    r->conn = NULL;
+    llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
+    r->parser.data = r;
+    r->hdrs.len = r->body.len = 0;
+    dns_result now;
+    int rc = dns_resolve(r->f->rt->loop, r->host, r->port, &now, NULL, NULL, &r->dnsq);
+    if (rc == 1) {
+        r->addrs = now;
+        r->addr_ix = 0;
+        start_connect(r);
+    } else {
+        /* Names are cached after the first resolution, so this is rare:
+         * report the original failure rather than resolve again. */
+        if (r->dnsq) {
+            dns_cancel(r->dnsq);
+            r->dnsq = NULL;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static void bad_response(hreq *r, const char *why)
+{
+    snprintf(r->failbuf, sizeof r->failbuf, "bad response: %s (%s)", why, r->url);
+    fail(r, r->failbuf);
+}
+
+static void on_readable(net_conn *c, void *ud)
+{
+    hreq *r = ud;
+    size_t n = net_conn_buffered(c);
+    if (n) {
+        r->got_bytes = 1;
+        llhttp_errno_t e = llhttp_execute(&r->parser, net_conn_data(c), n);
+        if (e == HPE_PAUSED) {
+            const char *stop = llhttp_get_error_pos(&r->parser);
+            net_conn_consume(c, (size_t)(stop - net_conn_data(c)));
+        } else {
+            net_conn_consume(c, n);
+        }
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            if (r->fail)
+                fail(r, r->fail);
+            else
+                bad_response(r, llhttp_get_error_reason(&r->parser));
+            return;
+        }
+        if (r->complete) {
+            succeed(r);
+            return;
+        }
+    }
+    if (c->eof) {
+        if (r->got_bytes && llhttp_message_needs_eof(&r->parser)) {
+            llhttp_errno_t e = llhttp_finish(&r->parser);
+            if (e == HPE_OK && r->complete) {
+                r->keepalive = 0;
+                succeed(r);
+                return;
+            }
+        }
+        if (maybe_retry(r))
+            return;
+        if (r->got_bytes)
+            bad_response(r, "the connection closed before the response was complete");
+        else
+            fail(r, "closed");
+        return;
+    }
+    if (c->rerr) {
+        if (maybe_retry(r))
+            return;
+        if (c->rerr == UV_EPROTO && c->tls_err[0])
+            fail(r, c->tls_err);
+        else
+            fail(r, net_strerror(c->rerr));
+    }
+}
+
+static void on_sent(net_conn *c, int status, void *ud)
+{
+    hreq *r = ud;
+    (void)c;
+    if (status != 0) {
+        if (maybe_retry(r))
+            return;
+        fail(r, net_strerror(status));
+    }
+    /* else: the response is read by on_readable, already started */
+}
+
+static void send_request(hreq *r)
+{
+    int rc = net_conn_read_start(r->conn, on_readable, r);
+    if (rc == 0)
+        rc = net_conn_write(r->conn, r->req.p, r->req.len, on_sent, r);
+    if (rc != 0) {
+        if (maybe_retry(r))
+            return;
+        fail(r, net_strerror(rc));
+    }
+}
+
+static void on_handshake(net_conn *c, int status, void *ud)
+{
+    hreq *r = ud;
+    if (status != 0) {
+        if (strncmp(c->tls_err, "certificate verify failed", 25) == 0)
+            snprintf(r->failbuf, sizeof r->failbuf, "%s (%s)", c->tls_err, r->url);
+        else
+            snprintf(r->failbuf, sizeof r->failbuf, "ssl handshake failed: %s (%s)", c->tls_err, r->url);
+        fail(r, r->failbuf);
+        return;
+    }
+    send_request(r);
+}
+
+static void on_connected(net_conn *c, int status, void *ud)
+{
+    hreq *r = ud;
+    if (status != 0) {
+        net_conn_close(c);
+        r->conn = NULL;
+        if (++r->addr_ix < r->addrs.n &&
+            (status == UV_ECONNREFUSED || status == UV_EHOSTUNREACH || status == UV_ENETUNREACH ||
+             status == UV_EADDRNOTAVAIL)) {
+            start_connect(r);
+            return;
+        }
+        fail(r, net_strerror(status));
+        return;
+    }
+    if (r->https) {
+        char err[256];
+        SSL_CTX *ctx = tls_client_ctx(r->ca_file, err, sizeof err);
+        if (!ctx) {
+            snprintf(r->failbuf, sizeof r->failbuf, "ssl handshake failed: %s", err);
+            fail(r, r->failbuf);
+            return;
+        }
+        if (net_conn_tls_start(c, ctx, r->host, r->verify, on_handshake, r) != 0)
+            fail(r, "ssl handshake failed");
+        return;
+    }
+    send_request(r);
+}
+
+static void start_connect(hreq *r)
+{
+    r->conn = net_conn_new(r->f->rt->loop, r->max_body + 64 * 1024);
+    if (!r->conn) {
+        fail(r, "out of memory");
+        return;
+    }
+    int rc = net_conn_connect(r->conn, (struct sockaddr *)&r->addrs.addrs[r->addr_ix], on_connected, r);
+    if (rc != 0) {
+        net_conn_close(r->conn);
+        r->conn = NULL;
+        fail(r, net_strerror(rc));
+    }
+}
+
+static void on_resolved(void *ud, int status, const dns_result *res)
+{
+    hreq *r = ud;
+    r->dnsq = NULL;
+    if (status != 0) {
+        fail(r, net_strerror(status));
+        return;
+    }
+    r->addrs = *res;
+    r->addr_ix = 0;
+    start_connect(r);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    rt_fiber *f = t->data;
+    hreq *r = f->wait;
+    if (r)
+        fail(r, "timeout");
+}
+
+/* ---- building the request --------------------------------------------------------- */
+
+/* Split url into scheme/host/port/path. Returns 0 or -1. */
+static int parse_url(hreq *r, const char *url, const char **path)
+{
+    const char *p;
+    if (strncmp(url, "http://", 7) == 0) {
+        p = url + 7;
+        r->port = 80;
+    } else if (strncmp(url, "https://", 8) == 0) {
+        p = url + 8;
+        r->https = 1;
+        r->port = 443;
+    } else {
+        return -1;
+    }
+    const char *host_end;
+    const char *h = p;
+    r->authority = p;
+    if (*p == '[') {
+        host_end = strchr(p, ']');
+        if (!host_end)
+            return -1;
+        h = p + 1;
+        p = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/?#");
+        p = host_end;
+    }
+    if (host_end == h)
+        return -1;
+    r->host = strndup(h, (size_t)(host_end - h));
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535)
+            return -1;
+        r->port = (int)port;
+        p = end;
+    }
+    if (*p && *p != '/' && *p != '?')
+        return -1;
+    r->authority_len = (size_t)(p - r->authority);
+    r->prefix_len = (size_t)(p - url);
+    *path = *p ? p : "/";
+    return 0;
+}
+
+static int has_crlf(const char *s, size_t n)
+{
+    return memchr(s, '\r', n) || memchr(s, '\n', n);
+}
+
+/* Build "METHOD path HTTP/1.1" + headers + body into r->req. Raises on
+ * misuse. Stack: opts at index `o` (or 0). */
+static void build_request(lua_State *L, hreq *r, const char *method, const char *path,
+                          const char *body, size_t blen, int o)
+{
+    buf *b = &r->req;
+    int have_host = 0, have_ua = 0, have_len = 0, have_conn = 0;
+    const char *pathq = path;
+    if (*path == '?') {
+        buf_add(b, method, strlen(method));
+        buf_add(b, " /", 2);
+    } else {
+        buf_add(b, method, strlen(method));
+        buf_add(b, " ", 1);
+    }
+    size_t plen = strcspn(pathq, "#");
+    if (has_crlf(pathq, plen) || memchr(pathq, ' ', plen))
+        luaL_error(L, "http: bad url %s (spaces or line breaks in the path)", r->url);
+    buf_add(b, pathq, plen);
+    buf_add(b, " HTTP/1.1\r\n", 11);
+    if (o) {
+        lua_getfield(L, o, "headers");
+        if (!lua_isnil(L, -1)) {
+            luaL_checktype(L, -1, LUA_TTABLE);
+            int t = lua_gettop(L);
+            lua_pushnil(L);
+            while (lua_next(L, t)) {
+                if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                    luaL_error(L, "http: headers must map names to strings");
+                size_t nl, vl;
+                const char *n = lua_tolstring(L, -2, &nl);
+                const char *v = lua_tolstring(L, -1, &vl);
+                if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl))
+                    luaL_error(L, "http: header '%s' contains a line break, a colon or is empty", n);
+                have_host |= strcasecmp(n, "host") == 0;
+                have_ua |= strcasecmp(n, "user-agent") == 0;
+                have_len |= strcasecmp(n, "content-length") == 0;
+                have_conn |= strcasecmp(n, "connection") == 0;
+                buf_add(b, n, nl);
+                buf_add(b, ": ", 2);
+                buf_add(b, v, vl);
+                buf_add(b, "\r\n", 2);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (!have_host) {
+        buf_add(b, "Host: ", 6);
+        buf_add(b, r->authority, r->authority_len);
+        buf_add(b, "\r\n", 2);
+    }
+    if (!have_ua)
+        buf_add(b, "User-Agent: moonwait/" MW_VERSION "\r\n", sizeof("User-Agent: moonwait/" MW_VERSION "\r\n") - 1);
+    if (!have_conn && !r->keepalive)
+        buf_add(b, "Connection: close\r\n", 19);
+    if (!have_len && (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0)) {
+        char digits[24];
+        size_t i = sizeof digits;
+        size_t v = blen;
+        do {
+            digits[--i] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        buf_add(b, "Content-Length: ", 16);
+        buf_add(b, digits + i, sizeof digits - i);
+        buf_add(b, "\r\n", 2);
+    }
+    buf_add(b, "\r\n", 2);
+    if (body && blen)
+        buf_add(b, body, blen);
+}
+
+static int opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_Integer min)
+{
+    if (!o)
+        return (int)dflt;
+    lua_getfield(L, o, name);
+    lua_Integer v = dflt;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "http: option '%s' must be a number", name);
+        v = lua_tointeger(L, -1);
+        if (v < min)
+            luaL_error(L, "http: option '%s' must be >= %d", name, (int)min);
+    }
+    lua_pop(L, 1);
+    return (int)v;
+}
+
+static int opt_bool(lua_State *L, int o, const char *name, int dflt)
+{
+    if (!o)
+        return dflt;
+    lua_getfield(L, o, name);
+    int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* The common path of request/get/post. url at index 1; method/body may be
+ * NULL (then taken from opts); opts at index o (0 if none). */
+static int do_request(lua_State *L, const char *method, int body_idx, int o)
+{
+    const char *url = luaL_checkstring(L, 1);
+    if (o && !lua_isnoneornil(L, o))
+        luaL_checktype(L, o, LUA_TTABLE);
+    else
+        o = 0;
+    rt_fiber *f = rt_check_yieldable(L, "moonwait.http");
+    hreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return luaL_error(L, "out of memory");
+    r->url = strdup(url);
+    const char *path;
+    if (parse_url(r, url, &path) != 0) {
+        hreq_free(r);
+        lua_pushnil(L);
+        lua_pushfstring(L, "bad url: %s", url);
+        return 2;
+    }
+    size_t blen = 0;
+    const char *body = NULL;
+    if (body_idx && !lua_isnoneornil(L, body_idx)) {
+        body = luaL_checklstring(L, body_idx, &blen);
+    } else if (o) {
+        lua_getfield(L, o, "body");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isstring(L, -1)) {
+                hreq_free(r);
+                return luaL_error(L, "http: option 'body' must be a string");
+            }
+            body = lua_tolstring(L, -1, &blen); /* stays on the stack: pinned */
+        }
+    }
+    if (!method && o) {
+        lua_getfield(L, o, "method");
+        method = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+    }
+    if (!method)
+        method = body ? "POST" : "GET";
+    for (const char *m = method; *m; m++)
+        if (!isupper((unsigned char)*m)) {
+            hreq_free(r);
+            return luaL_error(L, "http: method must be an upper-case token, got '%s'", method);
+        }
+    r->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
+    r->is_head = strcmp(method, "HEAD") == 0;
+    r->keepalive = opt_bool(L, o, "keepalive", 1);
+    r->verify = opt_bool(L, o, "ssl_verify", 1);
+    r->pool_size = (size_t)opt_int(L, o, "pool_size", DEFAULT_POOL_SIZE, 1);
+    r->max_body = (size_t)opt_int(L, o, "max_body", DEFAULT_MAX_BODY, 0);
+    uint64_t timeout = (uint64_t)opt_int(L, o, "timeout_ms", DEFAULT_TIMEOUT_MS, 0);
+    if (o) {
+        lua_getfield(L, o, "ca_file");
+        if (!lua_isnil(L, -1))
+            r->ca_file = strdup(luaL_checkstring(L, -1));
+        lua_pop(L, 1);
+    }
+    /* The pool key: the URL up to its path ("http://host:port"), plus for
+     * TLS what changes whether a connection may be shared. */
+    buf key = { 0 };
+    buf_add(&key, url, r->prefix_len);
+    if (r->https) {
+        buf_add(&key, r->verify ? "|verify|" : "|noverify|", r->verify ? 8 : 10);
+        if (r->ca_file)
+            buf_add(&key, r->ca_file, strlen(r->ca_file));
+    }
+    buf_add(&key, "", 1);
+    r->pool_key = key.p;
+    build_request(L, r, method, path, body, blen, o);
+    llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
+    r->parser.data = r;
+    r->f = f;
+
+    /* Park first: every callback below may run before we yield. */
+    rt_park(f, on_cancel, r);
+    uint64_t ms = rt_wait_ms(f, timeout);
+    if (ms)
+        uv_timer_start(&f->timer, on_timer, ms, 0);
+    net_conn *c = net_pool_get(r->pool_key);
+    if (c) {
+        r->conn = c;
+        r->reused = 1;
+        send_request(r);
+        return lua_yield(L, 0);
+    }
+    dns_result now;
+    int rc = dns_resolve(f->rt->loop, r->host, r->port, &now, on_resolved, r, &r->dnsq);
+    if (rc < 0) {
+        fail(r, net_strerror(rc));
+    } else if (rc == 1) {
+        r->addrs = now;
+        start_connect(r);
+    }
+    return lua_yield(L, 0);
+}
+
+static int l_request(lua_State *L)
+{
+    return do_request(L, NULL, 0, 2);
+}
+
+static int l_get(lua_State *L)
+{
+    return do_request(L, "GET", 0, 2);
+}
+
+static int l_post(lua_State *L)
+{
+    luaL_checkstring(L, 2);
+    return do_request(L, "POST", 2, 3);
+}
+
+/* headers[k] for any case of k */
+static int l_hdr_index(lua_State *L)
+{
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return 0;
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    char small[128];
+    char *low = n < sizeof small ? small : malloc(n + 1);
+    if (!low)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)tolower((unsigned char)k[i]);
+    lua_pushlstring(L, low, n);
+    if (low != small)
+        free(low);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+int mod_http_open(lua_State *L)
+{
+    llhttp_settings_init(&settings);
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    luaL_newmetatable(L, HDR_MT);
+    lua_pushcfunction(L, l_hdr_index);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {
+        { "request", l_request }, { "get", l_get }, { "post", l_post }, { NULL, NULL },
+    };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    return 1;
+}
