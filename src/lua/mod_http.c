@@ -673,7 +673,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
         r->conn = c;
         r->reused = 1;
         send_request(r);
-        return lua_yield(L, 0);
+        return rt_yield(L, f);
     }
     dns_result now;
     int rc = dns_resolve(f->rt->loop, r->host, r->port, &now, on_resolved, r, &r->dnsq);
@@ -683,7 +683,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
         r->addrs = now;
         start_connect(r);
     }
-    return lua_yield(L, 0);
+    return rt_yield(L, f);
 }
 
 static int l_request(lua_State *L)

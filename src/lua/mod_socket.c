@@ -249,7 +249,7 @@ static int do_receive(lua_State *L, sock *s)
     begin(s, f, W_RECV, s->read_ms);
     if (net_conn_read_start(s->conn, on_readable, s) != 0)
         return abort_now(L, s, "closed", 1);
-    return lua_yield(L, 0);
+    return rt_yield(L, f);
 }
 
 static int l_receive(lua_State *L)
@@ -362,7 +362,7 @@ static int l_send(lua_State *L)
     int rc = net_conn_write(s->conn, data, len, on_sent, s);
     if (rc != 0)
         return abort_now(L, s, net_strerror(rc), 1);
-    return lua_yield(L, 0);
+    return rt_yield(L, f);
 }
 
 /* ---- connect -------------------------------------------------------------------- */
@@ -470,7 +470,7 @@ static int l_connect(lua_State *L)
         s->addr_ix = 0;
         try_connect(s);
     }
-    return lua_yield(L, 0);
+    return rt_yield(L, f);
 }
 
 /* ---- TLS ---------------------------------------------------------------------------- */
@@ -519,7 +519,7 @@ static int l_sslhandshake(lua_State *L)
     int rc = net_conn_tls_start(s->conn, ctx, sni, verify, on_handshake, s);
     if (rc != 0)
         return abort_now(L, s, "ssl handshake failed", 1);
-    return lua_yield(L, 0);
+    return rt_yield(L, f);
 }
 
 /* ---- timer ------------------------------------------------------------------------- */

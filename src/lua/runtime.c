@@ -28,6 +28,7 @@ double rt_now(const rt *r)
 /* ---- ready queue ---------------------------------------------------------- */
 
 static void resume(rt_fiber *f, int nargs);
+static void ready_remove(rt *r, rt_fiber *f);
 
 static void on_check(uv_check_t *h)
 {
@@ -39,10 +40,7 @@ static void on_check(uv_check_t *h)
     uint64_t pass = ++r->pass;
     while (r->ready_head && r->ready_head->ready_pass < pass) {
         rt_fiber *f = r->ready_head;
-        r->ready_head = f->ready_next;
-        if (!r->ready_head)
-            r->ready_tail = NULL;
-        f->ready_next = NULL;
+        ready_remove(r, f);
         resume(f, f->nresume);
     }
     if (!r->ready_head)
@@ -62,6 +60,7 @@ void rt_wake(rt_fiber *f, int nres)
     f->cancel = NULL;
     f->wait = NULL;
     f->ready_next = NULL;
+    f->ready_prev = r->ready_tail;
     f->ready_pass = r->pass;
     if (r->ready_tail)
         r->ready_tail->ready_next = f;
@@ -73,17 +72,15 @@ void rt_wake(rt_fiber *f, int nres)
 
 static void ready_remove(rt *r, rt_fiber *f)
 {
-    rt_fiber **pp = &r->ready_head, *prev = NULL;
-    while (*pp && *pp != f) {
-        prev = *pp;
-        pp = &(*pp)->ready_next;
-    }
-    if (*pp) {
-        *pp = f->ready_next;
-        if (r->ready_tail == f)
-            r->ready_tail = prev;
-    }
-    f->ready_next = NULL;
+    if (f->ready_prev)
+        f->ready_prev->ready_next = f->ready_next;
+    else if (r->ready_head == f)
+        r->ready_head = f->ready_next;
+    if (f->ready_next)
+        f->ready_next->ready_prev = f->ready_prev;
+    else if (r->ready_tail == f)
+        r->ready_tail = f->ready_prev;
+    f->ready_next = f->ready_prev = NULL;
 }
 
 /* ---- fibers ---------------------------------------------------------------- */
@@ -270,6 +267,17 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
     return f;
 }
 
+int rt_yield(lua_State *L, rt_fiber *f)
+{
+    if (f->state == RT_FIBER_READY) {
+        /* Woken before yielding: its results are on top of L (== f->co). */
+        ready_remove(f->rt, f);
+        f->state = RT_FIBER_RUNNING;
+        return f->nresume;
+    }
+    return lua_yield(L, 0);
+}
+
 void rt_unpark(rt_fiber *f)
 {
     f->state = RT_FIBER_RUNNING;
@@ -336,11 +344,10 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     /* Abandon whatever still waits: nothing may be resumed after close. */
     while (r->ready_head) {
         rt_fiber *f = r->ready_head;
-        r->ready_head = f->ready_next;
+        ready_remove(r, f);
         f->state = RT_FIBER_DONE;
         fiber_destroy(f);
     }
-    r->ready_tail = NULL;
     for (size_t i = 0; i < r->pool_len; i++)
         fiber_destroy(r->pool[i]);
     free(r->pool);

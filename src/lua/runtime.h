@@ -61,7 +61,7 @@ struct rt_fiber {
     rt_done_fn done;        /* called when the run ends */
     void *done_ud;
     char *err;              /* RT_ERROR/RT_ROGUE_YIELD message (owned) */
-    rt_fiber *ready_next;
+    rt_fiber *ready_next, *ready_prev;
     uint64_t ready_pass;    /* rt.pass when it was queued */
 };
 
@@ -132,6 +132,12 @@ void rt_unpark(rt_fiber *f);
  * bound, one extra ms makes the record's own timeout (which owns that
  * moment) fire first. Returns 0 for "no limit". */
 uint64_t rt_wait_ms(const rt_fiber *f, uint64_t timeout_ms);
+
+/* The last step of a parking primitive: `return rt_yield(L, f);`. If the
+ * request already completed during the call (its callback ran
+ * synchronously and woke f), return its results directly instead of
+ * yielding; otherwise yield until rt_wake. */
+int rt_yield(lua_State *L, rt_fiber *f);
 
 /* Make a parked fiber runnable; `nres` values are already on f->co and
  * become the results of the yielding call. */

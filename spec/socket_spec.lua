@@ -1,0 +1,261 @@
+-- moonwait.socket (the cosocket) against real servers: redis-server for a
+-- line protocol, nginx for HTTP and TLS, the fault peer for the rest.
+local H = require("helpers")
+local servers = require("support.servers")
+
+local redis, nginx
+
+local function run_one(body, rec, args)
+  local d = H.tmpdir()
+  H.script(d, body)
+  local r = H.run("run --script script.lua " .. (args or ""), { dir = d, input = H.jsonl({ rec }) })
+  return r, r.lines[1] and H.json.decode(r.lines[1])
+end
+
+describe("moonwait.socket", function()
+  setup(function() redis = servers.redis(); nginx = servers.nginx() end)
+  teardown(function() redis.stop(); nginx.stop(); H.cleanup() end)
+
+  it("connects, sends and receives lines and byte counts", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  local bytes = assert(s:send({ "SET k ", "hello\r\n" }))
+  local l1 = assert(s:receive())              -- "*l" by default
+  assert(s:send("GET k\r\n"))
+  local hdr = assert(s:receive("*l"))
+  local data = assert(s:receive(5))
+  local crlf = assert(s:receive(2))
+  s:close()
+  return { { bytes = bytes, l1 = l1, hdr = hdr, data = data, crlf = #crlf } }
+end }
+]], { port = redis.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ bytes = 13, l1 = "+OK", hdr = "$5", data = "hello", crlf = 2 }, o)
+  end)
+
+  it("receives until a delimiter and until close", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:send("GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+  local iter = s:receiveuntil("\r\n\r\n")
+  local head = assert(iter())
+  local rest = assert(s:receive("*a"))
+  local again, err = s:receive()
+  return { { status = head:match("^HTTP/1.1 (%d+)"), chunked = head:find("chunked", 1, true) ~= nil,
+             rest_has = rest:find("part2", 1, true) ~= nil, err = err } }
+end }
+]], { port = nginx.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ status = "200", chunked = true, rest_has = true, err = "closed" }, o)
+  end)
+
+  it("returns nil, err, partial when the peer closes mid-line", function()
+    local peer = servers.faultpeer("close-after-headers")
+    local ok, e = pcall(function()
+      local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:send("GET / HTTP/1.1\r\n\r\n"))
+  local all = {}
+  while true do
+    local line, err, partial = s:receive(200)
+    if not line then return { { err = err, partial_len = #partial } } end
+  end
+end }
+]], { port = peer.port })
+      assert.equal(0, r.code, r.err)
+      assert.equal("closed", o.err)
+      assert.is_true(o.partial_len > 0)
+    end)
+    peer.stop()
+    assert(ok, e)
+  end)
+
+  it("times out a read and stays usable", function()
+    local peer = servers.faultpeer("echo-lines")
+    local ok, e = pcall(function()
+      local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  s:settimeouts(1000, 1000, 100)
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:send("half"))
+  local line, err, partial = s:receive()      -- no newline comes
+  assert(s:send("ping\n"))
+  local again = s:receive()
+  return { { err = err, partial = partial, again = again } }
+end }
+]], { port = peer.port })
+      assert.equal(0, r.code, r.err)
+      assert.same({ err = "timeout", partial = "half", again = "ping" }, o)
+    end)
+    peer.stop()
+    assert(ok, e)
+  end)
+
+  it("reports connection refused and host not found", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local a, e1 = socket.tcp():connect("127.0.0.1", 1)
+  local b, e2 = socket.tcp():connect("no-such-host.invalid", 80)
+  local s = socket.tcp()
+  local c, e3 = s:send("x")
+  return { { e1 = e1, e2 = e2, e3 = e3 } }
+end }
+]], {})
+    assert.equal(0, r.code, r.err)
+    assert.equal("connection refused", o.e1)
+    assert.is_truthy(o.e2 == "host not found" or o.e2 == "no resolver", o.e2)
+    assert.equal("closed", o.e3)
+  end)
+
+  it("raises on misuse: bad arguments, a socket shared by two coroutines", function()
+    local r = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec) socket.tcp():connect("127.0.0.1", "x"); return {} end }
+]], {})
+    assert.equal(1, r.code)
+    assert.matches("bad argument #2 to 'connect'", r.err, 1, true)
+    local d = H.tmpdir()
+    H.script(d, [[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+local shared
+return { async_invoke = function(rec, ctx)
+  if ctx.seq == 1 then
+    shared = socket.tcp()
+    assert(shared:connect("127.0.0.1", rec.port))
+    shared:receive()
+    return {}
+  end
+  time.sleep(0.1)
+  shared:receive()
+  return {}
+end,
+on_timeout = function() return {} end }
+]])
+    r = H.run("run --script script.lua --timeout 2000 --mode unordered",
+      { dir = d, input = H.jsonl({ { port = redis.port }, { port = redis.port } }) })
+    assert.equal(1, r.code)
+    assert.matches("socket busy", r.err, 1, true)
+  end)
+
+  it("pools connections with setkeepalive and reuses them", function()
+    local r = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local reused = {}
+  for i = 1, 5 do
+    local s = socket.tcp()
+    assert(s:connect("127.0.0.1", rec.port))
+    reused[i] = s:getreusedtimes()
+    assert(s:send("PING\r\n"))
+    assert(s:receive())
+    assert(s:setkeepalive(10000, 4))
+  end
+  return { { reused = reused, pooled = socket.pool_count("127.0.0.1:" .. rec.port) } }
+end }
+]], { port = redis.port })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.same({ 0, 1, 2, 3, 4 }, o.reused)
+    assert.equal(1, o.pooled)
+    -- redis sees a single client connection for the five round trips
+  end)
+
+  it("refuses to pool a connection with unread data", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:send("PING\r\nPING\r\n"))
+  assert(s:receive())
+  time.sleep(0.05)
+  local ok, err = s:setkeepalive()
+  return { { err = err, pooled = socket.pool_count() } }
+end }
+]], { port = redis.port })
+    assert.equal(0, r.code, r.err)
+    -- the second +PONG may or may not have arrived: either way nothing is pooled
+    assert.equal(0, o.pooled)
+  end)
+
+  it("does a TLS handshake with and without verification", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  local ok, err = s:sslhandshake(nil, "localhost", true)   -- self-signed: refused
+  local s2 = socket.tcp()
+  s2:setoption("ca_file", rec.ca)
+  assert(s2:connect("127.0.0.1", rec.port))
+  assert(s2:sslhandshake(nil, "localhost", true))
+  assert(s2:send("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+  local body = s2:receive("*a")
+  return { { err = err, tls = body:find('{"tls":true}', 1, true) ~= nil } }
+end }
+]], { port = nginx.tls_port, ca = nginx.cert })
+    assert.equal(0, r.code, r.err)
+    assert.matches("^certificate verify failed", o.err)
+    assert.is_true(o.tls)
+  end)
+
+  it("bounds a wait by the record's remaining budget and cancels it on timeout", function()
+    local peer = servers.faultpeer("silent")
+    local ok, e = pcall(function()
+      local d = H.tmpdir()
+      H.script(d, [[
+local socket = require "moonwait.socket"
+local mw = require "moonwait"
+return {
+  async_invoke = function(rec)
+    local s = socket.tcp()
+    s:settimeout(60000)
+    assert(s:connect("127.0.0.1", rec.port))
+    assert(s:send("GET / HTTP/1.1\r\n\r\n"))
+    s:receive()
+    io.stderr:write("resumed\n")
+    return {}
+  end,
+  on_timeout = function() return { { timed_out = true } } end,
+  close = function() io.stderr:write("pooled=", mw.runtime_stats().pooled, "\n") end,
+}
+]])
+      local r = H.run("run --script script.lua --timeout 200", { dir = d, input = H.jsonl({ { port = peer.port } }) })
+      assert.equal(0, r.code, r.err)
+      assert.same({ timed_out = true }, H.json.decode(r.lines[1]))
+      assert.is_nil(r.err:find("resumed", 1, true))
+      assert.matches("pooled=0", r.err, 1, true)
+    end)
+    peer.stop()
+    assert(ok, e)
+  end)
+
+  it("connects over IPv6 loopback and to localhost", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local a = socket.tcp()
+  assert(a:connect("::1", rec.port))
+  local b = socket.tcp()
+  assert(b:connect("localhost", rec.port))
+  return { { ok = true } }
+end }
+]], { port = nginx.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ ok = true }, o)
+  end)
+end)
