@@ -6,6 +6,8 @@
 #   make valgrind        the functional specs with every moonwait under valgrind
 #   make bench           benchmarks (prints figures, asserts nothing)
 #   make quickstart      run examples/quickstart
+#   make example-http    run examples/http-enrich (starts its own nginx)
+#   make example-redis   run examples/redis-lookup (starts its own redis-server)
 #   make install PREFIX=/usr/local
 
 VERSION   := 0.1.0
@@ -56,7 +58,7 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o
 CTESTS := $(BUILD)/test_op
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: all test check-asan valgrind bench install clean quickstart
+.PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -89,6 +91,12 @@ valgrind: all
 
 quickstart: $(BUILD)/moonwait
 	$(BUILD)/moonwait run examples/quickstart/pipeline.lua
+
+example-http: $(BUILD)/moonwait
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/http-enrich/run
+
+example-redis: $(BUILD)/moonwait
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/redis-lookup/run
 
 bench: all
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) scripts/bench

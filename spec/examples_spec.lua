@@ -29,6 +29,27 @@ describe("examples", function()
     assert.matches("moonwait: summary: records_in=24 records_out=24", r.err, 1, true)
   end)
 
+  it("http-enrich starts its own nginx and enriches every order", function()
+    local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 60 examples/http-enrich/run")
+    assert.equal(0, code, err)
+    local out_t = H.decode_lines(out)
+    assert.equal(30, #out_t)
+    for i, o in ipairs(out_t) do
+      assert.equal(1000 + i, o.order)
+      assert.is_truthy(o.customer_name or o.customer_error == "unknown customer")
+    end
+  end)
+
+  it("redis-lookup starts its own redis-server and enriches every view", function()
+    local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 60 examples/redis-lookup/run")
+    assert.equal(0, code, err)
+    local got = H.decode_lines(out)
+    assert.equal(25, #got)
+    local titled = 0
+    for _, o in ipairs(got) do if o.title then titled = titled + 1 end end
+    assert.equal(20, titled) -- product 5 is not seeded
+  end)
+
   it("installs a binary that finds its Lua modules", function()
     local d = H.tmpdir()
     local code, _, err = H.sh(string.format("make -s install PREFIX=%s/prefix BUILD=%s >/dev/null",

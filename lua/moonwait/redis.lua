@@ -18,16 +18,17 @@
 local socket = require "moonwait.socket"
 local null = require("moonwait").null
 
-local type, tostring, tonumber, select, setmetatable, concat =
-  type, tostring, tonumber, select, setmetatable, table.concat
+local type, tostring, tonumber, select, setmetatable, rawget, rawset, concat =
+  type, tostring, tonumber, select, setmetatable, rawget, rawset, table.concat
 local sub, byte, upper = string.sub, string.byte, string.upper
 
 local M = { null = null }
 local Redis = {}
 
+-- Internal fields are read with rawget: any missing key is a command name.
 local function fail(self, err)
-  self.sock:close()
-  self.closed = true
+  rawget(self, "_sock"):close()
+  rawset(self, "_closed", true)
   return nil, err
 end
 
@@ -94,39 +95,42 @@ function Redis:call(...)
   local n = select("#", ...)
   if n == 0 then error("redis: call needs a command name", 2) end
   local req = serialize(n, ...)
-  if self.pipeline then
-    self.pipeline[#self.pipeline + 1] = req
+  local pipe = rawget(self, "_pipeline")
+  if pipe then
+    pipe[#pipe + 1] = req
     return "QUEUED"
   end
-  if self.closed then return nil, "closed" end
-  local ok, err = self.sock:send(req)
+  if rawget(self, "_closed") then return nil, "closed" end
+  local sock = rawget(self, "_sock")
+  local ok, err = sock:send(req)
   if not ok then return fail(self, err) end
-  local v, e = read_reply(self.sock)
+  local v, e = read_reply(sock)
   if v == nil then return fail(self, e) end
   return v, e
 end
 
 function Redis:init_pipeline()
-  self.pipeline = {}
+  rawset(self, "_pipeline", {})
 end
 
 function Redis:cancel_pipeline()
-  self.pipeline = nil
+  rawset(self, "_pipeline", nil)
 end
 
 -- Sends every queued command in one write and returns their replies in
 -- order (error replies as { false, msg }).
 function Redis:commit_pipeline()
-  local reqs = self.pipeline
+  local reqs = rawget(self, "_pipeline")
   if not reqs then return nil, "no pipeline" end
-  self.pipeline = nil
+  rawset(self, "_pipeline", nil)
   if #reqs == 0 then return {} end
-  if self.closed then return nil, "closed" end
-  local ok, err = self.sock:send(reqs)
+  if rawget(self, "_closed") then return nil, "closed" end
+  local sock = rawget(self, "_sock")
+  local ok, err = sock:send(reqs)
   if not ok then return fail(self, err) end
   local results = {}
   for i = 1, #reqs do
-    local v, e = read_reply(self.sock)
+    local v, e = read_reply(sock)
     if v == nil then return fail(self, e) end
     if v == false then v = { false, e } end
     results[i] = v
@@ -135,20 +139,20 @@ function Redis:commit_pipeline()
 end
 
 function Redis:set_keepalive(idle_ms, pool_size)
-  if self.closed then return nil, "closed" end
-  if self.pipeline then return nil, "pipeline not committed" end
-  self.closed = true
-  return self.sock:setkeepalive(idle_ms, pool_size)
+  if rawget(self, "_closed") then return nil, "closed" end
+  if rawget(self, "_pipeline") then return nil, "pipeline not committed" end
+  rawset(self, "_closed", true)
+  return rawget(self, "_sock"):setkeepalive(idle_ms, pool_size)
 end
 
 function Redis:close()
-  if self.closed then return nil, "closed" end
-  self.closed = true
-  return self.sock:close()
+  if rawget(self, "_closed") then return nil, "closed" end
+  rawset(self, "_closed", true)
+  return rawget(self, "_sock"):close()
 end
 
 function Redis:get_reused_times()
-  return self.sock:getreusedtimes()
+  return rawget(self, "_sock"):getreusedtimes()
 end
 
 -- Any other method name is a command: r:hget(k, f) == r:call("HGET", k, f).
@@ -179,7 +183,7 @@ function M.connect(host, port, opts)
     pool_size = opts.pool_size,
   })
   if not ok then return nil, err end
-  local self = setmetatable({ sock = sock }, mt)
+  local self = setmetatable({ _sock = sock }, mt)
   if sock:getreusedtimes() == 0 then
     if opts.password then
       local v, e = self:call("AUTH", opts.password)

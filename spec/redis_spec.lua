@@ -1,0 +1,147 @@
+-- moonwait.redis against a real redis-server (127.0.0.1, free port, no
+-- persistence), started here and stopped after.
+local H = require("helpers")
+local servers = require("support.servers")
+
+local redis
+
+local function run(body, recs, args)
+  local d = H.tmpdir()
+  H.script(d, body)
+  return H.run("run --script script.lua " .. (args or ""), { dir = d, input = H.jsonl(recs) })
+end
+
+describe("moonwait.redis", function()
+  setup(function() redis = servers.redis() end)
+  teardown(function() redis.stop(); H.cleanup() end)
+
+  it("runs commands: strings, hashes, integers, nil bulks, errors, arrays", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+local mw = require "moonwait"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port))
+  local out = {}
+  out.set = r:set("greeting", "hello")
+  out.get = r:get("greeting")
+  out.missing_is_null = r:get("no-such-key") == mw.null
+  out.hset = r:hset("user:1", "name", "Ada")
+  out.hget = r:hget("user:1", "name")
+  out.incr = r:incr("counter")
+  out.call = r:call("ECHO", "raw")
+  local ok, err = r:hget("greeting", "x")      -- WRONGTYPE
+  out.err_is_false = ok == false
+  out.err = err
+  r:del("list")
+  r:rpush("list", "a", "b", 3)
+  out.list = r:lrange("list", 0, -1)
+  assert(r:set_keepalive())
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.equal("OK", o.set)
+    assert.equal("hello", o.get)
+    assert.is_true(o.missing_is_null)
+    assert.equal(1, o.hset)
+    assert.equal("Ada", o.hget)
+    assert.equal(1, o.incr)
+    assert.equal("raw", o.call)
+    assert.is_true(o.err_is_false)
+    assert.matches("^WRONGTYPE", o.err)
+    assert.same({ "a", "b", "3" }, o.list)
+  end)
+
+  it("pipelines commands in one round trip", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port))
+  r:init_pipeline()
+  r:set("p1", "one")
+  r:set("p2", "two")
+  r:get("p1")
+  r:get("p2")
+  r:hget("p1", "x")   -- an error reply inside the pipeline
+  local res = assert(r:commit_pipeline())
+  r:close()
+  return { { res = res } }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    local res = H.json.decode(r.lines[1]).res
+    assert.equal("OK", res[1])
+    assert.equal("OK", res[2])
+    assert.equal("one", res[3])
+    assert.equal("two", res[4])
+    assert.equal(false, res[5][1])
+    assert.matches("^WRONGTYPE", res[5][2])
+  end)
+
+  it("enriches many records over one pooled connection", function()
+    redis.cli("SET user:7 Grace")
+    local d = H.tmpdir()
+    H.script(d, [[
+local redis = require "moonwait.redis"
+return {
+  async_invoke = function(rec)
+    local r = assert(redis.connect("127.0.0.1", rec.port))
+    rec.name = assert(r:get("user:" .. rec.user))
+    rec.clients = tonumber(r:info("clients"):match("connected_clients:(%d+)"))
+    assert(r:set_keepalive())
+    return { rec }
+  end,
+}
+]])
+    local recs = {}
+    for i = 1, 200 do recs[i] = { port = redis.port, user = 7 } end
+    local r = H.run("run --script script.lua --capacity 1", { dir = d, input = H.jsonl(recs) })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal(200, #out)
+    for _, o in ipairs(out) do
+      assert.equal("Grace", o.name)
+      assert.equal(1, o.clients)   -- CLIENT LIST would show one client: ours
+    end
+  end)
+
+  it("returns nil, err when the server is down, and raises on bad arguments", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local r, err = redis.connect("127.0.0.1", 1)
+  return { { err = err } }
+end }
+]], { {} })
+    assert.equal(0, r.code, r.err)
+    assert.equal("connection refused", H.json.decode(r.lines[1]).err)
+    r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port))
+  r:set("k", {})
+  return {}
+end }
+]], { { port = redis.port } })
+    assert.equal(1, r.code)
+    assert.matches("redis: argument 3 is a table", r.err, 1, true)
+  end)
+
+  it("handles 1,000 concurrent lookups", function()
+    redis.cli("SET hot value")
+    local recs = {}
+    for i = 1, 1000 do recs[i] = { port = redis.port } end
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port, { pool_size = 1000 }))
+  local v = assert(r:get("hot"))
+  assert(r:set_keepalive(10000, 1000))
+  return { { v = v } }
+end }
+]], recs, "--capacity 1000 --mode unordered")
+    assert.equal(0, r.code, r.err)
+    assert.equal(1000, #r.lines)
+  end)
+end)
