@@ -206,13 +206,19 @@ static void print_stats(pipeline *p, const char *label)
         double secs = (double)(now - p->start_ms) / 1000.0;
         rate = secs > 0 ? (double)s->records_out / secs : 0;
         uv_rusage_t ru;
-        long rss_kb = uv_getrusage(&ru) == 0 ? (long)ru.ru_maxrss : 0;
+        long rss_kb = 0;
+        double cpu = 0;
+        if (uv_getrusage(&ru) == 0) {
+            rss_kb = (long)ru.ru_maxrss;
+            cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+        }
         fprintf(stderr,
                 "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
                 " watermarks=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64
-                " elapsed_s=%.3f rate=%.0f/s peak_rss_kb=%ld\n",
+                " elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld\n",
                 s->records_in, s->records_out, p->outputs, s->watermarks_out, s->timeouts,
-                s->failures, secs, rate, rss_kb);
+                s->failures, secs, rate, cpu, rss_kb);
         return;
     }
     double dt = (double)(now - p->last_stats_ms) / 1000.0;

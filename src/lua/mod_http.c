@@ -153,6 +153,34 @@ static int on_message_complete(llhttp_t *p)
 
 /* ---- request lifecycle ------------------------------------------------------------ */
 
+/* Finished requests are kept (up to a bound) with their buffers, so a
+ * steady stream of requests does not go through malloc for each one. */
+#define FREE_REQS_MAX 256
+#define KEEP_BUF_MAX (64 * 1024)
+static hreq *free_reqs[FREE_REQS_MAX];
+static size_t n_free_reqs;
+
+static hreq *hreq_new(void)
+{
+    if (n_free_reqs == 0)
+        return calloc(1, sizeof(hreq));
+    hreq *r = free_reqs[--n_free_reqs];
+    buf req = r->req, hdrs = r->hdrs, body = r->body;
+    memset(r, 0, sizeof *r);
+    r->req = req;
+    r->hdrs = hdrs;
+    r->body = body;
+    r->req.len = r->hdrs.len = r->body.len = 0;
+    return r;
+}
+
+static void buf_free(buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
 static void hreq_free(hreq *r)
 {
     if (r->dnsq)
@@ -163,9 +191,15 @@ static void hreq_free(hreq *r)
     free(r->host);
     free(r->ca_file);
     free(r->pool_key);
-    free(r->req.p);
-    free(r->hdrs.p);
-    free(r->body.p);
+    r->url = r->host = r->ca_file = r->pool_key = NULL;
+    if (n_free_reqs < FREE_REQS_MAX && r->body.cap <= KEEP_BUF_MAX && r->req.cap <= KEEP_BUF_MAX &&
+        r->hdrs.cap <= KEEP_BUF_MAX) {
+        free_reqs[n_free_reqs++] = r;
+        return;
+    }
+    buf_free(&r->req);
+    buf_free(&r->hdrs);
+    buf_free(&r->body);
     free(r);
 }
 
@@ -178,6 +212,62 @@ static void on_cancel(rt_fiber *f)
 }
 
 #define HDR_MT "moonwait.http.headers"
+#define RES_MT "moonwait.http.response"
+#define RAW_KEY "moonwait.http.raw_headers"
+
+/* Turn a "name\0value\0..." block (at index -1 of L) into the headers
+ * table, replacing it. Repeated names are joined with ", " (RFC 9110). */
+static void build_headers(lua_State *L)
+{
+    size_t len;
+    const char *raw = lua_tolstring(L, -1, &len);
+    lua_newtable(L);
+    for (size_t i = 0; i < len;) {
+        const char *name = raw + i;
+        size_t nl = strlen(name);
+        const char *val = name + nl + 1;
+        size_t vl = strlen(val);
+        i += nl + vl + 2;
+        lua_pushlstring(L, name, nl);
+        lua_rawget(L, -2);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, name, nl);
+            lua_pushlstring(L, val, vl);
+        } else {
+            lua_pushlstring(L, name, nl);
+            lua_insert(L, -2);
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, val, vl);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    luaL_getmetatable(L, HDR_MT);
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+}
+
+/* res.__index: builds res.headers on first access. */
+static int l_res_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (!k || strcmp(k, "headers") != 0)
+        return 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, RAW_KEY);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1))
+        return 1;
+    build_headers(L);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -4); /* raw[res] = nil */
+    lua_pushliteral(L, "headers");
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);  /* res.headers = headers: later reads are plain */
+    return 1;
+}
 
 /* Push res = { status, headers, body } on the fiber and wake it. */
 static void succeed(hreq *r)
@@ -188,32 +278,15 @@ static void succeed(hreq *r)
     lua_createtable(co, 0, 3);
     lua_pushinteger(co, r->status);
     lua_setfield(co, -2, "status");
-    lua_newtable(co);
-    for (size_t i = 0; i < r->hdrs.len;) {
-        const char *name = r->hdrs.p + i;
-        size_t nl = strlen(name);
-        const char *val = name + nl + 1;
-        size_t vl = strlen(val);
-        i += nl + vl + 2;
-        lua_pushlstring(co, name, nl);
-        lua_rawget(co, -2);
-        if (lua_isnil(co, -1)) {
-            lua_pop(co, 1);
-            lua_pushlstring(co, name, nl);
-            lua_pushlstring(co, val, vl);
-        } else {
-            /* A repeated header: join the values, as RFC 9110 allows. */
-            lua_pushlstring(co, name, nl);
-            lua_insert(co, -2);
-            lua_pushliteral(co, ", ");
-            lua_pushlstring(co, val, vl);
-            lua_concat(co, 3);
-        }
-        lua_rawset(co, -3);
-    }
-    luaL_getmetatable(co, HDR_MT);
+    /* res.headers is built on first access (most lookups never read it):
+     * until then the raw block waits in a weak table keyed by res. */
+    luaL_getmetatable(co, RES_MT);
     lua_setmetatable(co, -2);
-    lua_setfield(co, -2, "headers");
+    lua_getfield(co, LUA_REGISTRYINDEX, RAW_KEY);
+    lua_pushvalue(co, -2);
+    lua_pushlstring(co, r->hdrs.p ? r->hdrs.p : "", r->hdrs.len);
+    lua_rawset(co, -3);
+    lua_pop(co, 1);
     lua_pushlstring(co, r->body.p ? r->body.p : "", r->body.len);
     lua_setfield(co, -2, "body");
 
@@ -598,7 +671,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     else
         o = 0;
     rt_fiber *f = rt_check_yieldable(L, "moonwait.http");
-    hreq *r = calloc(1, sizeof *r);
+    hreq *r = hreq_new();
     if (!r)
         return luaL_error(L, "out of memory");
     r->url = strdup(url);
@@ -736,6 +809,16 @@ int mod_http_open(lua_State *L)
     lua_pushcfunction(L, l_hdr_index);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
+    luaL_newmetatable(L, RES_MT);
+    lua_pushcfunction(L, l_res_index);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_newtable(L); /* raw[res] = header block, until res.headers is read */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, RAW_KEY);
     static const luaL_Reg fns[] = {
         { "request", l_request }, { "get", l_get }, { "post", l_post }, { NULL, NULL },
     };
