@@ -108,6 +108,7 @@ static void fiber_free_cb(uv_handle_t *h)
     free(f->err);
     free(f);
     r->live--;
+    r->dying--;
     if (r->closing && r->live == 0 && r->handles_open == 0 && r->on_closed)
         r->on_closed(r);
 }
@@ -121,6 +122,7 @@ static void fiber_destroy(rt_fiber *f)
         f->co_ref = LUA_NOREF;
     }
     f->co = NULL;
+    r->dying++;
     uv_close((uv_handle_t *)&f->timer, fiber_free_cb);
 }
 

@@ -76,6 +76,7 @@ struct rt {
     rt_fiber **pool;        /* idle fibers */
     size_t pool_len, pool_cap;
     size_t live;            /* fibers not yet freed */
+    size_t dying;           /* of those, dropped and waiting for their timer to close */
     int closing;
     double epoch0;          /* wall clock seconds at loop ms 0 */
     void (*on_closed)(rt *r); /* called once every handle has closed */

@@ -57,7 +57,7 @@ static int l_runtime_stats(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, (lua_Integer)handles);
     lua_setfield(L, -2, "handles");
-    lua_pushinteger(L, (lua_Integer)(r->live - r->pool_len));
+    lua_pushinteger(L, (lua_Integer)(r->live - r->pool_len - r->dying));
     lua_setfield(L, -2, "fibers");
     lua_pushinteger(L, (lua_Integer)net_pool_count(NULL));
     lua_setfield(L, -2, "pooled");
