@@ -171,7 +171,7 @@ static int try_receive(lua_State *L, sock *s)
     const char *d = net_conn_data(c);
     switch (s->pattern) {
     case P_LINE: {
-        const char *nl = memchr(d, '\n', have);
+        const char *nl = have ? memchr(d, '\n', have) : NULL;
         if (nl) {
             size_t l = (size_t)(nl - d);
             lua_pushlstring(L, d, l > 0 && d[l - 1] == '\r' ? l - 1 : l);

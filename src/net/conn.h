@@ -89,7 +89,7 @@ void net_conn_read_detach(net_conn *c);
 
 /* Bytes buffered and not consumed. */
 static inline size_t net_conn_buffered(const net_conn *c) { return c->rend - c->rstart; }
-static inline const char *net_conn_data(const net_conn *c) { return c->rbuf + c->rstart; }
+static inline const char *net_conn_data(const net_conn *c) { return c->rbuf ? c->rbuf + c->rstart : ""; }
 void net_conn_consume(net_conn *c, size_t n);
 
 void net_conn_close(net_conn *c);
