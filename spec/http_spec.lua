@@ -225,8 +225,7 @@ end }
       { "close-at-once", "^closed$", "^connection reset$" },
     }) do
       it("reports " .. case[1], function()
-        local peer = servers.faultpeer(case[1])
-        local ok, err = pcall(function()
+        servers.with_faultpeer(case[1], function(peer)
           local r = run_urls([[
 local http = require "moonwait.http"
 return { async_invoke = function(r) local res, err = http.get(r.url, { timeout_ms = 300 }); return { { err = err } } end }
@@ -235,8 +234,6 @@ return { async_invoke = function(r) local res, err = http.get(r.url, { timeout_m
           local got = H.json.decode(r.lines[1]).err
           assert.is_truthy(got:match(case[2]) or (case[3] and got:match(case[3])), got)
         end)
-        peer.stop()
-        assert(ok, err)
       end)
     end
   end)
@@ -290,6 +287,9 @@ return {
     assert.equal(h0, h1)
     assert.equal("1", fibers)  -- close itself
     assert.equal("0", pooled)
-    assert.is_true(tonumber(rss1) - tonumber(rss0) < 20000, "rss grew from " .. rss0 .. " to " .. rss1 .. " kB")
+    -- (under valgrind, RSS is valgrind's; it checks leaks itself there)
+    if H.wrapper == "" then
+      assert.is_true(tonumber(rss1) - tonumber(rss0) < 20000, "rss grew from " .. rss0 .. " to " .. rss1 .. " kB")
+    end
   end)
 end)

@@ -56,8 +56,7 @@ end }
   end)
 
   it("returns nil, err, partial when the peer closes mid-line", function()
-    local peer = servers.faultpeer("close-after-headers")
-    local ok, e = pcall(function()
+    servers.with_faultpeer("close-after-headers", function(peer)
       local r, o = run_one([[
 local socket = require "moonwait.socket"
 return { async_invoke = function(rec)
@@ -75,13 +74,10 @@ end }
       assert.equal("closed", o.err)
       assert.is_true(o.partial_len > 0)
     end)
-    peer.stop()
-    assert(ok, e)
   end)
 
   it("times out a read and stays usable", function()
-    local peer = servers.faultpeer("echo-lines")
-    local ok, e = pcall(function()
+    servers.with_faultpeer("echo-lines", function(peer)
       local r, o = run_one([[
 local socket = require "moonwait.socket"
 return { async_invoke = function(rec)
@@ -98,8 +94,6 @@ end }
       assert.equal(0, r.code, r.err)
       assert.same({ err = "timeout", partial = "half", again = "ping" }, o)
     end)
-    peer.stop()
-    assert(ok, e)
   end)
 
   it("reports connection refused and host not found", function()
@@ -214,8 +208,7 @@ end }
   end)
 
   it("bounds a wait by the record's remaining budget and cancels it on timeout", function()
-    local peer = servers.faultpeer("silent")
-    local ok, e = pcall(function()
+    servers.with_faultpeer("silent", function(peer)
       local d = H.tmpdir()
       H.script(d, [[
 local socket = require "moonwait.socket"
@@ -240,8 +233,6 @@ return {
       assert.is_nil(r.err:find("resumed", 1, true))
       assert.matches("pooled=0", r.err, 1, true)
     end)
-    peer.stop()
-    assert(ok, e)
   end)
 
   it("connects over IPv6 loopback and to localhost", function()

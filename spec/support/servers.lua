@@ -138,4 +138,12 @@ function S.faultpeer(mode)
   return { port = tonumber(port), stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end }
 end
 
+-- Run fn(peer) with a fault peer in `mode`, stopping it even if fn fails.
+function S.with_faultpeer(mode, fn)
+  local peer = S.faultpeer(mode)
+  local ok, err = pcall(fn, peer)
+  peer.stop()
+  if not ok then error(err, 0) end
+end
+
 return S

@@ -577,24 +577,17 @@ static void build_request(lua_State *L, hreq *r, const char *method, const char 
         buf_add(b, " ", 1);
     }
     size_t plen = strcspn(pathq, "#");
-    if (has_crlf(pathq, plen) || memchr(pathq, ' ', plen))
-        luaL_error(L, "http: bad url %s (spaces or line breaks in the path)", r->url);
     buf_add(b, pathq, plen);
     buf_add(b, " HTTP/1.1\r\n", 11);
     if (o) {
         lua_getfield(L, o, "headers");
         if (!lua_isnil(L, -1)) {
-            luaL_checktype(L, -1, LUA_TTABLE);
             int t = lua_gettop(L);
             lua_pushnil(L);
-            while (lua_next(L, t)) {
-                if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-                    luaL_error(L, "http: headers must map names to strings");
+            while (lua_next(L, t)) { /* validated by check_headers */
                 size_t nl, vl;
                 const char *n = lua_tolstring(L, -2, &nl);
                 const char *v = lua_tolstring(L, -1, &vl);
-                if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl))
-                    luaL_error(L, "http: header '%s' contains a line break, a colon or is empty", n);
                 have_host |= strcasecmp(n, "host") == 0;
                 have_ua |= strcasecmp(n, "user-agent") == 0;
                 have_len |= strcasecmp(n, "content-length") == 0;
@@ -663,6 +656,29 @@ static int opt_bool(lua_State *L, int o, const char *name, int dflt)
 
 /* The common path of request/get/post. url at index 1; method/body may be
  * NULL (then taken from opts); opts at index o (0 if none). */
+/* Raise on a malformed headers option (before anything is allocated, so a
+ * raise leaks nothing). */
+static void check_headers(lua_State *L, int o)
+{
+    lua_getfield(L, o, "headers");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int t = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, t)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                luaL_error(L, "http: headers must map names to strings");
+            size_t nl, vl;
+            const char *n = lua_tolstring(L, -2, &nl);
+            const char *v = lua_tolstring(L, -1, &vl);
+            if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl))
+                luaL_error(L, "http: header '%s' contains a line break, a colon or is empty", n);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 static int do_request(lua_State *L, const char *method, int body_idx, int o)
 {
     const char *url = luaL_checkstring(L, 1);
@@ -671,17 +687,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     else
         o = 0;
     rt_fiber *f = rt_check_yieldable(L, "moonwait.http");
-    hreq *r = hreq_new();
-    if (!r)
-        return luaL_error(L, "out of memory");
-    r->url = strdup(url);
-    const char *path;
-    if (parse_url(r, url, &path) != 0) {
-        hreq_free(r);
-        lua_pushnil(L);
-        lua_pushfstring(L, "bad url: %s", url);
-        return 2;
-    }
+    /* Everything that may raise comes first. */
     size_t blen = 0;
     const char *body = NULL;
     if (body_idx && !lua_isnoneornil(L, body_idx)) {
@@ -689,10 +695,8 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     } else if (o) {
         lua_getfield(L, o, "body");
         if (!lua_isnil(L, -1)) {
-            if (!lua_isstring(L, -1)) {
-                hreq_free(r);
+            if (!lua_isstring(L, -1))
                 return luaL_error(L, "http: option 'body' must be a string");
-            }
             body = lua_tolstring(L, -1, &blen); /* stays on the stack: pinned */
         }
     }
@@ -703,23 +707,47 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     if (!method)
         method = body ? "POST" : "GET";
     for (const char *m = method; *m; m++)
-        if (!isupper((unsigned char)*m)) {
-            hreq_free(r);
+        if (!isupper((unsigned char)*m))
             return luaL_error(L, "http: method must be an upper-case token, got '%s'", method);
-        }
-    r->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
-    r->is_head = strcmp(method, "HEAD") == 0;
-    r->keepalive = opt_bool(L, o, "keepalive", 1);
-    r->verify = opt_bool(L, o, "ssl_verify", 1);
-    r->pool_size = (size_t)opt_int(L, o, "pool_size", DEFAULT_POOL_SIZE, 1);
-    r->max_body = (size_t)opt_int(L, o, "max_body", DEFAULT_MAX_BODY, 0);
+    int keepalive = opt_bool(L, o, "keepalive", 1);
+    int verify = opt_bool(L, o, "ssl_verify", 1);
+    size_t pool_size = (size_t)opt_int(L, o, "pool_size", DEFAULT_POOL_SIZE, 1);
+    size_t max_body = (size_t)opt_int(L, o, "max_body", DEFAULT_MAX_BODY, 0);
     uint64_t timeout = (uint64_t)opt_int(L, o, "timeout_ms", DEFAULT_TIMEOUT_MS, 0);
+    const char *ca_file = NULL;
     if (o) {
         lua_getfield(L, o, "ca_file");
         if (!lua_isnil(L, -1))
-            r->ca_file = strdup(luaL_checkstring(L, -1));
-        lua_pop(L, 1);
+            ca_file = luaL_checkstring(L, -1);
+        check_headers(L, o);
     }
+
+    hreq *r = hreq_new();
+    if (!r)
+        return luaL_error(L, "out of memory");
+    r->url = strdup(url);
+    const char *path;
+    size_t plen = 0;
+    if (parse_url(r, url, &path) == 0) {
+        plen = strcspn(path, "#");
+        if (has_crlf(path, plen) || memchr(path, ' ', plen))
+            path = NULL;
+    } else {
+        path = NULL;
+    }
+    if (!path) {
+        hreq_free(r);
+        lua_pushnil(L);
+        lua_pushfstring(L, "bad url: %s", url);
+        return 2;
+    }
+    r->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
+    r->is_head = strcmp(method, "HEAD") == 0;
+    r->keepalive = keepalive;
+    r->verify = verify;
+    r->pool_size = pool_size;
+    r->max_body = max_body;
+    r->ca_file = ca_file ? strdup(ca_file) : NULL;
     /* The pool key: the URL up to its path ("http://host:port"), plus for
      * TLS what changes whether a connection may be shared. */
     buf key = { 0 };
