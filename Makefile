@@ -42,18 +42,18 @@ LDFLAGS ?=
 LDFLAGS += $(SANFLAGS) -rdynamic
 LDLIBS  := $(PKG_LIBS) $(CJSON_LIB) -lm
 
-SRCS := src/op/op.c src/op/wmgen.c \
+SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/io/stream.c src/io/input.c src/io/output.c \
         src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
-        src/lua/mod_socket.c src/lua/mod_http.c \
+        src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c \
         src/app/config.c src/app/pipeline.c src/app/main.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # llhttp: compiled from the C sources Debian's node-llhttp installs (never
 # copied into this repository). Its generated code is not ours to fix, so
 # it is built with the sanitizers but without -Werror.
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
-CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
 
 CTESTS := $(BUILD)/test_op
 HELPERS := $(BUILD)/faultpeer
@@ -73,7 +73,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/test_op: $(BUILD)/spec/c/test_op.o $(CORE_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)

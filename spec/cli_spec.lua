@@ -125,7 +125,7 @@ return M
     local r = H.run("run --script script.lua --stats --capacity 2",
       { dir = d, input = H.jsonl({ { a = 1 }, { a = 2 }, { a = 3 }, { a = 4 }, { a = 5 }, { a = 6 }, { a = 7 }, { a = 8 } }) })
     assert.equal(0, r.code, r.err)
-    assert.matches("moonwait: stats: in=%d+ out=%d+ in_flight=%d+ rate=%d+/s timeouts=0 errors=0", r.err)
+    assert.matches("moonwait: stats: in=%d+ out=%d+ in_flight=%d+ backoff=0 rate=%d+/s attempts=%d+ retries=0 timeouts=0 errors=0", r.err)
     assert.matches("moonwait: summary: records_in=8 records_out=8 outputs=8", r.err)
   end)
 end)

@@ -33,7 +33,7 @@ local function return_line(path)
   return last or (n > 0 and n or 1)
 end
 
-local optional = { "on_timeout", "open", "close" }
+local optional = { "on_timeout", "open", "close", "retry_on_result", "retry_on_error" }
 
 -- check(mod, path): true, or nil and "path:line: message".
 function M.check(mod, path)
@@ -53,6 +53,10 @@ function M.check(mod, path)
     if v ~= nil and type(v) ~= "function" then
       return nil, where .. name .. " must be a function, got " .. type(v)
     end
+  end
+  if mod.retry ~= nil and type(mod.retry) ~= "table" then
+    return nil, where .. "retry must be a table like { max_attempts = 3, backoff = \"fixed\", delay_ms = 100 }, got "
+      .. type(mod.retry)
   end
   return true
 end

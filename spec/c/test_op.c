@@ -15,6 +15,8 @@ typedef struct harness {
     op_entry *by_seq[256];
     int timeout_policy; /* 0: fail, 1: complete with "T" output */
     int released;
+    int retries_started;
+    double rnd;
 } harness;
 
 static void logf_(harness *h, const char *s)
@@ -63,11 +65,25 @@ static void cb_release(void *ud, op_entry *e)
     ((harness *)ud)->released++;
 }
 
+static void cb_retry(void *ud, op_entry *e)
+{
+    harness *h = ud;
+    char b[64];
+    snprintf(b, sizeof b, "a%" PRIu64 ".%u", e->seq, e->attempt);
+    logf_(ud, b);
+    h->retries_started++;
+}
+
+static double cb_random(void *ud)
+{
+    return ((harness *)ud)->rnd;
+}
+
 static void setup(harness *h, op_mode mode, size_t cap, uint64_t timeout)
 {
     memset(h, 0, sizeof *h);
     op_config cfg = { mode, cap, timeout };
-    op_callbacks cb = { cb_now, cb_emit, cb_wm, cb_timeout, cb_failure, cb_release };
+    op_callbacks cb = { cb_now, cb_emit, cb_wm, cb_timeout, cb_failure, cb_release, cb_retry, cb_random };
     ASSERT_INT_EQ(op_init(&h->o, &cfg, &cb, h), 0);
 }
 
@@ -454,6 +470,218 @@ static void test_wmgen_event_time_rule(void)
     ASSERT_INT_EQ(wm, 2001);
 }
 
+static op_retry_policy fixed(uint32_t attempts, uint64_t delay)
+{
+    op_retry_policy p = { 1, RETRY_FIXED, attempts, delay, 0, 0, 0, 0 };
+    return p;
+}
+
+static void test_retry_delay_schedules(void)
+{
+    op_retry_policy f = fixed(5, 100);
+    ASSERT_UINT_EQ(op_retry_delay(&f, 1, 0.5), 100);
+    ASSERT_UINT_EQ(op_retry_delay(&f, 4, 0.5), 100);
+    op_retry_policy x = { 1, RETRY_EXPONENTIAL, 10, 0, 10, 1000, 2.0, 0 };
+    ASSERT_UINT_EQ(op_retry_delay(&x, 1, 0.5), 10);   /* before attempt 2: initial */
+    ASSERT_UINT_EQ(op_retry_delay(&x, 2, 0.5), 20);
+    ASSERT_UINT_EQ(op_retry_delay(&x, 3, 0.5), 40);
+    ASSERT_UINT_EQ(op_retry_delay(&x, 7, 0.5), 640);
+    ASSERT_UINT_EQ(op_retry_delay(&x, 8, 0.5), 1000); /* capped: 1280 > 1000 */
+    ASSERT_UINT_EQ(op_retry_delay(&x, 60, 0.5), 1000);
+    x.jitter_full = 1;
+    for (int i = 0; i < 100; i++) {
+        double r = i / 100.0;
+        uint64_t d = op_retry_delay(&x, 3, r);
+        ASSERT(d <= 40);
+        ASSERT_UINT_EQ(d, (uint64_t)(40 * r));
+    }
+    ASSERT_UINT_EQ(op_retry_delay(&x, 3, 0.0), 0);
+}
+
+static void test_retry_parse_flag_forms(void)
+{
+    op_retry_policy p;
+    char err[256];
+    ASSERT_INT_EQ(op_retry_parse("none", &p, err, sizeof err), 0);
+    ASSERT_INT_EQ(p.backoff, RETRY_NONE);
+    ASSERT_INT_EQ(op_retry_parse("fixed:3:250", &p, err, sizeof err), 0);
+    ASSERT_INT_EQ(p.backoff, RETRY_FIXED);
+    ASSERT_INT_EQ(p.max_attempts, 3);
+    ASSERT_UINT_EQ(p.delay_ms, 250);
+    ASSERT_INT_EQ(op_retry_parse("exponential:5:10:1000:2", &p, err, sizeof err), 0);
+    ASSERT_INT_EQ(p.backoff, RETRY_EXPONENTIAL);
+    ASSERT_UINT_EQ(p.initial_ms, 10);
+    ASSERT_UINT_EQ(p.max_ms, 1000);
+    ASSERT(p.multiplier == 2.0 && !p.jitter_full);
+    ASSERT_INT_EQ(op_retry_parse("exponential:5:10:1000:1.5:full", &p, err, sizeof err), 0);
+    ASSERT(p.jitter_full && p.multiplier == 1.5);
+    ASSERT_INT_EQ(op_retry_parse("fixed:0:10", &p, err, sizeof err), -1);
+    ASSERT_INT_EQ(op_retry_parse("fixed:3", &p, err, sizeof err), -1);
+    ASSERT_INT_EQ(op_retry_parse("exponential:5:100:10:2", &p, err, sizeof err), -1);
+    ASSERT(strstr(err, "max_delay_ms") != NULL);
+    ASSERT_INT_EQ(op_retry_parse("exponential:5:10:100:0.5", &p, err, sizeof err), -1);
+    ASSERT_INT_EQ(op_retry_parse("sometimes", &p, err, sizeof err), -1);
+}
+
+static void test_retry_keeps_slot_and_order(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 2, 0);
+    op_retry_policy p = fixed(3, 100);
+    op_set_retry(&h.o, &p);
+    op_entry *e1 = push(&h);
+    push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);  /* attempt 1 asks for a retry */
+    done(&h, 2);                            /* held behind the retried head */
+    ASSERT_STR_EQ(h.log, "");
+    ASSERT(op_full(&h.o));                  /* it keeps its slot */
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 100);
+    h.clock = 99;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "");
+    h.clock = 100;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);  /* attempt 2 too */
+    h.clock = 200;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2 a1.3");
+    ASSERT_INT_EQ(op_retry(&h.o, e1), OP_EEXHAUSTED); /* 3 calls made */
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "a1.2 a1.3 r1 r2");
+    ASSERT_INT_EQ(h.o.stats.attempts, 4);
+    ASSERT_INT_EQ(h.o.stats.retries, 2);
+    op_free(&h.o);
+}
+
+static void test_retry_no_strategy_is_exhausted(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 2, 0);
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e), OP_EEXHAUSTED);
+    op_free(&h.o);
+}
+
+static void test_timeout_during_backoff_wins(void)
+{
+    /* deadline 150 falls inside the back-off [100, 300): the retry never starts */
+    harness h;
+    setup(&h, OP_ORDERED, 4, 150);
+    h.timeout_policy = 1;
+    op_retry_policy p = fixed(5, 200);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    h.clock = 100;
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 150);
+    h.clock = 400;                          /* both are due: deadline first */
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "r1T");
+    ASSERT_INT_EQ(h.retries_started, 0);
+    ASSERT_INT_EQ(op_backoffs(&h.o), 0);
+    op_free(&h.o);
+}
+
+static void test_retry_due_at_the_deadline_instant_loses(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 200);
+    op_retry_policy p = fixed(5, 100);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    h.clock = 100;
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);    /* retry_at 200 == deadline 200 */
+    h.clock = 200;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "F1:timeout");
+    ASSERT_INT_EQ(h.retries_started, 0);
+    op_free(&h.o);
+}
+
+static void test_retry_then_timeout_during_attempt(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 500);
+    h.timeout_policy = 1;
+    op_retry_policy p = fixed(5, 100);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    h.clock = 50;
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    h.clock = 150;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");
+    h.clock = 500;                          /* the second attempt hangs */
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2 r1T");
+    op_free(&h.o);
+}
+
+static void test_no_retry_after_the_deadline(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 100);
+    op_retry_policy p = fixed(5, 10);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    h.clock = 100;                          /* the attempt ended exactly at the deadline */
+    ASSERT_INT_EQ(op_retry(&h.o, e), OP_EEXHAUSTED);
+    op_free(&h.o);
+}
+
+static void test_retry_all_now_at_end_of_input(void)
+{
+    harness h;
+    setup(&h, OP_UNORDERED, 4, 0);
+    op_retry_policy p = fixed(3, 60000);
+    op_set_retry(&h.o, &p);
+    op_entry *e1 = push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_INT_EQ(op_retry(&h.o, e2), 0);
+    ASSERT_INT_EQ(op_backoffs(&h.o), 2);
+    op_retry_all_now(&h.o);                 /* no 60 s wait */
+    ASSERT_INT_EQ(op_backoffs(&h.o), 0);
+    ASSERT_INT_EQ(h.retries_started, 2);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), OP_NO_DEADLINE);
+    op_free(&h.o);
+}
+
+static void test_unordered_watermark_waits_for_retried_record(void)
+{
+    harness h;
+    setup(&h, OP_UNORDERED, 8, 0);
+    op_retry_policy p = fixed(3, 10);
+    op_set_retry(&h.o, &p);
+    op_entry *e1 = push(&h);
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 5), 0);
+    push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "");
+    h.clock = 10;
+    op_expire(&h.o);
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "a1.2 r1 w5 r2");
+    op_free(&h.o);
+}
+
+static void test_dead_letter_completion_leaves_in_turn(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 8, 0);
+    push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_complete_dead(&h.o, e2, strdup("{}"), 2), 0);
+    ASSERT_STR_EQ(h.log, "");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2");
+    ASSERT(!op_failed(&h.o));
+    ASSERT_INT_EQ(h.o.stats.dead_lettered, 1);
+    op_free(&h.o);
+}
+
 TEST_MAIN("op",
           T(test_ordered_emits_in_input_order),
           T(test_ordered_watermark_between_neighbours),
@@ -476,4 +704,15 @@ TEST_MAIN("op",
           T(test_emit_callback_may_complete_others),
           T(test_many_records_random_completion_ordered),
           T(test_op_free_releases_everything),
-          T(test_wmgen_event_time_rule))
+          T(test_wmgen_event_time_rule),
+          T(test_retry_delay_schedules),
+          T(test_retry_parse_flag_forms),
+          T(test_retry_keeps_slot_and_order),
+          T(test_retry_no_strategy_is_exhausted),
+          T(test_timeout_during_backoff_wins),
+          T(test_retry_due_at_the_deadline_instant_loses),
+          T(test_retry_then_timeout_during_attempt),
+          T(test_no_retry_after_the_deadline),
+          T(test_retry_all_now_at_end_of_input),
+          T(test_unordered_watermark_waits_for_retried_record),
+          T(test_dead_letter_completion_leaves_in_turn))

@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+
+#include "../lua/retry_table.h"
 #include <lualib.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -126,7 +128,30 @@ static int s_maxline(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
-enum { T_STRING, T_PATH, T_INT, T_BOOL };
+static int s_retry(config *c, const char *v, char *w, size_t n)
+{
+    return op_retry_parse(v, &c->retry, w, n);
+}
+
+static int s_on_error(config *c, const char *v, char *w, size_t n)
+{
+    if (strcmp(v, "fail") == 0)
+        c->on_error = ON_ERROR_FAIL;
+    else if (strcmp(v, "skip") == 0)
+        c->on_error = ON_ERROR_SKIP;
+    else if (strcmp(v, "dead-letter") == 0)
+        c->on_error = ON_ERROR_DEAD_LETTER;
+    else {
+        snprintf(w, n, "expected 'fail', 'skip' or 'dead-letter', got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_dead_letter(config *c, const char *v, char *w, size_t n) { return set_str(&c->dead_letter, v, w, n); }
+
+/* T_RETRY: the flag's string form, or (pipeline only) a table. */
+enum { T_STRING, T_PATH, T_INT, T_BOOL, T_RETRY };
 
 typedef struct setting {
     const char *flag;  /* without "--" */
@@ -146,6 +171,9 @@ static const setting settings[] = {
     { "max-out-of-orderness", "max_out_of_orderness_ms", T_INT, s_ooo },
     { "stats", "stats", T_BOOL, s_stats },
     { "max-line-bytes", "max_line_bytes", T_INT, s_maxline },
+    { "retry", "retry", T_RETRY, s_retry },
+    { "on-error", "on_error", T_STRING, s_on_error },
+    { "dead-letter", "dead_letter", T_PATH, s_dead_letter },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -167,6 +195,7 @@ void config_free(config *c)
     free(c->input);
     free(c->output);
     free(c->event_time);
+    free(c->dead_letter);
     memset(c, 0, sizeof *c);
 }
 
@@ -234,7 +263,16 @@ static int load_pipeline(config *c, const char *path, char **err)
         char val[64];
         const char *v = NULL;
         int t = lua_type(L, -1);
-        if ((s->type == T_STRING || s->type == T_PATH) && t == LUA_TSTRING)
+        if (s->type == T_RETRY && t == LUA_TTABLE) {
+            char why[256];
+            if (retry_table_parse(L, -1, &c->retry, why, sizeof why) != 0) {
+                *err = errf("%s: key 'retry': %s", path, why);
+                goto out;
+            }
+            lua_pop(L, 1);
+            continue;
+        }
+        if ((s->type == T_STRING || s->type == T_PATH || s->type == T_RETRY) && t == LUA_TSTRING)
             v = lua_tostring(L, -1);
         else if (s->type == T_BOOL && t == LUA_TBOOLEAN)
             v = lua_toboolean(L, -1) ? "true" : "false";
@@ -247,7 +285,8 @@ static int load_pipeline(config *c, const char *path, char **err)
             v = val;
         }
         if (!v) {
-            static const char *const want[] = { "a string", "a path string", "an integer", "a boolean" };
+            static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
+                                                "a retry table or string" };
             *err = errf("%s: key '%s': expected %s, got %s", path, key, want[s->type], luaL_typename(L, -1));
             goto out;
         }
@@ -339,6 +378,14 @@ int config_parse_run(config *c, int argc, char **argv, char **err)
     }
     if (!c->script) {
         *err = strdup("no script: pass --script FILE or set 'script' in the pipeline file");
+        return -1;
+    }
+    if (c->on_error == ON_ERROR_DEAD_LETTER && !c->dead_letter) {
+        *err = strdup("option '--on-error dead-letter' needs '--dead-letter FILE' (pipeline key: dead_letter)");
+        return -1;
+    }
+    if (c->dead_letter && c->on_error != ON_ERROR_DEAD_LETTER) {
+        *err = strdup("option '--dead-letter' is only used with '--on-error dead-letter'");
         return -1;
     }
     if (c->has_max_ooo && !c->event_time) {

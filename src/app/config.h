@@ -12,6 +12,10 @@
 #include <stdint.h>
 
 #include "../op/op.h"
+#include "../op/retry.h"
+
+/* What happens to a record that failed for good. */
+typedef enum { ON_ERROR_FAIL = 0, ON_ERROR_SKIP, ON_ERROR_DEAD_LETTER } on_error_mode;
 
 typedef struct config {
     char *pipeline;          /* pipeline file, or NULL */
@@ -26,6 +30,9 @@ typedef struct config {
     int has_max_ooo;
     int stats;
     size_t max_line;         /* longest accepted input line, bytes */
+    op_retry_policy retry;   /* from flag or pipeline; retry.set = 0 if neither */
+    on_error_mode on_error;
+    char *dead_letter;       /* dead-letter file, or NULL */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */

@@ -9,6 +9,13 @@
  * Ownership: the pipeline owns every handle here and each per-record
  * `task` (hung on the operator entry's udata; freed in on_release). A task
  * owns its copy of the raw input line and, while it runs, its fiber.
+ *
+ * Retries: when an attempt's outcome asks for another (the script's retry
+ * predicate said so), op_retry() decides whether one may follow; if so the
+ * record waits in back-off in the operator (keeping its slot) and cb_retry
+ * starts the next attempt from the raw line. A record that failed for good
+ * goes where --on-error says: fail the run, skip it, or the dead-letter file
+ * (written when the record leaves the operator, in its turn).
  */
 #define _GNU_SOURCE
 #include "pipeline.h"
@@ -41,6 +48,7 @@ typedef struct task {
     size_t len;
     uint64_t lineno;
     double deadline;      /* rt_now() seconds, 0 = none */
+    char *last_error;     /* the previous attempt's error (owned), or NULL */
 } task;
 
 typedef struct pipeline {
@@ -50,6 +58,12 @@ typedef struct pipeline {
     script sc;
     input in;
     output out;
+    output dlq;               /* --dead-letter file */
+    int dlq_open;
+    int drains_left;          /* outputs still draining at the end */
+    uint64_t skipped;         /* records dropped by --on-error skip */
+    uint64_t malformed;       /* malformed input lines routed (skip/dead-letter) */
+    uint64_t rng;             /* xorshift state for retry jitter */
     wmgen wm;
     int have_pending_wm;
     int64_t pending_wm;
@@ -89,6 +103,8 @@ static uint64_t cb_now(void *ud)
 static void cb_emit(void *ud, op_entry *e)
 {
     pipeline *p = ud;
+    if (e->dlq_len)
+        output_write(&p->dlq, e->dlq, e->dlq_len);
     if (!e->out_len)
         return;
     output_write(&p->out, e->out, e->out_len);
@@ -104,6 +120,126 @@ static void cb_emit_watermark(void *ud, int64_t wm)
     output_write(&p->out, b, (size_t)n);
 }
 
+/* ---- failure routing ------------------------------------------------------------ */
+
+static void json_str(char **b, size_t *len, size_t *cap, const char *s)
+{
+    size_t need = *len + strlen(s) * 6 + 3;
+    if (need > *cap) {
+        *cap = need * 2;
+        *b = realloc(*b, *cap);
+    }
+    char *o = *b + *len;
+    *o++ = '"';
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        switch (*c) {
+        case '"': *o++ = '\\'; *o++ = '"'; break;
+        case '\\': *o++ = '\\'; *o++ = '\\'; break;
+        case '\n': *o++ = '\\'; *o++ = 'n'; break;
+        case '\r': *o++ = '\\'; *o++ = 'r'; break;
+        case '\t': *o++ = '\\'; *o++ = 't'; break;
+        default:
+            if (*c < 0x20)
+                o += sprintf(o, "\\u%04x", *c);
+            else
+                *o++ = (char)*c;
+        }
+    }
+    *o++ = '"';
+    *len = (size_t)(o - *b);
+}
+
+static void json_raw(char **b, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2;
+        *b = realloc(*b, *cap);
+    }
+    memcpy(*b + *len, s, n);
+    *len += n;
+}
+
+/* "msg\nstack traceback:\n\t[C]: ...\n\tscript.lua:3: in function 'f'" ->
+ * "msg (at script.lua:3: in function 'f')": the first frame in Lua code. */
+static char *with_first_frame(const char *err)
+{
+    const char *tb = strstr(err, "\nstack traceback:\n");
+    if (!tb)
+        return strdup(err);
+    const char *frame = NULL;
+    for (const char *l = tb + 18; *l; ) {
+        while (*l == '\n' || *l == '\t')
+            l++;
+        if (!*l)
+            break;
+        const char *end = strchr(l, '\n');
+        size_t n = end ? (size_t)(end - l) : strlen(l);
+        if (strncmp(l, "[C]:", 4) != 0) {
+            frame = l;
+            char *m = NULL;
+            if (asprintf(&m, "%.*s (at %.*s)", (int)(tb - err), err, (int)n, frame) < 0)
+                m = NULL;
+            return m;
+        }
+        l += n;
+    }
+    return strndup(err, (size_t)(tb - err));
+}
+
+/* One dead-letter line (malloc'd, newline-terminated). `record` is the raw
+ * input line: embedded as JSON under "record" when it parsed, else as a
+ * string under "raw". */
+static char *dead_letter_line(const char *record, size_t rlen, int parsed, const char *err,
+                              uint32_t attempts, uint64_t elapsed_ms, uint64_t line, int timed_out,
+                              size_t *outlen)
+{
+    size_t len = 0, cap = rlen + 256;
+    char *b = malloc(cap);
+    char num[96];
+    json_raw(&b, &len, &cap, "{\"line\":", 8);
+    json_raw(&b, &len, &cap, num, (size_t)snprintf(num, sizeof num, "%" PRIu64, line));
+    if (parsed) {
+        json_raw(&b, &len, &cap, ",\"record\":", 10);
+        json_raw(&b, &len, &cap, record, rlen);
+    } else {
+        char *raw = strndup(record, rlen);
+        json_raw(&b, &len, &cap, ",\"raw\":", 7);
+        json_str(&b, &len, &cap, raw);
+        free(raw);
+    }
+    char *msg = with_first_frame(err);
+    json_raw(&b, &len, &cap, ",\"error\":", 9);
+    json_str(&b, &len, &cap, msg ? msg : err);
+    free(msg);
+    json_raw(&b, &len, &cap, num,
+             (size_t)snprintf(num, sizeof num, ",\"attempts\":%u,\"elapsed_ms\":%" PRIu64 ",\"timed_out\":%s}\n",
+                              attempts, elapsed_ms, timed_out ? "true" : "false"));
+    *outlen = len;
+    return b;
+}
+
+/* Record `e` failed for good: fail the run, skip it, or dead-letter it. */
+static void route_failure(pipeline *p, op_entry *e, const char *err)
+{
+    task *t = e->udata;
+    switch (p->cfg->on_error) {
+    case ON_ERROR_FAIL:
+        op_fail(&p->op, e, err);
+        break;
+    case ON_ERROR_SKIP:
+        p->skipped++;
+        op_complete(&p->op, e, NULL, 0);
+        break;
+    case ON_ERROR_DEAD_LETTER: {
+        size_t len;
+        char *dl = dead_letter_line(t->line, t->len, 1, err, e->attempt,
+                                    uv_now(p->loop) - e->accepted_at, t->lineno, e->timed_out, &len);
+        op_complete_dead(&p->op, e, dl, len);
+        break;
+    }
+    }
+}
+
 static void cb_timeout(void *ud, op_entry *e)
 {
     pipeline *p = ud;
@@ -116,20 +252,20 @@ static void cb_timeout(void *ud, op_entry *e)
     }
     char *out = NULL, *err = NULL;
     size_t len = 0;
-    int rc = script_on_timeout(&p->sc, t->line, t->len, e->seq, t->lineno, 1, t->deadline,
+    int rc = script_on_timeout(&p->sc, t->line, t->len, e->seq, t->lineno, (int)e->attempt, t->deadline,
                                &out, &len, &err);
     if (rc == 1) {
         op_complete(&p->op, e, out, len);
     } else if (rc == 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "timed out after %" PRIu64 " ms (the script has no on_timeout)",
-                 p->cfg->timeout_ms);
-        op_fail(&p->op, e, msg);
+        char msg[160];
+        snprintf(msg, sizeof msg, "timed out after %" PRIu64 " ms%s (the script has no on_timeout)",
+                 p->cfg->timeout_ms, e->attempt > 1 ? " across its attempts" : "");
+        route_failure(p, e, msg);
     } else {
         char *msg = NULL;
         if (asprintf(&msg, "timed out, and on_timeout failed: %s", err) < 0)
             msg = NULL;
-        op_fail(&p->op, e, msg ? msg : err);
+        route_failure(p, e, msg ? msg : err);
         free(msg);
     }
     free(err);
@@ -150,7 +286,10 @@ static void cb_failure(void *ud, op_entry *e)
 {
     pipeline *p = ud;
     task *t = e->udata;
-    if (t && t->lineno && e->seq && t->line)
+    if (t && t->lineno && e->seq && t->line && e->attempt > 1)
+        fail_run(p, ABORT, "input line %" PRIu64 " (record %" PRIu64 ") failed after %u attempts: %s",
+                 e->line, e->seq, e->attempt, e->err);
+    else if (t && t->lineno && e->seq && t->line)
         fail_run(p, ABORT, "input line %" PRIu64 " (record %" PRIu64 ") failed: %s", e->line, e->seq, e->err);
     else
         fail_run(p, ABORT, "%s", e->err);
@@ -165,7 +304,32 @@ static void cb_release(void *ud, op_entry *e)
     if (t->fiber)
         rt_fiber_discard(t->fiber);
     free(t->line);
+    free(t->last_error);
     free(t);
+}
+
+/* A record's back-off ended: its next attempt starts from the raw line. */
+static void cb_retry(void *ud, op_entry *e)
+{
+    pipeline *p = ud;
+    task *t = e->udata;
+    if (p->stop_reading && p->aborting)
+        return;
+    if (script_reparse(&p->sc, t->line, t->len) != 0) {
+        route_failure(p, e, "out of memory decoding the record for another attempt");
+        return;
+    }
+    script_invoke(&p->sc, t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
+                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+}
+
+static double cb_random(void *ud)
+{
+    pipeline *p = ud;
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    return (double)(p->rng >> 11) / 9007199254740992.0;
 }
 
 /* ---- timers ------------------------------------------------------------------- */
@@ -215,10 +379,12 @@ static void print_stats(pipeline *p, const char *label)
         }
         fprintf(stderr,
                 "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
-                " watermarks=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64
+                " watermarks=%" PRIu64 " attempts=%" PRIu64 " retries=%" PRIu64 " timeouts=%" PRIu64
+                " errors=%" PRIu64 " skipped=%" PRIu64 " dead_lettered=%" PRIu64 " malformed=%" PRIu64
                 " elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld\n",
-                s->records_in, s->records_out, p->outputs, s->watermarks_out, s->timeouts,
-                s->failures, secs, rate, cpu, rss_kb);
+                s->records_in, s->records_out, p->outputs, s->watermarks_out, s->attempts, s->retries,
+                s->timeouts, s->failures, p->skipped, s->dead_lettered, p->malformed, secs, rate, cpu,
+                rss_kb);
         return;
     }
     double dt = (double)(now - p->last_stats_ms) / 1000.0;
@@ -226,9 +392,11 @@ static void print_stats(pipeline *p, const char *label)
     p->last_stats_ms = now;
     p->last_stats_out = s->records_out;
     fprintf(stderr,
-            "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu rate=%.0f/s timeouts=%" PRIu64
-            " errors=%" PRIu64 "\n",
-            s->records_in, s->records_out, op_size(&p->op), rate, s->timeouts, s->failures);
+            "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu backoff=%zu rate=%.0f/s attempts=%" PRIu64
+            " retries=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64 " skipped=%" PRIu64
+            " dead_lettered=%" PRIu64 "\n",
+            s->records_in, s->records_out, op_size(&p->op), op_backoffs(&p->op), rate, s->attempts,
+            s->retries, s->timeouts, s->failures, p->skipped, s->dead_lettered);
 }
 
 static void on_stats_timer(uv_timer_t *h)
@@ -278,12 +446,14 @@ static void shutdown_all(pipeline *p)
     if (p->input_open)
         input_close(&p->in, input_closed);
     output_close(&p->out, output_closed);
+    if (p->dlq_open)
+        output_close(&p->dlq, output_closed);
 }
 
 static void output_drained(void *ud)
 {
     pipeline *p = ud;
-    if (p->phase == DRAINING)
+    if (p->phase == DRAINING && --p->drains_left == 0)
         shutdown_all(p);
 }
 
@@ -291,7 +461,10 @@ static void start_draining(pipeline *p)
 {
     p->phase = DRAINING;
     uv_timer_stop(&p->timeout_timer);
+    p->drains_left = 1 + p->dlq_open;
     output_drain(&p->out, output_drained);
+    if (p->dlq_open)
+        output_drain(&p->dlq, output_drained);
 }
 
 /* Input ended (or the run failed) and the queue is empty: run close. */
@@ -338,16 +511,15 @@ static void fail_run(pipeline *p, int how, const char *fmt, ...)
 
 /* ---- script completions ------------------------------------------------------- */
 
-static void on_script_done(void *ud, void *taskp, int ok, char *out, size_t len, const char *err)
+static void on_script_done(void *ud, void *taskp, script_result *r)
 {
     pipeline *p = ud;
     if (taskp == &p->sc) {
         /* open or close hook */
         p->hook_fiber = NULL;
         if (p->phase == OPENING) {
-            if (!ok) {
-                free(out);
-                fail_run(p, ABORT, "%s: open failed: %s", p->cfg->script, err);
+            if (!r->ok) {
+                fail_run(p, ABORT, "%s: open failed: %s", p->cfg->script, r->err);
                 p->phase = RUNNING;
                 finish_if_done(p);
                 return;
@@ -355,20 +527,27 @@ static void on_script_done(void *ud, void *taskp, int ok, char *out, size_t len,
             p->phase = RUNNING;
             pump(p);
         } else if (p->phase == CLOSING) {
-            if (!ok)
-                fail_run(p, ABORT, "%s: close failed: %s", p->cfg->script, err);
+            if (!r->ok)
+                fail_run(p, ABORT, "%s: close failed: %s", p->cfg->script, r->err);
             start_draining(p);
         }
-        free(out);
         return;
     }
     task *t = taskp;
+    op_entry *e = t->e;
     t->fiber = NULL;
-    if (ok) {
-        if (op_complete(&p->op, t->e, out, len) != 0)
-            free(out);
-    } else {
-        op_fail(&p->op, t->e, err);
+    if (r->retry && !(p->aborting) && op_retry(&p->op, e) == 0) {
+        /* Another attempt follows; only the final attempt's outputs count. */
+        free(r->out);
+        free(t->last_error);
+        t->last_error = r->ok ? NULL : strdup(r->errmsg ? r->errmsg : r->err);
+        if (p->input_ended)
+            op_retry_all_now(&p->op); /* draining: do not wait out the back-off */
+    } else if (r->ok) {
+        if (op_complete(&p->op, e, r->out, r->len) != 0)
+            free(r->out);
+    } else if (e->state == OP_PENDING) {
+        route_failure(p, e, r->err);
     }
     if (!p->pumping) {
         pump(p);
@@ -393,8 +572,28 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
     if (script_parse(&p->sc, line, len, &parsed, err, sizeof err) != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", lineno, err);
-        op_push_failed(&p->op, lineno, msg, NULL);
-        p->stop_reading = 1;
+        switch (p->cfg->on_error) {
+        case ON_ERROR_FAIL:
+            op_push_failed(&p->op, lineno, msg, NULL);
+            p->stop_reading = 1;
+            break;
+        case ON_ERROR_SKIP:
+            p->skipped++;
+            p->malformed++;
+            break;
+        case ON_ERROR_DEAD_LETTER: {
+            /* It takes a slot and leaves in its turn, so the dead-letter
+             * file keeps pace with the output. */
+            op_entry *e;
+            if (op_push_record(&p->op, lineno, 0, NULL, &e) == 0) {
+                size_t dlen;
+                char *dl = dead_letter_line(line, len, 0, err, 0, 0, lineno, 0, &dlen);
+                p->malformed++;
+                op_complete_dead(&p->op, e, dl, dlen);
+            }
+            break;
+        }
+        }
         return;
     }
     if (parsed.is_watermark) {
@@ -434,7 +633,7 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
     }
     /* May complete (and even emit) before it returns. */
     script_invoke(&p->sc, t, &t->fiber, e->seq, lineno, 1,
-                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline);
+                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, NULL);
 }
 
 static void pump(pipeline *p)
@@ -462,6 +661,9 @@ static void pump(pipeline *p)
         }
         if (rc == INPUT_EOF) {
             p->input_ended = 1;
+            /* Back-offs end now rather than after their delay: nothing
+             * else is left to do, and the drain should not wait on them. */
+            op_retry_all_now(&p->op);
             break;
         }
         if (rc == INPUT_ERROR) {
@@ -491,6 +693,13 @@ static void on_output_written(void *ud)
     /* pump() itself checks the backlog against the high-water mark. */
     if (output_backlog(&p->out) <= OUTPUT_HIGH_WATER)
         pump(p);
+}
+
+static void on_dlq_error(void *ud)
+{
+    pipeline *p = ud;
+    fail_run(p, ABORT, "--dead-letter %s: write error: %s", p->cfg->dead_letter, uv_strerror(p->dlq.error));
+    finish_if_done(p);
 }
 
 static void on_output_error(void *ud)
@@ -548,6 +757,14 @@ int pipeline_run(const config *c, const char *lua_dir)
         code = 2;
         goto early;
     }
+    if (c->on_error == ON_ERROR_DEAD_LETTER) {
+        p->dlq_open = 1;
+        if (output_open(&p->dlq, &loop, c->dead_letter, on_dlq_error, p, &err) != 0) {
+            fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open the dead-letter file");
+            code = 2;
+            goto early;
+        }
+    }
     p->input_open = 1;
     if (input_open(&p->in, &loop, c->input, c->max_line, on_input_data, p, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
@@ -557,8 +774,15 @@ int pipeline_run(const config *c, const char *lua_dir)
 
     wmgen_init(&p->wm, c->max_ooo_ms);
     op_config oc = { c->mode, c->capacity, c->timeout_ms };
-    op_callbacks cb = { cb_now, cb_emit, cb_emit_watermark, cb_timeout, cb_failure, cb_release };
+    op_callbacks cb = { cb_now, cb_emit, cb_emit_watermark, cb_timeout, cb_failure, cb_release,
+                        cb_retry, cb_random };
     op_init(&p->op, &oc, &cb, p);
+    /* Precedence: flag over pipeline (both in c->retry) over the script. */
+    if (c->retry.set)
+        op_set_retry(&p->op, &c->retry);
+    else if (p->sc.retry.set)
+        op_set_retry(&p->op, &p->sc.retry);
+    p->rng = uv_hrtime() | 1;
     script_on_done(&p->sc, on_script_done, p);
     output_on_written(&p->out, on_output_written);
 
@@ -602,6 +826,8 @@ early:
         input_close(&p->in, NULL);
     if (p->output_open)
         output_close(&p->out, NULL);
+    if (p->dlq_open)
+        output_close(&p->dlq, NULL);
     if (p->script_loaded)
         script_close(&p->sc, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -106,6 +106,7 @@ static void fiber_free_cb(uv_handle_t *h)
     rt_fiber *f = h->data;
     rt *r = f->rt;
     free(f->err);
+    free(f->errmsg);
     free(f);
     r->live--;
     r->dying--;
@@ -136,8 +137,10 @@ void rt_fiber_release(rt_fiber *f)
     f->deadline = 0;
     f->deadline_ms = 0;
     f->done = NULL;
+    f->abandoned = NULL;
     free(f->err);
-    f->err = NULL;
+    free(f->errmsg);
+    f->err = f->errmsg = NULL;
     if (r->closing) {
         fiber_destroy(f);
         return;
@@ -157,6 +160,9 @@ void rt_fiber_release(rt_fiber *f)
 
 void rt_fiber_discard(rt_fiber *f)
 {
+    /* Discarded before its run ended: the owner hears of it once. */
+    if (f->done && f->abandoned)
+        f->abandoned(f->done_ud);
     if (f->state == RT_FIBER_PARKED && f->cancel)
         f->cancel(f);
     if (f->state == RT_FIBER_READY)
@@ -220,6 +226,7 @@ static void resume(rt_fiber *f, int nargs)
         status = RT_OK;
     } else if (st == LUA_YIELD) {
         status = RT_ROGUE_YIELD;
+        f->errmsg = strdup("coroutine.yield() called in a host coroutine");
         f->err = strdup("coroutine.yield() called in a host coroutine: use the moonwait "
                         "I/O functions (moonwait.time.sleep, ...) to wait, or wrap "
                         "your own coroutines with coroutine.wrap/resume");
@@ -227,21 +234,25 @@ static void resume(rt_fiber *f, int nargs)
         status = RT_ERROR;
         char *msg = rt_strdup_value(f->co, -1);
         if (st == LUA_ERRMEM) {
-            f->err = msg;
+            f->err = strdup(msg);
         } else {
             rt_push_traceback(r->L, f->co, msg);
             f->err = strdup(lua_tostring(r->L, -1));
             lua_pop(r->L, 1);
-            free(msg);
         }
+        f->errmsg = msg;
     }
     f->state = RT_FIBER_DONE;
-    if (f->done)
-        f->done(f->done_ud, f, status);
+    rt_done_fn done = f->done;
+    f->done = NULL;
+    f->abandoned = NULL;
+    if (done)
+        done(f->done_ud, f, status);
     else if (status != RT_OK)
         rt_fiber_discard(f);
     else
         rt_fiber_release(f);
+    /* (f may be freed or pooled from here on) */
 }
 
 /* ---- parking --------------------------------------------------------------- */

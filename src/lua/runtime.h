@@ -60,7 +60,9 @@ struct rt_fiber {
     uint64_t seq;           /* record seq for log lines, 0 if none */
     rt_done_fn done;        /* called when the run ends */
     void *done_ud;
-    char *err;              /* RT_ERROR/RT_ROGUE_YIELD message (owned) */
+    void (*abandoned)(void *done_ud); /* called instead of done when discarded mid-run */
+    char *err;              /* RT_ERROR/RT_ROGUE_YIELD message with traceback (owned) */
+    char *errmsg;           /* the same without the traceback (owned) */
     rt_fiber *ready_next, *ready_prev;
     uint64_t ready_pass;    /* rt.pass when it was queued */
 };

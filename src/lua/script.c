@@ -15,6 +15,7 @@
 
 #include "../net/pool.h"
 #include "modules.h"
+#include "retry_table.h"
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
 
@@ -162,6 +163,7 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 {
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
+    sc->on_result_ref = sc->on_error_ref = LUA_NOREF;
     *err = NULL;
     if (rt_init(&sc->rt, loop) != 0) {
         *err = strdup("out of memory creating the Lua VM");
@@ -240,6 +242,18 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     sc->timeout_ref = ref_field(L, mod, "on_timeout");
     sc->open_ref = ref_field(L, mod, "open");
     sc->close_ref = ref_field(L, mod, "close");
+    sc->on_result_ref = ref_field(L, mod, "retry_on_result");
+    sc->on_error_ref = ref_field(L, mod, "retry_on_error");
+    lua_getfield(L, mod, "retry");
+    if (!lua_isnil(L, -1)) {
+        char why[256];
+        if (retry_table_parse(L, -1, &sc->retry, why, sizeof why) != 0) {
+            if (asprintf(err, "%s: M.%s", path, why) < 0)
+                *err = NULL;
+            goto fail;
+        }
+    }
+    lua_pop(L, 1);
     lua_settop(L, 0);
     return 0;
 
@@ -444,9 +458,10 @@ done:
 
 /* ---- calls ------------------------------------------------------------------- */
 
-static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt, double deadline)
+static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt, double deadline,
+                     const char *last_error)
 {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushnumber(L, (lua_Number)seq);
     lua_setfield(L, -2, "seq");
     lua_pushnumber(L, (lua_Number)line);
@@ -457,6 +472,10 @@ static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int 
         lua_pushnumber(L, deadline);
         lua_setfield(L, -2, "deadline");
     }
+    if (last_error) {
+        lua_pushstring(L, last_error);
+        lua_setfield(L, -2, "last_error");
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
     lua_setmetatable(L, -2);
 }
@@ -465,63 +484,218 @@ static void push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int 
 static char hook_open_tag, hook_close_tag;
 #define IS_HOOK(t) ((t) == (void *)&hook_open_tag || (t) == (void *)&hook_close_tag)
 
+/* One attempt of a record whose script has a retry predicate: what the
+ * predicate's ctx needs, and the attempt's outcome while it runs. Owned by
+ * the running fiber's done/abandoned callbacks. */
+typedef struct call {
+    script *sc;
+    void *task;
+    rt_fiber **slot;
+    uint64_t seq, line, deadline_ms;
+    int attempt;
+    double deadline;
+    char *last_error;
+    script_result r;
+    char *out, *err, *errmsg; /* owned copies behind r */
+} call;
+
+static void call_free(call *c)
+{
+    free(c->last_error);
+    free(c->out);
+    free(c->err);
+    free(c->errmsg);
+    free(c);
+}
+
+static void call_abandoned(void *ud)
+{
+    call_free(ud);
+}
+
+/* Read async_invoke's outcome off f into r, with owned strings in *err and
+ * *msg. With keep_outputs, a successful attempt leaves its outputs table
+ * on top of the main stack (for retry_on_result). Releases f. */
+static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *r, char **err, char **msg,
+                            int keep_outputs)
+{
+    memset(r, 0, sizeof *r);
+    *err = *msg = NULL;
+    if (status == RT_OK) {
+        lua_State *L = sc->rt.L;
+        int n = lua_gettop(f->co);
+        int base = lua_gettop(L) + 1;
+        lua_xmove(f->co, L, n);
+        if (keep_outputs && n > 0) {
+            lua_pushvalue(L, base);
+            lua_insert(L, base);
+            base++;
+        }
+        r->ok = encode_results(sc, "async_invoke", base, &r->out, &r->len, err) == 0;
+        if (keep_outputs && n > 0 && !r->ok)
+            lua_pop(L, 1);
+        if (!r->ok)
+            *msg = strdup(*err);
+        rt_fiber_release(f);
+    } else {
+        r->ok = 0;
+        *err = f->err;
+        *msg = f->errmsg;
+        f->err = f->errmsg = NULL;
+        rt_fiber_discard(f);
+    }
+    r->err = *err;
+    r->errmsg = *msg;
+}
+
+static void pred_done(void *ud, rt_fiber *f, int status)
+{
+    call *c = ud;
+    script *sc = c->sc;
+    const char *which = c->r.ok ? "retry_on_result" : "retry_on_error";
+    char *perr = NULL;
+    if (status == RT_OK) {
+        c->r.retry = lua_toboolean(f->co, 1);
+        rt_fiber_release(f);
+    } else {
+        /* The predicate itself failed: the record fails, saying so. */
+        if (asprintf(&perr, "%s raised an error: %s", which, f->err) < 0)
+            perr = NULL;
+        rt_fiber_discard(f);
+        free(c->out);
+        c->out = NULL;
+        c->r.ok = 0;
+        c->r.out = NULL;
+        c->r.len = 0;
+        c->r.retry = 0;
+        c->r.err = c->r.errmsg = perr ? perr : "retry predicate failed";
+    }
+    c->r.out = c->out;
+    c->out = NULL; /* the callee takes it */
+    sc->done(sc->done_ud, c->task, &c->r);
+    free(perr);
+    call_free(c);
+}
+
 static void fiber_done(void *ud, rt_fiber *f, int status)
 {
     script *sc = ud;
     void *task = f->task;
-    char *out = NULL, *err = NULL;
-    size_t len = 0;
-    int ok;
-    if (status == RT_OK) {
-        if (IS_HOOK(task)) {
+    script_result r;
+    memset(&r, 0, sizeof r);
+    char *err = NULL, *msg = NULL;
+    if (IS_HOOK(task)) {
+        if (status == RT_OK) {
             /* Hooks: `return nil, err` fails; anything else succeeds. */
             int n = lua_gettop(f->co);
-            ok = !(n >= 1 && lua_isnil(f->co, 1) && n >= 2 && !lua_isnil(f->co, 2));
-            if (!ok)
+            r.ok = !(n >= 1 && lua_isnil(f->co, 1) && n >= 2 && !lua_isnil(f->co, 2));
+            if (!r.ok)
                 err = rt_strdup_value(f->co, 2);
-            task = sc;
+            rt_fiber_release(f);
         } else {
-            lua_State *L = sc->rt.L;
-            int n = lua_gettop(f->co);
-            int base = lua_gettop(L) + 1;
-            lua_xmove(f->co, L, n);
-            ok = encode_results(sc, "async_invoke", base, &out, &len, &err) == 0;
+            err = f->err;
+            f->err = NULL;
+            rt_fiber_discard(f);
         }
-        rt_fiber_release(f);
-    } else {
-        ok = 0;
-        err = f->err;
-        f->err = NULL;
-        if (IS_HOOK(task))
-            task = sc;
-        rt_fiber_discard(f);
+        r.err = r.errmsg = err;
+        sc->done(sc->done_ud, sc, &r);
+        free(err);
+        return;
     }
-    sc->done(sc->done_ud, task, ok, out, len, err);
+    attempt_outcome(sc, f, status, &r, &err, &msg, 0);
+    sc->done(sc->done_ud, task, &r);
     free(err);
+    free(msg);
+}
+
+/* async_invoke ended for a record whose script has retry predicates: run
+ * the one that applies, in a fiber of its own, before reporting. */
+static void attempt_done(void *ud, rt_fiber *f, int status)
+{
+    call *c = ud;
+    script *sc = c->sc;
+    int keep = sc->on_result_ref != LUA_NOREF;
+    attempt_outcome(sc, f, status, &c->r, &c->err, &c->errmsg, keep);
+    c->out = c->r.out;
+    int ref = c->r.ok ? sc->on_result_ref : sc->on_error_ref;
+    rt_fiber *pf = ref != LUA_NOREF ? rt_fiber_get(&sc->rt) : NULL;
+    if (!pf) {
+        if (c->r.ok && keep)
+            lua_pop(sc->rt.L, 1);
+        c->out = NULL;
+        sc->done(sc->done_ud, c->task, &c->r);
+        call_free(c);
+        return;
+    }
+    lua_rawgeti(pf->co, LUA_REGISTRYINDEX, ref);
+    if (c->r.ok)
+        lua_xmove(sc->rt.L, pf->co, 1); /* the outputs table */
+    else
+        lua_pushstring(pf->co, c->errmsg);
+    push_ctx(sc, pf->co, c->seq, c->line, c->attempt, c->deadline, c->last_error);
+    pf->task = c->task;
+    pf->seq = c->seq;
+    pf->deadline = c->deadline;
+    pf->deadline_ms = c->deadline_ms;
+    pf->abandoned = call_abandoned;
+    *c->slot = pf;
+    rt_fiber_start(pf, 2, pred_done, c);
 }
 
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, uint64_t deadline_ms)
+                   int attempt, uint64_t deadline_ms, const char *last_error)
 {
     double deadline = deadline_ms ? sc->rt.epoch0 + (double)deadline_ms / 1000.0 : 0;
     lua_State *L = sc->rt.L;
     rt_fiber *f = rt_fiber_get(&sc->rt);
     if (!f) {
         script_drop_parsed(sc);
-        sc->done(sc->done_ud, task, 0, NULL, 0, "out of memory starting a coroutine");
+        script_result r = { 0, NULL, 0, "out of memory starting a coroutine", "out of memory", 0 };
+        sc->done(sc->done_ud, task, &r);
         return;
     }
     lua_State *co = f->co;
     lua_rawgeti(co, LUA_REGISTRYINDEX, sc->invoke_ref);
     lua_xmove(L, co, 1); /* the parsed record */
     sc->parsed_on_stack = 0;
-    push_ctx(sc, co, seq, line, attempt, deadline);
+    push_ctx(sc, co, seq, line, attempt, deadline, last_error);
     f->task = task;
     f->seq = seq;
     f->deadline = deadline;
     f->deadline_ms = deadline_ms;
     *fiber_slot = f;
-    rt_fiber_start(f, 2, fiber_done, sc);
+    if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF) {
+        rt_fiber_start(f, 2, fiber_done, sc); /* the common, allocation-free path */
+        return;
+    }
+    call *c = calloc(1, sizeof *c);
+    if (!c) {
+        lua_settop(co, 0);
+        rt_fiber_release(f);
+        script_result r = { 0, NULL, 0, "out of memory", "out of memory", 0 };
+        sc->done(sc->done_ud, task, &r);
+        return;
+    }
+    c->sc = sc;
+    c->task = task;
+    c->slot = fiber_slot;
+    c->seq = seq;
+    c->line = line;
+    c->attempt = attempt;
+    c->deadline = deadline;
+    c->deadline_ms = deadline_ms;
+    c->last_error = last_error ? strdup(last_error) : NULL;
+    f->abandoned = call_abandoned;
+    rt_fiber_start(f, 2, attempt_done, c);
+}
+
+int script_reparse(script *sc, const char *line, size_t len)
+{
+    char err[256];
+    if (decode_line(sc, line, len, err, sizeof err) != 0)
+        return -1;
+    sc->parsed_on_stack = 1;
+    return 0;
 }
 
 int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
@@ -541,7 +715,7 @@ int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, ui
         *err = strdup(derr);
         return -1;
     }
-    push_ctx(sc, L, seq, lineno, attempt, deadline);
+    push_ctx(sc, L, seq, lineno, attempt, deadline, NULL);
     if (pcall_tb(L, 2, LUA_MULTRET) != 0) {
         *err = rt_strdup_value(L, -1);
         lua_settop(L, base);

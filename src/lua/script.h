@@ -14,14 +14,25 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../op/retry.h"
 #include "runtime.h"
 
 typedef struct script script;
 
-/* Called once when a started call ends. On success `out` (len bytes of
- * newline-terminated JSON lines, possibly NULL/0) becomes the callee's; on
- * failure `err` is a message (with traceback) valid during the call only. */
-typedef void (*script_done_fn)(void *ud, void *task, int ok, char *out, size_t len, const char *err);
+/* How one attempt (or a hook) ended. */
+typedef struct script_result {
+    int ok;              /* the call succeeded */
+    char *out;           /* ok: newline-terminated JSON lines (may be NULL); the
+                          * callee takes ownership */
+    size_t len;
+    const char *err;     /* !ok: the message with its traceback */
+    const char *errmsg;  /* !ok: the message alone (what retry_on_error saw) */
+    int retry;           /* retry_on_result / retry_on_error said true */
+} script_result;
+
+/* Called once when a started call ends. `r` and its strings are valid
+ * during the call only (except r->out, which the callee takes). */
+typedef void (*script_done_fn)(void *ud, void *task, script_result *r);
 
 typedef struct script_parsed {
     int is_watermark;
@@ -36,6 +47,8 @@ struct script {
     char **ts_path;         /* event-time field path, split on '.'; NULL if none */
     int decode_ref, encode_ref;     /* host cjson functions */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
+    int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
+    op_retry_policy retry;  /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int null_ref;           /* cjson.null */
     int parsed_on_stack;    /* a decoded record waits on rt.L's top */
@@ -62,12 +75,18 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, cha
 /* Discard a parsed record that will not be invoked. */
 void script_drop_parsed(script *sc);
 
-/* Start async_invoke(record, ctx) on the parsed record. `*fiber_slot` is
- * set before the call starts (it may end before this returns), and the
- * result is reported through the done callback with `task`. deadline_ms is
+/* Start async_invoke(record, ctx) on the parsed record, then the retry
+ * predicate that applies (retry_on_result after a success, retry_on_error
+ * after a failure), each in a fiber. `*fiber_slot` always holds the fiber
+ * running now (set before it starts: it may end before this returns); the
+ * outcome is reported once through the done callback with `task`. deadline_ms is
  * on the loop clock (uv_now), 0 for none. */
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, uint64_t deadline_ms);
+                   int attempt, uint64_t deadline_ms, const char *last_error);
+
+/* Decode `line` again for another attempt and leave it for script_invoke.
+ * Returns 0, or -1 (it parsed before, so only on out of memory). */
+int script_reparse(script *sc, const char *line, size_t len);
 
 /* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.
  * Returns 1 with *out and *len set (ownership passes), 0 when the script has no

@@ -13,72 +13,85 @@
 
 #define NOT_IN_HEAP SIZE_MAX
 
-/* ---- deadline heap ---------------------------------------------------- */
+/* ---- heaps -------------------------------------------------------------- */
 
-static void heap_swap(op *o, size_t a, size_t b)
+/* Two binary min-heaps share this code: 0 keys on deadline, 1 on retry_at. */
+static uint64_t key(const op_entry *e, int h)
 {
-    op_entry *t = o->heap[a];
-    o->heap[a] = o->heap[b];
-    o->heap[b] = t;
-    o->heap[a]->heap_ix = a;
-    o->heap[b]->heap_ix = b;
+    return h == 0 ? e->deadline : e->retry_at;
 }
 
-static void heap_up(op *o, size_t i)
+static void heap_swap(struct op_heap *hp, int h, size_t a, size_t b)
+{
+    op_entry *t = hp->v[a];
+    hp->v[a] = hp->v[b];
+    hp->v[b] = t;
+    hp->v[a]->heap_ix[h] = a;
+    hp->v[b]->heap_ix[h] = b;
+}
+
+static void heap_up(struct op_heap *hp, int h, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (o->heap[p]->deadline <= o->heap[i]->deadline)
+        if (key(hp->v[p], h) <= key(hp->v[i], h))
             break;
-        heap_swap(o, p, i);
+        heap_swap(hp, h, p, i);
         i = p;
     }
 }
 
-static void heap_down(op *o, size_t i)
+static void heap_down(struct op_heap *hp, int h, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < o->heap_len && o->heap[l]->deadline < o->heap[m]->deadline)
+        if (l < hp->len && key(hp->v[l], h) < key(hp->v[m], h))
             m = l;
-        if (r < o->heap_len && o->heap[r]->deadline < o->heap[m]->deadline)
+        if (r < hp->len && key(hp->v[r], h) < key(hp->v[m], h))
             m = r;
         if (m == i)
             return;
-        heap_swap(o, i, m);
+        heap_swap(hp, h, i, m);
         i = m;
     }
 }
 
-static int heap_insert(op *o, op_entry *e)
+static int heap_insert(op *o, int h, op_entry *e)
 {
-    if (o->heap_len == o->heap_cap) {
-        size_t cap = o->heap_cap ? o->heap_cap * 2 : 64;
-        op_entry **h = realloc(o->heap, cap * sizeof *h);
-        if (!h)
+    struct op_heap *hp = &o->heap[h];
+    if (hp->len == hp->cap) {
+        size_t cap = hp->cap ? hp->cap * 2 : 64;
+        op_entry **v = realloc(hp->v, cap * sizeof *v);
+        if (!v)
             return OP_ENOMEM;
-        o->heap = h;
-        o->heap_cap = cap;
+        hp->v = v;
+        hp->cap = cap;
     }
-    e->heap_ix = o->heap_len;
-    o->heap[o->heap_len++] = e;
-    heap_up(o, e->heap_ix);
+    e->heap_ix[h] = hp->len;
+    hp->v[hp->len++] = e;
+    heap_up(hp, h, e->heap_ix[h]);
     return 0;
 }
 
-static void heap_remove(op *o, op_entry *e)
+static void heap_remove(op *o, int h, op_entry *e)
 {
-    size_t i = e->heap_ix;
+    struct op_heap *hp = &o->heap[h];
+    size_t i = e->heap_ix[h];
     if (i == NOT_IN_HEAP)
         return;
-    e->heap_ix = NOT_IN_HEAP;
-    o->heap_len--;
-    if (i == o->heap_len)
+    e->heap_ix[h] = NOT_IN_HEAP;
+    hp->len--;
+    if (i == hp->len)
         return;
-    o->heap[i] = o->heap[o->heap_len];
-    o->heap[i]->heap_ix = i;
-    heap_up(o, i);
-    heap_down(o, o->heap[i]->heap_ix);
+    hp->v[i] = hp->v[hp->len];
+    hp->v[i]->heap_ix[h] = i;
+    heap_up(hp, h, i);
+    heap_down(hp, h, hp->v[i]->heap_ix[h]);
+}
+
+static op_entry *heap_top(const op *o, int h)
+{
+    return o->heap[h].len ? o->heap[h].v[0] : NULL;
 }
 
 /* ---- entries ---------------------------------------------------------- */
@@ -92,7 +105,7 @@ static op_entry *entry_new(op *o, op_kind kind)
         return NULL;
     memset(e, 0, sizeof *e);
     e->kind = kind;
-    e->heap_ix = NOT_IN_HEAP;
+    e->heap_ix[0] = e->heap_ix[1] = NOT_IN_HEAP;
     e->deadline = OP_NO_DEADLINE;
     e->segment = o->segments;
     e->accepted_at = o->cb.now(o->ud);
@@ -119,14 +132,16 @@ static void entry_drop(op *o, op_entry *e)
     else
         o->tail = e->prev;
     o->size--;
-    heap_remove(o, e);
+    heap_remove(o, 0, e);
+    heap_remove(o, 1, e);
     if (e->state == OP_PENDING && e->kind == OP_KIND_RECORD)
         o->pending--;
     if (o->cb.release)
         o->cb.release(o->ud, e);
     free(e->out);
     free(e->err);
-    e->out = e->err = NULL;
+    free(e->dlq);
+    e->out = e->err = e->dlq = NULL;
     e->next = o->free_list;
     o->free_list = e;
 }
@@ -244,9 +259,11 @@ void op_free(op *o)
         o->free_list = e->next;
         free(e);
     }
-    free(o->heap);
-    o->heap = NULL;
-    o->heap_len = o->heap_cap = 0;
+    for (int h = 0; h < 2; h++) {
+        free(o->heap[h].v);
+        o->heap[h].v = NULL;
+        o->heap[h].len = o->heap[h].cap = 0;
+    }
 }
 
 int op_full(const op *o)
@@ -285,12 +302,15 @@ int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, o
     e->line = line;
     e->udata = udata;
     e->state = OP_PENDING;
+    e->attempt = 1;
+    e->policy = &o->retry;
     o->pending++;
     o->stats.records_in++;
+    o->stats.attempts++;
     if (o->cfg.timeout_ms) {
         uint64_t left = budget_used_ms >= o->cfg.timeout_ms ? 0 : o->cfg.timeout_ms - budget_used_ms;
         e->deadline = e->accepted_at + left;
-        if (heap_insert(o, e) != 0) {
+        if (heap_insert(o, 0, e) != 0) {
             e->udata = NULL; /* the caller still owns it */
             entry_drop(o, e);
             return OP_ENOMEM;
@@ -335,7 +355,9 @@ int op_complete(op *o, op_entry *e, char *out, size_t len)
     e->out = out;
     e->out_len = len;
     o->pending--;
-    heap_remove(o, e);
+    heap_remove(o, 0, e);
+    heap_remove(o, 1, e);
+    e->in_backoff = 0;
     if (o->cfg.mode == OP_UNORDERED && e->segment == o->head_segment)
         ready_push(o, e);
     flush(o);
@@ -350,14 +372,74 @@ int op_fail(op *o, op_entry *e, const char *err)
     e->err = strdup(err ? err : "unknown error");
     o->pending--;
     o->stats.failures++;
-    heap_remove(o, e);
+    heap_remove(o, 0, e);
+    heap_remove(o, 1, e);
+    e->in_backoff = 0;
     flush(o);
     return 0;
 }
 
+int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING)
+        return OP_ELATE;
+    e->dlq = dlq;
+    e->dlq_len = len;
+    o->stats.dead_lettered++;
+    return op_complete(o, e, NULL, 0);
+}
+
+void op_set_retry(op *o, const op_retry_policy *p)
+{
+    o->retry = *p;
+}
+
+size_t op_backoffs(const op *o)
+{
+    return o->heap[1].len;
+}
+
+int op_retry(op *o, op_entry *e)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING || e->in_backoff)
+        return OP_ELATE;
+    const op_retry_policy *p = e->policy;
+    uint64_t now = o->cb.now(o->ud);
+    if (!p || p->backoff == RETRY_NONE || e->attempt >= p->max_attempts || e->timed_out ||
+        (e->deadline != OP_NO_DEADLINE && now >= e->deadline))
+        return OP_EEXHAUSTED;
+    double rnd = o->cb.random ? o->cb.random(o->ud) : 1.0;
+    e->retry_at = now + op_retry_delay(p, e->attempt, rnd);
+    if (heap_insert(o, 1, e) != 0)
+        return OP_ENOMEM;
+    e->in_backoff = 1;
+    return 0;
+}
+
+/* The back-off of `e` ended: its next attempt starts. */
+static void start_retry(op *o, op_entry *e)
+{
+    heap_remove(o, 1, e);
+    e->in_backoff = 0;
+    e->attempt++;
+    o->stats.attempts++;
+    o->stats.retries++;
+    if (o->cb.retry)
+        o->cb.retry(o->ud, e);
+}
+
+void op_retry_all_now(op *o)
+{
+    op_entry *e;
+    while ((e = heap_top(o, 1)))
+        start_retry(o, e);
+}
+
 uint64_t op_next_deadline(const op *o)
 {
-    return o->heap_len ? o->heap[0]->deadline : OP_NO_DEADLINE;
+    uint64_t d = o->heap[0].len ? o->heap[0].v[0]->deadline : OP_NO_DEADLINE;
+    uint64_t r = o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+    return d < r ? d : r;
 }
 
 size_t op_expire(op *o)
@@ -367,9 +449,12 @@ size_t op_expire(op *o)
     int was_in_flush = o->in_flush;
     /* Hold emission while callbacks decide outcomes, so `e` stays valid. */
     o->in_flush = 1;
-    while (o->heap_len && o->heap[0]->deadline <= now) {
-        op_entry *e = o->heap[0];
-        heap_remove(o, e);
+    op_entry *e;
+    while ((e = heap_top(o, 0)) && e->deadline <= now) {
+        heap_remove(o, 0, e);
+        /* A retry that was scheduled is dropped: timed out wins. */
+        heap_remove(o, 1, e);
+        e->in_backoff = 0;
         e->timed_out = 1;
         o->stats.timeouts++;
         fired++;
@@ -381,5 +466,9 @@ size_t op_expire(op *o)
     }
     o->in_flush = was_in_flush;
     flush(o);
+    /* Back-offs that ended start their next attempt. An attempt may end at
+     * once and emit, so take them one at a time from the heap. */
+    while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now)
+        start_retry(o, e);
     return fired;
 }

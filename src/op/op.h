@@ -31,11 +31,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "retry.h"
+
 /* Return codes: 0 or one of these negatives. */
 #define OP_EFULL  (-1) /* queue is at capacity */
 #define OP_ELATE  (-2) /* entry already completed (first completion wins) */
 #define OP_ESTATE (-3) /* operator has failed or ended; no more input */
 #define OP_ENOMEM (-4)
+#define OP_EEXHAUSTED (-5) /* no retry: attempts used up, deadline passed, or no strategy */
 
 #define OP_NO_DEADLINE UINT64_MAX
 
@@ -70,10 +73,16 @@ struct op_entry {
     char *out;           /* OP_DONE: encoded output (owned by the entry) */
     size_t out_len;
     char *err;           /* OP_FAILED: message (owned by the entry) */
+    char *dlq;           /* OP_DONE, dead-lettered: the dead-letter line (owned) */
+    size_t dlq_len;
     int timed_out;       /* the timeout fired for this record */
+    uint32_t attempt;    /* current attempt, from 1 */
+    int in_backoff;      /* OP_PENDING and waiting for retry_at */
+    uint64_t retry_at;   /* clock ms the next attempt starts */
+    const op_retry_policy *policy; /* the strategy this record runs under */
     op_entry *prev, *next; /* queue order */
     op_entry *ready_next;  /* unordered: completed, waiting to leave */
-    size_t heap_ix;      /* index in the deadline heap, or SIZE_MAX */
+    size_t heap_ix[2];   /* index in the deadline / back-off heap, or SIZE_MAX */
 };
 
 typedef struct op_callbacks {
@@ -92,6 +101,11 @@ typedef struct op_callbacks {
     /* The entry leaves the queue (emitted, or discarded at op_free). The
      * adapter frees what hangs on e->udata. May be NULL. */
     void (*release)(void *ud, op_entry *e);
+    /* A record's back-off ended: start attempt e->attempt (already
+     * incremented). May be NULL when no retry strategy is used. */
+    void (*retry)(void *ud, op_entry *e);
+    /* A uniform number in [0, 1) for jitter; NULL means 1 (no jitter). */
+    double (*random)(void *ud);
 } op_callbacks;
 
 typedef struct op_config {
@@ -106,7 +120,10 @@ typedef struct op_stats {
     uint64_t watermarks_in;
     uint64_t watermarks_out;
     uint64_t timeouts;
-    uint64_t failures;
+    uint64_t failures;       /* records failed for good (op_fail) */
+    uint64_t attempts;       /* calls started, first attempts included */
+    uint64_t retries;        /* attempts after the first */
+    uint64_t dead_lettered;  /* completed through op_complete_dead */
 } op_stats;
 
 struct op {
@@ -119,8 +136,11 @@ struct op {
     uint64_t next_seq;
     uint64_t segments;      /* watermarks pushed so far */
     uint64_t head_segment;  /* unordered: segment whose records may leave */
-    op_entry **heap;        /* pending records by deadline (min-heap) */
-    size_t heap_len, heap_cap;
+    struct op_heap {
+        op_entry **v;
+        size_t len, cap;
+    } heap[2];              /* [0]: pending records by deadline; [1]: back-offs by retry_at */
+    op_retry_policy retry;  /* default strategy for new records */
     op_entry *ready_head, *ready_tail; /* unordered: head-segment records to emit */
     op_entry *free_list;    /* recycled entries */
     int failed;             /* a failure was reported: emit nothing more */
@@ -163,11 +183,37 @@ int op_complete(op *o, op_entry *e, char *out, size_t len);
  * whether the failure is final). `err` is copied. Returns 0 or OP_ELATE. */
 int op_fail(op *o, op_entry *e, const char *err);
 
-/* Clock ms of the earliest pending deadline, or OP_NO_DEADLINE. */
+/* Complete a record that failed for good into the dead-letter route: it
+ * leaves in its turn like any completed record, with no output and `dlq`
+ * (malloc'd, ownership passes) as its dead-letter line. */
+int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len);
+
+/* The strategy for records pushed from now on (copied). */
+void op_set_retry(op *o, const op_retry_policy *p);
+
+/* The attempt of pending record `e` ended and its outcome asks for another.
+ * Schedules it (the record keeps its slot and position; cb.retry starts it
+ * when the back-off ends) and returns 0, or returns OP_EEXHAUSTED when no
+ * attempt may follow: attempts used up, the deadline passed, no strategy.
+ * The caller then completes or fails the record with the outcome it has. */
+int op_retry(op *o, op_entry *e);
+
+/* Start every record waiting in back-off now (end of input: the drain
+ * does not wait out long back-offs). */
+void op_retry_all_now(op *o);
+
+/* Records waiting in back-off. */
+size_t op_backoffs(const op *o);
+
+/* Clock ms of the earliest pending deadline or back-off end, or
+ * OP_NO_DEADLINE. */
 uint64_t op_next_deadline(const op *o);
 
 /* Fire the timeout callback for every pending record whose deadline is
- * <= now. Returns how many fired. */
+ * <= now (a record in back-off included: its retry is dropped), then start
+ * every back-off that ended (cb.retry). Deadlines go first, so a retry
+ * never starts at or after its record's deadline. Returns how many
+ * timeouts fired. */
 size_t op_expire(op *o);
 
 /* Nonzero once a failure has been reported. */

@@ -1,0 +1,90 @@
+/* retry_table.c: a retry strategy from a Lua table (contract in retry_table.h). */
+#include "retry_table.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static int field_num(lua_State *L, int t, const char *name, double dflt, double *out, char *err, size_t n)
+{
+    lua_getfield(L, t, name);
+    int ty = lua_type(L, -1);
+    if (ty == LUA_TNIL) {
+        *out = dflt;
+    } else if (ty == LUA_TNUMBER && lua_tonumber(L, -1) >= 0) {
+        *out = lua_tonumber(L, -1);
+    } else {
+        snprintf(err, n, "retry.%s must be a non-negative number, got %s", name, luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size_t n)
+{
+    static const char *const known[] = { "max_attempts", "backoff", "delay_ms", "initial_delay_ms",
+                                         "max_delay_ms", "multiplier", "jitter", NULL };
+    int t = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    memset(p, 0, sizeof *p);
+    p->set = 1;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int ok = 0;
+        for (int i = 0; k && known[i]; i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok) {
+            snprintf(err, n, "retry: unknown key '%s' (known: max_attempts, backoff, delay_ms, "
+                             "initial_delay_ms, max_delay_ms, multiplier, jitter)", k ? k : "?");
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, t, "backoff");
+    const char *b = lua_isnil(L, -1) ? "fixed" : lua_tostring(L, -1);
+    if (!b || (strcmp(b, "fixed") && strcmp(b, "exponential") && strcmp(b, "none"))) {
+        snprintf(err, n, "retry.backoff must be \"fixed\", \"exponential\" or \"none\"");
+        lua_pop(L, 1);
+        return -1;
+    }
+    p->backoff = strcmp(b, "none") == 0 ? RETRY_NONE : strcmp(b, "fixed") == 0 ? RETRY_FIXED : RETRY_EXPONENTIAL;
+    lua_pop(L, 1);
+    double v;
+    if (field_num(L, t, "max_attempts", 3, &v, err, n))
+        return -1;
+    if (v < 1 || v != (double)(uint32_t)v) {
+        snprintf(err, n, "retry.max_attempts must be an integer >= 1");
+        return -1;
+    }
+    p->max_attempts = (uint32_t)v;
+    if (field_num(L, t, "delay_ms", 100, &v, err, n))
+        return -1;
+    p->delay_ms = (uint64_t)v;
+    if (field_num(L, t, "initial_delay_ms", 10, &v, err, n))
+        return -1;
+    p->initial_ms = (uint64_t)v;
+    if (field_num(L, t, "max_delay_ms", 1000, &v, err, n))
+        return -1;
+    p->max_ms = (uint64_t)v;
+    if (field_num(L, t, "multiplier", 2, &p->multiplier, err, n))
+        return -1;
+    lua_getfield(L, t, "jitter");
+    const char *j = lua_isnil(L, -1) ? "none" : lua_tostring(L, -1);
+    if (!j || (strcmp(j, "none") && strcmp(j, "full"))) {
+        snprintf(err, n, "retry.jitter must be \"none\" or \"full\"");
+        lua_pop(L, 1);
+        return -1;
+    }
+    p->jitter_full = strcmp(j, "full") == 0;
+    lua_pop(L, 1);
+    if (op_retry_validate(p, err, n) != 0) {
+        char tmp[200];
+        snprintf(tmp, sizeof tmp, "retry: %s", err);
+        snprintf(err, n, "%s", tmp);
+        return -1;
+    }
+    return 0;
+}
