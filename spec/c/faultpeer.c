@@ -14,6 +14,8 @@
  *   close-at-once        closes as soon as it accepts
  *   echo-lines           echoes every byte back (a line protocol peer)
  *   drip                 answers "HTTP/1.1 200 OK" headers and a body one byte per 100 ms
+ *   fail-twice           a real-looking service that is flaky: the first two
+ *                        requests (over any connection) get 503, later ones 200
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include <uv.h>
 
 static const char *mode;
+static int requests;
 static uv_loop_t *loop;
 
 typedef struct peer {
@@ -86,6 +89,13 @@ static void answer(peer *p)
         const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
         say(p, h, strlen(h));
         uv_close((uv_handle_t *)&p->tcp, closed);
+    } else if (strcmp(mode, "fail-twice") == 0) {
+        const char *r = ++requests <= 2
+            ? "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 13\r\n\r\n{\"busy\":true}"
+            : "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
+        say(p, r, strlen(r));
+        p->answered = 0; /* keep-alive: answer the next request too */
+        p->len = 0;
     } else if (strcmp(mode, "drip") == 0) {
         const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
         say(p, h, strlen(h));

@@ -648,6 +648,30 @@ static void test_retry_all_now_at_end_of_input(void)
     op_free(&h.o);
 }
 
+static harness *reschedule_h;
+static void cb_retry_fails_again(void *ud, op_entry *e)
+{
+    cb_retry(ud, e);
+    ASSERT_INT_EQ(op_retry(&reschedule_h->o, e), 0); /* the early attempt fails at once */
+}
+
+static void test_retry_all_now_leaves_new_backoffs_waiting(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 0);
+    h.o.cb.retry = cb_retry_fails_again;
+    reschedule_h = &h;
+    op_retry_policy p = fixed(5, 1000);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    op_retry_all_now(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");            /* one early attempt, not five */
+    ASSERT_INT_EQ(op_backoffs(&h.o), 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1000);
+    op_free(&h.o);
+}
+
 static void test_unordered_watermark_waits_for_retried_record(void)
 {
     harness h;
@@ -714,5 +738,6 @@ TEST_MAIN("op",
           T(test_retry_then_timeout_during_attempt),
           T(test_no_retry_after_the_deadline),
           T(test_retry_all_now_at_end_of_input),
+          T(test_retry_all_now_leaves_new_backoffs_waiting),
           T(test_unordered_watermark_waits_for_retried_record),
           T(test_dead_letter_completion_leaves_in_turn))

@@ -541,8 +541,6 @@ static void on_script_done(void *ud, void *taskp, script_result *r)
         free(r->out);
         free(t->last_error);
         t->last_error = r->ok ? NULL : strdup(r->errmsg ? r->errmsg : r->err);
-        if (p->input_ended)
-            op_retry_all_now(&p->op); /* draining: do not wait out the back-off */
     } else if (r->ok) {
         if (op_complete(&p->op, e, r->out, r->len) != 0)
             free(r->out);
@@ -661,8 +659,10 @@ static void pump(pipeline *p)
         }
         if (rc == INPUT_EOF) {
             p->input_ended = 1;
-            /* Back-offs end now rather than after their delay: nothing
-             * else is left to do, and the drain should not wait on them. */
+            /* The back-offs waiting now end at once, so the drain does not
+             * sit out long delays; a retry scheduled after this point
+             * waits its delay again (max_attempts is honoured and a
+             * struggling service is not hammered). README: "Retries". */
             op_retry_all_now(&p->op);
             break;
         }

@@ -430,9 +430,29 @@ static void start_retry(op *o, op_entry *e)
 
 void op_retry_all_now(op *o)
 {
-    op_entry *e;
-    while ((e = heap_top(o, 1)))
-        start_retry(o, e);
+    /* Only the back-offs waiting now: an attempt started here may end at
+     * once and schedule a new back-off, which waits its delay. Take a
+     * snapshot (entry, seq): an entry recycled meanwhile is recognised by
+     * its new seq. */
+    size_t n = o->heap[1].len;
+    if (n == 0)
+        return;
+    struct snap {
+        op_entry *e;
+        uint64_t seq;
+    } *v = malloc(n * sizeof *v);
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        v[i].e = o->heap[1].v[i];
+        v[i].seq = v[i].e->seq;
+    }
+    for (size_t i = 0; i < n && !o->failed; i++) {
+        op_entry *e = v[i].e;
+        if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP)
+            start_retry(o, e);
+    }
+    free(v);
 }
 
 uint64_t op_next_deadline(const op *o)
