@@ -292,6 +292,18 @@ return M
     assert.matches("dead_lettered=2", r.err, 1, true)
   end)
 
+  it("dead-letters a record whose retries are exhausted", function()
+    local r = run(FLAKY, { { id = 1 }, { id = 2, fail = 9 }, { id = 3 } },
+      "--retry fixed:3:5 --on-error dead-letter --dead-letter dl.jsonl")
+    assert.equal(0, r.code, r.err)
+    assert.equal(2, #r.lines)
+    local dl = H.json.decode(H.read(r.dir .. "/dl.jsonl"))
+    assert.same({ id = 2, fail = 9 }, dl.record)
+    assert.equal(3, dl.attempts)
+    assert.matches("^script.lua:7: flaky 2 try 3", dl.error)
+    assert.is_false(dl.timed_out)
+  end)
+
   it("dead-letters a timed-out record with timed_out = true and the attempts used", function()
     local r = run([[
 local time = require "moonwait.time"
