@@ -284,7 +284,9 @@ return {
       r.err:match("LEAKCHECK fds=(%d+)/(%d+) handles=(%d+)/(%d+) fibers=(%d+) pooled=(%d+) rss=(%d+)/(%d+)")
     assert.is_truthy(f0, r.err)
     assert.equal(f0, f1)
-    assert.equal(h0, h1)
+    -- active handles: none left behind by the cancelled requests (the two
+    -- moments differ only in transient ones, e.g. the input read in flight)
+    assert.is_true(tonumber(h1) <= tonumber(h0), "active handles grew from " .. h0 .. " to " .. h1)
     assert.equal("1", fibers)  -- close itself
     assert.equal("0", pooled)
     -- (under valgrind, RSS is valgrind's; it checks leaks itself there)

@@ -33,7 +33,7 @@ local function return_line(path)
   return last or (n > 0 and n or 1)
 end
 
-local optional = { "on_timeout", "open", "close", "retry_on_result", "retry_on_error" }
+local optional = { "on_timeout", "open", "close", "retry_on_result", "retry_on_error", "export_state" }
 
 -- check(mod, path): true, or nil and "path:line: message".
 function M.check(mod, path)

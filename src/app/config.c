@@ -149,6 +149,29 @@ static int s_on_error(config *c, const char *v, char *w, size_t n)
 }
 
 static int s_dead_letter(config *c, const char *v, char *w, size_t n) { return set_str(&c->dead_letter, v, w, n); }
+static int s_tag_gen(config *c, const char *v, char *w, size_t n) { return set_str(&c->tag_generation, v, w, n); }
+
+static int s_watch(config *c, const char *v, char *w, size_t n)
+{
+    int x = c->stats;
+    int rc = s_stats(c, v, w, n); /* same true/false parsing */
+    c->watch = c->stats;
+    c->stats = x;
+    return rc;
+}
+
+static int s_open_timeout(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_ms(v, (uint64_t)1 << 40, &x, w, n, "") != 0)
+        return -1;
+    if (x == 0) {
+        snprintf(w, n, "expected a positive number of milliseconds");
+        return -1;
+    }
+    c->reload_open_timeout_ms = x;
+    return 0;
+}
 
 /* T_RETRY: the flag's string form, or (pipeline only) a table. */
 enum { T_STRING, T_PATH, T_INT, T_BOOL, T_RETRY };
@@ -174,6 +197,9 @@ static const setting settings[] = {
     { "retry", "retry", T_RETRY, s_retry },
     { "on-error", "on_error", T_STRING, s_on_error },
     { "dead-letter", "dead_letter", T_PATH, s_dead_letter },
+    { "watch", "watch", T_BOOL, s_watch },
+    { "tag-generation", "tag_generation", T_STRING, s_tag_gen },
+    { "reload-open-timeout", "reload_open_timeout_ms", T_INT, s_open_timeout },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -186,6 +212,7 @@ void config_defaults(config *c)
     c->capacity = 100;
     c->timeout_ms = 10000;
     c->max_line = 16 * 1024 * 1024;
+    c->reload_open_timeout_ms = 10000;
 }
 
 void config_free(config *c)
@@ -196,6 +223,7 @@ void config_free(config *c)
     free(c->output);
     free(c->event_time);
     free(c->dead_letter);
+    free(c->tag_generation);
     memset(c, 0, sizeof *c);
 }
 

@@ -33,6 +33,9 @@ typedef struct config {
     op_retry_policy retry;   /* from flag or pipeline; retry.set = 0 if neither */
     on_error_mode on_error;
     char *dead_letter;       /* dead-letter file, or NULL */
+    int watch;               /* reload when the script or its modules change */
+    char *tag_generation;    /* tag outputs with their generation in this field */
+    uint64_t reload_open_timeout_ms; /* time limit for a new generation's open() */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */

@@ -101,6 +101,8 @@ static int cmd_check(int argc, char **argv, const char *lua_dir)
         fprintf(stderr, "%s\n", err);
         free(err);
         code = 2;
+        if (script_is_open(&sc))
+            script_close(&sc, closed_cb);
     } else {
         printf("%s: ok\n", argv[1]);
         script_close(&sc, closed_cb);

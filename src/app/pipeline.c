@@ -21,6 +21,7 @@
 #include "pipeline.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,56 +36,7 @@
 #include "../net/tls.h"
 #include "../op/op.h"
 #include "../op/wmgen.h"
-
-/* Stop reading while this much output is waiting to be written. */
-#define OUTPUT_HIGH_WATER (4u * 1024 * 1024)
-
-enum { OPENING, RUNNING, CLOSING, DRAINING, DONE };
-
-typedef struct task {
-    op_entry *e;
-    rt_fiber *fiber;      /* while async_invoke runs; NULL after */
-    char *line;           /* raw input line (owned) */
-    size_t len;
-    uint64_t lineno;
-    double deadline;      /* rt_now() seconds, 0 = none */
-    char *last_error;     /* the previous attempt's error (owned), or NULL */
-} task;
-
-typedef struct pipeline {
-    const config *cfg;
-    uv_loop_t *loop;
-    op op;
-    script sc;
-    input in;
-    output out;
-    output dlq;               /* --dead-letter file */
-    int dlq_open;
-    int drains_left;          /* outputs still draining at the end */
-    uint64_t skipped;         /* records dropped by --on-error skip */
-    uint64_t malformed;       /* malformed input lines routed (skip/dead-letter) */
-    uint64_t rng;             /* xorshift state for retry jitter */
-    wmgen wm;
-    int have_pending_wm;
-    int64_t pending_wm;
-    uv_timer_t timeout_timer;
-    uint64_t armed;           /* deadline the timer is armed for */
-    uv_timer_t stats_timer;
-    uv_signal_t sigint, sigterm;
-    int signals;
-    int phase;
-    int pumping;
-    int input_ended;          /* EOF seen */
-    int stop_reading;         /* failure or signal: accept nothing more */
-    int aborting;             /* in-flight records were abandoned */
-    int exit_code;
-    rt_fiber *hook_fiber;
-    uint64_t outputs;         /* output lines written */
-    uint64_t start_ms;
-    uint64_t last_stats_ms, last_stats_out;
-    int script_loaded, input_open, output_open;
-    int open_handles;
-} pipeline;
+#include "pipeline_int.h"
 
 static void pump(pipeline *p);
 static void finish_if_done(pipeline *p);
@@ -252,7 +204,7 @@ static void cb_timeout(void *ud, op_entry *e)
     }
     char *out = NULL, *err = NULL;
     size_t len = 0;
-    int rc = script_on_timeout(&p->sc, t->line, t->len, e->seq, t->lineno, (int)e->attempt, t->deadline,
+    int rc = script_on_timeout(&t->g->sc, t->line, t->len, e->seq, t->lineno, (int)e->attempt, t->deadline,
                                &out, &len, &err);
     if (rc == 1) {
         op_complete(&p->op, e, out, len);
@@ -303,9 +255,12 @@ static void cb_release(void *ud, op_entry *e)
         return;
     if (t->fiber)
         rt_fiber_discard(t->fiber);
+    gen *g = t->g;
     free(t->line);
     free(t->last_error);
     free(t);
+    if (g)
+        gen_record_released(g);
 }
 
 /* A record's back-off ended: its next attempt starts from the raw line. */
@@ -315,11 +270,11 @@ static void cb_retry(void *ud, op_entry *e)
     task *t = e->udata;
     if (p->stop_reading && p->aborting)
         return;
-    if (script_reparse(&p->sc, t->line, t->len) != 0) {
+    if (script_reparse(&t->g->sc, t->line, t->len) != 0) {
         route_failure(p, e, "out of memory decoding the record for another attempt");
         return;
     }
-    script_invoke(&p->sc, t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
+    script_invoke(&t->g->sc, t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
                   e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
 }
 
@@ -381,10 +336,10 @@ static void print_stats(pipeline *p, const char *label)
                 "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
                 " watermarks=%" PRIu64 " attempts=%" PRIu64 " retries=%" PRIu64 " timeouts=%" PRIu64
                 " errors=%" PRIu64 " skipped=%" PRIu64 " dead_lettered=%" PRIu64 " malformed=%" PRIu64
-                " elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld\n",
+                " generation=%d reloads=%d rejected=%d elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld\n",
                 s->records_in, s->records_out, p->outputs, s->watermarks_out, s->attempts, s->retries,
-                s->timeouts, s->failures, p->skipped, s->dead_lettered, p->malformed, secs, rate, cpu,
-                rss_kb);
+                s->timeouts, s->failures, p->skipped, s->dead_lettered, p->malformed,
+                p->cur ? p->cur->id : 0, p->reloads, p->rejected, secs, rate, cpu, rss_kb);
         return;
     }
     double dt = (double)(now - p->last_stats_ms) / 1000.0;
@@ -394,9 +349,9 @@ static void print_stats(pipeline *p, const char *label)
     fprintf(stderr,
             "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu backoff=%zu rate=%.0f/s attempts=%" PRIu64
             " retries=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64 " skipped=%" PRIu64
-            " dead_lettered=%" PRIu64 "\n",
+            " dead_lettered=%" PRIu64 " generation=%d\n",
             s->records_in, s->records_out, op_size(&p->op), op_backoffs(&p->op), rate, s->attempts,
-            s->retries, s->timeouts, s->failures, p->skipped, s->dead_lettered);
+            s->retries, s->timeouts, s->failures, p->skipped, s->dead_lettered, p->cur ? p->cur->id : 0);
 }
 
 static void on_stats_timer(uv_timer_t *h)
@@ -437,8 +392,9 @@ static void shutdown_all(pipeline *p)
     uv_close((uv_handle_t *)&p->sigint, handle_closed);
     uv_close((uv_handle_t *)&p->sigterm, handle_closed);
     op_free(&p->op);
-    if (p->script_loaded)
-        script_close(&p->sc, script_closed);
+    gen_stop_triggers(p);
+    /* After the VMs (closed by gen_close_all): */
+    (void)script_closed;
     /* After the VM: nothing can take a pooled connection any more. */
     net_pool_close_all();
     dns_cache_clear();
@@ -473,7 +429,12 @@ static void start_closing(pipeline *p)
     if (p->phase >= CLOSING)
         return;
     p->phase = CLOSING;
-    if (script_run_hook(&p->sc, "close", &p->hook_fiber) != 0)
+    gen_close_all(p); /* pipeline_all_gens_closed() follows */
+}
+
+void pipeline_all_gens_closed(pipeline *p)
+{
+    if (p->phase == CLOSING)
         start_draining(p);
 }
 
@@ -511,31 +472,19 @@ static void fail_run(pipeline *p, int how, const char *fmt, ...)
 
 /* ---- script completions ------------------------------------------------------- */
 
-static void on_script_done(void *ud, void *taskp, script_result *r)
+void pipeline_script_done(void *ud, void *taskp, script_result *r)
 {
-    pipeline *p = ud;
-    if (taskp == &p->sc) {
-        /* open or close hook */
-        p->hook_fiber = NULL;
-        if (p->phase == OPENING) {
-            if (!r->ok) {
-                fail_run(p, ABORT, "%s: open failed: %s", p->cfg->script, r->err);
-                p->phase = RUNNING;
-                finish_if_done(p);
-                return;
-            }
-            p->phase = RUNNING;
-            pump(p);
-        } else if (p->phase == CLOSING) {
-            if (!r->ok)
-                fail_run(p, ABORT, "%s: close failed: %s", p->cfg->script, r->err);
-            start_draining(p);
-        }
+    gen *g = ud;
+    pipeline *p = g->p;
+    if (taskp == &g->sc) {
+        gen_hook_done(g, r); /* open or close */
         return;
     }
     task *t = taskp;
     op_entry *e = t->e;
     t->fiber = NULL;
+    if (r->ok)
+        t->g->processed++; /* (t may be freed once the record is completed) */
     if (r->retry && !(p->aborting) && op_retry(&p->op, e) == 0) {
         /* Another attempt follows; only the final attempt's outputs count. */
         free(r->out);
@@ -567,7 +516,8 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
 {
     char err[512];
     script_parsed parsed;
-    if (script_parse(&p->sc, line, len, &parsed, err, sizeof err) != 0) {
+    gen *g = p->cur;
+    if (script_parse(&g->sc, line, len, &parsed, err, sizeof err) != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", lineno, err);
         switch (p->cfg->on_error) {
@@ -603,7 +553,7 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
     char *copy = t ? malloc(len + 1) : NULL;
     if (!copy) {
         free(t);
-        script_drop_parsed(&p->sc);
+        script_drop_parsed(&g->sc);
         fail_run(p, ABORT, "input line %" PRIu64 ": out of memory", lineno);
         return;
     }
@@ -615,22 +565,25 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
     op_entry *e;
     if (op_push_record(&p->op, lineno, 0, t, &e) != 0) {
         /* Cannot happen: pump checks room first. Keep the record visible. */
-        script_drop_parsed(&p->sc);
+        script_drop_parsed(&g->sc);
         free(copy);
         free(t);
         fail_run(p, ABORT, "input line %" PRIu64 ": the operator refused the record", lineno);
         return;
     }
     t->e = e;
+    t->g = g;
+    g->records++;
+    e->policy = &g->policy;
     if (e->deadline != OP_NO_DEADLINE)
-        t->deadline = p->sc.rt.epoch0 + (double)e->deadline / 1000.0;
+        t->deadline = g->sc.rt.epoch0 + (double)e->deadline / 1000.0;
     int64_t wm;
     if (parsed.has_ts && wmgen_on_event(&p->wm, parsed.ts, &wm)) {
         p->have_pending_wm = 1;
         p->pending_wm = wm;
     }
     /* May complete (and even emit) before it returns. */
-    script_invoke(&p->sc, t, &t->fiber, e->seq, lineno, 1,
+    script_invoke(&g->sc, t, &t->fiber, e->seq, lineno, 1,
                   e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, NULL);
 }
 
@@ -679,6 +632,24 @@ static void pump(pipeline *p)
     }
     p->pumping = 0;
     rearm(p);
+    finish_if_done(p);
+}
+
+void pipeline_pump(pipeline *p)
+{
+    pump(p);
+}
+
+void pipeline_fail(pipeline *p, int abort_now, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    fail_run(p, abort_now ? ABORT : DRAIN, "%s", msg ? msg : "run failed");
+    free(msg);
     finish_if_done(p);
 }
 
@@ -732,6 +703,7 @@ int pipeline_run(const config *c, const char *lua_dir)
     uv_loop_t loop;
     uv_loop_init(&loop);
     p->cfg = c;
+    p->lua_dir = lua_dir;
     p->loop = &loop;
     p->armed = OP_NO_DEADLINE;
     p->start_ms = p->last_stats_ms = uv_now(&loop);
@@ -739,14 +711,7 @@ int pipeline_run(const config *c, const char *lua_dir)
     int code = 0;
     char *err = NULL;
 
-    if (script_load(&p->sc, &loop, c->script, lua_dir, &err) != 0) {
-        fprintf(stderr, "moonwait: %s\n", err);
-        code = 2;
-        goto early;
-    }
-    p->script_loaded = 1;
-    if (c->event_time && script_set_event_time(&p->sc, c->event_time) != 0) {
-        fprintf(stderr, "moonwait: option '--event-time': bad field path '%s'\n", c->event_time);
+    if (gen_first(p) != 0) {
         code = 2;
         goto early;
     }
@@ -777,13 +742,7 @@ int pipeline_run(const config *c, const char *lua_dir)
     op_callbacks cb = { cb_now, cb_emit, cb_emit_watermark, cb_timeout, cb_failure, cb_release,
                         cb_retry, cb_random };
     op_init(&p->op, &oc, &cb, p);
-    /* Precedence: flag over pipeline (both in c->retry) over the script. */
-    if (c->retry.set)
-        op_set_retry(&p->op, &c->retry);
-    else if (p->sc.retry.set)
-        op_set_retry(&p->op, &p->sc.retry);
     p->rng = uv_hrtime() | 1;
-    script_on_done(&p->sc, on_script_done, p);
     output_on_written(&p->out, on_output_written);
 
     uv_timer_init(&loop, &p->timeout_timer);
@@ -801,8 +760,10 @@ int pipeline_run(const config *c, const char *lua_dir)
         uv_unref((uv_handle_t *)&p->stats_timer);
     }
 
+    gen_start_triggers(p);
     p->phase = OPENING;
-    if (script_run_hook(&p->sc, "open", &p->hook_fiber) != 0) {
+    if (script_run_hook(&p->cur->sc, "open", &p->cur->hook_fiber) != 0) {
+        p->cur->state = G_CURRENT;
         p->phase = RUNNING;
         pump(p);
     }
@@ -828,10 +789,10 @@ early:
         output_close(&p->out, NULL);
     if (p->dlq_open)
         output_close(&p->dlq, NULL);
-    if (p->script_loaded)
-        script_close(&p->sc, NULL);
+    gen_close_all(p);
     uv_run(&loop, UV_RUN_DEFAULT);
 out:
+    gen_free_all(p);
     if (uv_loop_close(&loop) != 0 && code == 0) {
         fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
         code = 1;

@@ -19,6 +19,8 @@
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
 
+int script_live_vms;
+
 /* ---- VM setup ---------------------------------------------------------------- */
 
 static int traceback_handler(lua_State *L)
@@ -41,15 +43,19 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     return rc;
 }
 
+/* Active handles (running timers, reading sockets, signals...): what a
+ * leaked request or connection leaves behind. Idle handles of pooled
+ * fibers are not counted (`fibers` covers those). */
 static void count_handle(uv_handle_t *h, void *arg)
 {
-    if (!uv_is_closing(h))
+    if (!uv_is_closing(h) && uv_is_active(h))
         (*(size_t *)arg)++;
 }
 
-/* moonwait.runtime_stats() -> { handles, fibers, pooled } : live libuv
- * handles, fibers running or waiting (not idle in the pool), and idle
- * keep-alive connections. For leak checks in tests and diagnostics. */
+/* moonwait.runtime_stats() -> { handles, fibers, pooled, vms }: active
+ * libuv handles, fibers running or waiting (not idle in the pool), idle
+ * keep-alive connections, and live script VMs (generations). For leak
+ * checks in tests and diagnostics. */
 static int l_runtime_stats(lua_State *L)
 {
     rt *r = rt_of(L);
@@ -62,6 +68,8 @@ static int l_runtime_stats(lua_State *L)
     lua_setfield(L, -2, "fibers");
     lua_pushinteger(L, (lua_Integer)net_pool_count(NULL));
     lua_setfield(L, -2, "pooled");
+    lua_pushinteger(L, script_live_vms);
+    lua_setfield(L, -2, "vms");
     return 1;
 }
 
@@ -164,11 +172,14 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
     sc->on_result_ref = sc->on_error_ref = LUA_NOREF;
+    sc->previous_ref = LUA_NOREF;
+    sc->generation = 1;
     *err = NULL;
     if (rt_init(&sc->rt, loop) != 0) {
         *err = strdup("out of memory creating the Lua VM");
         return -1;
     }
+    script_live_vms++;
     sc->path = strdup(path);
     lua_State *L = sc->rt.L;
 
@@ -238,6 +249,8 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         goto fail;
     }
     lua_pop(L, 2);
+    lua_pushvalue(L, mod);
+    sc->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     sc->invoke_ref = ref_field(L, mod, "async_invoke");
     sc->timeout_ref = ref_field(L, mod, "on_timeout");
     sc->open_ref = ref_field(L, mod, "open");
@@ -260,7 +273,6 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 fail:
     if (!*err)
         *err = strdup("out of memory");
-    script_close(sc, NULL);
     return -1;
 }
 
@@ -423,6 +435,11 @@ static int encode_results(script *sc, const char *what, int base, char **out, si
     for (size_t i = 1; i <= count; i++) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, sc->encode_ref);
         lua_rawgeti(L, base, (int)i);
+        if (sc->tag_field && lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushstring(L, sc->tag_field);
+            lua_pushinteger(L, sc->generation);
+            lua_rawset(L, -3);
+        }
         if (lua_pcall(L, 1, 1, 0) != 0) {
             if (asprintf(err, "%s: cannot encode output record %zu as JSON: %s", what, i,
                          lua_tostring(L, -1)) < 0)
@@ -734,16 +751,135 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     if (!f)
         return 1;
     lua_rawgeti(f->co, LUA_REGISTRYINDEX, ref);
-    lua_createtable(f->co, 0, 1);
+    lua_createtable(f->co, 0, 3);
     lua_getglobal(f->co, "require");
     lua_pushliteral(f->co, "moonwait.log");
     lua_call(f->co, 1, 1);
     lua_setfield(f->co, -2, "log");
+    lua_pushinteger(f->co, sc->generation);
+    lua_setfield(f->co, -2, "generation");
+    if (is_open && sc->previous_ref != LUA_NOREF) {
+        lua_rawgeti(f->co, LUA_REGISTRYINDEX, sc->previous_ref);
+        lua_setfield(f->co, -2, "previous");
+    }
     f->task = is_open ? (void *)&hook_open_tag : (void *)&hook_close_tag;
     f->seq = 0;
     *fiber_slot = f;
     rt_fiber_start(f, 1, fiber_done, sc);
     return 0;
+}
+
+void script_set_tag(script *sc, const char *field, int generation)
+{
+    free(sc->tag_field);
+    sc->tag_field = field ? strdup(field) : NULL;
+    sc->generation = generation;
+}
+
+int script_export_state(script *sc, char **json)
+{
+    *json = NULL;
+    lua_State *L = sc->rt.L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->module_ref);
+    lua_getfield(L, -1, "export_state");
+    if (lua_isnil(L, -1)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    if (pcall_tb(L, 0, 1) != 0) {
+        if (asprintf(json, "export_state failed: %s", lua_tostring(L, -1)) < 0)
+            *json = NULL;
+        lua_settop(L, top);
+        return -1;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        if (asprintf(json, "export_state must return a table, got %s", luaL_typename(L, -1)) < 0)
+            *json = NULL;
+        lua_settop(L, top);
+        return -1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->encode_ref);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        if (asprintf(json, "export_state returned a table that cannot be copied (strings, numbers, "
+                           "booleans and tables of them only): %s", lua_tostring(L, -1)) < 0)
+            *json = NULL;
+        lua_settop(L, top);
+        return -1;
+    }
+    *json = strdup(lua_tostring(L, -1));
+    lua_settop(L, top);
+    return 0;
+}
+
+int script_set_previous(script *sc, const char *json)
+{
+    lua_State *L = sc->rt.L;
+    if (sc->previous_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, sc->previous_ref);
+    sc->previous_ref = LUA_NOREF;
+    if (!json)
+        return 0;
+    char err[256];
+    if (decode_line(sc, json, strlen(json), err, sizeof err) != 0)
+        return -1;
+    sc->previous_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+char **script_loaded_files(script *sc)
+{
+    lua_State *L = sc->rt.L;
+    int top = lua_gettop(L);
+    char *dir = dir_of(sc->path);
+    size_t n = 1, cap = 8;
+    char **files = calloc(cap, sizeof *files);
+    files[0] = strdup(sc->path);
+    /* package.searchpath is 5.2; resolve names with the script dir's
+     * patterns by hand: dir/name.lua and dir/name/init.lua. */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            continue;
+        const char *name = lua_tostring(L, -1);
+        char rel[512];
+        snprintf(rel, sizeof rel, "%s", name);
+        for (char *c = rel; *c; c++)
+            if (*c == '.')
+                *c = '/';
+        static const char *const pats[] = { "%s/%s.lua", "%s/%s/init.lua" };
+        for (int i = 0; i < 2; i++) {
+            char *path = NULL;
+            if (asprintf(&path, pats[i], dir, rel) < 0)
+                continue;
+            FILE *f = fopen(path, "r");
+            if (f) {
+                fclose(f);
+                if (n + 2 > cap) {
+                    cap *= 2;
+                    files = realloc(files, cap * sizeof *files);
+                }
+                files[n++] = path;
+                break;
+            }
+            free(path);
+        }
+    }
+    files[n] = NULL;
+    free(dir);
+    lua_settop(L, top);
+    return files;
+}
+
+void script_free_files(char **files)
+{
+    for (char **f = files; f && *f; f++)
+        free(*f);
+    free(files);
 }
 
 void script_close(script *sc, void (*on_closed)(rt *r))
@@ -755,6 +891,8 @@ void script_close(script *sc, void (*on_closed)(rt *r))
         sc->ts_path = NULL;
     }
     free(sc->path);
-    sc->path = NULL;
+    free(sc->tag_field);
+    sc->path = sc->tag_field = NULL;
+    script_live_vms--;
     rt_close(&sc->rt, on_closed);
 }

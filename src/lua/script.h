@@ -50,15 +50,20 @@ struct script {
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
     op_retry_policy retry;  /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
+    int module_ref;         /* the script's module table */
     int null_ref;           /* cjson.null */
     int parsed_on_stack;    /* a decoded record waits on rt.L's top */
+    int generation;         /* hot-reload generation number (1 = first load) */
+    char *tag_field;        /* --tag-generation: set this field on outputs (owned) */
+    int previous_ref;       /* ctx.previous for open (decoded export), or LUA_NOREF */
     script_done_fn done;
     void *done_ud;
 };
 
 /* Load `path` into a fresh VM. `lua_dir` holds the shipped modules
  * (moonwait/host.lua). On failure returns -1 and sets *err to a malloc'd
- * "file:line: message"; the script is then already closed. */
+ * "file:line: message"; the caller still closes it with script_close when
+ * script_is_open() says a VM was made. */
 int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err);
 
 /* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
@@ -98,6 +103,31 @@ int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, ui
  * Returns 0 if it was started (done callback follows with task == sc), 1
  * if the script has no such hook. */
 int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot);
+
+/* Tag every output record (a table) with field = generation. */
+void script_set_tag(script *sc, const char *field, int generation);
+
+/* Call M.export_state() (if the script has one; it must not yield) and
+ * encode its result as JSON for the next generation. Returns 0 with *json
+ * (malloc'd, or NULL when there is no export_state), or -1 with *json set
+ * to a malloc'd error message. */
+int script_export_state(script *sc, char **json);
+
+/* Give the open hook ctx.previous = the decoded `json` (NULL: none).
+ * Returns 0, or -1 if it does not decode. */
+int script_set_previous(script *sc, const char *json);
+
+/* Files the script loaded from its own directory (itself first): what a
+ * watcher should watch. A NULL-terminated array; free with
+ * script_free_files. */
+char **script_loaded_files(script *sc);
+void script_free_files(char **files);
+
+/* VMs loaded and not yet closed, process-wide (for leak checks). */
+extern int script_live_vms;
+
+/* Nonzero when sc holds a VM (to be closed with script_close). */
+static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }
 
 /* Close the VM. `on_closed` runs when the last handle is closed. */
 void script_close(script *sc, void (*on_closed)(rt *r));
