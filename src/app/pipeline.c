@@ -730,6 +730,9 @@ int pipeline_run(const config *c, const char *lua_dir)
             goto early;
         }
     }
+    /* SIGHUP's handler goes in before a FIFO input can block us in open():
+     * its default action would end the process. */
+    gen_start_triggers(p);
     p->input_open = 1;
     if (input_open(&p->in, &loop, c->input, c->max_line, on_input_data, p, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
@@ -760,7 +763,6 @@ int pipeline_run(const config *c, const char *lua_dir)
         uv_unref((uv_handle_t *)&p->stats_timer);
     }
 
-    gen_start_triggers(p);
     p->phase = OPENING;
     if (script_run_hook(&p->cur->sc, "open", &p->cur->hook_fiber) != 0) {
         p->cur->state = G_CURRENT;
@@ -789,6 +791,7 @@ early:
         output_close(&p->out, NULL);
     if (p->dlq_open)
         output_close(&p->dlq, NULL);
+    gen_stop_triggers(p);
     gen_close_all(p);
     uv_run(&loop, UV_RUN_DEFAULT);
 out:

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipeline_int.h"
 
@@ -398,7 +399,14 @@ static void unwatch(pipeline *p)
 
 static void on_debounced(uv_timer_t *t)
 {
-    gen_trigger_reload(t->data, "file change");
+    pipeline *p = t->data;
+    /* An editor that deletes and recreates: wait for the file to be back
+     * (its creation is another event) instead of rejecting a reload. */
+    if (access(p->cfg->script, R_OK) != 0) {
+        fprintf(stderr, "moonwait: --watch: %s is gone; reloading when it reappears\n", p->cfg->script);
+        return;
+    }
+    gen_trigger_reload(p, "file change");
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)

@@ -1,0 +1,306 @@
+-- Hot reload: generations, triggers, rejection, draining, no leaks.
+local H = require("helpers")
+
+-- Start moonwait in the background in dir; returns pid and a wait().
+local function start(dir, args)
+  os.execute(string.format(
+    "cd %s && { %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+    dir, H.cmd(""), args))
+  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 5)
+  local function wait(secs)
+    local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
+    return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
+  end
+  return pid, wait
+end
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+-- A script whose VERSION is substituted; it counts its records and reports
+-- in close() how many it processed.
+local function versioned(v, extra)
+  return ([[
+local time = require "moonwait.time"
+local M = {}
+local VERSION = %d
+local count = 0
+function M.async_invoke(r, ctx)
+  time.sleep((r.id %% 5 + 1) * 0.005)
+  count = count + 1
+  return { { id = r.id, v = VERSION } }
+end
+function M.close(ctx) io.stderr:write("close gen=", ctx.generation, " v=", VERSION, " count=", count, "\n") end
+%s
+return M
+]]):format(v, extra or "")
+end
+
+local function save(path, body)
+  -- write then rename, as many editors do
+  H.write(path .. ".tmp", body)
+  os.rename(path .. ".tmp", path)
+end
+
+local function records(n)
+  local t = {}
+  for i = 1, n do t[i] = '{"id":' .. i .. '}' end
+  return table.concat(t, "\n") .. "\n"
+end
+
+describe("hot reload", function()
+  after_each(H.cleanup)
+
+  for _, mode in ipairs({ "ordered", "unordered" }) do
+    it("loses, duplicates and mixes nothing under load (" .. mode .. ")", function()
+      local d = H.tmpdir()
+      H.write(d .. "/in", records(20000))
+      H.script(d, versioned(1))
+      local pid, wait = start(d, "--script script.lua --input in --capacity 200 --timeout 0 --watch " ..
+        "--tag-generation gen --mode " .. mode)
+      for v = 2, 5 do
+        sleep(0.35)
+        save(d .. "/script.lua", versioned(v))
+      end
+      local rc, out, err = wait()
+      assert.equal(0, rc, err)
+      local seen, by_gen, version_of, last_gen, last_id = {}, {}, {}, 0, 0
+      for _, o in ipairs(H.decode_lines(out)) do
+        assert.is_nil(seen[o.id], "duplicate " .. o.id)
+        seen[o.id] = o.gen
+        by_gen[o.gen] = (by_gen[o.gen] or 0) + 1
+        -- one version per generation: nothing runs half old, half new
+        assert.equal(version_of[o.gen] or o.v, o.v)
+        version_of[o.gen] = o.v
+        if mode == "ordered" then
+          assert.equal(last_id + 1, o.id)
+          last_id = o.id
+        end
+      end
+      for i = 1, 20000 do assert.is_number(seen[i], "lost " .. i) end
+      -- the generation current at acceptance: never goes back in input order
+      for i = 1, 20000 do
+        assert.is_true(seen[i] >= last_gen)
+        last_gen = seen[i]
+      end
+      assert.is_true(last_gen >= 4, "only " .. last_gen .. " generations")
+      -- close ran once per generation, after its last record
+      local closes = {}
+      for g, n in err:gmatch("close gen=(%d+) v=%d+ count=(%d+)") do
+        g = tonumber(g)
+        assert.is_nil(closes[g], "close ran twice for generation " .. g)
+        closes[g] = tonumber(n)
+      end
+      for g, n in pairs(by_gen) do assert.equal(n, closes[g]) end
+      local _ = pid
+    end)
+  end
+
+  it("rejects a broken version and keeps the running one, with file:line", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(400))
+    H.script(d, versioned(1))
+    local pid, wait = start(d, "--script script.lua --input in --capacity 4 --timeout 0 --tag-generation gen " ..
+      "--reload-open-timeout 300")
+    sleep(0.2)
+    H.script(d, "local M = {}\nfunction M.async_invoke(r)\n  return { r \nend\nreturn M\n")  -- syntax error
+    os.execute("kill -HUP " .. pid); sleep(0.2)
+    H.script(d, "local M = {}\nerror('config missing')\nreturn M\n")                       -- raises at load
+    os.execute("kill -HUP " .. pid); sleep(0.2)
+    H.script(d, "return { async_invoke = function(r) return { r } end,\n open = function() return nil, 'no db' end }\n")
+    os.execute("kill -HUP " .. pid); sleep(0.2)
+    H.script(d, "local time = require 'moonwait.time'\nreturn { async_invoke = function(r) return { r } end,\n" ..
+      " open = function() time.sleep(60) end }\n")                                            -- open hangs
+    os.execute("kill -HUP " .. pid); sleep(0.6)
+    H.script(d, "return {}\n")                                                                -- no async_invoke
+    os.execute("kill -HUP " .. pid)
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    assert.matches("reload rejected %(generation 2; generation 1 keeps running%): script.lua:4: '}' expected", err)
+    assert.matches("reload rejected %(generation 3; generation 1 keeps running%): script.lua:2: config missing", err)
+    assert.matches("reload rejected %(generation 4; generation 1 keeps running%): script.lua: open failed: no db", err)
+    assert.matches("reload rejected %(generation 5; generation 1 keeps running%): script.lua: open did not finish within 300 ms", err)
+    assert.matches("no async_invoke", err, 1, true)
+    local outs = H.decode_lines(out)
+    assert.equal(400, #outs)
+    for _, o in ipairs(outs) do assert.equal(1, o.gen) end
+  end)
+
+  it("makes one reload of a burst of saves", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(300))
+    H.script(d, versioned(1))
+    local _, wait = start(d, "--script script.lua --input in --capacity 2 --timeout 0 --watch")
+    sleep(0.2)
+    for v = 2, 6 do
+      H.script(d, versioned(v)) -- truncate and rewrite, five times in a row
+    end
+    local rc, _, err = wait()
+    assert.equal(0, rc, err)
+    local _, n = err:gsub("reload %(file change%): loading", "")
+    assert.equal(1, n)
+  end)
+
+  it("follows a file deleted and recreated, a changed module, and SIGHUP without --watch", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(600))
+    H.write(d .. "/lib.lua", "return { tag = 'lib1' }\n")
+    local body = [[
+local time = require "moonwait.time"
+local lib = require "lib"
+return { async_invoke = function(r) time.sleep(0.01) return { { id = r.id, tag = lib.tag } } end }
+]]
+    H.script(d, body)
+    local pid, wait = start(d, "--script script.lua --input in --capacity 2 --timeout 0 --watch --tag-generation gen")
+    sleep(0.4)
+    H.write(d .. "/lib.lua", "return { tag = 'lib2' }\n")      -- a module under the script's directory
+    sleep(0.5)
+    os.remove(d .. "/script.lua")
+    sleep(0.2)
+    H.script(d, body)                                          -- recreated
+    sleep(0.5)
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    local tags, gens = {}, {}
+    for _, o in ipairs(H.decode_lines(out)) do tags[o.tag] = true; gens[o.gen] = true end
+    assert.is_true(tags.lib1 and tags.lib2)
+    assert.matches("script.lua is gone; reloading when it reappears", err, 1, true)
+    assert.is_true(gens[3] ~= nil, err)                        -- the recreated file
+    assert.is_nil(err:find("rejected", 1, true))
+    local _ = pid
+    -- SIGHUP without --watch
+    local d2 = H.tmpdir()
+    H.write(d2 .. "/in", records(300))
+    H.script(d2, versioned(1))
+    local pid2, wait2 = start(d2, "--script script.lua --input in --capacity 2 --timeout 0 --tag-generation gen")
+    sleep(0.2)
+    H.script(d2, versioned(2))
+    sleep(0.3)                                                 -- no reload: nothing watches
+    os.execute("kill -HUP " .. pid2)
+    rc, out, err = wait2()
+    assert.equal(0, rc, err)
+    local v2 = 0
+    for _, o in ipairs(H.decode_lines(out)) do if o.v == 2 then v2 = v2 + 1; assert.equal(2, o.gen) end end
+    assert.is_true(v2 > 0)
+    assert.matches("reload (SIGHUP)", err, 1, true)
+  end)
+
+  it("carries state across with export_state and ctx.previous", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(300))
+    local body = [[
+local time = require "moonwait.time"
+local M = {}
+local seen = 0
+function M.open(ctx)
+  local p = ctx.previous
+  if p then io.stderr:write("previous seen=", p.seen, " name=", p.name, " ok=", tostring(p.ok), "\n") end
+  seen = p and p.seen or 0
+end
+function M.export_state() return { seen = seen, name = "counter", ok = true } end
+function M.async_invoke(r) time.sleep(0.005) seen = seen + 1 return { { id = r.id, seen = seen } } end
+return M
+]]
+    H.script(d, body)
+    local pid, wait = start(d, "--script script.lua --input in --capacity 1 --timeout 0")
+    sleep(0.3)
+    os.execute("kill -HUP " .. pid)
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    local outs = H.decode_lines(out)
+    local n = tonumber(err:match("previous seen=(%d+) name=counter ok=true"))
+    assert.is_true(n and n > 0, err)
+    -- the count carries on (the one record still in flight on the old
+    -- generation when it exported is counted there)
+    assert.is_true(outs[300].seen >= 299)
+    assert.matches("reload: generation 2 loaded", err, 1, true)
+  end)
+
+  it("finishes records in retry back-off on their own generation", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(20))
+    local body = [[
+local M = { retry = { max_attempts = 3, delay_ms = 400 } }
+local VERSION = %d
+M.retry_on_error = function() return true end
+function M.async_invoke(r, ctx)
+  if ctx.attempt == 1 and VERSION == 1 then return nil, "not yet" end
+  return { { id = r.id, v = VERSION, attempt = ctx.attempt } }
+end
+return M
+]]
+    H.script(d, body:format(1))
+    -- input from a FIFO kept open, so the input does not end (no early retries)
+    os.execute("mkfifo " .. d .. "/fifo")
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen")
+    os.execute(string.format("cd %s && { (cat in; sleep 1) >fifo & }", d))
+    sleep(0.2)
+    H.script(d, body:format(2))
+    os.execute("kill -HUP " .. pid)
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    local outs = H.decode_lines(out)
+    assert.equal(20, #outs)
+    for _, o in ipairs(outs) do
+      assert.same({ v = 1, gen = 1, attempt = 2 }, { v = o.v, gen = o.gen, attempt = o.attempt })
+    end
+  end)
+
+  it("leaks nothing over 100 reloads under load", function()
+    local d = H.tmpdir()
+    H.write(d .. "/in", records(4000))
+    H.script(d, [[
+local time = require "moonwait.time"
+local mw = require "moonwait"
+local function first_line(path)
+  local f = io.open(path)
+  local l = f:read("*l")
+  f:close()
+  return l
+end
+local function fds()
+  local n = 0
+  local p = io.popen("ls /proc/" .. first_line("/proc/self/stat"):match("^%d+") .. "/fd")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end
+local function rss_kb() return tonumber(first_line("/proc/self/statm"):match("^%d+ (%d+)")) * 4 end
+local M = {}
+function M.open(ctx)
+  collectgarbage()
+  local s = mw.runtime_stats()
+  io.stderr:write(string.format("OPEN gen=%d vms=%d fds=%d rss=%d\n", ctx.generation, s.vms, fds(), rss_kb()))
+end
+function M.async_invoke(r) time.sleep(0.002) return { r } end
+return M
+]])
+    os.execute("mkfifo " .. d .. "/fifo")
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 20 --timeout 0")
+    -- the input stays open (and records keep flowing) until 100 reloads are done
+    os.execute(string.format("cd %s && { (cat in; sleep 120) >fifo & echo $! >wpid; }", d))
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("OPEN gen=1", 1, true) end, 10))
+    for g = 2, 101 do
+      os.execute("kill -HUP " .. pid)
+      assert.truthy(H.wait_for(function()
+        return (H.read(d .. "/err") or ""):find("generation " .. g .. " loaded", 1, true)
+      end, 10), "reload " .. g)
+    end
+    os.execute("pkill -P $(cat " .. d .. "/wpid) sleep; kill $(cat " .. d .. "/wpid) 2>/dev/null")
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    assert.equal(4000, #H.lines(out))
+    local first, last
+    for g, vms, f, rss in err:gmatch("OPEN gen=(%d+) vms=(%d+) fds=(%d+) rss=(%d+)") do
+      local row = { g = tonumber(g), vms = tonumber(vms), fds = tonumber(f), rss = tonumber(rss) }
+      first = first or row
+      last = row
+    end
+    assert.equal(101, last.g)
+    -- at a reload: the new VM, the current one, and at most a few draining
+    assert.is_true(last.vms <= 4, "live VMs: " .. last.vms)
+    assert.is_true(last.fds <= first.fds + 1, "fds " .. first.fds .. " -> " .. last.fds)
+    if H.wrapper == "" then
+      assert.is_true(last.rss - first.rss < 30000, "rss " .. first.rss .. " -> " .. last.rss .. " kB")
+    end
+  end)
+end)
