@@ -245,6 +245,33 @@ return M
     end
   end)
 
+  it("keeps at most 4 generations: a further reload waits for one to drain", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r, ctx) time.sleep(r.hold) return { r } end }
+]])
+    os.execute("mkfifo " .. d .. "/fifo")
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen")
+    -- one slow record per generation keeps each old generation draining
+    H.write(d .. "/feed.sh", [[
+exec >fifo
+echo '{"id":1,"hold":2.5}'; sleep 0.3
+kill -HUP $1; sleep 0.3; echo '{"id":2,"hold":2.5}'; sleep 0.3
+kill -HUP $1; sleep 0.3; echo '{"id":3,"hold":2.5}'; sleep 0.3
+kill -HUP $1; sleep 0.3; echo '{"id":4,"hold":2.5}'; sleep 0.3
+kill -HUP $1; sleep 3.5; echo '{"id":5,"hold":0}'
+]])
+    os.execute(string.format("cd %s && sh feed.sh %s &", d, pid))
+    local rc, out, err = wait()
+    assert.equal(0, rc, err)
+    assert.matches("reload (SIGHUP) waits: 4 generations are live (at most 4)", err, 1, true)
+    assert.matches("reload: generation 5 loaded", err, 1, true)
+    local gens = {}
+    for _, o in ipairs(H.decode_lines(out)) do gens[o.id] = o.gen end
+    assert.same({ 1, 2, 3, 4, 5 }, gens)
+  end)
+
   it("leaks nothing over 100 reloads under load", function()
     local d = H.tmpdir()
     H.write(d .. "/in", records(4000))
