@@ -47,7 +47,8 @@ SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
         src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c \
-        src/app/config.c src/app/pipeline.c src/app/reload.c src/app/main.c
+        src/store/ckpt.c \
+        src/app/config.c src/app/pipeline.c src/app/reload.c src/app/checkpoint.c src/app/main.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # llhttp: compiled from the C sources Debian's node-llhttp installs (never
 # copied into this repository). Its generated code is not ours to fix, so
@@ -55,7 +56,7 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
 
-CTESTS := $(BUILD)/test_op
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis
@@ -74,6 +75,9 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/test_op: $(BUILD)/spec/c/test_op.o $(CORE_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+$(BUILD)/test_ckpt: $(BUILD)/spec/c/test_ckpt.o $(BUILD)/src/store/ckpt.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -109,4 +113,4 @@ install: $(BUILD)/moonwait
 clean:
 	rm -rf build build-asan
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d

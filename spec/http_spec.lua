@@ -283,7 +283,7 @@ return {
     local f0, f1, h0, h1, fibers, pooled, rss0, rss1 =
       r.err:match("LEAKCHECK fds=(%d+)/(%d+) handles=(%d+)/(%d+) fibers=(%d+) pooled=(%d+) rss=(%d+)/(%d+)")
     assert.is_truthy(f0, r.err)
-    assert.equal(f0, f1)
+    assert.is_true(tonumber(f1) <= tonumber(f0), "fds grew from " .. f0 .. " to " .. f1)
     -- active handles: none left behind by the cancelled requests (the two
     -- moments differ only in transient ones, e.g. the input read in flight)
     assert.is_true(tonumber(h1) <= tonumber(h0), "active handles grew from " .. h0 .. " to " .. h1)

@@ -2,11 +2,15 @@
 local H = require("helpers")
 
 -- Start moonwait in the background in dir; returns pid and a wait().
-local function start(dir, args)
+local function start(dir, args, before_ready)
   os.execute(string.format(
     "cd %s && { %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
     dir, H.cmd(""), args))
   local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 5)
+  if before_ready then before_ready(pid) end -- e.g. the writer of a FIFO input
+  -- ready: the first generation's open ran (its handlers are installed;
+  -- under valgrind start-up takes a while)
+  H.wait_for(function() return (H.read(dir .. "/err") or ""):find("READY", 1, true) end, 60)
   local function wait(secs)
     local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
     return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
@@ -29,6 +33,7 @@ function M.async_invoke(r, ctx)
   count = count + 1
   return { { id = r.id, v = VERSION } }
 end
+function M.open(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end
 function M.close(ctx) io.stderr:write("close gen=", ctx.generation, " v=", VERSION, " count=", count, "\n") end
 %s
 return M
@@ -147,7 +152,8 @@ describe("hot reload", function()
     local body = [[
 local time = require "moonwait.time"
 local lib = require "lib"
-return { async_invoke = function(r) time.sleep(0.01) return { { id = r.id, tag = lib.tag } } end }
+return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end,
+  async_invoke = function(r) time.sleep(0.01) return { { id = r.id, tag = lib.tag } } end }
 ]]
     H.script(d, body)
     local pid, wait = start(d, "--script script.lua --input in --capacity 2 --timeout 0 --watch --tag-generation gen")
@@ -192,6 +198,7 @@ local time = require "moonwait.time"
 local M = {}
 local seen = 0
 function M.open(ctx)
+  if ctx.generation == 1 then io.stderr:write("READY\n") end
   local p = ctx.previous
   if p then io.stderr:write("previous seen=", p.seen, " name=", p.name, " ok=", tostring(p.ok), "\n") end
   seen = p and p.seen or 0
@@ -222,6 +229,7 @@ return M
 local M = { retry = { max_attempts = 3, delay_ms = 400 } }
 local VERSION = %d
 M.retry_on_error = function() return true end
+function M.open(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end
 function M.async_invoke(r, ctx)
   if ctx.attempt == 1 and VERSION == 1 then return nil, "not yet" end
   return { { id = r.id, v = VERSION, attempt = ctx.attempt } }
@@ -231,8 +239,8 @@ return M
     H.script(d, body:format(1))
     -- input from a FIFO kept open, so the input does not end (no early retries)
     os.execute("mkfifo " .. d .. "/fifo")
-    local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen")
-    os.execute(string.format("cd %s && { (cat in; sleep 1) >fifo & }", d))
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen",
+      function() os.execute(string.format("cd %s && { (cat in; sleep 1) >fifo & }", d)) end)
     sleep(0.2)
     H.script(d, body:format(2))
     os.execute("kill -HUP " .. pid)
@@ -249,10 +257,10 @@ return M
     local d = H.tmpdir()
     H.script(d, [[
 local time = require "moonwait.time"
-return { async_invoke = function(r, ctx) time.sleep(r.hold) return { r } end }
+return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end,
+  async_invoke = function(r, ctx) time.sleep(r.hold) return { r } end }
 ]])
     os.execute("mkfifo " .. d .. "/fifo")
-    local pid, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen")
     -- one slow record per generation keeps each old generation draining
     H.write(d .. "/feed.sh", [[
 exec >fifo
@@ -262,7 +270,8 @@ kill -HUP $1; sleep 0.3; echo '{"id":3,"hold":2.5}'; sleep 0.3
 kill -HUP $1; sleep 0.3; echo '{"id":4,"hold":2.5}'; sleep 0.3
 kill -HUP $1; sleep 3.5; echo '{"id":5,"hold":0}'
 ]])
-    os.execute(string.format("cd %s && sh feed.sh %s &", d, pid))
+    local _, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen",
+      function(pid) os.execute(string.format("cd %s && sh feed.sh %s &", d, pid)) end)
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     assert.matches("reload (SIGHUP) waits: 4 generations are live (at most 4)", err, 1, true)
@@ -294,6 +303,7 @@ end
 local function rss_kb() return tonumber(first_line("/proc/self/statm"):match("^%d+ (%d+)")) * 4 end
 local M = {}
 function M.open(ctx)
+  if ctx.generation == 1 then io.stderr:write("READY\n") end
   collectgarbage()
   local s = mw.runtime_stats()
   io.stderr:write(string.format("OPEN gen=%d vms=%d fds=%d rss=%d\n", ctx.generation, s.vms, fds(), rss_kb()))
@@ -302,9 +312,10 @@ function M.async_invoke(r) time.sleep(0.002) return { r } end
 return M
 ]])
     os.execute("mkfifo " .. d .. "/fifo")
-    local pid, wait = start(d, "--script script.lua --input fifo --capacity 20 --timeout 0")
     -- the input stays open (and records keep flowing) until 100 reloads are done
-    os.execute(string.format("cd %s && { (cat in; sleep 120) >fifo & echo $! >wpid; }", d))
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 20 --timeout 0", function()
+      os.execute(string.format("cd %s && { (cat in; sleep 120) >fifo & echo $! >wpid; }", d))
+    end)
     assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("OPEN gen=1", 1, true) end, 10))
     for g = 2, 101 do
       os.execute("kill -HUP " .. pid)

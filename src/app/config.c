@@ -173,8 +173,24 @@ static int s_open_timeout(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
-/* T_RETRY: the flag's string form, or (pipeline only) a table. */
-enum { T_STRING, T_PATH, T_INT, T_BOOL, T_RETRY };
+static int s_ckpt_dir(config *c, const char *v, char *w, size_t n) { return set_str(&c->checkpoint_dir, v, w, n); }
+
+static int s_ckpt_interval(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_ms(v, (uint64_t)1 << 40, &x, w, n, "") != 0)
+        return -1;
+    if (x == 0) {
+        snprintf(w, n, "expected a positive number of milliseconds");
+        return -1;
+    }
+    c->checkpoint_interval_ms = x;
+    return 0;
+}
+
+/* T_RETRY: the flag's string form, or (pipeline only) a table.
+ * T_CKPT: (pipeline only) checkpoint = { dir = "...", interval_ms = N }. */
+enum { T_STRING, T_PATH, T_INT, T_BOOL, T_RETRY, T_CKPT };
 
 typedef struct setting {
     const char *flag;  /* without "--" */
@@ -200,6 +216,8 @@ static const setting settings[] = {
     { "watch", "watch", T_BOOL, s_watch },
     { "tag-generation", "tag_generation", T_STRING, s_tag_gen },
     { "reload-open-timeout", "reload_open_timeout_ms", T_INT, s_open_timeout },
+    { "checkpoint-dir", "checkpoint", T_CKPT, s_ckpt_dir },
+    { "checkpoint-interval", "checkpoint_interval_ms", T_INT, s_ckpt_interval },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -213,6 +231,7 @@ void config_defaults(config *c)
     c->timeout_ms = 10000;
     c->max_line = 16 * 1024 * 1024;
     c->reload_open_timeout_ms = 10000;
+    c->checkpoint_interval_ms = 1000;
 }
 
 void config_free(config *c)
@@ -224,6 +243,7 @@ void config_free(config *c)
     free(c->event_time);
     free(c->dead_letter);
     free(c->tag_generation);
+    free(c->checkpoint_dir);
     memset(c, 0, sizeof *c);
 }
 
@@ -300,6 +320,33 @@ static int load_pipeline(config *c, const char *path, char **err)
             lua_pop(L, 1);
             continue;
         }
+        if (s->type == T_CKPT && t == LUA_TTABLE) {
+            int tb = lua_gettop(L);
+            lua_pushnil(L);
+            while (lua_next(L, tb)) {
+                const char *k2 = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+                char why[256] = "";
+                int bad = 0;
+                if (strcmp(k2, "dir") == 0 && lua_type(L, -1) == LUA_TSTRING) {
+                    char *r = resolve(path, lua_tostring(L, -1));
+                    bad = s_ckpt_dir(c, r, why, sizeof why);
+                    free(r);
+                } else if (strcmp(k2, "interval_ms") == 0 && lua_type(L, -1) == LUA_TNUMBER) {
+                    snprintf(val, sizeof val, "%lld", (long long)lua_tonumber(L, -1));
+                    bad = s_ckpt_interval(c, val, why, sizeof why);
+                } else {
+                    snprintf(why, sizeof why, "expected { dir = \"DIR\", interval_ms = N }, got key '%s'", k2);
+                    bad = 1;
+                }
+                if (bad) {
+                    *err = errf("%s: key 'checkpoint': %s", path, why);
+                    goto out;
+                }
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+            continue;
+        }
         if ((s->type == T_STRING || s->type == T_PATH || s->type == T_RETRY) && t == LUA_TSTRING)
             v = lua_tostring(L, -1);
         else if (s->type == T_BOOL && t == LUA_TBOOLEAN)
@@ -314,7 +361,7 @@ static int load_pipeline(config *c, const char *path, char **err)
         }
         if (!v) {
             static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
-                                                "a retry table or string" };
+                                                "a retry table or string", "a table { dir =, interval_ms = }" };
             *err = errf("%s: key '%s': expected %s, got %s", path, key, want[s->type], luaL_typename(L, -1));
             goto out;
         }

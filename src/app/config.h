@@ -36,6 +36,8 @@ typedef struct config {
     int watch;               /* reload when the script or its modules change */
     char *tag_generation;    /* tag outputs with their generation in this field */
     uint64_t reload_open_timeout_ms; /* time limit for a new generation's open() */
+    char *checkpoint_dir;    /* exactly-once checkpoints, or NULL */
+    uint64_t checkpoint_interval_ms;
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */

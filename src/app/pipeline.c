@@ -36,6 +36,7 @@
 #include "../net/tls.h"
 #include "../op/op.h"
 #include "../op/wmgen.h"
+#include "../store/ckpt.h"
 #include "pipeline_int.h"
 
 static void pump(pipeline *p);
@@ -385,6 +386,7 @@ static void output_closed(output *o)
 static void shutdown_all(pipeline *p)
 {
     p->phase = DONE;
+    ckpt_stop(p);
     if (p->cfg->stats)
         print_stats(p, "summary");
     uv_close((uv_handle_t *)&p->timeout_timer, handle_closed);
@@ -409,8 +411,13 @@ static void shutdown_all(pipeline *p)
 static void output_drained(void *ud)
 {
     pipeline *p = ud;
-    if (p->phase == DRAINING && --p->drains_left == 0)
-        shutdown_all(p);
+    if (p->phase == DRAINING && --p->drains_left == 0) {
+        /* A clean end commits a final checkpoint marking the run complete. */
+        if (p->exit_code == 0 && !p->stop_reading && !p->out.error && !(p->dlq_open && p->dlq.error))
+            ckpt_finish(p, shutdown_all);
+        else
+            shutdown_all(p);
+    }
 }
 
 static void start_draining(pipeline *p)
@@ -533,11 +540,27 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
             /* It takes a slot and leaves in its turn, so the dead-letter
              * file keeps pace with the output. */
             op_entry *e;
-            if (op_push_record(&p->op, lineno, 0, NULL, &e) == 0) {
+            task *t = calloc(1, sizeof *t);
+            char *copy = t ? strndup(line, len) : NULL;
+            if (!copy) {
+                free(t);
+                fail_run(p, ABORT, "input line %" PRIu64 ": out of memory", lineno);
+                break;
+            }
+            /* The task keeps the raw line for checkpoints. */
+            t->line = copy;
+            t->len = len;
+            t->lineno = lineno;
+            t->malformed = 1;
+            if (op_push_record(&p->op, lineno, 0, t, &e) == 0) {
+                t->e = e;
                 size_t dlen;
                 char *dl = dead_letter_line(line, len, 0, err, 0, 0, lineno, 0, &dlen);
                 p->malformed++;
                 op_complete_dead(&p->op, e, dl, dlen);
+            } else {
+                free(copy);
+                free(t);
             }
             break;
         }
@@ -587,11 +610,78 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
                   e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, NULL);
 }
 
+/* Re-insert the checkpoint's entries in stored order and re-invoke their
+ * records, continuing their attempt counts and used budgets. */
+static void inject_restore(pipeline *p)
+{
+    ckpt *k = p->restore;
+    p->restore = NULL;
+    for (size_t i = 0; i < k->n && !p->aborting; i++) {
+        ckpt_entry *ce = &k->entries[i];
+        if (ce->kind == CKPT_WATERMARK) {
+            op_restore_watermark(&p->op, ce->watermark);
+            continue;
+        }
+        gen *g = p->cur;
+        task *t = calloc(1, sizeof *t);
+        t->line = ce->raw;
+        t->len = ce->raw_len;
+        t->lineno = ce->line;
+        t->last_error = ce->last_error;
+        ce->raw = ce->last_error = NULL; /* the task owns them now */
+        op_entry *e;
+        char err[512];
+        script_parsed parsed;
+        int bad = ce->malformed || script_parse(&g->sc, t->line, t->len, &parsed, err, sizeof err) != 0;
+        if (bad && !ce->malformed)
+            ; /* err set by script_parse */
+        else if (bad)
+            snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
+        if (op_restore_record(&p->op, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
+            if (!bad)
+                script_drop_parsed(&g->sc);
+            free(t->line);
+            free(t->last_error);
+            free(t);
+            continue;
+        }
+        t->e = e;
+        if (bad) {
+            t->malformed = 1;
+            char msg[600];
+            snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", ce->line, err);
+            if (p->cfg->on_error == ON_ERROR_DEAD_LETTER) {
+                size_t dlen;
+                char *dl = dead_letter_line(t->line, t->len, 0, err, 0, 0, ce->line, 0, &dlen);
+                op_complete_dead(&p->op, e, dl, dlen);
+            } else if (p->cfg->on_error == ON_ERROR_SKIP) {
+                p->skipped++;
+                op_complete(&p->op, e, NULL, 0);
+            } else {
+                op_fail(&p->op, e, msg);
+            }
+            continue;
+        }
+        t->g = g;
+        g->records++;
+        e->policy = &g->policy;
+        if (e->deadline != OP_NO_DEADLINE)
+            t->deadline = g->sc.rt.epoch0 + (double)e->deadline / 1000.0;
+        script_invoke(&g->sc, t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
+                      e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+    }
+    op_restore_done(&p->op, k->next_seq);
+    ckpt_free(k);
+    free(k);
+}
+
 static void pump(pipeline *p)
 {
     if (p->pumping || p->phase != RUNNING)
         return;
     p->pumping = 1;
+    if (p->restore)
+        inject_restore(p);
     while (!p->stop_reading && !op_failed(&p->op)) {
         if (p->have_pending_wm) {
             if (op_full(&p->op))
@@ -661,6 +751,7 @@ static void on_input_data(void *ud)
 static void on_output_written(void *ud)
 {
     pipeline *p = ud;
+    ckpt_output_progress(p);
     /* pump() itself checks the backlog against the high-water mark. */
     if (output_backlog(&p->out) <= OUTPUT_HIGH_WATER)
         pump(p);
@@ -711,21 +802,26 @@ int pipeline_run(const config *c, const char *lua_dir)
     int code = 0;
     char *err = NULL;
 
+    int prep = ckpt_prepare(p);
+    if (prep != 0) {
+        code = prep < 0 ? 2 : 0;
+        goto early;
+    }
     if (gen_first(p) != 0) {
         code = 2;
         goto early;
     }
     /* A failed open leaves the struct closable: close it either way. */
     p->output_open = 1;
-    if (output_open(&p->out, &loop, c->output, on_output_error, p, &err) != 0) {
-        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open output");
+    if (output_open(&p->out, &loop, c->output, p->restore_out_len, on_output_error, p, &err) != 0) {
+        fprintf(stderr, "moonwait: --output %s\n", err ? err : "cannot open output");
         code = 2;
         goto early;
     }
     if (c->on_error == ON_ERROR_DEAD_LETTER) {
         p->dlq_open = 1;
-        if (output_open(&p->dlq, &loop, c->dead_letter, on_dlq_error, p, &err) != 0) {
-            fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open the dead-letter file");
+        if (output_open(&p->dlq, &loop, c->dead_letter, p->restore_dlq_len, on_dlq_error, p, &err) != 0) {
+            fprintf(stderr, "moonwait: --dead-letter %s\n", err ? err : "cannot open the dead-letter file");
             code = 2;
             goto early;
         }
@@ -747,6 +843,10 @@ int pipeline_run(const config *c, const char *lua_dir)
     op_init(&p->op, &oc, &cb, p);
     p->rng = uv_hrtime() | 1;
     output_on_written(&p->out, on_output_written);
+    if (p->dlq_open)
+        output_on_written(&p->dlq, on_output_written);
+    ckpt_apply_input(p);
+    ckpt_start(p);
 
     uv_timer_init(&loop, &p->timeout_timer);
     uv_timer_init(&loop, &p->stats_timer);
@@ -796,6 +896,10 @@ early:
     uv_run(&loop, UV_RUN_DEFAULT);
 out:
     gen_free_all(p);
+    if (p->restore) {
+        ckpt_free(p->restore);
+        free(p->restore);
+    }
     if (uv_loop_close(&loop) != 0 && code == 0) {
         fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
         code = 1;

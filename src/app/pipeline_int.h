@@ -17,6 +17,8 @@
 #include "../op/wmgen.h"
 #include "config.h"
 
+struct ckpt;
+
 /* Stop reading while this much output is waiting to be written. */
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)
 
@@ -50,6 +52,7 @@ typedef struct gen {
 
 typedef struct task {
     op_entry *e;
+    int malformed;        /* a line that did not parse, routed to the dead letters */
     gen *g;               /* the generation it runs on */
     rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
     char *line;           /* raw input line (owned) */
@@ -107,7 +110,39 @@ struct pipeline {
     uint64_t last_stats_ms, last_stats_out;
     int input_open, output_open;
     int open_handles;
+    /* exactly-once (checkpoint.c) */
+    struct ckpt *restore;     /* the checkpoint being restored, until injected */
+    uint64_t restore_out_len, restore_dlq_len;
+    uv_timer_t ckpt_timer;
+    int ckpt_timer_open;
+    int ckpt_state;           /* CK_IDLE, CK_FLUSHING, CK_WRITING */
+    int ckpt_final;           /* the one in progress marks the run complete */
+    uint64_t ckpt_out_len, ckpt_dlq_len; /* what the one in progress commits */
+    char *ckpt_buf;           /* its encoded bytes (owned while writing) */
+    size_t ckpt_len;
+    uv_work_t ckpt_work;
+    int ckpt_err;
+    uint64_t checkpoints;     /* written so far */
+    void (*ckpt_done)(pipeline *p); /* after the final checkpoint */
 };
+
+enum { CK_IDLE, CK_FLUSHING, CK_WRITING };
+
+/* checkpoint.c */
+/* Before opening files: validate, read an existing checkpoint. Returns 0
+ * (run; p->restore set if restoring), 1 (the run already completed: a
+ * no-op), or -1 (refused; message printed, exit 2). */
+int ckpt_prepare(pipeline *p);
+/* Apply the restore to the freshly opened input (seek) and generator. */
+void ckpt_apply_input(pipeline *p);
+/* Start the periodic checkpoints. */
+void ckpt_start(pipeline *p);
+/* The output made progress: a checkpoint waiting for its flush may go on. */
+void ckpt_output_progress(pipeline *p);
+/* The clean end: write the final (complete) checkpoint, then `done`. */
+void ckpt_finish(pipeline *p, void (*done)(pipeline *p));
+/* Stop the timer (shutdown). */
+void ckpt_stop(pipeline *p);
 
 /* reload.c */
 /* Make generation 1 from the configured script. 0, or -1 (message printed). */

@@ -20,7 +20,12 @@ static void on_prepare(uv_prepare_t *h)
         start_write(o);
 }
 
-int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(void *ud),
+int output_fd(const output *o)
+{
+    return o->fd;
+}
+
+int output_open(output *o, uv_loop_t *loop, const char *path, uint64_t keep, void (*on_error)(void *ud),
                 void *ud, char **err)
 {
     memset(o, 0, sizeof *o);
@@ -31,18 +36,29 @@ int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(v
     if (strcmp(path, "-") == 0) {
         o->fd = 1;
     } else {
-        o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        o->fd = open(path, O_WRONLY | O_CREAT | (keep ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
         if (o->fd < 0) {
             int e = errno;
-            if (asprintf(err, "--output %s: %s", path, strerror(e)) < 0)
+            if (asprintf(err, "%s: %s", path, strerror(e)) < 0)
                 *err = NULL;
             return -e;
+        }
+        if (keep) {
+            /* Restore: everything after the committed prefix is discarded. */
+            if (ftruncate(o->fd, (off_t)keep) != 0 || lseek(o->fd, (off_t)keep, SEEK_SET) < 0) {
+                int e = errno;
+                if (asprintf(err, "%s: cannot truncate to the committed %llu bytes: %s", path,
+                             (unsigned long long)keep, strerror(e)) < 0)
+                    *err = NULL;
+                return -e;
+            }
+            o->base = keep;
         }
     }
     int rc = io_stream_open(loop, &o->stream, o->fd, 0, o, &o->is_file, &o->stream_open);
     o->was_stream = o->stream_open;
     if (rc != 0) {
-        if (asprintf(err, "--output %s: %s", path, uv_strerror(rc)) < 0)
+        if (asprintf(err, "%s: %s", path, uv_strerror(rc)) < 0)
             *err = NULL;
         return rc;
     }
@@ -77,6 +93,7 @@ void output_write(output *o, const char *data, size_t len)
 {
     if (o->error || len == 0)
         return;
+    o->accepted += len;
     if (obuf_append(&o->fill, data, len) != 0) {
         o->error = UV_ENOMEM;
         if (o->on_error)

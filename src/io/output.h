@@ -41,7 +41,9 @@ struct output {
     obuf fill, busy;     /* both owned */
     int writing;
     int error;           /* first write error (uv code), sticky */
-    uint64_t written;    /* bytes written so far */
+    uint64_t written;    /* bytes written so far (from base) */
+    uint64_t base;       /* file length kept at open (restore), 0 otherwise */
+    uint64_t accepted;   /* bytes handed to output_write so far */
     void (*on_error)(void *ud);   /* first write error */
     void (*on_written)(void *ud); /* a write finished: the backlog shrank */
     void (*on_drained)(void *ud); /* output_drain: everything written */
@@ -51,10 +53,14 @@ struct output {
     void (*on_closed)(output *o);
 };
 
-/* Open `path` ("-" = stdout), truncating a file. Returns 0 or a negative uv
- * error with a message in *err (malloc'd). */
-int output_open(output *o, uv_loop_t *loop, const char *path, void (*on_error)(void *ud),
+/* Open `path` ("-" = stdout), truncating a file to `keep` bytes (0: empty;
+ * a restore keeps the committed prefix and appends after it). Returns 0 or
+ * a negative uv error with a message in *err (malloc'd). */
+int output_open(output *o, uv_loop_t *loop, const char *path, uint64_t keep, void (*on_error)(void *ud),
                 void *ud, char **err);
+
+/* The fd (for fsync by a checkpoint), or -1. */
+int output_fd(const output *o);
 
 /* Append bytes (copied). */
 void output_write(output *o, const char *data, size_t len);

@@ -321,6 +321,36 @@ int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, o
     return 0;
 }
 
+int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
+                      void *udata, op_entry **out)
+{
+    size_t cap = o->cfg.capacity;
+    o->cfg.capacity = SIZE_MAX; /* restored entries were all in the queue */
+    o->next_seq = seq;
+    int rc = op_push_record(o, line, budget_used_ms, udata, out);
+    o->cfg.capacity = cap;
+    if (rc == 0) {
+        (*out)->attempt = attempt ? attempt : 1;
+        o->stats.attempts += (*out)->attempt - 1;
+    }
+    return rc;
+}
+
+int op_restore_watermark(op *o, int64_t wm)
+{
+    size_t cap = o->cfg.capacity;
+    o->cfg.capacity = SIZE_MAX;
+    int rc = op_push_watermark(o, wm);
+    o->cfg.capacity = cap;
+    return rc;
+}
+
+void op_restore_done(op *o, uint64_t next_seq)
+{
+    if (next_seq > o->next_seq)
+        o->next_seq = next_seq;
+}
+
 int op_push_failed(op *o, uint64_t line, const char *err, void *udata)
 {
     op_entry *e;

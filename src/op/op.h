@@ -166,6 +166,15 @@ size_t op_size(const op *o);
  * The record is OP_PENDING until op_complete/op_fail. */
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
 
+/* Re-insert a record from a checkpoint: like op_push_record but with its
+ * stored seq, the attempt it continues at, and its used budget; it is
+ * accepted even beyond capacity (the queue held it when the checkpoint
+ * was taken). Call op_restore_done() after the last restored entry. */
+int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
+                      void *udata, op_entry **out);
+int op_restore_watermark(op *o, int64_t wm);
+void op_restore_done(op *o, uint64_t next_seq);
+
 /* Accept a record that has already failed before it was invoked (e.g. a
  * malformed input line). It is reported in its turn, like any failure.
  * Takes ownership of nothing: `err` is copied. */

@@ -1,0 +1,376 @@
+/* ckpt.c: the checkpoint format (contract in ckpt.h). */
+#define _GNU_SOURCE
+#include "ckpt.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint32_t ckpt_crc32(const void *data, size_t len)
+{
+    static uint32_t table[256];
+    static int ready;
+    if (!ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++)
+                c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+        ready = 1;
+    }
+    uint32_t c = 0xFFFFFFFFu;
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        if (n)
+            memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+int ckpt_add(ckpt *c, const ckpt_entry *e)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        ckpt_entry *v = realloc(c->entries, cap * sizeof *v);
+        if (!v)
+            return -1;
+        c->entries = v;
+        c->cap = cap;
+    }
+    ckpt_entry *d = &c->entries[c->n];
+    *d = *e;
+    d->raw = e->raw ? dupn(e->raw, e->raw_len) : NULL;
+    d->last_error = e->last_error ? strdup(e->last_error) : NULL;
+    c->n++;
+    return 0;
+}
+
+void ckpt_free(ckpt *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->entries[i].raw);
+        free(c->entries[i].last_error);
+    }
+    free(c->entries);
+    free(c->input);
+    free(c->output);
+    free(c->dead_letter);
+    free(c->mode);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- encode ----------------------------------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->cap - b->len < n + 1) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len < n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void putf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    put(b, tmp, (size_t)n);
+}
+
+/* "<n>:<bytes>" */
+static void putlen(sbuf *b, const char *s, size_t n)
+{
+    putf(b, "%zu:", n);
+    put(b, s ? s : "", n);
+}
+
+static void putstr(sbuf *b, const char *key, const char *s)
+{
+    putf(b, "%s ", key);
+    putlen(b, s, s ? strlen(s) : 0);
+    put(b, "\n", 1);
+}
+
+static void putopt(sbuf *b, const char *key, int has, int64_t v)
+{
+    if (has)
+        putf(b, "%s %" PRId64 "\n", key, v);
+    else
+        putf(b, "%s none\n", key);
+}
+
+int ckpt_encode(const ckpt *c, char **buf, size_t *len)
+{
+    sbuf b = { 0 };
+    putf(&b, "moonwait-checkpoint %d\n", CKPT_VERSION);
+    putstr(&b, "input", c->input);
+    putstr(&b, "output", c->output);
+    putstr(&b, "dead_letter", c->dead_letter);
+    putstr(&b, "mode", c->mode);
+    putf(&b, "complete %d\n", c->complete);
+    putf(&b, "input_offset %" PRIu64 "\ninput_line %" PRIu64 "\nnext_seq %" PRIu64 "\n", c->input_offset,
+         c->input_line, c->next_seq);
+    putopt(&b, "wm_current", c->has_wm_current, c->wm_current);
+    putopt(&b, "wm_max", c->has_wm_max, c->wm_max);
+    putopt(&b, "pending_wm", c->has_pending_wm, c->pending_wm);
+    putf(&b, "output_len %" PRIu64 "\ndead_letter_len %" PRIu64 "\n", c->output_len, c->dead_letter_len);
+    putf(&b, "entries %zu\n", c->n);
+    for (size_t i = 0; i < c->n; i++) {
+        const ckpt_entry *e = &c->entries[i];
+        if (e->kind == CKPT_WATERMARK) {
+            putf(&b, "W %" PRId64 "\n", e->watermark);
+            continue;
+        }
+        putf(&b, "R %" PRIu64 " %" PRIu64 " %u %" PRIu64 " %d ", e->seq, e->line, e->attempt, e->budget_used_ms,
+             e->malformed);
+        putlen(&b, e->raw, e->raw_len);
+        put(&b, " ", 1);
+        putlen(&b, e->last_error, e->last_error ? strlen(e->last_error) : 0);
+        put(&b, "\n", 1);
+    }
+    uint32_t crc = ckpt_crc32(b.p, b.len);
+    putf(&b, "crc32 %08x\n", crc);
+    if (b.oom) {
+        free(b.p);
+        return -1;
+    }
+    *buf = b.p;
+    *len = b.len;
+    return 0;
+}
+
+/* ---- decode ------------------------------------------------------------------- */
+
+typedef struct cur {
+    const char *p, *end;
+    int bad;
+} cur;
+
+static int expect(cur *k, const char *word)
+{
+    size_t n = strlen(word);
+    if (k->bad || (size_t)(k->end - k->p) < n + 1 || memcmp(k->p, word, n) != 0 || k->p[n] != ' ') {
+        k->bad = 1;
+        return -1;
+    }
+    k->p += n + 1;
+    return 0;
+}
+
+static uint64_t getu(cur *k)
+{
+    uint64_t v = 0;
+    int digits = 0;
+    while (k->p < k->end && *k->p >= '0' && *k->p <= '9') {
+        v = v * 10 + (uint64_t)(*k->p++ - '0');
+        digits++;
+    }
+    if (!digits)
+        k->bad = 1;
+    return v;
+}
+
+static int64_t geti(cur *k)
+{
+    int neg = 0;
+    if (k->p < k->end && *k->p == '-') {
+        neg = 1;
+        k->p++;
+    }
+    uint64_t v = getu(k);
+    return neg ? -(int64_t)v : (int64_t)v;
+}
+
+static void sep(cur *k, char c)
+{
+    if (k->p < k->end && *k->p == c)
+        k->p++;
+    else
+        k->bad = 1;
+}
+
+static char *getlen(cur *k, size_t *out)
+{
+    size_t n = (size_t)getu(k);
+    sep(k, ':');
+    if (k->bad || (size_t)(k->end - k->p) < n) {
+        k->bad = 1;
+        return NULL;
+    }
+    char *s = dupn(k->p, n);
+    k->p += n;
+    if (out)
+        *out = n;
+    return s;
+}
+
+static char *getstr(cur *k, const char *key)
+{
+    if (expect(k, key))
+        return NULL;
+    char *s = getlen(k, NULL);
+    sep(k, '\n');
+    return s;
+}
+
+static void getopt_(cur *k, const char *key, int *has, int64_t *v)
+{
+    if (expect(k, key))
+        return;
+    if ((size_t)(k->end - k->p) >= 5 && memcmp(k->p, "none\n", 5) == 0) {
+        *has = 0;
+        k->p += 5;
+        return;
+    }
+    *has = 1;
+    *v = geti(k);
+    sep(k, '\n');
+}
+
+static uint64_t getkeyu(cur *k, const char *key)
+{
+    if (expect(k, key))
+        return 0;
+    uint64_t v = getu(k);
+    sep(k, '\n');
+    return v;
+}
+
+int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    /* The checksum line: the last line, covering every byte before it. */
+    if (len < 16 || buf[len - 1] != '\n') {
+        snprintf(err, errlen, "truncated (no checksum line)");
+        return -1;
+    }
+    const char *last = buf + len - 1;
+    while (last > buf && last[-1] != '\n')
+        last--;
+    unsigned crc_file;
+    if (sscanf(last, "crc32 %8x\n", &crc_file) != 1) {
+        snprintf(err, errlen, "truncated (no checksum line)");
+        return -1;
+    }
+    uint32_t crc = ckpt_crc32(buf, (size_t)(last - buf));
+    if (crc != crc_file) {
+        snprintf(err, errlen, "checksum mismatch (the file is corrupt)");
+        return -1;
+    }
+    cur k = { buf, last, 0 };
+    if (expect(&k, "moonwait-checkpoint"))
+        goto bad;
+    uint64_t version = getu(&k);
+    sep(&k, '\n');
+    if (version != CKPT_VERSION) {
+        snprintf(err, errlen, "format version %" PRIu64 " (this moonwait reads version %d)", version, CKPT_VERSION);
+        return -1;
+    }
+    c->input = getstr(&k, "input");
+    c->output = getstr(&k, "output");
+    c->dead_letter = getstr(&k, "dead_letter");
+    c->mode = getstr(&k, "mode");
+    c->complete = (int)getkeyu(&k, "complete");
+    c->input_offset = getkeyu(&k, "input_offset");
+    c->input_line = getkeyu(&k, "input_line");
+    c->next_seq = getkeyu(&k, "next_seq");
+    getopt_(&k, "wm_current", &c->has_wm_current, &c->wm_current);
+    getopt_(&k, "wm_max", &c->has_wm_max, &c->wm_max);
+    getopt_(&k, "pending_wm", &c->has_pending_wm, &c->pending_wm);
+    c->output_len = getkeyu(&k, "output_len");
+    c->dead_letter_len = getkeyu(&k, "dead_letter_len");
+    uint64_t n = getkeyu(&k, "entries");
+    for (uint64_t i = 0; i < n && !k.bad; i++) {
+        ckpt_entry e;
+        memset(&e, 0, sizeof e);
+        if (k.p < k.end && *k.p == 'W') {
+            k.p++;
+            sep(&k, ' ');
+            e.kind = CKPT_WATERMARK;
+            e.watermark = geti(&k);
+            sep(&k, '\n');
+        } else {
+            if (expect(&k, "R"))
+                break;
+            e.kind = CKPT_RECORD;
+            e.seq = getu(&k);
+            sep(&k, ' ');
+            e.line = getu(&k);
+            sep(&k, ' ');
+            e.attempt = (uint32_t)getu(&k);
+            sep(&k, ' ');
+            e.budget_used_ms = getu(&k);
+            sep(&k, ' ');
+            e.malformed = (int)getu(&k);
+            sep(&k, ' ');
+            char *raw = getlen(&k, &e.raw_len);
+            sep(&k, ' ');
+            size_t elen = 0;
+            char *le = getlen(&k, &elen);
+            sep(&k, '\n');
+            e.raw = raw;
+            e.last_error = elen ? le : NULL;
+            if (!elen)
+                free(le);
+        }
+        if (k.bad) {
+            free(e.raw);
+            free(e.last_error);
+            break;
+        }
+        /* take ownership without copying */
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 64;
+            ckpt_entry *v = realloc(c->entries, cap * sizeof *v);
+            if (!v) {
+                free(e.raw);
+                free(e.last_error);
+                k.bad = 1;
+                break;
+            }
+            c->entries = v;
+            c->cap = cap;
+        }
+        c->entries[c->n++] = e;
+    }
+    if (k.bad || k.p != k.end || !c->input || !c->output || !c->mode)
+        goto bad;
+    return 0;
+bad:
+    ckpt_free(c);
+    snprintf(err, errlen, "malformed contents (the checksum matched, but the layout is not a checkpoint's)");
+    return -1;
+}

@@ -1,0 +1,67 @@
+/*
+ * ckpt.h: the checkpoint file format, in plain C (no libuv, no Lua), so it
+ * is unit-tested on its own (spec/c/test_ckpt.c).
+ *
+ * A checkpoint is a text file of "key value" lines; every variable-length
+ * value is length-prefixed ("<n>:<bytes>"), so raw input lines and paths
+ * need no escaping. The last line is "crc32 XXXXXXXX", the CRC-32 of every
+ * byte before it: a truncated or corrupted file is detected and refused.
+ *
+ *   moonwait-checkpoint 1
+ *   input 11:/data/in.jsonl          (identity: input, output, dead-letter, mode)
+ *   ...
+ *   entries 3
+ *   R <seq> <line> <attempt> <budget_ms> <malformed> <n>:<raw> <n>:<last_error>
+ *   W <watermark>
+ *   crc32 1a2b3c4d
+ */
+#ifndef MW_CKPT_H
+#define MW_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT_VERSION 1
+
+enum { CKPT_RECORD = 0, CKPT_WATERMARK = 1 };
+
+typedef struct ckpt_entry {
+    int kind;
+    uint64_t seq, line;
+    uint32_t attempt;         /* the attempt to run on restore (continues the count) */
+    uint64_t budget_used_ms;  /* timeout budget already spent */
+    int malformed;            /* a line that did not parse (routed on restore again) */
+    char *raw;                /* the raw input line (owned) */
+    size_t raw_len;
+    char *last_error;         /* owned, or NULL */
+    int64_t watermark;        /* CKPT_WATERMARK */
+} ckpt_entry;
+
+typedef struct ckpt {
+    char *input, *output, *dead_letter, *mode; /* the pipeline's identity (owned) */
+    int complete;             /* the input ended and everything was emitted */
+    uint64_t input_offset;    /* byte offset just after the last accepted line */
+    uint64_t input_line;      /* its line number */
+    uint64_t next_seq;        /* the seq the next record read gets */
+    int has_wm_current, has_wm_max, has_pending_wm;
+    int64_t wm_current, wm_max, pending_wm;
+    uint64_t output_len;      /* committed (fsynced) output bytes */
+    uint64_t dead_letter_len;
+    ckpt_entry *entries;      /* queue order (owned) */
+    size_t n, cap;
+} ckpt;
+
+uint32_t ckpt_crc32(const void *data, size_t len);
+
+/* Append an entry (copies raw and last_error). 0 or -1 (out of memory). */
+int ckpt_add(ckpt *c, const ckpt_entry *e);
+
+/* Serialise. *buf is malloc'd. 0 or -1. */
+int ckpt_encode(const ckpt *c, char **buf, size_t *len);
+
+/* Parse and verify. 0, or -1 with a message in err (c is then empty). */
+int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen);
+
+void ckpt_free(ckpt *c);
+
+#endif
