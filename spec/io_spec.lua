@@ -14,6 +14,26 @@ describe("input and output", function()
     assert.same({ { a = 1 }, { a = 2 }, { a = 3 } }, H.decode_lines(r.out))
   end)
 
+  it("writes objects with sorted keys, exact integers and shortest round-trip numbers", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local mw = require "moonwait"
+return { async_invoke = function(r)
+  if r.bad then return { { x = 0/0 } } end
+  return { { zeta = 1, alpha = { 3, 2, 1 }, mid = { b = mw.null, a = "x/y\n" }, f = 0.1, big = 1700000000123, e = {} } }
+end }
+]])
+    local r = H.run("run --script script.lua", { dir = d, input = '{"id":1}
+' })
+    assert.equal(0, r.code, r.err)
+    assert.equal('{"alpha":[3,2,1],"big":1700000000123,"e":{},"f":0.1,"mid":{"a":"x/y\n","b":null},"zeta":1}
+', r.out)
+    r = H.run("run --script script.lua", { dir = d, input = '{"bad":true}
+' })
+    assert.equal(1, r.code)
+    assert.matches("cannot encode output record 1 as JSON: cannot encode NaN as JSON", r.err, 1, true)
+  end)
+
   it("reads and writes files, including large ones across read chunks", function()
     local d = H.tmpdir()
     H.script(d, PASS)

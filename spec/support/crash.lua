@@ -107,6 +107,10 @@ function C.trial(d, mode, rng, log)
   if code ~= 0 or not err:find("already completed", 1, true) then return false, "rerun: " .. err end
   local ok, why = C.compare(mode, H.read(d .. "/ref.out"), H.read(d .. "/out") or "")
   if not ok then return false, "output " .. why, kills end
+  -- ordered: byte for byte the uninterrupted run's file
+  if mode == "ordered" and H.read(d .. "/ref.out") ~= H.read(d .. "/out") then
+    return false, "output differs in bytes", kills
+  end
   ok, why = C.compare("unordered", H.read(d .. "/ref.dl"), H.read(d .. "/dl") or "")
   if not ok then return false, "dead letters " .. why, kills end
   if log then log(kills) end

@@ -15,7 +15,22 @@
 
 #include "../net/pool.h"
 #include "modules.h"
+#include "json_out.h"
 #include "retry_table.h"
+
+static int json_put_newline(json_buf *b)
+{
+    if (b->len == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    b->p[b->len++] = '\n';
+    return 0;
+}
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
 
@@ -429,40 +444,30 @@ static int encode_results(script *sc, const char *what, int base, char **out, si
         rc = 0;
         goto done;
     }
-    /* Encode every element, then copy once. */
-    size_t total = 0;
-    int first = lua_gettop(L) + 1;
+    /* Encode every element into one buffer (json_out.c: sorted keys). */
+    json_buf jb = { NULL, 0, 0 };
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->null_ref);
+    const void *null = lua_touserdata(L, -1);
+    lua_pop(L, 1);
     for (size_t i = 1; i <= count; i++) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, sc->encode_ref);
         lua_rawgeti(L, base, (int)i);
         if (sc->tag_field && lua_type(L, -1) == LUA_TTABLE) {
             lua_pushstring(L, sc->tag_field);
             lua_pushinteger(L, sc->generation);
             lua_rawset(L, -3);
         }
-        if (lua_pcall(L, 1, 1, 0) != 0) {
-            if (asprintf(err, "%s: cannot encode output record %zu as JSON: %s", what, i,
-                         lua_tostring(L, -1)) < 0)
+        char why[256];
+        int erc = json_out_encode(L, -1, null, &jb, why, sizeof why);
+        lua_pop(L, 1);
+        if (erc != 0 || json_put_newline(&jb) != 0) {
+            free(jb.p);
+            if (asprintf(err, "%s: cannot encode output record %zu as JSON: %s", what, i, erc ? why : "out of memory") < 0)
                 *err = NULL;
             goto done;
         }
-        size_t l;
-        lua_tolstring(L, -1, &l);
-        total += l + 1;
     }
-    char *buf = malloc(total);
-    if (!buf) {
-        *err = strdup("out of memory");
-        goto done;
-    }
-    size_t off = 0;
-    for (int i = first; i <= lua_gettop(L); i++) {
-        size_t l;
-        const char *s = lua_tolstring(L, i, &l);
-        memcpy(buf + off, s, l);
-        off += l;
-        buf[off++] = '\n';
-    }
+    char *buf = jb.p;
+    size_t total = jb.len;
     *out = buf;
     *outlen = total;
     rc = 0;

@@ -1,0 +1,20 @@
+/*
+ * json_out.h: the host's JSON encoder for output records (keys sorted, so
+ * equal values always give equal bytes; see json_out.c for why).
+ */
+#ifndef MW_JSON_OUT_H
+#define MW_JSON_OUT_H
+
+#include <lua.h>
+#include <stddef.h>
+
+typedef struct json_buf {
+    char *p;      /* malloc'd; the caller frees it */
+    size_t len, cap;
+} json_buf;
+
+/* Append the JSON text of the value at idx to b. `null` is the lightuserdata
+ * that stands for JSON null (cjson.null). 0, or -1 with a message in err. */
+int json_out_encode(lua_State *L, int idx, const void *null, json_buf *b, char *err, size_t errlen);
+
+#endif
