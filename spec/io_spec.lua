@@ -23,13 +23,10 @@ return { async_invoke = function(r)
   return { { zeta = 1, alpha = { 3, 2, 1 }, mid = { b = mw.null, a = "x/y\n" }, f = 0.1, big = 1700000000123, e = {} } }
 end }
 ]])
-    local r = H.run("run --script script.lua", { dir = d, input = '{"id":1}
-' })
+    local r = H.run("run --script script.lua", { dir = d, input = '{"id":1}\n' })
     assert.equal(0, r.code, r.err)
-    assert.equal('{"alpha":[3,2,1],"big":1700000000123,"e":{},"f":0.1,"mid":{"a":"x/y\n","b":null},"zeta":1}
-', r.out)
-    r = H.run("run --script script.lua", { dir = d, input = '{"bad":true}
-' })
+    assert.equal('{"alpha":[3,2,1],"big":1700000000123,"e":{},"f":0.1,"mid":{"a":"x/y\\n","b":null},"zeta":1}\n', r.out)
+    r = H.run("run --script script.lua", { dir = d, input = '{"bad":true}\n' })
     assert.equal(1, r.code)
     assert.matches("cannot encode output record 1 as JSON: cannot encode NaN as JSON", r.err, 1, true)
   end)
