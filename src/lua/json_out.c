@@ -208,7 +208,20 @@ static int encode_table(lua_State *L, int t, json_buf *b, int depth, const void 
         }
         n++;
     }
-    qsort(keys, n, sizeof *keys, key_cmp);
+    if (n <= 12) {
+        /* Records are small: insertion sort beats qsort's call overhead. */
+        for (size_t i = 1; i < n; i++) {
+            key k = keys[i];
+            size_t j = i;
+            while (j > 0 && key_cmp(&keys[j - 1], &k) > 0) {
+                keys[j] = keys[j - 1];
+                j--;
+            }
+            keys[j] = k;
+        }
+    } else {
+        qsort(keys, n, sizeof *keys, key_cmp);
+    }
     rc = put(b, "{", 1);
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (i > 0)
