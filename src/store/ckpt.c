@@ -280,8 +280,17 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
     const char *last = buf + len - 1;
     while (last > buf && last[-1] != '\n')
         last--;
-    unsigned crc_file;
-    if (sscanf(last, "crc32 %8x\n", &crc_file) != 1) {
+    /* "crc32 XXXXXXXX\n", parsed by hand: buf need not be NUL-terminated. */
+    uint32_t crc_file = 0;
+    int ok = (size_t)(buf + len - last) == 15 && memcmp(last, "crc32 ", 6) == 0;
+    for (int i = 0; ok && i < 8; i++) {
+        char ch = last[6 + i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0)
+            ok = 0;
+        crc_file = crc_file << 4 | (uint32_t)(v < 0 ? 0 : v);
+    }
+    if (!ok) {
         snprintf(err, errlen, "truncated (no checksum line)");
         return -1;
     }
