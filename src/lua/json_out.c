@@ -29,19 +29,7 @@
 
 static int put(json_buf *b, const char *s, size_t n)
 {
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 0;
+    return mw_buf_add(b, s, n);
 }
 
 static int put_string(json_buf *b, const char *s, size_t n)

@@ -8,10 +8,9 @@
 #include <lua.h>
 #include <stddef.h>
 
-typedef struct json_buf {
-    char *p;      /* malloc'd; the caller frees it */
-    size_t len, cap;
-} json_buf;
+#include "../util/buf.h"
+
+typedef mw_buf json_buf; /* p is malloc'd; the caller frees it */
 
 /* Append the JSON text of the value at idx to b. `null` is the lightuserdata
  * that stands for JSON null (cjson.null). 0, or -1 with a message in err. */

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "../net/conn.h"
+#include "../util/buf.h"
 #include "../net/dns.h"
 #include "../net/pool.h"
 #include "../net/tls.h"
@@ -46,27 +47,8 @@
 #define DEFAULT_IDLE_MS 60000
 #define DEFAULT_MAX_BODY (16u * 1024 * 1024)
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf;
-
-static int buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap - b->len < n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 0;
-}
+typedef mw_buf buf;
+#define buf_add mw_buf_add
 
 typedef struct hreq {
     rt_fiber *f;

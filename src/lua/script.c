@@ -20,16 +20,7 @@
 
 static int json_put_newline(json_buf *b)
 {
-    if (b->len == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    b->p[b->len++] = '\n';
-    return 0;
+    return mw_buf_add(b, "\n", 1);
 }
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"

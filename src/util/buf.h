@@ -1,0 +1,37 @@
+/*
+ * buf.h: a growable byte buffer (header only; no dependencies). Used where
+ * bytes are assembled: HTTP requests and headers, encoded output records.
+ * The memory is the holder's: free(b->p) when done (or keep it for reuse,
+ * resetting len).
+ */
+#ifndef MW_BUF_H
+#define MW_BUF_H
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mw_buf {
+    char *p;
+    size_t len, cap;
+} mw_buf;
+
+/* Append n bytes. 0, or -1 when out of memory (b unchanged). */
+static inline int mw_buf_add(mw_buf *b, const void *s, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#endif
