@@ -240,7 +240,7 @@ return M
     -- input from a FIFO kept open, so the input does not end (no early retries)
     os.execute("mkfifo " .. d .. "/fifo")
     local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen",
-      function() os.execute(string.format("cd %s && { (cat in; sleep 1) >fifo & }", d)) end)
+      function() os.execute(string.format("cd %s && { timeout 60 sh -c '(cat in; sleep 1) >fifo' & }", d)) end)
     sleep(0.2)
     H.script(d, body:format(2))
     os.execute("kill -HUP " .. pid)
@@ -271,7 +271,7 @@ kill -HUP $1; sleep 0.3; echo '{"id":4,"hold":2.5}'; sleep 0.3
 kill -HUP $1; sleep 3.5; echo '{"id":5,"hold":0}'
 ]])
     local _, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen",
-      function(pid) os.execute(string.format("cd %s && sh feed.sh %s &", d, pid)) end)
+      function(pid) os.execute(string.format("cd %s && timeout 60 sh feed.sh %s &", d, pid)) end)
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     assert.matches("reload (SIGHUP) waits: 4 generations are live (at most 4)", err, 1, true)
