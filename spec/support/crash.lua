@@ -92,7 +92,7 @@ function C.trial(d, mode, rng, log)
   os.execute(string.format("cd %s && rm -rf cp out dl", d))
   local kills = 0
   for _ = 1, 200 do
-    local ms = rng(5, 70) * (H.wrapper == "" and 1 or 40)
+    local ms = rng(5, 70) * (H.wrapper == "" and 1 or 12)
     local cmd = string.format(
       "cd %s && { %s 2>>log & pid=$!; sleep %.3f; kill -9 $pid 2>/dev/null; wait $pid; echo $? >rc; }",
       d, H.cmd(args(mode, "out", "dl", "cp")), ms / 1000)
