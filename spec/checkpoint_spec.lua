@@ -152,6 +152,22 @@ return {
     assert.equal(2, code)
   end)
 
+  it("takes its settings from the pipeline file, naming a bad key", function()
+    local d = C.setup("ordered", 40)
+    H.write(d .. "/p.lua", [[return { script = "script.lua", input = "in", output = "out", capacity = 12,
+      timeout_ms = 5000, on_error = "dead-letter", dead_letter = "dl",
+      checkpoint = { dir = "cp", interval_ms = 10 } }]])
+    local code, _, err = run(d, "run p.lua")
+    assert.equal(0, code, err)
+    assert.matches("\ncomplete 1\n", H.read(d .. "/cp/checkpoint"), 1, true)
+    assert.is_true(C.compare("ordered", H.read(d .. "/ref.out"), H.read(d .. "/out")))
+    H.write(d .. "/p2.lua", [[return { script = "script.lua", input = "in", output = "out2",
+      checkpoint = { dir = "cp2", every = 10 } }]])
+    code, _, err = run(d, "run p2.lua")
+    assert.equal(2, code)
+    assert.matches("p2.lua: key 'checkpoint': expected { dir = \"DIR\", interval_ms = N }, got key 'every'", err, 1, true)
+  end)
+
   it("restores across a hot reload", function()
     local d = H.tmpdir()
     local body = [[

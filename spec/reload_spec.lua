@@ -134,7 +134,9 @@ describe("hot reload", function()
     local d = H.tmpdir()
     H.write(d .. "/in", records(300))
     H.script(d, versioned(1))
-    local _, wait = start(d, "--script script.lua --input in --capacity 2 --timeout 0 --watch")
+    -- (watch = true in the pipeline file, the same as --watch)
+    H.write(d .. "/p.lua", 'return { script = "script.lua", input = "in", capacity = 2, timeout_ms = 0, watch = true }')
+    local _, wait = start(d, "p.lua")
     sleep(0.2)
     for v = 2, 6 do
       H.script(d, versioned(v)) -- truncate and rewrite, five times in a row

@@ -104,17 +104,22 @@ static int s_ooo(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
-static int s_stats(config *c, const char *v, char *w, size_t n)
+static int parse_bool(const char *v, int *out, char *w, size_t n)
 {
     if (strcmp(v, "true") == 0)
-        c->stats = 1;
+        *out = 1;
     else if (strcmp(v, "false") == 0)
-        c->stats = 0;
+        *out = 0;
     else {
         snprintf(w, n, "expected true or false, got '%s'", v);
         return -1;
     }
     return 0;
+}
+
+static int s_stats(config *c, const char *v, char *w, size_t n)
+{
+    return parse_bool(v, &c->stats, w, n);
 }
 
 static int s_maxline(config *c, const char *v, char *w, size_t n)
@@ -153,39 +158,30 @@ static int s_tag_gen(config *c, const char *v, char *w, size_t n) { return set_s
 
 static int s_watch(config *c, const char *v, char *w, size_t n)
 {
-    int x = c->stats;
-    int rc = s_stats(c, v, w, n); /* same true/false parsing */
-    c->watch = c->stats;
-    c->stats = x;
-    return rc;
+    return parse_bool(v, &c->watch, w, n);
+}
+
+static int parse_positive_ms(const char *v, uint64_t *out, char *w, size_t n)
+{
+    if (parse_ms(v, (uint64_t)1 << 40, out, w, n, "") != 0)
+        return -1;
+    if (*out == 0) {
+        snprintf(w, n, "expected a positive number of milliseconds");
+        return -1;
+    }
+    return 0;
 }
 
 static int s_open_timeout(config *c, const char *v, char *w, size_t n)
 {
-    uint64_t x;
-    if (parse_ms(v, (uint64_t)1 << 40, &x, w, n, "") != 0)
-        return -1;
-    if (x == 0) {
-        snprintf(w, n, "expected a positive number of milliseconds");
-        return -1;
-    }
-    c->reload_open_timeout_ms = x;
-    return 0;
+    return parse_positive_ms(v, &c->reload_open_timeout_ms, w, n);
 }
 
 static int s_ckpt_dir(config *c, const char *v, char *w, size_t n) { return set_str(&c->checkpoint_dir, v, w, n); }
 
 static int s_ckpt_interval(config *c, const char *v, char *w, size_t n)
 {
-    uint64_t x;
-    if (parse_ms(v, (uint64_t)1 << 40, &x, w, n, "") != 0)
-        return -1;
-    if (x == 0) {
-        snprintf(w, n, "expected a positive number of milliseconds");
-        return -1;
-    }
-    c->checkpoint_interval_ms = x;
-    return 0;
+    return parse_positive_ms(v, &c->checkpoint_interval_ms, w, n);
 }
 
 /* T_RETRY: the flag's string form, or (pipeline only) a table.

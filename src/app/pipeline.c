@@ -30,6 +30,7 @@
 
 #include "../io/input.h"
 #include "../io/output.h"
+#include "../lua/json_out.h"
 #include "../lua/script.h"
 #include "../net/dns.h"
 #include "../net/pool.h"
@@ -75,43 +76,6 @@ static void cb_emit_watermark(void *ud, int64_t wm)
 
 /* ---- failure routing ------------------------------------------------------------ */
 
-static void json_str(char **b, size_t *len, size_t *cap, const char *s)
-{
-    size_t need = *len + strlen(s) * 6 + 3;
-    if (need > *cap) {
-        *cap = need * 2;
-        *b = realloc(*b, *cap);
-    }
-    char *o = *b + *len;
-    *o++ = '"';
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        switch (*c) {
-        case '"': *o++ = '\\'; *o++ = '"'; break;
-        case '\\': *o++ = '\\'; *o++ = '\\'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\t': *o++ = '\\'; *o++ = 't'; break;
-        default:
-            if (*c < 0x20)
-                o += sprintf(o, "\\u%04x", *c);
-            else
-                *o++ = (char)*c;
-        }
-    }
-    *o++ = '"';
-    *len = (size_t)(o - *b);
-}
-
-static void json_raw(char **b, size_t *len, size_t *cap, const char *s, size_t n)
-{
-    if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *b = realloc(*b, *cap);
-    }
-    memcpy(*b + *len, s, n);
-    *len += n;
-}
-
 /* "msg\nstack traceback:\n\t[C]: ...\n\tscript.lua:3: in function 'f'" ->
  * "msg (at script.lua:3: in function 'f')": the first frame in Lua code. */
 static char *with_first_frame(const char *err)
@@ -146,29 +110,30 @@ static char *dead_letter_line(const char *record, size_t rlen, int parsed, const
                               uint32_t attempts, uint64_t elapsed_ms, uint64_t line, int timed_out,
                               size_t *outlen)
 {
-    size_t len = 0, cap = rlen + 256;
-    char *b = malloc(cap);
-    char num[96];
-    json_raw(&b, &len, &cap, "{\"line\":", 8);
-    json_raw(&b, &len, &cap, num, (size_t)snprintf(num, sizeof num, "%" PRIu64, line));
+    mw_buf b = { NULL, 0, 0 };
+    char num[128];
+    int rc = mw_buf_add(&b, num, (size_t)snprintf(num, sizeof num, "{\"line\":%" PRIu64, line));
     if (parsed) {
-        json_raw(&b, &len, &cap, ",\"record\":", 10);
-        json_raw(&b, &len, &cap, record, rlen);
+        rc |= mw_buf_add(&b, ",\"record\":", 10);
+        rc |= mw_buf_add(&b, record, rlen);
     } else {
-        char *raw = strndup(record, rlen);
-        json_raw(&b, &len, &cap, ",\"raw\":", 7);
-        json_str(&b, &len, &cap, raw);
-        free(raw);
+        rc |= mw_buf_add(&b, ",\"raw\":", 7);
+        rc |= json_out_string(&b, record, rlen);
     }
     char *msg = with_first_frame(err);
-    json_raw(&b, &len, &cap, ",\"error\":", 9);
-    json_str(&b, &len, &cap, msg ? msg : err);
+    const char *m = msg ? msg : err;
+    rc |= mw_buf_add(&b, ",\"error\":", 9);
+    rc |= json_out_string(&b, m, strlen(m));
     free(msg);
-    json_raw(&b, &len, &cap, num,
-             (size_t)snprintf(num, sizeof num, ",\"attempts\":%u,\"elapsed_ms\":%" PRIu64 ",\"timed_out\":%s}\n",
-                              attempts, elapsed_ms, timed_out ? "true" : "false"));
-    *outlen = len;
-    return b;
+    rc |= mw_buf_add(&b, num,
+                     (size_t)snprintf(num, sizeof num, ",\"attempts\":%u,\"elapsed_ms\":%" PRIu64 ",\"timed_out\":%s}\n",
+                                      attempts, elapsed_ms, timed_out ? "true" : "false"));
+    if (rc) {
+        free(b.p);
+        return NULL;
+    }
+    *outlen = b.len;
+    return b.p;
 }
 
 /* Record `e` failed for good: fail the run, skip it, or dead-letter it. */
@@ -184,10 +149,15 @@ static void route_failure(pipeline *p, op_entry *e, const char *err)
         op_complete(&p->op, e, NULL, 0);
         break;
     case ON_ERROR_DEAD_LETTER: {
-        size_t len;
-        char *dl = dead_letter_line(t->line, t->len, 1, err, e->attempt,
-                                    uv_now(p->loop) - e->accepted_at, t->lineno, e->timed_out, &len);
-        op_complete_dead(&p->op, e, dl, len);
+        /* A malformed line was never invoked: no attempts, no time spent. */
+        size_t len = 0;
+        char *dl = t->malformed ? dead_letter_line(t->line, t->len, 0, err, 0, 0, t->lineno, 0, &len)
+                                : dead_letter_line(t->line, t->len, 1, err, e->attempt,
+                                                   uv_now(p->loop) - e->accepted_at, t->lineno, e->timed_out, &len);
+        if (dl)
+            op_complete_dead(&p->op, e, dl, len);
+        else
+            op_fail(&p->op, e, "out of memory writing the dead letter");
         break;
     }
     }
@@ -554,10 +524,8 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
             t->malformed = 1;
             if (op_push_record(&p->op, lineno, 0, t, &e) == 0) {
                 t->e = e;
-                size_t dlen;
-                char *dl = dead_letter_line(line, len, 0, err, 0, 0, lineno, 0, &dlen);
                 p->malformed++;
-                op_complete_dead(&p->op, e, dl, dlen);
+                route_failure(p, e, err);
             } else {
                 free(copy);
                 free(t);
@@ -648,18 +616,7 @@ static void inject_restore(pipeline *p)
         t->e = e;
         if (bad) {
             t->malformed = 1;
-            char msg[600];
-            snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", ce->line, err);
-            if (p->cfg->on_error == ON_ERROR_DEAD_LETTER) {
-                size_t dlen;
-                char *dl = dead_letter_line(t->line, t->len, 0, err, 0, 0, ce->line, 0, &dlen);
-                op_complete_dead(&p->op, e, dl, dlen);
-            } else if (p->cfg->on_error == ON_ERROR_SKIP) {
-                p->skipped++;
-                op_complete(&p->op, e, NULL, 0);
-            } else {
-                op_fail(&p->op, e, msg);
-            }
+            route_failure(p, e, err);
             continue;
         }
         t->g = g;

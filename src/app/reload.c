@@ -102,8 +102,6 @@ static void gen_dispose(gen *g)
     pipeline *p = g->p;
     if (g->state == G_CLOSED)
         return;
-    int was_live = g->state != G_OPENING || g == p->cur;
-    (void)was_live;
     g->state = G_CLOSED;
     unlink_gen(&p->gens, g);
     g->next = dead;

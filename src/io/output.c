@@ -72,29 +72,12 @@ int output_open(output *o, uv_loop_t *loop, const char *path, uint64_t keep, voi
     return 0;
 }
 
-static int obuf_append(obuf *b, const char *data, size_t len)
-{
-    if (b->cap - b->len < len) {
-        size_t cap = b->cap ? b->cap : 64 * 1024;
-        while (cap - b->len < len)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
 void output_write(output *o, const char *data, size_t len)
 {
     if (o->error || len == 0)
         return;
     o->accepted += len;
-    if (obuf_append(&o->fill, data, len) != 0) {
+    if (mw_buf_add(&o->fill, data, len) != 0) {
         o->error = UV_ENOMEM;
         if (o->on_error)
             o->on_error(o->ud);
@@ -141,10 +124,10 @@ static void fs_write_cb(uv_fs_t *req)
     uv_fs_req_cleanup(req);
     if (n >= 0 && (size_t)n < o->busy.len) {
         /* Short write: send the rest. */
-        memmove(o->busy.data, o->busy.data + n, o->busy.len - (size_t)n);
+        memmove(o->busy.p, o->busy.p + n, o->busy.len - (size_t)n);
         o->busy.len -= (size_t)n;
         o->written += (uint64_t)n;
-        uv_buf_t b = uv_buf_init(o->busy.data, (unsigned)o->busy.len);
+        uv_buf_t b = uv_buf_init(o->busy.p, (unsigned)o->busy.len);
         int rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
         if (rc != 0)
             write_done(o, rc);
@@ -170,7 +153,7 @@ static void start_write(output *o)
     o->fill = t;
     o->fill.len = 0;
     o->writing = 1;
-    uv_buf_t b = uv_buf_init(o->busy.data, (unsigned)o->busy.len);
+    uv_buf_t b = uv_buf_init(o->busy.p, (unsigned)o->busy.len);
     int rc;
     if (o->is_file)
         rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
@@ -198,9 +181,9 @@ static void unref_close(output *o)
 {
     if (--o->handles_open > 0)
         return;
-    free(o->fill.data);
-    free(o->busy.data);
-    o->fill.data = o->busy.data = NULL;
+    free(o->fill.p);
+    free(o->busy.p);
+    o->fill.p = o->busy.p = NULL;
     if (!o->was_stream && o->fd > 1)
         close(o->fd);
     o->fd = -1;

@@ -21,10 +21,9 @@
 
 typedef struct output output;
 
-typedef struct obuf {
-    char *data;
-    size_t len, cap;
-} obuf;
+#include "../util/buf.h"
+
+typedef mw_buf obuf;
 
 struct output {
     uv_loop_t *loop;

@@ -259,6 +259,11 @@ static int encode(lua_State *L, int idx, json_buf *b, int depth, const void *nul
     return -1;
 }
 
+int json_out_string(json_buf *b, const char *s, size_t n)
+{
+    return put_string(b, s, n);
+}
+
 int json_out_encode(lua_State *L, int idx, const void *null, json_buf *b, char *err, size_t errlen)
 {
     if (idx < 0)

@@ -16,4 +16,7 @@ typedef mw_buf json_buf; /* p is malloc'd; the caller frees it */
  * that stands for JSON null (cjson.null). 0, or -1 with a message in err. */
 int json_out_encode(lua_State *L, int idx, const void *null, json_buf *b, char *err, size_t errlen);
 
+/* Append s (n bytes) as a JSON string literal, quotes included. 0 or -1. */
+int json_out_string(json_buf *b, const char *s, size_t n);
+
 #endif

@@ -83,7 +83,7 @@ int op_retry_parse(const char *spec, op_retry_policy *p, char *err, size_t n)
             break;
         *c = 0;
     }
-    uint64_t a, b, c, d;
+    uint64_t a, b, c;
     if (strcmp(parts[0], "none") == 0 && k == 1) {
         p->backoff = RETRY_NONE;
         return 0;
@@ -113,7 +113,6 @@ int op_retry_parse(const char *spec, op_retry_policy *p, char *err, size_t n)
         p->max_ms = c;
         p->multiplier = m;
         p->jitter_full = k == 6 && strcmp(parts[5], "full") == 0;
-        (void)d;
         return op_retry_validate(p, err, n);
     }
     snprintf(err, n, "expected none, fixed:ATTEMPTS:DELAY_MS or "

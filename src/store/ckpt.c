@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "ckpt.h"
 
+#include "../util/buf.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,29 +76,14 @@ void ckpt_free(ckpt *c)
 /* ---- encode ----------------------------------------------------------------- */
 
 typedef struct sbuf {
-    char *p;
-    size_t len, cap;
+    mw_buf b;
     int oom;
 } sbuf;
 
 static void put(sbuf *b, const char *s, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
+    if (!b->oom && mw_buf_add(&b->b, s, n) != 0)
+        b->oom = 1;
 }
 
 static void putf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -161,14 +148,14 @@ int ckpt_encode(const ckpt *c, char **buf, size_t *len)
         putlen(&b, e->last_error, e->last_error ? strlen(e->last_error) : 0);
         put(&b, "\n", 1);
     }
-    uint32_t crc = ckpt_crc32(b.p, b.len);
+    uint32_t crc = ckpt_crc32(b.b.p, b.b.len);
     putf(&b, "crc32 %08x\n", crc);
     if (b.oom) {
-        free(b.p);
+        free(b.b.p);
         return -1;
     }
-    *buf = b.p;
-    *len = b.len;
+    *buf = b.b.p;
+    *len = b.b.len;
     return 0;
 }
 
