@@ -28,7 +28,6 @@ endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
-CJSON_LIB  := -l:liblua5.1-cjson.so.0
 
 ifeq ($(SANITIZER),address)
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -40,13 +39,14 @@ CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD 
            -DMW_LUA_DIR='"$(PREFIX)/share/moonwait/lua"'
 LDFLAGS ?=
 LDFLAGS += $(SANFLAGS) -rdynamic
-LDLIBS  := $(PKG_LIBS) $(CJSON_LIB) -lm
+LDLIBS  := $(PKG_LIBS) -lm
 
 SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/io/stream.c src/io/input.c src/io/output.c \
         src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
-        src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c src/lua/json_out.c \
+        src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c src/lua/codec.c \
+        src/json/parse.c src/json/write.c \
         src/store/ckpt.c \
         src/app/config.c src/app/pipeline.c src/app/reload.c src/app/checkpoint.c src/app/main.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)

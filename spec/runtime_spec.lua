@@ -110,23 +110,34 @@ return { async_invoke = function(rec, ctx) time.sleep(-1); return { rec } end }
     assert.matches("bad argument #1 to 'sleep'", r.err, 1, true)
   end)
 
-  it("keeps moonwait.json private: a script's settings do not change record encoding", function()
+  it("gives scripts the host's strict, exact codec as moonwait.json", function()
     local r = run_script([[
 local json = require "moonwait.json"
-json.encode_number_precision(3)
-json.encode_max_depth(2)
 return { async_invoke = function(rec, ctx)
-  rec.deep = { a = { b = { c = 1 } } }
-  rec.pi = 3.14159265
-  rec.mine = json.encode({ x = 3.14159265 })
+  local v, err = json.decode('{"id":9007199254740993,"e":[],"o":{},"f":0.1}')
+  rec.big_ok = tostring(v.id) == "9007199254740993LL"
+  rec.back = json.encode(v)
+  rec.bad_nil, rec.bad_err = json.decode('{"x":01}')
+  rec.bad_nil = rec.bad_nil == nil
+  local n, nerr = json.encode({ x = 0/0 })
+  rec.nan_err = n == nil and nerr
+  rec.empty = json.array()
+  rec.arr_mt = getmetatable(v.e) == json.array_mt
+  rec.null_is = json.null == require("moonwait").null
   return { rec }
 end }
 ]])
     assert.equal(0, r.code, r.err)
-    local o = H.json.decode(r.lines[1])
-    assert.equal(1, o.deep.a.b.c)
-    assert.is_true(math.abs(o.pi - 3.14159265) < 1e-9)
-    assert.equal('{"x":3.14}', o.mine)
+    local line = r.lines[1]
+    assert.matches('"big_ok":true', line, 1, true)
+    -- keys sorted for a table without a doc, shapes and the exact integer kept
+    assert.matches('"back":"{\\"e\\":[],\\"f\\":0.1,\\"id\\":9007199254740993,\\"o\\":{}}"', line, 1, true)
+    assert.matches('"bad_err":"malformed JSON at byte 6: invalid number: leading zero"', line, 1, true)
+    assert.matches('"bad_nil":true', line, 1, true)
+    assert.matches('"nan_err":"cannot encode NaN as JSON"', line, 1, true)
+    assert.matches('"empty":[]', line, 1, true)
+    assert.matches('"arr_mt":true', line, 1, true)
+    assert.matches('"null_is":true', line, 1, true)
   end)
 
   it("exposes moonwait.null, version and time.now", function()

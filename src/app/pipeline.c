@@ -30,7 +30,7 @@
 
 #include "../io/input.h"
 #include "../io/output.h"
-#include "../lua/json_out.h"
+#include "../json/json.h"
 #include "../lua/script.h"
 #include "../net/dns.h"
 #include "../net/pool.h"
@@ -103,9 +103,23 @@ static char *with_first_frame(const char *err)
     return strndup(err, (size_t)(tb - err));
 }
 
-/* One dead-letter line (malloc'd, newline-terminated). `record` is the raw
- * input line: embedded as JSON under "record" when it parsed, else as a
- * string under "raw". */
+/* Standard base64 of s[0..n). 0 or -1. */
+static int put_base64(mw_buf *b, const unsigned char *s, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+        char q[4] = { tab[v >> 18], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=', i + 2 < n ? tab[v & 63] : '=' };
+        if (mw_buf_add(b, q, 4))
+            return -1;
+    }
+    return 0;
+}
+
+/* One dead-letter line (malloc'd, newline-terminated), always valid JSON.
+ * `record` is the raw input line: embedded as JSON under "record" when it
+ * parsed, else as a string under "raw" (bytes that are not UTF-8 written as
+ * \u0080-\u00ff, with the exact bytes in "raw_base64" then). */
 static char *dead_letter_line(const char *record, size_t rlen, int parsed, const char *err,
                               uint32_t attempts, uint64_t elapsed_ms, uint64_t line, int timed_out,
                               size_t *outlen)
@@ -117,13 +131,20 @@ static char *dead_letter_line(const char *record, size_t rlen, int parsed, const
         rc |= mw_buf_add(&b, ",\"record\":", 10);
         rc |= mw_buf_add(&b, record, rlen);
     } else {
+        int lossy = 0;
         rc |= mw_buf_add(&b, ",\"raw\":", 7);
-        rc |= json_out_string(&b, record, rlen);
+        rc |= json_put_bytes(&b, record, rlen, &lossy);
+        if (lossy) {
+            rc |= mw_buf_add(&b, ",\"raw_base64\":\"", 15);
+            rc |= put_base64(&b, (const unsigned char *)record, rlen);
+            rc |= mw_buf_add(&b, "\"", 1);
+        }
     }
     char *msg = with_first_frame(err);
     const char *m = msg ? msg : err;
     rc |= mw_buf_add(&b, ",\"error\":", 9);
-    rc |= json_out_string(&b, m, strlen(m));
+    int lossy_msg = 0;
+    rc |= json_put_bytes(&b, m, strlen(m), &lossy_msg);
     free(msg);
     rc |= mw_buf_add(&b, num,
                      (size_t)snprintf(num, sizeof num, ",\"attempts\":%u,\"elapsed_ms\":%" PRIu64 ",\"timed_out\":%s}\n",
@@ -489,62 +510,24 @@ static int is_blank(const char *s, size_t n)
     return 1;
 }
 
+static void free_task(task *t)
+{
+    free(t->line);
+    free(t);
+}
+
 static void accept_line(pipeline *p, const char *line, size_t len, uint64_t lineno)
 {
     char err[512];
     script_parsed parsed;
     gen *g = p->cur;
-    if (script_parse(&g->sc, line, len, &parsed, err, sizeof err) != 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", lineno, err);
-        switch (p->cfg->on_error) {
-        case ON_ERROR_FAIL:
-            op_push_failed(&p->op, lineno, msg, NULL);
-            p->stop_reading = 1;
-            break;
-        case ON_ERROR_SKIP:
-            p->skipped++;
-            p->malformed++;
-            break;
-        case ON_ERROR_DEAD_LETTER: {
-            /* It takes a slot and leaves in its turn, so the dead-letter
-             * file keeps pace with the output. */
-            op_entry *e;
-            task *t = calloc(1, sizeof *t);
-            char *copy = t ? strndup(line, len) : NULL;
-            if (!copy) {
-                free(t);
-                fail_run(p, ABORT, "input line %" PRIu64 ": out of memory", lineno);
-                break;
-            }
-            /* The task keeps the raw line for checkpoints. */
-            t->line = copy;
-            t->len = len;
-            t->lineno = lineno;
-            t->malformed = 1;
-            if (op_push_record(&p->op, lineno, 0, t, &e) == 0) {
-                t->e = e;
-                p->malformed++;
-                route_failure(p, e, err);
-            } else {
-                free(copy);
-                free(t);
-            }
-            break;
-        }
-        }
-        return;
-    }
-    if (parsed.is_watermark) {
-        if (wmgen_on_watermark(&p->wm, parsed.watermark))
-            op_push_watermark(&p->op, parsed.watermark);
-        return;
-    }
+    /* The task's own copy of the line is what gets parsed: the decoded
+     * record writes its untouched values from these bytes, long after the
+     * input buffer has moved on. (Not strndup: a NUL byte would cut it.) */
     task *t = calloc(1, sizeof *t);
     char *copy = t ? malloc(len + 1) : NULL;
     if (!copy) {
         free(t);
-        script_drop_parsed(&g->sc);
         fail_run(p, ABORT, "input line %" PRIu64 ": out of memory", lineno);
         return;
     }
@@ -554,11 +537,46 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
     t->len = len;
     t->lineno = lineno;
     op_entry *e;
+    if (script_parse(&g->sc, t->line, len, &parsed, err, sizeof err) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", lineno, err);
+        switch (p->cfg->on_error) {
+        case ON_ERROR_FAIL:
+            free_task(t);
+            op_push_failed(&p->op, lineno, msg, NULL);
+            p->stop_reading = 1;
+            break;
+        case ON_ERROR_SKIP:
+            free_task(t);
+            p->skipped++;
+            p->malformed++;
+            break;
+        case ON_ERROR_DEAD_LETTER:
+            /* It takes a slot and leaves in its turn, so the dead-letter
+             * file keeps pace with the output; the task keeps the raw line
+             * for checkpoints. */
+            t->malformed = 1;
+            if (op_push_record(&p->op, lineno, 0, t, &e) == 0) {
+                t->e = e;
+                p->malformed++;
+                route_failure(p, e, err);
+            } else {
+                free_task(t);
+            }
+            break;
+        }
+        return;
+    }
+    if (parsed.is_watermark) {
+        free_task(t);
+        if (wmgen_on_watermark(&p->wm, parsed.watermark))
+            op_push_watermark(&p->op, parsed.watermark);
+        return;
+    }
     if (op_push_record(&p->op, lineno, 0, t, &e) != 0) {
         /* Cannot happen: pump checks room first. Keep the record visible. */
         script_drop_parsed(&g->sc);
-        free(copy);
-        free(t);
+        free_task(t);
         fail_run(p, ABORT, "input line %" PRIu64 ": the operator refused the record", lineno);
         return;
     }

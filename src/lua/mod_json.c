@@ -1,16 +1,79 @@
 /*
- * mod_json.c: moonwait.json, a private lua-cjson instance. The host keeps
- * its own instance (script.c) for records, so a script that changes
- * settings here (encode_empty_table_as_object, ...) cannot change how
- * records are read or written.
+ * mod_json.c: moonwait.json, the host's strict, exact JSON codec for
+ * scripts (the same one that reads and writes records; codec.c).
+ *
+ *   json.decode(text)  -> value | nil, err   strict RFC 8259; any value
+ *   json.encode(value) -> text  | nil, err   keys sorted (deterministic)
+ *   json.array([t])    -> t with the array metatable (encodes as [...],
+ *                         also when empty)
+ *   json.array_mt      the array metatable (decoded arrays carry it)
+ *   json.null          JSON null (moonwait.null; the same as cjson.null)
+ *
+ * Misuse (a non-string to decode, a non-table to array) raises; data that
+ * is not JSON, or a value JSON cannot hold, is `nil, err`.
  */
 #include <lauxlib.h>
+#include <stdlib.h>
 
+#include "codec.h"
 #include "modules.h"
+
+static int l_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char err[256];
+    if (codec_decode(codec_of(L), L, s, n, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+static int l_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    mw_buf b = { NULL, 0, 0 };
+    char err[256];
+    if (codec_encode(codec_of(L), L, 1, NULL, &b, err, sizeof err) != 0) {
+        free(b.p);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushlstring(L, b.p, b.len);
+    free(b.p);
+    return 1;
+}
+
+static int l_array(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+    }
+    codec_push_array_mt(codec_of(L), L);
+    lua_setmetatable(L, 1);
+    return 1;
+}
 
 int mod_json_open(lua_State *L)
 {
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_call(L, 0, 1); /* a fresh instance with its own configuration */
+    static const luaL_Reg fns[] = {
+        { "decode", l_decode },
+        { "encode", l_encode },
+        { "array", l_array },
+        { NULL, NULL },
+    };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    codec_push_array_mt(codec_of(L), L);
+    lua_setfield(L, -2, "array_mt");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     return 1;
 }

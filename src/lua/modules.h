@@ -4,8 +4,7 @@
  *
  *   moonwait        version, null, and the submodules below
  *   moonwait.time   sleep(seconds) (yields the fiber), now()
- *   moonwait.json   a private lua-cjson instance (its settings are the
- *                   script's own; the host encodes records with another)
+ *   moonwait.json   the host's strict, exact JSON codec (mod_json.c)
  *   moonwait.log    debug/info/warn/error(...) to stderr, with file:line
  *   moonwait.socket the cosocket (mod_socket.c)
  *   moonwait.http   the HTTP client (mod_http.c)
@@ -25,8 +24,5 @@ int mod_http_open(lua_State *L);
 /* Log levels for moonwait.log and the host's own messages. */
 enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 extern int mod_log_level;
-
-/* lua-cjson's entry point (liblua5.1-cjson): pushes a fresh instance. */
-int luaopen_cjson(lua_State *L);
 
 #endif

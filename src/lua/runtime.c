@@ -114,10 +114,22 @@ static void fiber_free_cb(uv_handle_t *h)
         r->on_closed(r);
 }
 
+/* The run's attachment goes with it. After rt_close the owner frees
+ * attachments itself (the VM they refer to is gone). */
+static void drop_attach(rt_fiber *f)
+{
+    void (*fn)(rt_fiber *) = f->attach_free;
+    f->attach_free = NULL;
+    if (fn && f->attach && !f->rt->closing)
+        fn(f);
+    f->attach = NULL;
+}
+
 /* Drop the thread and free the struct (in the timer's close callback). */
 static void fiber_destroy(rt_fiber *f)
 {
     rt *r = f->rt;
+    drop_attach(f);
     if (f->co_ref != LUA_NOREF && r->L) {
         luaL_unref(r->L, LUA_REGISTRYINDEX, f->co_ref);
         f->co_ref = LUA_NOREF;
@@ -130,6 +142,7 @@ static void fiber_destroy(rt_fiber *f)
 void rt_fiber_release(rt_fiber *f)
 {
     rt *r = f->rt;
+    drop_attach(f);
     lua_settop(f->co, 0);
     f->state = RT_FIBER_IDLE;
     f->task = NULL;

@@ -61,6 +61,10 @@ struct rt_fiber {
     rt_done_fn done;        /* called when the run ends */
     void *done_ud;
     void (*abandoned)(void *done_ud); /* called instead of done when discarded mid-run */
+    void *attach;           /* owner's data that lives as long as this run (the
+                             * decoded record); attach_free(f) runs once when the
+                             * fiber is released or discarded, not after rt_close */
+    void (*attach_free)(rt_fiber *f);
     char *err;              /* RT_ERROR/RT_ROGUE_YIELD message with traceback (owned) */
     char *errmsg;           /* the same without the traceback (owned) */
     rt_fiber *ready_next, *ready_prev;

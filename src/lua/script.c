@@ -15,13 +15,7 @@
 
 #include "../net/pool.h"
 #include "modules.h"
-#include "json_out.h"
 #include "retry_table.h"
-
-static int json_put_newline(json_buf *b)
-{
-    return mw_buf_add(b, "\n", 1);
-}
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
 
@@ -84,8 +78,7 @@ static int open_moonwait(lua_State *L)
     lua_newtable(L);
     lua_pushstring(L, MW_VERSION);
     lua_setfield(L, -2, "version");
-    script *sc = lua_touserdata(L, lua_upvalueindex(1));
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->null_ref);
+    lua_pushlightuserdata(L, NULL); /* JSON null (the same value as cjson.null) */
     lua_setfield(L, -2, "null");
     lua_pushcfunction(L, l_runtime_stats);
     lua_setfield(L, -2, "runtime_stats");
@@ -189,18 +182,12 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     sc->path = strdup(path);
     lua_State *L = sc->rt.L;
 
-    /* The host's own cjson instance, for records. */
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_call(L, 0, 1);
-    lua_getfield(L, -1, "decode");
-    sc->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "encode");
-    sc->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "null");
-    sc->null_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    if (codec_init(&sc->codec, L) != 0) {
+        *err = strdup("cannot set up the JSON codec (LuaJIT's ffi module missing?)");
+        goto fail;
+    }
 
-    preload(L, "moonwait", open_moonwait, sc);
+    preload(L, "moonwait", open_moonwait, NULL);
     preload(L, "moonwait.time", mod_time_open, NULL);
     preload(L, "moonwait.json", mod_json_open, NULL);
     preload(L, "moonwait.log", mod_log_open, NULL);
@@ -304,65 +291,43 @@ void script_on_done(script *sc, script_done_fn done, void *ud)
 
 /* ---- input ------------------------------------------------------------------- */
 
-static int decode_line(script *sc, const char *line, size_t len, char *err, size_t errlen)
+/* The event-time field's value in the parsed tape: 0 with *ms, or -1. */
+static int read_event_time(script *sc, const json_tape *t, const char *text, int64_t *ms)
 {
-    lua_State *L = sc->rt.L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->decode_ref);
-    lua_pushlstring(L, line, len);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        snprintf(err, errlen, "malformed JSON: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
+    int node = 0;
+    for (char **k = sc->ts_path; *k && node >= 0; k++)
+        node = json_member(t, text, (uint32_t)node, *k, strlen(*k));
+    if (node < 0)
         return -1;
-    }
+    const json_node *x = &t->nodes[node];
+    if (x->type != JSON_NUMBER || (x->flags & (JSON_I64 | JSON_U64)) || !isfinite(x->v.d) ||
+        fabs(x->v.d) >= 9.0e15)
+        return -1;
+    *ms = (int64_t)floor(x->v.d);
     return 0;
 }
 
 int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen)
 {
-    lua_State *L = sc->rt.L;
     memset(p, 0, sizeof *p);
-    if (decode_line(sc, line, len, err, errlen) != 0)
+    if (codec_parse(&sc->codec, line, len, err, errlen) != 0)
         return -1;
-    int v = lua_gettop(L);
-    if (lua_type(L, v) == LUA_TTABLE) {
-        lua_pushliteral(L, "$watermark");
-        lua_rawget(L, v);
-        if (!lua_isnil(L, -1)) {
-            double wm = lua_tonumber(L, -1);
-            int only_key = 0;
-            lua_pushnil(L);
-            if (lua_next(L, v)) {
-                lua_pop(L, 1);
-                only_key = !lua_next(L, v);
-                if (!only_key)
-                    lua_pop(L, 2);
-            }
-            if (lua_type(L, -1) != LUA_TNUMBER || wm != floor(wm) || fabs(wm) > 9.0e15 || !only_key) {
-                snprintf(err, errlen, "a watermark line must be exactly {\"$watermark\": N} with N an integer (ms)");
-                lua_settop(L, v - 1);
-                return -1;
-            }
-            p->is_watermark = 1;
-            p->watermark = (int64_t)wm;
-            lua_settop(L, v - 1);
-            return 0;
+    /* Watermarks and the event time are read off the tape: no Lua. */
+    const json_tape *t = codec_pending(&sc->codec);
+    int wm = json_member(t, line, 0, "$watermark", 10);
+    if (wm >= 0) {
+        const json_node *x = &t->nodes[wm];
+        if (t->nodes[0].n != 1 || x->type != JSON_NUMBER || (x->flags & (JSON_I64 | JSON_U64)) ||
+            x->v.d != floor(x->v.d) || fabs(x->v.d) > 9.0e15) {
+            snprintf(err, errlen, "a watermark line must be exactly {\"$watermark\": N} with N an integer (ms)");
+            return -1;
         }
-        lua_pop(L, 1);
+        p->is_watermark = 1;
+        p->watermark = (int64_t)x->v.d;
+        return 0;
     }
     if (sc->ts_path) {
-        lua_pushvalue(L, v);
-        for (char **k = sc->ts_path; *k; k++) {
-            if (lua_type(L, -1) != LUA_TTABLE) {
-                lua_pushnil(L);
-                break;
-            }
-            lua_getfield(L, -1, *k);
-            lua_remove(L, -2);
-        }
-        double ts = lua_tonumber(L, -1);
-        int ok = lua_type(L, -1) == LUA_TNUMBER && isfinite(ts) && fabs(ts) < 9.0e15;
-        lua_pop(L, 1);
-        if (!ok) {
+        if (read_event_time(sc, t, line, &p->ts) != 0) {
             char field[256] = "";
             for (char **k = sc->ts_path; *k; k++) {
                 if (k != sc->ts_path)
@@ -370,12 +335,11 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, cha
                 strncat(field, *k, sizeof field - strlen(field) - 1);
             }
             snprintf(err, errlen, "event-time field '%s' is missing or not a number (ms)", field);
-            lua_settop(L, v - 1);
             return -1;
         }
         p->has_ts = 1;
-        p->ts = (int64_t)floor(ts);
     }
+    sc->parsed_doc = codec_build(&sc->codec, sc->rt.L);
     sc->parsed_on_stack = 1;
     return 0;
 }
@@ -385,14 +349,19 @@ void script_drop_parsed(script *sc)
     if (sc->parsed_on_stack) {
         lua_pop(sc->rt.L, 1);
         sc->parsed_on_stack = 0;
+        codec_doc_free(&sc->codec, sc->parsed_doc);
+        sc->parsed_doc = NULL;
     }
 }
 
 /* ---- output ------------------------------------------------------------------ */
 
 /* Turn `what`'s results (values from index base to top of L) into encoded
- * lines. Returns 0 with *out and *len, or -1 with *err (malloc'd). Pops them. */
-static int encode_results(script *sc, const char *what, int base, char **out, size_t *outlen, char **err)
+ * lines; tables of the record's `doc` keep their original bytes where
+ * unchanged. Returns 0 with *out and *len, or -1 with *err (malloc'd).
+ * Pops them. */
+static int encode_results(script *sc, const char *what, int base, codec_doc *doc, char **out, size_t *outlen,
+                          char **err)
 {
     lua_State *L = sc->rt.L;
     int n = lua_gettop(L) - base + 1;
@@ -435,11 +404,8 @@ static int encode_results(script *sc, const char *what, int base, char **out, si
         rc = 0;
         goto done;
     }
-    /* Encode every element into one buffer (json_out.c: sorted keys). */
-    json_buf jb = { NULL, 0, 0 };
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->null_ref);
-    const void *null = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    /* Encode every element into one buffer. */
+    mw_buf jb = { NULL, 0, 0 };
     for (size_t i = 1; i <= count; i++) {
         lua_rawgeti(L, base, (int)i);
         if (sc->tag_field && lua_type(L, -1) == LUA_TTABLE) {
@@ -448,9 +414,9 @@ static int encode_results(script *sc, const char *what, int base, char **out, si
             lua_rawset(L, -3);
         }
         char why[256];
-        int erc = json_out_encode(L, -1, null, &jb, why, sizeof why);
+        int erc = codec_encode(&sc->codec, L, -1, doc, &jb, why, sizeof why);
         lua_pop(L, 1);
-        if (erc != 0 || json_put_newline(&jb) != 0) {
+        if (erc != 0 || mw_buf_add(&jb, "\n", 1) != 0) {
             free(jb.p);
             if (asprintf(err, "%s: cannot encode output record %zu as JSON: %s", what, i, erc ? why : "out of memory") < 0)
                 *err = NULL;
@@ -544,7 +510,7 @@ static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *
             lua_insert(L, base);
             base++;
         }
-        r->ok = encode_results(sc, "async_invoke", base, &r->out, &r->len, err) == 0;
+        r->ok = encode_results(sc, "async_invoke", base, f->attach, &r->out, &r->len, err) == 0;
         if (keep_outputs && n > 0 && !r->ok)
             lua_pop(L, 1);
         if (!r->ok)
@@ -655,6 +621,12 @@ static void attempt_done(void *ud, rt_fiber *f, int status)
     rt_fiber_start(pf, 2, pred_done, c);
 }
 
+/* The record's doc lives as long as its attempt's fiber. */
+static void free_attached_doc(rt_fiber *f)
+{
+    codec_doc_free(codec_of(f->rt->L), f->attach);
+}
+
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
                    int attempt, uint64_t deadline_ms, const char *last_error)
 {
@@ -671,6 +643,9 @@ void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, 
     lua_rawgeti(co, LUA_REGISTRYINDEX, sc->invoke_ref);
     lua_xmove(L, co, 1); /* the parsed record */
     sc->parsed_on_stack = 0;
+    f->attach = sc->parsed_doc;
+    f->attach_free = free_attached_doc;
+    sc->parsed_doc = NULL;
     push_ctx(sc, co, seq, line, attempt, deadline, last_error);
     f->task = task;
     f->seq = seq;
@@ -705,8 +680,9 @@ void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, 
 int script_reparse(script *sc, const char *line, size_t len)
 {
     char err[256];
-    if (decode_line(sc, line, len, err, sizeof err) != 0)
+    if (codec_parse(&sc->codec, line, len, err, sizeof err) != 0)
         return -1;
+    sc->parsed_doc = codec_build(&sc->codec, sc->rt.L);
     sc->parsed_on_stack = 1;
     return 0;
 }
@@ -723,18 +699,22 @@ int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, ui
     int base = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, sc->timeout_ref);
     char derr[512];
-    if (decode_line(sc, line, len, derr, sizeof derr) != 0) {
+    if (codec_parse(&sc->codec, line, len, derr, sizeof derr) != 0) {
         lua_settop(L, base);
         *err = strdup(derr);
         return -1;
     }
+    codec_doc *doc = codec_build(&sc->codec, L);
     push_ctx(sc, L, seq, lineno, attempt, deadline, NULL);
     if (pcall_tb(L, 2, LUA_MULTRET) != 0) {
         *err = rt_strdup_value(L, -1);
         lua_settop(L, base);
+        codec_doc_free(&sc->codec, doc);
         return -1;
     }
-    return encode_results(sc, "on_timeout", base + 1, out, outlen, err) == 0 ? 1 : -1;
+    int rc = encode_results(sc, "on_timeout", base + 1, doc, out, outlen, err) == 0 ? 1 : -1;
+    codec_doc_free(&sc->codec, doc);
+    return rc;
 }
 
 int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
@@ -795,16 +775,17 @@ int script_export_state(script *sc, char **json)
         lua_settop(L, top);
         return -1;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->encode_ref);
-    lua_insert(L, -2);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
+    mw_buf b = { NULL, 0, 0 };
+    char why[256];
+    if (codec_encode(&sc->codec, L, -1, NULL, &b, why, sizeof why) != 0 || mw_buf_add(&b, "", 1) != 0) {
+        free(b.p);
         if (asprintf(json, "export_state returned a table that cannot be copied (strings, numbers, "
-                           "booleans and tables of them only): %s", lua_tostring(L, -1)) < 0)
+                           "booleans and tables of them only): %s", why) < 0)
             *json = NULL;
         lua_settop(L, top);
         return -1;
     }
-    *json = strdup(lua_tostring(L, -1));
+    *json = b.p;
     lua_settop(L, top);
     return 0;
 }
@@ -818,7 +799,7 @@ int script_set_previous(script *sc, const char *json)
     if (!json)
         return 0;
     char err[256];
-    if (decode_line(sc, json, strlen(json), err, sizeof err) != 0)
+    if (codec_decode(&sc->codec, L, json, strlen(json), err, sizeof err) != 0)
         return -1;
     sc->previous_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -890,5 +871,10 @@ void script_close(script *sc, void (*on_closed)(rt *r))
     free(sc->tag_field);
     sc->path = sc->tag_field = NULL;
     script_live_vms--;
+    if (sc->parsed_on_stack) {
+        sc->parsed_on_stack = 0;
+        sc->parsed_doc = NULL; /* freed with the codec below */
+    }
     rt_close(&sc->rt, on_closed);
+    codec_close(&sc->codec); /* after the VM: every doc goes, live or pooled */
 }

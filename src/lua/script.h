@@ -1,8 +1,8 @@
 /*
  * script.h: a loaded user script in its own VM (one "generation").
  *
- * Owns the rt (VM + scheduler), the host's private cjson instance used to
- * read and write records, and refs to the script's functions. The pipeline
+ * Owns the rt (VM + scheduler), the record codec (codec.c) used to read and
+ * write records, and refs to the script's functions. The pipeline
  * calls it to parse input lines, to start async_invoke for a record, to run
  * on_timeout, open and close. Results come back as encoded JSON lines in a
  * malloc'd buffer, or as an error message; no Lua value leaves this file.
@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "../op/retry.h"
+#include "codec.h"
 #include "runtime.h"
 
 typedef struct script script;
@@ -45,13 +46,13 @@ struct script {
     rt rt;
     char *path;             /* script file as given */
     char **ts_path;         /* event-time field path, split on '.'; NULL if none */
-    int decode_ref, encode_ref;     /* host cjson functions */
+    codec codec;            /* records <-> Lua values */
+    codec_doc *parsed_doc;  /* the doc of the record parsed and not yet invoked */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
     op_retry_policy retry;  /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
-    int null_ref;           /* cjson.null */
     int parsed_on_stack;    /* a decoded record waits on rt.L's top */
     int generation;         /* hot-reload generation number (1 = first load) */
     char *tag_field;        /* --tag-generation: set this field on outputs (owned) */
@@ -72,9 +73,11 @@ int script_set_event_time(script *sc, const char *field);
 /* Where completions of invoke and hooks are reported. */
 void script_on_done(script *sc, script_done_fn done, void *ud);
 
-/* Decode one input line. On success returns 0, fills *p and, for a record,
- * leaves the decoded value for script_invoke (or script_drop_parsed). On a
- * malformed line returns -1 with a message in err. */
+/* Decode one input line (strict JSON, one object). On success returns 0,
+ * fills *p and, for a record, leaves the decoded value for script_invoke
+ * (or script_drop_parsed). `line` must stay valid and unchanged until that
+ * record's attempt has ended (its untouched values are written from it).
+ * On a malformed line returns -1 with a message in err. */
 int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
 
 /* Discard a parsed record that will not be invoked. */
@@ -89,8 +92,9 @@ void script_drop_parsed(script *sc);
 void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
                    int attempt, uint64_t deadline_ms, const char *last_error);
 
-/* Decode `line` again for another attempt and leave it for script_invoke.
- * Returns 0, or -1 (it parsed before, so only on out of memory). */
+/* Decode `line` again for another attempt and leave it for script_invoke
+ * (`line` must stay valid as for script_parse). Returns 0, or -1 (it
+ * parsed before, so only on out of memory). */
 int script_reparse(script *sc, const char *line, size_t len);
 
 /* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.

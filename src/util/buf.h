@@ -15,8 +15,8 @@ typedef struct mw_buf {
     size_t len, cap;
 } mw_buf;
 
-/* Append n bytes. 0, or -1 when out of memory (b unchanged). */
-static inline int mw_buf_add(mw_buf *b, const void *s, size_t n)
+/* Make room for n more bytes. 0, or -1 when out of memory (b unchanged). */
+static inline int mw_buf_reserve(mw_buf *b, size_t n)
 {
     if (b->cap - b->len < n) {
         size_t cap = b->cap ? b->cap : 256;
@@ -28,6 +28,14 @@ static inline int mw_buf_add(mw_buf *b, const void *s, size_t n)
         b->p = p;
         b->cap = cap;
     }
+    return 0;
+}
+
+/* Append n bytes. 0, or -1 when out of memory (b unchanged). */
+static inline int mw_buf_add(mw_buf *b, const void *s, size_t n)
+{
+    if (mw_buf_reserve(b, n))
+        return -1;
     if (n)
         memcpy(b->p + b->len, s, n);
     b->len += n;
