@@ -56,7 +56,9 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt
+JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
+
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis
@@ -78,6 +80,9 @@ $(BUILD)/test_op: $(BUILD)/spec/c/test_op.o $(CORE_OBJS)
 
 $(BUILD)/test_ckpt: $(BUILD)/spec/c/test_ckpt.o $(BUILD)/src/store/ckpt.o
 	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -113,4 +118,4 @@ install: $(BUILD)/moonwait
 clean:
 	rm -rf build build-asan
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d
