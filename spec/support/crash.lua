@@ -17,7 +17,10 @@ return {
     if r.id % 29 == 0 then return nil, "poison" end  -- dead-lettered
     if r.id % 17 == 0 then return {} end
     if r.id % 19 == 0 then return { { id = r.id, part = 1 }, { id = r.id, part = 2 } } end
-    return { { id = r.id, attempt = ctx.attempt } }
+    if r.id % 7 == 0 then return { r } end  -- untouched: written as it came
+    r.attempt = ctx.attempt                 -- edited: original order, exact values kept
+    r.next_big = r.big + 1
+    return { r }
   end,
 }
 ]]
@@ -25,7 +28,10 @@ return {
 function C.input(n)
   local t = {}
   for i = 1, n do
-    t[#t + 1] = '{"id":' .. i .. ',"t":' .. (i * 10) .. '}'
+    -- unsorted keys, a 64-bit id, empty containers and float spellings:
+    -- the restored output must keep them byte for byte
+    t[#t + 1] = '{"z":"last","id":' .. i .. ',"t":' .. (i * 10) .. ',"big":9007199254' ..
+      string.format("%06d", 740993 + i) .. ',"e":[],"o":{},"f":1.50}'
     if i % 25 == 0 then t[#t + 1] = '{"$watermark":' .. (i * 10) .. '}' end
   end
   return table.concat(t, "\n") .. "\n"
