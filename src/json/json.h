@@ -47,7 +47,9 @@ typedef struct json_node {
     uint8_t flags;
     uint16_t depth;      /* 0 for the top-level value */
     uint32_t off, len;   /* the bytes it came from (strings include the quotes) */
-    uint32_t n;          /* containers: members (objects) or elements (arrays) */
+    uint32_t n;          /* containers: members (objects) or elements (arrays);
+                          * an object key repeated later (see JSON_DUP): the
+                          * index of the last repeat's value, the one kept */
     uint32_t end;        /* index one past this node's subtree */
     uint32_t anchor;     /* free for the caller (the codec's anchor slot) */
     union {
@@ -67,6 +69,7 @@ typedef struct json_tape {
     uint32_t bigints;    /* JSON_I64/JSON_U64 numbers in the last parse */
     uint32_t containers; /* objects and arrays in the last parse */
     uint32_t keys;       /* object keys in the last parse */
+    uint32_t dups;       /* keys marked JSON_DUP in the last parse */
 } json_tape;
 
 /* Parse options. */

@@ -456,17 +456,38 @@ static int mark_duplicates(parser *p, uint32_t obj)
         if (k[m].decoded)
             k[m].s = scratch.p + k[m].off;
     if (n <= 32) {
-        for (uint32_t j = 1; j < n; j++)
+        /* Most objects have no duplicate: a 64-bit filter on (length,
+         * first byte, last byte) proves it without comparing pairs. */
+        uint64_t seen = 0;
+        int maybe = 0;
+        for (uint32_t m = 0; m < n && !maybe; m++) {
+            unsigned h = (unsigned)k[m].n * 31u;
+            if (k[m].n)
+                h += (unsigned char)k[m].s[0] * 7u + (unsigned char)k[m].s[k[m].n - 1];
+            uint64_t bit = 1ULL << (h & 63);
+            maybe = (seen & bit) != 0;
+            seen |= bit;
+        }
+        for (uint32_t j = 1; maybe && j < n; j++)
             for (uint32_t i = 0; i < j; i++)
                 if (key_eq(&k[i], &k[j])) {
                     nodes[k[j].pos].flags |= JSON_DUP;
+                    nodes[k[i].pos].n = k[j].pos + 1; /* the value kept */
+                    p->t->dups++;
                     break;
                 }
     } else {
         qsort(k, n, sizeof *k, key_cmp);
-        for (uint32_t j = 1; j < n; j++)
-            if (key_eq(&k[j - 1], &k[j]))
+        uint32_t firstpos = 0;
+        for (uint32_t j = 0; j < n; j++) {
+            if (j > 0 && key_eq(&k[j - 1], &k[j])) {
                 nodes[k[j].pos].flags |= JSON_DUP;
+                nodes[firstpos].n = k[j].pos + 1; /* the value kept */
+                p->t->dups++;
+            } else {
+                firstpos = k[j].pos;
+            }
+        }
     }
 out:
     free(scratch.p);
@@ -506,7 +527,7 @@ int json_parse(json_tape *t, const char *text, size_t len, int opts, char *err, 
     uint32_t stack[JSON_MAX_DEPTH + 1];
     unsigned depth = 0;
     t->n = 0;
-    t->max_depth = t->escaped = t->bigints = t->containers = t->keys = 0;
+    t->max_depth = t->escaped = t->bigints = t->containers = t->keys = t->dups = 0;
     if (len >= UINT32_MAX)
         return fail(p, 0, "%s", "a JSON text of 4 GiB or more is not supported");
     if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)

@@ -29,6 +29,7 @@
 struct codec_doc {
     json_tape t;
     const char *text;    /* the raw text (the caller's; outlives the doc) */
+    size_t len;
     int anchors_ref;     /* registry ref of the anchors array, or LUA_NOREF */
     uint32_t *order;     /* container nodes sorted by table address (lazy) */
     uint32_t norder;
@@ -134,6 +135,7 @@ int codec_parse(codec *c, const char *text, size_t len, char *err, size_t errlen
         return -1;
     }
     d->text = text;
+    d->len = len;
     return json_parse(&d->t, text, len, JSON_TOP_OBJECT, err, errlen);
 }
 
@@ -303,7 +305,6 @@ typedef struct enc {
     mw_buf *b;
     char *err;
     size_t errlen;
-    size_t changed; /* values written other than as they came */
 } enc;
 
 static int encode(enc *e, int idx, int depth);
@@ -411,9 +412,11 @@ static size_t count_keys(lua_State *L, int t)
 }
 
 typedef struct key {
-    const char *s;
+    const char *s;  /* the key's text: a string key's own bytes (alive while
+                     * it is a key of the table), or a number key's in num */
     size_t n;
-    int slot;       /* stack index of its value */
+    int is_num;
+    lua_Number num_key;
 } key;
 
 typedef char numtext[32]; /* a number key written as a string */
@@ -452,7 +455,8 @@ static void sort_keys(key *keys, size_t n)
 
 /* Write the members of table t whose keys are not in `skip` (sorted key
  * string addresses, nskip of them), sorted by key. `first`: no comma
- * before the first one. */
+ * before the first one. Values are looked up again one at a time, so a
+ * table of any size needs only a few Lua stack slots. */
 static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first)
 {
     lua_State *L = e->L;
@@ -469,25 +473,20 @@ static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_
         rc = oom(e);
         goto out;
     }
-    if (!lua_checkstack(L, (int)count + 4)) {
-        snprintf(e->err, e->errlen, "out of Lua stack");
-        rc = -1;
-        goto out;
-    }
     int base = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        lua_insert(L, -2); /* value stays below, key on top for lua_next */
+        lua_pop(L, 1);
         key *k = &keys[n];
         int kt = lua_type(L, -1);
         if (kt == LUA_TSTRING) {
             k->s = lua_tolstring(L, -1, &k->n);
-            if (nskip && bsearch(&k->s, skip, nskip, sizeof *skip, ptr_cmp)) {
-                lua_remove(L, -2); /* an original member: drop its value */
-                continue;
-            }
+            k->is_num = 0;
+            if (nskip && bsearch(&k->s, skip, nskip, sizeof *skip, ptr_cmp))
+                continue; /* an original member, already written */
         } else if (kt == LUA_TNUMBER) {
-            int len = json_fmt_double(nums[n], lua_tonumber(L, -1));
+            k->num_key = lua_tonumber(L, -1);
+            int len = json_fmt_double(nums[n], k->num_key);
             if (len < 0) {
                 snprintf(e->err, e->errlen, "cannot encode a table with a NaN or infinite key as JSON");
                 rc = -1;
@@ -495,14 +494,26 @@ static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_
             }
             k->s = nums[n];
             k->n = (size_t)len;
+            k->is_num = 1;
+            /* 1 and "1" would both be written as "1". */
+            lua_pushlstring(L, k->s, k->n);
+            lua_rawget(L, t);
+            int clash = !lua_isnil(L, -1);
+            lua_pop(L, 1);
+            if (clash) {
+                snprintf(e->err, e->errlen, "cannot encode a table with both the key %s and the key \"%s\" as JSON",
+                         k->s, k->s);
+                rc = -1;
+                break;
+            }
         } else {
             snprintf(e->err, e->errlen, "cannot encode a table with a %s key as JSON", lua_typename(L, kt));
             rc = -1;
             break;
         }
-        k->slot = lua_gettop(L) - 1;
         n++;
     }
+    lua_settop(L, base);
     if (rc == 0) {
         sort_keys(keys, n);
         for (size_t i = 0; i < n && rc == 0; i++) {
@@ -512,11 +523,17 @@ static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_
                 rc = oom(e);
             if (rc == 0)
                 rc = put(e, ":", 1);
-            if (rc == 0)
-                rc = encode(e, keys[i].slot, depth + 1);
+            if (rc == 0) {
+                if (keys[i].is_num)
+                    lua_pushnumber(L, keys[i].num_key);
+                else
+                    lua_pushlstring(L, keys[i].s, keys[i].n);
+                lua_rawget(L, t);
+                rc = encode(e, lua_gettop(L), depth + 1);
+                lua_settop(L, base);
+            }
         }
     }
-    lua_settop(L, base);
 out:
     if (keys != small)
         free(keys);
@@ -527,11 +544,12 @@ out:
 
 static int encode_original(enc *e, int idx, uint32_t node, int depth);
 
-/* A member or element whose original was node vi: its bytes if unchanged. */
-static int encode_member(enc *e, int cur, uint32_t vi, int depth)
+/* Is the value at cur still node v's original? 1 for a scalar that is (its
+ * bytes may be written as they came), 2 for the original table (its
+ * contents may still have changed), 0 otherwise. */
+static int same_value(enc *e, int cur, const json_node *v)
 {
     lua_State *L = e->L;
-    json_node *v = &e->d->t.nodes[vi];
     int same = 0;
     switch (v->type) {
     case JSON_NUMBER:
@@ -543,7 +561,7 @@ static int encode_member(enc *e, int cur, uint32_t vi, int depth)
             double d = lua_tonumber(L, cur);
             same = memcmp(&d, &v->v.d, sizeof d) == 0;
         }
-        break;
+        return same;
     case JSON_STRING:
         if (v->flags & JSON_ESCAPED) {
             lua_rawgeti(L, e->anchors, (int)v->anchor);
@@ -554,47 +572,185 @@ static int encode_member(enc *e, int cur, uint32_t vi, int depth)
             const char *str = lua_tolstring(L, cur, &n);
             same = n == v->len - 2 && memcmp(str, e->d->text + v->off + 1, n) == 0;
         }
-        break;
+        return same;
     case JSON_TRUE:
     case JSON_FALSE:
-        same = lua_type(L, cur) == LUA_TBOOLEAN && lua_toboolean(L, cur) == (v->type == JSON_TRUE);
-        break;
+        return lua_type(L, cur) == LUA_TBOOLEAN && lua_toboolean(L, cur) == (v->type == JSON_TRUE);
     case JSON_NULL:
-        same = lua_type(L, cur) == LUA_TLIGHTUSERDATA && lua_touserdata(L, cur) == NULL;
-        break;
+        return lua_type(L, cur) == LUA_TLIGHTUSERDATA && lua_touserdata(L, cur) == NULL;
     default: /* JSON_ARRAY, JSON_OBJECT */
-        if (lua_type(L, cur) == LUA_TTABLE && lua_topointer(L, cur) == v->user)
-            return encode_original(e, cur, vi, depth);
-        break;
+        return lua_type(L, cur) == LUA_TTABLE && lua_topointer(L, cur) == v->user ? 2 : 0;
     }
+}
+
+/* Nonzero when the original table at idx (node `node`) is exactly as it
+ * was decoded, all the way down: then its bytes can be copied whole. The
+ * caller has ruled out duplicate keys (their bytes would repeat a key). */
+static int unchanged(enc *e, int idx, uint32_t node, int depth)
+{
+    lua_State *L = e->L;
+    json_node *nodes = e->d->t.nodes, *x = &nodes[node];
+    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4) || count_keys(L, idx) != x->n)
+        return 0;
+    if (x->type == JSON_ARRAY && lua_objlen(L, idx) != x->n)
+        return 0;
+    uint32_t k = node + 1;
+    for (uint32_t m = 0; m < x->n; m++) {
+        uint32_t vi = k;
+        if (x->type == JSON_OBJECT) {
+            lua_rawgeti(L, e->anchors, (int)nodes[k].anchor);
+            lua_rawget(L, idx);
+            vi = k + 1;
+        } else {
+            lua_rawgeti(L, idx, (int)m + 1);
+        }
+        int same = same_value(e, lua_gettop(L), &nodes[vi]);
+        if (same == 2)
+            same = unchanged(e, lua_gettop(L), vi, depth + 1);
+        lua_pop(L, 1);
+        if (!same)
+            return 0;
+        k = nodes[vi].end;
+    }
+    return 1;
+}
+
+/* A member or element whose original was node vi: its bytes if unchanged. */
+static int encode_member(enc *e, int cur, uint32_t vi, int depth)
+{
+    json_node *v = &e->d->t.nodes[vi];
+    int same = same_value(e, cur, v);
+    if (same == 2)
+        return encode_original(e, cur, vi, depth);
     if (same)
         return put(e, e->d->text + v->off, v->len);
-    e->changed++;
     return encode(e, cur, depth);
+}
+
+/* Elements of an original array whose spelling is not what encoding their
+ * value would give (floats like 1.50 or 1e2, strings with escapes), by
+ * value, so that an element moved by table.insert/remove keeps it. */
+typedef struct moved {
+    uint64_t key;    /* a float's bits, or an escaped string's address */
+    uint32_t node;   /* 0 = empty slot */
+    int is_str;
+} moved;
+
+typedef struct moved_map {
+    moved *slots;
+    size_t mask;
+    int built, empty;
+} moved_map;
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    return x ^ (x >> 33);
+}
+
+static int value_key(lua_State *L, int cur, uint64_t *key, int *is_str)
+{
+    if (lua_type(L, cur) == LUA_TNUMBER) {
+        double d = lua_tonumber(L, cur);
+        memcpy(key, &d, sizeof d);
+        *is_str = 0;
+        return 1;
+    }
+    if (lua_type(L, cur) == LUA_TSTRING) {
+        *key = (uint64_t)(uintptr_t)lua_tostring(L, cur);
+        *is_str = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void moved_build(enc *e, moved_map *m, const json_node *orig, uint32_t first)
+{
+    json_node *nodes = e->d->t.nodes;
+    lua_State *L = e->L;
+    m->built = 1;
+    size_t count = 0;
+    for (uint32_t i = 0, ei = first; i < orig->n; i++, ei = nodes[ei].end) {
+        const json_node *v = &nodes[ei];
+        count += (v->type == JSON_NUMBER && !(v->flags & (JSON_INT | JSON_I64 | JSON_U64))) ||
+                 (v->type == JSON_STRING && (v->flags & JSON_ESCAPED));
+    }
+    size_t cap = 8;
+    while (cap < count * 2)
+        cap *= 2;
+    if (!count || !(m->slots = calloc(cap, sizeof *m->slots))) {
+        m->empty = 1;
+        return;
+    }
+    m->mask = cap - 1;
+    for (uint32_t i = 0, ei = first; i < orig->n; i++, ei = nodes[ei].end) {
+        const json_node *v = &nodes[ei];
+        uint64_t key;
+        int is_str;
+        if (v->type == JSON_NUMBER && !(v->flags & (JSON_INT | JSON_I64 | JSON_U64))) {
+            memcpy(&key, &v->v.d, sizeof key);
+            is_str = 0;
+        } else if (v->type == JSON_STRING && (v->flags & JSON_ESCAPED)) {
+            lua_rawgeti(L, e->anchors, (int)v->anchor);
+            key = (uint64_t)(uintptr_t)lua_tostring(L, -1);
+            lua_pop(L, 1);
+            is_str = 1;
+        } else {
+            continue;
+        }
+        size_t h = mix(key) & m->mask;
+        while (m->slots[h].node && !(m->slots[h].key == key && m->slots[h].is_str == is_str))
+            h = (h + 1) & m->mask;
+        if (!m->slots[h].node) /* the first of equal values keeps its spelling */
+            m->slots[h] = (moved){ key, ei, is_str };
+    }
+}
+
+static const json_node *moved_find(enc *e, moved_map *m, int cur, const json_node *orig, uint32_t first)
+{
+    uint64_t key;
+    int is_str;
+    if (!value_key(e->L, cur, &key, &is_str))
+        return NULL;
+    if (!m->built)
+        moved_build(e, m, orig, first);
+    if (m->empty)
+        return NULL;
+    for (size_t h = mix(key) & m->mask; m->slots[h].node; h = (h + 1) & m->mask)
+        if (m->slots[h].key == key && m->slots[h].is_str == is_str)
+            return &e->d->t.nodes[m->slots[h].node];
+    return NULL;
 }
 
 static int encode_array_elems(enc *e, int t, size_t n, int depth, const json_node *orig, uint32_t first)
 {
     lua_State *L = e->L;
-    if (put(e, "[", 1))
-        return -1;
+    moved_map moved = { NULL, 0, 0, 0 };
+    int rc = put(e, "[", 1);
     uint32_t ei = first;
-    for (size_t i = 1; i <= n; i++) {
-        if (i > 1 && put(e, ",", 1))
-            return -1;
-        lua_rawgeti(L, t, (int)i);
-        int rc;
-        if (orig && i <= orig->n) {
-            rc = encode_member(e, lua_gettop(L), ei, depth + 1);
-            ei = e->d->t.nodes[ei].end;
-        } else {
-            rc = encode(e, lua_gettop(L), depth + 1);
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+        if (i > 1 && put(e, ",", 1)) {
+            rc = -1;
+            break;
         }
+        lua_rawgeti(L, t, (int)i);
+        int cur = lua_gettop(L);
+        int same = orig && i <= orig->n ? same_value(e, cur, &e->d->t.nodes[ei]) : 0;
+        if (same == 2) {
+            rc = encode_original(e, cur, ei, depth + 1);
+        } else if (same) {
+            rc = put(e, e->d->text + e->d->t.nodes[ei].off, e->d->t.nodes[ei].len);
+        } else {
+            const json_node *m = orig ? moved_find(e, &moved, cur, orig, first) : NULL;
+            rc = m && same_value(e, cur, m) == 1 ? put(e, e->d->text + m->off, m->len) : encode(e, cur, depth + 1);
+        }
+        if (orig && i <= orig->n)
+            ei = e->d->t.nodes[ei].end;
         lua_pop(L, 1);
-        if (rc)
-            return -1;
     }
-    return put(e, "]", 1);
+    free(moved.slots);
+    return rc ? -1 : put(e, "]", 1);
 }
 
 /* A table marked as an array: elements 1..#t, and nothing else. */
@@ -624,8 +780,6 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
         size_t n;
         if (array_length(e, idx, &n))
             return -1;
-        if (n != x->n)
-            e->changed++;
         return encode_array_elems(e, idx, n, depth, x, node + 1);
     }
     if (put(e, "{", 1))
@@ -636,14 +790,13 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
         json_node *key = &e->d->t.nodes[k];
         uint32_t vi = k + 1;
         k = e->d->t.nodes[vi].end;
-        if (key->flags & JSON_DUP) {
-            e->changed++; /* written once, at its first position */
-            continue;
-        }
+        if (key->flags & JSON_DUP)
+            continue; /* written once, at its first position */
+        if (key->n)
+            vi = key->n; /* a repeated key: the last value is the one kept */
         lua_rawgeti(L, e->anchors, (int)key->anchor);
         lua_rawget(L, idx);
         if (lua_isnil(L, -1)) {
-            e->changed++;
             lua_pop(L, 1);
             continue;
         }
@@ -656,7 +809,6 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
     }
     if (count_keys(L, idx) > present) {
         /* Keys the script added: after the original ones, sorted. */
-        e->changed++;
         const char *small[32], **skip = x->n <= 32 ? small : malloc(x->n * sizeof *skip);
         if (!skip)
             return oom(e);
@@ -763,7 +915,7 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     int top = lua_gettop(L);
-    enc e = { c, L, doc, 0, b, err, errlen, 0 };
+    enc e = { c, L, doc, 0, b, err, errlen };
     if (doc && doc->anchors_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, doc->anchors_ref);
         e.anchors = lua_gettop(L);
@@ -771,16 +923,17 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
         e.d = NULL;
     }
     size_t len = b->len;
-    int rc = encode(&e, idx, 0);
-    if (rc) {
-        b->len = len;
-    } else if (e.d && e.changed == 0 && lua_type(L, idx) == LUA_TTABLE && lua_topointer(L, idx) == e.d->t.nodes[0].user) {
-        /* The record itself, untouched: its exact bytes, whitespace too
+    int rc;
+    if (e.d && !e.d->t.dups && lua_type(L, idx) == LUA_TTABLE && lua_topointer(L, idx) == e.d->t.nodes[0].user &&
+        unchanged(&e, idx, 0, 0)) {
+        /* The record itself, untouched: its exact line, whitespace too
          * (only at the top: nested containers are written compactly). */
-        const json_node *root = &e.d->t.nodes[0];
-        b->len = len;
-        rc = put(&e, e.d->text + root->off, root->len);
+        rc = put(&e, e.d->text, e.d->len);
+    } else {
+        rc = encode(&e, idx, 0);
     }
+    if (rc)
+        b->len = len;
     lua_settop(L, top);
     return rc;
 }
