@@ -693,7 +693,8 @@ return { async_invoke = function()
   put("enc_fn", json.encode({ x = print }))
   local cyc = {}; cyc.self = cyc
   put("enc_cycle", json.encode(cyc))
-  put("enc_holes", json.encode(json.array({ 1, nil, 3 })))
+  local holes = json.array({ 1, 2, 3 }); holes[2] = nil
+  put("enc_holes", json.encode(holes))
   put("enc_key", json.encode({ [true] = 1 }))
   return { { res = res } }
 end }
@@ -822,5 +823,42 @@ end }
       assert.equal(want1, out[i], "record " .. (i + 1) / 2)
       assert.equal(want2, out[i + 1], "record " .. (i + 1) / 2 .. " (built)")
     end
+  end)
+
+  it("regression: a string the script made that is not UTF-8 fails the record instead of writing invalid JSON", function()
+    local r = run([[
+local json = require "moonwait.json"
+return { async_invoke = function(r)
+  r.enc_nil, r.enc_err = json.encode("\255")
+  r.enc_nil = r.enc_nil == nil
+  if r.a == 2 then r.bad = "\255\192\128" end
+  if r.a == 3 then r["\255"] = 1 end
+  return { r }
+end }
+]], '{"a":1}\n{"a":2}\n{"a":3}\n', "--on-error dead-letter --dead-letter " .. "dl")
+    assert.equal(0, r.code, r.err)
+    assert.equal('{"a":1,"enc_err":"cannot encode a string that is not valid UTF-8 as JSON","enc_nil":true}\n', r.output)
+    local dl = lines(H.read(r.dir .. "/dl") or H.read("dl") or "")
+    os.remove("dl")
+    assert.equal(2, #dl)
+    for _, l in ipairs(dl) do
+      assert.matches("cannot encode a string that is not valid UTF-8 as JSON", l, 1, true)
+    end
+  end)
+
+  it("regression: json.array refuses a table that is not an array", function()
+    local r = run([[
+local json = require "moonwait.json"
+return { async_invoke = function(r)
+  local ok, err = pcall(json.array, { a = 1 })
+  r.ok, r.err = ok, err
+  r.fine = json.array({ 1, 2 })
+  return { r }
+end }
+]], '{"a":1}\n')
+    assert.equal(0, r.code, r.err)
+    assert.matches('"ok":false', r.output, 1, true)
+    assert.matches("an array has keys 1..n and nothing else", r.output, 1, true)
+    assert.matches('"fine":[1,2]', r.output, 1, true)
   end)
 end)

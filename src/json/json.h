@@ -96,8 +96,8 @@ void json_tape_free(json_tape *t);
 int json_unescape(const char *text, const json_node *s, mw_buf *out);
 
 /* Append s (n bytes) as a JSON string literal, quotes included. Control
- * characters, '"' and '\\' are escaped; other bytes are copied (the caller
- * keeps strings valid UTF-8). 0, or -1 on out of memory. */
+ * characters, '"' and backslash are escaped; other bytes are copied. 0, -1
+ * on out of memory, or -2 when s is not valid UTF-8 (nothing appended). */
 int json_put_string(mw_buf *b, const char *s, size_t n);
 
 /* Like json_put_string, for bytes that may not be UTF-8: a byte that does

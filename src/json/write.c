@@ -40,12 +40,21 @@ static int put_escape(mw_buf *b, unsigned char c)
 int json_put_string(mw_buf *b, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
-    /* Reserve the common case (nothing to escape) in one step. */
     if (mw_buf_reserve(b, n + 2))
         return -1;
+    size_t start = b->len;
     b->p[b->len++] = '"';
     size_t run = 0;
+    int checked = 0;
     for (size_t i = 0; i < n; i++) {
+        if (s[i] >= 0x80 && !checked) {
+            /* Once per string, and only for non-ASCII text. */
+            if (!json_utf8_valid(str + i, n - i)) {
+                b->len = start;
+                return -2;
+            }
+            checked = 1;
+        }
         if (!must_escape[s[i]])
             continue;
         if (mw_buf_add(b, s + run, i - run) || put_escape(b, s[i]))

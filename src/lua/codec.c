@@ -320,6 +320,17 @@ static int put(enc *e, const char *s, size_t n)
     return mw_buf_add(e->b, s, n) ? oom(e) : 0;
 }
 
+/* A Lua string as a JSON string: it must be UTF-8 (JSON text is). */
+static int put_lua_string(enc *e, const char *s, size_t n)
+{
+    int rc = json_put_string(e->b, s, n);
+    if (rc == -2) {
+        snprintf(e->err, e->errlen, "cannot encode a string that is not valid UTF-8 as JSON");
+        return -1;
+    }
+    return rc ? oom(e) : 0;
+}
+
 static int put_number(enc *e, double d)
 {
     char tmp[32];
@@ -519,8 +530,8 @@ static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_
         for (size_t i = 0; i < n && rc == 0; i++) {
             if (!first || i > 0)
                 rc = put(e, ",", 1);
-            if (rc == 0 && json_put_string(e->b, keys[i].s, keys[i].n))
-                rc = oom(e);
+            if (rc == 0)
+                rc = put_lua_string(e, keys[i].s, keys[i].n);
             if (rc == 0)
                 rc = put(e, ":", 1);
             if (rc == 0) {
@@ -887,7 +898,7 @@ static int encode(enc *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        return json_put_string(e->b, s, n) ? oom(e) : 0;
+        return put_lua_string(e, s, n);
     }
     case LUA_TNUMBER:
         return put_number(e, lua_tonumber(L, idx));

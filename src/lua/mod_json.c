@@ -55,6 +55,14 @@ static int l_array(lua_State *L)
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_settop(L, 1);
+        size_t n = lua_objlen(L, 1), count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            lua_pop(L, 1);
+            count++;
+        }
+        if (count != n)
+            return luaL_argerror(L, 1, "an array has keys 1..n and nothing else");
     }
     codec_push_array_mt(codec_of(L), L);
     lua_setmetatable(L, 1);
