@@ -18,6 +18,8 @@ static void on_prepare(uv_prepare_t *h)
     output *o = h->data;
     if (!o->writing && o->fill.len)
         start_write(o);
+    /* A write in progress (if any) keeps the loop alive from here. */
+    uv_unref((uv_handle_t *)h);
 }
 
 int output_fd(const output *o)
@@ -81,7 +83,13 @@ void output_write(output *o, const char *data, size_t len)
         o->error = UV_ENOMEM;
         if (o->on_error)
             o->on_error(o->ud);
+        return;
     }
+    /* Bytes wait for the next loop iteration's prepare: keep the loop
+     * alive until then, or a pipeline that stopped reading (more than
+     * OUTPUT_HIGH_WATER pending) would see the loop run dry first. */
+    if (o->prepare_open)
+        uv_ref((uv_handle_t *)&o->prepare);
 }
 
 void output_on_written(output *o, void (*cb)(void *ud))
