@@ -308,6 +308,17 @@ typedef struct enc {
 } enc;
 
 static int encode(enc *e, int idx, int depth);
+static int encode_built(enc *e, int idx, int depth);
+
+/* Does the table at idx carry the array metatable? */
+static int marked_array(enc *e, int idx)
+{
+    if (!lua_getmetatable(e->L, idx))
+        return 0;
+    int is_array = lua_topointer(e->L, -1) == e->c->array_mt;
+    lua_pop(e->L, 1);
+    return is_array;
+}
 
 static int oom(enc *e)
 {
@@ -605,6 +616,9 @@ static int unchanged(enc *e, int idx, uint32_t node, int depth)
         return 0;
     if (x->type == JSON_ARRAY && lua_objlen(L, idx) != x->n)
         return 0;
+    /* Reshaped by its metatable (see encode_original)? */
+    if (x->type == JSON_OBJECT ? marked_array(e, idx) : (x->n == 0 && !marked_array(e, idx)))
+        return 0;
     uint32_t k = node + 1;
     for (uint32_t m = 0; m < x->n; m++) {
         uint32_t vi = k;
@@ -764,11 +778,31 @@ static int encode_array_elems(enc *e, int t, size_t n, int depth, const json_nod
     return rc ? -1 : put(e, "]", 1);
 }
 
+/* Nonzero when the keys of table t are exactly 1..n (n = 0: empty); then
+ * *n is set. Counting keys against #t is not enough: #t may be any border,
+ * so {1, nil, nil, 4, x = 1, y = 2} has 4 keys and #t == 4. */
+static int is_sequence(lua_State *L, int t, size_t *n)
+{
+    size_t len = lua_objlen(L, t), count = 0;
+    int ok = 1;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        count++;
+        if (ok) {
+            lua_Number k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+            ok = k >= 1 && k == floor(k) && k <= (lua_Number)len;
+        }
+    }
+    /* Distinct keys, all in 1..len, and len of them: exactly 1..len. */
+    *n = len;
+    return ok && count == len;
+}
+
 /* A table marked as an array: elements 1..#t, and nothing else. */
 static int array_length(enc *e, int t, size_t *n)
 {
-    *n = lua_objlen(e->L, t);
-    if (count_keys(e->L, t) != *n) {
+    if (!is_sequence(e->L, t, n)) {
         snprintf(e->err, e->errlen, "cannot encode a JSON array that has holes or keys other than 1..n");
         return -1;
     }
@@ -778,7 +812,7 @@ static int array_length(enc *e, int t, size_t *n)
 static int encode_original(enc *e, int idx, uint32_t node, int depth)
 {
     lua_State *L = e->L;
-    if (depth > JSON_MAX_DEPTH) {
+    if (depth >= JSON_MAX_DEPTH) { /* depth 0 is the first level */
         snprintf(e->err, e->errlen, "cannot encode a table nested more than %d levels (a cycle?)", JSON_MAX_DEPTH);
         return -1;
     }
@@ -787,6 +821,13 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
         return -1;
     }
     json_node *x = &e->d->t.nodes[node];
+    /* The script may reshape an original table with its metatable:
+     * json.array() on a decoded object, or a decoded array without the
+     * array metatable (then keys 1..n, n > 0, still make an array). */
+    int marked = marked_array(e, idx);
+    size_t seq_n;
+    if (x->type == JSON_OBJECT ? marked : (!marked && !(is_sequence(L, idx, &seq_n) && seq_n > 0)))
+        return encode_built(e, idx, depth);
     if (x->type == JSON_ARRAY) {
         size_t n;
         if (array_length(e, idx, &n))
@@ -844,7 +885,7 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
 static int encode_table(enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
-    if (depth > JSON_MAX_DEPTH) {
+    if (depth >= JSON_MAX_DEPTH) { /* depth 0 is the first level */
         snprintf(e->err, e->errlen, "cannot encode a table nested more than %d levels (a cycle?)", JSON_MAX_DEPTH);
         return -1;
     }
@@ -857,35 +898,22 @@ static int encode_table(enc *e, int idx, int depth)
         if (node >= 0)
             return encode_original(e, idx, (uint32_t)node, depth);
     }
-    if (lua_getmetatable(L, idx)) {
-        int is_array = lua_topointer(L, -1) == e->c->array_mt;
-        lua_pop(L, 1);
-        if (is_array) {
-            size_t n;
-            if (array_length(e, idx, &n))
-                return -1;
-            return encode_array_elems(e, idx, n, depth, NULL, 0);
-        }
+    return encode_built(e, idx, depth);
+}
+
+/* A table the script built (or reshaped): the array metatable makes an
+ * array; otherwise keys exactly 1..n (n > 0) make an array, anything else
+ * an object with sorted keys. */
+static int encode_built(enc *e, int idx, int depth)
+{
+    size_t n;
+    if (marked_array(e, idx)) {
+        if (array_length(e, idx, &n))
+            return -1;
+        return encode_array_elems(e, idx, n, depth, NULL, 0);
     }
-    /* A table the script built: keys exactly 1..n (n > 0) make an array. */
-    size_t count = 0, max = 0;
-    int all_int = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        count++;
-        if (all_int && lua_type(L, -1) == LUA_TNUMBER) {
-            lua_Number k = lua_tonumber(L, -1);
-            if (k >= 1 && k == floor(k) && k < 1e15) {
-                if ((size_t)k > max)
-                    max = (size_t)k;
-                continue;
-            }
-        }
-        all_int = 0;
-    }
-    if (count > 0 && all_int && max == count)
-        return encode_array_elems(e, idx, count, depth, NULL, 0);
+    if (is_sequence(e->L, idx, &n) && n > 0)
+        return encode_array_elems(e, idx, n, depth, NULL, 0);
     if (put(e, "{", 1) || put_sorted_members(e, idx, depth, NULL, 0, 1))
         return -1;
     return put(e, "}", 1);
