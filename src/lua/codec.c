@@ -332,11 +332,11 @@ static int put(enc *e, const char *s, size_t n)
 }
 
 /* A Lua string as a JSON string: it must be UTF-8 (JSON text is). */
-static int put_lua_string(enc *e, const char *s, size_t n)
+static int put_lua_string(enc *e, const char *s, size_t n, const char *what)
 {
     int rc = json_put_string(e->b, s, n);
     if (rc == -2) {
-        snprintf(e->err, e->errlen, "cannot encode a string that is not valid UTF-8 as JSON");
+        snprintf(e->err, e->errlen, "cannot encode %s that is not valid UTF-8 as JSON", what);
         return -1;
     }
     return rc ? oom(e) : 0;
@@ -542,7 +542,7 @@ static int put_sorted_members(enc *e, int t, int depth, const char **skip, size_
             if (!first || i > 0)
                 rc = put(e, ",", 1);
             if (rc == 0)
-                rc = put_lua_string(e, keys[i].s, keys[i].n);
+                rc = put_lua_string(e, keys[i].s, keys[i].n, "a table with a key");
             if (rc == 0)
                 rc = put(e, ":", 1);
             if (rc == 0) {
@@ -926,7 +926,7 @@ static int encode(enc *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        return put_lua_string(e, s, n);
+        return put_lua_string(e, s, n, "a string");
     }
     case LUA_TNUMBER:
         return put_number(e, lua_tonumber(L, idx));
