@@ -147,7 +147,8 @@ int json_fmt_double(char *out, double d)
      * same. %g writes a plain decimal or an exponent ("1e+21"); both are
      * JSON. */
     int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
+    /* Subnormals carry fewer digits: start lower for them. */
+    for (int prec = fabs(d) < 2.2250738585072014e-308 ? 1 : 15; prec <= 17; prec++) {
         n = snprintf(out, 32, "%.*g", prec, d);
         if (strtod(out, NULL) == d)
             break;

@@ -282,16 +282,20 @@ void codec_doc_free(codec *c, codec_doc *d)
 
 int codec_decode(codec *c, lua_State *L, const char *text, size_t len, char *err, size_t errlen)
 {
-    json_tape t = { 0 };
-    if (json_parse(&t, text, len, 0, err, errlen) != 0) {
-        json_tape_free(&t);
+    /* The pending doc's tape is borrowed (and stays pending), so nothing
+     * leaks if building raises. No Lua runs between codec_parse and
+     * codec_build, so it is never in use here. */
+    codec_doc *d = take_doc(c);
+    if (!d) {
+        snprintf(err, errlen, "out of memory parsing JSON");
         return -1;
     }
+    if (json_parse(&d->t, text, len, 0, err, errlen) != 0)
+        return -1;
     codec_push_array_mt(c, L);
-    builder b = { c, L, t.nodes, text, 0, lua_gettop(L), 0 };
+    builder b = { c, L, d->t.nodes, text, 0, lua_gettop(L), 0 };
     build(&b, 0);
     lua_remove(L, b.mt);
-    json_tape_free(&t);
     return 0;
 }
 
