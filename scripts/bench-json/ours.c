@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/json/json.h"
-#include "../../src/lua/codec.h"
+#include "json/json.h" /* moonwait's src/ (the build passes -I<src>) */
+#include "lua/codec.h"
 
 static json_tape tape;
 
@@ -90,6 +90,32 @@ int ours_fingerprint(const char *text, size_t len, fingerprint *fp)
 int ours_check(const char *text, size_t len, char *err, size_t errlen)
 {
     return json_parse(&tape, text, len, JSON_TOP_OBJECT, err, errlen);
+}
+
+/* What the tape holds for member "a" of the last ours_check. */
+void ours_describe_a(const char *text, size_t len, char *out, size_t outlen)
+{
+    (void)len;
+    int i = json_member(&tape, text, 0, "a", 1);
+    if (i < 0) {
+        snprintf(out, outlen, "no a");
+        return;
+    }
+    const json_node *x = &tape.nodes[i];
+    if (x->type == JSON_NUMBER) {
+        if (x->flags & JSON_I64)
+            snprintf(out, outlen, "int64 %lld", (long long)x->v.i);
+        else if (x->flags & JSON_U64)
+            snprintf(out, outlen, "uint64 %llu", (unsigned long long)x->v.u);
+        else
+            snprintf(out, outlen, "%s %.17g", (x->flags & JSON_INT) ? "integer" : "double", x->v.d);
+    } else if (x->type == JSON_STRING) {
+        snprintf(out, outlen, "string, %u raw bytes", x->len);
+    } else {
+        snprintf(out, outlen, "type %d", x->type);
+    }
+    if (i >= 0 && tape.nodes[i - 1].flags & JSON_DUP)
+        snprintf(out + strlen(out), outlen - strlen(out), "; key marked JSON_DUP");
 }
 
 /* ---- Lua: lua-cjson and our codec in one LuaJIT state ------------------- */

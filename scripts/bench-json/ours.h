@@ -72,6 +72,7 @@ static inline void fp_span(fingerprint *f, size_t off, size_t len)
 int ours_pass(const char *base, const bline *lines, size_t n, uint64_t *chk);
 int ours_fingerprint(const char *text, size_t len, fingerprint *fp);
 int ours_check(const char *text, size_t len, char *err, size_t errlen);
+void ours_describe_a(const char *text, size_t len, char *out, size_t outlen);
 
 typedef struct lua_bench lua_bench;
 lua_bench *lua_bench_new(const char *base, const bline *lines, size_t n);
