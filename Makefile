@@ -5,6 +5,7 @@
 #   make check-asan      the same suite on an ASan+UBSan build (build-asan/)
 #   make valgrind        the functional specs with every moonwait under valgrind
 #   make bench           benchmarks (prints figures, asserts nothing)
+#   make fuzz            libFuzzer targets (spec/fuzz/), FUZZ_SECONDS (60) each, in build-fuzz/
 #   make quickstart      run examples/quickstart
 #   make example-http    run examples/http-enrich (starts its own nginx)
 #   make example-redis   run examples/redis-lookup (starts its own redis-server)
@@ -61,7 +62,7 @@ JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis
+.PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -87,8 +88,9 @@ $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-test: all
-	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) scripts/run-tests
+test: all fuzz-build
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) \
+	FUZZ_DIR=$(abspath $(FUZZ_BUILD)) scripts/run-tests
 
 check-asan:
 	$(MAKE) BUILD=build-asan SANITIZER=address OPT="-O1 -g" test
@@ -117,5 +119,43 @@ install: $(BUILD)/moonwait
 
 clean:
 	rm -rf build build-asan
+
+# ---- fuzzing: clang's libFuzzer with ASan+UBSan (LSan on), always in build-fuzz/ --
+# `make fuzz` runs each target FUZZ_SECONDS on build-fuzz/corpus/<target>
+# (seeded from spec/fuzz/seeds/<target>); a crash fails it and leaves
+# build-fuzz/crashes/<target>/crash-<sha1>; rerun one with
+#   build-fuzz/<target> build-fuzz/crashes/<target>/crash-<sha1>
+# `make test` runs each for FUZZ_SLICE_SECONDS (env, default 5) via build-fuzz/test_<target>.
+FUZZ_BUILD   := build-fuzz
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_json fuzz_codec
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
+                $(shell pkg-config --cflags luajit) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_JSON_OBJS := $(FUZZ_BUILD)/src/json/parse.o $(FUZZ_BUILD)/src/json/write.o
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/test_%)
+
+fuzz: fuzz-build
+	FUZZ_DIR=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run-fuzz $(FUZZ_TARGETS)
+
+$(FUZZ_BUILD)/fuzz_json: $(FUZZ_BUILD)/spec/fuzz/fuzz_json.o $(FUZZ_JSON_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ -lm
+
+$(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(FUZZ_BUILD)/src/lua/codec.o $(FUZZ_JSON_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
+
+# The slice `make test` runs (scripts/run-tests runs $(FUZZ_DIR)/test_*).
+$(FUZZ_BUILD)/test_%: $(FUZZ_BUILD)/% scripts/run-fuzz
+	printf '#!/bin/sh\nFUZZ_DIR=%s exec %s --slice %s\n' $(abspath $(FUZZ_BUILD)) $(abspath scripts/run-fuzz) $* >$@
+	chmod +x $@
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@[ -f $(FUZZ_BUILD)/.gitignore ] || echo '*' >$(FUZZ_BUILD)/.gitignore
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+-include $(wildcard $(FUZZ_BUILD)/src/*/*.d $(FUZZ_BUILD)/spec/fuzz/*.d)
 
 -include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d
