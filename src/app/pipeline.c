@@ -61,9 +61,12 @@ static void cb_emit(void *ud, op_entry *e)
         output_write(&p->dlq, e->dlq, e->dlq_len);
     if (!e->out_len)
         return;
-    output_write(&p->out, e->out, e->out_len);
     for (const char *s = e->out, *end = e->out + e->out_len; (s = memchr(s, '\n', (size_t)(end - s))); s++)
         p->outputs++;
+    /* The output takes the bytes (a large fan-out is not copied again). */
+    output_write_owned(&p->out, e->out, e->out_len);
+    e->out = NULL;
+    e->out_len = 0;
 }
 
 static void cb_emit_watermark(void *ud, int64_t wm)
