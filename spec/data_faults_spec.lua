@@ -150,4 +150,49 @@ describe("data path faults", function()
       assert.are.equal(0, r.code, r.err)
     end)
   end)
+
+  describe("a reader that goes away (EPIPE)", function()
+    -- 100,000 records: far more output than a pipe buffer holds, so writes
+    -- go on after the reader has left.
+    local function many(d)
+      local b = {}
+      for i = 1, 100000 do b[i] = '{"a":' .. i .. '}' end
+      return H.write(d .. "/in", table.concat(b, "\n") .. "\n")
+    end
+
+    it("stops quietly with status 141 when stdout's reader exits (`| head -1`)", function()
+      local d = H.tmpdir()
+      local script = H.script(d, PASS)
+      many(d)
+      local code, out, err = H.sh(string.format("(%s run --script %s --input %s; echo $? >%s/status) | head -1",
+        H.cmd(""), H.q(script), H.q(d .. "/in"), H.q(d)))
+      assert.are.equal(0, code)
+      assert.are.equal('{"a":1}\n', out)
+      assert.are.equal("", err)
+      assert.are.equal("141\n", H.read(d .. "/status"))
+    end)
+
+    it("stops quietly with status 141 when an --output FIFO's reader exits", function()
+      local d = H.tmpdir()
+      local script = H.script(d, PASS)
+      many(d)
+      assert.is_true(os.execute("mkfifo " .. H.q(d .. "/fifo")) == 0)
+      local code, out, err = H.sh(string.format("head -1 %s >%s/head & %s run --script %s --input %s --output %s; echo $? >%s/status; wait",
+        H.q(d .. "/fifo"), H.q(d), H.cmd(""), H.q(script), H.q(d .. "/in"), H.q(d .. "/fifo"), H.q(d)))
+      assert.are.equal(0, code, err)
+      assert.are.equal("", out)
+      assert.are.equal("", err)
+      assert.are.equal('{"a":1}\n', H.read(d .. "/head"))
+      assert.are.equal("141\n", H.read(d .. "/status"))
+    end)
+
+    it("still fails on a real write error (exit 1, named)", function()
+      local d = H.tmpdir()
+      local script = H.script(d, PASS)
+      many(d)
+      local r = H.run(string.format("run --script %s --input %s --output /dev/full", H.q(script), H.q(d .. "/in")))
+      assert.are.equal(1, r.code, r.err)
+      assert.matches("%-%-output /dev/full: write error: no space left on device", r.err)
+    end)
+  end)
 end)

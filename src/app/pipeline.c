@@ -745,6 +745,18 @@ static void on_dlq_error(void *ud)
 static void on_output_error(void *ud)
 {
     pipeline *p = ud;
+    if (p->out.error == UV_EPIPE) {
+        /* The reader went away (`moonwait ... | head -1`, a FIFO's reader
+         * closed): nobody wants the rest. Stop quietly, as a Unix filter
+         * killed by SIGPIPE does, with its status (128 + SIGPIPE). */
+        if (p->exit_code == 0)
+            p->exit_code = 128 + SIGPIPE;
+        p->stop_reading = 1;
+        p->aborting = 1;
+        abandon_all(p);
+        finish_if_done(p);
+        return;
+    }
     fail_run(p, ABORT, "--output %s: write error: %s", p->cfg->output, uv_strerror(p->out.error));
     finish_if_done(p);
 }
