@@ -14,10 +14,12 @@ end }]]
 
 local function run(body, input, args, opts)
   local d = H.tmpdir()
+  opts = opts or {}
+  opts.dir = d
   local script = H.script(d, body)
   H.write(d .. "/in", input)
   local r = H.run(string.format("run --script %s --input %s --output %s %s",
-    H.q(script), H.q(d .. "/in"), H.q(d .. "/out"), args or ""), opts)
+    H.q(script), H.q(d .. "/in"), H.q(d .. "/out"), args or ""), opts) -- (in d)
   r.output = H.read(d .. "/out") or ""
   r.dir = d
   return r
@@ -193,6 +195,80 @@ describe("data path faults", function()
       local r = H.run(string.format("run --script %s --input %s --output /dev/full", H.q(script), H.q(d .. "/in")))
       assert.are.equal(1, r.code, r.err)
       assert.matches("%-%-output /dev/full: write error: no space left on device", r.err)
+    end)
+  end)
+
+  describe("a call that times out with the record's budget", function()
+    -- Each record's call may last exactly its remaining budget, then fails
+    -- with "timeout" (as an HTTP call with timeout_ms = ctx.remaining_ms()
+    -- does). The record's deadline decides: every record times out
+    -- through on_timeout, none fails with the call's "timeout".
+    it("times out the record (timed_out, on_timeout) when the call's timeout equals its remaining budget", function()
+      local body = [[
+        local time = require "moonwait.time"
+        return {
+          async_invoke = function(r, ctx)
+            time.sleep(ctx.remaining_ms() / 1000)
+            return nil, "timeout"
+          end,
+          on_timeout = function(r, ctx) r.on_timeout = true; return { r } end,
+        }]]
+      local input = {}
+      for i = 1, 2000 do input[i] = { i = i } end
+      local r = run(body, H.jsonl(input), "--timeout 30 --capacity 200 --on-error dead-letter --dead-letter dl")
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("", H.read(r.dir .. "/dl"))
+      local lines = H.lines(r.output)
+      assert.are.equal(2000, #lines)
+      for i, l in ipairs(lines) do assert.are.equal('{"i":' .. i .. ',"on_timeout":true}', l) end
+    end)
+
+    it("reports a full remaining budget: ctx.remaining_ms() is the record's timeout at the start", function()
+      local r = run([[return { async_invoke = function(r, ctx) r.left = ctx.remaining_ms(); return { r } end }]],
+        H.jsonl({ { a = 1 }, { a = 2 } }), "--timeout 300")
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1,"left":300}\n{"a":2,"left":300}\n', r.output)
+    end)
+
+    it("times out a record whose call ended before its deadline but whose outcome came after it", function()
+      -- The victims' sleeps end 25 ms before their deadline, in the same
+      -- timer phase as the first record's second attempt (its back-off
+      -- ends then too), which holds the loop for 300 ms of CPU. So each
+      -- victim's "timeout" outcome is taken after its deadline has
+      -- passed, before the record's own timer has run. The deadline
+      -- decides: on_timeout, not the call's error. (The input stays open
+      -- until the first output is written, so the back-off is not cut
+      -- short by the end of input.)
+      local d = H.tmpdir()
+      local script = H.script(d, [[
+        local time = require "moonwait.time"
+        local t0
+        return {
+          retry_on_error = function(err, ctx) return err == "again" end,
+          async_invoke = function(r, ctx)
+            if r.burner then
+              if ctx.attempt == 1 then t0 = time.now(); return nil, "again" end
+              local c = os.clock()
+              while os.clock() - c < 0.3 do end
+              return { r }
+            end
+            time.sleep(math.max(0, math.floor((t0 + 0.125 - time.now()) * 1000 + 0.5)) / 1000)
+            return nil, "timeout"
+          end,
+          on_timeout = function(r, ctx) r.on_timeout = true; return { r } end,
+        }]])
+      local input = { { burner = true } }
+      for i = 1, 50 do input[#input + 1] = { i = i } end
+      H.write(d .. "/in", H.jsonl(input))
+      local code, _, err = H.sh(string.format(
+        "cd %s && (cat in; for i in $(seq 3000); do grep -q burner out 2>/dev/null && break; sleep 0.01; done) | " ..
+        "%s run --script script.lua --output out --timeout 150 --retry fixed:2:125 --capacity 100 " ..
+        "--on-error dead-letter --dead-letter dl", H.q(d), H.cmd("")))
+      assert.are.equal(0, code, err)
+      assert.are.equal("", H.read(d .. "/dl"))
+      local lines = H.lines(H.read(d .. "/out"))
+      assert.are.equal(51, #lines)
+      for i = 1, 50 do assert.are.equal('{"i":' .. i .. ',"on_timeout":true}', lines[i + 1]) end
     end)
   end)
 end)

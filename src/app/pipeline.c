@@ -484,6 +484,18 @@ void pipeline_script_done(void *ud, void *taskp, script_result *r)
     task *t = taskp;
     op_entry *e = t->e;
     t->fiber = NULL;
+    if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
+        e->deadline <= uv_now(p->loop) && !p->aborting) {
+        /* The record's deadline passed before this outcome was taken: a
+         * call's timer (or its I/O) woke the fiber in an earlier phase of
+         * the loop turn than the record's own timer. The record's deadline
+         * decides, whatever the callback order: its timeout fires now (on
+         * the timer, which is due), and on_timeout runs. */
+        free(r->out);
+        if (!p->pumping)
+            rearm(p);
+        return;
+    }
     if (r->ok)
         t->g->processed++; /* (t may be freed once the record is completed) */
     if (r->retry && !(p->aborting) && op_retry(&p->op, e) == 0) {

@@ -125,8 +125,15 @@ static int l_remaining_ms(lua_State *L)
         lua_pushnumber(L, HUGE_VAL);
         return 1;
     }
-    double left = (deadline - rt_now(rt_of(L))) * 1000.0;
-    lua_pushnumber(L, left > 0 ? floor(left) : 0);
+    /* On the loop's whole-ms clock, as the record's timer counts: the
+     * deadline in seconds back to its exact ms (deadline - epoch0 is
+     * deadline_ms / 1000 up to rounding), so a call given remaining_ms()
+     * as its timeout ends exactly at the record's deadline, not 1 ms
+     * before it. */
+    rt *r = rt_of(L);
+    double deadline_ms = floor((deadline - r->epoch0) * 1000.0 + 0.5);
+    double left = deadline_ms - (double)uv_now(r->loop);
+    lua_pushnumber(L, left > 0 ? left : 0);
     return 1;
 }
 
