@@ -271,4 +271,148 @@ describe("data path faults", function()
       for i = 1, 50 do assert.are.equal('{"i":' .. i .. ',"on_timeout":true}', lines[i + 1]) end
     end)
   end)
+
+  describe("a script that reaches for the process", function()
+    it("fails the record when the script calls os.exit, flushing everything before it", function()
+      local body = [[return { async_invoke = function(r, ctx)
+        if r.a == 3 then os.exit(0) end
+        return { r } end }]]
+      local r = run(body, '{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n')
+      assert.are.equal(1, r.code, r.err)
+      assert.matches("input line 3 %(record 3%) failed: .*script%.lua:2: os%.exit is not allowed in a script; " ..
+        "return nil, err to fail a record", r.err)
+      assert.are.equal('{"a":1}\n{"a":2}\n', r.output)
+      -- routed like any error
+      r = run(body, '{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n', "--on-error skip")
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1}\n{"a":2}\n{"a":4}\n', r.output)
+      -- at load time the script does not load (exit 2); in open the run fails
+      r = run("os.exit(3)\nreturn { async_invoke = function(r) return { r } end }", '{"a":1}\n')
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("os%.exit is not allowed", r.err)
+      r = run("return { open = function() os.exit(0) end, async_invoke = function(r) return { r } end }", '{"a":1}\n')
+      assert.are.equal(1, r.code, r.err)
+      assert.matches("open failed: .*os%.exit is not allowed", r.err)
+    end)
+
+    it("refuses io.read, io.lines() and io.stdin in a script when the input is stdin", function()
+      local function piped(body, args)
+        local d = H.tmpdir()
+        local script = H.script(d, body)
+        H.write(d .. "/in", '{"a":1}\n{"a":2}\n')
+        local r = H.run(string.format("run --script %s %s", H.q(script), args or ""),
+          { input = '{"a":1}\n{"a":2}\n' })
+        return r, d
+      end
+      local r = piped([[return { async_invoke = function(r) r.stolen = io.read("*l"); return { r } end }]])
+      assert.are.equal(1, r.code, r.err)
+      assert.matches("input line 1 %(record 1%) failed: .*script%.lua:1: moonwait reads stdin %(%-%-input %-%): " ..
+        "a script cannot read it", r.err)
+      r = piped([[for l in io.lines() do end
+        return { async_invoke = function(r) return { r } end }]])
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("script%.lua:1: moonwait reads stdin", r.err)
+      r = piped([[local l = io.stdin:read("*l")
+        return { async_invoke = function(r) return { r } end }]])
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("script%.lua:1: moonwait reads stdin", r.err)
+      r = piped([[local l = io.input():read("*l")
+        return { async_invoke = function(r) return { r } end }]])
+      assert.are.equal(2, r.code, r.err)
+      -- every line reached moonwait; other files still work
+      r = piped([[local f = assert(io.open(debug.getinfo(1, "S").source:sub(2)))
+        local first = f:read("*l"); f:close()
+        return { async_invoke = function(r) r.ok = #first > 0; return { r } end }]])
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1,"ok":true}\n{"a":2,"ok":true}\n', r.out)
+      -- with a file input, stdin is the script's to read
+      local d = H.tmpdir()
+      local script = H.script(d, [[return { async_invoke = function(r) r.s = io.read("*l"); return { r } end }]])
+      H.write(d .. "/in", '{"a":1}\n')
+      r = H.run(string.format("run --script %s --input %s", H.q(script), H.q(d .. "/in")), { input = "hello\n" })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1,"s":"hello"}\n', r.out)
+    end)
+  end)
+
+  describe("script code the host calls without a pcall", function()
+    -- Each of these aborted the process with "PANIC: unprotected error in
+    -- call to Lua API".
+    it("fails the load when the module's __index raises (contract check)", function()
+      local r = run([[return setmetatable({}, { __index = function(t, k) error("no field " .. k) end })]], '{"a":1}\n')
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("script%.lua:1: no field async_invoke", r.err)
+      assert.is_nil(r.err:find("PANIC", 1, true))
+    end)
+
+    it("fails the load when M.retry's __index raises", function()
+      local r = run([[return { async_invoke = function(r) return { r } end,
+        retry = setmetatable({}, { __index = function(t, k) error("no retry field " .. k) end }) }]], '{"a":1}\n')
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("no retry field", r.err)
+      assert.is_nil(r.err:find("PANIC", 1, true))
+    end)
+
+    it("fails the load when the module's __index raises only when the host takes its hooks", function()
+      local r = run([[local n = 0
+        return setmetatable({ async_invoke = function(r) return { r } end },
+          { __index = function(t, k) n = n + 1; if n > 7 then error("late " .. k) end end })]], '{"a":1}\n')
+      assert.are.equal(2, r.code, r.err)
+      assert.matches("script%.lua:3: late", r.err)
+      assert.is_nil(r.err:find("PANIC", 1, true))
+    end)
+
+    it("runs open and close when the script replaced require (their ctx is built without calling it)", function()
+      local r = run([[rawset(_G, "require", nil)
+        return { open = function(ctx) io.stderr:write("OPEN ", ctx.generation, "\n") end,
+                 close = function(ctx) io.stderr:write("CLOSE\n") end,
+                 async_invoke = function(r) return { r } end }]], '{"a":1}\n')
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1}\n', r.output)
+      assert.matches("OPEN 1\n.*CLOSE", r.err)
+      -- ctx.log in a hook still works when require does
+      r = run([[return { open = function(ctx) ctx.log.info("hello from open") end,
+                 async_invoke = function(r) return { r } end }]], '{"a":1}\n')
+      assert.are.equal(0, r.code, r.err)
+      assert.matches("hello from open", r.err)
+    end)
+
+    it("watches files when the script replaced package", function()
+      local r = run([[rawset(_G, "package", 1)
+        return { async_invoke = function(r) return { r } end }]], '{"a":1}\n', "--watch")
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal('{"a":1}\n', r.output)
+    end)
+
+    it("reloads when the module's __index raises for export_state", function()
+      local d = H.tmpdir()
+      H.script(d, [[
+        local M = {}
+        function M.open(ctx)
+          setmetatable(M, { __index = function(t, k) error("no " .. k) end })
+          io.stderr:write("READY gen=", ctx.generation, "\n")
+        end
+        function M.async_invoke(r) return { r } end
+        return M]])
+      H.write(d .. "/in", '{"a":1}\n')
+      os.execute("mkfifo " .. H.q(d .. "/fifo"))
+      os.execute(string.format("cd %s && { (cat in; while [ ! -e done ]; do sleep 0.05; done) >fifo & } " ..
+        "&& { %s run --script script.lua --input fifo >out 2>err & echo $! >pid; wait $!; echo $? >rc; } " ..
+        ">/dev/null 2>&1 &", H.q(d), H.cmd("")))
+      local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
+      assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("READY gen=1", 1, true) end, 60))
+      os.execute("kill -HUP " .. pid)
+      local ok = H.wait_for(function()
+        local e = H.read(d .. "/err") or ""
+        return e:find("READY gen=2", 1, true) or H.read(d .. "/rc")
+      end, 60)
+      H.write(d .. "/done", "")
+      local rc = H.wait_for(function() return H.read(d .. "/rc") end, 60)
+      local err = H.read(d .. "/err") or ""
+      assert.truthy(ok, err)
+      assert.are.equal("0", (rc or ""):match("%d+"), err)
+      assert.matches("generation 1: export_state failed: .*no export_state.*ctx%.previous will be nil", err)
+      assert.are.equal('{"a":1}\n', H.read(d .. "/out"))
+    end)
+  end)
 end)

@@ -484,6 +484,8 @@ void pipeline_script_done(void *ud, void *taskp, script_result *r)
     task *t = taskp;
     op_entry *e = t->e;
     t->fiber = NULL;
+    if (!r->ok && !r->err)
+        r->err = "out of memory"; /* the message itself could not be made */
     if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
         e->deadline <= uv_now(p->loop) && !p->aborting) {
         /* The record's deadline passed before this outcome was taken: a
@@ -625,6 +627,11 @@ static void inject_restore(pipeline *p)
         }
         gen *g = p->cur;
         task *t = calloc(1, sizeof *t);
+        if (!t) {
+            fail_run(p, ABORT, "out of memory restoring the checkpoint's record at input line %" PRIu64,
+                     ce->line);
+            break;
+        }
         t->line = ce->raw;
         t->len = ce->raw_len;
         t->lineno = ce->line;
@@ -793,6 +800,10 @@ static void on_signal(uv_signal_t *h, int signum)
 int pipeline_run(const config *c, const char *lua_dir)
 {
     pipeline *p = calloc(1, sizeof *p);
+    if (!p) {
+        fprintf(stderr, "moonwait: out of memory\n");
+        return 1;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     p->cfg = c;
@@ -809,6 +820,7 @@ int pipeline_run(const config *c, const char *lua_dir)
         code = prep < 0 ? 2 : 0;
         goto early;
     }
+    script_stdin_is_input = strcmp(c->input, "-") == 0;
     if (gen_first(p) != 0) {
         code = 2;
         goto early;
