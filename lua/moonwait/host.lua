@@ -19,6 +19,46 @@ function M.strict(G)
   })
 end
 
+-- Things a script must not do to the host process. os.exit would end it at
+-- once, with completed records still in the output buffer and no close():
+-- it raises instead, so the record (or open/close, or the load) fails like
+-- any error and --on-error routes it. When moonwait's input is stdin, reading
+-- stdin from the script would take lines meant for moonwait (and race its
+-- reads): io.read, io.lines() and io.stdin raise; io.open of a file and
+-- io.lines(file) still work.
+function M.guard(stdin_is_input)
+  os.exit = function()
+    error("os.exit is not allowed in a script; return nil, err to fail a record"
+      .. " (or raise an error)", 2)
+  end
+  if not stdin_is_input then return end
+  local msg = "moonwait reads stdin (--input -): a script cannot read it"
+    .. " (io.read, io.lines(), io.stdin); read a file with io.open instead"
+  local stdin, real_input, read, lines = io.stdin, io.input, io.read, io.lines
+  local proxy = setmetatable({}, {
+    __index = function() error(msg, 2) end,
+    __tostring = function() return "file (stdin: taken by moonwait)" end,
+  })
+  io.stdin = proxy
+  io.input = function(f)
+    if f == nil then
+      local cur = real_input()
+      if cur == stdin then return proxy end
+      return cur
+    end
+    if f == proxy or f == stdin then error(msg, 2) end
+    return real_input(f)
+  end
+  io.read = function(...)
+    if real_input() == stdin then error(msg, 2) end
+    return read(...)
+  end
+  io.lines = function(name, ...)
+    if name == nil and real_input() == stdin then error(msg, 2) end
+    return lines(name, ...)
+  end
+end
+
 -- The line of the last top-level `return` in the file, so that a contract
 -- error points at the statement that returned the module.
 local function return_line(path)

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef int (*setter)(config *c, const char *v, char *why, size_t whylen);
 
@@ -465,4 +466,61 @@ int config_parse_run(config *c, int argc, char **argv, char **err)
         return -1;
     }
     return 0;
+}
+
+/* Where `path` would be created: its directory resolved, then its name
+ * (malloc'd), or NULL. For two outputs that do not exist yet. */
+static char *would_create(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    char *out = NULL;
+    if (real && asprintf(&out, "%s/%s", real, slash ? slash + 1 : path) < 0)
+        out = NULL;
+    free(dir);
+    free(real);
+    return out;
+}
+
+int config_check_files(const config *c, char **err)
+{
+    struct {
+        const char *flag, *path;
+        int fd;
+        struct stat st;
+        int exists;   /* an existing regular file: compared by device and inode */
+        char *create; /* an output that does not exist yet: where it would be */
+    } f[3] = {
+        { "--input", c->input, 0, { 0 }, 0, NULL },
+        { "--output", c->output, 1, { 0 }, 0, NULL },
+        { "--dead-letter", c->dead_letter, -1, { 0 }, 0, NULL },
+    };
+    for (int i = 0; i < 3; i++) {
+        if (!f[i].path)
+            continue;
+        int std = strcmp(f[i].path, "-") == 0;
+        int rc = std ? (f[i].fd >= 0 ? fstat(f[i].fd, &f[i].st) : -1) : stat(f[i].path, &f[i].st);
+        /* Devices (/dev/null for two outputs) and pipes are not truncated. */
+        f[i].exists = rc == 0 && S_ISREG(f[i].st.st_mode);
+        if (rc != 0 && errno == ENOENT && i > 0 && !std)
+            f[i].create = would_create(f[i].path);
+    }
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++)
+        for (int j = i + 1; j < 3 && !rc; j++) {
+            int same = f[i].exists && f[j].exists ? f[i].st.st_dev == f[j].st.st_dev && f[i].st.st_ino == f[j].st.st_ino
+                                                  : f[i].create && f[j].create && strcmp(f[i].create, f[j].create) == 0;
+            if (!same)
+                continue;
+            const char *what = i == 0 ? "writing it would destroy the input being read"
+                                      : "both would write to it and tear each other's lines";
+            *err = errf("%s %s and %s %s are the same file: %s; give them different files", f[i].flag,
+                        strcmp(f[i].path, "-") == 0 ? "- (stdin)" : f[i].path, f[j].flag,
+                        strcmp(f[j].path, "-") == 0 ? "- (stdout)" : f[j].path, what);
+            rc = -1;
+        }
+    for (int i = 0; i < 3; i++)
+        free(f[i].create);
+    return rc;
 }

@@ -47,6 +47,13 @@ void config_defaults(config *c);
  * a malloc'd message in *err. */
 int config_parse_run(config *c, int argc, char **argv, char **err);
 
+/* Refuse files that would clobber each other: --input, --output and
+ * --dead-letter naming the same existing regular file (compared by device
+ * and inode, so through symlinks, hard links and "-" for stdin/stdout too).
+ * An output that does not exist yet cannot clash. Returns 0, or -1 with a
+ * malloc'd message naming both flags in *err. */
+int config_check_files(const config *c, char **err);
+
 void config_free(config *c);
 
 #endif

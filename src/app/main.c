@@ -142,7 +142,7 @@ int main(int argc, char **argv)
         config c;
         config_defaults(&c);
         char *err = NULL;
-        if (config_parse_run(&c, argc - 1, argv + 1, &err) != 0) {
+        if (config_parse_run(&c, argc - 1, argv + 1, &err) != 0 || config_check_files(&c, &err) != 0) {
             fprintf(stderr, "moonwait: %s\n", err ? err : "bad arguments");
             free(err);
             code = 2;

@@ -61,9 +61,12 @@ static void cb_emit(void *ud, op_entry *e)
         output_write(&p->dlq, e->dlq, e->dlq_len);
     if (!e->out_len)
         return;
-    output_write(&p->out, e->out, e->out_len);
     for (const char *s = e->out, *end = e->out + e->out_len; (s = memchr(s, '\n', (size_t)(end - s))); s++)
         p->outputs++;
+    /* The output takes the bytes (a large fan-out is not copied again). */
+    output_write_owned(&p->out, e->out, e->out_len);
+    e->out = NULL;
+    e->out_len = 0;
 }
 
 static void cb_emit_watermark(void *ud, int64_t wm)
@@ -481,6 +484,20 @@ void pipeline_script_done(void *ud, void *taskp, script_result *r)
     task *t = taskp;
     op_entry *e = t->e;
     t->fiber = NULL;
+    if (!r->ok && !r->err)
+        r->err = "out of memory"; /* the message itself could not be made */
+    if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
+        e->deadline <= uv_now(p->loop) && !p->aborting) {
+        /* The record's deadline passed before this outcome was taken: a
+         * call's timer (or its I/O) woke the fiber in an earlier phase of
+         * the loop turn than the record's own timer. The record's deadline
+         * decides, whatever the callback order: its timeout fires now (on
+         * the timer, which is due), and on_timeout runs. */
+        free(r->out);
+        if (!p->pumping)
+            rearm(p);
+        return;
+    }
     if (r->ok)
         t->g->processed++; /* (t may be freed once the record is completed) */
     if (r->retry && !(p->aborting) && op_retry(&p->op, e) == 0) {
@@ -610,6 +627,11 @@ static void inject_restore(pipeline *p)
         }
         gen *g = p->cur;
         task *t = calloc(1, sizeof *t);
+        if (!t) {
+            fail_run(p, ABORT, "out of memory restoring the checkpoint's record at input line %" PRIu64,
+                     ce->line);
+            break;
+        }
         t->line = ce->raw;
         t->len = ce->raw_len;
         t->lineno = ce->line;
@@ -742,6 +764,18 @@ static void on_dlq_error(void *ud)
 static void on_output_error(void *ud)
 {
     pipeline *p = ud;
+    if (p->out.error == UV_EPIPE) {
+        /* The reader went away (`moonwait ... | head -1`, a FIFO's reader
+         * closed): nobody wants the rest. Stop quietly, as a Unix filter
+         * killed by SIGPIPE does, with its status (128 + SIGPIPE). */
+        if (p->exit_code == 0)
+            p->exit_code = 128 + SIGPIPE;
+        p->stop_reading = 1;
+        p->aborting = 1;
+        abandon_all(p);
+        finish_if_done(p);
+        return;
+    }
     fail_run(p, ABORT, "--output %s: write error: %s", p->cfg->output, uv_strerror(p->out.error));
     finish_if_done(p);
 }
@@ -766,6 +800,10 @@ static void on_signal(uv_signal_t *h, int signum)
 int pipeline_run(const config *c, const char *lua_dir)
 {
     pipeline *p = calloc(1, sizeof *p);
+    if (!p) {
+        fprintf(stderr, "moonwait: out of memory\n");
+        return 1;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     p->cfg = c;
@@ -782,6 +820,7 @@ int pipeline_run(const config *c, const char *lua_dir)
         code = prep < 0 ? 2 : 0;
         goto early;
     }
+    script_stdin_is_input = strcmp(c->input, "-") == 0;
     if (gen_first(p) != 0) {
         code = 2;
         goto early;

@@ -229,8 +229,12 @@ static void open_timed_out(uv_timer_t *t)
 static void do_reload(pipeline *p, const char *trigger)
 {
     gen *g = gen_alloc(p);
-    if (!g)
+    if (!g) {
+        p->rejected++;
+        fprintf(stderr, "moonwait: reload (%s) rejected: out of memory; generation %d keeps running\n", trigger,
+                p->cur ? p->cur->id : 0);
         return;
+    }
     g->load_started = uv_hrtime();
     g->next = p->gens;
     p->gens = g;
@@ -251,7 +255,9 @@ static void do_reload(pipeline *p, const char *trigger)
         free(json);
         json = NULL;
     }
-    script_set_previous(&g->sc, json);
+    if (script_set_previous(&g->sc, json) != 0)
+        fprintf(stderr, "moonwait: reload: generation %d: the previous generation's state could not be "
+                        "copied (out of memory); ctx.previous will be nil\n", g->id);
     free(json);
     if (script_run_hook(&g->sc, "open", &g->hook_fiber) != 0) {
         switch_to(g);
@@ -428,8 +434,16 @@ static void rewatch(pipeline *p)
         return;
     unwatch(p);
     char **files = script_loaded_files(&p->cur->sc);
+    if (!files)
+        fprintf(stderr, "moonwait: --watch: out of memory listing the script's files; not watching\n");
     for (char **f = files; f && *f; f++) {
         char *d1 = strdup(*f), *b1 = strdup(*f);
+        if (!d1 || !b1) {
+            free(d1);
+            free(b1);
+            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
+            continue;
+        }
         const char *dir = dirname(d1), *base = basename(b1);
         watch *w = NULL;
         for (watch *x = p->watches; x; x = x->next)
@@ -437,16 +451,20 @@ static void rewatch(pipeline *p)
                 w = x;
         if (!w) {
             w = calloc(1, sizeof *w);
-            w->dir = strdup(dir);
-            w->names = calloc(1, sizeof *w->names);
-            if (uv_fs_event_init(p->loop, &w->h) != 0) {
-                free(w->names);
-                free(w->dir);
+            char *wdir = w ? strdup(dir) : NULL;
+            char **names = wdir ? calloc(1, sizeof *names) : NULL;
+            if (!names || uv_fs_event_init(p->loop, &w->h) != 0) {
+                if (!names)
+                    fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", dir);
+                free(names);
+                free(wdir);
                 free(w);
                 free(d1);
                 free(b1);
                 continue;
             }
+            w->dir = wdir;
+            w->names = names;
             w->h.data = w;
             int rc = uv_fs_event_start(&w->h, on_fs_event, w->dir, 0);
             if (rc != 0)
@@ -458,9 +476,16 @@ static void rewatch(pipeline *p)
         size_t n = 0;
         while (w->names[n])
             n++;
-        w->names = realloc(w->names, (n + 2) * sizeof *w->names);
-        w->names[n] = strdup(base);
-        w->names[n + 1] = NULL;
+        char **names = realloc(w->names, (n + 2) * sizeof *w->names);
+        char *name = names ? strdup(base) : NULL;
+        if (names)
+            w->names = names;
+        if (name) {
+            w->names[n] = name;
+            w->names[n + 1] = NULL;
+        } else {
+            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
+        }
         free(d1);
         free(b1);
     }

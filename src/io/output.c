@@ -12,6 +12,15 @@
 #include <unistd.h>
 
 static void start_write(output *o);
+static void write_chunk(output *o);
+
+/* One write call moves at most this much (uv_buf_t lengths are 32-bit);
+ * a larger backlog goes out in several. */
+#define CHUNK_MAX ((size_t)1 << 30)
+/* A buffer this large or larger is adopted rather than copied, and not
+ * kept around once written: one huge record's output (a fan-out of
+ * 100 MB) costs its own size once, not three times for the whole run. */
+#define BIG_BUF ((size_t)4 << 20)
 
 static void on_prepare(uv_prepare_t *h)
 {
@@ -74,6 +83,8 @@ int output_open(output *o, uv_loop_t *loop, const char *path, uint64_t keep, voi
     return 0;
 }
 
+static void bytes_waiting(output *o);
+
 void output_write(output *o, const char *data, size_t len)
 {
     if (o->error || len == 0)
@@ -85,6 +96,26 @@ void output_write(output *o, const char *data, size_t len)
             o->on_error(o->ud);
         return;
     }
+    bytes_waiting(o);
+}
+
+int output_write_owned(output *o, char *data, size_t len)
+{
+    if (o->error || len < BIG_BUF || o->fill.len) {
+        output_write(o, data, len);
+        free(data);
+        return 0;
+    }
+    o->accepted += len;
+    free(o->fill.p);
+    o->fill.p = data;
+    o->fill.len = o->fill.cap = len;
+    bytes_waiting(o);
+    return 0;
+}
+
+static void bytes_waiting(output *o)
+{
     /* Bytes wait for the next loop iteration's prepare: keep the loop
      * alive until then, or a pipeline that stopped reading (more than
      * OUTPUT_HIGH_WATER pending) would see the loop run dry first. */
@@ -99,7 +130,7 @@ void output_on_written(output *o, void (*cb)(void *ud))
 
 size_t output_backlog(const output *o)
 {
-    return o->fill.len + o->busy.len;
+    return o->fill.len + o->busy.len - o->busy_off;
 }
 
 static void write_done(output *o, int status)
@@ -112,6 +143,12 @@ static void write_done(output *o, int status)
             o->on_error(o->ud);
     }
     o->busy.len = 0;
+    o->busy_off = 0;
+    if (o->busy.cap >= BIG_BUF) {
+        free(o->busy.p);
+        o->busy.p = NULL;
+        o->busy.cap = 0;
+    }
     if (!o->error && o->fill.len)
         start_write(o);
     if (o->on_written && !o->error)
@@ -125,33 +162,50 @@ static void write_done(output *o, int status)
     }
 }
 
+/* n bytes of the chunk in flight were written: the next chunk, or done. */
+static void chunk_written(output *o, size_t n)
+{
+    o->busy_off += n;
+    o->written += (uint64_t)n;
+    if (o->busy_off < o->busy.len)
+        write_chunk(o);
+    else
+        write_done(o, 0);
+}
+
 static void fs_write_cb(uv_fs_t *req)
 {
     output *o = req->data;
     ssize_t n = req->result;
     uv_fs_req_cleanup(req);
-    if (n >= 0 && (size_t)n < o->busy.len) {
-        /* Short write: send the rest. */
-        memmove(o->busy.p, o->busy.p + n, o->busy.len - (size_t)n);
-        o->busy.len -= (size_t)n;
-        o->written += (uint64_t)n;
-        uv_buf_t b = uv_buf_init(o->busy.p, (unsigned)o->busy.len);
-        int rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
-        if (rc != 0)
-            write_done(o, rc);
-        return;
-    }
-    if (n >= 0)
-        o->written += (uint64_t)n;
-    write_done(o, n < 0 ? (int)n : 0);
+    if (n < 0)
+        write_done(o, (int)n);
+    else
+        chunk_written(o, (size_t)n); /* a short write sends the rest */
 }
 
 static void stream_write_cb(uv_write_t *req, int status)
 {
     output *o = req->data;
-    if (status == 0)
-        o->written += o->busy.len;
-    write_done(o, status);
+    if (status < 0)
+        write_done(o, status);
+    else
+        chunk_written(o, o->chunk);
+}
+
+/* Write busy[busy_off..] (at most CHUNK_MAX of it). */
+static void write_chunk(output *o)
+{
+    size_t left = o->busy.len - o->busy_off;
+    o->chunk = left < CHUNK_MAX ? left : CHUNK_MAX;
+    uv_buf_t b = uv_buf_init(o->busy.p + o->busy_off, (unsigned)o->chunk);
+    int rc;
+    if (o->is_file)
+        rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
+    else
+        rc = uv_write(&o->wr_req, &o->stream.stream, &b, 1, stream_write_cb);
+    if (rc != 0)
+        write_done(o, rc);
 }
 
 static void start_write(output *o)
@@ -160,15 +214,9 @@ static void start_write(output *o)
     o->busy = o->fill;
     o->fill = t;
     o->fill.len = 0;
+    o->busy_off = 0;
     o->writing = 1;
-    uv_buf_t b = uv_buf_init(o->busy.p, (unsigned)o->busy.len);
-    int rc;
-    if (o->is_file)
-        rc = uv_fs_write(o->loop, &o->fs_req, o->fd, &b, 1, -1, fs_write_cb);
-    else
-        rc = uv_write(&o->wr_req, &o->stream.stream, &b, 1, stream_write_cb);
-    if (rc != 0)
-        write_done(o, rc);
+    write_chunk(o);
 }
 
 void output_drain(output *o, void (*done)(void *ud))

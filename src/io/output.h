@@ -38,6 +38,8 @@ struct output {
     uv_fs_t fs_req;
     uv_write_t wr_req;
     obuf fill, busy;     /* both owned */
+    size_t busy_off;     /* bytes of busy already written */
+    size_t chunk;        /* the write in flight covers busy[busy_off..+chunk) */
     int writing;
     int error;           /* first write error (uv code), sticky */
     uint64_t written;    /* bytes written so far (from base) */
@@ -63,6 +65,10 @@ int output_fd(const output *o);
 
 /* Append bytes (copied). */
 void output_write(output *o, const char *data, size_t len);
+
+/* Append a malloc'd buffer and take it: a large one is adopted when
+ * nothing else waits (no copy), otherwise copied and freed. Returns 0. */
+int output_write_owned(output *o, char *data, size_t len);
 
 /* Be told whenever a write finishes (to resume reading once the backlog
  * is small again). */

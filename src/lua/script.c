@@ -20,6 +20,7 @@
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
 
 int script_live_vms;
+int script_stdin_is_input;
 
 /* ---- VM setup ---------------------------------------------------------------- */
 
@@ -125,8 +126,15 @@ static int l_remaining_ms(lua_State *L)
         lua_pushnumber(L, HUGE_VAL);
         return 1;
     }
-    double left = (deadline - rt_now(rt_of(L))) * 1000.0;
-    lua_pushnumber(L, left > 0 ? floor(left) : 0);
+    /* On the loop's whole-ms clock, as the record's timer counts: the
+     * deadline in seconds back to its exact ms (deadline - epoch0 is
+     * deadline_ms / 1000 up to rounding), so a call given remaining_ms()
+     * as its timeout ends exactly at the record's deadline, not 1 ms
+     * before it. */
+    rt *r = rt_of(L);
+    double deadline_ms = floor((deadline - r->epoch0) * 1000.0 + 0.5);
+    double left = deadline_ms - (double)uv_now(r->loop);
+    lua_pushnumber(L, left > 0 ? left : 0);
     return 1;
 }
 
@@ -157,6 +165,39 @@ static int ref_field(lua_State *L, int t, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Check the module's contract and take its hooks, with the script's own
+ * metamethods live (a module or M.retry with an __index that raises):
+ * called through pcall_tb, so nothing here can abort the process.
+ * Args: host, mod, sc (light userdata), path. Returns nothing when the
+ * module is good, or the contract error (a string). */
+static int setup_module(lua_State *L)
+{
+    script *sc = lua_touserdata(L, 3);
+    const char *path = lua_tostring(L, 4);
+    lua_getfield(L, 1, "check");
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4);
+    lua_call(L, 2, 2);
+    if (!lua_toboolean(L, -2))
+        return 1;
+    lua_pop(L, 2);
+    sc->invoke_ref = ref_field(L, 2, "async_invoke");
+    sc->timeout_ref = ref_field(L, 2, "on_timeout");
+    sc->open_ref = ref_field(L, 2, "open");
+    sc->close_ref = ref_field(L, 2, "close");
+    sc->on_result_ref = ref_field(L, 2, "retry_on_result");
+    sc->on_error_ref = ref_field(L, 2, "retry_on_error");
+    lua_getfield(L, 2, "retry");
+    if (!lua_isnil(L, -1)) {
+        char why[256];
+        if (retry_table_parse(L, lua_gettop(L), &sc->retry, why, sizeof why) != 0) {
+            lua_pushfstring(L, "%s: M.%s", path, why);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static char *fail_load(script *sc, const char *fmt, const char *a)
 {
     char *m = NULL;
@@ -181,6 +222,8 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     script_live_vms++;
     sc->path = strdup(path);
     lua_State *L = sc->rt.L;
+    if (!sc->path)
+        goto fail;
 
     if (codec_init(&sc->codec, L) != 0) {
         *err = strdup("cannot set up the JSON codec (LuaJIT's ffi module missing?)");
@@ -196,6 +239,8 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 
     /* Modules: the script's directory first, then the shipped lua/ dir. */
     char *sdir = dir_of(path);
+    if (!sdir)
+        goto fail;
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;", sdir, sdir, lua_dir, lua_dir);
     lua_getfield(L, -2, "path");
@@ -218,9 +263,20 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         goto fail;
     }
     int host = lua_gettop(L);
-    lua_getfield(L, host, "strict");
-    lua_pushvalue(L, LUA_GLOBALSINDEX);
-    lua_call(L, 1, 0);
+    /* os.exit and (when moonwait reads stdin) io.read refused, then the
+     * strict globals. */
+    lua_getfield(L, host, "guard");
+    lua_pushboolean(L, script_stdin_is_input);
+    int grc = pcall_tb(L, 1, 0);
+    if (grc == 0) {
+        lua_getfield(L, host, "strict");
+        lua_pushvalue(L, LUA_GLOBALSINDEX);
+        grc = pcall_tb(L, 1, 0);
+    }
+    if (grc != 0) {
+        *err = fail_load(sc, "cannot set up the script's VM: %s", lua_tostring(L, -1));
+        goto fail;
+    }
 
     if (luaL_loadfile(L, path) != 0) {
         const char *m = lua_tostring(L, -1);
@@ -233,33 +289,18 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         goto fail;
     }
     int mod = lua_gettop(L);
-    lua_getfield(L, host, "check");
-    lua_pushvalue(L, mod);
-    lua_pushstring(L, path);
-    lua_call(L, 2, 2);
-    if (!lua_toboolean(L, -2)) {
-        *err = strdup(lua_tostring(L, -1));
-        goto fail;
-    }
-    lua_pop(L, 2);
     lua_pushvalue(L, mod);
     sc->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    sc->invoke_ref = ref_field(L, mod, "async_invoke");
-    sc->timeout_ref = ref_field(L, mod, "on_timeout");
-    sc->open_ref = ref_field(L, mod, "open");
-    sc->close_ref = ref_field(L, mod, "close");
-    sc->on_result_ref = ref_field(L, mod, "retry_on_result");
-    sc->on_error_ref = ref_field(L, mod, "retry_on_error");
-    lua_getfield(L, mod, "retry");
-    if (!lua_isnil(L, -1)) {
-        char why[256];
-        if (retry_table_parse(L, -1, &sc->retry, why, sizeof why) != 0) {
-            if (asprintf(err, "%s: M.%s", path, why) < 0)
-                *err = NULL;
-            goto fail;
-        }
+    lua_pushcfunction(L, setup_module);
+    lua_pushvalue(L, host);
+    lua_pushvalue(L, mod);
+    lua_pushlightuserdata(L, sc);
+    lua_pushstring(L, path);
+    if (pcall_tb(L, 4, 1) != 0 || !lua_isnil(L, -1)) {
+        const char *m = lua_tostring(L, -1);
+        *err = strdup(m ? m : "the script's module could not be checked");
+        goto fail;
     }
-    lua_pop(L, 1);
     lua_settop(L, 0);
     return 0;
 
@@ -276,9 +317,16 @@ int script_set_event_time(script *sc, const char *field)
         n += *p == '.';
     sc->ts_path = calloc(n + 1, sizeof *sc->ts_path);
     char *copy = strdup(field), *save = NULL;
+    if (!sc->ts_path || !copy) {
+        free(copy);
+        return -1;
+    }
     size_t i = 0;
-    for (char *tok = strtok_r(copy, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
-        sc->ts_path[i++] = strdup(tok);
+    for (char *tok = strtok_r(copy, ".", &save); tok && i < n; tok = strtok_r(NULL, ".", &save)) {
+        if (!(sc->ts_path[i] = strdup(tok)))
+            break; /* out of memory: refused below */
+        i++;
+    }
     free(copy);
     return i == n && i > 0 ? 0 : -1;
 }
@@ -513,7 +561,7 @@ static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *
         r->ok = encode_results(sc, "async_invoke", base, f->attach, &r->out, &r->len, err) == 0;
         if (keep_outputs && n > 0 && !r->ok)
             lua_pop(L, 1);
-        if (!r->ok)
+        if (!r->ok && *err)
             *msg = strdup(*err);
         rt_fiber_release(f);
     } else {
@@ -727,17 +775,19 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     if (!f)
         return 1;
     lua_rawgeti(f->co, LUA_REGISTRYINDEX, ref);
-    lua_createtable(f->co, 0, 3);
-    lua_getglobal(f->co, "require");
-    lua_pushliteral(f->co, "moonwait.log");
-    lua_call(f->co, 1, 1);
-    lua_setfield(f->co, -2, "log");
+    /* ctx.log comes from the ctx metatable on first use (inside the
+     * hook's coroutine, where a raise is the hook's error): calling
+     * `require` here, outside any pcall, would abort the process if the
+     * script had replaced it. Nothing below can raise. */
+    lua_createtable(f->co, 0, 2);
     lua_pushinteger(f->co, sc->generation);
     lua_setfield(f->co, -2, "generation");
     if (is_open && sc->previous_ref != LUA_NOREF) {
         lua_rawgeti(f->co, LUA_REGISTRYINDEX, sc->previous_ref);
         lua_setfield(f->co, -2, "previous");
     }
+    lua_rawgeti(f->co, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
+    lua_setmetatable(f->co, -2);
     f->task = is_open ? (void *)&hook_open_tag : (void *)&hook_close_tag;
     f->seq = 0;
     *fiber_slot = f;
@@ -752,22 +802,37 @@ void script_set_tag(script *sc, const char *field, int generation)
     sc->generation = generation;
 }
 
+/* mod -> has, state: whether the module has export_state, and what it
+ * returned. Run through pcall_tb: the module's __index may raise too. */
+static int call_export_state(lua_State *L)
+{
+    lua_getfield(L, 1, "export_state");
+    if (lua_isnil(L, -1)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_call(L, 0, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
+}
+
 int script_export_state(script *sc, char **json)
 {
     *json = NULL;
     lua_State *L = sc->rt.L;
     int top = lua_gettop(L);
+    lua_pushcfunction(L, call_export_state);
     lua_rawgeti(L, LUA_REGISTRYINDEX, sc->module_ref);
-    lua_getfield(L, -1, "export_state");
-    if (lua_isnil(L, -1)) {
-        lua_settop(L, top);
-        return 0;
-    }
-    if (pcall_tb(L, 0, 1) != 0) {
+    if (pcall_tb(L, 1, 2) != 0) {
         if (asprintf(json, "export_state failed: %s", lua_tostring(L, -1)) < 0)
             *json = NULL;
         lua_settop(L, top);
         return -1;
+    }
+    if (!lua_toboolean(L, -2)) { /* no export_state */
+        lua_settop(L, top);
+        return 0;
     }
     if (lua_type(L, -1) != LUA_TTABLE) {
         if (asprintf(json, "export_state must return a table, got %s", luaL_typename(L, -1)) < 0)
@@ -812,13 +877,25 @@ char **script_loaded_files(script *sc)
     char *dir = dir_of(sc->path);
     size_t n = 1, cap = 8;
     char **files = calloc(cap, sizeof *files);
-    files[0] = strdup(sc->path);
+    if (!dir || !files || !(files[0] = strdup(sc->path))) {
+        free(dir);
+        free(files);
+        return NULL; /* out of memory: nothing watched */
+    }
     /* package.searchpath is 5.2; resolve names with the script dir's
      * patterns by hand: dir/name.lua and dir/name/init.lua. */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
+    /* Raw and type-checked: the script may have replaced package (or
+     * package.loaded) with anything, and nothing here is protected. */
+    lua_pushliteral(L, "package");
+    lua_rawget(L, LUA_GLOBALSINDEX);
+    if (lua_istable(L, -1)) {
+        lua_pushliteral(L, "loaded");
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
     lua_pushnil(L);
-    while (lua_next(L, -2)) {
+    while (lua_istable(L, -2) && lua_next(L, -2)) {
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING)
             continue;
@@ -837,8 +914,13 @@ char **script_loaded_files(script *sc)
             if (f) {
                 fclose(f);
                 if (n + 2 > cap) {
+                    char **more = realloc(files, cap * 2 * sizeof *files);
+                    if (!more) { /* out of memory: watch what was found */
+                        free(path);
+                        break;
+                    }
+                    files = more;
                     cap *= 2;
-                    files = realloc(files, cap * sizeof *files);
                 }
                 files[n++] = path;
                 break;

@@ -130,6 +130,10 @@ void script_free_files(char **files);
 /* VMs loaded and not yet closed, process-wide (for leak checks). */
 extern int script_live_vms;
 
+/* Set when the run's input is stdin: VMs made afterwards refuse io.read,
+ * io.lines() and io.stdin (they would take lines meant for moonwait). */
+extern int script_stdin_is_input;
+
 /* Nonzero when sc holds a VM (to be closed with script_close). */
 static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }
 
