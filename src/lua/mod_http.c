@@ -46,6 +46,11 @@
 #define DEFAULT_POOL_SIZE 1024
 #define DEFAULT_IDLE_MS 60000
 #define DEFAULT_MAX_BODY (16u * 1024 * 1024)
+/* The response head (status line and headers, as on the wire) and the
+ * number of header lines, as nginx bounds a request's: a peer that sends
+ * headers without end gets "bad response: headers too large". */
+#define DEFAULT_MAX_HEADER_BYTES (64 * 1024)
+#define DEFAULT_MAX_HEADERS 100
 
 typedef mw_buf buf;
 #define buf_add mw_buf_add
@@ -64,6 +69,10 @@ typedef struct hreq {
     char *ca_file;
     char *pool_key;
     size_t pool_size, max_body;
+    size_t max_header_bytes, max_headers;
+    size_t head_bytes;    /* bytes of the head fed to the parser so far */
+    size_t nheaders;      /* header (and trailer) lines seen */
+    int head_done;        /* on_headers_complete ran */
     buf req;              /* the serialised request */
     llhttp_t parser;
     buf hdrs;             /* "name\0value\0" pairs, names lower-cased */
@@ -80,9 +89,20 @@ static llhttp_settings_t settings;
 
 /* ---- parser callbacks --------------------------------------------------------- */
 
+static int headers_too_large(hreq *r)
+{
+    snprintf(r->failbuf, sizeof r->failbuf, "bad response: headers too large (%s)", r->url);
+    r->fail = r->failbuf;
+    return -1;
+}
+
+/* Header and trailer names and values are stored; their total is bounded
+ * like the head's bytes (trailers come after the head is complete). */
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     hreq *r = p->data;
+    if (r->hdrs.len + n > r->max_header_bytes)
+        return headers_too_large(r);
     for (size_t i = 0; i < n; i++) {
         char ch = (char)tolower((unsigned char)at[i]);
         if (buf_add(&r->hdrs, &ch, 1) != 0)
@@ -94,12 +114,16 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     hreq *r = p->data;
+    if (++r->nheaders > r->max_headers)
+        return headers_too_large(r);
     return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     hreq *r = p->data;
+    if (r->hdrs.len + n > r->max_header_bytes)
+        return headers_too_large(r);
     return buf_add(&r->hdrs, at, n) == 0 ? 0 : -1;
 }
 
@@ -113,6 +137,7 @@ static int on_headers_complete(llhttp_t *p)
 {
     hreq *r = p->data;
     r->status = llhttp_get_status_code(p);
+    r->head_done = 1;
     return r->is_head ? 1 : 0; /* a HEAD response has no body */
 }
 
@@ -310,6 +335,8 @@ static int maybe_retry(hreq *r)
     llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
     r->parser.data = r;
     r->hdrs.len = r->body.len = 0;
+    r->head_bytes = r->nheaders = 0;
+    r->head_done = 0;
     dns_result now;
     int rc = dns_resolve(r->f->rt->loop, r->host, r->port, &now, NULL, NULL, &r->dnsq);
     if (rc == 1) {
@@ -340,7 +367,27 @@ static void on_readable(net_conn *c, void *ud)
     size_t n = net_conn_buffered(c);
     if (n) {
         r->got_bytes = 1;
-        llhttp_errno_t e = llhttp_execute(&r->parser, net_conn_data(c), n);
+        const char *d = net_conn_data(c);
+        llhttp_errno_t e;
+        if (r->head_done || n <= r->max_header_bytes - r->head_bytes) {
+            if (!r->head_done)
+                r->head_bytes += n;
+            e = llhttp_execute(&r->parser, d, n);
+        } else {
+            /* Feed the head only what is left of its allowance: if it is
+             * not complete within it, the response is refused. */
+            size_t room = r->max_header_bytes - r->head_bytes;
+            r->head_bytes += room;
+            e = llhttp_execute(&r->parser, d, room);
+            if (e == HPE_OK && !r->head_done) {
+                net_conn_consume(c, n);
+                headers_too_large(r);
+                fail(r, r->fail);
+                return;
+            }
+            if (e == HPE_OK)
+                e = llhttp_execute(&r->parser, d + room, n - room);
+        }
         if (e == HPE_PAUSED) {
             const char *stop = llhttp_get_error_pos(&r->parser);
             net_conn_consume(c, (size_t)(stop - net_conn_data(c)));
@@ -609,10 +656,10 @@ static void build_request(lua_State *L, hreq *r, const char *method, const char 
         buf_add(b, body, blen);
 }
 
-static int opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_Integer min)
+static lua_Integer opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_Integer min)
 {
     if (!o)
-        return (int)dflt;
+        return dflt;
     lua_getfield(L, o, name);
     lua_Integer v = dflt;
     if (!lua_isnil(L, -1)) {
@@ -623,7 +670,7 @@ static int opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_
             luaL_error(L, "http: option '%s' must be >= %d", name, (int)min);
     }
     lua_pop(L, 1);
-    return (int)v;
+    return v;
 }
 
 static int opt_bool(lua_State *L, int o, const char *name, int dflt)
@@ -696,6 +743,8 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     size_t pool_size = (size_t)opt_int(L, o, "pool_size", DEFAULT_POOL_SIZE, 1);
     size_t max_body = (size_t)opt_int(L, o, "max_body", DEFAULT_MAX_BODY, 0);
     uint64_t timeout = (uint64_t)opt_int(L, o, "timeout_ms", DEFAULT_TIMEOUT_MS, 0);
+    size_t max_header_bytes = (size_t)opt_int(L, o, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES, 1);
+    size_t max_headers = (size_t)opt_int(L, o, "max_headers", DEFAULT_MAX_HEADERS, 1);
     const char *ca_file = NULL;
     if (o) {
         lua_getfield(L, o, "ca_file");
@@ -729,6 +778,8 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     r->verify = verify;
     r->pool_size = pool_size;
     r->max_body = max_body;
+    r->max_header_bytes = max_header_bytes;
+    r->max_headers = max_headers;
     r->ca_file = ca_file ? strdup(ca_file) : NULL;
     /* The pool key: the URL up to its path ("http://host:port"), plus for
      * TLS what changes whether a connection may be shared. */
