@@ -108,4 +108,77 @@ end }
       assert.matches("option 'max_header_bytes' must be a number", o.e2, 1, true)
     end)
   end)
+
+  describe("NUL bytes where C reads a C string", function()
+    local nginx
+    setup(function() nginx = servers.nginx() end)
+    teardown(function() nginx.stop() end)
+
+    it("a NUL in an http URL path is 'bad url', not a silently truncated path", function()
+      local r, out = run([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local res, err = http.get(r.url .. "\0/../admin")
+  return { { err = err, status = res and res.status } }
+end }
+]], { { url = nginx.url("/user/1") } })
+      assert.equal(0, r.code, r.err)
+      assert.same({ err = "bad url: " .. nginx.url("/user/1") .. "%00/../admin" }, out[1])
+    end)
+
+    it("a NUL in an http header name, value or method raises, like CR/LF", function()
+      local r, out = run([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local out = {}
+  for i, opts in ipairs({
+    { headers = { ["X-A"] = "a\0b" } },
+    { headers = { ["X-A\0B"] = "v" } },
+    { method = "GET\0X" },
+    { ca_file = "/etc/ssl\0/evil.pem" },
+  }) do
+    local ok, err = pcall(http.request, r.url, opts)
+    out[i] = ok and "no error" or err
+  end
+  return { out }
+end }
+]], { { url = nginx.url("/user/1") } })
+      assert.equal(0, r.code, r.err)
+      local o = out[1]
+      assert.matches("header 'X-A' contains a line break, a NUL byte", o[1], 1, true)
+      assert.matches("header 'X-A' contains a line break, a NUL byte", o[2], 1, true)
+      assert.matches("method must be an upper-case token", o[3], 1, true)
+      assert.matches("option 'ca_file' contains a NUL byte", o[4], 1, true)
+    end)
+
+    it("a NUL in a socket host, pool name, server name or ca_file raises instead of being cut", function()
+      local r, out = run([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(r)
+  local out = {}
+  local function try(f) local ok, err = pcall(f); out[#out + 1] = ok and "no error" or err end
+  try(function() return socket.tcp():connect("127.0.0.1\0.evil.example", r.port) end)
+  try(function() return socket.tcp():connect("127.0.0.1", r.port, { pool = "a\0b" }) end)
+  try(function() return socket.tcp():setoption("ca_file", "/etc/ssl\0/x.pem") end)
+  try(function() return socket.tcp():setoption("max_buffer\0junk", 100) end)
+  try(function() return socket.pool_count("a\0b") end)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", r.tls_port))
+  try(function() return s:sslhandshake(nil, "localhost\0.evil.example", true) end)
+  try(function() return s:receive("*l\0") end)
+  s:close()
+  return { out }
+end }
+]], { { port = nginx.port, tls_port = nginx.tls_port } })
+      assert.equal(0, r.code, r.err)
+      local o = out[1]
+      assert.matches("the host contains a NUL byte", o[1], 1, true)
+      assert.matches("the pool name contains a NUL byte", o[2], 1, true)
+      assert.matches("the ca_file path contains a NUL byte", o[3], 1, true)
+      assert.matches("unknown option", o[4], 1, true)
+      assert.matches("the pool name contains a NUL byte", o[5], 1, true)
+      assert.matches("the server name contains a NUL byte", o[6], 1, true)
+      assert.matches("pattern must be", o[7], 1, true)
+    end)
+  end)
 end)

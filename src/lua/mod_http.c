@@ -258,8 +258,9 @@ static void build_headers(lua_State *L)
 /* res.__index: builds res.headers on first access. */
 static int l_res_index(lua_State *L)
 {
-    const char *k = lua_tostring(L, 2);
-    if (!k || strcmp(k, "headers") != 0)
+    size_t kl;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
+    if (!k || kl != 7 || memcmp(k, "headers", 7) != 0)
         return 0;
     lua_getfield(L, LUA_REGISTRYINDEX, RAW_KEY);
     lua_pushvalue(L, 1);
@@ -700,17 +701,50 @@ static void check_headers(lua_State *L, int o)
             size_t nl, vl;
             const char *n = lua_tolstring(L, -2, &nl);
             const char *v = lua_tolstring(L, -1, &vl);
-            if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl))
-                luaL_error(L, "http: header '%s' contains a line break, a colon or is empty", n);
+            if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl) ||
+                memchr(n, '\0', nl) || memchr(v, '\0', vl))
+                luaL_error(L, "http: header '%s' contains a line break, a NUL byte, a colon or is empty", n);
             lua_pop(L, 1);
         }
     }
     lua_pop(L, 1);
 }
 
+/* nil, "bad url: URL" (a NUL shown as %00, so the message is the whole URL). */
+static int bad_url(lua_State *L, const char *url, size_t len)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "bad url: ");
+    for (const char *e = url + len; url < e;) {
+        const char *z = memchr(url, '\0', (size_t)(e - url));
+        size_t n = z ? (size_t)(z - url) : (size_t)(e - url);
+        luaL_addlstring(&b, url, n);
+        url += n;
+        if (z) {
+            luaL_addstring(&b, "%00");
+            url++;
+        }
+    }
+    lua_pushnil(L);
+    luaL_pushresult(&b);
+    return 2;
+}
+
+/* A string option that C reads as a C string: a NUL inside would cut it. */
+static const char *opt_cstring(lua_State *L, int idx, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    if (memchr(s, '\0', n))
+        luaL_error(L, "http: %s contains a NUL byte", what);
+    return s;
+}
+
 static int do_request(lua_State *L, const char *method, int body_idx, int o)
 {
-    const char *url = luaL_checkstring(L, 1);
+    size_t url_len;
+    const char *url = luaL_checklstring(L, 1, &url_len);
     if (o && !lua_isnoneornil(L, o))
         luaL_checktype(L, o, LUA_TTABLE);
     else
@@ -729,14 +763,19 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
             body = lua_tolstring(L, -1, &blen); /* stays on the stack: pinned */
         }
     }
+    size_t mlen = 0;
     if (!method && o) {
         lua_getfield(L, o, "method");
-        method = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+        method = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &mlen);
+        if (method && mlen == 0)
+            return luaL_error(L, "http: method must be an upper-case token, got ''");
     }
     if (!method)
         method = body ? "POST" : "GET";
-    for (const char *m = method; *m; m++)
-        if (!isupper((unsigned char)*m))
+    if (!mlen)
+        mlen = strlen(method);
+    for (size_t i = 0; i < mlen; i++)
+        if (!isupper((unsigned char)method[i]))
             return luaL_error(L, "http: method must be an upper-case token, got '%s'", method);
     int keepalive = opt_bool(L, o, "keepalive", 1);
     int verify = opt_bool(L, o, "ssl_verify", 1);
@@ -749,10 +788,12 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     if (o) {
         lua_getfield(L, o, "ca_file");
         if (!lua_isnil(L, -1))
-            ca_file = luaL_checkstring(L, -1);
+            ca_file = opt_cstring(L, -1, "option 'ca_file'");
         check_headers(L, o);
     }
 
+    if (memchr(url, '\0', url_len))
+        return bad_url(L, url, url_len);
     hreq *r = hreq_new();
     if (!r)
         return luaL_error(L, "out of memory");
