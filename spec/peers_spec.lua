@@ -181,4 +181,162 @@ end }
       assert.matches("pattern must be", o[7], 1, true)
     end)
   end)
+
+  describe("redis: malformed and oversized replies", function()
+    -- Each case: the peer's answer to the first command; the reply must be
+    -- nil, "bad reply: ..." with the connection closed afterwards.
+    local cases = {
+      { "an array of 999999999 elements with endless elements",
+        { "stream", "*999999999\\r\\n", "$1\\r\\nx\\r\\n" },
+        "bad reply: an array of 999999999 elements: more than max_elements (1048576) in one reply" },
+      { "endless bulks inside an array past max_reply_bytes",
+        { "stream", "*1000000\\r\\n", "$1000\\r\\n" .. string.rep("x", 1000) .. "\\r\\n" },
+        "bad reply: a bulk of 1000 bytes: more than max_reply_bytes (1048576) in one reply",
+        { max_reply_bytes = 1048576 } },
+      { "a bulk of 999999999999 bytes",
+        { "once", "$999999999999\\r\\n" }, "bad reply: a bulk of 999999999999 bytes (the most is 512 MiB)" },
+      { "a bulk over max_reply_bytes",
+        { "once", "$2000\\r\\n" }, "bad reply: a bulk of 2000 bytes: more than max_reply_bytes (1000) in one reply",
+        { max_reply_bytes = 1000 } },
+      { "a bulk length of 1.5", { "once", "$1.5\\r\\n" }, "bad reply: not a bulk length: '$1.5'" },
+      { "a bulk length of -2", { "once", "$-2\\r\\n" }, "bad reply: not a bulk length: '$-2'" },
+      { "a bulk not followed by CRLF", { "once", "$5\\r\\nhelloXY" }, "bad reply: a bulk of 5 bytes not followed by CRLF" },
+      { "an integer reply ':abc'", { "once", ":abc\\r\\n" }, "bad reply: not an integer: ':abc'" },
+      { "an integer reply in hex", { "once", ":0x10\\r\\n" }, "bad reply: not an integer: ':0x10'" },
+      { "an array length of 2x", { "once", "*2x\\r\\n" }, "bad reply: not an array length: '*2x'" },
+      { "endless nesting of *1", { "stream", "", "*1\\r\\n" }, "bad reply: arrays nested deeper than max_depth (64)" },
+      { "an unknown type byte", { "once", "%1\\r\\n\\x01\\r\\n" }, "bad reply: unknown type: '%1'" },
+      { "an empty line", { "once", "\\r\\n" }, "bad reply: an empty line" },
+      { "a status line longer than max_reply_bytes", { "stream", "+", "OK" },
+        "bad reply: a line longer than max_reply_bytes", { max_reply_bytes = 100000 } },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1] .. " is nil, 'bad reply: ...' and closes the connection", function()
+        local peer = servers.faultpeer(unpack(case[2]))
+        local ok, err = pcall(function()
+          local r, out = run([[
+local redis = require "moonwait.redis"
+local function rss_kb()
+  return tonumber(io.open("/proc/self/statm"):read("*l"):match("^%d+ (%d+)")) * 4
+end
+return { async_invoke = function(rec)
+  local before = rss_kb()
+  local c = assert(redis.connect("127.0.0.1", rec.port, rec.opts))
+  local v, err = c:get("k")
+  local grew = rss_kb() - before
+  local v2, err2 = c:get("k")
+  local ka, kaerr = c:set_keepalive()
+  return { { v = v == nil and "nil" or tostring(v), err = err, after = err2, keepalive = kaerr, grew_kb = grew } }
+end }
+]], { { port = peer.port, opts = case[4] } })
+          assert.equal(0, r.code, r.err)
+          local o = out[1]
+          assert.equal("nil", o.v)
+          assert.equal(case[3], o.err)
+          assert.equal("closed", o.after)
+          assert.equal("closed", o.keepalive)
+          if H.wrapper == "" then assert.is_true(o.grew_kb < 96 * 1024, "rss grew by " .. o.grew_kb .. " kB") end
+        end)
+        peer.stop()
+        if not ok then error(err, 0) end
+      end)
+    end
+
+    it("raises on a bad limit option", function()
+      local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local ok, err = pcall(redis.connect, "127.0.0.1", 1, { max_depth = 0 })
+  local ok2, err2 = pcall(redis.connect, "127.0.0.1", 1, { max_reply_bytes = 2^40 })
+  return { { e1 = err, e2 = err2 } }
+end }
+]], { {} })
+      assert.equal(0, r.code, r.err)
+      local o = H.json.decode(r.lines[1])
+      assert.matches("max_depth must be an integer from 1 to 1000", o.e1, 1, true)
+      assert.matches("max_reply_bytes must be an integer from 1 to", o.e2, 1, true)
+    end)
+  end)
+
+  describe("redis: the pool key", function()
+    local rs
+    setup(function()
+      rs = servers.redis()
+      rs.cli("ACL SETUSER alice on '>alicepw' '~*' '+@all'")
+      rs.cli("CONFIG SET requirepass secret")
+    end)
+    teardown(function()
+      -- the server now wants a password (its pid file went with after_each's cleanup)
+      rs.cli("-a secret --no-auth-warning shutdown nosave")
+    end)
+
+    it("a connection pooled after AUTH never serves a connect with another password, user or db", function()
+      local r, out = run([[
+local redis = require "moonwait.redis"
+local steps = {
+  -- 1: authenticated as default, put back
+  function(p)
+    local c = assert(redis.connect("127.0.0.1", p, { password = "secret" }))
+    assert(c:set("k", "v0"))
+    assert(c:set_keepalive())
+    return { step = 1 }
+  end,
+  -- 2: a wrong password must not get the authenticated connection
+  function(p)
+    local c, err = redis.connect("127.0.0.1", p, { password = "wrong" })
+    return { step = 2, ok = c ~= nil, err = err }
+  end,
+  -- 3: no password at all: a fresh, unauthenticated connection
+  function(p)
+    local c, err = redis.connect("127.0.0.1", p)
+    local v, e = c:get("k")
+    local reused = c:get_reused_times()
+    c:close()
+    return { step = 3, v = v, e = e, reused = reused }
+  end,
+  -- 4: another user
+  function(p)
+    local c = assert(redis.connect("127.0.0.1", p, { user = "alice", password = "alicepw" }))
+    local who = c:acl("whoami")
+    local reused = c:get_reused_times()
+    assert(c:set_keepalive())
+    return { step = 4, who = who, reused = reused }
+  end,
+  -- 5: the same password, db 1: not the db-0 connection
+  function(p)
+    local c = assert(redis.connect("127.0.0.1", p, { password = "secret", db = 1 }))
+    local v = c:get("k")
+    local reused = c:get_reused_times()
+    assert(c:set_keepalive())
+    return { step = 5, null = v == redis.null, reused = reused }
+  end,
+  -- 6: the same as 1: reuses it; a script's own SELECT keeps it from the pool
+  function(p)
+    local c = assert(redis.connect("127.0.0.1", p, { password = "secret" }))
+    local reused = c:get_reused_times()
+    assert(c:select(2))
+    assert(c:set_keepalive())
+    local c2 = assert(redis.connect("127.0.0.1", p, { password = "secret" }))
+    local v = c2:get("k")
+    local reused2 = c2:get_reused_times()
+    c2:close()
+    return { step = 6, reused = reused, reused_after_select = reused2, v = v }
+  end,
+}
+return { async_invoke = function(rec) return { steps[rec.step](rec.port) } end }
+]], { { step = 1, port = rs.port }, { step = 2, port = rs.port }, { step = 3, port = rs.port },
+      { step = 4, port = rs.port }, { step = 5, port = rs.port }, { step = 6, port = rs.port } },
+        "--capacity 1")
+      assert.equal(0, r.code, r.err)
+      assert.equal(6, #out)
+      assert.is_false(out[2].ok)
+      assert.matches("^auth failed: WRONGPASS", out[2].err)
+      assert.equal(false, out[3].v)
+      assert.matches("^NOAUTH", out[3].e)
+      assert.equal(0, out[3].reused)
+      assert.same({ step = 4, who = "alice", reused = 0 }, out[4])
+      assert.same({ step = 5, null = true, reused = 0 }, out[5])
+      assert.same({ step = 6, reused = 1, reused_after_select = 0, v = "v0" }, out[6])
+    end)
+  end)
 end)

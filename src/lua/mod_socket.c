@@ -470,6 +470,7 @@ static int l_connect(lua_State *L)
     s->port = (int)port;
     net_conn *c = s->pool_key ? net_pool_get(s->pool_key) : NULL;
     if (c) {
+        c->max_buffer = s->max_buffer; /* this socket's, not its last user's */
         s->conn = c;
         lua_pushinteger(L, 1);
         return 1;
