@@ -3,7 +3,9 @@
 --
 --   local redis = require "moonwait.redis"
 --   local r, err = redis.connect(host, port, { timeout_ms =, pool =, pool_size =,
---                                              password =, db = })
+--                                              user =, password =, db =,
+--                                              max_reply_bytes =, max_elements =,
+--                                              max_depth = })
 --   local v, err = r:get("k")        -- one method per command (any name works)
 --   r:call("HSET", "h", "f", "v")    -- the generic form
 --   r:init_pipeline(); r:get("a"); r:get("b"); local res, err = r:commit_pipeline()
@@ -15,12 +17,30 @@
 -- `false, msg` (inside an array or a pipeline's results: { false, msg }).
 -- Network failures are `nil, err` with the socket's error strings; after one,
 -- the connection is closed.
+--
+-- A malformed or oversized reply is `nil, "bad reply: WHY"` and closes the
+-- connection, with memory bounded by the limits (per reply): max_reply_bytes
+-- (its bytes on the wire, default 64 MiB; one bulk is also at most 512 MiB,
+-- Redis's proto-max-bulk-len), max_elements (values in all its arrays,
+-- default 1,048,576) and max_depth (arrays nested in arrays, default 64).
+--
+-- Pooled connections are keyed by host and port (or opts.pool), db, user and
+-- password, so a connection AUTHenticated or SELECTed for one connect never
+-- serves another with different ones. A connection on which the script sent
+-- SELECT, AUTH, HELLO or RESET itself is closed by set_keepalive, not pooled.
 local socket = require "moonwait.socket"
 local null = require("moonwait").null
 
 local type, tostring, tonumber, select, setmetatable, rawget, rawset, concat =
   type, tostring, tonumber, select, setmetatable, rawget, rawset, table.concat
-local sub, byte, upper = string.sub, string.byte, string.upper
+local sub, byte, upper, find, format, gsub = string.sub, string.byte, string.upper, string.find,
+  string.format, string.gsub
+local floor = math.floor
+
+local MAX_BULK = 512 * 1024 * 1024          -- Redis's proto-max-bulk-len
+local DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
+local DEFAULT_MAX_ELEMENTS = 1024 * 1024
+local DEFAULT_MAX_DEPTH = 64
 
 local M = { null = null }
 local Redis = {}
@@ -56,45 +76,104 @@ local function serialize(n, ...)
   return concat(out)
 end
 
--- Read one reply. Returns value; or false, msg for an error reply; or
--- nil, err for a transport failure.
-local function read_reply(sock)
+-- At most 40 bytes of a bad line, control bytes escaped, for a message.
+local function shown(line)
+  local s = gsub(sub(line, 1, 40), "[%z\1-\31\127-\255]", function(c) return format("\\x%02x", byte(c)) end)
+  if #line > 40 then s = s .. "..." end
+  return "'" .. s .. "'"
+end
+
+local function bad(why)
+  return nil, "bad reply: " .. why
+end
+
+-- Read one value of a reply. st holds what is left of the reply's limits
+-- (bytes, elements) and its max_depth; depth counts the enclosing arrays.
+-- Returns value; or false, msg for an error reply; or nil, err for a
+-- transport failure or a bad reply (the caller then closes the connection).
+local function read_value(sock, st, depth)
   local line, err = sock:receive("*l")
-  if not line then return nil, err end
+  if not line then
+    if err == "buffer too large" then return bad("a line longer than max_reply_bytes") end
+    return nil, err
+  end
+  local left = st.bytes - #line - 2
+  if left < 0 then return bad(format("more than max_reply_bytes (%d) in one reply", st.max_bytes)) end
+  st.bytes = left
   local kind = byte(line)
   if kind == 43 then -- +
     return sub(line, 2)
   elseif kind == 45 then -- -
     return false, sub(line, 2)
   elseif kind == 58 then -- :
+    if not find(line, "^:%-?%d+$") then return bad("not an integer: " .. shown(line)) end
     return tonumber(sub(line, 2))
   elseif kind == 36 then -- $
+    if not find(line, "^%$%-?%d+$") then return bad("not a bulk length: " .. shown(line)) end
     local n = tonumber(sub(line, 2))
-    if not n then return nil, "bad reply: " .. line end
-    if n < 0 then return null end
+    if n < 0 then
+      if n == -1 then return null end
+      return bad("not a bulk length: " .. shown(line))
+    end
+    if n > MAX_BULK then return bad(format("a bulk of %.0f bytes (the most is 512 MiB)", n)) end
+    if n + 2 > st.bytes then
+      return bad(format("a bulk of %d bytes: more than max_reply_bytes (%d) in one reply", n, st.max_bytes))
+    end
+    st.bytes = st.bytes - n - 2
     local data, rerr = sock:receive(n + 2)
     if not data then return nil, rerr end
+    if byte(data, n + 1) ~= 13 or byte(data, n + 2) ~= 10 then
+      return bad("a bulk of " .. n .. " bytes not followed by CRLF")
+    end
     return sub(data, 1, n)
   elseif kind == 42 then -- *
+    if not find(line, "^%*%-?%d+$") then return bad("not an array length: " .. shown(line)) end
     local n = tonumber(sub(line, 2))
-    if not n then return nil, "bad reply: " .. line end
-    if n < 0 then return null end
+    if n < 0 then
+      if n == -1 then return null end
+      return bad("not an array length: " .. shown(line))
+    end
+    if n > st.elements then
+      return bad(format("an array of %.0f elements: more than max_elements (%d) in one reply", n, st.max_elements))
+    end
+    if depth >= st.max_depth then
+      return bad(format("arrays nested deeper than max_depth (%d)", st.max_depth))
+    end
+    st.elements = st.elements - n
     local arr = {}
     for i = 1, n do
-      local v, e = read_reply(sock)
+      local v, e = read_value(sock, st, depth + 1)
       if v == nil then return nil, e end
       if v == false then v = { false, e } end
       arr[i] = v
     end
     return arr
+  elseif not kind then
+    return bad("an empty line")
   end
-  return nil, "bad reply: " .. line
+  return bad("unknown type: " .. shown(line))
 end
+
+-- Read one reply within the connection's limits.
+local function read_reply(self, sock)
+  local lim = rawget(self, "_limits")
+  lim.bytes, lim.elements = lim.max_bytes, lim.max_elements
+  return read_value(sock, lim, 0)
+end
+
+-- Commands that change what a connection is authenticated as or which db
+-- it uses: after one, the connection is not pooled.
+local STATEFUL = { SELECT = true, AUTH = true, HELLO = true, RESET = true }
 
 function Redis:call(...)
   local n = select("#", ...)
   if n == 0 then error("redis: call needs a command name", 2) end
   local req = serialize(n, ...)
+  local name = ...
+  if type(name) == "string" then
+    local len = #name
+    if len >= 4 and len <= 6 and STATEFUL[upper(name)] then rawset(self, "_stateful", true) end
+  end
   local pipe = rawget(self, "_pipeline")
   if pipe then
     pipe[#pipe + 1] = req
@@ -104,7 +183,7 @@ function Redis:call(...)
   local sock = rawget(self, "_sock")
   local ok, err = sock:send(req)
   if not ok then return fail(self, err) end
-  local v, e = read_reply(sock)
+  local v, e = read_reply(self, sock)
   if v == nil then return fail(self, e) end
   return v, e
 end
@@ -130,7 +209,7 @@ function Redis:commit_pipeline()
   if not ok then return fail(self, err) end
   local results = {}
   for i = 1, #reqs do
-    local v, e = read_reply(sock)
+    local v, e = read_reply(self, sock)
     if v == nil then return fail(self, e) end
     if v == false then v = { false, e } end
     results[i] = v
@@ -142,6 +221,11 @@ function Redis:set_keepalive(idle_ms, pool_size)
   if rawget(self, "_closed") then return nil, "closed" end
   if rawget(self, "_pipeline") then return nil, "pipeline not committed" end
   rawset(self, "_closed", true)
+  if rawget(self, "_stateful") then
+    -- SELECT/AUTH/HELLO/RESET by the script: its pool key no longer says
+    -- what this connection is; close it rather than pool it.
+    return rawget(self, "_sock"):close()
+  end
   return rawget(self, "_sock"):setkeepalive(idle_ms, pool_size)
 end
 
@@ -172,27 +256,68 @@ local mt = {
   end,
 }
 
+local function hex(s)
+  return (gsub(s, ".", function(c) return format("%02x", byte(c)) end))
+end
+
+local function limit(opts, name, default, most)
+  local v = opts[name]
+  if v == nil then return default end
+  if type(v) ~= "number" or v < 1 or v ~= floor(v) or (most and v > most) then
+    error("redis.connect: " .. name .. " must be an integer from 1" .. (most and (" to " .. most) or ""), 3)
+  end
+  return v
+end
+
 function M.connect(host, port, opts)
   opts = opts or {}
   if type(host) ~= "string" then error("redis.connect: host must be a string", 2) end
   if type(port) ~= "number" then error("redis.connect: port must be a number", 2) end
+  local user, password, db = opts.user, opts.password, opts.db or 0
+  if user ~= nil and type(user) ~= "string" then error("redis.connect: user must be a string", 2) end
+  if password ~= nil and type(password) ~= "string" then error("redis.connect: password must be a string", 2) end
+  if user and not password then error("redis.connect: user needs a password", 2) end
+  if type(db) ~= "number" or db < 0 or db ~= floor(db) then
+    error("redis.connect: db must be a non-negative integer", 2)
+  end
+  local limits = {
+    max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
+    max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
+    max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
+  }
   local sock = socket.tcp()
   sock:settimeout(opts.timeout_ms or 5000)
+  -- The pool key says everything a pooled connection was set up with: a
+  -- connection authenticated or SELECTed for one connect never serves
+  -- another with other credentials or another db.
   local ok, err = sock:connect(host, port, {
-    pool = opts.pool or ("redis:" .. host .. ":" .. port .. ":" .. (opts.db or 0)),
+    pool = format("%s|db=%d|user=%s|password=%s", opts.pool or ("redis:" .. host .. ":" .. port), db,
+      user and hex(user) or "-", password and hex(password) or "-"),
     pool_size = opts.pool_size,
   })
   if not ok then return nil, err end
-  local self = setmetatable({ _sock = sock }, mt)
+  -- One bulk must fit the socket's buffer (a longer line is a bad reply);
+  -- set on the connection, fresh or pooled.
+  sock:setoption("max_buffer", limits.max_bytes + 16)
+  local self = setmetatable({ _sock = sock, _limits = limits }, mt)
   if sock:getreusedtimes() == 0 then
-    if opts.password then
-      local v, e = self:call("AUTH", opts.password)
-      if not v then return nil, "auth failed: " .. tostring(e) end
+    if password then
+      local v, e
+      if user then v, e = self:call("AUTH", user, password) else v, e = self:call("AUTH", password) end
+      if not v then
+        if not rawget(self, "_closed") then self:close() end
+        return nil, "auth failed: " .. tostring(e)
+      end
     end
-    if opts.db and opts.db ~= 0 then
-      local v, e = self:call("SELECT", opts.db)
-      if not v then return nil, "select failed: " .. tostring(e) end
+    if db ~= 0 then
+      local v, e = self:call("SELECT", db)
+      if not v then
+        if not rawget(self, "_closed") then self:close() end
+        return nil, "select failed: " .. tostring(e)
+      end
     end
+    -- set up by connect itself: still what the pool key says
+    rawset(self, "_stateful", nil)
   end
   return self
 end

@@ -2,8 +2,8 @@
  * faultpeer.c: a loopback TCP peer that misbehaves in the ways no real
  * server will on demand. Used by spec/http_spec.lua and spec/socket_spec.lua.
  *
- *   faultpeer MODE     listens on 127.0.0.1, an ephemeral port, printed on
- *                      stdout; serves every connection in MODE until killed.
+ *   faultpeer MODE [ARGS]  listens on 127.0.0.1, an ephemeral port, printed
+ *                      on stdout; serves every connection in MODE until killed.
  *
  * Modes (each waits for the end of the request headers first, except
  * close-at-once):
@@ -16,6 +16,14 @@
  *   drip                 answers "HTTP/1.1 200 OK" headers and a body one byte per 100 ms
  *   fail-twice           a real-looking service that is flaky: the first two
  *                        requests (over any connection) get 503, later ones 200
+ *
+ * Modes that answer as soon as the first bytes of a request arrive (so they
+ * also serve line protocols such as RESP); TEXT, PREFIX and UNIT take the
+ * escapes \r, \n, \\ and \xHH:
+ *   once TEXT            sends TEXT, then keeps the connection open
+ *   stream PREFIX UNIT   sends PREFIX, then UNIT repeated without end (endless
+ *                        headers, an endless RESP array, endless nesting)
+ *                        until the client closes (or after 64 MiB)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -24,6 +32,11 @@
 #include <uv.h>
 
 static const char *mode;
+static char *text, *unit; /* once/stream arguments, unescaped */
+static size_t text_len, unit_len;
+static char *chunk;       /* stream: UNIT repeated to about 64 KiB */
+static size_t chunk_len;
+#define STREAM_MAX (64u * 1024 * 1024)
 static int requests;
 static uv_loop_t *loop;
 
@@ -34,6 +47,9 @@ typedef struct peer {
     size_t len;
     int answered;
     int dripped;
+    int closing;
+    size_t streamed;
+    uv_write_t sw;
 } peer;
 
 static void closed(uv_handle_t *h)
@@ -62,6 +78,29 @@ static void say(peer *p, const char *s, size_t n)
     uv_write(w, (uv_stream_t *)&p->tcp, &b, 1, written);
 }
 
+static void stream_more(peer *p);
+
+static void stream_written(uv_write_t *w, int status)
+{
+    peer *p = w->data;
+    if (status != 0 || p->closing)
+        return;
+    stream_more(p);
+}
+
+/* One chunk at a time, the next when the kernel took it: the peer's memory
+ * stays bounded however slowly the client reads. */
+static void stream_more(peer *p)
+{
+    if (p->streamed >= STREAM_MAX)
+        return;
+    p->streamed += chunk_len;
+    p->sw.data = p;
+    uv_buf_t b = uv_buf_init(chunk, (unsigned)chunk_len);
+    if (uv_write(&p->sw, (uv_stream_t *)&p->tcp, &b, 1, stream_written) != 0)
+        p->streamed = STREAM_MAX;
+}
+
 static void drip(uv_timer_t *t)
 {
     peer *p = t->data;
@@ -75,7 +114,12 @@ static void drip(uv_timer_t *t)
 static void answer(peer *p)
 {
     p->answered = 1;
-    if (strcmp(mode, "garbage") == 0) {
+    if (strcmp(mode, "once") == 0) {
+        say(p, text, text_len);
+    } else if (strcmp(mode, "stream") == 0) {
+        say(p, text, text_len);
+        stream_more(p);
+    } else if (strcmp(mode, "garbage") == 0) {
         const char *g = "SPLAT 999 what is this\r\n\r\n";
         say(p, g, strlen(g));
     } else if (strcmp(mode, "reset-mid-body") == 0) {
@@ -118,8 +162,15 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     peer *p = s->data;
     (void)b;
     if (n < 0) {
+        p->closing = 1;
         if (!uv_is_closing((uv_handle_t *)s))
             uv_close((uv_handle_t *)s, closed);
+        return;
+    }
+    if (text) {
+        p->len = 0; /* the request's bytes do not matter */
+        if (!p->answered && n > 0)
+            answer(p);
         return;
     }
     if (strcmp(mode, "echo-lines") == 0) {
@@ -150,13 +201,62 @@ static void on_conn(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb);
 }
 
+/* Decode \r, \n, \\ and \xHH in place; returns the length. */
+static size_t unescape(char *s)
+{
+    char *o = s;
+    for (const char *i = s; *i; i++) {
+        if (*i != '\\' || !i[1]) {
+            *o++ = *i;
+            continue;
+        }
+        i++;
+        if (*i == 'r')
+            *o++ = '\r';
+        else if (*i == 'n')
+            *o++ = '\n';
+        else if (*i == 'x' && i[1] && i[2]) {
+            char hex[3] = { i[1], i[2], 0 };
+            *o++ = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else
+            *o++ = *i;
+    }
+    return (size_t)(o - s);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: faultpeer MODE\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: faultpeer MODE [ARGS]\n");
         return 2;
     }
     mode = argv[1];
+    if (strcmp(mode, "once") == 0 || strcmp(mode, "stream") == 0) {
+        int want = strcmp(mode, "once") == 0 ? 3 : 4;
+        if (argc != want) {
+            fprintf(stderr, "usage: faultpeer once TEXT | faultpeer stream PREFIX UNIT\n");
+            return 2;
+        }
+        text = argv[2];
+        text_len = unescape(text);
+        if (want == 4) {
+            unit = argv[3];
+            unit_len = unescape(unit);
+            if (unit_len == 0) {
+                fprintf(stderr, "faultpeer: empty UNIT\n");
+                return 2;
+            }
+            size_t reps = 65536 / unit_len + 1;
+            chunk_len = reps * unit_len;
+            chunk = malloc(chunk_len);
+            for (size_t i = 0; i < reps; i++)
+                memcpy(chunk + i * unit_len, unit, unit_len);
+        }
+    } else if (argc != 2) {
+        fprintf(stderr, "usage: faultpeer MODE\n");
+        return 2;
+    }
     loop = uv_default_loop();
     uv_tcp_t server;
     uv_tcp_init(loop, &server);

@@ -129,10 +129,14 @@ function S.redis()
 end
 
 -- A loopback peer for faults no real server produces (spec/c/faultpeer.c).
-function S.faultpeer(mode)
+-- Extra arguments (the once/stream modes' texts) are passed quoted.
+function S.faultpeer(mode, ...)
   local dir = H.tmpdir()
   local bin = (os.getenv("CTEST_DIR") or "build") .. "/faultpeer"
-  os.execute(string.format("%s %s >%s/port 2>%s/err & echo $! >%s/pid", bin, mode, dir, dir, dir))
+  local args = {}
+  for i = 1, select("#", ...) do args[i] = H.q(select(i, ...)) end
+  os.execute(string.format("%s %s %s >%s/port 2>%s/err & echo $! >%s/pid", bin, mode,
+    table.concat(args, " "), dir, dir, dir))
   local port = H.wait_for(function() return (H.read(dir .. "/port") or ""):match("(%d+)\n") end, 5)
   assert(port, "faultpeer did not start: " .. (H.read(dir .. "/err") or ""))
   local pid = H.read(dir .. "/pid"):match("%d+")
@@ -140,8 +144,11 @@ function S.faultpeer(mode)
 end
 
 -- Run fn(peer) with a fault peer in `mode`, stopping it even if fn fails.
-function S.with_faultpeer(mode, fn)
-  local peer = S.faultpeer(mode)
+-- S.with_faultpeer(mode, [arg, ...,] fn)
+function S.with_faultpeer(mode, ...)
+  local n = select("#", ...)
+  local fn = select(n, ...)
+  local peer = S.faultpeer(mode, unpack({ ... }, 1, n - 1))
   local ok, err = pcall(fn, peer)
   peer.stop()
   if not ok then error(err, 0) end

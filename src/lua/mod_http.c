@@ -46,6 +46,11 @@
 #define DEFAULT_POOL_SIZE 1024
 #define DEFAULT_IDLE_MS 60000
 #define DEFAULT_MAX_BODY (16u * 1024 * 1024)
+/* The response head (status line and headers, as on the wire) and the
+ * number of header lines, as nginx bounds a request's: a peer that sends
+ * headers without end gets "bad response: headers too large". */
+#define DEFAULT_MAX_HEADER_BYTES (64 * 1024)
+#define DEFAULT_MAX_HEADERS 100
 
 typedef mw_buf buf;
 #define buf_add mw_buf_add
@@ -64,6 +69,10 @@ typedef struct hreq {
     char *ca_file;
     char *pool_key;
     size_t pool_size, max_body;
+    size_t max_header_bytes, max_headers;
+    size_t head_bytes;    /* bytes of the head fed to the parser so far */
+    size_t nheaders;      /* header (and trailer) lines seen */
+    int head_done;        /* on_headers_complete ran */
     buf req;              /* the serialised request */
     llhttp_t parser;
     buf hdrs;             /* "name\0value\0" pairs, names lower-cased */
@@ -80,9 +89,20 @@ static llhttp_settings_t settings;
 
 /* ---- parser callbacks --------------------------------------------------------- */
 
+static int headers_too_large(hreq *r)
+{
+    snprintf(r->failbuf, sizeof r->failbuf, "bad response: headers too large (%s)", r->url);
+    r->fail = r->failbuf;
+    return -1;
+}
+
+/* Header and trailer names and values are stored; their total is bounded
+ * like the head's bytes (trailers come after the head is complete). */
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     hreq *r = p->data;
+    if (r->hdrs.len + n > r->max_header_bytes)
+        return headers_too_large(r);
     for (size_t i = 0; i < n; i++) {
         char ch = (char)tolower((unsigned char)at[i]);
         if (buf_add(&r->hdrs, &ch, 1) != 0)
@@ -94,12 +114,16 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     hreq *r = p->data;
+    if (++r->nheaders > r->max_headers)
+        return headers_too_large(r);
     return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     hreq *r = p->data;
+    if (r->hdrs.len + n > r->max_header_bytes)
+        return headers_too_large(r);
     return buf_add(&r->hdrs, at, n) == 0 ? 0 : -1;
 }
 
@@ -113,6 +137,7 @@ static int on_headers_complete(llhttp_t *p)
 {
     hreq *r = p->data;
     r->status = llhttp_get_status_code(p);
+    r->head_done = 1;
     return r->is_head ? 1 : 0; /* a HEAD response has no body */
 }
 
@@ -233,8 +258,9 @@ static void build_headers(lua_State *L)
 /* res.__index: builds res.headers on first access. */
 static int l_res_index(lua_State *L)
 {
-    const char *k = lua_tostring(L, 2);
-    if (!k || strcmp(k, "headers") != 0)
+    size_t kl;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
+    if (!k || kl != 7 || memcmp(k, "headers", 7) != 0)
         return 0;
     lua_getfield(L, LUA_REGISTRYINDEX, RAW_KEY);
     lua_pushvalue(L, 1);
@@ -310,6 +336,8 @@ static int maybe_retry(hreq *r)
     llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
     r->parser.data = r;
     r->hdrs.len = r->body.len = 0;
+    r->head_bytes = r->nheaders = 0;
+    r->head_done = 0;
     dns_result now;
     int rc = dns_resolve(r->f->rt->loop, r->host, r->port, &now, NULL, NULL, &r->dnsq);
     if (rc == 1) {
@@ -340,7 +368,27 @@ static void on_readable(net_conn *c, void *ud)
     size_t n = net_conn_buffered(c);
     if (n) {
         r->got_bytes = 1;
-        llhttp_errno_t e = llhttp_execute(&r->parser, net_conn_data(c), n);
+        const char *d = net_conn_data(c);
+        llhttp_errno_t e;
+        if (r->head_done || n <= r->max_header_bytes - r->head_bytes) {
+            if (!r->head_done)
+                r->head_bytes += n;
+            e = llhttp_execute(&r->parser, d, n);
+        } else {
+            /* Feed the head only what is left of its allowance: if it is
+             * not complete within it, the response is refused. */
+            size_t room = r->max_header_bytes - r->head_bytes;
+            r->head_bytes += room;
+            e = llhttp_execute(&r->parser, d, room);
+            if (e == HPE_OK && !r->head_done) {
+                net_conn_consume(c, n);
+                headers_too_large(r);
+                fail(r, r->fail);
+                return;
+            }
+            if (e == HPE_OK)
+                e = llhttp_execute(&r->parser, d + room, n - room);
+        }
         if (e == HPE_PAUSED) {
             const char *stop = llhttp_get_error_pos(&r->parser);
             net_conn_consume(c, (size_t)(stop - net_conn_data(c)));
@@ -609,10 +657,10 @@ static void build_request(lua_State *L, hreq *r, const char *method, const char 
         buf_add(b, body, blen);
 }
 
-static int opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_Integer min)
+static lua_Integer opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_Integer min)
 {
     if (!o)
-        return (int)dflt;
+        return dflt;
     lua_getfield(L, o, name);
     lua_Integer v = dflt;
     if (!lua_isnil(L, -1)) {
@@ -623,7 +671,7 @@ static int opt_int(lua_State *L, int o, const char *name, lua_Integer dflt, lua_
             luaL_error(L, "http: option '%s' must be >= %d", name, (int)min);
     }
     lua_pop(L, 1);
-    return (int)v;
+    return v;
 }
 
 static int opt_bool(lua_State *L, int o, const char *name, int dflt)
@@ -653,17 +701,50 @@ static void check_headers(lua_State *L, int o)
             size_t nl, vl;
             const char *n = lua_tolstring(L, -2, &nl);
             const char *v = lua_tolstring(L, -1, &vl);
-            if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl))
-                luaL_error(L, "http: header '%s' contains a line break, a colon or is empty", n);
+            if (nl == 0 || has_crlf(n, nl) || has_crlf(v, vl) || memchr(n, ':', nl) ||
+                memchr(n, '\0', nl) || memchr(v, '\0', vl))
+                luaL_error(L, "http: header '%s' contains a line break, a NUL byte, a colon or is empty", n);
             lua_pop(L, 1);
         }
     }
     lua_pop(L, 1);
 }
 
+/* nil, "bad url: URL" (a NUL shown as %00, so the message is the whole URL). */
+static int bad_url(lua_State *L, const char *url, size_t len)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "bad url: ");
+    for (const char *e = url + len; url < e;) {
+        const char *z = memchr(url, '\0', (size_t)(e - url));
+        size_t n = z ? (size_t)(z - url) : (size_t)(e - url);
+        luaL_addlstring(&b, url, n);
+        url += n;
+        if (z) {
+            luaL_addstring(&b, "%00");
+            url++;
+        }
+    }
+    lua_pushnil(L);
+    luaL_pushresult(&b);
+    return 2;
+}
+
+/* A string option that C reads as a C string: a NUL inside would cut it. */
+static const char *opt_cstring(lua_State *L, int idx, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    if (memchr(s, '\0', n))
+        luaL_error(L, "http: %s contains a NUL byte", what);
+    return s;
+}
+
 static int do_request(lua_State *L, const char *method, int body_idx, int o)
 {
-    const char *url = luaL_checkstring(L, 1);
+    size_t url_len;
+    const char *url = luaL_checklstring(L, 1, &url_len);
     if (o && !lua_isnoneornil(L, o))
         luaL_checktype(L, o, LUA_TTABLE);
     else
@@ -682,28 +763,37 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
             body = lua_tolstring(L, -1, &blen); /* stays on the stack: pinned */
         }
     }
+    size_t mlen = 0;
     if (!method && o) {
         lua_getfield(L, o, "method");
-        method = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+        method = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &mlen);
+        if (method && mlen == 0)
+            return luaL_error(L, "http: method must be an upper-case token, got ''");
     }
     if (!method)
         method = body ? "POST" : "GET";
-    for (const char *m = method; *m; m++)
-        if (!isupper((unsigned char)*m))
+    if (!mlen)
+        mlen = strlen(method);
+    for (size_t i = 0; i < mlen; i++)
+        if (!isupper((unsigned char)method[i]))
             return luaL_error(L, "http: method must be an upper-case token, got '%s'", method);
     int keepalive = opt_bool(L, o, "keepalive", 1);
     int verify = opt_bool(L, o, "ssl_verify", 1);
     size_t pool_size = (size_t)opt_int(L, o, "pool_size", DEFAULT_POOL_SIZE, 1);
     size_t max_body = (size_t)opt_int(L, o, "max_body", DEFAULT_MAX_BODY, 0);
     uint64_t timeout = (uint64_t)opt_int(L, o, "timeout_ms", DEFAULT_TIMEOUT_MS, 0);
+    size_t max_header_bytes = (size_t)opt_int(L, o, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES, 1);
+    size_t max_headers = (size_t)opt_int(L, o, "max_headers", DEFAULT_MAX_HEADERS, 1);
     const char *ca_file = NULL;
     if (o) {
         lua_getfield(L, o, "ca_file");
         if (!lua_isnil(L, -1))
-            ca_file = luaL_checkstring(L, -1);
+            ca_file = opt_cstring(L, -1, "option 'ca_file'");
         check_headers(L, o);
     }
 
+    if (memchr(url, '\0', url_len))
+        return bad_url(L, url, url_len);
     hreq *r = hreq_new();
     if (!r)
         return luaL_error(L, "out of memory");
@@ -729,6 +819,8 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     r->verify = verify;
     r->pool_size = pool_size;
     r->max_body = max_body;
+    r->max_header_bytes = max_header_bytes;
+    r->max_headers = max_headers;
     r->ca_file = ca_file ? strdup(ca_file) : NULL;
     /* The pool key: the URL up to its path ("http://host:port"), plus for
      * TLS what changes whether a connection may be shared. */

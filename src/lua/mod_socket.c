@@ -75,6 +75,20 @@ static sock *check_sock(lua_State *L)
     return luaL_checkudata(L, 1, SOCK_MT);
 }
 
+/* A string argument that C uses as a C string (a host name, a pool name, a
+ * file path): a NUL inside would silently cut it, so it raises. */
+static const char *check_cstring(lua_State *L, int idx, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    if (memchr(s, '\0', n))
+        luaL_error(L, "bad argument #%d (%s contains a NUL byte)", idx > 0 ? idx - 1 : 1, what);
+    return s;
+}
+
+/* s equals the literal lit, bytes and length. */
+#define STR_IS(s, n, lit) ((n) == sizeof(lit) - 1 && memcmp((s), (lit), (n)) == 0)
+
 /* ---- waiting ---------------------------------------------------------------- */
 
 static void end_wait(sock *s)
@@ -272,10 +286,11 @@ static int l_receive(lua_State *L)
         s->pattern = P_COUNT;
         s->want = (size_t)n;
     } else {
-        const char *p = luaL_checkstring(L, 2);
-        if (strcmp(p, "*l") == 0 || strcmp(p, "*L") == 0)
+        size_t pl;
+        const char *p = luaL_checklstring(L, 2, &pl);
+        if (STR_IS(p, pl, "*l") || STR_IS(p, pl, "*L"))
             s->pattern = P_LINE;
-        else if (strcmp(p, "*a") == 0)
+        else if (STR_IS(p, pl, "*a"))
             s->pattern = P_ALL;
         else
             return luaL_argerror(L, 2, "pattern must be \"*l\", \"*a\" or a byte count");
@@ -421,7 +436,7 @@ static void on_resolved(void *ud, int status, const dns_result *res)
 static int l_connect(lua_State *L)
 {
     sock *s = check_sock(L);
-    const char *host = luaL_checkstring(L, 2);
+    const char *host = check_cstring(L, 2, "the host");
     lua_Integer port = luaL_checkinteger(L, 3);
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 3, "port must be from 1 to 65535");
@@ -431,7 +446,7 @@ static int l_connect(lua_State *L)
         luaL_checktype(L, 4, LUA_TTABLE);
         lua_getfield(L, 4, "pool");
         if (!lua_isnil(L, -1))
-            pool = luaL_checkstring(L, -1);
+            pool = check_cstring(L, -1, "the pool name");
         lua_getfield(L, 4, "pool_size");
         if (!lua_isnil(L, -1)) {
             pool_size = luaL_checkinteger(L, -1);
@@ -455,6 +470,7 @@ static int l_connect(lua_State *L)
     s->port = (int)port;
     net_conn *c = s->pool_key ? net_pool_get(s->pool_key) : NULL;
     if (c) {
+        c->max_buffer = s->max_buffer; /* this socket's, not its last user's */
         s->conn = c;
         lua_pushinteger(L, 1);
         return 1;
@@ -498,7 +514,7 @@ static int l_sslhandshake(lua_State *L)
     sock *s = check_sock(L);
     /* arg 2, reused_session: session resumption is not supported; a
      * fresh handshake is always made, and true is returned. */
-    const char *sni = luaL_optstring(L, 3, s->host);
+    const char *sni = lua_isnoneornil(L, 3) ? s->host : check_cstring(L, 3, "the server name");
     int verify = lua_toboolean(L, 4);
     if (!s->conn) {
         lua_pushnil(L);
@@ -576,17 +592,19 @@ static int l_settimeouts(lua_State *L)
 static int l_setoption(lua_State *L)
 {
     sock *s = check_sock(L);
-    const char *name = luaL_checkstring(L, 2);
-    if (strcmp(name, "max_buffer") == 0) {
+    size_t nl;
+    const char *name = luaL_checklstring(L, 2, &nl);
+    if (STR_IS(name, nl, "max_buffer")) {
         lua_Integer n = luaL_checkinteger(L, 3);
         if (n < 16)
             return luaL_argerror(L, 3, "max_buffer must be at least 16 bytes");
         s->max_buffer = (size_t)n;
         if (s->conn)
             s->conn->max_buffer = (size_t)n;
-    } else if (strcmp(name, "ca_file") == 0) {
+    } else if (STR_IS(name, nl, "ca_file")) {
+        const char *path = check_cstring(L, 3, "the ca_file path");
         free(s->ca_file);
-        s->ca_file = strdup(luaL_checkstring(L, 3));
+        s->ca_file = strdup(path);
     } else {
         return luaL_argerror(L, 2, "unknown option (known: max_buffer, ca_file)");
     }
@@ -690,7 +708,8 @@ static int l_tcp(lua_State *L)
  * diagnostics). */
 static int l_pool_count(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)net_pool_count(luaL_optstring(L, 1, NULL)));
+    const char *key = lua_isnoneornil(L, 1) ? NULL : check_cstring(L, 1, "the pool name");
+    lua_pushinteger(L, (lua_Integer)net_pool_count(key));
     return 1;
 }
 
