@@ -112,13 +112,12 @@ return {
 
   it("uses the previous checkpoint after a crash during the write, and refuses a corrupt one", function()
     local d = C.setup("ordered", 120)
-    local args = "run --script script.lua --input in --output out --mode ordered --capacity 12 --timeout 5000 " ..
-      "--on-error dead-letter --dead-letter dl --checkpoint-dir cp --checkpoint-interval 15"
+    local args = C.args("ordered", "out", "dl", "cp")
     os.execute(string.format("cd %s && { %s 2>log & echo $! >pid; }", d, H.cmd(args)))
     assert.truthy(H.wait_for(function() return H.read(d .. "/cp/checkpoint") end, 30), H.read(d .. "/log"))
     os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null; sleep 0.1")
     -- a crash in the middle of writing the next one leaves a partial tmp file
-    H.write(d .. "/cp/checkpoint.tmp", "moonwait-checkpoint 1\ninput 5:/x/y")
+    H.write(d .. "/cp/checkpoint.tmp.Ab3dEf9h", "moonwait-checkpoint 2\ninput 5:/x/y")
     local code, _, err = run(d, args)
     assert.equal(0, code, err)
     assert.is_true(C.compare("ordered", H.read(d .. "/ref.out"), H.read(d .. "/out")))
@@ -198,5 +197,296 @@ return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY
       saw2 = saw2 or o.v == 2
     end
     assert.is_true(saw2)
+  end)
+end)
+
+-- Issue 10, "Exactly-once": each spec is named after the fault it pins.
+describe("exactly-once faults", function()
+  after_each(H.cleanup)
+
+  -- Start moonwait in the background in d; its pid in d/pid, its exit
+  -- status in d/rc when it ends, its stderr in d/log.
+  local function start(d, args)
+    os.remove(d .. "/rc")
+    os.execute(string.format("cd %s && { ( %s 2>log & echo $! >pid; wait $!; echo $? >rc ) & } >/dev/null 2>&1",
+      d, H.cmd(args)))
+    assert.truthy(H.wait_for(function() return H.read(d .. "/pid") end, 10))
+    return tonumber(H.read(d .. "/pid"))
+  end
+  local function wait_rc(d, secs)
+    local rc = H.wait_for(function() return (H.read(d .. "/rc") or ""):match("%d+") end, secs or 30)
+    return tonumber(rc)
+  end
+  local function calls_by_seq(s)
+    local n = {}
+    for seq in (s or ""):gmatch("(%d+)\n") do seq = tonumber(seq); n[seq] = (n[seq] or 0) + 1 end
+    return n
+  end
+  -- Dead letters compare byte for byte except elapsed_ms (wall time).
+  local strip_elapsed = C.strip_elapsed
+
+  it("a restore changes the output: completed-but-held results are emitted without calling the script again", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return {
+  async_invoke = function(r, ctx)
+    local f = io.open("calls", "a") f:write(ctx.seq, "\n") f:close()
+    if r.user == "slow" then time.sleep(60) end
+    time.sleep(0.25)
+    r.done = true
+    return { r }
+  end,
+}
+]])
+    -- every 10th record's lookup hangs: it times out after 800 ms while the
+    -- 9 behind it are done and held for order (up to ~550 ms each)
+    local lines = {}
+    for i = 1, 50 do lines[i] = ('{"id":%d,"user":"%s"}'):format(i, i % 10 == 1 and "slow" or "u" .. i) end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local base = "run --script script.lua --input in --mode ordered --capacity 10 --timeout 800 --on-error dead-letter "
+    local code, _, err = run(d, base .. "--output ref.out --dead-letter ref.dl")
+    assert.equal(0, code, err)
+    local args = base .. "--output out --dead-letter dl --checkpoint-dir cp --checkpoint-interval 20"
+    local ck
+    for _ = 1, 3 do
+      os.execute(string.format("cd %s && rm -rf cp out dl calls", d))
+      start(d, args)
+      -- a checkpoint taken when the held records have used most of their
+      -- budget waiting (the slow head has run >= 600 of its 800 ms)
+      local function ripe(c)
+        local e = C.entries(c or "")
+        return #e >= 8 and e[1].budget >= 600 and not e[1].done
+      end
+      H.wait_for(function() return ripe(H.read(d .. "/cp/checkpoint")) end, 15)
+      os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null")
+      wait_rc(d)
+      ck = H.read(d .. "/cp/checkpoint")
+      if ripe(ck) then break end
+      ck = nil
+    end
+    assert.truthy(ck, "no checkpoint with held records behind a slow head")
+    local stored, before = C.entries(ck), #H.lines(H.read(d .. "/calls"))
+    code, _, err = run(d, args)
+    assert.equal(0, code, err)
+    assert.equal(H.read(d .. "/ref.out"), H.read(d .. "/out"))
+    assert.equal(strip_elapsed(H.read(d .. "/ref.dl")), strip_elapsed(H.read(d .. "/dl")))
+    -- the script was not called again for what the checkpoint held as done
+    local after = calls_by_seq(table.concat(H.lines(H.read(d .. "/calls")), "\n", before + 1) .. "\n")
+    local held = 0
+    for _, e in ipairs(stored) do
+      if e.done then held = held + 1; assert.is_nil(after[e.seq], "held seq " .. e.seq .. " re-invoked") end
+    end
+    assert.is_true(held >= 5, "held " .. held)
+  end)
+
+  for _, sig in ipairs({ { "INT", 130 }, { "TERM", 143 } }) do
+    it(("Ctrl-C throws work away: SIG%s checkpoints what is in flight and exits %d"):format(sig[1], sig[2]), function()
+      local d = H.tmpdir()
+      H.script(d, [[
+local time = require "moonwait.time"
+return {
+  async_invoke = function(r, ctx)
+    local f = io.open("calls", "a") f:write(ctx.seq, "\n") f:close()
+    time.sleep(0.05)
+    return { r }
+  end,
+}
+]])
+      local lines = {}
+      for i = 1, 300 do lines[i] = '{"id":' .. i .. '}' end
+      H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+      -- no periodic checkpoint before the signal: only the signal's one counts
+      local args = "run --script script.lua --input in --output out --capacity 10 --checkpoint-dir cp --checkpoint-interval 600000"
+      start(d, args)
+      assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/calls") or "") >= 60 end, 20))
+      os.execute("kill -" .. sig[1] .. " $(cat " .. d .. "/pid)")
+      assert.equal(sig[2], wait_rc(d))
+      local log = H.read(d .. "/log")
+      assert.matches("checkpoint", log, 1, true)
+      local first = calls_by_seq(H.read(d .. "/calls"))
+      local n1 = #H.lines(H.read(d .. "/calls"))
+      local code, _, err = run(d, args)
+      assert.equal(0, code, err)
+      local again = calls_by_seq(table.concat(H.lines(H.read(d .. "/calls")), "\n", n1 + 1) .. "\n")
+      local redone = 0
+      for seq in pairs(again) do if first[seq] then redone = redone + 1 end end
+      assert.is_true(redone <= 10, "records redone after the restart: " .. redone)
+      local out = H.decode_lines(H.read(d .. "/out"))
+      assert.equal(300, #out)
+      for i, o in ipairs(out) do assert.equal(i, o.id) end
+    end)
+  end
+
+  -- A run killed after a checkpoint that committed some output.
+  local function killed_with_output(d, extra)
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.02) return { r } end }
+]])
+    local lines = {}
+    for i = 1, 400 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local args = "run --script script.lua --input in --output out --capacity 5 --checkpoint-dir cp --checkpoint-interval 20" ..
+      (extra or "")
+    start(d, args)
+    assert.truthy(H.wait_for(function()
+      return tonumber((H.read(d .. "/cp/checkpoint") or ""):match("\noutput_len (%d+)") or 0) > 100
+    end, 15))
+    os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null")
+    wait_rc(d)
+    return args
+  end
+
+  it("output file gone or shorter than the committed length: refused, never padded", function()
+    local d = H.tmpdir()
+    local args = killed_with_output(d)
+    local committed = tonumber(H.read(d .. "/cp/checkpoint"):match("\noutput_len (%d+)"))
+    local keep = H.read(d .. "/out"):sub(1, 50)
+    H.write(d .. "/out", keep)
+    local code, _, err = run(d, args)
+    assert.equal(2, code, err)
+    assert.matches("has 50 bytes, shorter than the " .. committed .. " bytes the checkpoint committed", err, 1, true)
+    assert.matches("remove cp", err, 1, true)
+    assert.equal(keep, H.read(d .. "/out")) -- untouched, not extended
+    os.remove(d .. "/out")
+    code, _, err = run(d, args)
+    assert.equal(2, code, err)
+    assert.matches("is gone", err, 1, true)
+    assert.is_nil(H.read(d .. "/out"))
+  end)
+
+  it("dead-letter file gone on restart: refused", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.02) if r.id % 3 == 0 then return nil, "no" end return { r } end }
+]])
+    local lines = {}
+    for i = 1, 400 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local args = "run --script script.lua --input in --output out --capacity 5 --on-error dead-letter --dead-letter dl " ..
+      "--checkpoint-dir cp --checkpoint-interval 20"
+    start(d, args)
+    assert.truthy(H.wait_for(function()
+      return tonumber((H.read(d .. "/cp/checkpoint") or ""):match("\ndead_letter_len (%d+)") or 0) > 0
+    end, 15))
+    os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null")
+    wait_rc(d)
+    os.remove(d .. "/dl")
+    local code, _, err = run(d, args)
+    assert.equal(2, code, err)
+    assert.matches("--dead-letter dl is gone", err, 1, true)
+  end)
+
+  it("two processes on one checkpoint dir: the second is refused, naming the holder", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.2) return { r } end }
+]])
+    local lines = {}
+    for i = 1, 200 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local args = "run --script script.lua --input in --output out --capacity 5 --checkpoint-dir cp --checkpoint-interval 20"
+    local pid = start(d, args)
+    assert.truthy(H.wait_for(function() return H.read(d .. "/cp/checkpoint") end, 15))
+    local code, _, err = run(d, args:gsub("--output out", "--output out2"))
+    os.execute("kill -9 " .. pid)
+    assert.equal(2, code, err)
+    assert.matches("checkpoint dir cp is in use by another moonwait (pid " .. pid .. ")", err, 1, true)
+    assert.is_nil(H.read(d .. "/out2"))
+  end)
+
+  it("checkpoint files: a symlink at the old temp name is not followed; files 0600, a new dir 0700", function()
+    local d = H.tmpdir()
+    H.script(d, [[return { async_invoke = function(r) return { r } end }]])
+    local lines = {}
+    for i = 1, 50 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    H.write(d .. "/victim", "precious\n")
+    os.execute(string.format("mkdir %s/cp && chmod 755 %s/cp && ln -s ../victim %s/cp/checkpoint.tmp", d, d, d))
+    local code, _, err = run(d, "run --script script.lua --input in --output out --checkpoint-dir cp")
+    assert.equal(0, code, err)
+    assert.equal("precious\n", H.read(d .. "/victim"))
+    local function mode(p) local _, o = H.sh("stat -c %a " .. p) return o:match("%d+") end
+    assert.equal("600", mode(d .. "/cp/checkpoint"))
+    code, _, err = run(d, "run --script script.lua --input in --output out2 --checkpoint-dir newcp")
+    assert.equal(0, code, err)
+    assert.equal("700", mode(d .. "/newcp"))
+    assert.equal("600", mode(d .. "/newcp/checkpoint"))
+    -- no temp files are left behind
+    local _, ls = H.sh("ls -A " .. d .. "/newcp " .. d .. "/cp")
+    assert.is_nil(ls:find("checkpoint.tmp.", 1, true), ls)
+  end)
+
+  it("a checkpoint that cannot be written fails the run, naming the dir", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.02) return { r } end }
+]])
+    local lines = {}
+    for i = 1, 300 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local args = "run --script script.lua --input in --output out --capacity 5 --checkpoint-dir cp --checkpoint-interval 20"
+    start(d, args)
+    assert.truthy(H.wait_for(function() return H.read(d .. "/cp/checkpoint") end, 15))
+    -- as root: an immutable directory refuses new files (EPERM)
+    local ok = os.execute("chattr +i " .. d .. "/cp 2>/dev/null")
+    if ok ~= 0 and ok ~= true then
+      os.execute("kill -9 $(cat " .. d .. "/pid)")
+      pending("chattr +i is not available here")
+      return
+    end
+    local rc = wait_rc(d)
+    os.execute("chattr -i " .. d .. "/cp")
+    assert.equal(1, rc, H.read(d .. "/log"))
+    assert.matches("checkpoint in cp not written", H.read(d .. "/log"), 1, true)
+  end)
+
+  it("a checkpoint that cannot be written (ENOSPC) fails the run", function()
+    local d = H.tmpdir()
+    os.execute("mkdir " .. d .. "/cp")
+    if not os.execute("mount -t tmpfs -o size=12k tmpfs " .. d .. "/cp 2>/dev/null") then
+      pending("cannot mount a tmpfs here")
+      return
+    end
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.05) return { r } end }
+]])
+    local pad = string.rep("x", 3000)
+    local lines = {}
+    for i = 1, 200 do lines[i] = '{"id":' .. i .. ',"pad":"' .. pad .. '"}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local code, _, err = run(d, "run --script script.lua --input in --output out --capacity 20 --checkpoint-dir cp --checkpoint-interval 20")
+    os.execute("umount " .. d .. "/cp")
+    assert.equal(1, code, err)
+    assert.matches("checkpoint in cp not written", err, 1, true)
+    assert.matches("No space left on device", err, 1, true)
+  end)
+
+  it("an input_offset past the end of the input is refused", function()
+    local d = H.tmpdir()
+    local args = killed_with_output(d)
+    H.write(d .. "/in", '{"id":1}\n')
+    local code, _, err = run(d, args)
+    assert.equal(2, code, err)
+    assert.matches("the input in has 9 bytes, but the checkpoint read it to byte", err, 1, true)
+  end)
+
+  it("an old-version checkpoint is refused with a clear message", function()
+    local d = H.tmpdir()
+    local args = killed_with_output(d)
+    -- rewrite it as version 1 with a valid checksum
+    local ck = H.read(d .. "/cp/checkpoint")
+    local body = ck:match("^(.*\n)crc32 %x+\n$"):gsub("^moonwait%-checkpoint %d+\n", "moonwait-checkpoint 1\n")
+    local _, crc = H.sh(string.format("printf '%%s' %s | gzip -c | tail -c8 | od -An -tx4 -N4", H.q(body)))
+    H.write(d .. "/cp/checkpoint", body .. "crc32 " .. crc:match("%x+") .. "\n")
+    local code, _, err = run(d, args)
+    assert.equal(2, code, err)
+    assert.matches("format version 1", err, 1, true)
+    assert.matches("older moonwait", err, 1, true)
   end)
 end)

@@ -18,12 +18,25 @@ static void make(ckpt *c)
     c->pending_wm = 1700000000000LL;
     c->output_len = 99999;
     c->dead_letter_len = 7;
-    ckpt_entry e = { CKPT_RECORD, 598, 676, 2, 150, 0, (char *)"{\"a\":\"x\\ny\"}", 12, (char *)"boom\nline 2", 0 };
+    ckpt_entry e = { .kind = CKPT_RECORD, .seq = 598, .line = 676, .attempt = 2, .budget_used_ms = 150, .malformed = 0, .raw = (char *)"{\"a\":\"x\\ny\"}", .raw_len = 12, .last_error = (char *)"boom\nline 2", .watermark = 0 };
     ASSERT_INT_EQ(ckpt_add(c, &e), 0);
-    ckpt_entry w = { CKPT_WATERMARK, 0, 0, 0, 0, 0, NULL, 0, NULL, 42 };
+    ckpt_entry w = { .kind = CKPT_WATERMARK, .seq = 0, .line = 0, .attempt = 0, .budget_used_ms = 0, .malformed = 0, .raw = NULL, .raw_len = 0, .last_error = NULL, .watermark = 42 };
     ASSERT_INT_EQ(ckpt_add(c, &w), 0);
-    ckpt_entry m = { CKPT_RECORD, 599, 677, 1, 0, 1, (char *)"{oops 1:2 ", 10, NULL, 0 };
+    ckpt_entry m = { .kind = CKPT_RECORD, .seq = 599, .line = 677, .attempt = 1, .budget_used_ms = 0, .malformed = 1, .raw = (char *)"{oops 1:2 ", .raw_len = 10, .last_error = NULL, .watermark = 0 };
     ASSERT_INT_EQ(ckpt_add(c, &m), 0);
+    /* completed and held: its output and its dead-letter line travel along */
+    ckpt_entry h = { .kind = CKPT_RECORD, .seq = 600, .line = 678, .attempt = 3, .budget_used_ms = 0, .malformed = 0, .raw = (char *)"{\"b\":1}", .raw_len = 7, .last_error = NULL, .watermark = 0 };
+    h.done = 1;
+    h.timed_out = 1;
+    h.out = (char *)"{\"b\":1}\n{\"c\":\n";
+    h.out_len = 15;
+    h.dlq = (char *)"{\"line\":678}\n";
+    h.dlq_len = 13;
+    ASSERT_INT_EQ(ckpt_add(c, &h), 0);
+    /* completed with no output at all (skipped, or `return {}`) */
+    ckpt_entry z = { .kind = CKPT_RECORD, .seq = 601, .line = 679, .attempt = 1, .budget_used_ms = 0, .malformed = 0, .raw = (char *)"{}", .raw_len = 2, .last_error = NULL, .watermark = 0 };
+    z.done = 1;
+    ASSERT_INT_EQ(ckpt_add(c, &z), 0);
 }
 
 static void test_round_trip(void)
@@ -43,7 +56,7 @@ static void test_round_trip(void)
     ASSERT(d.has_wm_current && d.wm_current == -5 && !d.has_wm_max);
     ASSERT(d.has_pending_wm && d.pending_wm == 1700000000000LL);
     ASSERT_UINT_EQ(d.output_len, 99999);
-    ASSERT_UINT_EQ(d.n, 3);
+    ASSERT_UINT_EQ(d.n, 5);
     ASSERT_INT_EQ(d.entries[0].kind, CKPT_RECORD);
     ASSERT_UINT_EQ(d.entries[0].seq, 598);
     ASSERT_INT_EQ(d.entries[0].attempt, 2);
@@ -55,6 +68,16 @@ static void test_round_trip(void)
     ASSERT_INT_EQ(d.entries[1].watermark, 42);
     ASSERT_INT_EQ(d.entries[2].malformed, 1);
     ASSERT(d.entries[2].last_error == NULL);
+    ASSERT(!d.entries[0].done && !d.entries[2].done);
+    ASSERT(d.entries[3].done && d.entries[3].timed_out);
+    ASSERT_UINT_EQ(d.entries[3].attempt, 3);
+    ASSERT_UINT_EQ(d.entries[3].out_len, 15);
+    ASSERT(memcmp(d.entries[3].out, "{\"b\":1}\n{\"c\":\n", 15) == 0);
+    ASSERT_UINT_EQ(d.entries[3].dlq_len, 13);
+    ASSERT(memcmp(d.entries[3].dlq, "{\"line\":678}\n", 13) == 0);
+    ASSERT(d.entries[4].done && !d.entries[4].timed_out);
+    ASSERT_UINT_EQ(d.entries[4].out_len, 0);
+    ASSERT_UINT_EQ(d.entries[4].dlq_len, 0);
     free(buf);
     ckpt_free(&c);
     ckpt_free(&d);
@@ -80,4 +103,85 @@ static void test_detects_corruption_and_truncation(void)
     ckpt_free(&c);
 }
 
-TEST_MAIN("ckpt", T(test_round_trip), T(test_detects_corruption_and_truncation))
+/* A checkpoint body with a correct checksum line appended. */
+static char *sealed(const char *body, size_t *len)
+{
+    size_t n = strlen(body);
+    char *b = malloc(n + 16);
+    memcpy(b, body, n);
+    snprintf(b + n, 16, "crc32 %08x\n", ckpt_crc32(body, n));
+    *len = n + 15;
+    return b;
+}
+
+static const char *HEAD = "input 1:i\noutput 1:o\ndead_letter 0:\nmode 7:ordered\ncomplete 0\n"
+                          "input_offset 0\ninput_line 0\nnext_seq 1\n";
+
+/* -2^63 is a valid watermark: decoding it must not negate INT64_MIN
+ * (undefined behaviour; UBSan in make check-asan). */
+static void test_int64_min_round_trips(void)
+{
+    ckpt c, d;
+    memset(&c, 0, sizeof c);
+    c.input = strdup("i");
+    c.output = strdup("o");
+    c.dead_letter = strdup("");
+    c.mode = strdup("ordered");
+    c.has_pending_wm = 1;
+    c.pending_wm = INT64_MIN;
+    c.has_wm_max = 1;
+    c.wm_max = INT64_MAX;
+    ckpt_entry w = { .kind = CKPT_WATERMARK, .seq = 0, .line = 0, .attempt = 0, .budget_used_ms = 0, .malformed = 0, .raw = NULL, .raw_len = 0, .last_error = NULL, .watermark = INT64_MIN };
+    ASSERT_INT_EQ(ckpt_add(&c, &w), 0);
+    char *buf;
+    size_t len;
+    ASSERT_INT_EQ(ckpt_encode(&c, &buf, &len), 0);
+    char err[256];
+    ASSERT_INT_EQ(ckpt_decode(buf, len, &d, err, sizeof err), 0);
+    ASSERT(d.pending_wm == INT64_MIN && d.wm_max == INT64_MAX);
+    ASSERT(d.entries[0].watermark == INT64_MIN);
+    free(buf);
+    ckpt_free(&c);
+    ckpt_free(&d);
+}
+
+/* Numbers beyond 64 bits are refused, not wrapped. */
+static void test_refuses_overflowing_numbers(void)
+{
+    const char *bad[] = {
+        "wm_current -9223372036854775809\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 0\n",
+        "wm_current 9223372036854775808\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 0\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 18446744073709551616\ndead_letter_len 0\nentries 0\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "W -99999999999999999999\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char body[1024];
+        snprintf(body, sizeof body, "moonwait-checkpoint %d\n%s%s", CKPT_VERSION, HEAD, bad[i]);
+        size_t len;
+        char *b = sealed(body, &len);
+        ckpt d;
+        char err[256];
+        ASSERT_INT_EQ(ckpt_decode(b, len, &d, err, sizeof err), -1);
+        free(b);
+    }
+}
+
+/* A version-1 file (before held results were stored) is refused, saying so. */
+static void test_refuses_old_version(void)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "moonwait-checkpoint 1\n%swm_current none\nwm_max none\npending_wm none\n"
+             "output_len 0\ndead_letter_len 0\nentries 1\nR 1 1 1 0 0 2:{} 0:\n", HEAD);
+    size_t len;
+    char *b = sealed(body, &len);
+    ckpt d;
+    char err[256];
+    ASSERT_INT_EQ(ckpt_decode(b, len, &d, err, sizeof err), CKPT_EVERSION);
+    ASSERT(strstr(err, "format version 1") != NULL);
+    ASSERT(strstr(err, "older moonwait") != NULL);
+    free(b);
+}
+
+TEST_MAIN("ckpt", T(test_round_trip), T(test_detects_corruption_and_truncation), T(test_int64_min_round_trips),
+          T(test_refuses_overflowing_numbers), T(test_refuses_old_version))

@@ -706,6 +706,51 @@ static void test_dead_letter_completion_leaves_in_turn(void)
     op_free(&h.o);
 }
 
+/* Issue 10: a restore re-inserts completed-but-held records with their
+ * results; they leave in their turn and are never pending (no deadline, no
+ * timeout, no retry). In-flight ones keep the budget they had used. */
+static void test_restore_completed_emits_in_turn_without_invoking(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 3, 300);
+    h.clock = 1000;
+    op_entry *e1, *e2, *e3;
+    /* the slow head, still running, had used 297 of its 300 ms */
+    ASSERT_INT_EQ(op_restore_record(&h.o, 7, 70, 1, 297, NULL, &e1), 0);
+    ASSERT_INT_EQ(op_restore_completed(&h.o, 8, 71, 1, 0, strdup("A"), 1, NULL, 0, NULL, &e2), 0);
+    ASSERT_INT_EQ(op_restore_completed(&h.o, 9, 72, 2, 1, NULL, 0, strdup("D"), 1, NULL, &e3), 0);
+    op_restore_done(&h.o, 10);
+    ASSERT_STR_EQ(h.log, "");
+    ASSERT_INT_EQ(h.o.pending, 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1003);
+    ASSERT_UINT_EQ(e1->budget_prior_ms, 297);
+    ASSERT(e2->state == OP_DONE && e3->state == OP_DONE && e3->timed_out && e3->attempt == 2);
+    /* held results do not time out, however long the head takes */
+    h.timeout_policy = 1;
+    h.clock = 1003;
+    ASSERT_INT_EQ((int)op_expire(&h.o), 1);
+    ASSERT_STR_EQ(h.log, "r7T r8A r9");
+    ASSERT_INT_EQ(h.o.stats.dead_lettered, 1);
+    ASSERT_INT_EQ(op_size(&h.o), 0);
+    op_free(&h.o);
+}
+
+static void test_restore_completed_at_the_head_leaves_at_once(void)
+{
+    harness h;
+    setup(&h, OP_UNORDERED, 4, 0);
+    ASSERT_INT_EQ(op_restore_record(&h.o, 1, 1, 1, 0, NULL, NULL), 0);
+    ASSERT_INT_EQ(op_restore_watermark(&h.o, 50), 0);
+    op_entry *e;
+    ASSERT_INT_EQ(op_restore_completed(&h.o, 2, 2, 1, 0, strdup("B"), 1, NULL, 0, NULL, &e), 0);
+    /* held behind the watermark: record 1 is still pending */
+    ASSERT_STR_EQ(h.log, "");
+    h.by_seq[1] = h.o.head;
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 w50 r2B");
+    op_free(&h.o);
+}
+
 TEST_MAIN("op",
           T(test_ordered_emits_in_input_order),
           T(test_ordered_watermark_between_neighbours),
@@ -740,4 +785,6 @@ TEST_MAIN("op",
           T(test_retry_all_now_at_end_of_input),
           T(test_retry_all_now_leaves_new_backoffs_waiting),
           T(test_unordered_watermark_waits_for_retried_record),
-          T(test_dead_letter_completion_leaves_in_turn))
+          T(test_dead_letter_completion_leaves_in_turn),
+          T(test_restore_completed_emits_in_turn_without_invoking),
+          T(test_restore_completed_at_the_head_leaves_at_once))

@@ -1,17 +1,24 @@
 -- spec/support/crash.lua: the crash harness. Runs a pipeline with
--- per-record latencies, retries, watermarks and dead letters; kills it with
+-- per-record latencies, retries, watermarks, dead letters and timeouts
+-- (records held behind a hanging head); kills it with
 -- SIGKILL at random moments and restarts it with the same command until it
 -- completes; then compares output and dead letters with an uninterrupted
 -- run's. Used by spec/checkpoint_spec.lua and scripts/soak-crash.
 local H = require("helpers")
 local C = {}
 
+-- Every 100th record from 50 (50, 150, ...) hangs: the records behind it
+-- complete and are held for order while its timeout (C.TIMEOUT) runs, and
+-- the timeout decides its outcome: on_timeout's record for 100, 300, ...,
+-- a dead letter ("timed out, and on_timeout failed") for 50, 150, ...
+-- Its budget is the time it ran, carried across the kills.
 C.SCRIPT = [[
 local time = require "moonwait.time"
 return {
   retry = { max_attempts = 3, delay_ms = 15 },
   retry_on_error = function(err) return err == "flaky" end,
   async_invoke = function(r, ctx)
+    if r.id % 50 == 0 and r.id % 100 ~= 0 then time.sleep(60) end
     time.sleep((r.id * 7 % 5) / 1000)
     if r.id % 13 == 0 and ctx.attempt == 1 then return nil, "flaky" end
     if r.id % 29 == 0 then return nil, "poison" end  -- dead-lettered
@@ -22,8 +29,17 @@ return {
     r.next_big = r.big + 1
     return { r }
   end,
+  on_timeout = function(r)
+    if r.id % 200 == 150 then error("gave up") end
+    return { { id = r.id, timed_out = true } }
+  end,
 }
 ]]
+
+-- The record budget: far above what any other record takes (a few ms),
+-- so the outcomes do not depend on the machine's load; scaled under
+-- valgrind.
+C.TIMEOUT = H.wrapper == "" and 120 or 2400
 
 function C.input(n)
   local t = {}
@@ -37,10 +53,17 @@ function C.input(n)
   return table.concat(t, "\n") .. "\n"
 end
 
-local function args(mode, out, dl, cp)
-  return string.format("run --script script.lua --input in --output %s --mode %s --capacity 12 --timeout 5000 " ..
-    "--on-error dead-letter --dead-letter %s%s", out, mode, dl, cp and (" --checkpoint-dir " .. cp ..
-    " --checkpoint-interval 15") or "")
+local function args(mode, out, dl, cp, interval)
+  return string.format("run --script script.lua --input in --output %s --mode %s --capacity 12 --timeout %d " ..
+    "--on-error dead-letter --dead-letter %s%s", out, mode, C.TIMEOUT, dl, cp and (" --checkpoint-dir " .. cp ..
+    " --checkpoint-interval " .. (interval or 15)) or "")
+end
+C.args = args
+
+-- Dead letters carry elapsed_ms (wall time): everything else in them is
+-- compared byte for byte.
+function C.strip_elapsed(s)
+  return (s or ""):gsub('"elapsed_ms":%d+', '"elapsed_ms":_')
 end
 
 -- Decode output lines into comparable strings.
@@ -113,14 +136,57 @@ function C.trial(d, mode, rng, log)
   if code ~= 0 or not err:find("already completed", 1, true) then return false, "rerun: " .. err end
   local ok, why = C.compare(mode, H.read(d .. "/ref.out"), H.read(d .. "/out") or "")
   if not ok then return false, "output " .. why, kills end
-  -- ordered: byte for byte the uninterrupted run's file
+  -- ordered: byte for byte the uninterrupted run's files
   if mode == "ordered" and H.read(d .. "/ref.out") ~= H.read(d .. "/out") then
     return false, "output differs in bytes", kills
+  end
+  if mode == "ordered" and C.strip_elapsed(H.read(d .. "/ref.dl")) ~= C.strip_elapsed(H.read(d .. "/dl")) then
+    return false, "dead letters differ in bytes", kills
   end
   ok, why = C.compare("unordered", H.read(d .. "/ref.dl"), H.read(d .. "/dl") or "")
   if not ok then return false, "dead letters " .. why, kills end
   if log then log(kills) end
   return true, nil, kills
+end
+
+-- The entries of a checkpoint file: { seq, budget, attempt, done } for each
+-- record in queue order (watermarks are skipped). Parses the length-prefixed
+-- fields, so raw lines with any bytes are fine.
+function C.entries(ck)
+  local t = {}
+  local pos = ck:find("\nentries %d+\n")
+  if not pos then return t end
+  pos = ck:find("\n", pos + 1) + 1
+  local function lenfield()
+    local n, colon = ck:match("^(%d+)():", pos)
+    if not n then return nil end
+    local s = ck:sub(colon + 1, colon + tonumber(n))
+    pos = colon + 1 + tonumber(n)
+    return s
+  end
+  while pos <= #ck do
+    local c = ck:sub(pos, pos)
+    if c == "W" then
+      pos = ck:find("\n", pos) + 1
+    elseif c == "R" then
+      local seq, line, attempt, budget, mal, nxt = ck:match("^R (%d+) (%d+) (%d+) (%d+) (%d+) ()", pos)
+      if not seq then break end
+      pos = nxt
+      lenfield(); pos = pos + 1; lenfield()
+      local e = { seq = tonumber(seq), line = tonumber(line), attempt = tonumber(attempt), budget = tonumber(budget) }
+      if ck:sub(pos, pos) == " " then
+        local done, nxt2 = ck:match("^ (%d+) %d+ ()", pos)
+        e.done = done == "1"
+        pos = nxt2
+        lenfield(); pos = pos + 1; lenfield()
+      end
+      pos = pos + 1 -- newline
+      t[#t + 1] = e
+    else
+      break
+    end
+  end
+  return t
 end
 
 -- A small seeded generator (the same numbers for a seed on every machine).

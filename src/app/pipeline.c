@@ -177,7 +177,8 @@ static void route_failure(pipeline *p, op_entry *e, const char *err)
         size_t len = 0;
         char *dl = t->malformed ? dead_letter_line(t->line, t->len, 0, err, 0, 0, t->lineno, 0, &len)
                                 : dead_letter_line(t->line, t->len, 1, err, e->attempt,
-                                                   uv_now(p->loop) - e->accepted_at, t->lineno, e->timed_out, &len);
+                                                   uv_now(p->loop) - e->accepted_at + e->budget_prior_ms,
+                                                   t->lineno, e->timed_out, &len);
         if (dl)
             op_complete_dead(&p->op, e, dl, len);
         else
@@ -406,11 +407,13 @@ static void output_drained(void *ud)
 {
     pipeline *p = ud;
     if (p->phase == DRAINING && --p->drains_left == 0) {
-        /* A clean end commits a final checkpoint marking the run complete. */
+        /* A clean end commits a final checkpoint marking the run complete;
+         * any other end lets a checkpoint in progress (a signal's) finish
+         * first: it uses the outputs' fds. */
         if (p->exit_code == 0 && !p->stop_reading && !p->out.error && !(p->dlq_open && p->dlq.error))
             ckpt_finish(p, shutdown_all);
         else
-            shutdown_all(p);
+            ckpt_when_idle(p, shutdown_all);
     }
 }
 
@@ -613,16 +616,19 @@ static void accept_line(pipeline *p, const char *line, size_t len, uint64_t line
                   e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, NULL);
 }
 
-/* Re-insert the checkpoint's entries in stored order and re-invoke their
- * records, continuing their attempt counts and used budgets. */
+/* Re-insert the checkpoint's entries in stored order. A record that had
+ * completed (held for order or behind a watermark) comes back with its
+ * result and leaves in its turn without calling the script again; the
+ * others are re-invoked, continuing their attempt counts and used budgets. */
 static void inject_restore(pipeline *p)
 {
     ckpt *k = p->restore;
     p->restore = NULL;
-    for (size_t i = 0; i < k->n && !p->aborting; i++) {
+    for (size_t i = 0; i < k->n && !p->aborting && !op_failed(&p->op); i++) {
         ckpt_entry *ce = &k->entries[i];
         if (ce->kind == CKPT_WATERMARK) {
-            op_restore_watermark(&p->op, ce->watermark);
+            if (op_restore_watermark(&p->op, ce->watermark) != 0)
+                fail_run(p, ABORT, "restoring from the checkpoint: out of memory");
             continue;
         }
         gen *g = p->cur;
@@ -636,14 +642,28 @@ static void inject_restore(pipeline *p)
         t->len = ce->raw_len;
         t->lineno = ce->line;
         t->last_error = ce->last_error;
+        t->malformed = ce->malformed;
         ce->raw = ce->last_error = NULL; /* the task owns them now */
         op_entry *e;
+        if (ce->done) {
+            /* Its result passes to the entry; the task (raw line) stays
+             * for later checkpoints. It may leave at once, releasing t. */
+            int rc = op_restore_completed(&p->op, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out,
+                                          ce->out_len, ce->dlq, ce->dlq_len, t, NULL);
+            if (rc != 0) {
+                free(t->line);
+                free(t->last_error);
+                free(t);
+                fail_run(p, ABORT, "restoring from the checkpoint: out of memory");
+                break;
+            }
+            ce->out = ce->dlq = NULL;
+            continue;
+        }
         char err[512];
         script_parsed parsed;
         int bad = ce->malformed || script_parse(&g->sc, t->line, t->len, &parsed, err, sizeof err) != 0;
-        if (bad && !ce->malformed)
-            ; /* err set by script_parse */
-        else if (bad)
+        if (bad && ce->malformed)
             snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
         if (op_restore_record(&p->op, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
             if (!bad)
@@ -651,7 +671,8 @@ static void inject_restore(pipeline *p)
             free(t->line);
             free(t->last_error);
             free(t);
-            continue;
+            fail_run(p, ABORT, "restoring from the checkpoint: out of memory");
+            break;
         }
         t->e = e;
         if (bad) {
@@ -785,13 +806,30 @@ static void on_output_error(void *ud)
 static void on_signal(uv_signal_t *h, int signum)
 {
     pipeline *p = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
     if (++p->signals > 1) {
-        fprintf(stderr, "moonwait: second %s: exiting at once\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        fprintf(stderr, "moonwait: second %s: exiting at once\n", name);
         exit(1);
+    }
+    if (p->cfg->checkpoint_dir && p->phase == RUNNING && !p->restore && p->exit_code == 0 && !p->aborting) {
+        /* Exactly-once: stop reading, checkpoint this moment (the records
+         * in flight included), abandon them, exit 128 + signal once the
+         * checkpoint is written. A restart redoes only those records. */
+        p->stop_reading = 1;
+        size_t n = op_size(&p->op);
+        if (ckpt_take_now(p) != 0)
+            return; /* the run was failed, saying why */
+        p->signal_exit = 128 + signum;
+        fail_run(p, ABORT, "interrupted by %s after input line %" PRIu64 ": writing a checkpoint of the %zu "
+                           "entries in flight to %s, then exiting %d; run the same command to continue (send "
+                           "it again to exit at once)",
+                 name, p->in.lineno, n, p->cfg->checkpoint_dir, p->signal_exit);
+        finish_if_done(p);
+        return;
     }
     fail_run(p, DRAIN, "interrupted by %s after input line %" PRIu64
                 "; records already emitted are complete (send it again to exit at once)",
-             signum == SIGINT ? "SIGINT" : "SIGTERM", p->in.lineno);
+             name, p->in.lineno);
     finish_if_done(p);
 }
 
@@ -894,6 +932,9 @@ int pipeline_run(const config *c, const char *lua_dir)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     code = p->exit_code;
+    /* Stopped by a signal whose checkpoint was written: 128 + signal. */
+    if (p->signal_exit && !p->ckpt_failed)
+        code = p->signal_exit;
     goto out;
 
 early:
@@ -910,6 +951,7 @@ early:
     uv_run(&loop, UV_RUN_DEFAULT);
 out:
     gen_free_all(p);
+    ckpt_release(p);
     if (p->restore) {
         ckpt_free(p->restore);
         free(p->restore);

@@ -123,7 +123,16 @@ struct pipeline {
     uv_work_t ckpt_work;
     int ckpt_err;
     uint64_t checkpoints;     /* written so far */
-    void (*ckpt_done)(pipeline *p); /* after the final checkpoint */
+    void (*ckpt_done)(pipeline *p); /* when no checkpoint is in progress or queued */
+    /* A snapshot taken while another was being committed waits here. */
+    int ckpt_has_next, ckpt_next_final;
+    char *ckpt_next_buf;
+    size_t ckpt_next_len;
+    uint64_t ckpt_next_out_len, ckpt_next_dlq_len;
+    int ckpt_failed;          /* a checkpoint could not be taken or written */
+    int lock_fd;              /* DIR/lock, flocked for the whole run (0 = none) */
+    char *id_in, *id_out, *id_dl; /* the pipeline's identity, resolved once */
+    int signal_exit;          /* 130/143: a signal's checkpoint was taken */
 };
 
 enum { CK_IDLE, CK_FLUSHING, CK_WRITING };
@@ -141,8 +150,16 @@ void ckpt_start(pipeline *p);
 void ckpt_output_progress(pipeline *p);
 /* The clean end: write the final (complete) checkpoint, then `done`. */
 void ckpt_finish(pipeline *p, void (*done)(pipeline *p));
+/* Take a checkpoint of this moment now (a signal); it is committed after
+ * the one in progress, if any. 0, or -1 (the run was failed). */
+int ckpt_take_now(pipeline *p);
+/* Call `done` once no checkpoint is being committed or waits to be (at
+ * once if none): the outputs' fds must stay open until then. */
+void ckpt_when_idle(pipeline *p, void (*done)(pipeline *p));
 /* Stop the timer (shutdown). */
 void ckpt_stop(pipeline *p);
+/* Release the lock and what ckpt_prepare kept (after the loop ended). */
+void ckpt_release(pipeline *p);
 
 /* reload.c */
 /* Make generation 1 from the configured script. 0, or -1 (message printed). */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void start_write(output *o);
@@ -55,7 +56,17 @@ int output_open(output *o, uv_loop_t *loop, const char *path, uint64_t keep, voi
             return -e;
         }
         if (keep) {
-            /* Restore: everything after the committed prefix is discarded. */
+            /* Restore: everything after the committed prefix is discarded.
+             * A file shorter than that is never extended (that would pad
+             * it with NUL bytes): the caller checks first; this holds even
+             * if the file shrank in between. */
+            struct stat st;
+            if (fstat(o->fd, &st) == 0 && (uint64_t)st.st_size < keep) {
+                if (asprintf(err, "%s: has %llu bytes, fewer than the committed %llu: refusing to extend it", path,
+                             (unsigned long long)st.st_size, (unsigned long long)keep) < 0)
+                    *err = NULL;
+                return UV_EINVAL;
+            }
             if (ftruncate(o->fd, (off_t)keep) != 0 || lseek(o->fd, (off_t)keep, SEEK_SET) < 0) {
                 int e = errno;
                 if (asprintf(err, "%s: cannot truncate to the committed %llu bytes: %s", path,

@@ -327,13 +327,37 @@ int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint
     size_t cap = o->cfg.capacity;
     o->cfg.capacity = SIZE_MAX; /* restored entries were all in the queue */
     o->next_seq = seq;
-    int rc = op_push_record(o, line, budget_used_ms, udata, out);
+    op_entry *e = NULL;
+    int rc = op_push_record(o, line, budget_used_ms, udata, &e);
     o->cfg.capacity = cap;
     if (rc == 0) {
-        (*out)->attempt = attempt ? attempt : 1;
-        o->stats.attempts += (*out)->attempt - 1;
+        e->attempt = attempt ? attempt : 1;
+        e->budget_prior_ms = budget_used_ms;
+        o->stats.attempts += e->attempt - 1;
+        if (out)
+            *out = e;
     }
     return rc;
+}
+
+int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
+                         size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp)
+{
+    op_entry *e;
+    int rc = op_restore_record(o, seq, line, attempt, 0, udata, &e);
+    if (rc != 0)
+        return rc;
+    e->timed_out = timed_out;
+    if (outp)
+        *outp = e;
+    /* Completes it: it leaves now if it is at the head (ordered) or in the
+     * head segment (unordered), else it waits its turn. */
+    if (dlq) {
+        e->dlq = dlq;
+        e->dlq_len = dlq_len;
+        o->stats.dead_lettered++;
+    }
+    return op_complete(o, e, out, out_len);
 }
 
 int op_restore_watermark(op *o, int64_t wm)

@@ -68,6 +68,7 @@ struct op_entry {
     int64_t watermark;   /* OP_KIND_WATERMARK: its timestamp (ms) */
     uint64_t segment;    /* number of watermarks pushed before this entry */
     uint64_t accepted_at;/* clock ms when accepted */
+    uint64_t budget_prior_ms; /* budget used before accepted_at (a restored record) */
     uint64_t deadline;   /* clock ms; OP_NO_DEADLINE if none */
     void *udata;         /* adapter-owned; released through on_release */
     char *out;           /* OP_DONE: encoded output (owned by the entry) */
@@ -172,6 +173,14 @@ int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, o
  * was taken). Call op_restore_done() after the last restored entry. */
 int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                       void *udata, op_entry **out);
+/* Re-insert a record that had completed but was held in the queue (for
+ * order, or behind a watermark) when the checkpoint was taken, with its
+ * result: `out` (malloc'd or NULL) and, when it went to the dead letters,
+ * `dlq` (malloc'd or NULL); ownership of both passes on success. It is not
+ * invoked again: it leaves in its turn like any completed record (at once
+ * if nothing before it is pending). Returns 0 or OP_ESTATE/OP_ENOMEM. */
+int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
+                         size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp);
 int op_restore_watermark(op *o, int64_t wm);
 void op_restore_done(op *o, uint64_t next_seq);
 

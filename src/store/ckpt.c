@@ -53,17 +53,31 @@ int ckpt_add(ckpt *c, const ckpt_entry *e)
     }
     ckpt_entry *d = &c->entries[c->n];
     *d = *e;
-    d->raw = e->raw ? dupn(e->raw, e->raw_len) : NULL;
-    d->last_error = e->last_error ? strdup(e->last_error) : NULL;
+    if (!c->borrowed) {
+        d->raw = e->raw ? dupn(e->raw, e->raw_len) : NULL;
+        d->last_error = e->last_error ? strdup(e->last_error) : NULL;
+        d->out = e->out ? dupn(e->out, e->out_len) : NULL;
+        d->dlq = e->dlq ? dupn(e->dlq, e->dlq_len) : NULL;
+        if ((e->raw && !d->raw) || (e->last_error && !d->last_error) || (e->out && !d->out) ||
+            (e->dlq && !d->dlq)) {
+            free(d->raw);
+            free(d->last_error);
+            free(d->out);
+            free(d->dlq);
+            return -1;
+        }
+    }
     c->n++;
     return 0;
 }
 
 void ckpt_free(ckpt *c)
 {
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->n && !c->borrowed; i++) {
         free(c->entries[i].raw);
         free(c->entries[i].last_error);
+        free(c->entries[i].out);
+        free(c->entries[i].dlq);
     }
     free(c->entries);
     free(c->input);
@@ -146,6 +160,10 @@ int ckpt_encode(const ckpt *c, char **buf, size_t *len)
         putlen(&b, e->raw, e->raw_len);
         put(&b, " ", 1);
         putlen(&b, e->last_error, e->last_error ? strlen(e->last_error) : 0);
+        putf(&b, " %d %d ", e->done ? 1 : 0, e->timed_out ? 1 : 0);
+        putlen(&b, e->out, e->done && e->out ? e->out_len : 0);
+        put(&b, " ", 1);
+        putlen(&b, e->dlq, e->done && e->dlq ? e->dlq_len : 0);
         put(&b, "\n", 1);
     }
     uint32_t crc = ckpt_crc32(b.b.p, b.b.len);
@@ -182,7 +200,10 @@ static uint64_t getu(cur *k)
     uint64_t v = 0;
     int digits = 0;
     while (k->p < k->end && *k->p >= '0' && *k->p <= '9') {
-        v = v * 10 + (uint64_t)(*k->p++ - '0');
+        uint64_t d = (uint64_t)(*k->p++ - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            k->bad = 1; /* more than 64 bits: not a value we wrote */
+        v = v * 10 + d;
         digits++;
     }
     if (!digits)
@@ -198,7 +219,15 @@ static int64_t geti(cur *k)
         k->p++;
     }
     uint64_t v = getu(k);
-    return neg ? -(int64_t)v : (int64_t)v;
+    /* Never negate INT64_MIN in int64_t (undefined): -2^63 is spelled
+     * with a magnitude one past INT64_MAX. */
+    if (v > (uint64_t)INT64_MAX + (neg ? 1u : 0u)) {
+        k->bad = 1;
+        return 0;
+    }
+    if (neg)
+        return v == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)v;
+    return (int64_t)v;
 }
 
 static void sep(cur *k, char c)
@@ -291,9 +320,13 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
         goto bad;
     uint64_t version = getu(&k);
     sep(&k, '\n');
+    if (k.bad)
+        goto bad;
     if (version != CKPT_VERSION) {
-        snprintf(err, errlen, "format version %" PRIu64 " (this moonwait reads version %d)", version, CKPT_VERSION);
-        return -1;
+        snprintf(err, errlen, "it is in format version %" PRIu64 "%s, and this moonwait reads only version %d",
+                 version, version < CKPT_VERSION ? " (written by an older moonwait)" : " (written by a newer moonwait)",
+                 CKPT_VERSION);
+        return CKPT_EVERSION;
     }
     c->input = getstr(&k, "input");
     c->output = getstr(&k, "output");
@@ -336,15 +369,31 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
             sep(&k, ' ');
             size_t elen = 0;
             char *le = getlen(&k, &elen);
-            sep(&k, '\n');
+            sep(&k, ' ');
             e.raw = raw;
             e.last_error = elen ? le : NULL;
             if (!elen)
                 free(le);
+            uint64_t done = getu(&k);
+            sep(&k, ' ');
+            uint64_t timed_out = getu(&k);
+            sep(&k, ' ');
+            e.done = done == 1;
+            e.timed_out = timed_out == 1;
+            if (done > 1 || timed_out > 1)
+                k.bad = 1;
+            e.out = getlen(&k, &e.out_len);
+            sep(&k, ' ');
+            e.dlq = getlen(&k, &e.dlq_len);
+            sep(&k, '\n');
+            if (e.attempt == 0 || (!e.done && (e.out_len || e.dlq_len)))
+                k.bad = 1;
         }
         if (k.bad) {
             free(e.raw);
             free(e.last_error);
+            free(e.out);
+            free(e.dlq);
             break;
         }
         /* take ownership without copying */
@@ -354,6 +403,8 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
             if (!v) {
                 free(e.raw);
                 free(e.last_error);
+                free(e.out);
+                free(e.dlq);
                 k.bad = 1;
                 break;
             }
