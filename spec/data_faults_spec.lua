@@ -415,4 +415,22 @@ describe("data path faults", function()
       assert.are.equal('{"a":1}\n', H.read(d .. "/out"))
     end)
   end)
+
+  describe("a NUL byte in a string the host reads from a script", function()
+    it("a NUL in a log message no longer cuts the line short", function()
+      local r = run([[local log = require "moonwait.log"
+return { async_invoke = function(r) log.warn("before\0after") return { r } end }]], '{"a":1}\n')
+      assert.are.equal(0, r.code, r.err)
+      assert.truthy(r.err:find("before\0after", 1, true), r.err)
+    end)
+
+    it("a NUL in M.retry's backoff, jitter or key names is refused, not read up to the NUL", function()
+      for _, retry in ipairs({ '{ backoff = "fixed\\0x" }', '{ backoff = "exponential", jitter = "full\\0" }',
+                               '{ ["max_attempts\\0x"] = 3 }' }) do
+        local r = run("return { retry = " .. retry .. ", async_invoke = function(r) return { r } end }", '{"a":1}\n')
+        assert.are.equal(2, r.code, retry .. ": " .. r.err)
+        assert.matches("retry", r.err)
+      end
+    end)
+  end)
 end)

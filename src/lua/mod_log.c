@@ -37,7 +37,12 @@ static int log_at(lua_State *L, int level)
     char seq[48] = "";
     if (f && f->seq)
         snprintf(seq, sizeof seq, "seq=%llu: ", (unsigned long long)f->seq);
-    fprintf(stderr, "moonwait: [%s] %s%s%s\n", level_names[level], where, seq, lua_tostring(L, -1));
+    /* The message by its length: a NUL byte in it must not cut the line. */
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    fprintf(stderr, "moonwait: [%s] %s%s", level_names[level], where, seq);
+    fwrite(msg, 1, len, stderr);
+    fputc('\n', stderr);
     return 0;
 }
 

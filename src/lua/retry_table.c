@@ -31,7 +31,10 @@ int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size
     p->set = 1;
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        size_t klen = 0;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        if (k && klen != strlen(k))
+            k = NULL; /* a NUL inside: no known key */
         int ok = 0;
         for (int i = 0; k && known[i]; i++)
             ok |= strcmp(k, known[i]) == 0;
@@ -44,7 +47,10 @@ int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size
         lua_pop(L, 1);
     }
     lua_getfield(L, t, "backoff");
-    const char *b = lua_isnil(L, -1) ? "fixed" : lua_tostring(L, -1);
+    size_t blen = 5;
+    const char *b = lua_isnil(L, -1) ? "fixed" : lua_tolstring(L, -1, &blen);
+    if (b && blen != strlen(b))
+        b = NULL; /* a NUL inside: not one of the names */
     if (!b || (strcmp(b, "fixed") && strcmp(b, "exponential") && strcmp(b, "none"))) {
         snprintf(err, n, "retry.backoff must be \"fixed\", \"exponential\" or \"none\"");
         lua_pop(L, 1);
@@ -72,7 +78,10 @@ int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size
     if (field_num(L, t, "multiplier", 2, &p->multiplier, err, n))
         return -1;
     lua_getfield(L, t, "jitter");
-    const char *j = lua_isnil(L, -1) ? "none" : lua_tostring(L, -1);
+    size_t jlen = 4;
+    const char *j = lua_isnil(L, -1) ? "none" : lua_tolstring(L, -1, &jlen);
+    if (j && jlen != strlen(j))
+        j = NULL; /* a NUL inside: not one of the names */
     if (!j || (strcmp(j, "none") && strcmp(j, "full"))) {
         snprintf(err, n, "retry.jitter must be \"none\" or \"full\"");
         lua_pop(L, 1);
