@@ -5,16 +5,7 @@ local H = require("helpers")
 
 local PASS = [[return { async_invoke = function(r, ctx) return { r } end }]]
 
-local function run(body, input, args)
-  local d = H.tmpdir()
-  local script = H.script(d, body)
-  H.write(d .. "/in", input)
-  local r = H.run(string.format("run --script %s --input %s --output %s %s",
-    H.q(script), H.q(d .. "/in"), H.q(d .. "/out"), args or ""))
-  r.output = H.read(d .. "/out") or ""
-  r.dir = d
-  return r
-end
+local run = H.run_script
 
 describe("adversarial", function()
   after_each(function() H.cleanup() end)

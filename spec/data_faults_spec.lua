@@ -12,18 +12,7 @@ local FANOUT = [[return { async_invoke = function(r, ctx)
   return out
 end }]]
 
-local function run(body, input, args, opts)
-  local d = H.tmpdir()
-  opts = opts or {}
-  opts.dir = d
-  local script = H.script(d, body)
-  H.write(d .. "/in", input)
-  local r = H.run(string.format("run --script %s --input %s --output %s %s",
-    H.q(script), H.q(d .. "/in"), H.q(d .. "/out"), args or ""), opts) -- (in d)
-  r.output = H.read(d .. "/out") or ""
-  r.dir = d
-  return r
-end
+local run = H.run_script
 
 -- The peak RSS the --stats summary reports, in KiB.
 local function peak_rss_kb(err)

@@ -97,6 +97,22 @@ function H.script(dir, body, name)
   return H.write(dir .. "/" .. (name or "script.lua"), body)
 end
 
+-- Run `body` as the script over `input` (a string) with extra flags `args`,
+-- in a fresh temp dir (opts as for H.run; opts.dir is set). The result of
+-- H.run plus `output` (the --output file's bytes) and `dir`.
+function H.run_script(body, input, args, opts)
+  local d = H.tmpdir()
+  opts = opts or {}
+  opts.dir = d
+  local script = H.script(d, body)
+  H.write(d .. "/in", input)
+  local r = H.run(string.format("run --script %s --input %s --output %s %s",
+    sh_quote(script), sh_quote(d .. "/in"), sh_quote(d .. "/out"), args or ""), opts)
+  r.output = H.read(d .. "/out") or ""
+  r.dir = d
+  return r
+end
+
 -- JSON lines from a list of tables.
 function H.jsonl(list)
   local b = {}

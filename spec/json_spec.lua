@@ -17,18 +17,7 @@ local ADD = [[return { async_invoke = function(r, ctx) r.zz = true; return { r }
 
 -- ---- helpers -------------------------------------------------------------------
 
--- Run moonwait on `input` (a string) with a script body; extra flags in args.
--- Paths are absolute, so this works whatever the current directory.
-local function run(body, input, args)
-  local d = H.tmpdir()
-  local script = H.script(d, body)
-  H.write(d .. "/in", input)
-  local r = H.run(string.format("run --script %s --input %s --output %s %s",
-    H.q(script), H.q(d .. "/in"), H.q(d .. "/out"), args or ""))
-  r.output = H.read(d .. "/out") or ""
-  r.dir = d
-  return r
-end
+local run = H.run_script
 
 -- Split on "\n" (every line must be terminated).
 local function lines(s)

@@ -813,17 +813,26 @@ static int array_length(enc *e, int t, size_t *n)
     return 0;
 }
 
-static int encode_original(enc *e, int idx, uint32_t node, int depth)
+/* Entering a table at `depth` (0 is the first level): refuse what the
+ * parser would refuse to read back, and make room on the Lua stack. */
+static int enter_table(enc *e, int depth)
 {
-    lua_State *L = e->L;
-    if (depth >= JSON_MAX_DEPTH) { /* depth 0 is the first level */
+    if (depth >= JSON_MAX_DEPTH) {
         snprintf(e->err, e->errlen, "cannot encode a table nested more than %d levels (a cycle?)", JSON_MAX_DEPTH);
         return -1;
     }
-    if (!lua_checkstack(L, 6)) {
+    if (!lua_checkstack(e->L, 6)) {
         snprintf(e->err, e->errlen, "out of Lua stack");
         return -1;
     }
+    return 0;
+}
+
+static int encode_original(enc *e, int idx, uint32_t node, int depth)
+{
+    lua_State *L = e->L;
+    if (enter_table(e, depth))
+        return -1;
     json_node *x = &e->d->t.nodes[node];
     /* The script may reshape an original table with its metatable:
      * json.array() on a decoded object, or a decoded array without the
@@ -889,14 +898,8 @@ static int encode_original(enc *e, int idx, uint32_t node, int depth)
 static int encode_table(enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
-    if (depth >= JSON_MAX_DEPTH) { /* depth 0 is the first level */
-        snprintf(e->err, e->errlen, "cannot encode a table nested more than %d levels (a cycle?)", JSON_MAX_DEPTH);
+    if (enter_table(e, depth))
         return -1;
-    }
-    if (!lua_checkstack(L, 6)) {
-        snprintf(e->err, e->errlen, "out of Lua stack");
-        return -1;
-    }
     if (e->d) {
         long node = find_node(e, lua_topointer(L, idx));
         if (node >= 0)
