@@ -5,6 +5,7 @@
 #   make check-asan      the same suite on an ASan+UBSan build (build-asan/)
 #   make valgrind        the functional specs with every moonwait under valgrind
 #   make bench           benchmarks (prints figures, asserts nothing)
+#   make mutants         mutation harness (scripts/mutants.list; MUTANTS=id,id for a subset)
 #   make fuzz            libFuzzer targets (spec/fuzz/), FUZZ_SECONDS (60) each, in build-fuzz/
 #   make quickstart      run examples/quickstart
 #   make example-http    run examples/http-enrich (starts its own nginx)
@@ -62,7 +63,7 @@ JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
+.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -91,6 +92,10 @@ $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 test: all fuzz-build
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) CTEST_DIR=$(abspath $(BUILD)) \
 	FUZZ_DIR=$(abspath $(FUZZ_BUILD)) scripts/run-tests
+
+# Slow, not part of `make test`: each mutant is built in a scratch copy of the tree.
+mutants:
+	scripts/mutants
 
 check-asan:
 	$(MAKE) BUILD=build-asan SANITIZER=address OPT="-O1 -g" test
