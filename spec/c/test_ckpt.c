@@ -183,5 +183,83 @@ static void test_refuses_old_version(void)
     free(b);
 }
 
+/* Every stored field survives encode/decode with a distinct, nonzero value
+ * (so a field the decoder drops, zeroes or swaps is seen). */
+static void test_every_field_round_trips(void)
+{
+    ckpt c, d;
+    memset(&c, 0, sizeof c);
+    c.input = strdup("/i");
+    c.output = strdup("/o");
+    c.dead_letter = strdup("/dl");
+    c.mode = strdup("unordered");
+    c.complete = 1;
+    c.input_offset = 1001;
+    c.input_line = 1002;
+    c.next_seq = 1003;
+    c.has_wm_current = 1;
+    c.wm_current = 1004;
+    c.has_wm_max = 1;
+    c.wm_max = 1005;
+    c.has_pending_wm = 1;
+    c.pending_wm = 1006;
+    c.output_len = 1007;
+    c.dead_letter_len = 1008;
+    ckpt_entry r = { .kind = CKPT_RECORD, .seq = 2001, .line = 2002, .attempt = 2003, .budget_used_ms = 2004,
+                     .malformed = 1, .raw = (char *)"raw", .raw_len = 3, .last_error = (char *)"last err" };
+    ASSERT_INT_EQ(ckpt_add(&c, &r), 0);
+    ckpt_entry w = { .kind = CKPT_WATERMARK, .watermark = -2005 };
+    ASSERT_INT_EQ(ckpt_add(&c, &w), 0);
+    ckpt_entry h = { .kind = CKPT_RECORD, .seq = 3001, .line = 3002, .attempt = 3003, .raw = (char *)"h", .raw_len = 1,
+                     .done = 1, .timed_out = 1, .out = (char *)"out\n", .out_len = 4, .dlq = (char *)"dl\n", .dlq_len = 3 };
+    ASSERT_INT_EQ(ckpt_add(&c, &h), 0);
+    char *buf;
+    size_t len;
+    ASSERT_INT_EQ(ckpt_encode(&c, &buf, &len), 0);
+    char err[256];
+    ASSERT_INT_EQ(ckpt_decode(buf, len, &d, err, sizeof err), 0);
+    ASSERT_STR_EQ(d.input, "/i");
+    ASSERT_STR_EQ(d.output, "/o");
+    ASSERT_STR_EQ(d.dead_letter, "/dl");
+    ASSERT_STR_EQ(d.mode, "unordered");
+    ASSERT_INT_EQ(d.complete, 1);
+    ASSERT_UINT_EQ(d.input_offset, 1001);
+    ASSERT_UINT_EQ(d.input_line, 1002);
+    ASSERT_UINT_EQ(d.next_seq, 1003);
+    ASSERT(d.has_wm_current && d.has_wm_max && d.has_pending_wm);
+    ASSERT_INT_EQ(d.wm_current, 1004);
+    ASSERT_INT_EQ(d.wm_max, 1005);
+    ASSERT_INT_EQ(d.pending_wm, 1006);
+    ASSERT_UINT_EQ(d.output_len, 1007);
+    ASSERT_UINT_EQ(d.dead_letter_len, 1008);
+    ASSERT_UINT_EQ(d.n, 3);
+    ckpt_entry *e = &d.entries[0];
+    ASSERT_INT_EQ(e->kind, CKPT_RECORD);
+    ASSERT_UINT_EQ(e->seq, 2001);
+    ASSERT_UINT_EQ(e->line, 2002);
+    ASSERT_UINT_EQ(e->attempt, 2003);
+    ASSERT_UINT_EQ(e->budget_used_ms, 2004);
+    ASSERT_INT_EQ(e->malformed, 1);
+    ASSERT_UINT_EQ(e->raw_len, 3);
+    ASSERT(memcmp(e->raw, "raw", 3) == 0);
+    ASSERT_STR_EQ(e->last_error, "last err");
+    ASSERT(!e->done && !e->timed_out);
+    ASSERT_INT_EQ(d.entries[1].kind, CKPT_WATERMARK);
+    ASSERT_INT_EQ(d.entries[1].watermark, -2005);
+    e = &d.entries[2];
+    ASSERT_UINT_EQ(e->seq, 3001);
+    ASSERT_UINT_EQ(e->line, 3002);
+    ASSERT_UINT_EQ(e->attempt, 3003);
+    ASSERT(e->done && e->timed_out);
+    ASSERT_UINT_EQ(e->out_len, 4);
+    ASSERT(memcmp(e->out, "out\n", 4) == 0);
+    ASSERT_UINT_EQ(e->dlq_len, 3);
+    ASSERT(memcmp(e->dlq, "dl\n", 3) == 0);
+    ckpt_free(&c);
+    ckpt_free(&d);
+    free(buf);
+}
+
 TEST_MAIN("ckpt", T(test_round_trip), T(test_detects_corruption_and_truncation), T(test_int64_min_round_trips),
-          T(test_refuses_overflowing_numbers), T(test_refuses_old_version))
+          T(test_refuses_overflowing_numbers), T(test_refuses_old_version),
+          T(test_every_field_round_trips))
