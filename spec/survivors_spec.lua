@@ -107,7 +107,8 @@ return { async_invoke = function(r)
   time.sleep(60)
 end }
 ]])
-      H.write(d .. "/in", H.jsonl({ { id = 1, t = 1000 }, { id = 2, t = 5000 } }))
+      -- an explicit watermark lifts the generator's current above max_ts - bound
+      H.write(d .. "/in", H.jsonl({ { id = 1, t = 1000 }, { id = 2, t = 5000 }, { ["$watermark"] = 9000 } }))
       local args = "run --script script.lua --input in --output out --event-time t --max-out-of-orderness 300 " ..
         "--capacity 10 --checkpoint-dir cp --checkpoint-interval 600000"
       start(d, args)
@@ -116,14 +117,14 @@ end }
       assert.equal(130, wait_rc(d))
       -- the input grows: a late record (below the highest timestamp), then a new one
       local f = io.open(d .. "/in", "ab")
-      f:write(H.jsonl({ { id = 3, t = 3000 }, { id = 4, t = 6000 } }))
+      f:write(H.jsonl({ { id = 3, t = 3000 }, { id = 4, t = 9100 }, { id = 5, t = 9600 } }))
       f:close()
       H.write(d .. "/phase2", "")
       local code, _, err = H.sh(string.format("cd %s && %s", d, H.cmd(args)))
       assert.equal(0, code, err)
       assert.same({
-        { id = 1 }, { ["$watermark"] = 700 }, { id = 2 }, { ["$watermark"] = 4700 },
-        { id = 3 }, { id = 4 }, { ["$watermark"] = 5700 },
+        { id = 1 }, { ["$watermark"] = 700 }, { id = 2 }, { ["$watermark"] = 4700 }, { ["$watermark"] = 9000 },
+        { id = 3 }, { id = 4 }, { id = 5 }, { ["$watermark"] = 9300 },
       }, H.decode_lines(H.read(d .. "/out")))
     end)
   end)
