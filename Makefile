@@ -44,7 +44,7 @@ LDLIBS  := $(PKG_LIBS) -lm
 
 SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/io/stream.c src/io/input.c src/io/output.c \
-        src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
+        src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c src/net/http_resp.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
         src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c src/lua/codec.c \
         src/json/parse.c src/json/write.c \
