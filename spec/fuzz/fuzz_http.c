@@ -22,6 +22,8 @@
  *    header line counted, names lower-cased; the bytes it used within the
  *    input; the same status, headers, body, bytes used and keep-alive in
  *    all three parses;
+ *  - a body delimited by the close (llhttp_message_needs_eof after the
+ *    head) completes at the close;
  *  - a refusal in one parse is a refusal in the others (which refusal may
  *    depend on where the pieces end: a cap can be passed at a piece's end
  *    before llhttp sees a bad byte later in the same header value).
@@ -86,9 +88,15 @@ static outcome parse(http_resp *h, const uint8_t *p, size_t n, int is_head, uint
             break;
         CHECK(off == arrived, "an incomplete response left %zu bytes unconsumed", arrived - off);
     }
-    if (!h->complete && n > 0 && http_resp_eof(h)) {
-        CHECK(h->complete, "eof said complete");
-        o.by_eof = 1;
+    if (!h->complete && n > 0) {
+        /* a body that ends at the close (no length, not chunked) */
+        int by_close = h->head_done && llhttp_message_needs_eof(&h->parser);
+        if (http_resp_eof(h)) {
+            CHECK(h->complete, "eof said complete");
+            o.by_eof = 1;
+        }
+        CHECK(!by_close || o.by_eof, "a close-delimited body (status %d, %zu bytes) is refused at the close",
+              h->status, h->body.len);
     }
     o.complete = h->complete;
     o.used = off;

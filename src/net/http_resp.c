@@ -128,8 +128,10 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
 int http_resp_eof(http_resp *h)
 {
     if (llhttp_message_needs_eof(&h->parser)) {
+        /* llhttp_finish runs on_message_complete, whose HPE_PAUSED it
+         * returns: that, not HPE_OK, is the close-delimited body's end. */
         llhttp_errno_t e = llhttp_finish(&h->parser);
-        if (e == HPE_OK && h->complete)
+        if ((e == HPE_OK || e == HPE_PAUSED) && h->complete)
             return 1;
     }
     return 0;
