@@ -253,14 +253,26 @@ static char *getlen(cur *k, size_t *out)
     return s;
 }
 
+/* The strings read as C strings (the identity, last_error) were written
+ * with strlen: a NUL byte in one is not a file moonwait wrote, and would
+ * not survive a re-encode (fuzz_ckpt). */
+static int has_nul_n(const char *s, size_t n)
+{
+    return s && memchr(s, '\0', n) != NULL;
+}
+
 static char *getstr(cur *k, const char *key)
 {
     if (expect(k, key))
         return NULL;
-    char *s = getlen(k, NULL);
+    size_t n = 0;
+    char *s = getlen(k, &n);
+    if (has_nul_n(s, n))
+        k->bad = 1;
     sep(k, '\n');
     return s;
 }
+
 
 static void getopt_(cur *k, const char *key, int *has, int64_t *v)
 {
@@ -369,6 +381,8 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
             sep(&k, ' ');
             size_t elen = 0;
             char *le = getlen(&k, &elen);
+            if (has_nul_n(le, elen))
+                k.bad = 1;
             sep(&k, ' ');
             e.raw = raw;
             e.last_error = elen ? le : NULL;
