@@ -154,6 +154,15 @@ static void test_refuses_overflowing_numbers(void)
         "wm_current none\nwm_max none\npending_wm none\noutput_len 18446744073709551616\ndead_letter_len 0\nentries 0\n",
         "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
         "W -99999999999999999999\n",
+        /* issue 10 (fuzz_ckpt): flags and the attempt are not cast down:
+         * malformed 2^64-1 was read as the int -1 and re-encoded as "-1",
+         * which no decoder accepts; an attempt past 32 bits wrapped */
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 1 0 18446744073709551615 2:{} 0: 0 0 0: 0:\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 1 0 2 2:{} 0: 0 0 0: 0:\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 4294967297 0 0 2:{} 0: 0 0 0: 0:\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char body[1024];

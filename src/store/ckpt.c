@@ -344,7 +344,10 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
     c->output = getstr(&k, "output");
     c->dead_letter = getstr(&k, "dead_letter");
     c->mode = getstr(&k, "mode");
-    c->complete = (int)getkeyu(&k, "complete");
+    uint64_t complete = getkeyu(&k, "complete");
+    c->complete = complete == 1;
+    if (complete > 1) /* a flag: 0 or 1 (an int cast would re-encode as another number) */
+        k.bad = 1;
     c->input_offset = getkeyu(&k, "input_offset");
     c->input_line = getkeyu(&k, "input_line");
     c->next_seq = getkeyu(&k, "next_seq");
@@ -371,11 +374,17 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
             sep(&k, ' ');
             e.line = getu(&k);
             sep(&k, ' ');
-            e.attempt = (uint32_t)getu(&k);
+            uint64_t attempt = getu(&k);
+            e.attempt = (uint32_t)attempt;
+            if (attempt > UINT32_MAX) /* written from a uint32_t: never wrap it */
+                k.bad = 1;
             sep(&k, ' ');
             e.budget_used_ms = getu(&k);
             sep(&k, ' ');
-            e.malformed = (int)getu(&k);
+            uint64_t malformed = getu(&k);
+            e.malformed = malformed == 1;
+            if (malformed > 1) /* a flag, like done and timed_out */
+                k.bad = 1;
             sep(&k, ' ');
             char *raw = getlen(&k, &e.raw_len);
             sep(&k, ' ');
