@@ -45,7 +45,7 @@ LDLIBS  := $(PKG_LIBS) -lm
 
 SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/io/stream.c src/io/input.c src/io/output.c \
-        src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
+        src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c src/net/http_resp.c \
         src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
         src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c src/lua/codec.c \
         src/json/parse.c src/json/write.c \
@@ -134,11 +134,13 @@ clean:
 FUZZ_BUILD   := build-fuzz
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := fuzz_json fuzz_codec
+FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
-                $(shell pkg-config --cflags luajit) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+                $(shell pkg-config --cflags luajit) -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_JSON_OBJS := $(FUZZ_BUILD)/src/json/parse.o $(FUZZ_BUILD)/src/json/write.o
+# llhttp's generated C, instrumented for coverage and the sanitizers, without -Werror.
+FUZZ_LLHTTP_OBJS := $(FUZZ_BUILD)/llhttp/api.o $(FUZZ_BUILD)/llhttp/http.o $(FUZZ_BUILD)/llhttp/llhttp.o
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/test_%)
 
@@ -150,6 +152,21 @@ $(FUZZ_BUILD)/fuzz_json: $(FUZZ_BUILD)/spec/fuzz/fuzz_json.o $(FUZZ_JSON_OBJS)
 
 $(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(FUZZ_BUILD)/src/lua/codec.o $(FUZZ_JSON_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
+
+$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/spec/fuzz/fuzz_http.o $(FUZZ_BUILD)/src/net/http_resp.o $(FUZZ_LLHTTP_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
+
+$(FUZZ_BUILD)/fuzz_resp: $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
+
+$(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o: FUZZ_CFLAGS += -DFUZZ_LUA_DIR='"$(abspath lua)"'
+
+$(FUZZ_BUILD)/fuzz_ckpt: $(FUZZ_BUILD)/spec/fuzz/fuzz_ckpt.o $(FUZZ_BUILD)/src/store/ckpt.o
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
+
+$(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c99 -g -O1 -w -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 # The slice `make test` runs (scripts/run-tests runs $(FUZZ_DIR)/test_*).
 $(FUZZ_BUILD)/test_%: $(FUZZ_BUILD)/% scripts/run-fuzz

@@ -238,6 +238,23 @@ return { async_invoke = function(r) local res, err = http.get(r.url, { timeout_m
     end
   end)
 
+  -- issue 10 (found by fuzz_http): llhttp_finish returns the HPE_PAUSED of
+  -- on_message_complete, and every close-delimited body was refused.
+  it("reads a body delimited by the connection's close", function()
+    servers.with_faultpeer("close-delimited", function(peer)
+      local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local res, err = http.get(r.url, { timeout_ms = 2000 })
+  if not res then return { { err = err } } end
+  return { { status = res.status, body = res.body } }
+end }
+]], { "http://127.0.0.1:" .. peer.port .. "/x" })
+      assert.equal(0, r.code, r.err)
+      assert.same({ status = 200, body = "hello until close" }, H.json.decode(r.lines[1]))
+    end)
+  end)
+
   it("cancels requests of timed-out records and leaks nothing", function()
     -- 3,000 records time out mid-request (nginx's /slow answers after 3 s);
     -- fds, live handles and fibers come back to where they began.

@@ -161,6 +161,13 @@ local function read_reply(self, sock)
   return read_value(sock, lim, 0)
 end
 
+-- Internal, not an API (for spec/fuzz/fuzz_resp.c): read one reply from any
+-- object with receive("*l") and receive(n), within limits { max_bytes =,
+-- max_elements =, max_depth = }, as a connection reads it.
+function M._read_reply(sock, limits)
+  return read_reply({ _limits = limits }, sock)
+end
+
 -- Commands that change what a connection is authenticated as or which db
 -- it uses: after one, the connection is not pooled.
 local STATEFUL = { SELECT = true, AUTH = true, HELLO = true, RESET = true }

@@ -10,6 +10,8 @@
  *   garbage              a status line that is not HTTP
  *   reset-mid-body       headers promising 1000 bytes, 100 bytes, then RST
  *   close-after-headers  headers promising 100 bytes, then FIN
+ *   close-delimited      a 200 with neither Content-Length nor chunks: its
+ *                        body ("hello until close") ends with FIN
  *   silent               never answers
  *   close-at-once        closes as soon as it accepts
  *   echo-lines           echoes every byte back (a line protocol peer)
@@ -132,6 +134,10 @@ static void answer(peer *p)
     } else if (strcmp(mode, "close-after-headers") == 0) {
         const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
         say(p, h, strlen(h));
+        uv_close((uv_handle_t *)&p->tcp, closed);
+    } else if (strcmp(mode, "close-delimited") == 0) {
+        const char *r = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello until close";
+        say(p, r, strlen(r));
         uv_close((uv_handle_t *)&p->tcp, closed);
     } else if (strcmp(mode, "fail-twice") == 0) {
         const char *r = ++requests <= 2

@@ -154,6 +154,15 @@ static void test_refuses_overflowing_numbers(void)
         "wm_current none\nwm_max none\npending_wm none\noutput_len 18446744073709551616\ndead_letter_len 0\nentries 0\n",
         "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
         "W -99999999999999999999\n",
+        /* issue 10 (fuzz_ckpt): flags and the attempt are not cast down:
+         * malformed 2^64-1 was read as the int -1 and re-encoded as "-1",
+         * which no decoder accepts; an attempt past 32 bits wrapped */
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 1 0 18446744073709551615 2:{} 0: 0 0 0: 0:\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 1 0 2 2:{} 0: 0 0 0: 0:\n",
+        "wm_current none\nwm_max none\npending_wm none\noutput_len 0\ndead_letter_len 0\nentries 1\n"
+        "R 1 1 4294967297 0 0 2:{} 0: 0 0 0: 0:\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char body[1024];
@@ -260,6 +269,55 @@ static void test_every_field_round_trips(void)
     free(buf);
 }
 
+/* issue 10 (fuzz_ckpt): a NUL byte inside a string read as a C string (the
+ * identity, last_error) is refused: moonwait never writes one, and
+ * re-encoding would cut the string there ("1:\0" read as "" came back as no
+ * last_error at all). */
+static void test_refuses_nul_in_c_strings(void)
+{
+    const char *tails[] = {
+        "R 1 1 1 0 0 2:{} 1:\0 0 0 0: 0:\n",
+        "R 1 1 1 0 0 2:{} 3:a\0b 0 0 0: 0:\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char body[1024];
+        int n = snprintf(body, sizeof body, "moonwait-checkpoint %d\n%swm_current none\nwm_max none\npending_wm none\n"
+                         "output_len 0\ndead_letter_len 0\nentries 1\n", CKPT_VERSION, HEAD);
+        const char *t = tails[i];
+        /* copy with the embedded NUL: the literal's pieces around it */
+        size_t a = strlen(t);
+        memcpy(body + n, t, a);
+        body[n + a] = 0;
+        const char *rest = t + a + 1;
+        memcpy(body + n + a + 1, rest, strlen(rest));
+        size_t blen = (size_t)n + a + 1 + strlen(rest);
+        char *b = malloc(blen + 16);
+        memcpy(b, body, blen);
+        snprintf(b + blen, 16, "crc32 %08x\n", ckpt_crc32(b, blen));
+        ckpt d;
+        char err[256];
+        ASSERT_INT_EQ(ckpt_decode(b, blen + 15, &d, err, sizeof err), -1);
+        ASSERT(strstr(err, "malformed") != NULL);
+        free(b);
+    }
+    char body[1024];
+    size_t len;
+    snprintf(body, sizeof body, "moonwait-checkpoint %d\ninput 3:i", CKPT_VERSION);
+    size_t n = strlen(body);
+    body[n++] = 0; /* "input 3:i\0x" */
+    n += (size_t)snprintf(body + n, sizeof body - n, "x\noutput 1:o\ndead_letter 0:\nmode 7:ordered\ncomplete 0\n"
+                          "input_offset 0\ninput_line 0\nnext_seq 1\nwm_current none\nwm_max none\npending_wm none\n"
+                          "output_len 0\ndead_letter_len 0\nentries 0\n");
+    char *b = malloc(n + 16);
+    memcpy(b, body, n);
+    snprintf(b + n, 16, "crc32 %08x\n", ckpt_crc32(b, n));
+    len = n + 15;
+    ckpt d;
+    char err[256];
+    ASSERT_INT_EQ(ckpt_decode(b, len, &d, err, sizeof err), -1);
+    free(b);
+}
+
 TEST_MAIN("ckpt", T(test_round_trip), T(test_detects_corruption_and_truncation), T(test_int64_min_round_trips),
           T(test_refuses_overflowing_numbers), T(test_refuses_old_version),
-          T(test_every_field_round_trips))
+          T(test_every_field_round_trips), T(test_refuses_nul_in_c_strings))

@@ -2,7 +2,8 @@
  * mod_http.c: moonwait.http, an HTTP/1.1 client whose calls park the
  * calling fiber. Written in C on net_conn (not on the Lua cosocket) so a
  * keep-alive request costs a few microseconds of client CPU; responses
- * are parsed by llhttp (compiled from Debian's node-llhttp sources).
+ * are parsed by net/http_resp.c on llhttp (compiled from Debian's
+ * node-llhttp sources).
  *
  *   res, err = http.request(url, opts)   opts: method, headers, body,
  *       timeout_ms (whole request; default 60000, and never past the
@@ -29,7 +30,6 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <lauxlib.h>
-#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +37,7 @@
 #include "../net/conn.h"
 #include "../util/buf.h"
 #include "../net/dns.h"
+#include "../net/http_resp.h"
 #include "../net/pool.h"
 #include "../net/tls.h"
 #include "modules.h"
@@ -68,95 +69,13 @@ typedef struct hreq {
     int port, https, verify, keepalive, idempotent, is_head;
     char *ca_file;
     char *pool_key;
-    size_t pool_size, max_body;
-    size_t max_header_bytes, max_headers;
-    size_t head_bytes;    /* bytes of the head fed to the parser so far */
-    size_t nheaders;      /* header (and trailer) lines seen */
-    int head_done;        /* on_headers_complete ran */
+    size_t pool_size;
     buf req;              /* the serialised request */
-    llhttp_t parser;
-    buf hdrs;             /* "name\0value\0" pairs, names lower-cased */
-    buf body;
-    int status;
-    int complete;
+    http_resp resp;       /* the response parser (net/http_resp.c), its caps and what it kept */
     int got_bytes;        /* any response byte arrived */
     int reused, retried;
-    const char *fail;     /* error to report */
     char failbuf[512];
 } hreq;
-
-static llhttp_settings_t settings;
-
-/* ---- parser callbacks --------------------------------------------------------- */
-
-static int headers_too_large(hreq *r)
-{
-    snprintf(r->failbuf, sizeof r->failbuf, "bad response: headers too large (%s)", r->url);
-    r->fail = r->failbuf;
-    return -1;
-}
-
-/* Header and trailer names and values are stored; their total is bounded
- * like the head's bytes (trailers come after the head is complete). */
-static int on_header_field(llhttp_t *p, const char *at, size_t n)
-{
-    hreq *r = p->data;
-    if (r->hdrs.len + n > r->max_header_bytes)
-        return headers_too_large(r);
-    for (size_t i = 0; i < n; i++) {
-        char ch = (char)tolower((unsigned char)at[i]);
-        if (buf_add(&r->hdrs, &ch, 1) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p)
-{
-    hreq *r = p->data;
-    if (++r->nheaders > r->max_headers)
-        return headers_too_large(r);
-    return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t n)
-{
-    hreq *r = p->data;
-    if (r->hdrs.len + n > r->max_header_bytes)
-        return headers_too_large(r);
-    return buf_add(&r->hdrs, at, n) == 0 ? 0 : -1;
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    hreq *r = p->data;
-    return buf_add(&r->hdrs, "", 1) == 0 ? 0 : -1;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    hreq *r = p->data;
-    r->status = llhttp_get_status_code(p);
-    r->head_done = 1;
-    return r->is_head ? 1 : 0; /* a HEAD response has no body */
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t n)
-{
-    hreq *r = p->data;
-    if (r->body.len + n > r->max_body) {
-        r->fail = "body too large";
-        return -1;
-    }
-    return buf_add(&r->body, at, n) == 0 ? 0 : -1;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    hreq *r = p->data;
-    r->complete = 1;
-    return HPE_PAUSED; /* stop: anything after this response is not ours */
-}
 
 /* ---- request lifecycle ------------------------------------------------------------ */
 
@@ -172,12 +91,12 @@ static hreq *hreq_new(void)
     if (n_free_reqs == 0)
         return calloc(1, sizeof(hreq));
     hreq *r = free_reqs[--n_free_reqs];
-    buf req = r->req, hdrs = r->hdrs, body = r->body;
+    buf req = r->req, hdrs = r->resp.hdrs, body = r->resp.body;
     memset(r, 0, sizeof *r);
     r->req = req;
-    r->hdrs = hdrs;
-    r->body = body;
-    r->req.len = r->hdrs.len = r->body.len = 0;
+    r->resp.hdrs = hdrs;
+    r->resp.body = body;
+    r->req.len = r->resp.hdrs.len = r->resp.body.len = 0;
     return r;
 }
 
@@ -199,14 +118,14 @@ static void hreq_free(hreq *r)
     free(r->ca_file);
     free(r->pool_key);
     r->url = r->host = r->ca_file = r->pool_key = NULL;
-    if (n_free_reqs < FREE_REQS_MAX && r->body.cap <= KEEP_BUF_MAX && r->req.cap <= KEEP_BUF_MAX &&
-        r->hdrs.cap <= KEEP_BUF_MAX) {
+    if (n_free_reqs < FREE_REQS_MAX && r->resp.body.cap <= KEEP_BUF_MAX && r->req.cap <= KEEP_BUF_MAX &&
+        r->resp.hdrs.cap <= KEEP_BUF_MAX) {
         free_reqs[n_free_reqs++] = r;
         return;
     }
     buf_free(&r->req);
-    buf_free(&r->hdrs);
-    buf_free(&r->body);
+    buf_free(&r->resp.hdrs);
+    buf_free(&r->resp.body);
     free(r);
 }
 
@@ -284,7 +203,7 @@ static void succeed(hreq *r)
     lua_State *co = f->co;
     uv_timer_stop(&f->timer);
     lua_createtable(co, 0, 3);
-    lua_pushinteger(co, r->status);
+    lua_pushinteger(co, r->resp.status);
     lua_setfield(co, -2, "status");
     /* res.headers is built on first access (most lookups never read it):
      * until then the raw block waits in a weak table keyed by res. */
@@ -292,15 +211,15 @@ static void succeed(hreq *r)
     lua_setmetatable(co, -2);
     lua_getfield(co, LUA_REGISTRYINDEX, RAW_KEY);
     lua_pushvalue(co, -2);
-    lua_pushlstring(co, r->hdrs.p ? r->hdrs.p : "", r->hdrs.len);
+    lua_pushlstring(co, r->resp.hdrs.p ? r->resp.hdrs.p : "", r->resp.hdrs.len);
     lua_rawset(co, -3);
     lua_pop(co, 1);
-    lua_pushlstring(co, r->body.p ? r->body.p : "", r->body.len);
+    lua_pushlstring(co, r->resp.body.p ? r->resp.body.p : "", r->resp.body.len);
     lua_setfield(co, -2, "body");
 
     net_conn *c = r->conn;
     r->conn = NULL;
-    if (r->keepalive && llhttp_should_keep_alive(&r->parser) && net_conn_buffered(c) == 0 &&
+    if (r->keepalive && http_resp_keep_alive(&r->resp) && net_conn_buffered(c) == 0 &&
         !c->eof && !c->rerr) {
         net_conn_read_detach(c);
         net_pool_put(c, r->pool_key, DEFAULT_IDLE_MS, r->pool_size);
@@ -333,11 +252,7 @@ static int maybe_retry(hreq *r)
     r->reused = 0;
     net_conn_close(r->conn);
     r->conn = NULL;
-    llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
-    r->parser.data = r;
-    r->hdrs.len = r->body.len = 0;
-    r->head_bytes = r->nheaders = 0;
-    r->head_done = 0;
+    http_resp_init(&r->resp, r->is_head);
     dns_result now;
     int rc = dns_resolve(r->f->rt->loop, r->host, r->port, &now, NULL, NULL, &r->dnsq);
     if (rc == 1) {
@@ -368,53 +283,32 @@ static void on_readable(net_conn *c, void *ud)
     size_t n = net_conn_buffered(c);
     if (n) {
         r->got_bytes = 1;
-        const char *d = net_conn_data(c);
-        llhttp_errno_t e;
-        if (r->head_done || n <= r->max_header_bytes - r->head_bytes) {
-            if (!r->head_done)
-                r->head_bytes += n;
-            e = llhttp_execute(&r->parser, d, n);
-        } else {
-            /* Feed the head only what is left of its allowance: if it is
-             * not complete within it, the response is refused. */
-            size_t room = r->max_header_bytes - r->head_bytes;
-            r->head_bytes += room;
-            e = llhttp_execute(&r->parser, d, room);
-            if (e == HPE_OK && !r->head_done) {
-                net_conn_consume(c, n);
-                headers_too_large(r);
-                fail(r, r->fail);
-                return;
-            }
-            if (e == HPE_OK)
-                e = llhttp_execute(&r->parser, d + room, n - room);
-        }
-        if (e == HPE_PAUSED) {
-            const char *stop = llhttp_get_error_pos(&r->parser);
-            net_conn_consume(c, (size_t)(stop - net_conn_data(c)));
-        } else {
-            net_conn_consume(c, n);
-        }
-        if (e != HPE_OK && e != HPE_PAUSED) {
-            if (r->fail)
-                fail(r, r->fail);
-            else
-                bad_response(r, llhttp_get_error_reason(&r->parser));
+        size_t used;
+        int e = http_resp_feed(&r->resp, net_conn_data(c), n, &used);
+        net_conn_consume(c, used);
+        if (e == HTTP_RESP_HEADERS_TOO_LARGE) {
+            snprintf(r->failbuf, sizeof r->failbuf, "bad response: headers too large (%s)", r->url);
+            fail(r, r->failbuf);
             return;
         }
-        if (r->complete) {
+        if (e == HTTP_RESP_BODY_TOO_LARGE) {
+            fail(r, "body too large");
+            return;
+        }
+        if (e != HTTP_RESP_OK) {
+            bad_response(r, http_resp_reason(&r->resp));
+            return;
+        }
+        if (r->resp.complete) {
             succeed(r);
             return;
         }
     }
     if (c->eof) {
-        if (r->got_bytes && llhttp_message_needs_eof(&r->parser)) {
-            llhttp_errno_t e = llhttp_finish(&r->parser);
-            if (e == HPE_OK && r->complete) {
-                r->keepalive = 0;
-                succeed(r);
-                return;
-            }
+        if (r->got_bytes && http_resp_eof(&r->resp)) {
+            r->keepalive = 0;
+            succeed(r);
+            return;
         }
         if (maybe_retry(r))
             return;
@@ -504,7 +398,7 @@ static void on_connected(net_conn *c, int status, void *ud)
 
 static void start_connect(hreq *r)
 {
-    r->conn = net_conn_new(r->f->rt->loop, r->max_body + 64 * 1024);
+    r->conn = net_conn_new(r->f->rt->loop, r->resp.max_body + 64 * 1024);
     if (!r->conn) {
         fail(r, "out of memory");
         return;
@@ -818,9 +712,9 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     r->keepalive = keepalive;
     r->verify = verify;
     r->pool_size = pool_size;
-    r->max_body = max_body;
-    r->max_header_bytes = max_header_bytes;
-    r->max_headers = max_headers;
+    r->resp.max_body = max_body;
+    r->resp.max_header_bytes = max_header_bytes;
+    r->resp.max_headers = max_headers;
     r->ca_file = ca_file ? strdup(ca_file) : NULL;
     /* The pool key: the URL up to its path ("http://host:port"), plus for
      * TLS what changes whether a connection may be shared. */
@@ -834,8 +728,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     buf_add(&key, "", 1);
     r->pool_key = key.p;
     build_request(L, r, method, path, body, blen, o);
-    llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
-    r->parser.data = r;
+    http_resp_init(&r->resp, r->is_head);
     r->f = f;
 
     /* Park first: every callback below may run before we yield. */
@@ -899,14 +792,6 @@ static int l_hdr_index(lua_State *L)
 
 int mod_http_open(lua_State *L)
 {
-    llhttp_settings_init(&settings);
-    settings.on_header_field = on_header_field;
-    settings.on_header_field_complete = on_header_field_complete;
-    settings.on_header_value = on_header_value;
-    settings.on_header_value_complete = on_header_value_complete;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
     luaL_newmetatable(L, HDR_MT);
     lua_pushcfunction(L, l_hdr_index);
     lua_setfield(L, -2, "__index");

@@ -253,14 +253,26 @@ static char *getlen(cur *k, size_t *out)
     return s;
 }
 
+/* The strings read as C strings (the identity, last_error) were written
+ * with strlen: a NUL byte in one is not a file moonwait wrote, and would
+ * not survive a re-encode (fuzz_ckpt). */
+static int has_nul_n(const char *s, size_t n)
+{
+    return s && memchr(s, '\0', n) != NULL;
+}
+
 static char *getstr(cur *k, const char *key)
 {
     if (expect(k, key))
         return NULL;
-    char *s = getlen(k, NULL);
+    size_t n = 0;
+    char *s = getlen(k, &n);
+    if (has_nul_n(s, n))
+        k->bad = 1;
     sep(k, '\n');
     return s;
 }
+
 
 static void getopt_(cur *k, const char *key, int *has, int64_t *v)
 {
@@ -332,7 +344,10 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
     c->output = getstr(&k, "output");
     c->dead_letter = getstr(&k, "dead_letter");
     c->mode = getstr(&k, "mode");
-    c->complete = (int)getkeyu(&k, "complete");
+    uint64_t complete = getkeyu(&k, "complete");
+    c->complete = complete == 1;
+    if (complete > 1) /* a flag: 0 or 1 (an int cast would re-encode as another number) */
+        k.bad = 1;
     c->input_offset = getkeyu(&k, "input_offset");
     c->input_line = getkeyu(&k, "input_line");
     c->next_seq = getkeyu(&k, "next_seq");
@@ -359,16 +374,24 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
             sep(&k, ' ');
             e.line = getu(&k);
             sep(&k, ' ');
-            e.attempt = (uint32_t)getu(&k);
+            uint64_t attempt = getu(&k);
+            e.attempt = (uint32_t)attempt;
+            if (attempt > UINT32_MAX) /* written from a uint32_t: never wrap it */
+                k.bad = 1;
             sep(&k, ' ');
             e.budget_used_ms = getu(&k);
             sep(&k, ' ');
-            e.malformed = (int)getu(&k);
+            uint64_t malformed = getu(&k);
+            e.malformed = malformed == 1;
+            if (malformed > 1) /* a flag, like done and timed_out */
+                k.bad = 1;
             sep(&k, ' ');
             char *raw = getlen(&k, &e.raw_len);
             sep(&k, ' ');
             size_t elen = 0;
             char *le = getlen(&k, &elen);
+            if (has_nul_n(le, elen))
+                k.bad = 1;
             sep(&k, ' ');
             e.raw = raw;
             e.last_error = elen ? le : NULL;
