@@ -93,6 +93,18 @@ describe("hostile peers", function()
       end)
     end)
 
+    it("regression: an interim 1xx response (100 Continue, 103 Early Hints) is skipped, not taken as the answer", function()
+      local resp = "HTTP/1.1 100 Continue\\r\\n\\r\\nHTTP/1.1 103 Early Hints\\r\\nLink: </a.css>\\r\\n\\r\\n" ..
+        "HTTP/1.1 200 OK\\r\\nX-Final: yes\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+      servers.with_faultpeer("once", resp, function(peer)
+        local o = get_from(peer)
+        assert.same({ status = 200, headers = 2, body = "ok" }, { status = o.status, headers = o.headers, body = o.body })
+        -- the interim heads count against max_header_bytes
+        o = get_from(peer, { max_header_bytes = 90 })
+        assert.matches("headers too large", o.err, 1, true)
+      end)
+    end)
+
     it("raises on a bad max_headers or max_header_bytes", function()
       local r = run([[
 local http = require "moonwait.http"

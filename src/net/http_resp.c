@@ -72,6 +72,15 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 static int on_message_complete(llhttp_t *p)
 {
     http_resp *h = p->data;
+    if (h->status >= 100 && h->status < 200 && h->status != 101) {
+        /* An interim response (100 Continue, 103 Early Hints): not the
+         * answer. Forget it and read on; its head bytes still count
+         * against max_header_bytes, so endless 1xx heads are refused. */
+        h->status = h->head_done = 0;
+        h->nheaders = 0;
+        h->hdrs.len = 0;
+        return 0;
+    }
     h->complete = 1;
     return HPE_PAUSED; /* stop: anything after this response is not ours */
 }

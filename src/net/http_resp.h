@@ -17,6 +17,9 @@
  *   http_resp_eof(h)   the peer closed: 1 if that ends the response (a body
  *       delimited by the close), then h->complete is set.
  *
+ * Interim responses (1xx but 101) are skipped: the final one is the
+ * answer; their head bytes count against max_header_bytes.
+ *
  * What is kept: status; hdrs, "name\0value\0" pairs (names lower-cased,
  * trailers included); body. Memory: hdrs.len <= max_header_bytes + 2 *
  * max_headers + 2 bytes, body.len <= max_body (plus mw_buf's doubling).
