@@ -1,0 +1,124 @@
+-- Promises the README makes that no other spec exercised (issue 17). Each
+-- test asserts what the README says, and each was seen to fail on a
+-- one-line mutation of the behaviour it names.
+local H = require("helpers")
+local S = require("support.servers")
+
+-- Start moonwait in the background in d: its pid in d/pid, its exit status
+-- in d/rc when it ends, its stderr in d/log.
+local function start(d, args, env)
+  os.remove(d .. "/rc")
+  os.execute(string.format("cd %s && { ( %s %s 2>log & echo $! >pid; wait $!; echo $? >rc ) & } >/dev/null 2>&1",
+    H.q(d), env or "", H.cmd(args)))
+  assert.truthy(H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10))
+  return tonumber(H.read(d .. "/pid"))
+end
+local function wait_rc(d, secs)
+  return tonumber(H.wait_for(function() return (H.read(d .. "/rc") or ""):match("%d+") end, secs or 30))
+end
+local function run_in(d, args, env)
+  return H.sh(string.format("cd %s && %s timeout 60 %s", H.q(d), env or "", H.cmd(args)))
+end
+local function count(s, pat)
+  return select(2, s:gsub(pat, ""))
+end
+
+describe("promises: restore", function()
+  after_each(H.cleanup)
+
+  -- One run killed at a moment when a record waits in back-off (attempt 2
+  -- or later), another has used part of its budget, the event-time
+  -- generator has emitted a watermark, input lines and record numbers
+  -- differ (blank lines), and input is left to read after the restart.
+  it("continues the attempt count, the used budget, the watermark generator and the line numbers", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+local M = {}
+M.retry = { max_attempts = 4, backoff = "fixed", delay_ms = 600 }
+M.retry_on_error = function() return true end
+function M.async_invoke(r, ctx)
+  local f = io.open("calls", "a")
+  f:write(ctx.seq, " ", ctx.attempt, " ", ctx.remaining_ms(), " ", ctx.line, "\n")
+  f:close()
+  if r.kind == "retry" and ctx.attempt < 4 then return nil, "not yet" end
+  if r.kind == "hang" then time.sleep(100) end
+  r.line = ctx.line
+  r.attempt = ctx.attempt
+  return { r }
+end
+function M.on_timeout(r, ctx)
+  r.timed_out = true
+  r.line = ctx.line
+  return { r }
+end
+return M
+]])
+    local input = table.concat({
+      '{"id":1,"t":1000}',                -- 1  -> w0
+      '',                                 -- 2
+      '{"id":2,"t":5000,"kind":"hang"}',  -- 3  -> w4000
+      '{"id":3,"t":4500,"kind":"retry"}', -- 4
+      '',                                 -- 5
+      '{"id":4,"t":4800}',                -- 6  (the queue is full: r2 w r3 r4)
+      '',                                 -- 7
+      '{"id":5,"t":4600}',                -- 8  no watermark: 3600 < 4000
+      '{"id":6,"t":5900}',                -- 9  w4900
+      '',                                 -- 10
+      '{"id":7,"t":5950}',                -- 11 w4950
+    }, "\n") .. "\n"
+    local line_of = { 1, 3, 4, 6, 8, 9, 11 }
+    H.write(d .. "/in", input)
+    local common = "run --script script.lua --input in --capacity 4 --timeout 4000 " ..
+      "--event-time t --max-out-of-orderness 1000"
+    -- the uninterrupted run
+    local code, _, err = run_in(d, common .. " --output ref")
+    assert.equal(0, code, err)
+    os.remove(d .. "/calls")
+    local args = common .. " --output out --checkpoint-dir cp --checkpoint-interval 30"
+    start(d, args)
+    assert.truthy(H.wait_for(function()
+      local c = H.read(d .. "/cp/checkpoint") or ""
+      local att = tonumber(c:match("\nR 3 4 (%d+) "))
+      local used = tonumber(c:match("\nR 2 3 %d+ (%d+) "))
+      return att and att >= 2 and att <= 3 and used and used >= 500
+    end, 20), "no checkpoint with record 3 in back-off and record 2 500 ms in")
+    os.execute("kill -9 $(cat " .. d .. "/pid)")
+    wait_rc(d)
+    local ck = H.read(d .. "/cp/checkpoint")
+    local att = tonumber(ck:match("\nR 3 4 (%d+) "))
+    local used = tonumber(ck:match("\nR 2 3 %d+ (%d+) "))
+    assert.equal(6, tonumber(ck:match("\ninput_line (%d+)")))
+    local before = #H.lines(H.read(d .. "/calls"))
+    code, _, err = run_in(d, args)
+    assert.equal(0, code, err)
+    -- the calls after the restart
+    local after = {}
+    for i, l in ipairs(H.lines(H.read(d .. "/calls"))) do
+      if i > before then
+        local seq, a, rem, line = l:match("^(%d+) (%d+) (%S+) (%d+)$")
+        seq = tonumber(seq)
+        after[seq] = after[seq] or { attempt = tonumber(a), remaining = tonumber(rem), line = tonumber(line) }
+      end
+    end
+    -- attempt count: record 3 resumes at the stored attempt, not 1
+    assert.truthy(after[3], "record 3 not invoked after the restart")
+    assert.equal(att, after[3].attempt)
+    -- used budget: record 2 resumes with what was left, not a fresh 4000 ms
+    assert.truthy(after[2], "record 2 not invoked after the restart")
+    assert.is_true(after[2].remaining <= 4000 - used + 20,
+      ("record 2 had used %d ms, but got %d ms after the restart"):format(used, after[2].remaining))
+    -- line numbers: ctx.line is the input line, before and after the restore
+    for seq, c in pairs(after) do assert.equal(line_of[seq], c.line, "ctx.line of seq " .. seq) end
+    -- watermarks and everything else: byte for byte the uninterrupted run
+    local out = H.read(d .. "/out")
+    assert.equal(H.read(d .. "/ref"), out)
+    local recs = H.decode_lines(out)
+    local wms = {}
+    for _, o in ipairs(recs) do
+      if o["$watermark"] then wms[#wms + 1] = o["$watermark"] else assert.equal(line_of[o.id], o.line) end
+    end
+    assert.same({ 0, 4000, 4900, 4950 }, wms)
+    assert.is_true(recs[3].timed_out)
+  end)
+end)
