@@ -122,3 +122,95 @@ return M
     assert.is_true(recs[3].timed_out)
   end)
 end)
+
+describe("promises: checkpoints", function()
+  after_each(H.cleanup)
+
+  it("fsyncs the output and the dead-letter file before every checkpoint is renamed into place", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r)
+  time.sleep(0.005)
+  if r.id % 3 == 0 then return nil, "bad" end
+  return { r }
+end }
+]])
+    local lines = {}
+    for i = 1, 300 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    local code, _, err = H.sh(string.format(
+      "cd %s && strace -f -y -qq -o trace -e trace=fsync,fdatasync,rename,renameat,renameat2 %s",
+      H.q(d), H.cmd("run --script script.lua --input in --output out --on-error dead-letter --dead-letter dl " ..
+        "--capacity 5 --checkpoint-dir cp --checkpoint-interval 20")))
+    assert.equal(0, code, err)
+    local trace = H.read(d .. "/trace")
+    local synced, renames = {}, 0
+    for l in trace:gmatch("[^\n]+") do
+      local path = l:match("f%a*sync%(%d+<([^>]*)>%) = 0")
+      if path then synced[path:match("[^/]*$")] = true end
+      if l:match("rename%a*%(.-checkpoint%.tmp%.[^\"]*\", .-/checkpoint\"") then
+        renames = renames + 1
+        assert.is_true(synced.out, "checkpoint " .. renames .. " renamed before the output was fsynced")
+        assert.is_true(synced.dl, "checkpoint " .. renames .. " renamed before the dead-letter file was fsynced")
+        synced = {}
+      end
+    end
+    assert.is_true(renames >= 3, "only " .. renames .. " checkpoints:\n" .. trace)
+  end)
+end)
+
+describe("promises: checkpoint refusals (exit 2, before any file is touched)", function()
+  after_each(H.cleanup)
+
+  local function setup()
+    local d = H.tmpdir()
+    H.script(d, 'return { async_invoke = function(r) if r.id == 2 then return nil, "no" end return { r } end }\n')
+    H.write(d .. "/in", '{"id":1}\n{"id":2}\n{"id":3}\n')
+    H.write(d .. "/in2", '{"id":1}\n{"id":2}\n{"id":3}\n')
+    return d
+  end
+
+  it("a FIFO as the input, the output or the dead-letter file", function()
+    local d = setup()
+    os.execute("cd " .. d .. " && mkfifo fifo")
+    -- a writer that would unblock an open of the FIFO for reading, bounded in time
+    os.execute("cd " .. d .. " && { timeout 5 sh -c 'cat in >fifo' & } 2>/dev/null")
+    local code, _, err = run_in(d, "run --script script.lua --input fifo --output out --checkpoint-dir cp")
+    assert.equal(2, code, err)
+    assert.matches("--checkpoint-dir needs a regular input file", err, 1, true)
+    assert.is_false(H.exists(d .. "/out"), "the output was created")
+    assert.is_false(H.exists(d .. "/cp"), "the checkpoint dir was created")
+    -- an output FIFO cannot be truncated to a committed length either
+    os.execute("cd " .. d .. " && { timeout 5 cat fifo >/dev/null & } 2>/dev/null")
+    code, _, err = run_in(d, "run --script script.lua --input in --output fifo --checkpoint-dir cp")
+    assert.equal(2, code, err)
+    assert.matches("pipes and FIFOs cannot be rewound or truncated", err, 1, true)
+    code, _, err = run_in(d, "run --script script.lua --input in --output out --on-error dead-letter " ..
+      "--dead-letter fifo --checkpoint-dir cp")
+    assert.equal(2, code, err)
+    assert.matches("pipes and FIFOs cannot be rewound or truncated", err, 1, true)
+    assert.is_false(H.exists(d .. "/out"), "the output was created")
+  end)
+
+  it("another input or another dead-letter file than the checkpoint's", function()
+    local d = setup()
+    local args = "run --script script.lua --input in --output out --on-error dead-letter --dead-letter dl --checkpoint-dir cp"
+    local code, _, err = run_in(d, args)
+    assert.equal(0, code, err)
+    local out, dl = H.read(d .. "/out"), H.read(d .. "/dl")
+    code, _, err = run_in(d, (args:gsub("--input in", "--input in2")))
+    assert.equal(2, code, err)
+    assert.matches("belongs to another pipeline", err, 1, true)
+    code, _, err = run_in(d, (args:gsub("--dead%-letter dl", "--dead-letter dl2")))
+    assert.equal(2, code, err)
+    assert.matches("belongs to another pipeline", err, 1, true)
+    assert.is_false(H.exists(d .. "/dl2"), "the other dead-letter file was created")
+    assert.equal(out, H.read(d .. "/out"))
+    assert.equal(dl, H.read(d .. "/dl"))
+    -- the same pipeline again: completed, a no-op that says so
+    code, _, err = run_in(d, args)
+    assert.equal(0, code, err)
+    assert.matches("already completed", err, 1, true)
+  end)
+end)
