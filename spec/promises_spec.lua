@@ -214,3 +214,168 @@ describe("promises: checkpoint refusals (exit 2, before any file is touched)", f
     assert.matches("already completed", err, 1, true)
   end)
 end)
+
+describe("promises: command line and environment", function()
+  after_each(H.cleanup)
+
+  it("--flag=value works like --flag value", function()
+    local r = H.run_script([[
+local time = require "moonwait.time"
+local inflight, most = 0, 0
+return { async_invoke = function(rec)
+  inflight = inflight + 1
+  if inflight > most then most = inflight end
+  time.sleep(rec.id == 3 and 1 or 0.01)
+  inflight = inflight - 1
+  rec.most = most
+  return { rec }
+end }
+]], '{"id":1}\n{"id":2}\n{"id":3}\n{"id":4}\n', "--capacity=1 --timeout=300 --on-error=dead-letter --dead-letter=dl --mode=unordered")
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.output)
+    assert.equal(3, #out)
+    for _, o in ipairs(out) do assert.equal(1, o.most) end
+    local dl = H.decode_lines(H.read(r.dir .. "/dl"))
+    assert.equal(1, #dl)
+    assert.equal(3, dl[1].line)
+    assert.is_true(dl[1].timed_out)
+  end)
+
+  it("MOONWAIT_LOG_LEVEL filters moonwait.log (default info)", function()
+    local body = [[
+local log = require "moonwait.log"
+return { async_invoke = function(r)
+  log.debug("D-line") log.info("I-line") log.warn("W-line") log.error("E-line")
+  return { r }
+end }
+]]
+    local r = H.run_script(body, '{"a":1}\n')
+    assert.equal(0, r.code, r.err)
+    assert.is_nil(r.err:find("D-line", 1, true))
+    assert.truthy(r.err:find("I-line", 1, true))
+    assert.truthy(r.err:find("E-line", 1, true))
+    r = H.run_script(body, '{"a":1}\n', "", { env = "export MOONWAIT_LOG_LEVEL=warn; " })
+    assert.equal(0, r.code, r.err)
+    assert.is_nil(r.err:find("D-line", 1, true))
+    assert.is_nil(r.err:find("I-line", 1, true))
+    assert.truthy(r.err:find("W-line", 1, true))
+    assert.truthy(r.err:find("E-line", 1, true))
+    r = H.run_script(body, '{"a":1}\n', "", { env = "export MOONWAIT_LOG_LEVEL=debug; " })
+    assert.truthy(r.err:find("D-line", 1, true))
+    r = H.run_script(body, '{"a":1}\n', "", { env = "export MOONWAIT_LOG_LEVEL=error; " })
+    assert.is_nil(r.err:find("W-line", 1, true))
+    assert.truthy(r.err:find("E-line", 1, true))
+  end)
+
+  it("MOONWAIT_LUA_DIR overrides where the shipped Lua modules are", function()
+    local lua = H.tmpdir()
+    assert.equal(0, (H.sh("cp -r lua/moonwait " .. H.q(lua) .. "/")))
+    local retry = H.read(lua .. "/moonwait/retry.lua")
+    H.write(lua .. "/moonwait/retry.lua", (retry:gsub("\nreturn M%s*$", '\nM.from_env_dir = true\nreturn M\n')))
+    assert.truthy(H.read(lua .. "/moonwait/retry.lua"):find("from_env_dir", 1, true))
+    local body = [[
+local retry = require "moonwait.retry"
+return { async_invoke = function(r) r.marked = retry.from_env_dir == true return { r } end }
+]]
+    local r = H.run_script(body, '{"a":1}\n', "", { env = "export MOONWAIT_LUA_DIR=" .. H.q(lua) .. "; " })
+    assert.equal(0, r.code, r.err)
+    assert.equal('{"a":1,"marked":true}\n', r.output)
+    r = H.run_script(body, '{"a":1}\n')
+    assert.equal(0, r.code, r.err)
+    assert.equal('{"a":1,"marked":false}\n', r.output)
+  end)
+
+  for _, mode in ipairs({ "skip", "dead-letter --dead-letter dl" }) do
+    it("a line over --max-line-bytes fails the run under --on-error " .. mode, function()
+      local long = '{"pad":"' .. string.rep("x", 200) .. '"}'
+      local r = H.run_script('return { async_invoke = function(r) return { r } end }\n',
+        '{"id":1}\n' .. long .. '\n{"id":3}\n', "--max-line-bytes 100 --on-error " .. mode)
+      assert.equal(1, r.code, r.err)
+      assert.matches("input line 2: longer than the limit of 100 bytes", r.err, 1, true)
+      assert.equal('{"id":1}\n', r.output)
+      if mode ~= "skip" then assert.equal("", H.read(r.dir .. "/dl") or "") end
+    end)
+  end
+end)
+
+describe("promises: retries", function()
+  after_each(H.cleanup)
+
+  it("ctx.last_error is the previous attempt's error, and nil after a retry on a result", function()
+    local r = H.run_script([[
+local seen = {}
+return {
+  retry = { max_attempts = 4, backoff = "fixed", delay_ms = 1 },
+  retry_on_error = function() return true end,
+  retry_on_result = function(out) return #out == 0 end,
+  async_invoke = function(r, ctx)
+    seen[ctx.attempt] = ctx.last_error or "nil"
+    if ctx.attempt == 1 then return nil, "boom" end
+    if ctx.attempt == 2 then return {} end
+    r.seen = seen
+    return { r }
+  end,
+}
+]], '{"id":1}\n')
+    assert.equal(0, r.code, r.err)
+    assert.same({ id = 1, seen = { "nil", "boom", "nil" } }, H.decode_lines(r.output)[1])
+  end)
+
+  it("full jitter: delays are uniform in [0, cap], end to end", function()
+    local r = H.run_script([[
+local time = require "moonwait.time"
+local retry = require "moonwait.retry"
+local last = {}
+return {
+  retry_on_error = retry.any_error,
+  async_invoke = function(r, ctx)
+    local now = time.now()
+    local f = io.open("delays", "a")
+    if last[r.id] then f:write(string.format("%d\n", math.floor((now - last[r.id]) * 1000 + 0.5))) end
+    f:close()
+    last[r.id] = now
+    if ctx.attempt < 5 then return nil, "again" end
+    return { r }
+  end,
+}
+]], H.jsonl((function() local t = {} for i = 1, 15 do t[i] = { id = i } end return t end)()),
+      "--capacity 15 --timeout 20000 --retry exponential:5:200:200:1:full")
+    assert.equal(0, r.code, r.err)
+    local delays = {}
+    for v in H.read(r.dir .. "/delays"):gmatch("(%d+)\n") do delays[#delays + 1] = tonumber(v) end
+    assert.equal(60, #delays)
+    local low, distinct, seen = 0, 0, {}
+    for _, v in ipairs(delays) do
+      assert.is_true(v >= 0 and v <= 200 + 60, "delay " .. v .. " outside [0, 200]")
+      if v < 100 then low = low + 1 end
+      if not seen[v] then seen[v] = true; distinct = distinct + 1 end
+    end
+    -- uniform: about half below 100 ms (P(fewer than 12 of 60) < 1e-6)
+    assert.is_true(low >= 12, low .. " of 60 delays below 100 ms: " .. table.concat(delays, " "))
+    assert.is_true(distinct >= 20, distinct .. " distinct delays")
+  end)
+end)
+
+describe("promises: on_timeout", function()
+  after_each(H.cleanup)
+
+  it("gets a fresh copy of the record as it was read", function()
+    local line = '{"id":7, "v":1.50, "tags":["a"], "o":{}}'
+    local r = H.run_script([[
+local time = require "moonwait.time"
+return {
+  async_invoke = function(r)
+    r.id = nil
+    r.v = 2
+    r.tags[1] = "changed"
+    r.added = true
+    time.sleep(10)
+    return { r }
+  end,
+  on_timeout = function(r) return { r } end,
+}
+]], line .. "\n", "--timeout 200")
+    assert.equal(0, r.code, r.err)
+    assert.equal(line .. "\n", r.output)
+  end)
+end)
