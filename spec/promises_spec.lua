@@ -379,3 +379,114 @@ return {
     assert.equal(line .. "\n", r.output)
   end)
 end)
+
+describe("promises: hot reload", function()
+  after_each(H.cleanup)
+
+  -- moonwait reading from a producer that writes `first`, waits for the
+  -- file `go` in d, then writes `second`.
+  local function start_fed(d, first, second, args)
+    H.write(d .. "/first", first)
+    H.write(d .. "/second", second)
+    os.remove(d .. "/rc")
+    os.execute(string.format("cd %s && { ( { cat first; i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; " ..
+      "i=$((i+1)); done; cat second; } | %s 2>log & echo $! >pid; wait $!; echo $? >rc ) & } >/dev/null 2>&1",
+      H.q(d), H.cmd(args)))
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10))
+  end
+  local function reload(d, body)
+    H.script(d, body)
+    os.execute("kill -HUP $(cat " .. d .. "/pid)")
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/log") or ""):find("generation 2 loaded", 1, true) end, 10),
+      H.read(d .. "/log"))
+  end
+
+  it("on_timeout and the retry predicates run on the record's own generation", function()
+    local d = H.tmpdir()
+    local v = [[
+local time = require "moonwait.time"
+local GEN = "%s"
+local function mark(what) local f = io.open(what, "a") f:write(GEN, "\n") f:close() end
+return {
+  retry = { max_attempts = 3, backoff = "fixed", delay_ms = 10 },
+  retry_on_error = function() mark("pred") return GEN == "v1" end,
+  async_invoke = function(r, ctx)
+    mark("started" .. r.id)
+    if r.id == 1 then time.sleep(100) end
+    while not io.open("go") do time.sleep(0.02) end
+    if ctx.attempt == 1 then return nil, "once" end
+    r.gen = GEN
+    r.attempt = ctx.attempt
+    return { r }
+  end,
+  on_timeout = function(r) mark("timeout") r.gen = GEN r.timed_out = true return { r } end,
+}
+]]
+    H.script(d, v:format("v1"))
+    start_fed(d, '{"id":1}\n{"id":2}\n', '{"id":3}\n',
+      "run --script script.lua --output out --timeout 4000 --on-error dead-letter --dead-letter dl")
+    assert.truthy(H.wait_for(function() return H.exists(d .. "/started1") and H.exists(d .. "/started2") end, 10))
+    reload(d, v:format("v2"))
+    assert.is_false(H.exists(d .. "/timeout"), "record 1 timed out before the reload: too slow a machine")
+    H.write(d .. "/go", "")
+    assert.equal(0, wait_rc(d), H.read(d .. "/log"))
+    local out = H.decode_lines(H.read(d .. "/out"))
+    assert.same({
+      { id = 1, gen = "v1", timed_out = true },
+      { id = 2, gen = "v1", attempt = 2 },
+    }, out)
+    -- record 3 started on v2, whose predicate says no
+    local dl = H.decode_lines(H.read(d .. "/dl"))
+    assert.equal(1, #dl)
+    assert.same({ id = 3 }, dl[1].record)
+    assert.equal(1, dl[1].attempts)
+    assert.equal("v1\nv2\n", H.read(d .. "/pred"))
+  end)
+
+  it("a failing export_state does not block the reload: ctx.previous is nil", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+return {
+  export_state = function() error("cannot export") end,
+  async_invoke = function(r) r.gen = 1 return { r } end,
+}
+]])
+    start_fed(d, '{"id":1}\n', '{"id":2}\n', "run --script script.lua --output out")
+    assert.truthy(H.wait_for(function() return H.read(d .. "/out") ~= "" and H.read(d .. "/out") end, 10))
+    reload(d, [[
+local prev = "unset"
+return {
+  open = function(ctx) prev = ctx.previous == nil and "nil" or "set" end,
+  async_invoke = function(r) r.gen = 2 r.prev = prev return { r } end,
+}
+]])
+    H.write(d .. "/go", "")
+    assert.equal(0, wait_rc(d), H.read(d .. "/log"))
+    assert.equal('{"id":1,"gen":1}\n{"id":2,"gen":2,"prev":"nil"}\n', H.read(d .. "/out"))
+    assert.matches("cannot export", H.read(d .. "/log"), 1, true)
+    assert.is_nil(H.read(d .. "/log"):find("rejected", 1, true))
+  end)
+
+  it("--retry still overrides M.retry after a reload", function()
+    local d = H.tmpdir()
+    local v = [[
+return {
+  retry = { max_attempts = %d, backoff = "fixed", delay_ms = 1 },
+  retry_on_error = function() return true end,
+  async_invoke = function(r, ctx) return nil, "gen %d attempt " .. ctx.attempt end,
+}
+]]
+    H.script(d, v:format(7, 1))
+    start_fed(d, '{"id":1}\n', '{"id":2}\n',
+      "run --script script.lua --output out --retry fixed:2:1 --on-error dead-letter --dead-letter dl")
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/dl") or "") ~= "" end, 10))
+    reload(d, v:format(5, 2))
+    H.write(d .. "/go", "")
+    assert.equal(0, wait_rc(d), H.read(d .. "/log"))
+    local dl = H.decode_lines(H.read(d .. "/dl"))
+    assert.equal(2, #dl)
+    assert.equal(2, dl[1].attempts)
+    assert.equal(2, dl[2].attempts)
+    assert.matches("^gen 2 attempt 2", dl[2].error)
+  end)
+end)
