@@ -490,3 +490,118 @@ return {
     assert.matches("^gen 2 attempt 2", dl[2].error)
   end)
 end)
+
+describe("promises: HTTP and cosockets", function()
+  after_each(H.cleanup)
+
+  it("a stale pooled connection is retried once on a fresh one for GET, never for POST", function()
+    S.with_faultpeer("stale", function(peer)
+      local r = H.run_script(([[
+local http = require "moonwait.http"
+local base = "http://127.0.0.1:%d/"
+return { async_invoke = function(rec)
+  local a = http.get(base .. "a")                  -- conn 1, pooled
+  local b, berr = http.get(base .. "b")            -- conn 1 is stale: retried on conn 2
+  local c, cerr = http.post(base .. "c", "body")   -- conn 2 is stale: POST is not retried
+  local d = http.get(base .. "d")                  -- conn 3
+  rec.a = a and a.body
+  rec.b = b and b.body or berr
+  rec.c = c and c.body or ("error: " .. tostring(cerr))
+  rec.d = d and d.body
+  return { rec }
+end }
+]]):format(peer.port), '{"id":1}\n')
+      assert.equal(0, r.code, r.err)
+      local o = H.decode_lines(r.output)[1]
+      assert.equal("conn 1", o.a)
+      assert.equal("conn 2", o.b)
+      assert.matches("^error: ", o.c)
+      assert.equal("conn 3", o.d)
+    end)
+  end)
+
+  it("setkeepalive refuses a connection with unread data; max_buffer bounds a line", function()
+    S.with_faultpeer("once", "first\\nsecond\\n0123456789abcdef0123\\n", function(peer)
+      local r = H.run_script(([[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  s:send("hi\n")
+  rec.line = s:receive()
+  time.sleep(0.1)                                  -- the rest has arrived
+  local ok, err = s:setkeepalive(10000, 4)
+  rec.ok = ok == nil and "nil" or tostring(ok)
+  rec.err = err
+  rec.pooled = require("moonwait").runtime_stats().pooled
+  local _, after = s:receive()                      -- "every other error closes it"
+  rec.after = after
+  local s2 = socket.tcp()
+  s2:setoption("max_buffer", 16)
+  assert(s2:connect("127.0.0.1", %d))
+  s2:send("hi\n")
+  assert(s2:receive() == "first" and s2:receive() == "second")
+  local l, e2 = s2:receive()
+  rec.long = l or e2
+  return { rec }
+end }
+]]):format(peer.port, peer.port), '{"id":1}\n')
+      assert.equal(0, r.code, r.err)
+      assert.same({ id = 1, line = "first", ok = "nil", err = "unread data", pooled = 0, after = "closed",
+        long = "buffer too large" }, H.decode_lines(r.output)[1])
+    end)
+  end)
+
+  it("an idle pooled connection is closed when the peer sends data, closes, or its idle time ends", function()
+    S.with_faultpeer("drip", function(drip)
+    S.with_faultpeer("echo-lines", function(echo)
+      local d = H.tmpdir()
+      H.write(d .. "/in", '{"id":1}\n')
+      H.script(d, ([[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+local mw = require "moonwait"
+local function pooled() return mw.runtime_stats().pooled end
+local function wait_pooled(n) for _ = 1, 100 do if pooled() == n then return n end time.sleep(0.02) end return pooled() end
+return { async_invoke = function(rec)
+  local res = {}
+  -- peer data: the drip peer sends a body byte 100 ms after its headers
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  s:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+  local head = s:receiveuntil("\r\n\r\n")
+  assert(head())
+  assert(s:setkeepalive(60000, 4))
+  res[#res + 1] = pooled()
+  res[#res + 1] = wait_pooled(0)
+  -- idle time: 150 ms
+  s = socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  s:send("x\n") assert(s:receive())
+  assert(s:setkeepalive(150, 4))
+  res[#res + 1] = pooled()
+  time.sleep(0.05)
+  res[#res + 1] = pooled()
+  res[#res + 1] = wait_pooled(0)
+  -- peer close: the echo peer is stopped by the test
+  s = socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  s:send("x\n") assert(s:receive())
+  assert(s:setkeepalive(60000, 4))
+  res[#res + 1] = pooled()
+  local f = io.open("stop-echo", "w") f:close()
+  res[#res + 1] = wait_pooled(0)
+  rec.pooled = res
+  return { rec }
+end }
+]]):format(drip.port, echo.port, echo.port))
+      start(d, "run --script script.lua --input in --output out")
+      assert.truthy(H.wait_for(function() return H.exists(d .. "/stop-echo") end, 20), H.read(d .. "/log"))
+      echo.stop()
+      assert.equal(0, wait_rc(d), H.read(d .. "/log"))
+      assert.same({ 1, 0, 1, 1, 0, 1, 0 }, H.decode_lines(H.read(d .. "/out"))[1].pooled)
+    end)
+    end)
+  end)
+end)
