@@ -605,3 +605,42 @@ end }
     end)
   end)
 end)
+
+describe("promises: signals without --checkpoint-dir", function()
+  after_each(H.cleanup)
+
+  it("the first SIGINT drains what is in flight and exits 1 naming the line; a second exits at once", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r)
+  local f = io.open("calls", "a") f:write(r.id, "\n") f:close()
+  time.sleep(r.slow and 30 or 0.3)
+  return { r }
+end }
+]])
+    local lines = {}
+    for i = 1, 100 do lines[i] = '{"id":' .. i .. '}' end
+    H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+    start(d, "run --script script.lua --input in --output out --capacity 5")
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/calls") or "") >= 5 end, 10))
+    os.execute("kill -INT $(cat " .. d .. "/pid)")
+    assert.equal(1, wait_rc(d))
+    local called = #H.lines(H.read(d .. "/calls"))
+    local out = H.decode_lines(H.read(d .. "/out"))
+    assert.is_true(called < 100)
+    assert.equal(called, #out, "records in flight were not all emitted")
+    for i, o in ipairs(out) do assert.equal(i, o.id) end
+    assert.matches("line " .. called, H.read(d .. "/log"), 1, true)
+    -- a second signal: records that would take 30 s are not waited for
+    H.write(d .. "/in", '{"id":1,"slow":true}\n{"id":2,"slow":true}\n')
+    os.remove(d .. "/calls")
+    start(d, "run --script script.lua --input in --output out --capacity 5")
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/calls") or "") >= 2 end, 10))
+    os.execute("kill -INT $(cat " .. d .. "/pid)")
+    os.execute("sleep 0.2")
+    assert.is_nil((H.read(d .. "/rc") or ""):match("%d+"), "the first SIGINT did not wait for the records")
+    os.execute("kill -INT $(cat " .. d .. "/pid)")
+    assert.equal(1, wait_rc(d, 5))
+  end)
+end)
