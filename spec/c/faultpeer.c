@@ -18,6 +18,10 @@
  *   drip                 answers "HTTP/1.1 200 OK" headers and a body one byte per 100 ms
  *   fail-twice           a real-looking service that is flaky: the first two
  *                        requests (over any connection) get 503, later ones 200
+ *   stale                a keep-alive server that drops idle connections: the first
+ *                        request on a connection gets 200 with body "conn N" (N
+ *                        counts accepted connections), the second gets a FIN and
+ *                        no byte (the server closed it while it sat idle)
  *
  * Modes that answer as soon as the first bytes of a request arrive (so they
  * also serve line protocols such as RESP); TEXT, PREFIX and UNIT take the
@@ -40,6 +44,7 @@ static char *chunk;       /* stream: UNIT repeated to about 64 KiB */
 static size_t chunk_len;
 #define STREAM_MAX (64u * 1024 * 1024)
 static int requests;
+static int conns;
 static uv_loop_t *loop;
 
 typedef struct peer {
@@ -50,6 +55,7 @@ typedef struct peer {
     int answered;
     int dripped;
     int closing;
+    int id, served;
     size_t streamed;
     uv_write_t sw;
 } peer;
@@ -146,6 +152,18 @@ static void answer(peer *p)
         say(p, r, strlen(r));
         p->answered = 0; /* keep-alive: answer the next request too */
         p->len = 0;
+    } else if (strcmp(mode, "stale") == 0) {
+        if (p->served++ == 0) {
+            char body[32], r[128];
+            int bn = snprintf(body, sizeof body, "conn %d", p->id);
+            int n = snprintf(r, sizeof r, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bn, body);
+            say(p, r, (size_t)n);
+            p->answered = 0;
+            p->len = 0;
+        } else {
+            p->closing = 1;
+            uv_close((uv_handle_t *)&p->tcp, closed);
+        }
     } else if (strcmp(mode, "drip") == 0) {
         const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
         say(p, h, strlen(h));
@@ -196,6 +214,7 @@ static void on_conn(uv_stream_t *server, int status)
     uv_tcp_init(loop, &p->tcp);
     uv_timer_init(loop, &p->timer);
     p->tcp.data = p->timer.data = p;
+    p->id = ++conns;
     if (uv_accept(server, (uv_stream_t *)&p->tcp) != 0) {
         uv_close((uv_handle_t *)&p->tcp, closed);
         return;

@@ -121,6 +121,13 @@ static int is_regular(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* An existing FIFO or socket: it cannot be truncated to a committed length. */
+static int is_pipe(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
 /* flock DIR/lock for the whole run and write our pid in it. 0, or -1
  * (message printed): another moonwait holds it, or it cannot be made. */
 static int lock_dir(pipeline *p, const char *dir)
@@ -213,7 +220,8 @@ int ckpt_prepare(pipeline *p)
     const char *dir = c->checkpoint_dir;
     if (!dir)
         return 0;
-    if (strcmp(c->input, "-") == 0 || strcmp(c->output, "-") == 0 || !is_regular(c->input)) {
+    if (strcmp(c->input, "-") == 0 || strcmp(c->output, "-") == 0 || !is_regular(c->input) ||
+        is_pipe(c->output) || is_pipe(c->dead_letter)) {
         fprintf(stderr, "moonwait: --checkpoint-dir needs a regular input file and an output file: stdin, "
                         "stdout, pipes and FIFOs cannot be rewound or truncated, so a restore could not be "
                         "exactly-once (input %s, output %s)\n", c->input, c->output);
