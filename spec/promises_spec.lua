@@ -647,3 +647,57 @@ end }
     assert.equal(1, wait_rc(d, 5))
   end)
 end)
+
+describe("promises: TLS", function()
+  after_each(function() H.cleanup() end)
+
+  it("a TLS handshake with a peer that does not speak TLS is nil, 'ssl handshake failed: ...'", function()
+    S.with_faultpeer("once", "HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n\\r\\n", function(peer)
+      local r = H.run_script([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  s:settimeouts(5000, 5000, 5000)
+  assert(s:connect("127.0.0.1", rec.port))
+  local ok, err = s:sslhandshake(nil, "example.test", false)
+  return { { ok = ok == nil, err = err } }
+end }
+]], '{"port":' .. peer.port .. '}\n')
+      assert.equal(0, r.code, r.err)
+      local o = H.json.decode(r.output)
+      assert.is_true(o.ok)
+      assert.matches("^ssl handshake failed: .+", o.err)
+    end)
+  end)
+end)
+
+describe("promises: DNS", function()
+  after_each(function() H.cleanup() end)
+
+  it("a name is resolved once and cached: 20 connects to localhost read /etc/hosts once", function()
+    if os.execute("command -v strace >/dev/null 2>&1") ~= 0 then pending("strace not installed") return end
+    S.with_faultpeer("once", "hello\\n", function(peer)
+      local d = H.tmpdir()
+      H.script(d, [[
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  local ok, err = s:connect("localhost", rec.port)
+  s:close()
+  return { { ok = ok == 1, err = err } }
+end }
+]])
+      local lines = {}
+      for i = 1, 20 do lines[i] = '{"port":' .. peer.port .. '}' end
+      H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
+      local code, _, err = H.sh(string.format(
+        "cd %s && strace -f -e trace=openat -o trace %s run --script script.lua --input in --output out --capacity 1",
+        H.q(d), H.bin))
+      assert.equal(0, code, err)
+      local out = H.read(d .. "/out")
+      assert.equal(20, select(2, out:gsub('"ok":true', "")), out)
+      local hosts = select(2, H.read(d .. "/trace"):gsub('openat%([^\n]*"/etc/hosts"', ""))
+      assert.is_true(hosts >= 1 and hosts <= 2, "/etc/hosts read " .. hosts .. " times for 20 connects")
+    end)
+  end)
+end)
