@@ -497,32 +497,8 @@ end)
 describe("promises: HTTP and cosockets", function()
   after_each(H.cleanup)
 
-  it("a stale pooled connection is retried once on a fresh one for GET, never for POST", function()
-    S.with_faultpeer("stale", function(peer)
-      local r = H.run_script(([[
-local http = require "moonwait.http"
-local base = "http://127.0.0.1:%d/"
-return { async_invoke = function(rec)
-  local a = http.get(base .. "a")                  -- conn 1, pooled
-  local b, berr = http.get(base .. "b")            -- conn 1 is stale: retried on conn 2
-  local c, cerr = http.post(base .. "c", "body")   -- conn 2 is stale: POST is not retried
-  local d = http.get(base .. "d")                  -- conn 3
-  rec.a = a and a.body
-  rec.b = b and b.body or berr
-  rec.c = c and c.body or ("error: " .. tostring(cerr))
-  rec.d = d and d.body
-  return { rec }
-end }
-]]):format(peer.port), '{"id":1}\n')
-      assert.equal(0, r.code, r.err)
-      local o = H.decode_lines(r.output)[1]
-      assert.equal("conn 1", o.a)
-      assert.equal("conn 2", o.b)
-      assert.matches("^error: ", o.c)
-      assert.equal("conn 3", o.d)
-    end)
-  end)
-
+  -- A stale pooled connection (retried once for GET, never for POST):
+  -- spec/mutant_kills_spec.lua, with faultpeer's close-on-reuse mode.
   it("setkeepalive refuses a connection with unread data; max_buffer bounds a line", function()
     S.with_faultpeer("once", "first\\nsecond\\n0123456789abcdef0123\\n", function(peer)
       local r = H.run_script(([[

@@ -18,10 +18,16 @@
  *   drip                 answers "HTTP/1.1 200 OK" headers and a body one byte per 100 ms
  *   fail-twice           a real-looking service that is flaky: the first two
  *                        requests (over any connection) get 503, later ones 200
- *   stale                a keep-alive server that drops idle connections: the first
- *                        request on a connection gets 200 with body "conn N" (N
- *                        counts accepted connections), the second gets a FIN and
- *                        no byte (the server closed it while it sat idle)
+ *   keepalive-count      answers every request on a connection with 200 and
+ *                        the body {"conn":C,"n":N} (C: the connection's number
+ *                        in accept order, from 1; N: the request's number on
+ *                        it, from 1), keeping the connection open even when
+ *                        the request says "Connection: close"
+ *   close-on-reuse       as keepalive-count for the first request on a
+ *                        connection; a later request on the same connection
+ *                        is read and the connection closed without a byte of
+ *                        response (a keep-alive connection the server dropped
+ *                        while the client held it in its pool)
  *
  * Modes that answer as soon as the first bytes of a request arrive (so they
  * also serve line protocols such as RESP); TEXT, PREFIX and UNIT take the
@@ -44,7 +50,7 @@ static char *chunk;       /* stream: UNIT repeated to about 64 KiB */
 static size_t chunk_len;
 #define STREAM_MAX (64u * 1024 * 1024)
 static int requests;
-static int conns;
+static int conns; /* connections accepted */
 static uv_loop_t *loop;
 
 typedef struct peer {
@@ -55,7 +61,8 @@ typedef struct peer {
     int answered;
     int dripped;
     int closing;
-    int id, served;
+    int conn_no;  /* keepalive-count, close-on-reuse */
+    int served;   /* requests answered on this connection */
     size_t streamed;
     uv_write_t sw;
 } peer;
@@ -152,18 +159,20 @@ static void answer(peer *p)
         say(p, r, strlen(r));
         p->answered = 0; /* keep-alive: answer the next request too */
         p->len = 0;
-    } else if (strcmp(mode, "stale") == 0) {
-        if (p->served++ == 0) {
-            char body[32], r[128];
-            int bn = snprintf(body, sizeof body, "conn %d", p->id);
-            int n = snprintf(r, sizeof r, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bn, body);
-            say(p, r, (size_t)n);
-            p->answered = 0;
-            p->len = 0;
-        } else {
+    } else if (strcmp(mode, "keepalive-count") == 0 || strcmp(mode, "close-on-reuse") == 0) {
+        p->len = 0;
+        if (p->served > 0 && strcmp(mode, "close-on-reuse") == 0) {
             p->closing = 1;
             uv_close((uv_handle_t *)&p->tcp, closed);
+            return;
         }
+        char body[64], r[192];
+        int bl = snprintf(body, sizeof body, "{\"conn\":%d,\"n\":%d}", p->conn_no, ++p->served);
+        int n = snprintf(r, sizeof r,
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                         bl, body);
+        say(p, r, (size_t)n);
+        p->answered = 0; /* keep-alive: answer (or drop) the next request too */
     } else if (strcmp(mode, "drip") == 0) {
         const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
         say(p, h, strlen(h));
@@ -214,7 +223,7 @@ static void on_conn(uv_stream_t *server, int status)
     uv_tcp_init(loop, &p->tcp);
     uv_timer_init(loop, &p->timer);
     p->tcp.data = p->timer.data = p;
-    p->id = ++conns;
+    p->conn_no = ++conns;
     if (uv_accept(server, (uv_stream_t *)&p->tcp) != 0) {
         uv_close((uv_handle_t *)&p->tcp, closed);
         return;

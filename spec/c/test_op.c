@@ -751,6 +751,104 @@ static void test_restore_completed_at_the_head_leaves_at_once(void)
     op_free(&h.o);
 }
 
+/* First completion wins (op.h): a record that completed and is held for
+ * order keeps its result; a second op_complete is OP_ELATE (the caller keeps
+ * its buffer) and changes nothing. */
+static void test_second_completion_of_held_record_is_late(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 10, 0);
+    push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_complete(&h.o, e2, strdup("A"), 1), 0);
+    ASSERT_STR_EQ(h.log, "");               /* held behind record 1 */
+    char *b = strdup("B");
+    ASSERT_INT_EQ(op_complete(&h.o, e2, b, 1), OP_ELATE);
+    free(b);
+    ASSERT_INT_EQ(h.o.pending, 1);
+    ASSERT(e2->state == OP_DONE);
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2A");
+    ASSERT(!op_failed(&h.o));
+    op_free(&h.o);
+}
+
+/* First completion wins: op_fail after op_complete is OP_ELATE; the held
+ * record is emitted with its result and the run does not fail. */
+static void test_fail_after_completion_of_held_record_is_late(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 10, 0);
+    push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_complete(&h.o, e2, strdup("A"), 1), 0);
+    ASSERT_INT_EQ(op_fail(&h.o, e2, "late"), OP_ELATE);
+    ASSERT_INT_EQ(h.o.pending, 1);
+    ASSERT_INT_EQ(h.o.stats.failures, 0);
+    ASSERT(e2->state == OP_DONE);
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2A");
+    ASSERT(!op_failed(&h.o));
+    op_free(&h.o);
+}
+
+/* First completion wins the other way round: a failure held behind an
+ * earlier record is not turned into a success by a later op_complete. */
+static void test_completion_after_failure_of_held_record_is_late(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 10, 0);
+    push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_fail(&h.o, e2, "boom"), 0);
+    char *b = strdup("B");
+    ASSERT_INT_EQ(op_complete(&h.o, e2, b, 1), OP_ELATE);
+    free(b);
+    ASSERT_INT_EQ(h.o.pending, 1);
+    ASSERT(e2->state == OP_FAILED);
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 F2:boom");
+    op_free(&h.o);
+}
+
+/* op_expire (op.h): a record in back-off whose deadline passes times out
+ * and "its retry is dropped" -- already when the timeout callback, which
+ * decides the outcome, runs: no back-off is left scheduled for it. */
+static size_t probe_backoffs;
+static uint64_t probe_next;
+static int probe_in_backoff;
+static void cb_timeout_probe(void *ud, op_entry *e)
+{
+    harness *h = ud;
+    probe_backoffs = op_backoffs(&h->o);
+    probe_next = op_next_deadline(&h->o);
+    probe_in_backoff = e->in_backoff;
+    ASSERT_INT_EQ(op_complete(&h->o, e, strdup("T"), 1), 0);
+}
+
+static void test_timeout_during_backoff_drops_the_retry_before_the_callback(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 150);
+    h.o.cb.timeout = cb_timeout_probe;
+    op_retry_policy p = fixed(5, 200);
+    op_set_retry(&h.o, &p);
+    op_entry *e = push(&h);
+    h.clock = 100;
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);    /* retry_at 300, deadline 150 */
+    ASSERT_INT_EQ(op_backoffs(&h.o), 1);
+    h.clock = 150;
+    ASSERT_INT_EQ(op_expire(&h.o), 1);
+    ASSERT_INT_EQ(probe_backoffs, 0);
+    ASSERT_UINT_EQ(probe_next, OP_NO_DEADLINE);
+    ASSERT_INT_EQ(probe_in_backoff, 0);
+    ASSERT_STR_EQ(h.log, "r1T");
+    h.clock = 400;
+    ASSERT_INT_EQ(op_expire(&h.o), 0);
+    ASSERT_INT_EQ(h.retries_started, 0);
+    op_free(&h.o);
+}
+
 TEST_MAIN("op",
           T(test_ordered_emits_in_input_order),
           T(test_ordered_watermark_between_neighbours),
@@ -787,4 +885,8 @@ TEST_MAIN("op",
           T(test_unordered_watermark_waits_for_retried_record),
           T(test_dead_letter_completion_leaves_in_turn),
           T(test_restore_completed_emits_in_turn_without_invoking),
-          T(test_restore_completed_at_the_head_leaves_at_once))
+          T(test_restore_completed_at_the_head_leaves_at_once),
+          T(test_second_completion_of_held_record_is_late),
+          T(test_fail_after_completion_of_held_record_is_late),
+          T(test_completion_after_failure_of_held_record_is_late),
+          T(test_timeout_during_backoff_drops_the_retry_before_the_callback))
