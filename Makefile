@@ -58,7 +58,7 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.
 
 JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: all test check-asan valgrind bench install clean quickstart example-http example-redis
@@ -83,6 +83,9 @@ $(BUILD)/test_ckpt: $(BUILD)/spec/c/test_ckpt.o $(BUILD)/src/store/ckpt.o
 
 $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -118,4 +121,4 @@ install: $(BUILD)/moonwait
 clean:
 	rm -rf build build-asan
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d

@@ -97,6 +97,10 @@ rt_fiber *rt_fiber_get(rt *r)
     f->co_ref = luaL_ref(r->L, LUA_REGISTRYINDEX); /* pops the thread */
     uv_timer_init(r->loop, &f->timer);
     f->timer.data = f;
+    f->all_next = r->all;
+    if (r->all)
+        r->all->all_prev = f;
+    r->all = f;
     r->live++;
     return f;
 }
@@ -105,6 +109,12 @@ static void fiber_free_cb(uv_handle_t *h)
 {
     rt_fiber *f = h->data;
     rt *r = f->rt;
+    if (f->all_prev)
+        f->all_prev->all_next = f->all_next;
+    else
+        r->all = f->all_next;
+    if (f->all_next)
+        f->all_next->all_prev = f->all_prev;
     free(f->err);
     free(f->errmsg);
     free(f);
@@ -151,6 +161,7 @@ void rt_fiber_release(rt_fiber *f)
     f->deadline_ms = 0;
     f->done = NULL;
     f->abandoned = NULL;
+    f->slot = NULL;
     free(f->err);
     free(f->errmsg);
     f->err = f->errmsg = NULL;
@@ -365,15 +376,22 @@ static void handle_closed(uv_handle_t *h)
 
 void rt_close(rt *r, void (*on_closed)(rt *r))
 {
+    /* Abandon whatever still waits, while the VM is open (a cancel hook may
+     * drop Lua refs): nothing may be resumed after close, and each wait's
+     * timer and requests must go, or on_closed would never come. */
+    for (;;) {
+        rt_fiber *f = r->all;
+        while (f && !(f->co && (f->state == RT_FIBER_PARKED || f->state == RT_FIBER_READY)))
+            f = f->all_next;
+        if (!f)
+            break;
+        if (f->slot && *f->slot == f)
+            *f->slot = NULL;
+        f->slot = NULL;
+        rt_fiber_discard(f); /* (its owner hears of it through `abandoned`) */
+    }
     r->closing = 1;
     r->on_closed = on_closed;
-    /* Abandon whatever still waits: nothing may be resumed after close. */
-    while (r->ready_head) {
-        rt_fiber *f = r->ready_head;
-        ready_remove(r, f);
-        f->state = RT_FIBER_DONE;
-        fiber_destroy(f);
-    }
     for (size_t i = 0; i < r->pool_len; i++)
         fiber_destroy(r->pool[i]);
     free(r->pool);
@@ -381,9 +399,9 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     r->pool_len = r->pool_cap = 0;
     uv_close((uv_handle_t *)&r->check, handle_closed);
     uv_close((uv_handle_t *)&r->idle, handle_closed);
-    /* Parked fibers still own their threads through refs; closing the VM
-     * frees every Lua object at once, so refs need not be dropped one by
-     * one after this point. */
+    /* Fibers still running or done (their owner holds them) own their
+     * threads through refs; closing the VM frees every Lua object at once,
+     * so refs need not be dropped one by one after this point. */
     lua_close(r->L);
     r->L = NULL;
 }

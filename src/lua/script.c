@@ -618,6 +618,7 @@ static void attempt_done(void *ud, rt_fiber *f, int status)
     pf->deadline_ms = c->deadline_ms;
     pf->abandoned = call_abandoned;
     *c->slot = pf;
+    pf->slot = c->slot;
     rt_fiber_start(pf, 2, pred_done, c);
 }
 
@@ -652,6 +653,7 @@ void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, 
     f->deadline = deadline;
     f->deadline_ms = deadline_ms;
     *fiber_slot = f;
+    f->slot = fiber_slot;
     if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF) {
         rt_fiber_start(f, 2, fiber_done, sc); /* the common, allocation-free path */
         return;
@@ -741,6 +743,7 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     f->task = is_open ? (void *)&hook_open_tag : (void *)&hook_close_tag;
     f->seq = 0;
     *fiber_slot = f;
+    f->slot = fiber_slot;
     rt_fiber_start(f, 1, fiber_done, sc);
     return 0;
 }
