@@ -44,7 +44,7 @@ LDLIBS  := $(PKG_LIBS) -lm
 SRCS := src/op/op.c src/op/wmgen.c src/op/retry.c \
         src/io/stream.c src/io/input.c src/io/output.c \
         src/net/dns.c src/net/tls.c src/net/conn.c src/net/pool.c \
-        src/lua/runtime.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
+        src/lua/runtime.c src/lua/guard.c src/lua/script.c src/lua/mod_time.c src/lua/mod_json.c src/lua/mod_log.c \
         src/lua/mod_socket.c src/lua/mod_http.c src/lua/retry_table.c src/lua/codec.c \
         src/json/parse.c src/json/write.c \
         src/store/ckpt.c \
@@ -84,7 +84,7 @@ $(BUILD)/test_ckpt: $(BUILD)/spec/c/test_ckpt.o $(BUILD)/src/store/ckpt.o
 $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
-$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o
+$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o

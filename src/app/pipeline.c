@@ -31,6 +31,7 @@
 #include "../io/input.h"
 #include "../io/output.h"
 #include "../json/json.h"
+#include "../lua/guard.h"
 #include "../lua/script.h"
 #include "../net/dns.h"
 #include "../net/pool.h"
@@ -751,9 +752,9 @@ static void on_output_error(void *ud)
 static void on_signal(uv_signal_t *h, int signum)
 {
     pipeline *p = h->data;
-    if (++p->signals > 1) {
+    if (++p->signals > 1) { /* (guard_second_signal's handler exits first) */
         fprintf(stderr, "moonwait: second %s: exiting at once\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
-        exit(1);
+        exit(128 + signum);
     }
     fail_run(p, DRAIN, "interrupted by %s after input line %" PRIu64
                 "; records already emitted are complete (send it again to exit at once)",
@@ -776,6 +777,10 @@ int pipeline_run(const config *c, const char *lua_dir)
     signal(SIGPIPE, SIG_IGN);
     int code = 0;
     char *err = NULL;
+    /* Before the first VM: the newest VM takes LuaJIT's profiler. */
+    int grc = guard_start(&loop, c->cpu_budget_ms);
+    if (grc != 0)
+        fprintf(stderr, "moonwait: warning: --cpu-budget is off: %s\n", uv_strerror(grc));
 
     int prep = ckpt_prepare(p);
     if (prep != 0) {
@@ -833,6 +838,9 @@ int pipeline_run(const config *c, const char *lua_dir)
     uv_signal_start(&p->sigterm, on_signal, SIGTERM);
     uv_unref((uv_handle_t *)&p->sigint);
     uv_unref((uv_handle_t *)&p->sigterm);
+    /* The second one exits from the signal handler itself: libuv's
+     * callbacks do not run while a script keeps the loop busy. */
+    guard_second_signal();
     if (c->stats) {
         uv_timer_start(&p->stats_timer, on_stats_timer, 1000, 1000);
         uv_unref((uv_handle_t *)&p->stats_timer);
@@ -875,6 +883,7 @@ out:
         ckpt_free(p->restore);
         free(p->restore);
     }
+    guard_stop();
     if (uv_loop_close(&loop) != 0 && code == 0) {
         fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
         code = 1;

@@ -3,6 +3,8 @@
  */
 #include "runtime.h"
 
+#include "guard.h"
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -239,7 +241,12 @@ static void resume(rt_fiber *f, int nargs)
     rt_fiber *outer = r->running;
     r->running = f;
     f->state = RT_FIBER_RUNNING;
+    guard_mark gm;
+    guard_enter(f->co, &gm);
     int st = lua_resume(f->co, nargs);
+    int over_budget = guard_leave(&gm);
+    if (over_budget)
+        uv_update_time(r->loop); /* the loop's clock stood still meanwhile */
     r->running = outer;
     if (st == LUA_YIELD && f->state == RT_FIBER_PARKED)
         return; /* waiting on a request; rt_wake brings it back */
@@ -256,7 +263,13 @@ static void resume(rt_fiber *f, int nargs)
                         "your own coroutines with coroutine.wrap/resume");
     } else {
         status = RT_ERROR;
+        /* Out of budget: the error is the budget's, whatever the script
+         * caught and raised instead; the traceback shows where it ran. */
         char *msg = rt_strdup_value(f->co, -1);
+        if (over_budget && !strstr(msg, guard_message())) {
+            free(msg);
+            msg = strdup(guard_message());
+        }
         if (st == LUA_ERRMEM) {
             f->err = strdup(msg);
         } else {
@@ -359,6 +372,7 @@ int rt_init(rt *r, uv_loop_t *loop)
     uv_check_init(loop, &r->check);
     uv_idle_init(loop, &r->idle);
     r->check.data = r->idle.data = r;
+    guard_vm_add(r->L);
     uv_check_start(&r->check, on_check);
     /* The check handle must not keep the loop alive on its own. */
     uv_unref((uv_handle_t *)&r->check);
@@ -402,6 +416,7 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     /* Fibers still running or done (their owner holds them) own their
      * threads through refs; closing the VM frees every Lua object at once,
      * so refs need not be dropped one by one after this point. */
+    guard_vm_remove(r->L);
     lua_close(r->L);
     r->L = NULL;
 }

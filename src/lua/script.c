@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../net/pool.h"
+#include "guard.h"
 #include "modules.h"
 #include "retry_table.h"
 
@@ -38,7 +39,17 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
+    guard_mark gm;
+    guard_enter(L, &gm);
     int rc = lua_pcall(L, nargs, nres, base);
+    if (guard_leave(&gm) && rc != 0) {
+        /* Out of budget: say so, whatever the script made of the error. */
+        const char *e = lua_tostring(L, -1);
+        if (!e || strncmp(e, guard_message(), strlen(guard_message())) != 0) {
+            lua_pop(L, 1);
+            lua_pushstring(L, guard_message());
+        }
+    }
     lua_remove(L, base);
     return rc;
 }
