@@ -45,7 +45,7 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     if (guard_leave(&gm) && rc != 0) {
         /* Out of budget: say so, whatever the script made of the error. */
         const char *e = lua_tostring(L, -1);
-        if (!e || strncmp(e, guard_message(), strlen(guard_message())) != 0) {
+        if (!e || !strstr(e, guard_message())) {
             lua_pop(L, 1);
             lua_pushstring(L, guard_message());
         }
