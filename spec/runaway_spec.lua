@@ -15,6 +15,10 @@ function M.async_invoke(r, ctx)
   elseif r.spin == "cfunction" then while true do os.clock() end
   elseif r.spin == "strings" then while true do local s = string.rep("ab", 1000):gsub("a", "c") end
   elseif r.spin == "pcall" then while true do pcall(function() while true do end end) end
+  elseif r.spin == "coroutine" then coroutine.wrap(function() while true do end end)()
+  elseif r.spin == "ffi" then
+    local ffi = require "ffi"; pcall(ffi.cdef, "int getpid(void);")
+    while true do ffi.C.getpid() end
   end
   return { r }
 end
@@ -45,13 +49,14 @@ describe("runaway scripts", function()
     local d = H.tmpdir()
     H.script(d, SPINS)
     local input = H.jsonl({ { a = 1 }, { spin = "jit" }, { a = 2 }, { spin = "interpreted" }, { spin = "repeat" },
-      { spin = "cfunction" }, { spin = "strings" }, { spin = "pcall" }, { a = 3 } })
+      { spin = "cfunction" }, { spin = "strings" }, { spin = "pcall" }, { spin = "coroutine" }, { spin = "ffi" },
+      { a = 3 } })
     local r = H.run("run --script script.lua --cpu-budget 200 --on-error dead-letter --dead-letter dl.jsonl",
       { dir = d, input = input })
     assert.equal(0, r.code, r.err)
     assert.same({ { a = 1 }, { a = 2 }, { a = 3 } }, H.decode_lines(r.out))
     local dl = H.decode_lines(H.read(d .. "/dl.jsonl"))
-    assert.equal(6, #dl)
+    assert.equal(8, #dl)
     local kinds = {}
     for i, e in ipairs(dl) do
       kinds[i] = e.record.spin
@@ -59,7 +64,7 @@ describe("runaway scripts", function()
       assert.matches("script.lua:%d+: ", e.error) -- where it was spinning
       assert.is_false(e.timed_out)
     end
-    assert.same({ "jit", "interpreted", "repeat", "cfunction", "strings", "pcall" }, kinds)
+    assert.same({ "jit", "interpreted", "repeat", "cfunction", "strings", "pcall", "coroutine", "ffi" }, kinds)
   end)
 
   it("a spinning record is skipped with --on-error skip; with fail the run stops and names the budget", function()
