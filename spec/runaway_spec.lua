@@ -177,6 +177,51 @@ end }]])
     assert.matches("exceeded the CPU budget of 500 ms", dl[1].error, 1, true)
   end)
 
+  it("follows hot reloads: the new generation's compiled loops are stopped, and the old one's after a rejected reload", function()
+    local d = H.tmpdir()
+    local function version(v)
+      return ([[
+local M = {}
+function M.open() io.stderr:write("READY %d\n") end
+function M.async_invoke(r)
+  if r.spin then local x = 0; while true do x = x + %d end end
+  r.v = %d
+  return { r }
+end
+return M
+]]):format(v, v, v)
+    end
+    H.script(d, version(1))
+    H.write(d .. "/feed", '{"a":1}\n')
+    os.execute("mkfifo " .. d .. "/fifo")
+    os.execute(string.format(
+      "cd %s && { %s run --script script.lua --input fifo --cpu-budget 200 --on-error dead-letter --dead-letter dl >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+      d, H.cmd("")))
+    os.execute(string.format("cd %s && { tail -n +1 -f feed >fifo & echo $! >wpid; }", d))
+    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
+    local function lines(name) return #H.lines(H.read(d .. "/" .. name) or "") end
+    local function feed(s) local f = assert(io.open(d .. "/feed", "a")); f:write(s); f:close() end
+    assert.truthy(H.wait_for(function() return lines("out") == 1 end, 60), "no first output")
+    H.script(d, version(2))
+    os.execute("kill -HUP " .. pid)
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("READY 2", 1, true) end, 60))
+    feed('{"spin":true}\n{"a":2}\n')
+    assert.truthy(H.wait_for(function() return lines("out") == 2 and lines("dl") == 1 end, 60), "generation 2 kept spinning")
+    H.script(d, "return { async_invoke = function(r) return { r } end, open = function() return nil, 'no' end }\n")
+    os.execute("kill -HUP " .. pid)
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("reload rejected", 1, true) end, 60))
+    feed('{"spin":true}\n{"a":3}\n')
+    assert.truthy(H.wait_for(function() return lines("out") == 3 and lines("dl") == 2 end, 60), "generation 2 kept spinning")
+    stop_writer(d)
+    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 60)
+    assert.equal("0", (rc or ""):match("%d+"), H.read(d .. "/err"))
+    local outs = H.decode_lines(H.read(d .. "/out"))
+    assert.same({ { a = 1, v = 1 }, { a = 2, v = 2 }, { a = 3, v = 2 } }, outs)
+    for _, e in ipairs(H.decode_lines(H.read(d .. "/dl"))) do
+      assert.matches(BUDGET_MSG, e.error, 1, true)
+    end
+  end)
+
   for _, sig in ipairs({ { "INT", 130 }, { "TERM", 143 } }) do
     it("a second SIG" .. sig[1] .. " exits at once (" .. sig[2] .. ") while a script spins without a budget", function()
       local d = H.tmpdir()

@@ -202,11 +202,13 @@ int guard_start(uv_loop_t *loop, uint64_t ms)
     sa.sa_handler = on_nudge;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGPROF); /* one hook-mask update at a time */
     if (sigaction(NUDGE_SIGNAL, &sa, NULL) != 0)
         return -errno;
     /* What LuaJIT's profiler restores when it stops: a SIGPROF still on
      * its way then (valgrind delivers them late) must not end the process. */
     sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGPROF, &sa, NULL);
     /* The nudge and the profiler's SIGPROF belong to the loop thread: the
      * watchdog and libuv's thread pool (started here, so its threads
