@@ -393,12 +393,12 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     /* Abandon whatever still waits, while the VM is open (a cancel hook may
      * drop Lua refs): nothing may be resumed after close, and each wait's
      * timer and requests must go, or on_closed would never come. */
-    for (;;) {
-        rt_fiber *f = r->all;
-        while (f && !(f->co && (f->state == RT_FIBER_PARKED || f->state == RT_FIBER_READY)))
-            f = f->all_next;
-        if (!f)
-            break;
+    /* One pass: a discarded fiber stays on the list until its timer's
+     * close callback, so `next` stays valid whatever the owners do. */
+    for (rt_fiber *f = r->all, *next; f; f = next) {
+        next = f->all_next;
+        if (!f->co || (f->state != RT_FIBER_PARKED && f->state != RT_FIBER_READY))
+            continue;
         if (f->slot && *f->slot == f)
             *f->slot = NULL;
         f->slot = NULL;
