@@ -95,6 +95,11 @@ static int s_timeout(config *c, const char *v, char *w, size_t n)
     return parse_ms(v, (uint64_t)1 << 40, &c->timeout_ms, w, n, " (0 = no timeout)");
 }
 
+static int s_cpu_budget(config *c, const char *v, char *w, size_t n)
+{
+    return parse_ms(v, 24 * 3600 * 1000, &c->cpu_budget_ms, w, n, " (0 = off)");
+}
+
 static int s_ooo(config *c, const char *v, char *w, size_t n)
 {
     uint64_t x;
@@ -215,6 +220,7 @@ static const setting settings[] = {
     { "reload-open-timeout", "reload_open_timeout_ms", T_INT, s_open_timeout },
     { "checkpoint-dir", "checkpoint", T_CKPT, s_ckpt_dir },
     { "checkpoint-interval", "checkpoint_interval_ms", T_INT, s_ckpt_interval },
+    { "cpu-budget", "cpu_budget_ms", T_INT, s_cpu_budget },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -229,6 +235,7 @@ void config_defaults(config *c)
     c->max_line = 16 * 1024 * 1024;
     c->reload_open_timeout_ms = 10000;
     c->checkpoint_interval_ms = 1000;
+    c->cpu_budget_ms = 1000;
 }
 
 void config_free(config *c)

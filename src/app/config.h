@@ -38,6 +38,7 @@ typedef struct config {
     uint64_t reload_open_timeout_ms; /* time limit for a new generation's open() */
     char *checkpoint_dir;    /* exactly-once checkpoints, or NULL */
     uint64_t checkpoint_interval_ms;
+    uint64_t cpu_budget_ms;  /* longest a script may run without yielding; 0 = off */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */

@@ -19,7 +19,7 @@ static const char usage[] =
     "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-] [--output FILE|-]\n"
     "               [--mode ordered|unordered] [--capacity N] [--timeout MS]\n"
     "               [--event-time FIELD --max-out-of-orderness MS] [--stats]\n"
-    "               [--max-line-bytes N]\n"
+    "               [--max-line-bytes N] [--cpu-budget MS]\n"
     "  moonwait check SCRIPT.lua\n"
     "  moonwait --help | --version\n"
     "\n"
@@ -28,10 +28,12 @@ static const char usage[] =
     "--output. Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms\n"
     "(0 = none). A pipeline file returns a table of the same settings (script,\n"
     "input, output, mode, capacity, timeout_ms, event_time,\n"
-    "max_out_of_orderness_ms, stats, max_line_bytes); flags override it.\n"
+    "max_out_of_orderness_ms, stats, max_line_bytes, cpu_budget_ms); flags\n"
+    "override it. --cpu-budget: CPU ms script code may run without yielding\n"
+    "(default 1000, 0 = off).\n"
     "\n"
     "Exit status: 0 input ended and everything was emitted; 1 the run failed;\n"
-    "2 bad usage or a script that does not load.\n"
+    "2 bad usage or a script that does not load; 130/143 a second SIGINT/SIGTERM.\n"
     "Environment: MOONWAIT_LUA_DIR (shipped Lua modules), MOONWAIT_LOG_LEVEL\n"
     "(debug|info|warn|error).\n";
 

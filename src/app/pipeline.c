@@ -31,6 +31,7 @@
 #include "../io/input.h"
 #include "../io/output.h"
 #include "../json/json.h"
+#include "../lua/guard.h"
 #include "../lua/script.h"
 #include "../net/dns.h"
 #include "../net/pool.h"
@@ -807,9 +808,9 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     pipeline *p = h->data;
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
-    if (++p->signals > 1) {
+    if (++p->signals > 1) { /* (guard_second_signal's handler exits first) */
         fprintf(stderr, "moonwait: second %s: exiting at once\n", name);
-        exit(1);
+        exit(128 + signum);
     }
     if (p->cfg->checkpoint_dir && p->phase == RUNNING && !p->restore && p->exit_code == 0 && !p->aborting) {
         /* Exactly-once: stop reading, checkpoint this moment (the records
@@ -852,6 +853,10 @@ int pipeline_run(const config *c, const char *lua_dir)
     signal(SIGPIPE, SIG_IGN);
     int code = 0;
     char *err = NULL;
+    /* Before the first VM: the newest VM takes LuaJIT's profiler. */
+    int grc = guard_start(&loop, c->cpu_budget_ms);
+    if (grc != 0)
+        fprintf(stderr, "moonwait: warning: --cpu-budget is off: %s\n", uv_strerror(grc));
 
     int prep = ckpt_prepare(p);
     if (prep != 0) {
@@ -910,6 +915,9 @@ int pipeline_run(const config *c, const char *lua_dir)
     uv_signal_start(&p->sigterm, on_signal, SIGTERM);
     uv_unref((uv_handle_t *)&p->sigint);
     uv_unref((uv_handle_t *)&p->sigterm);
+    /* The second one exits from the signal handler itself: libuv's
+     * callbacks do not run while a script keeps the loop busy. */
+    guard_second_signal();
     if (c->stats) {
         uv_timer_start(&p->stats_timer, on_stats_timer, 1000, 1000);
         uv_unref((uv_handle_t *)&p->stats_timer);
@@ -956,6 +964,7 @@ out:
         ckpt_free(p->restore);
         free(p->restore);
     }
+    guard_stop();
     if (uv_loop_close(&loop) != 0 && code == 0) {
         fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
         code = 1;

@@ -3,6 +3,8 @@
  */
 #include "runtime.h"
 
+#include "guard.h"
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -97,6 +99,10 @@ rt_fiber *rt_fiber_get(rt *r)
     f->co_ref = luaL_ref(r->L, LUA_REGISTRYINDEX); /* pops the thread */
     uv_timer_init(r->loop, &f->timer);
     f->timer.data = f;
+    f->all_next = r->all;
+    if (r->all)
+        r->all->all_prev = f;
+    r->all = f;
     r->live++;
     return f;
 }
@@ -105,6 +111,12 @@ static void fiber_free_cb(uv_handle_t *h)
 {
     rt_fiber *f = h->data;
     rt *r = f->rt;
+    if (f->all_prev)
+        f->all_prev->all_next = f->all_next;
+    else
+        r->all = f->all_next;
+    if (f->all_next)
+        f->all_next->all_prev = f->all_prev;
     free(f->err);
     free(f->errmsg);
     free(f);
@@ -151,6 +163,7 @@ void rt_fiber_release(rt_fiber *f)
     f->deadline_ms = 0;
     f->done = NULL;
     f->abandoned = NULL;
+    f->slot = NULL;
     free(f->err);
     free(f->errmsg);
     f->err = f->errmsg = NULL;
@@ -228,7 +241,12 @@ static void resume(rt_fiber *f, int nargs)
     rt_fiber *outer = r->running;
     r->running = f;
     f->state = RT_FIBER_RUNNING;
+    guard_mark gm;
+    guard_enter(f->co, &gm);
     int st = lua_resume(f->co, nargs);
+    int over_budget = guard_leave(&gm);
+    if (over_budget)
+        uv_update_time(r->loop); /* the loop's clock stood still meanwhile */
     r->running = outer;
     if (st == LUA_YIELD && f->state == RT_FIBER_PARKED)
         return; /* waiting on a request; rt_wake brings it back */
@@ -245,7 +263,13 @@ static void resume(rt_fiber *f, int nargs)
                         "your own coroutines with coroutine.wrap/resume");
     } else {
         status = RT_ERROR;
+        /* Out of budget: the error is the budget's, whatever the script
+         * caught and raised instead; the traceback shows where it ran. */
         char *msg = rt_strdup_value(f->co, -1);
+        if (over_budget && !strstr(msg, guard_message())) {
+            free(msg);
+            msg = strdup(guard_message());
+        }
         if (st == LUA_ERRMEM) {
             f->err = strdup(msg);
         } else {
@@ -348,6 +372,7 @@ int rt_init(rt *r, uv_loop_t *loop)
     uv_check_init(loop, &r->check);
     uv_idle_init(loop, &r->idle);
     r->check.data = r->idle.data = r;
+    guard_vm_add(r->L);
     uv_check_start(&r->check, on_check);
     /* The check handle must not keep the loop alive on its own. */
     uv_unref((uv_handle_t *)&r->check);
@@ -365,15 +390,22 @@ static void handle_closed(uv_handle_t *h)
 
 void rt_close(rt *r, void (*on_closed)(rt *r))
 {
+    /* Abandon whatever still waits, while the VM is open (a cancel hook may
+     * drop Lua refs): nothing may be resumed after close, and each wait's
+     * timer and requests must go, or on_closed would never come. */
+    /* One pass: a discarded fiber stays on the list until its timer's
+     * close callback, so `next` stays valid whatever the owners do. */
+    for (rt_fiber *f = r->all, *next; f; f = next) {
+        next = f->all_next;
+        if (!f->co || (f->state != RT_FIBER_PARKED && f->state != RT_FIBER_READY))
+            continue;
+        if (f->slot && *f->slot == f)
+            *f->slot = NULL;
+        f->slot = NULL;
+        rt_fiber_discard(f); /* (its owner hears of it through `abandoned`) */
+    }
     r->closing = 1;
     r->on_closed = on_closed;
-    /* Abandon whatever still waits: nothing may be resumed after close. */
-    while (r->ready_head) {
-        rt_fiber *f = r->ready_head;
-        ready_remove(r, f);
-        f->state = RT_FIBER_DONE;
-        fiber_destroy(f);
-    }
     for (size_t i = 0; i < r->pool_len; i++)
         fiber_destroy(r->pool[i]);
     free(r->pool);
@@ -381,9 +413,10 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     r->pool_len = r->pool_cap = 0;
     uv_close((uv_handle_t *)&r->check, handle_closed);
     uv_close((uv_handle_t *)&r->idle, handle_closed);
-    /* Parked fibers still own their threads through refs; closing the VM
-     * frees every Lua object at once, so refs need not be dropped one by
-     * one after this point. */
+    /* Fibers still running or done (their owner holds them) own their
+     * threads through refs; closing the VM frees every Lua object at once,
+     * so refs need not be dropped one by one after this point. */
+    guard_vm_remove(r->L);
     lua_close(r->L);
     r->L = NULL;
 }

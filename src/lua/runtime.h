@@ -69,6 +69,9 @@ struct rt_fiber {
     char *errmsg;           /* the same without the traceback (owned) */
     rt_fiber *ready_next, *ready_prev;
     uint64_t ready_pass;    /* rt.pass when it was queued */
+    rt_fiber **slot;        /* the owner's pointer to this fiber, or NULL: set to
+                             * NULL when rt_close abandons the fiber */
+    rt_fiber *all_next, *all_prev; /* every fiber not yet freed (rt.all) */
 };
 
 struct rt {
@@ -83,6 +86,7 @@ struct rt {
     size_t pool_len, pool_cap;
     size_t live;            /* fibers not yet freed */
     size_t dying;           /* of those, dropped and waiting for their timer to close */
+    rt_fiber *all;          /* every fiber not yet freed, to abandon at rt_close */
     int closing;
     double epoch0;          /* wall clock seconds at loop ms 0 */
     void (*on_closed)(rt *r); /* called once every handle has closed */
@@ -93,7 +97,10 @@ struct rt {
  * errno-style code. Host modules are added by the caller (script.c). */
 int rt_init(rt *r, uv_loop_t *loop);
 
-/* Close the VM and the handles. Fibers still parked are abandoned. The
+/* Close the VM and the handles. Fibers still parked or ready are abandoned
+ * first, as rt_fiber_discard does (their owner hears of it through
+ * `abandoned`, their cancel hooks run while the VM is still open, their
+ * `slot` is cleared, their timers close), so on_closed always comes. The
  * struct may be freed once on_closed has been called (or after the loop
  * has run the close callbacks). */
 void rt_close(rt *r, void (*on_closed)(rt *r));

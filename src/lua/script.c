@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../net/pool.h"
+#include "guard.h"
 #include "modules.h"
 #include "retry_table.h"
 
@@ -39,7 +40,17 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
+    guard_mark gm;
+    guard_enter(L, &gm);
     int rc = lua_pcall(L, nargs, nres, base);
+    if (guard_leave(&gm) && rc != 0) {
+        /* Out of budget: say so, whatever the script made of the error. */
+        const char *e = lua_tostring(L, -1);
+        if (!e || !strstr(e, guard_message())) {
+            lua_pop(L, 1);
+            lua_pushstring(L, guard_message());
+        }
+    }
     lua_remove(L, base);
     return rc;
 }
@@ -666,6 +677,7 @@ static void attempt_done(void *ud, rt_fiber *f, int status)
     pf->deadline_ms = c->deadline_ms;
     pf->abandoned = call_abandoned;
     *c->slot = pf;
+    pf->slot = c->slot;
     rt_fiber_start(pf, 2, pred_done, c);
 }
 
@@ -700,6 +712,7 @@ void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, 
     f->deadline = deadline;
     f->deadline_ms = deadline_ms;
     *fiber_slot = f;
+    f->slot = fiber_slot;
     if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF) {
         rt_fiber_start(f, 2, fiber_done, sc); /* the common, allocation-free path */
         return;
@@ -791,6 +804,7 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     f->task = is_open ? (void *)&hook_open_tag : (void *)&hook_close_tag;
     f->seq = 0;
     *fiber_slot = f;
+    f->slot = fiber_slot;
     rt_fiber_start(f, 1, fiber_done, sc);
     return 0;
 }
