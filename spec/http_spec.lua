@@ -212,6 +212,31 @@ end }
     local n = 0
     for _, o in ipairs(H.decode_lines(r.out)) do if o.status == 200 then n = n + 1 end end
     assert.equal(1000, n)
+    -- in flight together: the gather peer holds every request until 1,000
+    -- are held at once, so any answer at all proves the concurrency (a run
+    -- that keeps fewer in flight never gets one: each request gives up
+    -- after 60 s, a bound that only matters when this is broken)
+    servers.with_faultpeer("gather", "1000", function(peer)
+      local gurls = {}
+      for i = 1, 1000 do gurls[i] = "http://127.0.0.1:" .. peer.port .. "/g/" .. i end
+      local g = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r, ctx)
+  local res, err = http.get(r.url, { timeout_ms = 60000 })
+  if not res then return { { err = err } } end
+  return { { status = res.status, body = res.body } }
+end }
+]], gurls, "--capacity 1000 --mode unordered --timeout 0")
+      assert.equal(0, g.code, g.err)
+      local out = H.decode_lines(g.out)
+      assert.equal(1000, #out)
+      for _, o in ipairs(out) do
+        assert.equal(200, o.status, o.err)
+        local b = H.json.decode(o.body)
+        assert.equal(1000, b.held)     -- 1,000 requests held at the same moment
+        assert.is_true(b.open >= 1000, "open connections " .. b.open)
+      end
+    end)
   end)
 
   describe("against a faulty peer", function()
