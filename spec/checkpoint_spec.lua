@@ -84,12 +84,15 @@ return {
   retry = { max_attempts = 4, delay_ms = 3000 },
   retry_on_error = function() return true end,
   async_invoke = function(r, ctx)
+    -- the attempts this process ran for the record (not carried over)
+    ran[r.id] = (ran[r.id] and ran[r.id] .. "," or "") .. ctx.attempt
     if r.id == 1 and ctx.attempt < 3 then return nil, "try later" end
     time.sleep(0.5)
-    return { { id = r.id, attempt = ctx.attempt, last = ctx.last_error } }
+    return { { id = r.id, attempt = ctx.attempt, last = ctx.last_error, ran = ran[r.id] } }
   end,
 }
 ]])
+    H.write(d .. "/script.lua", "local ran = {}\n" .. H.read(d .. "/script.lua"))
     local lines = {}
     for i = 1, 12 do lines[i] = '{"id":' .. i .. '}' end
     H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
@@ -106,8 +109,10 @@ return {
     assert.equal(0, code, err)
     local out = H.decode_lines(H.read(d .. "/out"))
     assert.equal(12, #out)
-    -- attempt 1 before the crash, attempt 2 after it (it continued), then 3
-    assert.same({ id = 1, attempt = 3, last = "try later" }, out[1])
+    -- attempt 1 before the crash; after it the count continues: attempts 2
+    -- and 3 (a restore that reset the count would run 1, 2, 3 here)
+    assert.same({ id = 1, attempt = 3, last = "try later", ran = "2,3" }, out[1])
+    for i = 2, 12 do assert.equal(i, out[i].id) end
   end)
 
   it("uses the previous checkpoint after a crash during the write, and refuses a corrupt one", function()
