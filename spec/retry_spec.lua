@@ -154,9 +154,13 @@ return M
   end)
 
   it("spends one budget across attempts: no attempt starts after the deadline", function()
+    -- each attempt runs 10 ms; delays 100, 200, 400 (capped), 400...: the
+    -- attempts start at 0, 110, 320, 730, 1140; the next would start at 1550,
+    -- after the 1350 ms budget. Exactly 5 (margins of ~200 ms either side, so
+    -- a loaded machine's late timers do not change the count).
     local r = run([[
 local time = require "moonwait.time"
-local M = { retry = { max_attempts = 50, backoff = "exponential", initial_delay_ms = 20, max_delay_ms = 80, multiplier = 2 } }
+local M = { retry = { max_attempts = 50, backoff = "exponential", initial_delay_ms = 100, max_delay_ms = 400, multiplier = 2 } }
 M.retry_on_error = function() return true end
 local t0
 function M.async_invoke(r, ctx)
@@ -167,12 +171,20 @@ function M.async_invoke(r, ctx)
 end
 function M.on_timeout(r, ctx) return { { attempts = ctx.attempt } } end
 return M
-]], { { id = 1 } }, "--timeout 400")
+]], { { id = 1 } }, "--timeout 1350")
     assert.equal(0, r.code, r.err)
-    local n = H.json.decode(r.lines[1]).attempts
-    assert.is_true(n > 3 and n < 50, "attempts: " .. n)
-    for at, rem in r.err:gmatch("start %d+ at (%d+) remaining (%d+)") do
-      assert.is_true(tonumber(at) < 400 and tonumber(rem) > 0)
+    assert.equal(5, H.json.decode(r.lines[1]).attempts, r.err)
+    local starts = {}
+    for k, at, rem in r.err:gmatch("start (%d+) at (%d+) remaining (%d+)") do
+      starts[#starts + 1] = tonumber(at)
+      assert.equal(#starts, tonumber(k))
+      assert.is_true(tonumber(at) < 1350 and tonumber(rem) > 0, r.err)
+    end
+    assert.equal(5, #starts, r.err)
+    -- each attempt waited at least its delay after the previous one ran
+    local delays = { 100, 200, 400, 400 }
+    for i = 2, 5 do
+      assert.is_true(starts[i] - starts[i - 1] >= 10 + delays[i - 1] - 2, r.err)
     end
   end)
 
