@@ -5,7 +5,32 @@ local C = require("support.crash")
 -- Under valgrind (make valgrind) a run is ~50x slower: a few trials still
 -- exercise every restore path for memory errors.
 local TRIALS = tonumber(os.getenv("MOONWAIT_CRASH_TRIALS") or (H.wrapper == "" and "30" or "3"))
-local SEED = tonumber(os.getenv("MOONWAIT_CRASH_SEED") or tostring(os.time()))
+-- The kill moments come from a seeded generator: MOONWAIT_CRASH_SEED (or
+-- MOONWAIT_SEED) replays a run; by default a fresh seed from /dev/urandom
+-- (not the clock: two runs in one second differ). Printed at the start and
+-- in any failure.
+local function fresh_seed()
+  local f = io.open("/dev/urandom", "rb")
+  if not f then return os.time() end
+  local b = f:read(4)
+  f:close()
+  return ((b:byte(1) * 256 + b:byte(2)) * 256 + b:byte(3)) * 256 + b:byte(4)
+end
+local SEED_ENV = os.getenv("MOONWAIT_CRASH_SEED") or os.getenv("MOONWAIT_SEED")
+local SEED = SEED_ENV and assert(tonumber(SEED_ENV), "MOONWAIT_CRASH_SEED is not a number: " .. SEED_ENV) or fresh_seed()
+io.stderr:write(("# checkpoint crash harness: seed %d (replay with MOONWAIT_CRASH_SEED=%d)\n"):format(SEED, SEED))
+
+-- SIGKILL the moonwait whose pid is in d/pid and wait until it is gone (its
+-- lock released, its files no longer written), not a fixed time.
+local function kill9(d)
+  local pid = (H.read(d .. "/pid") or ""):match("%d+")
+  assert(pid, "no pid in " .. d)
+  os.execute("kill -9 " .. pid .. " 2>/dev/null")
+  assert(H.wait_for(function()
+    local st = H.read("/proc/" .. pid .. "/stat")
+    return not st or st:match("^%d+ %b() (%a)") == "Z"
+  end, 30), "pid " .. pid .. " survived SIGKILL")
+end
 
 local function run(d, args)
   local code, out, err = H.sh(string.format("cd %s && %s", d, H.cmd(args)))
@@ -53,8 +78,7 @@ return {
       local c = H.read(d .. "/cp/checkpoint") or ""
       return c:find("\nR ", 1, true) and select(2, c:gsub("\nR ", "")) >= 5 and (H.read(d .. "/out") or "") ~= ""
     end, 20))
-    os.execute("kill -9 $(cat " .. d .. "/pid)")
-    os.execute("sleep 0.1")
+    kill9(d)
     local ck = H.read(d .. "/cp/checkpoint")
     local stored = {}
     for seq in ck:gmatch("\nR (%d+) ") do stored[tonumber(seq)] = true end
@@ -104,7 +128,7 @@ return {
       return select(2, c:gsub("\nR ", "")) == 4 and c:find("\nR 1 1 2 ", 1, true) and c
     end, 10)
     assert.truthy(ck, "no checkpoint of a full queue with record 1 at attempt 2")
-    os.execute("kill -9 $(cat " .. d .. "/pid)")
+    kill9(d)
     local code, _, err = run(d, args)
     assert.equal(0, code, err)
     local out = H.decode_lines(H.read(d .. "/out"))
@@ -120,7 +144,7 @@ return {
     local args = C.args("ordered", "out", "dl", "cp")
     os.execute(string.format("cd %s && { %s 2>log & echo $! >pid; }", d, H.cmd(args)))
     assert.truthy(H.wait_for(function() return H.read(d .. "/cp/checkpoint") end, 30), H.read(d .. "/log"))
-    os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null; sleep 0.1")
+    kill9(d)
     -- a crash in the middle of writing the next one leaves a partial tmp file
     H.write(d .. "/cp/checkpoint.tmp.Ab3dEf9h", "moonwait-checkpoint 2\ninput 5:/x/y")
     local code, _, err = run(d, args)
@@ -223,7 +247,7 @@ return { async_invoke = function(r) return { { id = r.id, v = 3 } } end }
       local n = tonumber((H.read(d .. "/cp/checkpoint") or ""):match("\noutput_len (%d+)"))
       return n and (H.read(d .. "/out") or ""):sub(1, n):find('"v":2', 1, true)
     end, 30), "no checkpoint with v2 output: " .. (H.read(d .. "/log") or ""))
-    os.execute("kill -9 $(cat " .. d .. "/pid)")
+    kill9(d)
     H.script(d, v3)
     local code, _, err = run(d, args)
     assert.equal(0, code, err)

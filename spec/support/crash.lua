@@ -121,12 +121,20 @@ function C.trial(d, mode, rng, log)
   os.execute(string.format("cd %s && rm -rf cp out dl", d))
   local kills = 0
   for _ = 1, 200 do
+    -- the random kill moment is the behaviour under test (this sleep stays)
     local ms = rng(5, 70) * (H.wrapper == "" and 1 or 12)
     local cmd = string.format(
-      "cd %s && { %s 2>>log & pid=$!; sleep %.3f; kill -9 $pid 2>/dev/null; wait $pid; echo $? >rc; }",
+      "cd %s && rm -f rc && { %s 2>>log & pid=$!; sleep %.3f; kill -9 $pid 2>/dev/null; wait $pid; echo $? >rc; }",
       d, H.cmd(args(mode, "out", "dl", "cp")), ms / 1000)
     os.execute(cmd)
-    local rc = tonumber((H.read(d .. "/rc") or ""):match("%d+"))
+    local st = H.read(d .. "/rc")
+    if not st then
+      -- the shell above writes rc synchronously: its absence means the
+      -- directory itself was disturbed (say so rather than "exited nil")
+      local _, ls = H.sh("ls -la " .. H.q(d) .. " 2>&1")
+      return false, ("no exit status written by the run (kill after %d ms); %s:\n%s"):format(ms, d, ls)
+    end
+    local rc = tonumber(st:match("%d+"))
     if rc == 0 then break end
     if rc ~= 137 then return false, "run exited " .. tostring(rc) .. ": " .. (H.read(d .. "/log") or "") end
     kills = kills + 1
