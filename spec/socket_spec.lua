@@ -124,15 +124,17 @@ return { async_invoke = function(rec) socket.tcp():connect("127.0.0.1", "x"); re
     H.script(d, [[
 local socket = require "moonwait.socket"
 local time = require "moonwait.time"
-local shared
+local shared, waiting
 return { async_invoke = function(rec, ctx)
   if ctx.seq == 1 then
     shared = socket.tcp()
     assert(shared:connect("127.0.0.1", rec.port))
+    waiting = true
     shared:receive()
     return {}
   end
-  time.sleep(0.1)
+  -- until record 1 waits on the socket (not a fixed time)
+  while not waiting do time.sleep(0.005) end
   shared:receive()
   return {}
 end,
