@@ -18,7 +18,8 @@ local function fresh_seed()
 end
 local SEED_ENV = os.getenv("MOONWAIT_CRASH_SEED") or os.getenv("MOONWAIT_SEED")
 local SEED = SEED_ENV and assert(tonumber(SEED_ENV), "MOONWAIT_CRASH_SEED is not a number: " .. SEED_ENV) or fresh_seed()
-io.stderr:write(("# checkpoint crash harness: seed %d (replay with MOONWAIT_CRASH_SEED=%d)\n"):format(SEED, SEED))
+io.stderr:write(("# checkpoint crash harness: seed %d, record budget %d ms (replay with " ..
+  "MOONWAIT_CRASH_SEED=%d MOONWAIT_CRASH_TIMEOUT=%d)\n"):format(SEED, C.TIMEOUT, SEED, C.TIMEOUT))
 
 -- SIGKILL the moonwait whose pid is in d/pid and wait until it is gone (its
 -- lock released, its files no longer written), not a fixed time.
@@ -47,7 +48,8 @@ describe("checkpoints", function()
       local total = 0
       for i = 1, TRIALS do
         local ok, why, kills = C.trial(d, mode, rng)
-        assert(ok, ("trial %d of %d failed (replay with MOONWAIT_CRASH_SEED=%d): %s"):format(i, TRIALS, SEED, tostring(why)))
+        assert(ok, ("trial %d of %d failed (replay with MOONWAIT_CRASH_SEED=%d MOONWAIT_CRASH_TIMEOUT=%d): %s"):format(
+          i, TRIALS, SEED, C.TIMEOUT, tostring(why)))
         total = total + (kills or 0)
       end
       -- the kills must land (under valgrind, with its slow start, at least some)
