@@ -55,27 +55,63 @@ describe("moonwait CLI", function()
   end)
 
   it("reads a pipeline file with paths relative to it, and flags override it", function()
+    -- the file's mode, capacity and timeout each shown to take effect: record
+    -- 1 hangs until its timeout (1500 ms, not the default 10 s) and, in
+    -- unordered mode, leaves last; the others wait (a barrier) until `cap`
+    -- records are in flight together, and report the peak, which is the
+    -- capacity (a larger one would let all 10 start at once)
     local d = H.tmpdir()
     os.execute("mkdir -p " .. d .. "/p")
     H.script(d .. "/p", [[
+local time = require "moonwait.time"
 local M = {}
-function M.async_invoke(r, ctx) r.cap = "seen"; return { r } end
+local inflight, peak = 0, 0
+function M.async_invoke(r, ctx)
+  inflight = inflight + 1
+  if inflight > peak then peak = inflight end
+  r.budget = ctx.remaining_ms()
+  if r.hang then time.sleep(60) end
+  local t0 = time.now()
+  while peak < r.cap and time.now() - t0 < 30 do time.sleep(0.01) end
+  inflight = inflight - 1
+  r.peak = peak
+  r.seen = "yes"
+  return { r }
+end
+function M.on_timeout(r, ctx) return { { id = r.id, timed_out = true } } end
 return M
 ]], "enrich.lua")
-    H.write(d .. "/p/in.jsonl", H.jsonl({ { id = 1 }, { id = 2 } }))
+    local recs = { { id = 1, cap = 7, hang = true } }
+    for i = 2, 10 do recs[i] = { id = i, cap = 7 } end
+    H.write(d .. "/p/in.jsonl", H.jsonl(recs))
     H.write(d .. "/p/pipeline.lua", [[
 return { script = "enrich.lua", input = "in.jsonl", output = "out.jsonl",
-         mode = "unordered", capacity = 7, timeout_ms = 500 }
+         mode = "unordered", capacity = 7, timeout_ms = 1500 }
 ]])
     local r = H.run("run p/pipeline.lua", { dir = d })
     assert.equal(0, r.code, r.err)
     local out = H.decode_lines(H.read(d .. "/p/out.jsonl"))
-    assert.equal(2, #out)
-    assert.equal("seen", out[1].cap)
-    -- a flag overrides the pipeline's output
-    r = H.run("run p/pipeline.lua --output -", { dir = d })
+    assert.equal(10, #out)
+    -- unordered: the hung record 1 leaves last, after its timeout
+    assert.same({ id = 1, timed_out = true }, out[10])
+    for i = 1, 9 do
+      local o = out[i]
+      assert.equal("yes", o.seen)
+      assert.equal(7, o.peak)                 -- capacity 7: never more in flight
+      assert.is_true(o.budget <= 1500 and o.budget > 0, "budget " .. o.budget)
+    end
+    -- flags override the file: output, capacity, timeout and mode
+    for i = 1, 10 do recs[i] = { id = i, cap = 3 } end
+    H.write(d .. "/p/in.jsonl", H.jsonl(recs))
+    r = H.run("run p/pipeline.lua --output - --capacity 3 --timeout 20000 --mode ordered", { dir = d })
     assert.equal(0, r.code, r.err)
-    assert.equal(2, #r.lines)
+    out = H.decode_lines(r.out)
+    assert.equal(10, #out)
+    for i, o in ipairs(out) do
+      assert.equal(i, o.id)                   -- ordered
+      assert.equal(3, o.peak)
+      assert.is_true(o.budget > 1500 and o.budget <= 20000, "budget " .. o.budget)
+    end
   end)
 
   it("rejects unknown pipeline keys and bad values, naming the key", function()

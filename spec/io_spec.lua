@@ -86,33 +86,48 @@ end }
 
   it("on SIGTERM stops reading, finishes what is in flight, and exits 1", function()
     local d = H.tmpdir()
+    -- each record says it started, then holds until the test says "go"
+    -- (after moonwait has taken the signal): three are in flight at the
+    -- signal whatever the machine's load
     H.script(d, [[
 local time = require "moonwait.time"
+local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
 return {
-  async_invoke = function(r, ctx) time.sleep(2); return { r } end,
+  async_invoke = function(r, ctx)
+    local f = io.open("started", "a") f:write(r.i, "\n") f:close()
+    while not exists("go") do time.sleep(0.01) end
+    return { r }
+  end,
   close = function() io.stderr:write("closed\n") end,
 }
 ]])
     os.execute("mkfifo " .. d .. "/fifo")
     os.execute(string.format(
-      "cd %s && { %s run --script script.lua --input fifo --capacity 3 >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+      "cd %s && { %s run --script script.lua --input fifo --capacity 3 --timeout 600000 >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
       d, H.cmd("")))
-    -- keep the FIFO open with 3 records written and no end of input
-    os.execute(string.format("cd %s && { (printf '{\"i\":1}\\n{\"i\":2}\\n{\"i\":3}\\n{\"i\":4}\\n'; sleep 30) >fifo & echo $! >wpid; }", d))
-    os.execute("sleep 0.2")
-    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 5)
+    -- keep the FIFO open with 4 records written and no end of input
+    os.execute(string.format("cd %s && { (printf '{\"i\":1}\\n{\"i\":2}\\n{\"i\":3}\\n{\"i\":4}\\n'; exec sleep 120) >fifo & echo $! >wpid; }", d))
+    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 30)
+    assert.truthy(pid)
     -- wait until the three records are in flight
-    H.wait_for(function() return false end, 0)
-    os.execute("sleep 0.2")
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/started") or "") == 3 end, 30),
+      H.read(d .. "/err"))
     os.execute("kill -TERM " .. pid)
-    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 10)
+    assert.truthy(H.wait_for(function()
+      return (H.read(d .. "/err") or ""):find("interrupted by SIGTERM", 1, true)
+    end, 30), H.read(d .. "/err"))
+    H.write(d .. "/go", "")
+    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 30)
     os.execute("kill $(cat " .. d .. "/wpid) 2>/dev/null")
+    assert.truthy(rc, "moonwait did not exit")
     assert.equal("1", rc:match("%d+"))
     local err = H.read(d .. "/err")
     assert.matches("interrupted by SIGTERM after input line 3", err, 1, true)
     assert.matches("closed", err, 1, true)
-    -- the three records in flight were finished and emitted
+    -- the three records in flight were finished and emitted; the fourth,
+    -- already in the FIFO, was never started
     assert.same({ { i = 1 }, { i = 2 }, { i = 3 } }, H.decode_lines(H.read(d .. "/out")))
+    assert.equal("1\n2\n3\n", H.read(d .. "/started"))
   end)
 
   it("runs close after a failed record", function()

@@ -6,11 +6,13 @@ local function start(dir, args, before_ready)
   os.execute(string.format(
     "cd %s && { %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
     dir, H.cmd(""), args))
-  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 5)
+  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 30)
+  assert(pid, "moonwait did not start")
   if before_ready then before_ready(pid) end -- e.g. the writer of a FIFO input
   -- ready: the first generation's open ran (its handlers are installed;
   -- under valgrind start-up takes a while)
-  H.wait_for(function() return (H.read(dir .. "/err") or ""):find("READY", 1, true) end, 60)
+  assert(H.wait_for(function() return (H.read(dir .. "/err") or ""):find("READY", 1, true) end, 60),
+    "no READY: " .. (H.read(dir .. "/err") or ""))
   local function wait(secs)
     local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
     return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
@@ -18,7 +20,27 @@ local function start(dir, args, before_ready)
   return pid, wait
 end
 
-local function sleep(s) os.execute("sleep " .. s) end
+-- Wait (up to a generous bound that only matters when something is wrong)
+-- until moonwait's stderr in dir has `text`; fails naming it otherwise.
+local function wait_err(dir, text, secs)
+  local ok = H.wait_for(function() return (H.read(dir .. "/err") or ""):find(text, 1, true) end, secs or 30)
+  assert(ok, "waited for '" .. text .. "' in:\n" .. (H.read(dir .. "/err") or ""))
+end
+
+-- The input as a FIFO fed from dir/in and then kept open (no end of input,
+-- so the run cannot end early) until the returned end_input() is called.
+-- `feed` goes to start() as its before_ready.
+local function held_input(dir)
+  os.execute("mkfifo " .. dir .. "/fifo")
+  local function feed()
+    os.execute(string.format("cd %s && { (cat in; exec sleep 300) >fifo & echo $! >wpid; }", dir))
+  end
+  local function end_input()
+    local w = H.wait_for(function() return (H.read(dir .. "/wpid") or ""):match("%d+") end, 10)
+    os.execute("kill " .. w .. " 2>/dev/null")
+  end
+  return feed, end_input
+end
 
 -- A script whose VERSION is substituted; it counts its records and reports
 -- in close() how many it processed.
@@ -57,15 +79,28 @@ describe("hot reload", function()
 
   for _, mode in ipairs({ "ordered", "unordered" }) do
     it("loses, duplicates and mixes nothing under load (" .. mode .. ")", function()
+      -- the input comes in five parts through a FIFO; after each of the first
+      -- four, a new version is saved (its records still in flight) and the
+      -- next part is written once that version is loaded
       local d = H.tmpdir()
-      H.write(d .. "/in", records(20000))
       H.script(d, versioned(1))
-      local pid, wait = start(d, "--script script.lua --input in --capacity 200 --timeout 0 --watch " ..
-        "--tag-generation gen --mode " .. mode)
-      for v = 2, 5 do
-        sleep(0.35)
-        save(d .. "/script.lua", versioned(v))
+      os.execute("mkfifo " .. d .. "/fifo")
+      local fifo
+      local pid, wait = start(d, "--script script.lua --input fifo --capacity 200 --timeout 0 --watch " ..
+        "--tag-generation gen --mode " .. mode, function() fifo = assert(io.open(d .. "/fifo", "w")) end)
+      local function part(k)
+        local t = {}
+        for i = (k - 1) * 4000 + 1, k * 4000 do t[#t + 1] = '{"id":' .. i .. '}\n' end
+        fifo:write(table.concat(t))
+        fifo:flush()
       end
+      for v = 2, 5 do
+        part(v - 1)
+        save(d .. "/script.lua", versioned(v))
+        wait_err(d, "reload: generation " .. v .. " loaded")
+      end
+      part(5)
+      fifo:close()
       local rc, out, err = wait()
       assert.equal(0, rc, err)
       local seen, by_gen, version_of, last_gen, last_id = {}, {}, {}, 0, 0
@@ -87,7 +122,7 @@ describe("hot reload", function()
         assert.is_true(seen[i] >= last_gen)
         last_gen = seen[i]
       end
-      assert.is_true(last_gen >= 4, "only " .. last_gen .. " generations")
+      assert.equal(5, last_gen, "generations")
       -- close ran once per generation, after its last record
       local closes = {}
       for g, n in err:gmatch("close gen=(%d+) v=%d+ count=(%d+)") do
@@ -104,20 +139,21 @@ describe("hot reload", function()
     local d = H.tmpdir()
     H.write(d .. "/in", records(400))
     H.script(d, versioned(1))
-    local pid, wait = start(d, "--script script.lua --input in --capacity 4 --timeout 0 --tag-generation gen " ..
-      "--reload-open-timeout 300")
-    sleep(0.2)
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 4 --timeout 0 --tag-generation gen " ..
+      "--reload-open-timeout 300", feed)
     H.script(d, "local M = {}\nfunction M.async_invoke(r)\n  return { r \nend\nreturn M\n")  -- syntax error
-    os.execute("kill -HUP " .. pid); sleep(0.2)
+    os.execute("kill -HUP " .. pid); wait_err(d, "rejected (generation 2;")
     H.script(d, "local M = {}\nerror('config missing')\nreturn M\n")                       -- raises at load
-    os.execute("kill -HUP " .. pid); sleep(0.2)
+    os.execute("kill -HUP " .. pid); wait_err(d, "rejected (generation 3;")
     H.script(d, "return { async_invoke = function(r) return { r } end,\n open = function() return nil, 'no db' end }\n")
-    os.execute("kill -HUP " .. pid); sleep(0.2)
+    os.execute("kill -HUP " .. pid); wait_err(d, "rejected (generation 4;")
     H.script(d, "local time = require 'moonwait.time'\nreturn { async_invoke = function(r) return { r } end,\n" ..
       " open = function() time.sleep(60) end }\n")                                            -- open hangs
-    os.execute("kill -HUP " .. pid); sleep(0.6)
+    os.execute("kill -HUP " .. pid); wait_err(d, "rejected (generation 5;")
     H.script(d, "return {}\n")                                                                -- no async_invoke
-    os.execute("kill -HUP " .. pid)
+    os.execute("kill -HUP " .. pid); wait_err(d, "rejected (generation 6;")
+    end_input()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     assert.matches("reload rejected %(generation 2; generation 1 keeps running%): script.lua:4: '}' expected", err)
@@ -136,8 +172,7 @@ describe("hot reload", function()
     H.script(d, versioned(1))
     -- (watch = true in the pipeline file, the same as --watch)
     H.write(d .. "/p.lua", 'return { script = "script.lua", input = "in", capacity = 2, timeout_ms = 0, watch = true }')
-    local _, wait = start(d, "p.lua")
-    sleep(0.2)
+    local _, wait = start(d, "p.lua")  -- READY: the watch is set (it starts before open)
     for v = 2, 6 do
       H.script(d, versioned(v)) -- truncate and rewrite, five times in a row
     end
@@ -158,14 +193,17 @@ return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY
   async_invoke = function(r) time.sleep(0.01) return { { id = r.id, tag = lib.tag } } end }
 ]]
     H.script(d, body)
-    local pid, wait = start(d, "--script script.lua --input in --capacity 2 --timeout 0 --watch --tag-generation gen")
-    sleep(0.4)
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 2 --timeout 0 --watch --tag-generation gen",
+      feed)
+    H.wait_for(function() return #H.lines(H.read(d .. "/out") or "") >= 10 end, 30)  -- lib1 records out
     H.write(d .. "/lib.lua", "return { tag = 'lib2' }\n")      -- a module under the script's directory
-    sleep(0.5)
+    wait_err(d, "reload: generation 2 loaded")
     os.remove(d .. "/script.lua")
-    sleep(0.2)
+    wait_err(d, "script.lua is gone; reloading when it reappears")
     H.script(d, body)                                          -- recreated
-    sleep(0.5)
+    wait_err(d, "reload: generation 3 loaded")
+    end_input()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     local tags, gens = {}, {}
@@ -179,11 +217,17 @@ return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY
     local d2 = H.tmpdir()
     H.write(d2 .. "/in", records(300))
     H.script(d2, versioned(1))
-    local pid2, wait2 = start(d2, "--script script.lua --input in --capacity 2 --timeout 0 --tag-generation gen")
-    sleep(0.2)
+    local feed2, end_input2 = held_input(d2)
+    local pid2, wait2 = start(d2, "--script script.lua --input fifo --capacity 2 --timeout 0 --tag-generation gen",
+      feed2)
     H.script(d2, versioned(2))
-    sleep(0.3)                                                 -- no reload: nothing watches
+    -- no reload: nothing watches. (The only fixed wait left here: the time
+    -- given a wrong reload to show up, i.e. the absence under test.)
+    os.execute("sleep 0.3")
+    assert.is_nil((H.read(d2 .. "/err") or ""):find("reload", 1, true), H.read(d2 .. "/err"))
     os.execute("kill -HUP " .. pid2)
+    wait_err(d2, "reload: generation 2 loaded")
+    end_input2()
     rc, out, err = wait2()
     assert.equal(0, rc, err)
     local v2 = 0
@@ -210,9 +254,14 @@ function M.async_invoke(r) time.sleep(0.005) seen = seen + 1 return { { id = r.i
 return M
 ]]
     H.script(d, body)
-    local pid, wait = start(d, "--script script.lua --input in --capacity 1 --timeout 0")
-    sleep(0.3)
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 1 --timeout 0", feed)
+    -- some records counted before the reload (then the input ends only
+    -- after it, so generation 2 has records to count too)
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/out") or "") >= 20 end, 30))
     os.execute("kill -HUP " .. pid)
+    wait_err(d, "reload: generation 2 loaded")
+    end_input()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     local outs = H.decode_lines(out)
@@ -220,32 +269,37 @@ return M
     assert.is_true(n and n > 0, err)
     -- the count carries on (the one record still in flight on the old
     -- generation when it exported is counted there)
-    assert.is_true(outs[300].seen >= 299)
-    assert.matches("reload: generation 2 loaded", err, 1, true)
+    assert.equal(300, #outs)
+    assert.is_true(n >= 20, err)
+    assert.is_true(outs[300].seen >= 299, "seen " .. outs[300].seen)
   end)
 
   it("finishes records in retry back-off on their own generation", function()
     local d = H.tmpdir()
     H.write(d .. "/in", records(20))
     local body = [[
-local M = { retry = { max_attempts = 3, delay_ms = 400 } }
+local M = { retry = { max_attempts = 3, delay_ms = 600000 } }
 local VERSION = %d
 M.retry_on_error = function() return true end
 function M.open(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end
 function M.async_invoke(r, ctx)
-  if ctx.attempt == 1 and VERSION == 1 then return nil, "not yet" end
+  if ctx.attempt == 1 and VERSION == 1 then io.stderr:write("FAILED ", r.id, "\n") return nil, "not yet" end
   return { { id = r.id, v = VERSION, attempt = ctx.attempt } }
 end
 return M
 ]]
     H.script(d, body:format(1))
-    -- input from a FIFO kept open, so the input does not end (no early retries)
-    os.execute("mkfifo " .. d .. "/fifo")
-    local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen",
-      function() os.execute(string.format("cd %s && { timeout 60 sh -c '(cat in; sleep 1) >fifo' & }", d)) end)
-    sleep(0.2)
+    -- input from a FIFO kept open, so the input does not end (the end of
+    -- input would retry the back-offs at once); the back-offs are long, so
+    -- all 20 records are in back-off when the reload lands; ending the input
+    -- then starts their retries
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 50 --timeout 0 --tag-generation gen", feed)
+    assert.truthy(H.wait_for(function() return select(2, (H.read(d .. "/err") or ""):gsub("FAILED", "")) == 20 end, 30))
     H.script(d, body:format(2))
     os.execute("kill -HUP " .. pid)
+    wait_err(d, "reload: generation 2 loaded")
+    end_input()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     local outs = H.decode_lines(out)
@@ -253,31 +307,49 @@ return M
     for _, o in ipairs(outs) do
       assert.same({ v = 1, gen = 1, attempt = 2 }, { v = o.v, gen = o.gen, attempt = o.attempt })
     end
+    -- the reload came while all 20 waited in back-off on generation 1
+    assert.matches("generation 2 loaded in [%d.]+ ms; 20 records still draining", err)
   end)
 
   it("keeps at most 4 generations: a further reload waits for one to drain", function()
     local d = H.tmpdir()
+    -- one held record per generation keeps each old generation draining
+    -- (held until the file "release" appears)
     H.script(d, [[
 local time = require "moonwait.time"
+local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
 return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end,
-  async_invoke = function(r, ctx) time.sleep(r.hold) return { r } end }
+  async_invoke = function(r, ctx)
+    io.stderr:write("STARTED ", r.id, "\n")
+    if r.hold then while not exists("release") do time.sleep(0.01) end end
+    return { r }
+  end }
 ]])
     os.execute("mkfifo " .. d .. "/fifo")
-    -- one slow record per generation keeps each old generation draining
-    H.write(d .. "/feed.sh", [[
-exec >fifo
-echo '{"id":1,"hold":2.5}'; sleep 0.3
-kill -HUP $1; sleep 0.3; echo '{"id":2,"hold":2.5}'; sleep 0.3
-kill -HUP $1; sleep 0.3; echo '{"id":3,"hold":2.5}'; sleep 0.3
-kill -HUP $1; sleep 0.3; echo '{"id":4,"hold":2.5}'; sleep 0.3
-kill -HUP $1; sleep 3.5; echo '{"id":5,"hold":0}'
-]])
-    local _, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen",
-      function(pid) os.execute(string.format("cd %s && timeout 60 sh feed.sh %s &", d, pid)) end)
+    local fifo
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 10 --timeout 0 --tag-generation gen",
+      function() fifo = assert(io.open(d .. "/fifo", "w")) end)
+    local function send(id, hold)
+      fifo:write(H.json.encode({ id = id, hold = hold }), "\n")
+      fifo:flush()
+      wait_err(d, "STARTED " .. id .. "\n")
+    end
+    send(1, true)
+    for g = 2, 4 do
+      os.execute("kill -HUP " .. pid)
+      wait_err(d, "reload: generation " .. g .. " loaded")
+      send(g, true)
+    end
+    -- generations 1-4 are live, each holding a record: the fifth waits
+    os.execute("kill -HUP " .. pid)
+    wait_err(d, "reload (SIGHUP) waits: 4 generations are live (at most 4)")
+    assert.is_nil((H.read(d .. "/err") or ""):find("generation 5 loaded", 1, true))
+    H.write(d .. "/release", "")
+    wait_err(d, "reload: generation 5 loaded")
+    send(5, false)
+    fifo:close()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
-    assert.matches("reload (SIGHUP) waits: 4 generations are live (at most 4)", err, 1, true)
-    assert.matches("reload: generation 5 loaded", err, 1, true)
     local gens = {}
     for _, o in ipairs(H.decode_lines(out)) do gens[o.id] = o.gen end
     assert.same({ 1, 2, 3, 4, 5 }, gens)
@@ -313,11 +385,9 @@ end
 function M.async_invoke(r) time.sleep(0.002) return { r } end
 return M
 ]])
-    os.execute("mkfifo " .. d .. "/fifo")
     -- the input stays open (and records keep flowing) until 100 reloads are done
-    local pid, wait = start(d, "--script script.lua --input fifo --capacity 20 --timeout 0", function()
-      os.execute(string.format("cd %s && { (cat in; sleep 120) >fifo & echo $! >wpid; }", d))
-    end)
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --capacity 20 --timeout 0", feed)
     assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("OPEN gen=1", 1, true) end, 10))
     for g = 2, 101 do
       os.execute("kill -HUP " .. pid)
@@ -325,7 +395,7 @@ return M
         return (H.read(d .. "/err") or ""):find("generation " .. g .. " loaded", 1, true)
       end, 10), "reload " .. g)
     end
-    os.execute("pkill -P $(cat " .. d .. "/wpid) sleep; kill $(cat " .. d .. "/wpid) 2>/dev/null")
+    end_input()
     local rc, out, err = wait()
     assert.equal(0, rc, err)
     assert.equal(4000, #H.lines(out))

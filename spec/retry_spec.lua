@@ -135,28 +135,35 @@ local M = { retry = { max_attempts = 5, delay_ms = 5000 } }
 M.retry_on_error = function() return true end
 function M.async_invoke(r, ctx)
   io.stderr:write("attempt ", ctx.attempt, "\n")
-  time.sleep(0.05)   -- the input ends meanwhile: the back-off below is not cut short
+  -- the input ends meanwhile, so the back-off below is not cut short. The
+  -- one wait here that is not on an event: the script cannot see the end of
+  -- input (one more read, on libuv's thread pool); 300 ms is generous for it
+  time.sleep(0.3)
   return nil, "down"
 end
 %s
 return M
 ]]
     local t0 = os.time()
-    local r = run(body:format(""), { { id = 1 } }, "--timeout 300")
+    local r = run(body:format(""), { { id = 1 } }, "--timeout 1000")
     assert.equal(1, r.code)
-    assert.matches("timed out after 300 ms", r.err, 1, true)
+    assert.matches("timed out after 1000 ms", r.err, 1, true)
     assert.is_nil(r.err:find("attempt 2", 1, true))
     r = run(body:format("function M.on_timeout(r, ctx) return { { id = r.id, gave_up = true, attempt = ctx.attempt } } end"),
-      { { id = 1 } }, "--timeout 300")
+      { { id = 1 } }, "--timeout 1000")
     assert.equal(0, r.code, r.err)
     assert.same({ id = 1, gave_up = true, attempt = 1 }, H.json.decode(r.lines[1]))
-    assert.is_true(os.time() - t0 < 5)
+    assert.is_true(os.time() - t0 < 9)   -- not the 5 s back-offs
   end)
 
   it("spends one budget across attempts: no attempt starts after the deadline", function()
+    -- each attempt runs 10 ms; delays 100, 200, 400 (capped), 400...: the
+    -- attempts start at 0, 110, 320, 730, 1140; the next would start at 1550,
+    -- after the 1350 ms budget. Exactly 5 (margins of ~200 ms either side, so
+    -- a loaded machine's late timers do not change the count).
     local r = run([[
 local time = require "moonwait.time"
-local M = { retry = { max_attempts = 50, backoff = "exponential", initial_delay_ms = 20, max_delay_ms = 80, multiplier = 2 } }
+local M = { retry = { max_attempts = 50, backoff = "exponential", initial_delay_ms = 100, max_delay_ms = 400, multiplier = 2 } }
 M.retry_on_error = function() return true end
 local t0
 function M.async_invoke(r, ctx)
@@ -167,12 +174,20 @@ function M.async_invoke(r, ctx)
 end
 function M.on_timeout(r, ctx) return { { attempts = ctx.attempt } } end
 return M
-]], { { id = 1 } }, "--timeout 400")
+]], { { id = 1 } }, "--timeout 1350")
     assert.equal(0, r.code, r.err)
-    local n = H.json.decode(r.lines[1]).attempts
-    assert.is_true(n > 3 and n < 50, "attempts: " .. n)
-    for at, rem in r.err:gmatch("start %d+ at (%d+) remaining (%d+)") do
-      assert.is_true(tonumber(at) < 400 and tonumber(rem) > 0)
+    assert.equal(5, H.json.decode(r.lines[1]).attempts, r.err)
+    local starts = {}
+    for k, at, rem in r.err:gmatch("start (%d+) at (%d+) remaining (%d+)") do
+      starts[#starts + 1] = tonumber(at)
+      assert.equal(#starts, tonumber(k))
+      assert.is_true(tonumber(at) < 1350 and tonumber(rem) > 0, r.err)
+    end
+    assert.equal(5, #starts, r.err)
+    -- each attempt waited at least its delay after the previous one ran
+    local delays = { 100, 200, 400, 400 }
+    for i = 2, 5 do
+      assert.is_true(starts[i] - starts[i - 1] >= 10 + delays[i - 1] - 2, r.err)
     end
   end)
 
@@ -214,7 +229,9 @@ M.retry_on_error = function() return true end
 local t0
 function M.async_invoke(r, ctx)
   t0 = t0 or time.now()
-  if ctx.attempt == 1 then time.sleep(0.05) end  -- the input ends meanwhile
+  -- the input ends meanwhile (not observable from the script: one more
+  -- read on libuv's thread pool; 300 ms is generous for it)
+  if ctx.attempt == 1 then time.sleep(0.3) end
   if ctx.attempt < 3 then return nil, "down" end
   return { { attempt = ctx.attempt, waited = (time.now() - t0) * 1000 } }
 end
@@ -223,7 +240,7 @@ return M
     assert.equal(0, r.code, r.err)
     local o = H.json.decode(r.lines[1])
     assert.equal(3, o.attempt)
-    assert.is_true(o.waited >= 340, "waited " .. o.waited)  -- 50 + 150 + 150
+    assert.is_true(o.waited >= 595, "waited " .. o.waited)  -- 300 + 150 + 150
   end)
 
   it("takes the strategy from the flag over the pipeline over the script", function()

@@ -28,6 +28,11 @@
  *                        is read and the connection closed without a byte of
  *                        response (a keep-alive connection the server dropped
  *                        while the client held it in its pool)
+ *   gather N             holds every request until N are held at once, then
+ *                        answers them all (and any later one at once) 200 with
+ *                        {"held":H,"open":O}: H requests held and O connections
+ *                        open at the moment of release (a concurrency barrier:
+ *                        any answer proves N requests were in flight together)
  *
  * Modes that answer as soon as the first bytes of a request arrive (so they
  * also serve line protocols such as RESP); TEXT, PREFIX and UNIT take the
@@ -52,9 +57,12 @@ static size_t chunk_len;
 static int requests;
 static int conns; /* connections accepted */
 static uv_loop_t *loop;
+static int gather_n;        /* gather: release when this many are held */
+static int open_conns;      /* connections accepted and not yet closed */
 
 typedef struct peer {
     uv_tcp_t tcp;
+    struct peer *held_next; /* gather: the held list */
     uv_timer_t timer;
     char head[8192];
     size_t len;
@@ -70,8 +78,10 @@ typedef struct peer {
 static void closed(uv_handle_t *h)
 {
     peer *p = h->data;
-    if (h == (uv_handle_t *)&p->tcp)
+    if (h == (uv_handle_t *)&p->tcp) {
+        open_conns--;
         uv_close((uv_handle_t *)&p->timer, NULL);
+    }
     else
         free(p);
 }
@@ -126,9 +136,41 @@ static void drip(uv_timer_t *t)
     say(p, "x", 1);
 }
 
+/* gather: the held requests, and whether the barrier has opened */
+static peer *held_head;
+static int held, released, release_held, release_open;
+
+static void gather_reply(peer *p)
+{
+    char body[64], r[160];
+    int bl = snprintf(body, sizeof body, "{\"held\":%d,\"open\":%d}", release_held, release_open);
+    int n = snprintf(r, sizeof r, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl, body);
+    say(p, r, (size_t)n);
+    p->answered = 0; /* keep-alive */
+    p->len = 0;
+}
+
 static void answer(peer *p)
 {
     p->answered = 1;
+    if (strcmp(mode, "gather") == 0) {
+        if (released) {
+            gather_reply(p);
+            return;
+        }
+        p->held_next = held_head;
+        held_head = p;
+        if (++held < gather_n)
+            return;
+        released = 1;
+        release_held = held;
+        release_open = open_conns;
+        for (peer *q = held_head; q; q = q->held_next)
+            if (!q->closing)
+                gather_reply(q);
+        held_head = NULL;
+        return;
+    }
     if (strcmp(mode, "once") == 0) {
         say(p, text, text_len);
     } else if (strcmp(mode, "stream") == 0) {
@@ -195,6 +237,15 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     peer *p = s->data;
     (void)b;
     if (n < 0) {
+        if (p->answered && !released && strcmp(mode, "gather") == 0) {
+            /* a held request gave up: it no longer counts */
+            for (peer **q = &held_head; *q; q = &(*q)->held_next)
+                if (*q == p) {
+                    *q = p->held_next;
+                    held--;
+                    break;
+                }
+        }
         p->closing = 1;
         if (!uv_is_closing((uv_handle_t *)s))
             uv_close((uv_handle_t *)s, closed);
@@ -220,6 +271,7 @@ static void on_conn(uv_stream_t *server, int status)
     if (status < 0)
         return;
     peer *p = calloc(1, sizeof *p);
+    open_conns++;
     uv_tcp_init(loop, &p->tcp);
     uv_timer_init(loop, &p->timer);
     p->tcp.data = p->timer.data = p;
@@ -287,6 +339,11 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < reps; i++)
                 memcpy(chunk + i * unit_len, unit, unit_len);
         }
+    } else if (strcmp(mode, "gather") == 0) {
+        if (argc != 3 || (gather_n = atoi(argv[2])) < 1) {
+            fprintf(stderr, "usage: faultpeer gather N\n");
+            return 2;
+        }
     } else if (argc != 2) {
         fprintf(stderr, "usage: faultpeer MODE\n");
         return 2;
@@ -297,7 +354,7 @@ int main(int argc, char **argv)
     struct sockaddr_in addr;
     uv_ip4_addr("127.0.0.1", 0, &addr);
     if (uv_tcp_bind(&server, (struct sockaddr *)&addr, 0) != 0 ||
-        uv_listen((uv_stream_t *)&server, 128, on_conn) != 0) {
+        uv_listen((uv_stream_t *)&server, 4096, on_conn) != 0) {
         fprintf(stderr, "faultpeer: cannot listen\n");
         return 1;
     }
