@@ -140,7 +140,7 @@ end }
     for i = 1, 300 do lines[i] = '{"id":' .. i .. '}' end
     H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
     local code, _, err = H.sh(string.format(
-      "cd %s && strace -f -y -qq -o trace -e trace=fsync,fdatasync,rename,renameat,renameat2 %s",
+      "cd %s && ASAN_OPTIONS=detect_leaks=0 strace -f -y -qq -o trace -e trace=fsync,fdatasync,rename,renameat,renameat2 %s",
       H.q(d), H.cmd("run --script script.lua --input in --output out --on-error dead-letter --dead-letter dl " ..
         "--capacity 5 --checkpoint-dir cp --checkpoint-interval 20")))
     assert.equal(0, code, err)
@@ -667,7 +667,7 @@ end }
       for i = 1, 20 do lines[i] = '{"port":' .. peer.port .. '}' end
       H.write(d .. "/in", table.concat(lines, "\n") .. "\n")
       local code, _, err = H.sh(string.format(
-        "cd %s && strace -f -e trace=openat -o trace %s run --script script.lua --input in --output out --capacity 1",
+        "cd %s && ASAN_OPTIONS=detect_leaks=0 strace -f -e trace=openat -o trace %s run --script script.lua --input in --output out --capacity 1",
         H.q(d), H.bin))
       assert.equal(0, code, err)
       local out = H.read(d .. "/out")
