@@ -129,30 +129,46 @@ return {
   end)
 
   it("lets the timeout win during a back-off, with and without on_timeout", function()
+    -- The input stays open (a FIFO whose writer waits for the test's "done"
+    -- file), so nothing cuts the 5 s back-off short: the end of input would
+    -- start it at once. The timeout must end the record during the back-off.
     local body = [[
-local time = require "moonwait.time"
 local M = { retry = { max_attempts = 5, delay_ms = 5000 } }
 M.retry_on_error = function() return true end
 function M.async_invoke(r, ctx)
   io.stderr:write("attempt ", ctx.attempt, "\n")
-  -- the input ends meanwhile, so the back-off below is not cut short. The
-  -- one wait here that is not on an event: the script cannot see the end of
-  -- input (one more read, on libuv's thread pool); 300 ms is generous for it
-  time.sleep(0.3)
   return nil, "down"
 end
 %s
 return M
 ]]
+    local function run_open(script)
+      local d = H.tmpdir()
+      H.script(d, script)
+      assert.is_true(os.execute("mkfifo " .. H.q(d .. "/fifo")) == 0)
+      os.execute(string.format(
+        "(printf '{\"id\":1}\\n'; i=0; while [ ! -e %s ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done) >%s &",
+        H.q(d .. "/done"), H.q(d .. "/fifo")))
+      local r = H.run("run --script script.lua --input fifo --timeout 1000", { dir = d })
+      H.write(d .. "/done", "")
+      return r
+    end
     local t0 = os.time()
-    local r = run(body:format(""), { { id = 1 } }, "--timeout 1000")
+    local r = run_open(body:format(""))
     assert.equal(1, r.code)
     assert.matches("timed out after 1000 ms", r.err, 1, true)
+    assert.matches("attempt 1", r.err, 1, true)
     assert.is_nil(r.err:find("attempt 2", 1, true))
-    r = run(body:format("function M.on_timeout(r, ctx) return { { id = r.id, gave_up = true, attempt = ctx.attempt } } end"),
-      { { id = 1 } }, "--timeout 1000")
+    -- on_timeout answers, and tells the writer (through the "done" file)
+    -- that the input may end now
+    r = run_open(body:format([[
+function M.on_timeout(r, ctx)
+  local f = io.open("done", "w"); f:close()
+  return { { id = r.id, gave_up = true, attempt = ctx.attempt } }
+end]]))
     assert.equal(0, r.code, r.err)
     assert.same({ id = 1, gave_up = true, attempt = 1 }, H.json.decode(r.lines[1]))
+    assert.is_nil(r.err:find("attempt 2", 1, true))
     assert.is_true(os.time() - t0 < 9)   -- not the 5 s back-offs
   end)
 

@@ -90,7 +90,7 @@ static outcome parse(http_resp *h, const uint8_t *p, size_t n, int is_head, uint
     }
     if (!h->complete && n > 0) {
         /* a body that ends at the close (no length, not chunked) */
-        int by_close = h->head_done && llhttp_message_needs_eof(&h->parser);
+        int by_close = h->head_done && h->close_delimited;
         if (http_resp_eof(h)) {
             CHECK(h->complete, "eof said complete");
             o.by_eof = 1;

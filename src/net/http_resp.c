@@ -56,6 +56,10 @@ static int on_headers_complete(llhttp_t *p)
     http_resp *h = p->data;
     h->status = llhttp_get_status_code(p);
     h->head_done = 1;
+    /* Decided now, from the head: a trailer line "Transfer-Encoding: x"
+     * later clears llhttp's chunked flag, and llhttp_message_needs_eof
+     * would then call a chunked body cut in its trailers close-delimited. */
+    h->close_delimited = !h->is_head && llhttp_message_needs_eof(p);
     return h->is_head ? 1 : 0; /* a HEAD response has no body */
 }
 
@@ -76,7 +80,7 @@ static int on_message_complete(llhttp_t *p)
         /* An interim response (100 Continue, 103 Early Hints): not the
          * answer. Forget it and read on; its head bytes still count
          * against max_header_bytes, so endless 1xx heads are refused. */
-        h->status = h->head_done = 0;
+        h->status = h->head_done = h->close_delimited = 0;
         h->nheaders = 0;
         h->hdrs.len = 0;
         return 0;
@@ -104,7 +108,7 @@ void http_resp_init(http_resp *h, int is_head)
     h->parser.data = h;
     h->is_head = is_head;
     h->head_bytes = h->nheaders = 0;
-    h->head_done = h->status = h->complete = h->err = 0;
+    h->head_done = h->close_delimited = h->status = h->complete = h->err = 0;
     h->hdrs.len = h->body.len = 0;
 }
 
@@ -136,7 +140,7 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
 
 int http_resp_eof(http_resp *h)
 {
-    if (llhttp_message_needs_eof(&h->parser)) {
+    if (h->head_done && h->close_delimited && !h->complete) {
         /* llhttp_finish runs on_message_complete, whose HPE_PAUSED it
          * returns: that, not HPE_OK, is the close-delimited body's end. */
         llhttp_errno_t e = llhttp_finish(&h->parser);

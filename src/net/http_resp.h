@@ -15,7 +15,9 @@
  *       HTTP_RESP_BODY_TOO_LARGE (past max_body) or HTTP_RESP_BAD
  *       (http_resp_reason says why); then h is done with.
  *   http_resp_eof(h)   the peer closed: 1 if that ends the response (a body
- *       delimited by the close), then h->complete is set.
+ *       delimited by the close, as the head said: h->close_delimited),
+ *       then h->complete is set. A chunked body cut anywhere, its
+ *       trailers included, is 0: truncated.
  *
  * Interim responses (1xx but 101) are skipped: the final one is the
  * answer; their head bytes count against max_header_bytes.
@@ -41,6 +43,7 @@ typedef struct http_resp {
     size_t head_bytes;    /* bytes of the head fed to the parser so far */
     size_t nheaders;      /* header (and trailer) lines seen */
     int head_done;        /* on_headers_complete ran */
+    int close_delimited;  /* the head says: the body ends at the close */
     int status;
     int complete;
     int err;              /* HTTP_RESP_*: why a callback stopped the parser */
