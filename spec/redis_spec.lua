@@ -129,19 +129,44 @@ end }
   end)
 
   it("handles 1,000 concurrent lookups", function()
+    -- A barrier in the real server proves the 1,000 were in flight together:
+    -- each record INCRs "arrived", then blocks in BLPOP "go"; the record that
+    -- arrives 1,000th pushes 1,000 tokens. Were fewer than 1,000 records (or
+    -- connections) in flight at once, the BLPOPs would wait for a record that
+    -- cannot start, and time out after 20 s (the socket's timeout is
+    -- longer, so the server's BLPOP timeout is what ends them).
+    redis.cli("DEL arrived go")
     redis.cli("SET hot value")
     local recs = {}
-    for i = 1, 1000 do recs[i] = { port = redis.port } end
+    for i = 1, 1000 do recs[i] = { port = redis.port, i = i } end
     local r = run([[
 local redis = require "moonwait.redis"
+local mw = require "moonwait"
 return { async_invoke = function(rec)
-  local r = assert(redis.connect("127.0.0.1", rec.port, { pool_size = 1000 }))
+  local r = assert(redis.connect("127.0.0.1", rec.port, { pool_size = 1000, timeout_ms = 30000 }))
+  local n = assert(r:incr("arrived"))
+  if n == 1000 then
+    for _ = 1, 1000 do assert(r:rpush("go", "t")) end
+  end
+  local tok = assert(r:blpop("go", 20))
+  if tok == mw.null then error("the barrier never opened: " .. n .. " arrived") end
   local v = assert(r:get("hot"))
   assert(r:set_keepalive(10000, 1000))
-  return { { v = v } }
+  return { { i = rec.i, v = v, n = n } }
 end }
-]], recs, "--capacity 1000 --mode unordered")
+]], recs, "--capacity 1000 --mode unordered --timeout 60000")
     assert.equal(0, r.code, r.err)
     assert.equal(1000, #r.lines)
+    local seen, ns = {}, {}
+    for _, l in ipairs(r.lines) do
+      local o = H.json.decode(l)
+      assert.equal("value", o.v)
+      seen[o.i] = true
+      ns[o.n] = true
+    end
+    for i = 1, 1000 do
+      assert.is_true(seen[i], "record " .. i)
+      assert.is_true(ns[i], "arrival " .. i)
+    end
   end)
 end)
