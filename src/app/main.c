@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../lua/guard.h"
 #include "../lua/modules.h"
 #include "../lua/script.h"
 #include "config.h"
@@ -96,6 +97,11 @@ static int cmd_check(int argc, char **argv, const char *lua_dir)
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
+    /* Loading runs the script's main chunk: the run's default budget keeps
+     * a spinning one from hanging `check` too. */
+    int grc = guard_start(&loop, 1000);
+    if (grc != 0)
+        fprintf(stderr, "moonwait: warning: the CPU budget is off: %s\n", uv_strerror(grc));
     script sc;
     char *err = NULL;
     int code = 0;
@@ -110,6 +116,7 @@ static int cmd_check(int argc, char **argv, const char *lua_dir)
         script_close(&sc, closed_cb);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    guard_stop();
     uv_loop_close(&loop);
     return code;
 }
