@@ -215,6 +215,8 @@ end }
       { "a bulk not followed by CRLF", { "once", "$5\\r\\nhelloXY" }, "bad reply: a bulk of 5 bytes not followed by CRLF" },
       { "an integer reply ':abc'", { "once", ":abc\\r\\n" }, "bad reply: not an integer: ':abc'" },
       { "an integer reply in hex", { "once", ":0x10\\r\\n" }, "bad reply: not an integer: ':0x10'" },
+      { "an integer reply beyond 64 bits", { "once", ":9223372036854775808\\r\\n" },
+        "bad reply: not an integer: ':9223372036854775808'" },
       { "an array length of 2x", { "once", "*2x\\r\\n" }, "bad reply: not an array length: '*2x'" },
       { "endless nesting of *1", { "stream", "", "*1\\r\\n" }, "bad reply: arrays nested deeper than max_depth (64)" },
       { "an unknown type byte", { "once", "%1\\r\\n\\x01\\r\\n" }, "bad reply: unknown type: '%1'" },

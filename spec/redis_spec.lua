@@ -128,6 +128,41 @@ end }
     assert.matches("redis: argument 3 is a table", r.err, 1, true)
   end)
 
+  it("keeps integers exact both ways: 64-bit replies, large numbers and int64 record fields as arguments", function()
+    redis.cli("DEL big small n id")
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port))
+  local out = {}
+  assert(r:set("big", "9223372036854775800"))
+  out.incrby = assert(r:incrby("big", 7))            -- 2^63 - 1: an int64 cdata
+  assert(r:set("small", "9007199254740991"))
+  out.incr = assert(r:incr("small"))                  -- 2^53: still a number
+  out.incr_type = type(out.incr)
+  out.decrby = assert(r:decrby("small", -1))          -- 2^53 + 1: exact
+  assert(r:set("n", 1e15))                            -- not "1e+15"
+  out.n = assert(r:get("n"))
+  assert(r:set("id", rec.id))                         -- the record's int64 field
+  out.id = assert(r:get("id"))
+  out.id_back = rec.id
+  local ok, err = r:incrby("big", 1)
+  out.overflow = err
+  return { out }
+end }
+]], { '{"port":' .. redis.port .. ',"id":9007199254740993}' })
+    assert.equal(0, r.code, r.err)
+    local l = r.lines[1]
+    assert.matches('"incrby":9223372036854775807', l, 1, true)
+    assert.matches('"incr":9007199254740992', l, 1, true)
+    assert.matches('"incr_type":"number"', l, 1, true)
+    assert.matches('"decrby":9007199254740993', l, 1, true)
+    assert.matches('"n":"1000000000000000"', l, 1, true)
+    assert.matches('"id":"9007199254740993"', l, 1, true)
+    assert.matches('"id_back":9007199254740993', l, 1, true)
+    assert.matches('"overflow":"ERR increment or decrement would overflow"', l, 1, true)
+  end)
+
   it("handles 1,000 concurrent lookups", function()
     -- A barrier in the real server proves the 1,000 were in flight together:
     -- each record INCRs "arrived", then blocks in BLPOP "go"; the record that

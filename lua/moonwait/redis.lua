@@ -36,6 +36,11 @@ local type, tostring, tonumber, select, setmetatable, rawget, rawset, concat =
 local sub, byte, upper, find, format, gsub = string.sub, string.byte, string.upper, string.find,
   string.format, string.gsub
 local floor = math.floor
+local ffi = require "ffi"
+local istype = ffi.istype
+
+local TWO53 = 2 ^ 53
+local I53_MIN, I53_MAX = -9007199254740992LL, 9007199254740992LL
 
 local MAX_BULK = 512 * 1024 * 1024          -- Redis's proto-max-bulk-len
 local DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -60,11 +65,20 @@ local function serialize(n, ...)
     local t = type(a)
     if t ~= "string" then
       if t == "number" then
-        a = tostring(a)
+        -- tostring(1e15) is "1e+15", which Redis takes for a string, not
+        -- the integer; and tostring keeps 14 digits of a double
+        if a == floor(a) and a >= -TWO53 and a <= TWO53 then
+          a = format("%d", a)
+        else
+          local s = tostring(a)
+          a = tonumber(s) == a and s or format("%.17g", a)
+        end
       elseif t == "boolean" then
         a = a and "1" or "0"
+      elseif t == "cdata" and (istype("int64_t", a) or istype("uint64_t", a)) then
+        a = gsub(tostring(a), "U?LL$", "") -- a record's exact 64-bit integer
       else
-        error("redis: argument " .. i .. " is a " .. t .. " (strings, numbers and booleans only)", 3)
+        error("redis: argument " .. i .. " is a " .. t .. " (strings, numbers, booleans and 64-bit integers only)", 3)
       end
     end
     out[#out + 1] = "$"
@@ -87,6 +101,23 @@ local function bad(why)
   return nil, "bad reply: " .. why
 end
 
+-- An integer reply's digits ("-?%d+"): a Lua number within 2^53, else
+-- an exact int64_t cdata, as the record codec gives JSON integers (a
+-- double would round 2^53 + 1). nil beyond the 64-bit signed range.
+local function integer(s)
+  local neg = byte(s) == 45
+  local digits = #s - (neg and 1 or 0)
+  if digits <= 15 then return tonumber(s) end
+  if digits > 19 or (digits == 19 and sub(s, neg and 2 or 1) > (neg and "9223372036854775808" or "9223372036854775807")) then
+    return nil
+  end
+  local v = 0LL -- accumulated negative, so -2^63 fits
+  for i = neg and 2 or 1, #s do v = v * 10 - (byte(s, i) - 48) end
+  if not neg then v = -v end
+  if v >= I53_MIN and v <= I53_MAX then return tonumber(v) end
+  return v
+end
+
 -- Read one value of a reply. st holds what is left of the reply's limits
 -- (bytes, elements) and its max_depth; depth counts the enclosing arrays.
 -- Returns value; or false, msg for an error reply; or nil, err for a
@@ -106,8 +137,9 @@ local function read_value(sock, st, depth)
   elseif kind == 45 then -- -
     return false, sub(line, 2)
   elseif kind == 58 then -- :
-    if not find(line, "^:%-?%d+$") then return bad("not an integer: " .. shown(line)) end
-    return tonumber(sub(line, 2))
+    local v = find(line, "^:%-?%d+$") and integer(sub(line, 2))
+    if not v then return bad("not an integer: " .. shown(line)) end
+    return v
   elseif kind == 36 then -- $
     if not find(line, "^%$%-?%d+$") then return bad("not a bulk length: " .. shown(line)) end
     local n = tonumber(sub(line, 2))
