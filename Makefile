@@ -53,7 +53,7 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
 
-JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
+JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
 HELPERS := $(BUILD)/faultpeer
@@ -136,7 +136,7 @@ FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
                 $(shell pkg-config --cflags luajit) -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
-FUZZ_JSON_OBJS := $(FUZZ_BUILD)/src/json/parse.o $(FUZZ_BUILD)/src/json/write.o
+FUZZ_JSON_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(wildcard src/json/*.c))
 # llhttp's generated C, instrumented for coverage and the sanitizers, without -Werror.
 FUZZ_LLHTTP_OBJS := $(FUZZ_BUILD)/llhttp/api.o $(FUZZ_BUILD)/llhttp/http.o $(FUZZ_BUILD)/llhttp/llhttp.o
 
