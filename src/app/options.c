@@ -35,16 +35,31 @@ static int s_event(config *c, const char *v, char *w, size_t n)
     return set_str(&c->event_time, v, w, n);
 }
 
+/* One of `names` (NULL-terminated): its index in *out. Else the message
+ * lists them ("expected 'a', 'b' or 'c', got 'v'"). */
+static int choose(const char *v, const char *const *names, int *out, char *w, size_t n)
+{
+    int k = 0;
+    for (; names[k]; k++)
+        if (strcmp(v, names[k]) == 0) {
+            *out = k;
+            return 0;
+        }
+    size_t len = (size_t)snprintf(w, n, "expected ");
+    for (int i = 0; i < k && len < n; i++)
+        len += (size_t)snprintf(w + len, n - len, "%s'%s'", i == 0 ? "" : i == k - 1 ? " or " : ", ", names[i]);
+    if (len < n)
+        snprintf(w + len, n - len, ", got '%s'", v);
+    return -1;
+}
+
 static int s_mode(config *c, const char *v, char *w, size_t n)
 {
-    if (strcmp(v, "ordered") == 0)
-        c->mode = OP_ORDERED;
-    else if (strcmp(v, "unordered") == 0)
-        c->mode = OP_UNORDERED;
-    else {
-        snprintf(w, n, "expected 'ordered' or 'unordered', got '%s'", v);
+    static const char *const names[] = { "ordered", "unordered", NULL }; /* op_mode order */
+    int k;
+    if (choose(v, names, &k, w, n) != 0)
         return -1;
-    }
+    c->mode = (op_mode)k;
     return 0;
 }
 
@@ -124,16 +139,11 @@ static int s_retry(config *c, const char *v, char *w, size_t n)
 
 static int s_on_error(config *c, const char *v, char *w, size_t n)
 {
-    if (strcmp(v, "fail") == 0)
-        c->on_error = ON_ERROR_FAIL;
-    else if (strcmp(v, "skip") == 0)
-        c->on_error = ON_ERROR_SKIP;
-    else if (strcmp(v, "dead-letter") == 0)
-        c->on_error = ON_ERROR_DEAD_LETTER;
-    else {
-        snprintf(w, n, "expected 'fail', 'skip' or 'dead-letter', got '%s'", v);
+    static const char *const names[] = { "fail", "skip", "dead-letter", NULL }; /* on_error_mode order */
+    int k;
+    if (choose(v, names, &k, w, n) != 0)
         return -1;
-    }
+    c->on_error = (on_error_mode)k;
     return 0;
 }
 

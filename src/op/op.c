@@ -98,13 +98,20 @@ static op_entry *heap_top(const op *o, int h)
 
 /* ---- entries ---------------------------------------------------------- */
 
-static op_entry *entry_new(op *o, op_kind kind)
+/* Admit a new entry at the tail of the queue (a recycled one if any):
+ * 0 with *out, or OP_ESTATE after a failure, OP_EFULL at capacity,
+ * OP_ENOMEM. */
+static int admit(op *o, op_kind kind, op_entry **out)
 {
+    if (o->failed)
+        return OP_ESTATE;
+    if (op_full(o))
+        return OP_EFULL;
     op_entry *e = o->free_list;
     if (e)
         o->free_list = e->next;
     else if (!(e = malloc(sizeof *e)))
-        return NULL;
+        return OP_ENOMEM;
     memset(e, 0, sizeof *e);
     e->kind = kind;
     e->heap_ix[0] = e->heap_ix[1] = NOT_IN_HEAP;
@@ -119,7 +126,8 @@ static op_entry *entry_new(op *o, op_kind kind)
         o->head = e;
     o->tail = e;
     o->size++;
-    return e;
+    *out = e;
+    return 0;
 }
 
 /* Unlink `e`, let the adapter release its state, and recycle it. */
@@ -290,13 +298,10 @@ uint64_t op_now(const op *o)
 
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
 {
-    if (o->failed)
-        return OP_ESTATE;
-    if (op_full(o))
-        return OP_EFULL;
-    op_entry *e = entry_new(o, OP_KIND_RECORD);
-    if (!e)
-        return OP_ENOMEM;
+    op_entry *e;
+    int rc = admit(o, OP_KIND_RECORD, &e);
+    if (rc != 0)
+        return rc;
     e->seq = o->next_seq++;
     e->line = line;
     e->udata = udata;
@@ -384,13 +389,10 @@ int op_push_failed(op *o, uint64_t line, const char *err, void *udata)
 
 int op_push_watermark(op *o, int64_t wm)
 {
-    if (o->failed)
-        return OP_ESTATE;
-    if (op_full(o))
-        return OP_EFULL;
-    op_entry *e = entry_new(o, OP_KIND_WATERMARK);
-    if (!e)
-        return OP_ENOMEM;
+    op_entry *e;
+    int rc = admit(o, OP_KIND_WATERMARK, &e);
+    if (rc != 0)
+        return rc;
     e->watermark = wm;
     e->seq = o->next_seq - 1;
     o->segments++;
