@@ -110,7 +110,7 @@ static size_t lex_escape(json_parser *p, size_t i)
     const unsigned char *s = p->s;
     unsigned char e = s[i + 1];
     if (e == 'u') {
-        unsigned cp, lo;
+        unsigned cp = 0, lo = 0;
         if (hex4(p, i + 2, &cp))
             return 0;
         if (cp >= 0xdc00 && cp <= 0xdfff)
