@@ -51,11 +51,11 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # copied into this repository). Its generated code is not ours to fix, so
 # it is built with the sanitizers but without -Werror.
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
-CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o
 
-JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
+JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -80,6 +80,14 @@ $(BUILD)/test_ckpt: $(BUILD)/spec/c/test_ckpt.o $(BUILD)/src/store/ckpt.o
 
 $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+# The run settings: the option table, the pipeline file (a throwaway Lua VM
+# and the retry table reader) and the command line.
+CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src/app/pipefile.o \
+               $(BUILD)/src/lua/retry_table.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o
+
+$(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -136,7 +144,7 @@ FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
                 $(shell pkg-config --cflags luajit) -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
-FUZZ_JSON_OBJS := $(FUZZ_BUILD)/src/json/parse.o $(FUZZ_BUILD)/src/json/write.o
+FUZZ_JSON_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(wildcard src/json/*.c))
 # llhttp's generated C, instrumented for coverage and the sanitizers, without -Werror.
 FUZZ_LLHTTP_OBJS := $(FUZZ_BUILD)/llhttp/api.o $(FUZZ_BUILD)/llhttp/http.o $(FUZZ_BUILD)/llhttp/llhttp.o
 
@@ -178,4 +186,4 @@ $(FUZZ_BUILD)/%.o: %.c
 
 -include $(wildcard $(FUZZ_BUILD)/src/*/*.d $(FUZZ_BUILD)/spec/fuzz/*.d)
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d $(BUILD)/spec/c/test_config.d

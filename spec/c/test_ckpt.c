@@ -389,6 +389,83 @@ static void test_refuses_nul_in_c_strings(void)
     free(b);
 }
 
+/* The encoded bytes, exactly: the format is a file on disk that later
+ * versions must read, so a refactoring must not change a byte. */
+static void test_encoding_is_byte_exact(void)
+{
+    ckpt c;
+    memset(&c, 0, sizeof c);
+    c.input = strdup("/i");
+    c.output = strdup("/o");
+    c.mode = strdup("ordered");
+    c.input_offset = 10;
+    c.input_line = 2;
+    c.next_seq = 3;
+    c.has_wm_max = 1;
+    c.wm_max = -7;
+    c.output_len = 5;
+    ckpt_entry r = { .kind = CKPT_RECORD, .seq = 1, .line = 1, .attempt = 2, .budget_used_ms = 30,
+                     .raw = (char *)"{\"a\":1}", .raw_len = 7, .last_error = (char *)"boom" };
+    ASSERT_INT_EQ(ckpt_add(&c, &r), 0);
+    ckpt_entry w = { .kind = CKPT_WATERMARK, .watermark = 9 };
+    ASSERT_INT_EQ(ckpt_add(&c, &w), 0);
+    ckpt_entry h = { .kind = CKPT_RECORD, .seq = 2, .line = 2, .attempt = 1, .raw = (char *)"{}", .raw_len = 2,
+                     .done = 1, .out = (char *)"{}\n", .out_len = 3 };
+    ASSERT_INT_EQ(ckpt_add(&c, &h), 0);
+    char *buf;
+    size_t len;
+    ASSERT_INT_EQ(ckpt_encode(&c, &buf, &len), 0);
+    static const char want[] = "moonwait-checkpoint 2\ninput 2:/i\noutput 2:/o\ndead_letter 0:\nmode 7:ordered\n"
+                               "complete 0\ninput_offset 10\ninput_line 2\nnext_seq 3\nwm_current none\nwm_max -7\n"
+                               "pending_wm none\noutput_len 5\ndead_letter_len 0\nentries 3\n"
+                               "R 1 1 2 30 0 7:{\"a\":1} 4:boom 0 0 0: 0:\nW 9\nR 2 2 1 0 0 2:{} 0: 1 0 3:{}\n 0:\n"
+                               "crc32 95ef0dc8\n";
+    ASSERT_UINT_EQ(len, sizeof want - 1);
+    ASSERT(memcmp(buf, want, len) == 0);
+    free(buf);
+    ckpt_free(&c);
+}
+
+/* A borrowed checkpoint keeps the caller's pointers (no copy) and frees
+ * only its array; it encodes like a copied one. */
+static void test_borrowed_entries_are_not_copied(void)
+{
+    ckpt a, b;
+    make(&a);
+    memset(&b, 0, sizeof b);
+    b.borrowed = 1;
+    b.input = strdup(a.input);
+    b.output = strdup(a.output);
+    b.dead_letter = strdup(a.dead_letter);
+    b.mode = strdup(a.mode);
+    b.input_offset = a.input_offset;
+    b.input_line = a.input_line;
+    b.next_seq = a.next_seq;
+    b.has_wm_current = a.has_wm_current;
+    b.wm_current = a.wm_current;
+    b.has_pending_wm = a.has_pending_wm;
+    b.pending_wm = a.pending_wm;
+    b.output_len = a.output_len;
+    b.dead_letter_len = a.dead_letter_len;
+    for (size_t i = 0; i < a.n; i++)
+        ASSERT_INT_EQ(ckpt_add(&b, &a.entries[i]), 0);
+    ASSERT(b.entries[0].raw == a.entries[0].raw);
+    ASSERT(b.entries[0].last_error == a.entries[0].last_error);
+    ASSERT(b.entries[3].out == a.entries[3].out && b.entries[3].dlq == a.entries[3].dlq);
+    char *x, *y;
+    size_t xl, yl;
+    ASSERT_INT_EQ(ckpt_encode(&a, &x, &xl), 0);
+    ASSERT_INT_EQ(ckpt_encode(&b, &y, &yl), 0);
+    ASSERT_UINT_EQ(xl, yl);
+    ASSERT(memcmp(x, y, xl) == 0);
+    ckpt_free(&b); /* the array only: a's strings stay valid */
+    ASSERT(memcmp(a.entries[0].raw, "{\"a\"", 4) == 0);
+    ckpt_free(&a);
+    free(x);
+    free(y);
+}
+
 TEST_MAIN("ckpt", T(test_round_trip), T(test_detects_corruption_and_truncation), T(test_int64_min_round_trips),
           T(test_refuses_overflowing_numbers), T(test_refuses_old_version),
-          T(test_every_field_round_trips), T(test_refuses_nul_in_c_strings))
+          T(test_every_field_round_trips), T(test_refuses_nul_in_c_strings),
+          T(test_encoding_is_byte_exact), T(test_borrowed_entries_are_not_copied))

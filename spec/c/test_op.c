@@ -17,6 +17,7 @@ typedef struct harness {
     int released;
     int retries_started;
     double rnd;
+    const op_retry_policy *policy; /* set on each pushed record, as the host does */
 } harness;
 
 static void logf_(harness *h, const char *s)
@@ -91,6 +92,7 @@ static op_entry *push(harness *h)
 {
     op_entry *e = NULL;
     ASSERT_INT_EQ(op_push_record(&h->o, h->o.next_seq, 0, NULL, &e), 0);
+    e->policy = h->policy;
     h->by_seq[e->seq] = e;
     return e;
 }
@@ -380,7 +382,6 @@ static void test_failure_reported_after_earlier_records(void)
     push(&h);
     ASSERT_INT_EQ(op_fail(&h.o, e2, "boom"), 0);
     ASSERT_STR_EQ(h.log, "");
-    ASSERT(op_first_failed(&h.o) == e2);
     ASSERT_INT_EQ(op_complete(&h.o, e1, NULL, 0), 0);
     ASSERT_STR_EQ(h.log, "r1 F2:boom");
     done(&h, 3);
@@ -553,7 +554,7 @@ static void test_retry_keeps_slot_and_order(void)
     harness h;
     setup(&h, OP_ORDERED, 2, 0);
     op_retry_policy p = fixed(3, 100);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e1 = push(&h);
     push(&h);
     ASSERT_INT_EQ(op_retry(&h.o, e1), 0);  /* attempt 1 asks for a retry */
@@ -595,7 +596,7 @@ static void test_timeout_during_backoff_wins(void)
     setup(&h, OP_ORDERED, 4, 150);
     h.timeout_policy = 1;
     op_retry_policy p = fixed(5, 200);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     h.clock = 100;
     ASSERT_INT_EQ(op_retry(&h.o, e), 0);
@@ -613,7 +614,7 @@ static void test_retry_due_at_the_deadline_instant_loses(void)
     harness h;
     setup(&h, OP_ORDERED, 4, 200);
     op_retry_policy p = fixed(5, 100);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     h.clock = 100;
     ASSERT_INT_EQ(op_retry(&h.o, e), 0);    /* retry_at 200 == deadline 200 */
@@ -630,7 +631,7 @@ static void test_retry_then_timeout_during_attempt(void)
     setup(&h, OP_ORDERED, 4, 500);
     h.timeout_policy = 1;
     op_retry_policy p = fixed(5, 100);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     h.clock = 50;
     ASSERT_INT_EQ(op_retry(&h.o, e), 0);
@@ -648,7 +649,7 @@ static void test_no_retry_after_the_deadline(void)
     harness h;
     setup(&h, OP_ORDERED, 4, 100);
     op_retry_policy p = fixed(5, 10);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     h.clock = 100;                          /* the attempt ended exactly at the deadline */
     ASSERT_INT_EQ(op_retry(&h.o, e), OP_EEXHAUSTED);
@@ -660,7 +661,7 @@ static void test_retry_all_now_at_end_of_input(void)
     harness h;
     setup(&h, OP_UNORDERED, 4, 0);
     op_retry_policy p = fixed(3, 60000);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e1 = push(&h);
     op_entry *e2 = push(&h);
     ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
@@ -687,7 +688,7 @@ static void test_retry_all_now_leaves_new_backoffs_waiting(void)
     h.o.cb.retry = cb_retry_fails_again;
     reschedule_h = &h;
     op_retry_policy p = fixed(5, 1000);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     ASSERT_INT_EQ(op_retry(&h.o, e), 0);
     op_retry_all_now(&h.o);
@@ -702,7 +703,7 @@ static void test_unordered_watermark_waits_for_retried_record(void)
     harness h;
     setup(&h, OP_UNORDERED, 8, 0);
     op_retry_policy p = fixed(3, 10);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e1 = push(&h);
     ASSERT_INT_EQ(op_push_watermark(&h.o, 5), 0);
     push(&h);
@@ -857,7 +858,7 @@ static void test_timeout_during_backoff_drops_the_retry_before_the_callback(void
     setup(&h, OP_ORDERED, 4, 150);
     h.o.cb.timeout = cb_timeout_probe;
     op_retry_policy p = fixed(5, 200);
-    op_set_retry(&h.o, &p);
+    h.policy = &p;
     op_entry *e = push(&h);
     h.clock = 100;
     ASSERT_INT_EQ(op_retry(&h.o, e), 0);    /* retry_at 300, deadline 150 */
@@ -871,6 +872,105 @@ static void test_timeout_during_backoff_drops_the_retry_before_the_callback(void
     h.clock = 400;
     ASSERT_INT_EQ(op_expire(&h.o), 0);
     ASSERT_INT_EQ(h.retries_started, 0);
+    op_free(&h.o);
+}
+
+/* The clock (op.h): every time the core keeps or reports is a reading of
+ * cb.now, so a host derives each deadline from one clock. */
+static void test_times_are_readings_of_the_callers_clock(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 100);
+    h.clock = 1000;
+    ASSERT_UINT_EQ(op_now(&h.o), 1000);
+    op_retry_policy p = fixed(3, 40);
+    h.policy = &p;
+    op_entry *e1 = push(&h);
+    ASSERT_UINT_EQ(e1->accepted_at, 1000);
+    ASSERT_UINT_EQ(e1->deadline, 1100);
+    h.clock = 1010;
+    op_entry *e2 = NULL;
+    ASSERT_INT_EQ(op_push_record(&h.o, 2, 30, NULL, &e2), 0); /* 30 ms used before */
+    ASSERT_UINT_EQ(e2->deadline, 1080);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1080);
+    h.clock = 1020;
+    ASSERT_UINT_EQ(op_now(&h.o), 1020);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_UINT_EQ(e1->retry_at, 1060);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1060);
+    op_free(&h.o);
+}
+
+/* After a failure is reported nothing more is accepted. */
+static void test_failed_operator_accepts_nothing(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 0);
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_fail(&h.o, e, "boom"), 0);
+    ASSERT_STR_EQ(h.log, "F1:boom");
+    ASSERT(op_failed(&h.o));
+    op_entry *x = NULL;
+    ASSERT_INT_EQ(op_push_record(&h.o, 2, 0, NULL, &x), OP_ESTATE);
+    ASSERT_INT_EQ(op_push_failed(&h.o, 3, "bad", NULL), OP_ESTATE);
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 9), OP_ESTATE);
+    ASSERT_INT_EQ(op_size(&h.o), 1);
+    op_free(&h.o);
+}
+
+/* op_retry on a record no longer pending, or already in back-off, is late. */
+static void test_retry_of_completed_or_waiting_record_is_late(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 0);
+    op_retry_policy p = fixed(5, 10);
+    h.policy = &p;
+    op_entry *e1 = push(&h);
+    op_entry *e2 = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), OP_ELATE);
+    ASSERT_INT_EQ(op_backoffs(&h.o), 1);
+    done(&h, 2);
+    ASSERT_INT_EQ(op_retry(&h.o, e2), OP_ELATE);
+    op_free(&h.o);
+}
+
+/* No attempt follows under "none", nor for a record whose timeout fired
+ * (the timeout callback decides its outcome). */
+static int exhausted_in_timeout;
+static void cb_timeout_tries_retry(void *ud, op_entry *e)
+{
+    harness *h = ud;
+    exhausted_in_timeout = op_retry(&h->o, e) == OP_EEXHAUSTED;
+    ASSERT_INT_EQ(op_fail(&h->o, e, "timeout"), 0);
+}
+
+static void test_retry_none_or_after_timeout_is_exhausted(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 50);
+    op_retry_policy none = { 1, RETRY_NONE, 5, 10, 0, 0, 0, 0 };
+    h.policy = &none;
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e), OP_EEXHAUSTED);
+    op_retry_policy p = fixed(5, 10);
+    e->policy = &p;
+    h.o.cb.timeout = cb_timeout_tries_retry;
+    h.clock = 50;
+    ASSERT_INT_EQ(op_expire(&h.o), 1);
+    ASSERT(exhausted_in_timeout);
+    ASSERT_STR_EQ(h.log, "F1:timeout");
+    op_free(&h.o);
+}
+
+/* A capacity of 0 is taken as 1. */
+static void test_capacity_zero_is_one(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 0, 0);
+    ASSERT(!op_full(&h.o));
+    push(&h);
+    ASSERT(op_full(&h.o));
     op_free(&h.o);
 }
 
@@ -914,4 +1014,9 @@ TEST_MAIN("op",
           T(test_second_completion_of_held_record_is_late),
           T(test_fail_after_completion_of_held_record_is_late),
           T(test_completion_after_failure_of_held_record_is_late),
-          T(test_timeout_during_backoff_drops_the_retry_before_the_callback))
+          T(test_timeout_during_backoff_drops_the_retry_before_the_callback),
+          T(test_times_are_readings_of_the_callers_clock),
+          T(test_failed_operator_accepts_nothing),
+          T(test_retry_of_completed_or_waiting_record_is_late),
+          T(test_retry_none_or_after_timeout_is_exhausted),
+          T(test_capacity_zero_is_one))

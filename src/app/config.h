@@ -2,8 +2,10 @@
  * config.h: the run settings, from the pipeline file and the command line.
  *
  * A pipeline file is Lua returning a table of settings; it is evaluated in
- * a throwaway VM (not the script's). Flags override it. Every error names
- * the flag or the pipeline key it is about.
+ * a throwaway VM (not the script's). Flags override it; both override the
+ * script's own M.retry (config_retry). Every error names the flag or the
+ * pipeline key it is about. Used by src/app/main.c (parsing, file checks)
+ * and the host (the settings).
  */
 #ifndef MW_CONFIG_H
 #define MW_CONFIG_H
@@ -41,11 +43,16 @@ typedef struct config {
     uint64_t cpu_budget_ms;  /* longest a script may run without yielding; 0 = off */
 } config;
 
-/* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms. */
+/* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,
+ * max line 16 MiB, reload open timeout 10000 ms, checkpoint interval
+ * 1000 ms, CPU budget 1000 ms. */
 void config_defaults(config *c);
 
-/* Parse `moonwait run` arguments (argv[0] is "run"). Returns 0, or -1 with
- * a malloc'd message in *err. */
+/* Parse `moonwait run` arguments (argv[0] is "run"): the pipeline file
+ * (the one positional argument), then every flag over it, then the rules
+ * that span settings. A flag is "--name VALUE" or "--name=VALUE"; a boolean
+ * flag alone means true. Returns 0, or -1 with a malloc'd message naming
+ * the flag or the pipeline key in *err. */
 int config_parse_run(config *c, int argc, char **argv, char **err);
 
 /* Refuse files that would clobber each other: --input, --output and
@@ -54,6 +61,12 @@ int config_parse_run(config *c, int argc, char **argv, char **err);
  * An output that does not exist yet cannot clash. Returns 0, or -1 with a
  * malloc'd message naming both flags in *err. */
 int config_check_files(const config *c, char **err);
+
+/* The retry strategy records run under: the flag's or the pipeline file's
+ * (c->retry; the flag, applied last, wins) over the script's M.retry
+ * (`script`, may be NULL or unset); NULL when no source set one. A source
+ * that says "none" counts: it overrides the ones below it. */
+const op_retry_policy *config_retry(const config *c, const op_retry_policy *script);
 
 void config_free(config *c);
 

@@ -1,9 +1,12 @@
 /*
  * json.h: the JSON text format in plain C (no Lua, no libuv).
  *
- * parse.c: a strict RFC 8259 parser that turns one JSON text into a tape:
- * a flat array of nodes in document order, each with the byte span it came
- * from, so a writer can copy an untouched value back exactly as it arrived.
+ * The parser: a strict RFC 8259 parser that turns one JSON text into a
+ * tape: a flat array of nodes in document order, each with the byte span it
+ * came from, so a writer can copy an untouched value back exactly as it
+ * arrived. parse.c builds the tape; string.c (strings, UTF-8, unescaping),
+ * number.c (numbers) and keys.c (repeated keys, member lookup) read the
+ * tokens; lex.h is what they share, internal to src/json.
  * write.c: string escaping and number formatting for the writer side.
  *
  * Used by the Lua record codec (src/lua/codec.c) and by the host for dead

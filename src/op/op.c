@@ -1,10 +1,12 @@
 /*
  * op.c: the operator core (see op.h for the rules and the contract).
  *
- * Data structures: a doubly linked queue of entries in input order, and a
- * binary min-heap of the pending records keyed by deadline. Deadlines are
- * not monotone in input order once budgets differ (restore, retries), hence
- * the heap rather than a FIFO.
+ * Data structures: a doubly linked queue of entries in input order; two
+ * binary min-heaps, one of the pending records keyed by deadline, one of the
+ * records in back-off keyed by retry_at (deadlines are not monotone in input
+ * order once budgets differ: a restored record, a retry; hence heaps rather
+ * than FIFOs); in unordered mode, a ready list of the head segment's
+ * completed records. Entries are recycled through a free list.
  */
 #include "op.h"
 
@@ -96,13 +98,20 @@ static op_entry *heap_top(const op *o, int h)
 
 /* ---- entries ---------------------------------------------------------- */
 
-static op_entry *entry_new(op *o, op_kind kind)
+/* Admit a new entry at the tail of the queue (a recycled one if any):
+ * 0 with *out, or OP_ESTATE after a failure, OP_EFULL at capacity,
+ * OP_ENOMEM. */
+static int admit(op *o, op_kind kind, op_entry **out)
 {
+    if (o->failed)
+        return OP_ESTATE;
+    if (op_full(o))
+        return OP_EFULL;
     op_entry *e = o->free_list;
     if (e)
         o->free_list = e->next;
     else if (!(e = malloc(sizeof *e)))
-        return NULL;
+        return OP_ENOMEM;
     memset(e, 0, sizeof *e);
     e->kind = kind;
     e->heap_ix[0] = e->heap_ix[1] = NOT_IN_HEAP;
@@ -117,7 +126,8 @@ static op_entry *entry_new(op *o, op_kind kind)
         o->head = e;
     o->tail = e;
     o->size++;
-    return e;
+    *out = e;
+    return 0;
 }
 
 /* Unlink `e`, let the adapter release its state, and recycle it. */
@@ -281,29 +291,22 @@ int op_failed(const op *o)
     return o->failed;
 }
 
-op_entry *op_first_failed(const op *o)
+uint64_t op_now(const op *o)
 {
-    for (op_entry *e = o->head; e; e = e->next)
-        if (e->state == OP_FAILED)
-            return e;
-    return NULL;
+    return o->cb.now(o->ud);
 }
 
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
 {
-    if (o->failed)
-        return OP_ESTATE;
-    if (op_full(o))
-        return OP_EFULL;
-    op_entry *e = entry_new(o, OP_KIND_RECORD);
-    if (!e)
-        return OP_ENOMEM;
+    op_entry *e;
+    int rc = admit(o, OP_KIND_RECORD, &e);
+    if (rc != 0)
+        return rc;
     e->seq = o->next_seq++;
     e->line = line;
     e->udata = udata;
     e->state = OP_PENDING;
     e->attempt = 1;
-    e->policy = &o->retry;
     o->pending++;
     o->stats.records_in++;
     o->stats.attempts++;
@@ -386,13 +389,10 @@ int op_push_failed(op *o, uint64_t line, const char *err, void *udata)
 
 int op_push_watermark(op *o, int64_t wm)
 {
-    if (o->failed)
-        return OP_ESTATE;
-    if (op_full(o))
-        return OP_EFULL;
-    op_entry *e = entry_new(o, OP_KIND_WATERMARK);
-    if (!e)
-        return OP_ENOMEM;
+    op_entry *e;
+    int rc = admit(o, OP_KIND_WATERMARK, &e);
+    if (rc != 0)
+        return rc;
     e->watermark = wm;
     e->seq = o->next_seq - 1;
     o->segments++;
@@ -401,17 +401,27 @@ int op_push_watermark(op *o, int64_t wm)
     return 0;
 }
 
-int op_complete(op *o, op_entry *e, char *out, size_t len)
+/* The outcome of pending record `e` is in (first completion wins): it
+ * takes state `st` and leaves both heaps. 0, or OP_ELATE when it is not a
+ * pending record. */
+static int settle(op *o, op_entry *e, op_state st)
 {
     if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING)
         return OP_ELATE;
-    e->state = OP_DONE;
-    e->out = out;
-    e->out_len = len;
+    e->state = st;
     o->pending--;
     heap_remove(o, 0, e);
     heap_remove(o, 1, e);
     e->in_backoff = 0;
+    return 0;
+}
+
+int op_complete(op *o, op_entry *e, char *out, size_t len)
+{
+    if (settle(o, e, OP_DONE) != 0)
+        return OP_ELATE;
+    e->out = out;
+    e->out_len = len;
     if (o->cfg.mode == OP_UNORDERED && e->segment == o->head_segment)
         ready_push(o, e);
     flush(o);
@@ -420,15 +430,10 @@ int op_complete(op *o, op_entry *e, char *out, size_t len)
 
 int op_fail(op *o, op_entry *e, const char *err)
 {
-    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING)
+    if (settle(o, e, OP_FAILED) != 0)
         return OP_ELATE;
-    e->state = OP_FAILED;
     e->err = strdup(err ? err : "unknown error");
-    o->pending--;
     o->stats.failures++;
-    heap_remove(o, 0, e);
-    heap_remove(o, 1, e);
-    e->in_backoff = 0;
     flush(o);
     return 0;
 }
@@ -441,11 +446,6 @@ int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len)
     e->dlq_len = len;
     o->stats.dead_lettered++;
     return op_complete(o, e, NULL, 0);
-}
-
-void op_set_retry(op *o, const op_retry_policy *p)
-{
-    o->retry = *p;
 }
 
 size_t op_backoffs(const op *o)

@@ -3,13 +3,26 @@
  *
  * Owns the queue of in-flight entries (records and watermarks in input
  * order), capacity, the ordered/unordered emission rules, watermark
- * segments, and per-record timeouts. It has no libuv and no Lua inside: time
- * comes from an injected clock, effects leave through callbacks. The libuv
- * adapter (src/pipeline.c) arms one timer at op_next_deadline() and calls
- * op_expire(); the Lua adapter completes records with op_complete() or
- * op_fail(). Unit tests drive it with a manual clock (spec/c/test_op.c).
+ * segments, per-record timeouts and retry back-offs. It has no libuv and no
+ * Lua inside: time comes from an injected clock, effects leave through
+ * callbacks. The host (src/app/pipeline.c) is its only caller: it pushes
+ * records and watermarks, reports each attempt's outcome (op_complete,
+ * op_complete_dead, op_retry, op_fail), arms one timer at
+ * op_next_deadline() and calls op_expire() when it fires. Unit tests drive
+ * it with a manual clock (spec/c/test_op.c).
  *
- * Rules (see ARCHITECTURE.md for the prose version):
+ * The clock. Every time the core reads or reports is a reading of the
+ * caller's `cb.now`: whole milliseconds from an arbitrary origin, never
+ * going backwards. The caller provides it and must use the same clock for
+ * everything it derives from the core's times: an entry's `accepted_at`,
+ * `deadline` and `retry_at`, op_next_deadline(), op_now(). In moonwait the
+ * host passes the libuv loop's cached clock (uv_now), so a uv timer armed
+ * for `deadline - uv_now()` ms fires at the deadline; a layer that needs a
+ * deadline in another unit (Lua's ctx.deadline in seconds, a fiber's I/O
+ * timeout) converts the core's deadline, never a second clock.
+ *
+ * Rules (see ARCHITECTURE.md for the prose version; spec/c/test_op.c has a
+ * test for each):
  *  - At most `capacity` entries (records and watermarks) are queued;
  *    completed records wait in the queue until they are emitted and keep
  *    their slot until then. op_full() tells the source to stop reading.
@@ -19,11 +32,16 @@
  *    record read before it has left. So nothing crosses a watermark.
  *  - Timeout: fires `timeout_ms` after acceptance (minus budget already used,
  *    see op_push_record). The owner decides the outcome inside the timeout
- *    callback by calling op_complete() or op_fail() on the entry.
- *  - First completion wins: a second op_complete/op_fail returns OP_ELATE.
- *  - A failed entry is reported (on_failure) when it reaches the head of the
+ *    callback by calling op_complete() or op_fail() on the entry; if it
+ *    decides nothing, the core fails the record.
+ *  - Retries: op_retry() keeps the record in its slot and position and
+ *    starts its next attempt (cb.retry) when the back-off ends, unless its
+ *    deadline comes first: a timeout wins over a scheduled retry.
+ *  - First completion wins: a second op_complete/op_complete_dead/op_fail
+ *    (or an op_retry) on an entry no longer pending returns OP_ELATE.
+ *  - A failed entry is reported (cb.failure) when it reaches the head of the
  *    queue, i.e. after everything read before it has been emitted. After
- *    that nothing is emitted again.
+ *    that nothing is emitted again and nothing more is accepted.
  */
 #ifndef MW_OP_H
 #define MW_OP_H
@@ -58,8 +76,8 @@ typedef enum {
 typedef struct op_entry op_entry;
 typedef struct op op;
 
-/* One queued element. Allocated and freed by the core; adapters hang their
- * own per-record state on `udata` and get it back in on_release(). */
+/* One queued element. Allocated and freed by the core; the caller hangs its
+ * own per-record state on `udata` and gets it back in cb.release. */
 struct op_entry {
     op_kind kind;
     op_state state;
@@ -67,10 +85,10 @@ struct op_entry {
     uint64_t line;       /* input line number (for messages) */
     int64_t watermark;   /* OP_KIND_WATERMARK: its timestamp (ms) */
     uint64_t segment;    /* number of watermarks pushed before this entry */
-    uint64_t accepted_at;/* clock ms when accepted */
+    uint64_t accepted_at;/* cb.now when accepted */
     uint64_t budget_prior_ms; /* budget used before accepted_at (a restored record) */
-    uint64_t deadline;   /* clock ms; OP_NO_DEADLINE if none */
-    void *udata;         /* adapter-owned; released through on_release */
+    uint64_t deadline;   /* cb.now time it times out; OP_NO_DEADLINE if none */
+    void *udata;         /* the caller's; released through cb.release */
     char *out;           /* OP_DONE: encoded output (owned by the entry) */
     size_t out_len;
     char *err;           /* OP_FAILED: message (owned by the entry) */
@@ -79,15 +97,18 @@ struct op_entry {
     int timed_out;       /* the timeout fired for this record */
     uint32_t attempt;    /* current attempt, from 1 */
     int in_backoff;      /* OP_PENDING and waiting for retry_at */
-    uint64_t retry_at;   /* clock ms the next attempt starts */
-    const op_retry_policy *policy; /* the strategy this record runs under */
+    uint64_t retry_at;   /* cb.now time the next attempt starts */
+    const op_retry_policy *policy; /* the strategy this record runs under: set
+                                    * by the caller after the push (it must
+                                    * outlive the entry); NULL = no retries */
     op_entry *prev, *next; /* queue order */
     op_entry *ready_next;  /* unordered: completed, waiting to leave */
     size_t heap_ix[2];   /* index in the deadline / back-off heap, or SIZE_MAX */
 };
 
 typedef struct op_callbacks {
-    /* Current time in ms from an arbitrary, monotonic origin. */
+    /* The operator's clock (see "The clock" above): whole milliseconds
+     * from an arbitrary origin, monotonic. Required. */
     uint64_t (*now)(void *ud);
     /* A record's output leaves the operator (may be zero bytes). The core
      * frees entry->out after the call. */
@@ -100,7 +121,7 @@ typedef struct op_callbacks {
     /* A failed entry reached the head: the run fails. Called once. */
     void (*failure)(void *ud, op_entry *e);
     /* The entry leaves the queue (emitted, or discarded at op_free). The
-     * adapter frees what hangs on e->udata. May be NULL. */
+     * caller frees what hangs on e->udata. May be NULL. */
     void (*release)(void *ud, op_entry *e);
     /* A record's back-off ended: start attempt e->attempt (already
      * incremented). May be NULL when no retry strategy is used. */
@@ -141,7 +162,6 @@ struct op {
         op_entry **v;
         size_t len, cap;
     } heap[2];              /* [0]: pending records by deadline; [1]: back-offs by retry_at */
-    op_retry_policy retry;  /* default strategy for new records */
     op_entry *ready_head, *ready_tail; /* unordered: head-segment records to emit */
     op_entry *free_list;    /* recycled entries */
     int failed;             /* a failure was reported: emit nothing more */
@@ -149,10 +169,11 @@ struct op {
     op_stats stats;
 };
 
-/* Initialise `o`. `cb.now` is required. Returns 0 or OP_ENOMEM. */
+/* Initialise `o` (a capacity of 0 is taken as 1). `cb.now` is required.
+ * Allocates nothing until the first push; returns 0. */
 int op_init(op *o, const op_config *cfg, const op_callbacks *cb, void *ud);
 
-/* Release every queued entry (calling on_release) and the core's memory. */
+/* Release every queued entry (calling cb.release) and the core's memory. */
 void op_free(op *o);
 
 /* Nonzero when no further entry may be pushed (capacity reached). */
@@ -163,8 +184,10 @@ size_t op_size(const op *o);
 
 /* Accept a record read from input line `line`. `budget_used_ms` is timeout
  * budget it already consumed (0 for a fresh record; checkpoint restore uses
- * it). Sets its deadline. Returns the entry via *out, or OP_EFULL/OP_ESTATE.
- * The record is OP_PENDING until op_complete/op_fail. */
+ * it). Sets its deadline to now + timeout_ms - budget_used_ms (not before
+ * now; none when timeout_ms is 0). Returns 0 with the entry in *out, or OP_EFULL, OP_ESTATE (after a
+ * failure) or OP_ENOMEM. The record is OP_PENDING until its outcome is
+ * reported; its `policy` is NULL until the caller sets it. */
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
 
 /* Re-insert a record from a checkpoint: like op_push_record but with its
@@ -186,7 +209,7 @@ void op_restore_done(op *o, uint64_t next_seq);
 
 /* Accept a record that has already failed before it was invoked (e.g. a
  * malformed input line). It is reported in its turn, like any failure.
- * Takes ownership of nothing: `err` is copied. */
+ * Takes ownership of nothing: `err` is copied. Returns as op_push_record. */
 int op_push_failed(op *o, uint64_t line, const char *err, void *udata);
 
 /* Accept a watermark. Returns 0, OP_EFULL or OP_ESTATE. A watermark with
@@ -197,8 +220,11 @@ int op_push_watermark(op *o, int64_t wm);
  * the entry's. On OP_ELATE the caller keeps ownership of `out`. May emit. */
 int op_complete(op *o, op_entry *e, char *out, size_t len);
 
-/* A record failed for good (the seam where a retry policy will first decide
- * whether the failure is final). `err` is copied. Returns 0 or OP_ELATE. */
+/* A record failed for good: the caller has already decided that no
+ * attempt follows (op_retry returned OP_EEXHAUSTED, or the outcome asked for
+ * none) and that it is not dead-lettered. It is reported through
+ * cb.failure when it reaches the head, and the run emits nothing after it.
+ * `err` is copied. Returns 0 or OP_ELATE. */
 int op_fail(op *o, op_entry *e, const char *err);
 
 /* Complete a record that failed for good into the dead-letter route: it
@@ -206,14 +232,13 @@ int op_fail(op *o, op_entry *e, const char *err);
  * (malloc'd, ownership passes) as its dead-letter line. */
 int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len);
 
-/* The strategy for records pushed from now on (copied). */
-void op_set_retry(op *o, const op_retry_policy *p);
-
 /* The attempt of pending record `e` ended and its outcome asks for another.
- * Schedules it (the record keeps its slot and position; cb.retry starts it
- * when the back-off ends) and returns 0, or returns OP_EEXHAUSTED when no
- * attempt may follow: attempts used up, the deadline passed, no strategy.
- * The caller then completes or fails the record with the outcome it has. */
+ * Schedules it at now + the back-off of e->policy (the record keeps its slot
+ * and position; cb.retry starts it when the back-off ends) and returns 0.
+ * Returns OP_EEXHAUSTED when no attempt may follow (no strategy or "none",
+ * attempts used up, its timeout fired, its deadline reached): the caller
+ * then completes or fails the record with the outcome it has. OP_ELATE when
+ * `e` is not pending or already waits in back-off; OP_ENOMEM. */
 int op_retry(op *o, op_entry *e);
 
 /* Start every record waiting in back-off now (end of input: the drain
@@ -223,8 +248,8 @@ void op_retry_all_now(op *o);
 /* Records waiting in back-off. */
 size_t op_backoffs(const op *o);
 
-/* Clock ms of the earliest pending deadline or back-off end, or
- * OP_NO_DEADLINE. */
+/* The earliest pending deadline or back-off end (a cb.now time), or
+ * OP_NO_DEADLINE: the host arms its timer for this and calls op_expire(). */
 uint64_t op_next_deadline(const op *o);
 
 /* Fire the timeout callback for every pending record whose deadline is
@@ -237,8 +262,7 @@ size_t op_expire(op *o);
 /* Nonzero once a failure has been reported. */
 int op_failed(const op *o);
 
-/* The first failed entry, in input order, that is still queued (so a
- * source can stop reading once any record has failed); NULL if none. */
-op_entry *op_first_failed(const op *o);
+/* The operator's clock now (cb.now): what every deadline is compared with. */
+uint64_t op_now(const op *o);
 
 #endif

@@ -1,7 +1,8 @@
 /* retry.c: retry strategies (contract in retry.h). */
 #include "retry.h"
 
-#include <errno.h>
+#include "../util/str.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,19 +51,6 @@ int op_retry_validate(const op_retry_policy *p, char *err, size_t n)
     return 0;
 }
 
-static int num(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int op_retry_parse(const char *spec, op_retry_policy *p, char *err, size_t n)
 {
     memset(p, 0, sizeof *p);
@@ -88,15 +76,15 @@ int op_retry_parse(const char *spec, op_retry_policy *p, char *err, size_t n)
         p->backoff = RETRY_NONE;
         return 0;
     }
-    if (strcmp(parts[0], "fixed") == 0 && k == 3 && num(parts[1], 1000000, &a) == 0 &&
-        num(parts[2], (uint64_t)1 << 40, &b) == 0 && a >= 1) {
+    if (strcmp(parts[0], "fixed") == 0 && k == 3 && mw_str_u64(parts[1], 1000000, &a) == 0 &&
+        mw_str_u64(parts[2], (uint64_t)1 << 40, &b) == 0 && a >= 1) {
         p->backoff = RETRY_FIXED;
         p->max_attempts = (uint32_t)a;
         p->delay_ms = b;
         return 0;
     }
-    if (strcmp(parts[0], "exponential") == 0 && (k == 5 || k == 6) && num(parts[1], 1000000, &a) == 0 &&
-        num(parts[2], (uint64_t)1 << 40, &b) == 0 && num(parts[3], (uint64_t)1 << 40, &c) == 0 && a >= 1) {
+    if (strcmp(parts[0], "exponential") == 0 && (k == 5 || k == 6) && mw_str_u64(parts[1], 1000000, &a) == 0 &&
+        mw_str_u64(parts[2], (uint64_t)1 << 40, &b) == 0 && mw_str_u64(parts[3], (uint64_t)1 << 40, &c) == 0 && a >= 1) {
         char *end;
         double m = strtod(parts[4], &end);
         if (*end || !(m >= 1.0)) {

@@ -1,4 +1,10 @@
-/* ckpt.c: the checkpoint format (contract in ckpt.h). */
+/*
+ * ckpt.c: the checkpoint file format (contract and layout in ckpt.h):
+ * CRC-32, building a checkpoint (ckpt_add), encoding it into an mw_buf, and
+ * decoding a file strictly (anything moonwait would not have written is
+ * refused). Plain C; called by the host's src/app/checkpoint.c and fuzzed
+ * on its own (spec/fuzz/fuzz_ckpt.c).
+ */
 #define _GNU_SOURCE
 #include "ckpt.h"
 
@@ -41,16 +47,33 @@ static char *dupn(const char *s, size_t n)
     return d;
 }
 
+/* Free the strings an entry owns. */
+static void entry_free(ckpt_entry *e)
+{
+    free(e->raw);
+    free(e->last_error);
+    free(e->out);
+    free(e->dlq);
+}
+
+/* Make room for one more entry. 0 or -1. */
+static int grow(ckpt *c)
+{
+    if (c->n < c->cap)
+        return 0;
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    ckpt_entry *v = realloc(c->entries, cap * sizeof *v);
+    if (!v)
+        return -1;
+    c->entries = v;
+    c->cap = cap;
+    return 0;
+}
+
 int ckpt_add(ckpt *c, const ckpt_entry *e)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        ckpt_entry *v = realloc(c->entries, cap * sizeof *v);
-        if (!v)
-            return -1;
-        c->entries = v;
-        c->cap = cap;
-    }
+    if (grow(c))
+        return -1;
     ckpt_entry *d = &c->entries[c->n];
     *d = *e;
     if (!c->borrowed) {
@@ -60,10 +83,7 @@ int ckpt_add(ckpt *c, const ckpt_entry *e)
         d->dlq = e->dlq ? dupn(e->dlq, e->dlq_len) : NULL;
         if ((e->raw && !d->raw) || (e->last_error && !d->last_error) || (e->out && !d->out) ||
             (e->dlq && !d->dlq)) {
-            free(d->raw);
-            free(d->last_error);
-            free(d->out);
-            free(d->dlq);
+            entry_free(d);
             return -1;
         }
     }
@@ -73,12 +93,8 @@ int ckpt_add(ckpt *c, const ckpt_entry *e)
 
 void ckpt_free(ckpt *c)
 {
-    for (size_t i = 0; i < c->n && !c->borrowed; i++) {
-        free(c->entries[i].raw);
-        free(c->entries[i].last_error);
-        free(c->entries[i].out);
-        free(c->entries[i].dlq);
-    }
+    for (size_t i = 0; i < c->n && !c->borrowed; i++)
+        entry_free(&c->entries[i]);
     free(c->entries);
     free(c->input);
     free(c->output);
@@ -89,92 +105,76 @@ void ckpt_free(ckpt *c)
 
 /* ---- encode ----------------------------------------------------------------- */
 
-typedef struct sbuf {
-    mw_buf b;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n)
-{
-    if (!b->oom && mw_buf_add(&b->b, s, n) != 0)
-        b->oom = 1;
-}
-
-static void putf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(sbuf *b, const char *fmt, ...)
+/* The helpers return 0, or -1 when out of memory (mw_buf's convention), so
+ * the encoder chains them with ||. */
+static int putf(mw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int putf(mw_buf *b, const char *fmt, ...)
 {
     char tmp[256];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    put(b, tmp, (size_t)n);
+    return mw_buf_add(b, tmp, (size_t)n);
 }
 
 /* "<n>:<bytes>" */
-static void putlen(sbuf *b, const char *s, size_t n)
+static int putlen(mw_buf *b, const char *s, size_t n)
 {
-    putf(b, "%zu:", n);
-    put(b, s ? s : "", n);
+    return putf(b, "%zu:", n) || mw_buf_add(b, s ? s : "", n);
 }
 
-static void putstr(sbuf *b, const char *key, const char *s)
+static int putstr(mw_buf *b, const char *key, const char *s)
 {
-    putf(b, "%s ", key);
-    putlen(b, s, s ? strlen(s) : 0);
-    put(b, "\n", 1);
+    return putf(b, "%s ", key) || putlen(b, s, s ? strlen(s) : 0) || mw_buf_add(b, "\n", 1);
 }
 
-static void putopt(sbuf *b, const char *key, int has, int64_t v)
+static int putopt(mw_buf *b, const char *key, int has, int64_t v)
 {
     if (has)
-        putf(b, "%s %" PRId64 "\n", key, v);
-    else
-        putf(b, "%s none\n", key);
+        return putf(b, "%s %" PRId64 "\n", key, v);
+    return putf(b, "%s none\n", key);
+}
+
+/* One "R ..." or "W ..." line. */
+static int put_entry(mw_buf *b, const ckpt_entry *e)
+{
+    if (e->kind == CKPT_WATERMARK)
+        return putf(b, "W %" PRId64 "\n", e->watermark);
+    return putf(b, "R %" PRIu64 " %" PRIu64 " %u %" PRIu64 " %d ", e->seq, e->line, e->attempt, e->budget_used_ms,
+                e->malformed) ||
+           putlen(b, e->raw, e->raw_len) || mw_buf_add(b, " ", 1) ||
+           putlen(b, e->last_error, e->last_error ? strlen(e->last_error) : 0) ||
+           putf(b, " %d %d ", e->done ? 1 : 0, e->timed_out ? 1 : 0) ||
+           putlen(b, e->out, e->done && e->out ? e->out_len : 0) || mw_buf_add(b, " ", 1) ||
+           putlen(b, e->dlq, e->done && e->dlq ? e->dlq_len : 0) || mw_buf_add(b, "\n", 1);
 }
 
 int ckpt_encode(const ckpt *c, char **buf, size_t *len)
 {
-    sbuf b = { 0 };
-    putf(&b, "moonwait-checkpoint %d\n", CKPT_VERSION);
-    putstr(&b, "input", c->input);
-    putstr(&b, "output", c->output);
-    putstr(&b, "dead_letter", c->dead_letter);
-    putstr(&b, "mode", c->mode);
-    putf(&b, "complete %d\n", c->complete);
-    putf(&b, "input_offset %" PRIu64 "\ninput_line %" PRIu64 "\nnext_seq %" PRIu64 "\n", c->input_offset,
-         c->input_line, c->next_seq);
-    putopt(&b, "wm_current", c->has_wm_current, c->wm_current);
-    putopt(&b, "wm_max", c->has_wm_max, c->wm_max);
-    putopt(&b, "pending_wm", c->has_pending_wm, c->pending_wm);
-    putf(&b, "output_len %" PRIu64 "\ndead_letter_len %" PRIu64 "\n", c->output_len, c->dead_letter_len);
-    putf(&b, "entries %zu\n", c->n);
-    for (size_t i = 0; i < c->n; i++) {
-        const ckpt_entry *e = &c->entries[i];
-        if (e->kind == CKPT_WATERMARK) {
-            putf(&b, "W %" PRId64 "\n", e->watermark);
-            continue;
-        }
-        putf(&b, "R %" PRIu64 " %" PRIu64 " %u %" PRIu64 " %d ", e->seq, e->line, e->attempt, e->budget_used_ms,
-             e->malformed);
-        putlen(&b, e->raw, e->raw_len);
-        put(&b, " ", 1);
-        putlen(&b, e->last_error, e->last_error ? strlen(e->last_error) : 0);
-        putf(&b, " %d %d ", e->done ? 1 : 0, e->timed_out ? 1 : 0);
-        putlen(&b, e->out, e->done && e->out ? e->out_len : 0);
-        put(&b, " ", 1);
-        putlen(&b, e->dlq, e->done && e->dlq ? e->dlq_len : 0);
-        put(&b, "\n", 1);
-    }
-    uint32_t crc = ckpt_crc32(b.b.p, b.b.len);
-    putf(&b, "crc32 %08x\n", crc);
-    if (b.oom) {
-        free(b.b.p);
-        return -1;
-    }
-    *buf = b.b.p;
-    *len = b.b.len;
+    mw_buf b = { NULL, 0, 0 };
+    if (putf(&b, "moonwait-checkpoint %d\n", CKPT_VERSION) || putstr(&b, "input", c->input) ||
+        putstr(&b, "output", c->output) || putstr(&b, "dead_letter", c->dead_letter) ||
+        putstr(&b, "mode", c->mode) || putf(&b, "complete %d\n", c->complete) ||
+        putf(&b, "input_offset %" PRIu64 "\ninput_line %" PRIu64 "\nnext_seq %" PRIu64 "\n", c->input_offset,
+             c->input_line, c->next_seq) ||
+        putopt(&b, "wm_current", c->has_wm_current, c->wm_current) ||
+        putopt(&b, "wm_max", c->has_wm_max, c->wm_max) ||
+        putopt(&b, "pending_wm", c->has_pending_wm, c->pending_wm) ||
+        putf(&b, "output_len %" PRIu64 "\ndead_letter_len %" PRIu64 "\n", c->output_len, c->dead_letter_len) ||
+        putf(&b, "entries %zu\n", c->n))
+        goto oom;
+    for (size_t i = 0; i < c->n; i++)
+        if (put_entry(&b, &c->entries[i]))
+            goto oom;
+    if (putf(&b, "crc32 %08x\n", ckpt_crc32(b.p, b.len)))
+        goto oom;
+    *buf = b.p;
+    *len = b.len;
     return 0;
+oom:
+    free(b.p);
+    return -1;
 }
 
 /* ---- decode ------------------------------------------------------------------- */
@@ -273,7 +273,6 @@ static char *getstr(cur *k, const char *key)
     return s;
 }
 
-
 static void getopt_(cur *k, const char *key, int *has, int64_t *v)
 {
     if (expect(k, key))
@@ -297,10 +296,82 @@ static uint64_t getkeyu(cur *k, const char *key)
     return v;
 }
 
-int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
+/* One "R ..." line (after "R "), into e (its strings owned). Sets k->bad
+ * when it is not one moonwait wrote. */
+static void get_record(cur *k, ckpt_entry *e)
 {
-    memset(c, 0, sizeof *c);
-    /* The checksum line: the last line, covering every byte before it. */
+    e->kind = CKPT_RECORD;
+    e->seq = getu(k);
+    sep(k, ' ');
+    e->line = getu(k);
+    sep(k, ' ');
+    uint64_t attempt = getu(k);
+    e->attempt = (uint32_t)attempt;
+    if (attempt > UINT32_MAX) /* written from a uint32_t: never wrap it */
+        k->bad = 1;
+    sep(k, ' ');
+    e->budget_used_ms = getu(k);
+    sep(k, ' ');
+    uint64_t malformed = getu(k);
+    e->malformed = malformed == 1;
+    if (malformed > 1) /* a flag, like done and timed_out */
+        k->bad = 1;
+    sep(k, ' ');
+    e->raw = getlen(k, &e->raw_len);
+    sep(k, ' ');
+    size_t elen = 0;
+    char *le = getlen(k, &elen);
+    if (has_nul_n(le, elen))
+        k->bad = 1;
+    sep(k, ' ');
+    e->last_error = elen ? le : NULL;
+    if (!elen)
+        free(le);
+    uint64_t done = getu(k);
+    sep(k, ' ');
+    uint64_t timed_out = getu(k);
+    sep(k, ' ');
+    e->done = done == 1;
+    e->timed_out = timed_out == 1;
+    if (done > 1 || timed_out > 1)
+        k->bad = 1;
+    e->out = getlen(k, &e->out_len);
+    sep(k, ' ');
+    e->dlq = getlen(k, &e->dlq_len);
+    sep(k, '\n');
+    if (e->attempt == 0 || (!e->done && (e->out_len || e->dlq_len)))
+        k->bad = 1;
+}
+
+/* The entries: "W <wm>" or "R ..." lines, appended to c (which takes their
+ * strings). Stops at the first bad one (k->bad). */
+static void get_entries(cur *k, ckpt *c, uint64_t n)
+{
+    for (uint64_t i = 0; i < n && !k->bad; i++) {
+        ckpt_entry e;
+        memset(&e, 0, sizeof e);
+        if (k->p < k->end && *k->p == 'W') {
+            k->p++;
+            sep(k, ' ');
+            e.kind = CKPT_WATERMARK;
+            e.watermark = geti(k);
+            sep(k, '\n');
+        } else if (expect(k, "R") == 0) {
+            get_record(k, &e);
+        }
+        if (k->bad || grow(c)) {
+            entry_free(&e);
+            k->bad = 1;
+            return;
+        }
+        c->entries[c->n++] = e; /* takes ownership without copying */
+    }
+}
+
+/* The checksum line: the last line, covering every byte before it. Sets
+ * *body_end to its start. 0, or -1 with err. */
+static int check_crc(const char *buf, size_t len, const char **body_end, char *err, size_t errlen)
+{
     if (len < 16 || buf[len - 1] != '\n') {
         snprintf(err, errlen, "truncated (no checksum line)");
         return -1;
@@ -327,6 +398,16 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
         snprintf(err, errlen, "checksum mismatch (the file is corrupt)");
         return -1;
     }
+    *body_end = last;
+    return 0;
+}
+
+int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    const char *last;
+    if (check_crc(buf, len, &last, err, errlen))
+        return -1;
     cur k = { buf, last, 0 };
     if (expect(&k, "moonwait-checkpoint"))
         goto bad;
@@ -356,86 +437,7 @@ int ckpt_decode(const char *buf, size_t len, ckpt *c, char *err, size_t errlen)
     getopt_(&k, "pending_wm", &c->has_pending_wm, &c->pending_wm);
     c->output_len = getkeyu(&k, "output_len");
     c->dead_letter_len = getkeyu(&k, "dead_letter_len");
-    uint64_t n = getkeyu(&k, "entries");
-    for (uint64_t i = 0; i < n && !k.bad; i++) {
-        ckpt_entry e;
-        memset(&e, 0, sizeof e);
-        if (k.p < k.end && *k.p == 'W') {
-            k.p++;
-            sep(&k, ' ');
-            e.kind = CKPT_WATERMARK;
-            e.watermark = geti(&k);
-            sep(&k, '\n');
-        } else {
-            if (expect(&k, "R"))
-                break;
-            e.kind = CKPT_RECORD;
-            e.seq = getu(&k);
-            sep(&k, ' ');
-            e.line = getu(&k);
-            sep(&k, ' ');
-            uint64_t attempt = getu(&k);
-            e.attempt = (uint32_t)attempt;
-            if (attempt > UINT32_MAX) /* written from a uint32_t: never wrap it */
-                k.bad = 1;
-            sep(&k, ' ');
-            e.budget_used_ms = getu(&k);
-            sep(&k, ' ');
-            uint64_t malformed = getu(&k);
-            e.malformed = malformed == 1;
-            if (malformed > 1) /* a flag, like done and timed_out */
-                k.bad = 1;
-            sep(&k, ' ');
-            char *raw = getlen(&k, &e.raw_len);
-            sep(&k, ' ');
-            size_t elen = 0;
-            char *le = getlen(&k, &elen);
-            if (has_nul_n(le, elen))
-                k.bad = 1;
-            sep(&k, ' ');
-            e.raw = raw;
-            e.last_error = elen ? le : NULL;
-            if (!elen)
-                free(le);
-            uint64_t done = getu(&k);
-            sep(&k, ' ');
-            uint64_t timed_out = getu(&k);
-            sep(&k, ' ');
-            e.done = done == 1;
-            e.timed_out = timed_out == 1;
-            if (done > 1 || timed_out > 1)
-                k.bad = 1;
-            e.out = getlen(&k, &e.out_len);
-            sep(&k, ' ');
-            e.dlq = getlen(&k, &e.dlq_len);
-            sep(&k, '\n');
-            if (e.attempt == 0 || (!e.done && (e.out_len || e.dlq_len)))
-                k.bad = 1;
-        }
-        if (k.bad) {
-            free(e.raw);
-            free(e.last_error);
-            free(e.out);
-            free(e.dlq);
-            break;
-        }
-        /* take ownership without copying */
-        if (c->n == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 64;
-            ckpt_entry *v = realloc(c->entries, cap * sizeof *v);
-            if (!v) {
-                free(e.raw);
-                free(e.last_error);
-                free(e.out);
-                free(e.dlq);
-                k.bad = 1;
-                break;
-            }
-            c->entries = v;
-            c->cap = cap;
-        }
-        c->entries[c->n++] = e;
-    }
+    get_entries(&k, c, getkeyu(&k, "entries"));
     if (k.bad || k.p != k.end || !c->input || !c->output || !c->mode)
         goto bad;
     return 0;

@@ -1,8 +1,9 @@
 /*
- * buf.h: a growable byte buffer (header only; no dependencies). Used where
- * bytes are assembled: HTTP requests and headers, encoded output records.
- * The memory is the holder's: free(b->p) when done (or keep it for reuse,
- * resetting len).
+ * buf.h: the one growable byte buffer type (header only; libc only). Used
+ * wherever bytes are assembled: HTTP requests and headers, encoded output
+ * records, JSON strings (src/json), checkpoint files (src/store). Use
+ * mw_buf itself rather than a typedef of it. The memory is the holder's:
+ * free(b->p) when done (or keep it for reuse, resetting len).
  */
 #ifndef MW_BUF_H
 #define MW_BUF_H

@@ -1,0 +1,371 @@
+/*
+ * test_config.c: the run settings (src/app/config.c, options.c,
+ * pipefile.c): defaults, every pipeline key and every flag taking effect,
+ * the precedence flag > pipeline file > script (M.retry), both flag forms,
+ * and errors that name the flag or key and the bad value.
+ */
+#define _GNU_SOURCE
+#include "../../src/app/config.h"
+#include "test.h"
+
+#include <stdarg.h>
+
+static char dir[64];
+
+/* Write a pipeline file with `body` into a fresh directory; its path. */
+static const char *pipeline(const char *body)
+{
+    static char path[128];
+    strcpy(dir, "/tmp/test_config.XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/p.lua", dir);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(body, f);
+    fclose(f);
+    return path;
+}
+
+/* config_parse_run on "run" and the NULL-terminated arguments. */
+static int parse(config *c, char **err, ...)
+{
+    char *argv[64] = { (char *)"run" };
+    int argc = 1;
+    va_list ap;
+    va_start(ap, err);
+    for (char *a; (a = va_arg(ap, char *)) != NULL;)
+        argv[argc++] = a;
+    va_end(ap);
+    config_defaults(c);
+    return config_parse_run(c, argc, argv, err);
+}
+
+/* The message of a refused command line. */
+static char *refused(char *args0, ...)
+{
+    char *argv[64] = { (char *)"run", args0 };
+    int argc = 2;
+    va_list ap;
+    va_start(ap, args0);
+    for (char *a; (a = va_arg(ap, char *)) != NULL;)
+        argv[argc++] = a;
+    va_end(ap);
+    config c;
+    config_defaults(&c);
+    char *err = NULL;
+    if (config_parse_run(&c, argc, argv, &err) == 0)
+        FAILF("accepted a command line starting '%s'", args0);
+    ASSERT(err != NULL);
+    config_free(&c);
+    return err;
+}
+
+static void expect_refused_file(const char *body, const char *want_after_path)
+{
+    const char *p = pipeline(body);
+    char *err = refused((char *)p, "--script", "s.lua", NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s: %s", p, want_after_path);
+    ASSERT_STR_EQ(err, want);
+    free(err);
+}
+
+static void test_defaults(void)
+{
+    config c;
+    config_defaults(&c);
+    ASSERT_STR_EQ(c.input, "-");
+    ASSERT_STR_EQ(c.output, "-");
+    ASSERT_INT_EQ(c.mode, OP_ORDERED);
+    ASSERT_UINT_EQ(c.capacity, 100);
+    ASSERT_UINT_EQ(c.timeout_ms, 10000);
+    ASSERT_UINT_EQ(c.max_line, 16 * 1024 * 1024);
+    ASSERT_UINT_EQ(c.reload_open_timeout_ms, 10000);
+    ASSERT_UINT_EQ(c.checkpoint_interval_ms, 1000);
+    ASSERT_UINT_EQ(c.cpu_budget_ms, 1000);
+    ASSERT(!c.script && !c.pipeline && !c.event_time && !c.dead_letter && !c.checkpoint_dir);
+    ASSERT(!c.stats && !c.watch && !c.has_max_ooo && !c.retry.set);
+    ASSERT_INT_EQ(c.on_error, ON_ERROR_FAIL);
+    config_free(&c);
+}
+
+/* Every key of the pipeline file sets its field; paths are relative to the
+ * file's directory ("-" and absolute paths as they are). */
+static void test_every_pipeline_key_takes_effect(void)
+{
+    const char *p = pipeline("return { script = 's.lua', input = 'in.jsonl', output = '/abs/out', mode = 'unordered',\n"
+                             "  capacity = 7, timeout_ms = 250, event_time = 'a.ts', max_out_of_orderness_ms = 40,\n"
+                             "  stats = true, max_line_bytes = 4096, on_error = 'dead-letter', dead_letter = 'dl',\n"
+                             "  watch = true, tag_generation = 'gen', reload_open_timeout_ms = 77,\n"
+                             "  checkpoint = { dir = 'ck', interval_ms = 500 }, cpu_budget_ms = 33,\n"
+                             "  retry = { max_attempts = 4, backoff = 'exponential', initial_delay_ms = 5,\n"
+                             "            max_delay_ms = 80, multiplier = 3, jitter = 'full' } }\n");
+    config c;
+    char *err = NULL, want[128];
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT_STR_EQ(c.pipeline, p);
+    snprintf(want, sizeof want, "%s/s.lua", dir);
+    ASSERT_STR_EQ(c.script, want);
+    snprintf(want, sizeof want, "%s/in.jsonl", dir);
+    ASSERT_STR_EQ(c.input, want);
+    ASSERT_STR_EQ(c.output, "/abs/out");
+    ASSERT_INT_EQ(c.mode, OP_UNORDERED);
+    ASSERT_UINT_EQ(c.capacity, 7);
+    ASSERT_UINT_EQ(c.timeout_ms, 250);
+    ASSERT_STR_EQ(c.event_time, "a.ts");
+    ASSERT(c.has_max_ooo);
+    ASSERT_INT_EQ(c.max_ooo_ms, 40);
+    ASSERT_INT_EQ(c.stats, 1);
+    ASSERT_UINT_EQ(c.max_line, 4096);
+    ASSERT_INT_EQ(c.on_error, ON_ERROR_DEAD_LETTER);
+    snprintf(want, sizeof want, "%s/dl", dir);
+    ASSERT_STR_EQ(c.dead_letter, want);
+    ASSERT_INT_EQ(c.watch, 1);
+    ASSERT_STR_EQ(c.tag_generation, "gen");
+    ASSERT_UINT_EQ(c.reload_open_timeout_ms, 77);
+    snprintf(want, sizeof want, "%s/ck", dir);
+    ASSERT_STR_EQ(c.checkpoint_dir, want);
+    ASSERT_UINT_EQ(c.checkpoint_interval_ms, 500);
+    ASSERT_UINT_EQ(c.cpu_budget_ms, 33);
+    ASSERT(c.retry.set);
+    ASSERT_INT_EQ(c.retry.backoff, RETRY_EXPONENTIAL);
+    ASSERT_UINT_EQ(c.retry.max_attempts, 4);
+    ASSERT_UINT_EQ(c.retry.initial_ms, 5);
+    ASSERT_UINT_EQ(c.retry.max_ms, 80);
+    ASSERT(c.retry.multiplier == 3.0);
+    ASSERT_INT_EQ(c.retry.jitter_full, 1);
+    config_free(&c);
+}
+
+/* The keys the test above cannot hold at once: checkpoint_interval_ms
+ * (also set by the checkpoint table), and retry and booleans as strings. */
+static void test_remaining_pipeline_forms_take_effect(void)
+{
+    const char *p = pipeline("return { script = '/s.lua', checkpoint_interval_ms = 1234, retry = 'fixed:3:20',\n"
+                             "  stats = false, watch = false, input = '-', on_error = 'skip' }\n");
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT_STR_EQ(c.script, "/s.lua");
+    ASSERT_STR_EQ(c.input, "-");
+    ASSERT_UINT_EQ(c.checkpoint_interval_ms, 1234);
+    ASSERT(c.retry.set);
+    ASSERT_INT_EQ(c.retry.backoff, RETRY_FIXED);
+    ASSERT_UINT_EQ(c.retry.max_attempts, 3);
+    ASSERT_UINT_EQ(c.retry.delay_ms, 20);
+    ASSERT_INT_EQ(c.stats, 0);
+    ASSERT_INT_EQ(c.on_error, ON_ERROR_SKIP);
+    ASSERT(!c.checkpoint_dir);
+    config_free(&c);
+}
+
+/* Every flag sets its field, in both forms. */
+static void test_every_flag_takes_effect(void)
+{
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--input=in", "--output", "out", "--mode=unordered",
+                        "--capacity", "3", "--timeout=90", "--event-time", "t", "--max-out-of-orderness=15",
+                        "--stats", "--max-line-bytes=64", "--retry", "fixed:2:7", "--on-error=dead-letter",
+                        "--dead-letter", "dl", "--watch=true", "--tag-generation", "g", "--reload-open-timeout=5",
+                        "--checkpoint-dir", "ck", "--checkpoint-interval=9", "--cpu-budget", "0", NULL),
+                  0);
+    ASSERT(!c.pipeline);
+    ASSERT_STR_EQ(c.script, "s.lua"); /* flags' paths are the caller's, unresolved */
+    ASSERT_STR_EQ(c.input, "in");
+    ASSERT_STR_EQ(c.output, "out");
+    ASSERT_INT_EQ(c.mode, OP_UNORDERED);
+    ASSERT_UINT_EQ(c.capacity, 3);
+    ASSERT_UINT_EQ(c.timeout_ms, 90);
+    ASSERT_STR_EQ(c.event_time, "t");
+    ASSERT_INT_EQ(c.max_ooo_ms, 15);
+    ASSERT_INT_EQ(c.stats, 1);
+    ASSERT_UINT_EQ(c.max_line, 64);
+    ASSERT_INT_EQ(c.retry.backoff, RETRY_FIXED);
+    ASSERT_UINT_EQ(c.retry.max_attempts, 2);
+    ASSERT_UINT_EQ(c.retry.delay_ms, 7);
+    ASSERT_INT_EQ(c.on_error, ON_ERROR_DEAD_LETTER);
+    ASSERT_STR_EQ(c.dead_letter, "dl");
+    ASSERT_INT_EQ(c.watch, 1);
+    ASSERT_STR_EQ(c.tag_generation, "g");
+    ASSERT_UINT_EQ(c.reload_open_timeout_ms, 5);
+    ASSERT_STR_EQ(c.checkpoint_dir, "ck");
+    ASSERT_UINT_EQ(c.checkpoint_interval_ms, 9);
+    ASSERT_UINT_EQ(c.cpu_budget_ms, 0);
+    config_free(&c);
+    /* A boolean flag takes a value only in the '=' form. */
+    ASSERT_INT_EQ(parse(&c, &err, "--stats=false", "--watch", "--script", "s.lua", NULL), 0);
+    ASSERT_INT_EQ(c.stats, 0);
+    ASSERT_INT_EQ(c.watch, 1);
+    config_free(&c);
+}
+
+/* A flag overrides the pipeline file, whatever their order on the command
+ * line; what the flags leave alone keeps the file's value. */
+static void test_flag_overrides_pipeline_file(void)
+{
+    const char *p = pipeline("return { script = '/s.lua', capacity = 5, mode = 'unordered', timeout_ms = 300,\n"
+                             "  retry = 'fixed:2:5' }\n");
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, "--capacity", "9", p, "--timeout=0", "--script", "/t.lua", NULL), 0);
+    ASSERT_UINT_EQ(c.capacity, 9);
+    ASSERT_UINT_EQ(c.timeout_ms, 0);
+    ASSERT_STR_EQ(c.script, "/t.lua");
+    ASSERT_INT_EQ(c.mode, OP_UNORDERED);
+    ASSERT_UINT_EQ(c.retry.max_attempts, 2);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, p, "--retry", "none", NULL), 0);
+    ASSERT(c.retry.set);
+    ASSERT_INT_EQ(c.retry.backoff, RETRY_NONE);
+    config_free(&c);
+}
+
+/* The retry strategy: flag > pipeline file > the script's M.retry; a
+ * "none" at a higher level overrides a strategy below it. */
+static void test_retry_precedence_flag_pipeline_script(void)
+{
+    op_retry_policy script = { 1, RETRY_FIXED, 9, 1, 0, 0, 0, 0 };
+    op_retry_policy unset = { 0, RETRY_NONE, 0, 0, 0, 0, 0, 0 };
+    const char *p = pipeline("return { script = '/s.lua', retry = { max_attempts = 4, delay_ms = 6 } }\n");
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, p, "--retry", "fixed:2:3", NULL), 0);
+    ASSERT(config_retry(&c, &script) == &c.retry);
+    ASSERT_UINT_EQ(config_retry(&c, &script)->max_attempts, 2);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT_UINT_EQ(config_retry(&c, &script)->max_attempts, 4);
+    ASSERT_UINT_EQ(config_retry(&c, &script)->delay_ms, 6);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", NULL), 0);
+    ASSERT(config_retry(&c, &script) == &script);
+    ASSERT(config_retry(&c, &unset) == NULL);
+    ASSERT(config_retry(&c, NULL) == NULL);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--retry=none", NULL), 0);
+    ASSERT_INT_EQ(config_retry(&c, &script)->backoff, RETRY_NONE);
+    config_free(&c);
+}
+
+/* A bad flag value: the flag and the value are named. */
+static void test_bad_flag_values_are_named(void)
+{
+    static const struct {
+        const char *flag, *value, *want;
+    } cases[] = {
+        { "--capacity", "0", "option '--capacity': expected an integer from 1 to 10000000, got '0'" },
+        { "--capacity", "-3", "option '--capacity': expected an integer from 1 to 10000000, got '-3'" },
+        { "--mode", "sorted", "option '--mode': expected 'ordered' or 'unordered', got 'sorted'" },
+        { "--timeout", "1.5",
+          "option '--timeout': expected milliseconds as a non-negative integer (0 = no timeout), got '1.5'" },
+        { "--cpu-budget", "x", "option '--cpu-budget': expected milliseconds as a non-negative integer (0 = off), got 'x'" },
+        { "--max-line-bytes", "15", "option '--max-line-bytes': expected a byte count from 16 to 4294967296, got '15'" },
+        { "--stats=yes", NULL, "option '--stats': expected true or false, got 'yes'" },
+        { "--on-error", "retry", "option '--on-error': expected 'fail', 'skip' or 'dead-letter', got 'retry'" },
+        { "--event-time", "a..b", "option '--event-time': expected a field name or a dotted path like 'a.b', got 'a..b'" },
+        { "--input", "", "option '--input': expected a non-empty string" },
+        { "--reload-open-timeout", "0", "option '--reload-open-timeout': expected a positive number of milliseconds" },
+        { "--checkpoint-interval", "0", "option '--checkpoint-interval': expected a positive number of milliseconds" },
+        { "--retry", "fixed:0:5",
+          "option '--retry': expected none, fixed:ATTEMPTS:DELAY_MS or "
+          "exponential:ATTEMPTS:INITIAL_MS:MAX_MS:MULTIPLIER[:full], got 'fixed:0:5'" },
+        { "--retry", "exponential:3:10:100:0.5", "option '--retry': MULTIPLIER must be a number >= 1, got '0.5'" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = cases[i].value ? refused((char *)cases[i].flag, (char *)cases[i].value, NULL)
+                                   : refused((char *)cases[i].flag, NULL);
+        ASSERT_STR_EQ(err, cases[i].want);
+        free(err);
+    }
+}
+
+/* Command-line mistakes that are not a value's. */
+static void test_bad_command_lines_are_named(void)
+{
+    char *err = refused("--capacty", "3", NULL);
+    ASSERT_STR_EQ(err, "unknown option '--capacty' (see moonwait --help)");
+    free(err);
+    err = refused("--script=s.lua", "-x", NULL);
+    ASSERT_STR_EQ(err, "unknown option '-x' (see moonwait --help)");
+    free(err);
+    err = refused("a.lua", "b.lua", NULL);
+    ASSERT_STR_EQ(err, "unexpected argument 'b.lua' (only one pipeline file may be given)");
+    free(err);
+    err = refused("--script", "s.lua", "--timeout", NULL);
+    ASSERT_STR_EQ(err, "option '--timeout' needs a value");
+    free(err);
+    err = refused("--capacity", "3", NULL);
+    ASSERT_STR_EQ(err, "no script: pass --script FILE or set 'script' in the pipeline file");
+    free(err);
+    err = refused("--script", "s.lua", "--on-error", "dead-letter", NULL);
+    ASSERT_STR_EQ(err, "option '--on-error dead-letter' needs '--dead-letter FILE' (pipeline key: dead_letter)");
+    free(err);
+    err = refused("--script", "s.lua", "--dead-letter", "dl", NULL);
+    ASSERT_STR_EQ(err, "option '--dead-letter' is only used with '--on-error dead-letter'");
+    free(err);
+    err = refused("--script", "s.lua", "--max-out-of-orderness", "5", NULL);
+    ASSERT_STR_EQ(err, "option '--max-out-of-orderness' needs '--event-time FIELD' "
+                       "(pipeline keys: max_out_of_orderness_ms, event_time)");
+    free(err);
+}
+
+/* A bad pipeline file: the file, the key and the value are named. */
+static void test_bad_pipeline_values_are_named(void)
+{
+    expect_refused_file("return { capacity = 0 }", "key 'capacity': expected an integer from 1 to 10000000, got '0'");
+    expect_refused_file("return { capacity = 2.5 }", "key 'capacity': expected an integer from 1 to 10000000, got '2.5'");
+    expect_refused_file("return { stats = 'yes' }", "key 'stats': expected a boolean, got string");
+    expect_refused_file("return { capacity = '3' }", "key 'capacity': expected an integer, got string");
+    expect_refused_file("return { input = 3 }", "key 'input': expected a path string, got number");
+    expect_refused_file("return { mode = 'x' }", "key 'mode': expected 'ordered' or 'unordered', got 'x'");
+    expect_refused_file("return { retry = 3 }", "key 'retry': expected a retry table or string, got number");
+    expect_refused_file("return { retry = { max_attempts = 0 } }", "key 'retry': retry.max_attempts must be an integer >= 1");
+    expect_refused_file("return { checkpoint = { every = 1 } }",
+                        "key 'checkpoint': expected { dir = \"DIR\", interval_ms = N }, got key 'every'");
+    expect_refused_file("return { checkpoint = { interval_ms = 0 } }",
+                        "key 'checkpoint': expected a positive number of milliseconds");
+    expect_refused_file("return { checkpoint = 'ck' }", "key 'checkpoint': expected a table { dir =, interval_ms = }, got string");
+    expect_refused_file("return { 1 }", "settings must be named (key = value), found a number key");
+    expect_refused_file("return 5", "a pipeline file must return a table of settings, got number");
+    expect_refused_file("return { colour = 'red' }",
+                        "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
+                        "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
+                        "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
+                        "cpu_budget_ms)");
+    /* Lua's own message for a file that does not load names the file. */
+    const char *p = pipeline("return {");
+    char *err = refused((char *)p, NULL);
+    ASSERT(strncmp(err, p, strlen(p)) == 0);
+    free(err);
+}
+
+/* Two of input, output and dead-letter naming one file are refused. */
+static void test_clashing_files_are_refused(void)
+{
+    const char *p = pipeline("return {}");
+    config c;
+    config_defaults(&c);
+    free(c.input);
+    free(c.output);
+    c.input = strdup(p);
+    c.output = strdup(p);
+    char *err = NULL;
+    ASSERT_INT_EQ(config_check_files(&c, &err), -1);
+    char want[512];
+    snprintf(want, sizeof want,
+             "--input %s and --output %s are the same file: writing it would destroy the input being read; "
+             "give them different files", p, p);
+    ASSERT_STR_EQ(err, want);
+    free(err);
+    free(c.output);
+    c.output = strdup("-");
+    ASSERT_INT_EQ(config_check_files(&c, &err), 0);
+    config_free(&c);
+}
+
+TEST_MAIN("config", T(test_defaults), T(test_every_pipeline_key_takes_effect),
+          T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
+          T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
+          T(test_bad_flag_values_are_named), T(test_bad_command_lines_are_named),
+          T(test_bad_pipeline_values_are_named), T(test_clashing_files_are_refused))

@@ -1,0 +1,235 @@
+/*
+ * options.c: the table of `moonwait run` settings and their setters
+ * (contract in options.h): each setter validates one value's text form and
+ * stores it in a config, with the message a user sees when it is refused.
+ */
+#define _GNU_SOURCE
+#include "options.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/str.h"
+
+static int set_str(char **dst, const char *v, char *why, size_t whylen)
+{
+    if (!*v) {
+        snprintf(why, whylen, "expected a non-empty string");
+        return -1;
+    }
+    free(*dst);
+    *dst = strdup(v);
+    return 0;
+}
+
+static int s_script(config *c, const char *v, char *w, size_t n) { return set_str(&c->script, v, w, n); }
+static int s_input(config *c, const char *v, char *w, size_t n) { return set_str(&c->input, v, w, n); }
+static int s_output(config *c, const char *v, char *w, size_t n) { return set_str(&c->output, v, w, n); }
+static int s_event(config *c, const char *v, char *w, size_t n)
+{
+    if (*v == '.' || v[strlen(v) - 1] == '.' || strstr(v, "..")) {
+        snprintf(w, n, "expected a field name or a dotted path like 'a.b', got '%s'", v);
+        return -1;
+    }
+    return set_str(&c->event_time, v, w, n);
+}
+
+/* One of `names` (NULL-terminated): its index in *out. Else the message
+ * lists them ("expected 'a', 'b' or 'c', got 'v'"). */
+static int choose(const char *v, const char *const *names, int *out, char *w, size_t n)
+{
+    int k = 0;
+    for (; names[k]; k++)
+        if (strcmp(v, names[k]) == 0) {
+            *out = k;
+            return 0;
+        }
+    size_t len = (size_t)snprintf(w, n, "expected ");
+    for (int i = 0; i < k && len < n; i++)
+        len += (size_t)snprintf(w + len, n - len, "%s'%s'", i == 0 ? "" : i == k - 1 ? " or " : ", ", names[i]);
+    if (len < n)
+        snprintf(w + len, n - len, ", got '%s'", v);
+    return -1;
+}
+
+static int s_mode(config *c, const char *v, char *w, size_t n)
+{
+    static const char *const names[] = { "ordered", "unordered", NULL }; /* op_mode order */
+    int k;
+    if (choose(v, names, &k, w, n) != 0)
+        return -1;
+    c->mode = (op_mode)k;
+    return 0;
+}
+
+static int s_capacity(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (mw_str_u64(v, 10000000, &x) != 0 || x == 0) {
+        snprintf(w, n, "expected an integer from 1 to 10000000, got '%s'", v);
+        return -1;
+    }
+    c->capacity = (size_t)x;
+    return 0;
+}
+
+static int parse_ms(const char *v, uint64_t max, uint64_t *out, char *w, size_t n, const char *extra)
+{
+    if (mw_str_u64(v, max, out) != 0) {
+        snprintf(w, n, "expected milliseconds as a non-negative integer%s, got '%s'", extra, v);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_timeout(config *c, const char *v, char *w, size_t n)
+{
+    return parse_ms(v, (uint64_t)1 << 40, &c->timeout_ms, w, n, " (0 = no timeout)");
+}
+
+static int s_cpu_budget(config *c, const char *v, char *w, size_t n)
+{
+    return parse_ms(v, 24 * 3600 * 1000, &c->cpu_budget_ms, w, n, " (0 = off)");
+}
+
+static int s_ooo(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (parse_ms(v, (uint64_t)1 << 50, &x, w, n, "") != 0)
+        return -1;
+    c->max_ooo_ms = (int64_t)x;
+    c->has_max_ooo = 1;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out, char *w, size_t n)
+{
+    if (strcmp(v, "true") == 0)
+        *out = 1;
+    else if (strcmp(v, "false") == 0)
+        *out = 0;
+    else {
+        snprintf(w, n, "expected true or false, got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_stats(config *c, const char *v, char *w, size_t n)
+{
+    return parse_bool(v, &c->stats, w, n);
+}
+
+static int s_maxline(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (mw_str_u64(v, (uint64_t)1 << 32, &x) != 0 || x < 16) {
+        snprintf(w, n, "expected a byte count from 16 to 4294967296, got '%s'", v);
+        return -1;
+    }
+    c->max_line = (size_t)x;
+    return 0;
+}
+
+static int s_retry(config *c, const char *v, char *w, size_t n)
+{
+    return op_retry_parse(v, &c->retry, w, n);
+}
+
+static int s_on_error(config *c, const char *v, char *w, size_t n)
+{
+    static const char *const names[] = { "fail", "skip", "dead-letter", NULL }; /* on_error_mode order */
+    int k;
+    if (choose(v, names, &k, w, n) != 0)
+        return -1;
+    c->on_error = (on_error_mode)k;
+    return 0;
+}
+
+static int s_dead_letter(config *c, const char *v, char *w, size_t n) { return set_str(&c->dead_letter, v, w, n); }
+static int s_tag_gen(config *c, const char *v, char *w, size_t n) { return set_str(&c->tag_generation, v, w, n); }
+
+static int s_watch(config *c, const char *v, char *w, size_t n)
+{
+    return parse_bool(v, &c->watch, w, n);
+}
+
+static int parse_positive_ms(const char *v, uint64_t *out, char *w, size_t n)
+{
+    if (parse_ms(v, (uint64_t)1 << 40, out, w, n, "") != 0)
+        return -1;
+    if (*out == 0) {
+        snprintf(w, n, "expected a positive number of milliseconds");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_open_timeout(config *c, const char *v, char *w, size_t n)
+{
+    return parse_positive_ms(v, &c->reload_open_timeout_ms, w, n);
+}
+
+static int s_ckpt_dir(config *c, const char *v, char *w, size_t n) { return set_str(&c->checkpoint_dir, v, w, n); }
+
+static int s_ckpt_interval(config *c, const char *v, char *w, size_t n)
+{
+    return parse_positive_ms(v, &c->checkpoint_interval_ms, w, n);
+}
+
+static const option settings[] = {
+    { "script", "script", OPTION_PATH, s_script },
+    { "input", "input", OPTION_PATH, s_input },
+    { "output", "output", OPTION_PATH, s_output },
+    { "mode", "mode", OPTION_STRING, s_mode },
+    { "capacity", "capacity", OPTION_INT, s_capacity },
+    { "timeout", "timeout_ms", OPTION_INT, s_timeout },
+    { "event-time", "event_time", OPTION_STRING, s_event },
+    { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo },
+    { "stats", "stats", OPTION_BOOL, s_stats },
+    { "max-line-bytes", "max_line_bytes", OPTION_INT, s_maxline },
+    { "retry", "retry", OPTION_RETRY, s_retry },
+    { "on-error", "on_error", OPTION_STRING, s_on_error },
+    { "dead-letter", "dead_letter", OPTION_PATH, s_dead_letter },
+    { "watch", "watch", OPTION_BOOL, s_watch },
+    { "tag-generation", "tag_generation", OPTION_STRING, s_tag_gen },
+    { "reload-open-timeout", "reload_open_timeout_ms", OPTION_INT, s_open_timeout },
+    { "checkpoint-dir", "checkpoint", OPTION_CKPT, s_ckpt_dir },
+    { "checkpoint-interval", "checkpoint_interval_ms", OPTION_INT, s_ckpt_interval },
+    { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget },
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+const option *options_by_flag(const char *name, size_t n)
+{
+    const option *s = NULL;
+    for (size_t k = 0; k < NSETTINGS; k++)
+        if (strlen(settings[k].flag) == n && strncmp(settings[k].flag, name, n) == 0)
+            s = &settings[k];
+    return s;
+}
+
+const option *options_by_key(const char *key)
+{
+    const option *s = NULL;
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strcmp(settings[i].key, key) == 0)
+            s = &settings[i];
+    return s;
+}
+
+void options_keys(char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < NSETTINGS && len < n; i++)
+        len += (size_t)snprintf(out + len, n - len, "%s%s", i ? ", " : "", settings[i].key);
+}
+
+const char *options_want(option_type t)
+{
+    static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
+                                        "a retry table or string", "a table { dir =, interval_ms = }" };
+    return want[t];
+}

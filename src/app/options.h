@@ -1,0 +1,47 @@
+/*
+ * options.h: every `moonwait run` setting, declared once: its flag, its
+ * pipeline-file key, the type of value it takes, and the setter that
+ * validates a value and stores it in a config. The command line (config.c)
+ * and the pipeline file (pipefile.c) both read this one table, so a flag
+ * and its key cannot drift apart.
+ */
+#ifndef MW_OPTIONS_H
+#define MW_OPTIONS_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+typedef enum {
+    OPTION_STRING,
+    OPTION_PATH,  /* a string; in the pipeline file, relative to its directory */
+    OPTION_INT,
+    OPTION_BOOL,  /* a flag without a value means true */
+    OPTION_RETRY, /* the flag's string form, or (pipeline only) a table */
+    OPTION_CKPT,  /* the pipeline's `checkpoint = { dir =, interval_ms = }` */
+} option_type;
+
+/* Validate the text form of a value and store it in c. 0, or -1 with why
+ * it was refused in why (the caller adds which flag or key). */
+typedef int (*option_setter)(config *c, const char *v, char *why, size_t whylen);
+
+typedef struct option {
+    const char *flag;  /* without "--" */
+    const char *key;   /* pipeline key */
+    option_type type;
+    option_setter set;
+} option;
+
+/* The setting of flag name[0..n) (without "--"), or NULL. */
+const option *options_by_flag(const char *name, size_t n);
+
+/* The setting of pipeline key `key`, or NULL. */
+const option *options_by_key(const char *key);
+
+/* Every pipeline key, comma-separated, in table order, into out. */
+void options_keys(char *out, size_t n);
+
+/* What a pipeline value of type t must be ("an integer", ...). */
+const char *options_want(option_type t);
+
+#endif
