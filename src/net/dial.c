@@ -58,13 +58,7 @@ static void on_resolved(void *ud, int status, const dns_result *res)
 void net_dial_init(net_dial *d, uv_loop_t *loop, net_conn **slot, size_t max_buffer,
                    net_dial_cb cb, void *ud)
 {
-    d->loop = loop;
-    d->slot = slot;
-    d->max_buffer = max_buffer;
-    d->cb = cb;
-    d->ud = ud;
-    d->dnsq = NULL;
-    d->addrs.n = d->ix = 0;
+    *d = (net_dial){ .loop = loop, .slot = slot, .max_buffer = max_buffer, .cb = cb, .ud = ud };
 }
 
 int net_dial_start(net_dial *d, const char *host, int port, int cached_only)
