@@ -18,8 +18,9 @@
  * record): no callback runs after it; its connection is closed, never
  * pooled.
  *
- * Connections are pooled (net/pool.c) under "http://host:port", or for TLS
- * "https://host:port|verify|CAFILE" ("|noverify|" without verification):
+ * Connections are pooled (net/pool.c) under the URL up to its path, as
+ * written ("http://host[:port]"), for TLS followed by "|verify|CAFILE"
+ * or "|noverify|CAFILE" (CAFILE empty for the system's CAs):
  * a response that leaves the connection clean returns it. A pooled
  * connection that fails before any byte of the response comes is retried
  * once on a fresh one for idempotent methods (all but POST and PATCH; the
