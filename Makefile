@@ -55,7 +55,13 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.
 
 JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config
+# The HTTP client's protocol and the receive patterns (src/net), no Lua.
+NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/src/net/recv.o \
+                 $(BUILD)/src/net/dial.o $(BUILD)/src/net/conn.o $(BUILD)/src/net/dns.o \
+                 $(BUILD)/src/net/pool.o $(BUILD)/src/net/tls.o
+
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
+          $(BUILD)/test_http
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -90,6 +96,9 @@ $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/test_http: $(BUILD)/spec/c/test_http.o $(NET_HTTP_OBJS) $(LLHTTP_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
@@ -186,4 +195,4 @@ $(FUZZ_BUILD)/%.o: %.c
 
 -include $(wildcard $(FUZZ_BUILD)/src/*/*.d $(FUZZ_BUILD)/spec/fuzz/*.d)
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d $(BUILD)/spec/c/test_config.d
+-include $(OBJS:.o=.d) $(CTESTS:$(BUILD)/%=$(BUILD)/spec/c/%.d) $(BUILD)/spec/c/faultpeer.d

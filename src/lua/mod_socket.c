@@ -1,12 +1,13 @@
 /*
  * mod_socket.c: moonwait.socket, the cosocket (a subset of OpenResty's
- * ngx.socket.tcp with the same names, arguments and results).
+ * ngx.socket.tcp with the same names, arguments and results): the Lua
+ * binding of net/sock.c, which owns the connection and its operations.
  *
  * Each operation tries to finish at once from what is buffered; only when
  * it must wait does it park the calling fiber (rt_park) with a cancel hook,
  * arm the fiber's timer with rt_wait_ms() (the smaller of the socket's
- * timeout and the record's remaining budget), and yield. The net_conn
- * callback or the timer pushes the results and wakes the fiber.
+ * timeout and the record's remaining budget), and yield. net/sock.c's
+ * callback (on_done) or the timer pushes the results and wakes the fiber.
  *
  * Errors: misuse raises (bad arguments, a socket used by two coroutines at
  * once); runtime failures return nil, err with err from a fixed set:
@@ -33,9 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../net/conn.h"
-#include "../net/dns.h"
 #include "../net/pool.h"
+#include "../net/sock.h"
 #include "../net/tls.h"
 #include "modules.h"
 #include "runtime.h"
@@ -46,28 +46,12 @@
 #define DEFAULT_IDLE_MS 60000
 #define DEFAULT_MAX_BUFFER (16u * 1024 * 1024)
 
-enum { W_NONE, W_CONNECT, W_HANDSHAKE, W_SEND, W_RECV };
-enum { P_LINE, P_ALL, P_COUNT, P_UNTIL };
-
+/* The userdata. Owned by Lua (GC); __gc frees what ns owns. */
 typedef struct sock {
-    net_conn *conn;          /* owned; NULL when closed */
+    net_sock ns;             /* first: on_done gets &ns; the connection and its state */
     rt_fiber *busy;          /* the fiber waiting on this socket */
-    int wait;                /* W_* */
     uint64_t connect_ms, send_ms, read_ms;
-    size_t max_buffer;
-    char *ca_file;           /* owned */
-    char *host;              /* owned: last connect's host (the default SNI) */
-    char *pool_key;          /* owned */
-    size_t pool_size;
-    dns_query *dnsq;
-    dns_result addrs;
-    size_t addr_ix;
-    int port;
-    int pattern;             /* P_* while receiving */
-    size_t want;
-    const char *delim;       /* P_UNTIL: pinned by the iterator's upvalue */
-    size_t dlen;
-    size_t sent;
+    size_t sent;             /* the send's length, its result */
 } sock;
 
 static sock *check_sock(lua_State *L)
@@ -89,6 +73,14 @@ static const char *check_cstring(lua_State *L, int idx, const char *what)
 /* s equals the literal lit, bytes and length. */
 #define STR_IS(s, n, lit) ((n) == sizeof(lit) - 1 && memcmp((s), (lit), (n)) == 0)
 
+/* nil, err: a runtime failure. */
+static int nil_err(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 /* ---- waiting ---------------------------------------------------------------- */
 
 static void end_wait(sock *s)
@@ -97,15 +89,6 @@ static void end_wait(sock *s)
     if (f)
         uv_timer_stop(&f->timer);
     s->busy = NULL;
-    s->wait = W_NONE;
-}
-
-static void close_conn(sock *s)
-{
-    if (s->conn) {
-        net_conn_close(s->conn);
-        s->conn = NULL;
-    }
 }
 
 /* Wake the waiting fiber with `n` values it already has on its stack. */
@@ -116,14 +99,32 @@ static void finish(sock *s, int n)
     rt_wake(f, n);
 }
 
-static void finish_err(sock *s, const char *err, int close_it)
+/* net/sock.c's callback: push the operation's results and wake the fiber. */
+static void on_done(net_sock *ns, int op, const char *err)
 {
+    sock *s = (sock *)ns;
+    if (!s->busy)
+        return;
     lua_State *co = s->busy->co;
-    if (close_it)
-        close_conn(s);
-    lua_pushnil(co);
-    lua_pushstring(co, err);
-    finish(s, 2);
+    int n = 0;
+    if (err) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        n = 2;
+    }
+    if (op == NET_SOCK_RECV) {
+        lua_pushlstring(co, ns->rx.data, ns->rx.len); /* data, or partial data */
+        n++;
+    } else if (!err) {
+        if (op == NET_SOCK_SEND)
+            lua_pushinteger(co, (lua_Integer)s->sent);
+        else if (op == NET_SOCK_HANDSHAKE)
+            lua_pushboolean(co, 1);
+        else
+            lua_pushinteger(co, 1);
+        n = 1;
+    }
+    finish(s, n);
 }
 
 /* The record timed out (or the run ended) while this socket was busy. */
@@ -131,40 +132,38 @@ static void on_cancel(rt_fiber *f)
 {
     sock *s = f->wait;
     uv_timer_stop(&f->timer);
-    if (s->dnsq) {
-        dns_cancel(s->dnsq);
-        s->dnsq = NULL;
-    }
     /* Half-used: never pooled. */
-    close_conn(s);
+    net_sock_abort(&s->ns);
     s->busy = NULL;
-    s->wait = W_NONE;
 }
 
-static void on_timer(uv_timer_t *t);
+static void on_timer(uv_timer_t *t)
+{
+    rt_fiber *f = t->data;
+    sock *s = f->wait;
+    if (!s || s->busy != f)
+        return;
+    net_sock_timeout(&s->ns); /* calls on_done */
+}
 
 /* Park f on s. The caller starts the operation afterwards, and yields. */
-static void begin(sock *s, rt_fiber *f, int what, uint64_t timeout_ms)
+static void begin(sock *s, rt_fiber *f, uint64_t timeout_ms)
 {
     s->busy = f;
-    s->wait = what;
     rt_park(f, on_cancel, s);
     uint64_t ms = rt_wait_ms(f, timeout_ms);
     if (ms)
         uv_timer_start(&f->timer, on_timer, ms, 0);
 }
 
-/* The operation failed to start: undo begin(), return nil, err now. */
-static int abort_now(lua_State *L, sock *s, const char *err, int close_it)
+/* The operation failed to start: undo begin(), close, return nil, err now. */
+static int abort_now(lua_State *L, sock *s, const char *err)
 {
     rt_fiber *f = s->busy;
     end_wait(s);
     rt_unpark(f);
-    if (close_it)
-        close_conn(s);
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
+    net_sock_abort(&s->ns);
+    return nil_err(L, err);
 }
 
 static rt_fiber *acquire(lua_State *L, sock *s, const char *what)
@@ -176,93 +175,33 @@ static rt_fiber *acquire(lua_State *L, sock *s, const char *what)
 
 /* ---- receive ----------------------------------------------------------------- */
 
-/* Try to complete the pending receive from the buffer. Pushes results on
- * L and returns their count, or 0 if more data is needed. */
-static int try_receive(lua_State *L, sock *s)
+/* Push a receive's result (m: NET_RECV_DATA or _END) and consume it. */
+static int push_received(lua_State *L, sock *s, int m)
 {
-    net_conn *c = s->conn;
-    size_t have = net_conn_buffered(c);
-    const char *d = net_conn_data(c);
-    switch (s->pattern) {
-    case P_LINE: {
-        const char *nl = have ? memchr(d, '\n', have) : NULL;
-        if (nl) {
-            size_t l = (size_t)(nl - d);
-            lua_pushlstring(L, d, l > 0 && d[l - 1] == '\r' ? l - 1 : l);
-            net_conn_consume(c, l + 1);
-            return 1;
-        }
-        break;
-    }
-    case P_COUNT:
-        if (have >= s->want) {
-            lua_pushlstring(L, d, s->want);
-            net_conn_consume(c, s->want);
-            return 1;
-        }
-        break;
-    case P_UNTIL: {
-        const char *m = s->dlen && have >= s->dlen ? memmem(d, have, s->delim, s->dlen) : NULL;
-        if (m) {
-            size_t l = (size_t)(m - d);
-            lua_pushlstring(L, d, l);
-            net_conn_consume(c, l + s->dlen);
-            return 1;
-        }
-        break;
-    }
-    case P_ALL:
-        if (c->eof) {
-            lua_pushlstring(L, d, have);
-            net_conn_consume(c, have);
-            return 1;
-        }
-        break;
-    }
-    if (c->eof || c->rerr) {
-        /* Nothing more will come: what is there is a partial result. */
-        const char *err = c->rerr ? net_strerror(c->rerr) : "closed";
-        if (c->rerr == UV_EPROTO && c->tls_err[0])
-            err = c->tls_err;
+    if (m == NET_RECV_END) {
         lua_pushnil(L);
-        lua_pushstring(L, err);
-        lua_pushlstring(L, d, have);
-        net_conn_consume(c, have);
-        close_conn(s);
-        return 3;
+        lua_pushstring(L, s->ns.rx.err);
     }
-    return 0;
-}
-
-static void on_readable(net_conn *c, void *ud)
-{
-    sock *s = ud;
-    (void)c;
-    if (!s->busy || s->wait != W_RECV)
-        return;
-    int n = try_receive(s->busy->co, s);
-    if (n) {
-        if (s->conn)
-            net_conn_read_stop(s->conn);
-        finish(s, n);
-    }
+    lua_pushlstring(L, s->ns.rx.data, s->ns.rx.len);
+    net_sock_taken(&s->ns, m);
+    return m == NET_RECV_DATA ? 1 : 3;
 }
 
 static int do_receive(lua_State *L, sock *s)
 {
-    if (!s->conn) {
+    if (!s->ns.conn) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");
         lua_pushliteral(L, "");
         return 3;
     }
-    int n = try_receive(L, s);
-    if (n)
-        return n;
+    int m = net_recv_match(&s->ns.rx, s->ns.conn);
+    if (m != NET_RECV_MORE)
+        return push_received(L, s, m);
     rt_fiber *f = acquire(L, s, "receive");
-    begin(s, f, W_RECV, s->read_ms);
-    if (net_conn_read_start(s->conn, on_readable, s) != 0)
-        return abort_now(L, s, "closed", 1);
+    begin(s, f, s->read_ms);
+    if (net_sock_receive(&s->ns) != 0)
+        return abort_now(L, s, "closed");
     return rt_yield(L, f);
 }
 
@@ -272,7 +211,7 @@ static int l_receive(lua_State *L)
     if (s->busy)
         luaL_error(L, "socket busy: receive while another coroutine is waiting on this socket");
     if (lua_isnoneornil(L, 2)) {
-        s->pattern = P_LINE;
+        s->ns.rx.kind = NET_RECV_LINE;
     } else if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Number n = lua_tonumber(L, 2);
         if (n < 0 || n != (lua_Number)(size_t)n)
@@ -281,18 +220,14 @@ static int l_receive(lua_State *L)
             lua_pushliteral(L, "");
             return 1;
         }
-        if ((size_t)n > s->max_buffer)
+        if ((size_t)n > s->ns.max_buffer)
             return luaL_argerror(L, 2, "byte count larger than the socket's max_buffer");
-        s->pattern = P_COUNT;
-        s->want = (size_t)n;
+        s->ns.rx.kind = NET_RECV_COUNT;
+        s->ns.rx.want = (size_t)n;
     } else {
         size_t pl;
         const char *p = luaL_checklstring(L, 2, &pl);
-        if (STR_IS(p, pl, "*l") || STR_IS(p, pl, "*L"))
-            s->pattern = P_LINE;
-        else if (STR_IS(p, pl, "*a"))
-            s->pattern = P_ALL;
-        else
+        if (net_recv_pattern(&s->ns.rx, p, pl) != 0)
             return luaL_argerror(L, 2, "pattern must be \"*l\", \"*a\" or a byte count");
     }
     return do_receive(L, s);
@@ -305,12 +240,10 @@ static int l_until_iter(lua_State *L)
         luaL_error(L, "socket busy: receiveuntil iterator while another coroutine is waiting on this socket");
     if (!lua_isnoneornil(L, 1))
         return luaL_argerror(L, 1, "the size argument of OpenResty's iterator is not supported");
-    size_t dlen;
-    s->delim = lua_tolstring(L, lua_upvalueindex(2), &dlen);
-    s->dlen = dlen;
-    s->pattern = P_UNTIL;
     /* The delimiter stays alive across a yield: this closure, which holds
      * it as an upvalue, is on the waiting coroutine's stack. */
+    s->ns.rx.delim = lua_tolstring(L, lua_upvalueindex(2), &s->ns.rx.dlen);
+    s->ns.rx.kind = NET_RECV_UNTIL;
     return do_receive(L, s);
 }
 
@@ -327,21 +260,7 @@ static int l_receiveuntil(lua_State *L)
     return 1;
 }
 
-/* ---- send ---------------------------------------------------------------------- */
-
-static void on_sent(net_conn *c, int status, void *ud)
-{
-    sock *s = ud;
-    (void)c;
-    if (!s->busy || s->wait != W_SEND)
-        return;
-    if (status != 0) {
-        finish_err(s, net_strerror(status), 1);
-        return;
-    }
-    lua_pushinteger(s->busy->co, (lua_Integer)s->sent);
-    finish(s, 1);
-}
+/* ---- send, connect, TLS ------------------------------------------------------------ */
 
 static int l_send(lua_State *L)
 {
@@ -366,71 +285,15 @@ static int l_send(lua_State *L)
     } else {
         return luaL_argerror(L, 2, "a string or an array of strings expected");
     }
-    if (!s->conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
+    if (!s->ns.conn)
+        return nil_err(L, "closed");
     rt_fiber *f = acquire(L, s, "send");
     s->sent = len;
-    begin(s, f, W_SEND, s->send_ms);
-    int rc = net_conn_write(s->conn, data, len, on_sent, s);
+    begin(s, f, s->send_ms);
+    int rc = net_sock_send(&s->ns, data, len);
     if (rc != 0)
-        return abort_now(L, s, net_strerror(rc), 1);
+        return abort_now(L, s, net_strerror(rc));
     return rt_yield(L, f);
-}
-
-/* ---- connect -------------------------------------------------------------------- */
-
-static void try_connect(sock *s);
-
-static void on_connected(net_conn *c, int status, void *ud)
-{
-    sock *s = ud;
-    (void)c;
-    if (!s->busy || s->wait != W_CONNECT)
-        return;
-    if (status == 0) {
-        lua_pushinteger(s->busy->co, 1);
-        finish(s, 1);
-        return;
-    }
-    close_conn(s);
-    if (++s->addr_ix < s->addrs.n && (status == UV_ECONNREFUSED || status == UV_EHOSTUNREACH ||
-                                      status == UV_ENETUNREACH || status == UV_EADDRNOTAVAIL)) {
-        try_connect(s); /* the next address of the name */
-        return;
-    }
-    finish_err(s, net_strerror(status), 0);
-}
-
-static void try_connect(sock *s)
-{
-    s->conn = net_conn_new(s->busy->rt->loop, s->max_buffer);
-    if (!s->conn) {
-        finish_err(s, "out of memory", 0);
-        return;
-    }
-    int rc = net_conn_connect(s->conn, (struct sockaddr *)&s->addrs.addrs[s->addr_ix], on_connected, s);
-    if (rc != 0) {
-        close_conn(s);
-        finish_err(s, net_strerror(rc), 0);
-    }
-}
-
-static void on_resolved(void *ud, int status, const dns_result *res)
-{
-    sock *s = ud;
-    s->dnsq = NULL;
-    if (!s->busy || s->wait != W_CONNECT)
-        return;
-    if (status != 0) {
-        finish_err(s, net_strerror(status), 0);
-        return;
-    }
-    s->addrs = *res;
-    s->addr_ix = 0;
-    try_connect(s);
 }
 
 static int l_connect(lua_State *L)
@@ -457,56 +320,16 @@ static int l_connect(lua_State *L)
     }
     if (s->busy)
         luaL_error(L, "socket busy: connect while another coroutine is waiting on this socket");
-    close_conn(s);
-    free(s->host);
-    s->host = strdup(host);
-    free(s->pool_key);
-    if (pool)
-        s->pool_key = strdup(pool);
-    else if (asprintf(&s->pool_key, "%s:%d", host, (int)port) < 0)
-        s->pool_key = NULL;
-    if (pool_size)
-        s->pool_size = (size_t)pool_size;
-    s->port = (int)port;
-    net_conn *c = s->pool_key ? net_pool_get(s->pool_key) : NULL;
-    if (c) {
-        c->max_buffer = s->max_buffer; /* this socket's, not its last user's */
-        s->conn = c;
-        lua_pushinteger(L, 1);
+    if (net_sock_target(&s->ns, host, (int)port, pool, (size_t)pool_size)) {
+        lua_pushinteger(L, 1); /* an idle pooled connection */
         return 1;
     }
     rt_fiber *f = acquire(L, s, "connect");
-    begin(s, f, W_CONNECT, s->connect_ms);
-    dns_result now;
-    int rc = dns_resolve(f->rt->loop, host, (int)port, &now, on_resolved, s, &s->dnsq);
+    begin(s, f, s->connect_ms);
+    int rc = net_sock_connect(&s->ns, f->rt->loop, host, (int)port);
     if (rc < 0)
-        return abort_now(L, s, net_strerror(rc), 0);
-    if (rc == 1) {
-        s->addrs = now;
-        s->addr_ix = 0;
-        try_connect(s);
-    }
+        return abort_now(L, s, net_strerror(rc));
     return rt_yield(L, f);
-}
-
-/* ---- TLS ---------------------------------------------------------------------------- */
-
-static void on_handshake(net_conn *c, int status, void *ud)
-{
-    sock *s = ud;
-    if (!s->busy || s->wait != W_HANDSHAKE)
-        return;
-    if (status != 0) {
-        char msg[320];
-        if (strncmp(c->tls_err, "certificate verify failed", 25) == 0)
-            snprintf(msg, sizeof msg, "%s", c->tls_err);
-        else
-            snprintf(msg, sizeof msg, "ssl handshake failed: %s", c->tls_err);
-        finish_err(s, msg, 1);
-        return;
-    }
-    lua_pushboolean(s->busy->co, 1);
-    finish(s, 1);
 }
 
 static int l_sslhandshake(lua_State *L)
@@ -514,55 +337,24 @@ static int l_sslhandshake(lua_State *L)
     sock *s = check_sock(L);
     /* arg 2, reused_session: session resumption is not supported; a
      * fresh handshake is always made, and true is returned. */
-    const char *sni = lua_isnoneornil(L, 3) ? s->host : check_cstring(L, 3, "the server name");
+    const char *sni = lua_isnoneornil(L, 3) ? s->ns.host : check_cstring(L, 3, "the server name");
     int verify = lua_toboolean(L, 4);
-    if (!s->conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (s->conn->ssl)
+    if (!s->ns.conn)
+        return nil_err(L, "closed");
+    if (s->ns.conn->ssl)
         luaL_error(L, "sslhandshake: the connection is already using TLS");
     char err[256];
-    SSL_CTX *ctx = tls_client_ctx(s->ca_file, err, sizeof err);
+    SSL_CTX *ctx = tls_client_ctx(s->ns.ca_file, err, sizeof err);
     if (!ctx) {
         lua_pushnil(L);
         lua_pushfstring(L, "ssl handshake failed: %s", err);
         return 2;
     }
     rt_fiber *f = acquire(L, s, "sslhandshake");
-    begin(s, f, W_HANDSHAKE, s->connect_ms);
-    int rc = net_conn_tls_start(s->conn, ctx, sni, verify, on_handshake, s);
-    if (rc != 0)
-        return abort_now(L, s, "ssl handshake failed", 1);
+    begin(s, f, s->connect_ms);
+    if (net_sock_handshake(&s->ns, ctx, sni, verify) != 0)
+        return abort_now(L, s, "ssl handshake failed");
     return rt_yield(L, f);
-}
-
-/* ---- timer ------------------------------------------------------------------------- */
-
-static void on_timer(uv_timer_t *t)
-{
-    rt_fiber *f = t->data;
-    sock *s = f->wait;
-    if (!s || s->busy != f)
-        return;
-    if (s->wait == W_RECV) {
-        /* A read timeout leaves the socket usable; what came is partial. */
-        lua_State *co = f->co;
-        net_conn_read_stop(s->conn);
-        size_t have = net_conn_buffered(s->conn);
-        lua_pushnil(co);
-        lua_pushliteral(co, "timeout");
-        lua_pushlstring(co, net_conn_data(s->conn), have);
-        net_conn_consume(s->conn, have);
-        finish(s, 3);
-        return;
-    }
-    if (s->dnsq) {
-        dns_cancel(s->dnsq);
-        s->dnsq = NULL;
-    }
-    finish_err(s, "timeout", 1);
 }
 
 /* ---- the rest ------------------------------------------------------------------------- */
@@ -598,13 +390,9 @@ static int l_setoption(lua_State *L)
         lua_Integer n = luaL_checkinteger(L, 3);
         if (n < 16)
             return luaL_argerror(L, 3, "max_buffer must be at least 16 bytes");
-        s->max_buffer = (size_t)n;
-        if (s->conn)
-            s->conn->max_buffer = (size_t)n;
+        net_sock_set_max_buffer(&s->ns, (size_t)n);
     } else if (STR_IS(name, nl, "ca_file")) {
-        const char *path = check_cstring(L, 3, "the ca_file path");
-        free(s->ca_file);
-        s->ca_file = strdup(path);
+        net_sock_set_ca_file(&s->ns, check_cstring(L, 3, "the ca_file path"));
     } else {
         return luaL_argerror(L, 2, "unknown option (known: max_buffer, ca_file)");
     }
@@ -616,31 +404,16 @@ static int l_setkeepalive(lua_State *L)
 {
     sock *s = check_sock(L);
     lua_Integer idle = luaL_optinteger(L, 2, DEFAULT_IDLE_MS);
-    lua_Integer size = luaL_optinteger(L, 3, (lua_Integer)s->pool_size);
+    lua_Integer size = luaL_optinteger(L, 3, (lua_Integer)s->ns.pool_size);
     if (idle < 0 || size < 1)
         return luaL_error(L, "bad argument to 'setkeepalive' (idle_ms >= 0, pool_size >= 1)");
     if (s->busy)
         luaL_error(L, "socket busy: setkeepalive while another coroutine is waiting on this socket");
-    if (!s->conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    net_conn *c = s->conn;
-    if (c->eof || c->rerr) {
-        close_conn(s);
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (net_conn_buffered(c)) {
-        close_conn(s);
-        lua_pushnil(L);
-        lua_pushliteral(L, "unread data");
-        return 2;
-    }
-    s->conn = NULL;
-    net_pool_put(c, s->pool_key, (uint64_t)idle, (size_t)size);
+    if (!s->ns.conn)
+        return nil_err(L, "closed");
+    const char *why = net_sock_keepalive(&s->ns, (uint64_t)idle, (size_t)size);
+    if (why)
+        return nil_err(L, why);
     lua_pushinteger(L, 1);
     return 1;
 }
@@ -648,12 +421,9 @@ static int l_setkeepalive(lua_State *L)
 static int l_getreusedtimes(lua_State *L)
 {
     sock *s = check_sock(L);
-    if (!s->conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    lua_pushinteger(L, (lua_Integer)s->conn->reuses);
+    if (!s->ns.conn)
+        return nil_err(L, "closed");
+    lua_pushinteger(L, (lua_Integer)s->ns.conn->reuses);
     return 1;
 }
 
@@ -662,12 +432,9 @@ static int l_close(lua_State *L)
     sock *s = check_sock(L);
     if (s->busy)
         luaL_error(L, "socket busy: close while another coroutine is waiting on this socket");
-    if (!s->conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    close_conn(s);
+    if (!s->ns.conn)
+        return nil_err(L, "closed");
+    net_sock_close(&s->ns);
     lua_pushinteger(L, 1);
     return 1;
 }
@@ -675,20 +442,14 @@ static int l_close(lua_State *L)
 static int l_gc(lua_State *L)
 {
     sock *s = lua_touserdata(L, 1);
-    if (s->dnsq)
-        dns_cancel(s->dnsq);
-    close_conn(s);
-    free(s->ca_file);
-    free(s->host);
-    free(s->pool_key);
-    s->ca_file = s->host = s->pool_key = NULL;
+    net_sock_free(&s->ns);
     return 0;
 }
 
 static int l_tostring(lua_State *L)
 {
     sock *s = check_sock(L);
-    lua_pushfstring(L, "moonwait.socket.tcp (%s)", s->conn ? "connected" : "closed");
+    lua_pushfstring(L, "moonwait.socket.tcp (%s)", s->ns.conn ? "connected" : "closed");
     return 1;
 }
 
@@ -696,14 +457,12 @@ static int l_tcp(lua_State *L)
 {
     sock *s = lua_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
+    net_sock_init(&s->ns, DEFAULT_MAX_BUFFER, DEFAULT_POOL_SIZE, on_done);
     s->connect_ms = s->send_ms = s->read_ms = DEFAULT_TIMEOUT_MS;
-    s->max_buffer = DEFAULT_MAX_BUFFER;
-    s->pool_size = DEFAULT_POOL_SIZE;
     luaL_getmetatable(L, SOCK_MT);
     lua_setmetatable(L, -2);
     return 1;
 }
-
 /* socket.pool_count([key]) -> idle connections in the pool (for tests and
  * diagnostics). */
 static int l_pool_count(lua_State *L)

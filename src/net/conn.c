@@ -86,6 +86,22 @@ const char *net_strerror(int e)
     }
 }
 
+const char *net_conn_error(const net_conn *c)
+{
+    if (c->rerr == UV_EPROTO && c->tls_err[0])
+        return c->tls_err;
+    return c->rerr ? net_strerror(c->rerr) : "closed";
+}
+
+const char *net_conn_tls_failure(const net_conn *c, char *buf, size_t len)
+{
+    if (strncmp(c->tls_err, "certificate verify failed", 25) == 0)
+        snprintf(buf, len, "%s", c->tls_err);
+    else
+        snprintf(buf, len, "ssl handshake failed: %s", c->tls_err);
+    return buf;
+}
+
 /* ---- connect ------------------------------------------------------------ */
 
 static void connected(uv_connect_t *req, int status)

@@ -94,6 +94,15 @@ void net_conn_consume(net_conn *c, size_t n);
 
 void net_conn_close(net_conn *c);
 
+/* Why reading ended, as a fixed string: the TLS reason for a TLS error,
+ * net_strerror(rerr) for another, "closed" at EOF. */
+const char *net_conn_error(const net_conn *c);
+
+/* A failed handshake's message, written into buf (len bytes) and
+ * returned: "certificate verify failed: <why>" as it is, any other
+ * "ssl handshake failed: <why>". */
+const char *net_conn_tls_failure(const net_conn *c, char *buf, size_t len);
+
 /* The fixed error strings scripts see ("connection refused", "closed",
  * "timeout", "buffer too large", ...) for a uv error code. */
 const char *net_strerror(int uv_err);

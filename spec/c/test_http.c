@@ -1,0 +1,404 @@
+/*
+ * test_http.c: the HTTP client's protocol in src/net without a network:
+ * URL parsing, the request's exact bytes and pool key (net/http.c), the
+ * response parser fed bytes in pieces (net/http_resp.c), and the
+ * cosocket's receive patterns over a connection's buffer (net/recv.c).
+ */
+#include "../../src/net/http.h"
+#include "../../src/net/recv.h"
+#include "test.h"
+
+#define UA "User-Agent: moonwait/" MW_VERSION "\r\n"
+
+/* A span equals a C string. */
+#define ASSERT_SPAN_EQ(p, n, s)                                                        \
+    do { char b_[256]; snprintf(b_, sizeof b_, "%.*s", (int)(n), (p)); ASSERT_STR_EQ(b_, s); } while (0)
+
+static const http_opts DEFAULTS = {
+    .keepalive = 1, .verify = 1, .ca_file = NULL, .pool_size = HTTP_DEFAULT_POOL_SIZE,
+    .max_body = HTTP_DEFAULT_MAX_BODY, .max_header_bytes = HTTP_DEFAULT_MAX_HEADER_BYTES,
+    .max_headers = HTTP_DEFAULT_MAX_HEADERS,
+};
+
+/* ---- URLs ---------------------------------------------------------------------------- */
+
+static void t_url_plain(void)
+{
+    http_url u;
+    ASSERT_INT_EQ(http_url_parse("http://example.com", &u), 0);
+    ASSERT_INT_EQ(u.https, 0);
+    ASSERT_INT_EQ(u.port, 80);
+    ASSERT_SPAN_EQ(u.host, u.host_len, "example.com");
+    ASSERT_SPAN_EQ(u.authority, u.authority_len, "example.com");
+    ASSERT_UINT_EQ(u.prefix_len, strlen("http://example.com"));
+    ASSERT_SPAN_EQ(u.path, u.path_len, "/");
+}
+
+static void t_url_port_path_query_fragment(void)
+{
+    http_url u;
+    const char *url = "https://api.example.com:8443/v1/items?id=7&x=%20#top";
+    ASSERT_INT_EQ(http_url_parse(url, &u), 0);
+    ASSERT_INT_EQ(u.https, 1);
+    ASSERT_INT_EQ(u.port, 8443);
+    ASSERT_SPAN_EQ(u.host, u.host_len, "api.example.com");
+    ASSERT_SPAN_EQ(u.authority, u.authority_len, "api.example.com:8443");
+    ASSERT_SPAN_EQ(url, u.prefix_len, "https://api.example.com:8443");
+    ASSERT_SPAN_EQ(u.path, u.path_len, "/v1/items?id=7&x=%20");
+    ASSERT_INT_EQ(http_url_parse("https://h/", &u), 0);
+    ASSERT_INT_EQ(u.port, 443);
+    /* a query straight after the authority */
+    ASSERT_INT_EQ(http_url_parse("http://h:81?q=1", &u), 0);
+    ASSERT_INT_EQ(u.port, 81);
+    ASSERT_SPAN_EQ(u.path, u.path_len, "?q=1");
+    /* what follows the '#' is never checked: it is not sent */
+    ASSERT_INT_EQ(http_url_parse("http://h/a#b c", &u), 0);
+    ASSERT_SPAN_EQ(u.path, u.path_len, "/a");
+}
+
+static void t_url_ports(void)
+{
+    http_url u;
+    ASSERT_INT_EQ(http_url_parse("http://h:1/", &u), 0);
+    ASSERT_INT_EQ(u.port, 1);
+    ASSERT_INT_EQ(http_url_parse("http://h:65535/", &u), 0);
+    ASSERT_INT_EQ(u.port, 65535);
+    ASSERT_INT_EQ(http_url_parse("http://h:0/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:65536/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:99999999999999999999/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:abc/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:80x/", &u), -1);
+}
+
+static void t_url_ipv6_literal(void)
+{
+    http_url u;
+    ASSERT_INT_EQ(http_url_parse("http://[::1]:8080/x", &u), 0);
+    ASSERT_SPAN_EQ(u.host, u.host_len, "::1");
+    ASSERT_SPAN_EQ(u.authority, u.authority_len, "[::1]:8080");
+    ASSERT_INT_EQ(u.port, 8080);
+    ASSERT_INT_EQ(http_url_parse("https://[2001:db8::1]", &u), 0);
+    ASSERT_SPAN_EQ(u.host, u.host_len, "2001:db8::1");
+    ASSERT_INT_EQ(u.port, 443);
+    ASSERT_SPAN_EQ(u.path, u.path_len, "/");
+    ASSERT_INT_EQ(http_url_parse("http://[::1/", &u), -1);  /* no ']' */
+    ASSERT_INT_EQ(http_url_parse("http://[]/", &u), -1);    /* empty */
+    ASSERT_INT_EQ(http_url_parse("http://[::1]x/", &u), -1);
+}
+
+static void t_url_userinfo(void)
+{
+    http_url u;
+    /* Userinfo is not supported: with a password the ':' reads as a bad
+     * port; without one, "user@host" is taken as the host name (and will
+     * not resolve). */
+    ASSERT_INT_EQ(http_url_parse("http://user:secret@h/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://user@h/", &u), 0);
+    ASSERT_SPAN_EQ(u.host, u.host_len, "user@h");
+}
+
+static void t_url_bad(void)
+{
+    http_url u;
+    const char *bad[] = {
+        "", "example.com", "ftp://h/", "HTTP://h/", "http:/h", "http://", "http:///x", "http://:80/",
+        "http://h#frag", "http://h/a b", "http://h/a\r\nX: y", "http://h/\n", "http://h?a b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (http_url_parse(bad[i], &u) != -1)
+            FAILF("accepted \"%s\"", bad[i]);
+}
+
+static void t_method_and_header_checks(void)
+{
+    ASSERT(http_method_ok("GET", 3));
+    ASSERT(http_method_ok("MKCOL", 5));
+    ASSERT(!http_method_ok("", 0));
+    ASSERT(!http_method_ok("get", 3));
+    ASSERT(!http_method_ok("GE T", 4));
+    ASSERT(!http_method_ok("GET\0", 4));
+    ASSERT(http_header_ok("X-A", 3, "b c", 3));
+    ASSERT(http_header_ok("X-A", 3, "", 0));
+    ASSERT(!http_header_ok("", 0, "v", 1));
+    ASSERT(!http_header_ok("X:A", 3, "v", 1));
+    ASSERT(!http_header_ok("X\rA", 3, "v", 1));
+    ASSERT(!http_header_ok("XA", 2, "v\n", 2));
+    ASSERT(!http_header_ok("X\0A", 3, "v", 1));
+    ASSERT(!http_header_ok("XA", 2, "v\0w", 3));
+}
+
+/* ---- the request's bytes ------------------------------------------------------------- */
+
+/* The bytes of a request: url, method, headers ("name", "value", ... NULL), body. */
+static http_req *build(const char *url, const char *method, const http_opts *o, const char **hdrs,
+                       const char *body)
+{
+    http_req *r = http_req_new();
+    ASSERT(r);
+    ASSERT_INT_EQ(http_req_prepare(r, url, method, o), 0);
+    for (size_t i = 0; hdrs && hdrs[i]; i += 2)
+        http_req_header(r, hdrs[i], strlen(hdrs[i]), hdrs[i + 1], strlen(hdrs[i + 1]));
+    http_req_end(r, body, body ? strlen(body) : 0);
+    return r;
+}
+
+#define ASSERT_BYTES(r, s)                                                             \
+    do { ASSERT_UINT_EQ((r)->req.len, strlen(s)); ASSERT(memcmp((r)->req.p, (s), strlen(s)) == 0); } while (0)
+
+static void t_request_get(void)
+{
+    http_req *r = build("http://h:8080/a/b?x=1#frag", "GET", &DEFAULTS, NULL, NULL);
+    ASSERT_BYTES(r, "GET /a/b?x=1 HTTP/1.1\r\nHost: h:8080\r\n" UA "\r\n");
+    ASSERT_STR_EQ(r->pool_key, "http://h:8080");
+    ASSERT_STR_EQ(r->host, "h");
+    ASSERT_INT_EQ(r->port, 8080);
+    ASSERT_INT_EQ(r->idempotent, 1);
+    ASSERT_INT_EQ(r->is_head, 0);
+    http_req_free(r);
+    /* no path: "/"; only a query: "/?..." */
+    r = build("http://h", "HEAD", &DEFAULTS, NULL, NULL);
+    ASSERT_BYTES(r, "HEAD / HTTP/1.1\r\nHost: h\r\n" UA "\r\n");
+    ASSERT_INT_EQ(r->is_head, 1);
+    ASSERT_INT_EQ(r->resp.is_head, 1);
+    http_req_free(r);
+    r = build("http://[::1]:9?q", "GET", &DEFAULTS, NULL, NULL);
+    ASSERT_BYTES(r, "GET /?q HTTP/1.1\r\nHost: [::1]:9\r\n" UA "\r\n");
+    ASSERT_STR_EQ(r->host, "::1");
+    http_req_free(r);
+}
+
+static void t_request_body_and_length(void)
+{
+    http_req *r = build("http://h/p", "POST", &DEFAULTS, NULL, "{\"a\":1}");
+    ASSERT_BYTES(r, "POST /p HTTP/1.1\r\nHost: h\r\n" UA "Content-Length: 7\r\n\r\n{\"a\":1}");
+    ASSERT_INT_EQ(r->idempotent, 0);
+    http_req_free(r);
+    /* POST and PUT say their length even without a body; GET does not */
+    r = build("http://h/p", "PUT", &DEFAULTS, NULL, NULL);
+    ASSERT_BYTES(r, "PUT /p HTTP/1.1\r\nHost: h\r\n" UA "Content-Length: 0\r\n\r\n");
+    ASSERT_INT_EQ(r->idempotent, 1);
+    http_req_free(r);
+    /* an empty body is a body */
+    r = build("http://h/p", "DELETE", &DEFAULTS, NULL, "");
+    ASSERT_BYTES(r, "DELETE /p HTTP/1.1\r\nHost: h\r\n" UA "Content-Length: 0\r\n\r\n");
+    http_req_free(r);
+    r = build("http://h/p", "PATCH", &DEFAULTS, NULL, "0123456789");
+    ASSERT_BYTES(r, "PATCH /p HTTP/1.1\r\nHost: h\r\n" UA "Content-Length: 10\r\n\r\n0123456789");
+    ASSERT_INT_EQ(r->idempotent, 0);
+    http_req_free(r);
+}
+
+static void t_request_headers_replace_defaults(void)
+{
+    const char *hdrs[] = { "X-Id", "42", "HOST", "other", "user-agent", "me", "Content-Length", "3",
+                           "connection", "keep-alive", NULL };
+    http_opts o = DEFAULTS;
+    o.keepalive = 0;
+    http_req *r = build("http://h/", "POST", &o, hdrs, "abc");
+    ASSERT_BYTES(r, "POST / HTTP/1.1\r\nX-Id: 42\r\nHOST: other\r\nuser-agent: me\r\nContent-Length: 3\r\n"
+                    "connection: keep-alive\r\n\r\nabc");
+    http_req_free(r);
+    /* without keepalive, and no Connection header of the caller's */
+    r = build("http://h/", "GET", &o, NULL, NULL);
+    ASSERT_BYTES(r, "GET / HTTP/1.1\r\nHost: h\r\n" UA "Connection: close\r\n\r\n");
+    http_req_free(r);
+}
+
+static void t_pool_key_tls_settings(void)
+{
+    http_opts o = DEFAULTS;
+    http_req *r = build("https://h:8443/x", "GET", &o, NULL, NULL);
+    ASSERT_STR_EQ(r->pool_key, "https://h:8443|verify|");
+    http_req_free(r);
+    o.verify = 0;
+    o.ca_file = "/etc/ca.pem";
+    r = build("https://h/x", "GET", &o, NULL, NULL);
+    ASSERT_STR_EQ(r->pool_key, "https://h|noverify|/etc/ca.pem");
+    ASSERT_STR_EQ(r->ca_file, "/etc/ca.pem");
+    http_req_free(r);
+}
+
+static void t_bad_url_and_recycling(void)
+{
+    http_req *r = http_req_new();
+    ASSERT_INT_EQ(http_req_prepare(r, "http://h/a b", "GET", &DEFAULTS), -1);
+    ASSERT_STR_EQ(r->url, "http://h/a b"); /* kept for the message */
+    http_req_free(r);
+    /* a recycled request starts clean */
+    r = build("http://h/", "GET", &DEFAULTS, (const char *[]){ "Host", "x", NULL }, NULL);
+    http_req_free(r);
+    http_req *r2 = http_req_new();
+    ASSERT(r2 == r);
+    ASSERT_UINT_EQ(r2->req.len, 0);
+    ASSERT_INT_EQ(r2->have_host, 0);
+    ASSERT(r2->url == NULL && r2->pool_key == NULL && r2->conn == NULL);
+    http_req_free(r2);
+}
+
+/* ---- the response, fed in pieces ------------------------------------------------------ */
+
+static http_resp *resp_new(int is_head)
+{
+    static http_resp h;
+    memset(&h, 0, sizeof h);
+    h.max_body = 1024;
+    h.max_header_bytes = 256;
+    h.max_headers = 4;
+    http_resp_init(&h, is_head);
+    return &h;
+}
+
+/* Feed s in pieces of `step` bytes; the result of the last feed. */
+static int feed(http_resp *h, const char *s, size_t step, size_t *total_used)
+{
+    size_t n = strlen(s), off = 0;
+    int e = HTTP_RESP_OK;
+    *total_used = 0;
+    while (off < n && e == HTTP_RESP_OK && !h->complete) {
+        size_t k = n - off < step ? n - off : step, used;
+        e = http_resp_feed(h, s + off, k, &used);
+        *total_used += used;
+        off += k;
+    }
+    return e;
+}
+
+static void t_response_in_any_split(void)
+{
+    const char *wire = "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-A: 1\r\nx-a: 2\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nHTTP/1.1 200";
+    for (size_t step = 1; step <= strlen(wire); step++) {
+        http_resp *h = resp_new(0);
+        size_t used;
+        ASSERT_INT_EQ(feed(h, wire, step, &used), HTTP_RESP_OK);
+        ASSERT_INT_EQ(h->complete, 1);
+        ASSERT_UINT_EQ(used, strlen(wire) - strlen("HTTP/1.1 200")); /* the next response is not this one's */
+        ASSERT_INT_EQ(h->status, 201);
+        ASSERT_SPAN_EQ(h->body.p, h->body.len, "abcde");
+        const char hdrs[] = "content-type\0text/plain\0x-a\0" "1\0x-a\0" "2\0transfer-encoding\0chunked";
+        ASSERT_UINT_EQ(h->hdrs.len, sizeof hdrs);
+        ASSERT(memcmp(h->hdrs.p, hdrs, sizeof hdrs) == 0);
+        ASSERT_INT_EQ(http_resp_keep_alive(h), 1);
+    }
+}
+
+static void t_response_caps(void)
+{
+    size_t used;
+    http_resp *h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n", 7, &used), HTTP_RESP_OK);
+    char body[1100];
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    ASSERT_INT_EQ(feed(h, body, 100, &used), HTTP_RESP_BODY_TOO_LARGE);
+    h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", 5, &used),
+                  HTTP_RESP_HEADERS_TOO_LARGE);
+    h = resp_new(0);
+    char head[400] = "HTTP/1.1 200 OK\r\nX: ";
+    memset(head + strlen(head), 'v', 300);
+    ASSERT_INT_EQ(feed(h, head, 1000, &used), HTTP_RESP_HEADERS_TOO_LARGE);
+    h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTQ/1.1 200 OK\r\n\r\n", 3, &used), HTTP_RESP_BAD);
+    ASSERT(strlen(http_resp_reason(h)) > 0);
+}
+
+static void t_response_interim_head_and_eof(void)
+{
+    size_t used;
+    http_resp *h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX: y\r\n\r\n", 9, &used),
+                  HTTP_RESP_OK);
+    ASSERT_INT_EQ(h->complete, 1);
+    ASSERT_INT_EQ(h->status, 204);
+    ASSERT_SPAN_EQ(h->hdrs.p, h->hdrs.len, "x"); /* the interim head's headers are forgotten */
+    /* HEAD: a Content-Length but no body */
+    h = resp_new(1);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 4, &used), HTTP_RESP_OK);
+    ASSERT_INT_EQ(h->complete, 1);
+    ASSERT_UINT_EQ(h->body.len, 0);
+    /* a body delimited by the close ends at EOF; a chunked one cut is truncated */
+    h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 200 OK\r\n\r\nhello", 6, &used), HTTP_RESP_OK);
+    ASSERT_INT_EQ(h->complete, 0);
+    ASSERT_INT_EQ(http_resp_eof(h), 1);
+    ASSERT_INT_EQ(h->complete, 1);
+    ASSERT_SPAN_EQ(h->body.p, h->body.len, "hello");
+    h = resp_new(0);
+    ASSERT_INT_EQ(feed(h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 6, &used), HTTP_RESP_OK);
+    ASSERT_INT_EQ(http_resp_eof(h), 0);
+}
+
+/* ---- receive patterns (net/recv.c) ---------------------------------------------------- */
+
+/* A connection with `s` buffered, as conn.c leaves it: no loop needed. */
+static net_conn *fake_conn(const char *s, int eof)
+{
+    static net_conn c;
+    memset(&c, 0, sizeof c);
+    c.rbuf = strdup(s);
+    c.rend = strlen(s);
+    c.eof = eof;
+    return &c;
+}
+
+static void t_recv_patterns(void)
+{
+    net_recv p = { .kind = NET_RECV_LINE };
+    net_conn *c = fake_conn("one\r\ntwo\nthr", 0);
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_DATA);
+    ASSERT_SPAN_EQ(p.data, p.len, "one"); /* the CR goes with the LF */
+    ASSERT_UINT_EQ(p.used, 5);
+    c->rstart += p.used;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_DATA);
+    ASSERT_SPAN_EQ(p.data, p.len, "two");
+    c->rstart += p.used;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_MORE);
+    c->eof = 1;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_END);
+    ASSERT_SPAN_EQ(p.data, p.len, "thr"); /* partial */
+    ASSERT_STR_EQ(p.err, "closed");
+
+    p = (net_recv){ .kind = NET_RECV_COUNT, .want = 4 };
+    c = fake_conn("abcd", 0);
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_DATA);
+    ASSERT_SPAN_EQ(p.data, p.len, "abcd");
+    p.want = 5;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_MORE);
+
+    p = (net_recv){ .kind = NET_RECV_UNTIL, .delim = "--x", .dlen = 3 };
+    c = fake_conn("ab--cd--x--xtail", 0);
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_DATA);
+    ASSERT_SPAN_EQ(p.data, p.len, "ab--cd");
+    ASSERT_UINT_EQ(p.used, 9); /* the delimiter is consumed too */
+
+    p = (net_recv){ .kind = NET_RECV_ALL };
+    c = fake_conn("all of it", 0);
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_MORE);
+    c->eof = 1;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_DATA);
+    ASSERT_SPAN_EQ(p.data, p.len, "all of it");
+    c->rerr = UV_ECONNRESET;
+    p.kind = NET_RECV_LINE;
+    ASSERT_INT_EQ(net_recv_match(&p, c), NET_RECV_END);
+    ASSERT_STR_EQ(p.err, "connection reset");
+}
+
+static void t_recv_pattern_strings(void)
+{
+    net_recv p = { 0 };
+    ASSERT_INT_EQ(net_recv_pattern(&p, "*a", 2), 0);
+    ASSERT_INT_EQ(p.kind, NET_RECV_ALL);
+    ASSERT_INT_EQ(net_recv_pattern(&p, "*L", 2), 0);
+    ASSERT_INT_EQ(p.kind, NET_RECV_LINE);
+    ASSERT_INT_EQ(net_recv_pattern(&p, "*l", 2), 0);
+    ASSERT_INT_EQ(net_recv_pattern(&p, "*b", 2), -1);
+    ASSERT_INT_EQ(net_recv_pattern(&p, "*a\0", 3), -1);
+}
+
+TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_ports), T(t_url_ipv6_literal),
+          T(t_url_userinfo), T(t_url_bad), T(t_method_and_header_checks), T(t_request_get),
+          T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
+          T(t_bad_url_and_recycling), T(t_response_in_any_split), T(t_response_caps),
+          T(t_response_interim_head_and_eof), T(t_recv_patterns), T(t_recv_pattern_strings))
