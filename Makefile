@@ -51,7 +51,8 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # copied into this repository). Its generated code is not ours to fix, so
 # it is built with the sanitizers but without -Werror.
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
-CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o \
+             $(BUILD)/src/util/retry_policy.o
 
 JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "../op/retry.h"
+#include "../util/retry_policy.h"
 #include "codec.h"
 #include "runtime.h"
 
@@ -50,7 +50,7 @@ struct script {
     codec_doc *parsed_doc;  /* the doc of the record parsed and not yet invoked */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
-    op_retry_policy retry;  /* M.retry (retry.set = 0 if absent) */
+    retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
     int parsed_on_stack;    /* a decoded record waits on rt.L's top */
