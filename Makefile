@@ -55,6 +55,8 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.
              $(BUILD)/src/util/retry_policy.o
 
 JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
+# The record codec (src/lua/codec.h), without the rest of the Lua adapter.
+CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
 HELPERS := $(BUILD)/faultpeer
@@ -149,7 +151,7 @@ fuzz: fuzz-build
 $(FUZZ_BUILD)/fuzz_json: $(FUZZ_BUILD)/spec/fuzz/fuzz_json.o $(FUZZ_JSON_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ -lm
 
-$(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(FUZZ_BUILD)/src/lua/codec.o $(FUZZ_JSON_OBJS)
+$(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(CODEC_SRCS:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_JSON_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
 
 $(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/spec/fuzz/fuzz_http.o $(FUZZ_BUILD)/src/net/http_resp.o $(FUZZ_LLHTTP_OBJS)
