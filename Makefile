@@ -58,7 +58,7 @@ JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 # The record codec (src/lua/codec.h), without the rest of the Lua adapter.
 CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_codec
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -86,6 +86,9 @@ $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/test_codec: $(BUILD)/spec/c/test_codec.o $(CODEC_SRCS:%.c=$(BUILD)/%.o) $(JSON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -181,4 +184,4 @@ $(FUZZ_BUILD)/%.o: %.c
 
 -include $(wildcard $(FUZZ_BUILD)/src/*/*.d $(FUZZ_BUILD)/spec/fuzz/*.d)
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d $(BUILD)/spec/c/test_codec.d
