@@ -15,7 +15,6 @@
 #include "script.h"
 
 #include <lauxlib.h>
-#include <lualib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
