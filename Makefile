@@ -51,9 +51,12 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # copied into this repository). Its generated code is not ours to fix, so
 # it is built with the sanitizers but without -Werror.
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
-CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
+             $(BUILD)/src/util/retry_policy.o
 
 JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
+# The record codec (src/lua/codec.h), without the rest of the Lua adapter.
+CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
 # The HTTP client's protocol and the receive patterns (src/net), no Lua.
 NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/src/net/recv.o \
@@ -61,7 +64,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
                  $(BUILD)/src/net/pool.o $(BUILD)/src/net/tls.o
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
-          $(BUILD)/test_http
+          $(BUILD)/test_http $(BUILD)/test_codec
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -90,7 +93,8 @@ $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 # The run settings: the option table, the pipeline file (a throwaway Lua VM
 # and the retry table reader) and the command line.
 CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src/app/pipefile.o \
-               $(BUILD)/src/lua/retry_table.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o
+               $(BUILD)/src/lua/retry_table.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
+               $(BUILD)/src/util/retry_policy.o
 
 $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
@@ -100,6 +104,9 @@ $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o
 
 $(BUILD)/test_http: $(BUILD)/spec/c/test_http.o $(NET_HTTP_OBJS) $(LLHTTP_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/test_codec: $(BUILD)/spec/c/test_codec.o $(CODEC_SRCS:%.c=$(BUILD)/%.o) $(JSON_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -165,7 +172,7 @@ fuzz: fuzz-build
 $(FUZZ_BUILD)/fuzz_json: $(FUZZ_BUILD)/spec/fuzz/fuzz_json.o $(FUZZ_JSON_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ -lm
 
-$(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(FUZZ_BUILD)/src/lua/codec.o $(FUZZ_JSON_OBJS)
+$(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(CODEC_SRCS:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_JSON_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
 
 $(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/spec/fuzz/fuzz_http.o $(FUZZ_BUILD)/src/net/http_resp.o $(FUZZ_LLHTTP_OBJS)

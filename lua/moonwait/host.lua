@@ -1,4 +1,4 @@
--- moonwait.host: policy the C host applies once per Lua VM (src/lua/script.c
+-- moonwait.host: policy the C host applies once per Lua VM (src/lua/vm.c
 -- calls it): the guard against accidental globals and the script contract
 -- check. Kept in Lua because neither is hot and both are easier to read here.
 local M = {}

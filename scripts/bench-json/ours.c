@@ -1,6 +1,6 @@
 /*
  * ours.c: the C side of bench-json. Compiled as C (src/util/buf.h is not
- * C++) against moonwait's own src/json (every .c) and src/lua/codec.c,
+ * C++) against moonwait's own src/json (every .c) and the codec (src/lua/codec.h),
  * unchanged. Each *_pass function loops over every line itself, so the
  * timed region holds no call across the C/C++ boundary per record.
  */

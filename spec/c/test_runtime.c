@@ -1,10 +1,15 @@
 /*
  * test_runtime.c: the fiber scheduler's lifecycle rules (src/lua/runtime.c)
- * on a real libuv loop, with a tiny parking primitive of its own.
+ * on a real libuv loop, with tiny parking primitives of its own: every
+ * fiber ends exactly once (done, or abandoned), its registry ref is
+ * released when it is dropped, a woken fiber gets its results and a
+ * discarded one is never resumed, finished fibers are pooled and reused,
+ * and rt_close leaves no handle behind.
  */
 #include "../../src/lua/runtime.h"
 
 #include <lauxlib.h>
+#include <stdint.h>
 
 #include "test.h"
 
@@ -117,4 +122,351 @@ static void test_close_idle_runtime(void)
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
 }
 
-TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_runtime))
+/* ---- one owner per run: what it hears ---------------------------------------- */
+
+typedef struct owner {
+    int done, abandoned, attach_freed, status;
+    lua_Integer result;     /* the first result of an RT_OK run */
+    rt_fiber *slot;
+} owner;
+
+static void own_abandoned(void *ud)
+{
+    ((owner *)ud)->abandoned++;
+}
+
+static void own_done(void *ud, rt_fiber *f, int status)
+{
+    owner *o = ud;
+    o->done++;
+    o->status = status;
+    if (status == RT_OK) {
+        o->result = lua_tointeger(f->co, 1);
+        rt_fiber_release(f);
+    } else {
+        rt_fiber_discard(f);
+    }
+}
+
+static void own_attach_free(rt_fiber *f)
+{
+    ((owner *)f->attach)->attach_freed++;
+}
+
+/* Start `code` in a fiber owned by o (o is also its attachment). */
+static rt_fiber *run(rt *r, const char *code, owner *o)
+{
+    rt_fiber *f = rt_fiber_get(r);
+    ASSERT(f != NULL);
+    ASSERT_INT_EQ(luaL_loadstring(f->co, code), 0);
+    f->slot = &o->slot;
+    o->slot = f;
+    f->abandoned = own_abandoned;
+    f->attach = o;
+    f->attach_free = own_attach_free;
+    rt_fiber_start(f, 0, own_done, o);
+    return f;
+}
+
+/* sleep_ms(ms, v) -> v: waits on the fiber's timer, woken by its callback. */
+static void sleep_cb(uv_timer_t *t)
+{
+    rt_fiber *f = t->data;
+    lua_pushinteger(f->co, (lua_Integer)(intptr_t)f->wait);
+    rt_wake(f, 1);
+}
+
+static int l_sleep_ms(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "sleep_ms");
+    lua_Integer ms = luaL_checkinteger(L, 1), v = luaL_checkinteger(L, 2);
+    rt_park(f, on_cancel, (void *)(intptr_t)v);
+    uv_timer_start(&f->timer, sleep_cb, (uint64_t)ms, 0);
+    return rt_yield(L, f);
+}
+
+/* ready_now(v) -> v: the request completes during the call, so rt_yield
+ * returns its results at once (no yield). */
+static int l_ready_now(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "ready_now");
+    lua_Integer v = luaL_checkinteger(L, 1);
+    rt_park(f, on_cancel, NULL);
+    lua_pushinteger(L, v);
+    rt_wake(f, 1);
+    return rt_yield(L, f);
+}
+
+/* pass() -> the ready queue's drains so far. */
+static int l_pass(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)rt_of(L)->pass);
+    return 1;
+}
+
+static void open_runtime(uv_loop_t *loop, rt *r)
+{
+    uv_loop_init(loop);
+    ASSERT_INT_EQ(rt_init(r, loop), 0);
+    lua_register(r->L, "park", l_park);
+    lua_register(r->L, "ready", l_ready);
+    lua_register(r->L, "sleep_ms", l_sleep_ms);
+    lua_register(r->L, "ready_now", l_ready_now);
+    lua_register(r->L, "pass", l_pass);
+}
+
+static void close_runtime(uv_loop_t *loop, rt *r)
+{
+    rt_close(r, on_closed);
+    uv_run(loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(closed_calls, 1);
+    ASSERT_UINT_EQ(r->live, 0);
+    ASSERT_INT_EQ(uv_loop_close(loop), 0);
+}
+
+/* Registry refs in use: integer keys whose value is not a number
+ * (luaL_unref leaves the free list's next index, a number, in a slot). */
+static int live_refs(lua_State *L)
+{
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 && lua_type(L, -1) != LUA_TNUMBER)
+            n++;
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* Runs that return, raise, yield outside a primitive, wait and are woken,
+ * complete during the call, or wait in the ready queue, several rounds
+ * at once: each owner hears exactly once (done, never abandoned), each
+ * attachment is freed once, the results are the ones woken with, and the
+ * dropped fibers' refs are released (the pooled ones keep theirs). */
+static void test_every_fiber_ends_exactly_once(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    int base = live_refs(r.L);
+    static const struct {
+        const char *code;
+        int status;
+        lua_Integer result;
+    } runs[] = {
+        { "return 1", RT_OK, 1 },
+        { "error('boom')", RT_ERROR, 0 },
+        { "coroutine.yield()", RT_ROGUE_YIELD, 0 },
+        { "return sleep_ms(1, 5) + 1", RT_OK, 6 },
+        { "return ready_now(7)", RT_OK, 7 },
+        { "ready(); ready(); return 3", RT_OK, 3 },
+        { "return coroutine.wrap(function() return sleep_ms(1, 1) end)()", RT_ERROR, 0 },
+        { "sleep_ms(2, 0); error('late')", RT_ERROR, 0 },
+    };
+    enum { N = sizeof runs / sizeof runs[0], ROUNDS = 5 };
+    owner o[ROUNDS][N];
+    memset(o, 0, sizeof o);
+    for (int k = 0; k < ROUNDS; k++)
+        for (int i = 0; i < N; i++)
+            run(&r, runs[i].code, &o[k][i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int k = 0; k < ROUNDS; k++) {
+        for (int i = 0; i < N; i++) {
+            ASSERT_INT_EQ(o[k][i].done, 1);
+            ASSERT_INT_EQ(o[k][i].abandoned, 0);
+            ASSERT_INT_EQ(o[k][i].attach_freed, 1);
+            ASSERT_INT_EQ(o[k][i].status, runs[i].status);
+            if (runs[i].status == RT_OK)
+                ASSERT_INT_EQ(o[k][i].result, runs[i].result);
+        }
+    }
+    ASSERT_UINT_EQ(r.dying, 0);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    ASSERT_INT_EQ(live_refs(r.L), base + (int)r.pool_len);
+    ASSERT(r.ready_head == NULL && r.ready_tail == NULL);
+    close_runtime(&loop, &r);
+}
+
+/* A request that completes during the call returns without a yield: the
+ * run ends inside rt_fiber_start. One that goes through the ready queue
+ * does not. */
+static void test_wake_during_the_call_returns_at_once(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    owner now = { 0 }, queued = { 0 };
+    run(&r, "return ready_now(4) + ready_now(5)", &now);
+    ASSERT_INT_EQ(now.done, 1);
+    ASSERT_INT_EQ(now.result, 9);
+    rt_fiber *f = run(&r, "ready(); return 2", &queued);
+    ASSERT_INT_EQ(queued.done, 0);
+    ASSERT_INT_EQ(f->state, RT_FIBER_READY);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(queued.done, 1);
+    ASSERT_INT_EQ(queued.result, 2);
+    ASSERT_INT_EQ(cancels, 0);
+    close_runtime(&loop, &r);
+}
+
+/* A parked fiber discarded: its cancel hook runs once, its owner hears of
+ * it once (abandoned, not done), its attachment and thread ref go, and it
+ * is never resumed (its wait's timer was stopped). */
+static void test_discard_parked_cancels_once_and_never_resumes(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    int base = live_refs(r.L);
+    owner o = { 0 };
+    rt_fiber *f = run(&r, "sleep_ms(1, 0); resumed = true", &o);
+    ASSERT_INT_EQ(f->state, RT_FIBER_PARKED);
+    ASSERT_INT_EQ(live_refs(r.L), base + 1);
+    rt_fiber_discard(f);
+    ASSERT_INT_EQ(cancels, 1);
+    ASSERT_INT_EQ(o.abandoned, 1);
+    ASSERT_INT_EQ(o.done, 0);
+    ASSERT_INT_EQ(o.attach_freed, 1);
+    ASSERT_INT_EQ(live_refs(r.L), base);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lua_getglobal(r.L, "resumed");
+    ASSERT(lua_isnil(r.L, -1));
+    lua_pop(r.L, 1);
+    ASSERT_INT_EQ(o.done, 0);
+    ASSERT_INT_EQ(o.abandoned, 1);
+    ASSERT_UINT_EQ(r.live, 0);
+    close_runtime(&loop, &r);
+}
+
+/* A woken fiber discarded while it waits in the ready queue: it waits on
+ * nothing (no cancel), leaves the queue and is never resumed. */
+static void test_discard_ready_fiber_is_never_resumed(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    owner a = { 0 }, b = { 0 }, c = { 0 };
+    run(&r, "ready(); a = true", &a);
+    rt_fiber *fb = run(&r, "ready(); b = true", &b);
+    run(&r, "ready(); c = true", &c);
+    ASSERT_INT_EQ(fb->state, RT_FIBER_READY);
+    rt_fiber_discard(fb); /* the middle of the queue */
+    ASSERT_INT_EQ(cancels, 0);
+    ASSERT_INT_EQ(b.abandoned, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lua_getglobal(r.L, "a");
+    lua_getglobal(r.L, "b");
+    lua_getglobal(r.L, "c");
+    ASSERT(lua_toboolean(r.L, -3) && lua_isnil(r.L, -2) && lua_toboolean(r.L, -1));
+    lua_pop(r.L, 3);
+    ASSERT_INT_EQ(a.done + b.done + c.done, 2);
+    ASSERT_INT_EQ(a.abandoned + b.abandoned + c.abandoned, 1);
+    close_runtime(&loop, &r);
+}
+
+/* A pass of the ready queue runs only the fibers queued before it: a
+ * fiber that wakes itself again waits for the next pass (after poll), so
+ * a sleep(0) loop cannot starve I/O. */
+static void test_ready_pass_runs_only_fibers_queued_before_it(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    owner o = { 0 };
+    run(&r, "local a = pass(); ready(); local b = pass(); ready(); local c = pass() "
+            "return (b - a) * 10 + (c - b)", &o);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.done, 1);
+    ASSERT_INT_EQ(o.result, 11);
+    close_runtime(&loop, &r);
+}
+
+/* A fiber that returned goes back to the pool, clean, and is the next one
+ * handed out (same struct, same thread, same ref); one that raised is
+ * dropped. Many runs in a row need one fiber. */
+static void test_pool_reuses_finished_fibers(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    int base = live_refs(r.L);
+    owner a = { 0 };
+    rt_fiber *f = run(&r, "return 1", &a);
+    ASSERT_UINT_EQ(r.pool_len, 1);
+    lua_State *co = f->co;
+    int ref = f->co_ref;
+    rt_fiber *g = rt_fiber_get(&r);
+    ASSERT(g == f && g->co == co && g->co_ref == ref);
+    ASSERT_INT_EQ(g->state, RT_FIBER_IDLE);
+    ASSERT_INT_EQ(lua_gettop(g->co), 0);
+    ASSERT(g->task == NULL && g->slot == NULL && g->attach == NULL && g->done == NULL && g->abandoned == NULL);
+    rt_fiber_release(g);
+    ASSERT_UINT_EQ(r.pool_len, 1);
+    for (int i = 0; i < 100; i++) {
+        owner o = { 0 };
+        ASSERT(run(&r, "return 2", &o) == f);
+        ASSERT_INT_EQ(o.result, 2);
+    }
+    ASSERT_UINT_EQ(r.live, 1);
+    owner b = { 0 };
+    ASSERT(run(&r, "error('x')", &b) == f);
+    ASSERT_UINT_EQ(r.pool_len, 0);
+    ASSERT_INT_EQ(live_refs(r.L), base);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_UINT_EQ(r.live, 0);
+    owner c = { 0 };
+    ASSERT(run(&r, "return 3", &c) != NULL);
+    ASSERT_INT_EQ(c.result, 3);
+    ASSERT_INT_EQ(live_refs(r.L), base + 1);
+    close_runtime(&loop, &r);
+}
+
+/* rt_close abandons a parked fiber's run once: its attachment freed
+ * once, its owner told once, its slot cleared. */
+static void test_close_frees_attachments_once(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    owner o = { 0 };
+    run(&r, "park()", &o);
+    rt_close(&r, on_closed);
+    ASSERT_INT_EQ(o.attach_freed, 1);
+    ASSERT_INT_EQ(o.abandoned, 1);
+    ASSERT_INT_EQ(o.done, 0);
+    ASSERT(o.slot == NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(closed_calls, 1);
+    ASSERT_INT_EQ(o.attach_freed, 1);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A wait is bounded by the record's deadline, one ms past it, so the
+ * record's own timeout fires first. */
+static void test_wait_ms_is_bounded_by_the_deadline(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    rt_fiber *f = rt_fiber_get(&r);
+    uint64_t now = uv_now(&loop);
+    f->deadline_ms = 0;
+    ASSERT_UINT_EQ(rt_wait_ms(f, 0), 0);
+    ASSERT_UINT_EQ(rt_wait_ms(f, 70), 70);
+    f->deadline_ms = now + 100;
+    ASSERT_UINT_EQ(rt_wait_ms(f, 0), 101);
+    ASSERT_UINT_EQ(rt_wait_ms(f, 50), 50);
+    ASSERT_UINT_EQ(rt_wait_ms(f, 100), 100);
+    ASSERT_UINT_EQ(rt_wait_ms(f, 200), 101);
+    f->deadline_ms = now; /* due */
+    ASSERT_UINT_EQ(rt_wait_ms(f, 50), 1);
+    f->deadline_ms = 0;
+    rt_fiber_release(f);
+    close_runtime(&loop, &r);
+}
+
+TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_runtime),
+          T(test_every_fiber_ends_exactly_once), T(test_wake_during_the_call_returns_at_once),
+          T(test_discard_parked_cancels_once_and_never_resumes), T(test_discard_ready_fiber_is_never_resumed),
+          T(test_ready_pass_runs_only_fibers_queued_before_it), T(test_pool_reuses_finished_fibers),
+          T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline))

@@ -1,5 +1,5 @@
 /*
- * fuzz_codec.c: libFuzzer target for the record codec (src/lua/codec.c) on
+ * fuzz_codec.c: libFuzzer target for the record codec (src/lua/codec.h) on
  * a real LuaJIT state (luaL_openlibs: the codec's helpers need ffi).
  *
  * On arbitrary bytes:
@@ -19,7 +19,7 @@
  *    key): the doc's output is valid JSON whose value is the touched
  *    table's;
  *  - every doc is freed; LeakSanitizer sees the rest (lua_close at exit).
- * Calls are made outside lua_pcall, as src/lua/script.c makes them: a Lua
+ * Calls are made outside lua_pcall, as src/lua/record.c makes them: a Lua
  * error in the codec is a panic here, and the panic handler aborts.
  */
 #include "../../src/lua/codec.h"
@@ -57,7 +57,7 @@ static void finish(void)
     if (!L)
         return;
     lua_close(L);
-    codec_close(&C); /* after the VM, as script.c does */
+    codec_close(&C); /* after the VM, as vm.c does */
     L = NULL;
     json_tape_free(&check_tape);
     free(sorted.p);

@@ -12,8 +12,11 @@
  * Tables without a doc are written with sorted keys, so the same values
  * always give the same bytes (checkpoint restores compare output bytes).
  *
- * One codec per VM (script.c owns it). Docs are recycled: a doc's tape
- * arrays are reused by the next record.
+ * One codec per VM (the script's: vm.c sets it up). Docs are recycled: a
+ * doc's tape arrays are reused by the next record.
+ *
+ * Implemented by codec.c (the codec, its docs), decode.c, encode.c and
+ * encode_doc.c; codec_int.h is what they share.
  */
 #ifndef MW_CODEC_H
 #define MW_CODEC_H
@@ -51,9 +54,10 @@ int codec_parse(codec *c, const char *text, size_t len, char *err, size_t errlen
 /* The pending tape (after codec_parse), to read fields without Lua. */
 const json_tape *codec_pending(const codec *c);
 
-/* Build the Lua value of the pending tape on L (pushes one value) and hand
- * out its doc; the caller owns it (codec_doc_free). NULL when out of
- * memory (nothing pushed). */
+/* Build the Lua value of the pending tape (after a codec_parse that
+ * succeeded) on L (pushes one value) and hand out its doc; the caller owns
+ * it (codec_doc_free). Raises a Lua error when out of memory (the doc is
+ * then freed by codec_close). */
 codec_doc *codec_build(codec *c, lua_State *L);
 
 /* Release a doc (its anchors are unreferenced; its memory recycled). */

@@ -1,6 +1,6 @@
 /*
  * mod_json.c: moonwait.json, the host's strict, exact JSON codec for
- * scripts (the same one that reads and writes records; codec.c).
+ * scripts (the same one that reads and writes records; codec.h).
  *
  *   json.decode(text)  -> value | nil, err   strict RFC 8259; any value
  *   json.encode(value) -> text  | nil, err   keys sorted (deterministic)

@@ -1,6 +1,6 @@
 /*
  * modules.h: the host modules a script can require. Each is registered in
- * package.preload by script.c and opened on first require.
+ * package.preload by vm.c and opened on first require.
  *
  *   moonwait        version, null, and the submodules below
  *   moonwait.time   sleep(seconds) (yields the fiber), now()

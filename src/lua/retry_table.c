@@ -22,7 +22,7 @@ static int field_num(lua_State *L, int t, const char *name, double dflt, double 
     return 0;
 }
 
-int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size_t n)
+int retry_table_parse(lua_State *L, int idx, retry_policy *p, char *err, size_t n)
 {
     static const char *const known[] = { "max_attempts", "backoff", "delay_ms", "initial_delay_ms",
                                          "max_delay_ms", "multiplier", "jitter", NULL };
@@ -89,7 +89,7 @@ int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size
     }
     p->jitter_full = strcmp(j, "full") == 0;
     lua_pop(L, 1);
-    if (op_retry_validate(p, err, n) != 0) {
+    if (retry_policy_check(p, err, n) != 0) {
         char tmp[200];
         snprintf(tmp, sizeof tmp, "retry: %s", err);
         snprintf(err, n, "%s", tmp);

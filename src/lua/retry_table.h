@@ -12,9 +12,9 @@
 #include <lua.h>
 #include <stddef.h>
 
-#include "../op/retry.h"
+#include "../util/retry_policy.h"
 
 /* Returns 0, or -1 with a message naming the bad field in err. */
-int retry_table_parse(lua_State *L, int idx, op_retry_policy *p, char *err, size_t errlen);
+int retry_table_parse(lua_State *L, int idx, retry_policy *p, char *err, size_t errlen);
 
 #endif

@@ -94,7 +94,7 @@ struct rt {
 };
 
 /* Create the VM with the standard libraries. Returns 0 or a negative
- * errno-style code. Host modules are added by the caller (script.c). */
+ * errno-style code. Host modules are added by the caller (vm.c). */
 int rt_init(rt *r, uv_loop_t *loop);
 
 /* Close the VM and the handles. Fibers still parked or ready are abandoned

@@ -1,11 +1,17 @@
 /*
  * script.h: a loaded user script in its own VM (one "generation").
  *
- * Owns the rt (VM + scheduler), the record codec (codec.c) used to read and
+ * Owns the rt (VM + scheduler), the record codec (codec.h) used to read and
  * write records, and refs to the script's functions. The pipeline
  * calls it to parse input lines, to start async_invoke for a record, to run
  * on_timeout, open and close. Results come back as encoded JSON lines in a
- * malloc'd buffer, or as an error message; no Lua value leaves this file.
+ * malloc'd buffer, or as an error message; no Lua value crosses this
+ * interface.
+ *
+ * Implemented by vm.c (load, close, files to watch), record.c (input lines
+ * in), invoke.c (attempts and retry predicates), result.c (results out) and
+ * hooks.c (open, close, on_timeout, reload state); script_int.h is what
+ * they share.
  */
 #ifndef MW_SCRIPT_H
 #define MW_SCRIPT_H
@@ -14,7 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "../op/retry.h"
+#include "../util/retry_policy.h"
 #include "codec.h"
 #include "runtime.h"
 
@@ -50,7 +56,7 @@ struct script {
     codec_doc *parsed_doc;  /* the doc of the record parsed and not yet invoked */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
-    op_retry_policy retry;  /* M.retry (retry.set = 0 if absent) */
+    retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
     int parsed_on_stack;    /* a decoded record waits on rt.L's top */

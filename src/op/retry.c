@@ -32,23 +32,7 @@ uint64_t op_retry_delay(const op_retry_policy *p, uint32_t done_attempt, double 
 
 int op_retry_validate(const op_retry_policy *p, char *err, size_t n)
 {
-    if (p->backoff == RETRY_NONE)
-        return 0;
-    if (p->max_attempts < 1) {
-        snprintf(err, n, "max_attempts must be at least 1");
-        return -1;
-    }
-    if (p->backoff == RETRY_EXPONENTIAL) {
-        if (!(p->multiplier >= 1.0) || !isfinite(p->multiplier)) {
-            snprintf(err, n, "multiplier must be a number >= 1");
-            return -1;
-        }
-        if (p->max_ms < p->initial_ms) {
-            snprintf(err, n, "max_delay_ms must be >= initial_delay_ms");
-            return -1;
-        }
-    }
-    return 0;
+    return retry_policy_check(p, err, n);
 }
 
 int op_retry_parse(const char *spec, op_retry_policy *p, char *err, size_t n)

@@ -15,18 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { RETRY_NONE = 0, RETRY_FIXED, RETRY_EXPONENTIAL } retry_backoff;
+#include "../util/retry_policy.h"
 
-typedef struct op_retry_policy {
-    int set;                /* configured at all (so "none" can override) */
-    retry_backoff backoff;
-    uint32_t max_attempts;  /* >= 1; 1 = no retries */
-    uint64_t delay_ms;      /* fixed */
-    uint64_t initial_ms;    /* exponential */
-    uint64_t max_ms;
-    double multiplier;      /* >= 1 */
-    int jitter_full;
-} op_retry_policy;
+/* The policy itself (plain data, shared with the Lua adapter). */
+typedef retry_policy op_retry_policy;
 
 /* The back-off before attempt `done_attempt + 1`; `rnd` in [0, 1) is used
  * only with full jitter. */

@@ -1,0 +1,75 @@
+/*
+ * codec_int.h: what the codec's files share (codec.c: the codec and its
+ * docs; decode.c: text to Lua values; encode.c: Lua values to text;
+ * encode_doc.c: the same, faithful to a decoded record's doc). Not for use
+ * outside them: the contract is codec.h.
+ */
+#ifndef MW_CODEC_INT_H
+#define MW_CODEC_INT_H
+
+#include <stdint.h>
+
+#include "codec.h"
+
+/* A decoded record's bookkeeping: its tape, its text, and its anchors. */
+struct codec_doc {
+    json_tape t;
+    const char *text;    /* the raw text (the caller's; outlives the doc) */
+    size_t len;
+    int anchors_ref;     /* registry ref of the anchors array, or LUA_NOREF */
+    uint32_t *order;     /* container nodes sorted by table address (lazy) */
+    uint32_t norder;
+    int order_built;
+    codec_doc *next, *prev; /* in c->live or c->free_docs */
+};
+
+/* ---- codec.c: docs ---- */
+
+/* The pending doc (c->next), taken from the recycled ones or made if
+ * there is none. NULL when out of memory. */
+codec_doc *codec_doc_take(codec *c);
+
+/* Hand the pending doc out: it moves to the live list (where codec_close
+ * finds it even if building its value raises). */
+codec_doc *codec_doc_hand_out(codec *c);
+
+/* ---- encode.c, encode_doc.c: one encoding's state and steps ---- */
+
+typedef struct enc {
+    codec *c;
+    lua_State *L;
+    codec_doc *d;   /* the record's doc, or NULL */
+    int anchors;    /* stack slot of d's anchors, or 0 */
+    mw_buf *b;      /* the output */
+    char *err;      /* where a failure's message goes */
+    size_t errlen;
+} enc;
+
+/* Each step appends to e->b and returns 0, or -1 with a message in e->err.
+ * `depth` counts the tables entered (0 for the value given to
+ * codec_encode). */
+
+/* encode.c */
+int enc_value(enc *e, int idx, int depth);      /* any value */
+int enc_built(enc *e, int idx, int depth);      /* a table not in the doc */
+int enc_put(enc *e, const char *s, size_t n);   /* raw bytes */
+int enc_oom(enc *e);                            /* says "out of memory", returns -1 */
+int enc_enter_table(enc *e, int depth);         /* depth and stack checks */
+int enc_marked_array(enc *e, int idx);          /* has the array metatable */
+int enc_array_length(enc *e, int t, size_t *n); /* keys exactly 1..n, or -1 */
+int enc_is_sequence(lua_State *L, int t, size_t *n);
+size_t enc_count_keys(lua_State *L, int t);
+int enc_ptr_cmp(const void *a, const void *b);  /* qsort/bsearch on addresses */
+/* Members of t whose key strings are not in `skip` (sorted addresses),
+ * sorted by key; `first`: no comma before the first one. */
+int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first);
+
+/* encode_doc.c */
+long enc_find_node(enc *e, const void *table);  /* the doc node of a table, or -1 */
+int enc_original(enc *e, int idx, uint32_t node, int depth);
+int enc_unchanged(enc *e, int idx, uint32_t node, int depth);
+/* Elements 1..n of t; with `orig` (its doc node, elements from `first`),
+ * unchanged ones keep their bytes. */
+int enc_array(enc *e, int t, size_t n, int depth, const json_node *orig, uint32_t first);
+
+#endif

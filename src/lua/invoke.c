@@ -1,0 +1,251 @@
+/*
+ * invoke.c: one attempt of a record (contract in script.h): move the parsed
+ * record onto a fiber with its ctx and start async_invoke(record, ctx);
+ * when the script has retry predicates, hand the outcome to
+ * retry_on_result or retry_on_error in a fiber of their own; report the
+ * outcome once through the script's done callback.
+ *
+ * Without predicates an attempt allocates nothing here (the fiber is
+ * pooled, the record's doc is recycled). With them a `call` carries what
+ * the predicate needs from one fiber to the next, and the task's fiber
+ * slot follows whichever fiber runs, so a timeout abandons that one.
+ *
+ * Called by src/app for every attempt.
+ */
+#define _GNU_SOURCE
+#include "script.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "script_int.h"
+
+void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt, double deadline,
+                     const char *last_error)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, (lua_Number)seq);
+    lua_setfield(L, -2, "seq");
+    lua_pushnumber(L, (lua_Number)line);
+    lua_setfield(L, -2, "line");
+    lua_pushinteger(L, attempt);
+    lua_setfield(L, -2, "attempt");
+    if (deadline > 0) {
+        lua_pushnumber(L, deadline);
+        lua_setfield(L, -2, "deadline");
+    }
+    if (last_error) {
+        lua_pushstring(L, last_error);
+        lua_setfield(L, -2, "last_error");
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* One attempt of a record whose script has a retry predicate: what the
+ * predicate's ctx needs, and the attempt's outcome while it runs. Owned by
+ * the running fiber's done/abandoned callbacks. */
+typedef struct call {
+    script *sc;
+    void *task;
+    rt_fiber **slot;
+    uint64_t seq, line, deadline_ms;
+    int attempt;
+    double deadline;
+    char *last_error;
+    script_result r;
+    char *out, *err, *errmsg; /* owned copies behind r */
+} call;
+
+static void call_free(call *c)
+{
+    free(c->last_error);
+    free(c->out);
+    free(c->err);
+    free(c->errmsg);
+    free(c);
+}
+
+static void call_abandoned(void *ud)
+{
+    call_free(ud);
+}
+
+/* Read async_invoke's outcome off f into r, with owned strings in *err and
+ * *msg. With keep_outputs, a successful attempt leaves its outputs table
+ * on top of the main stack (for retry_on_result). Releases f. */
+static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *r, char **err, char **msg,
+                            int keep_outputs)
+{
+    memset(r, 0, sizeof *r);
+    *err = *msg = NULL;
+    if (status == RT_OK) {
+        lua_State *L = sc->rt.L;
+        int n = lua_gettop(f->co);
+        int base = lua_gettop(L) + 1;
+        lua_xmove(f->co, L, n);
+        if (keep_outputs && n > 0) {
+            lua_pushvalue(L, base);
+            lua_insert(L, base);
+            base++;
+        }
+        r->ok = script_encode_results(sc, "async_invoke", base, f->attach, &r->out, &r->len, err) == 0;
+        if (keep_outputs && n > 0 && !r->ok)
+            lua_pop(L, 1);
+        if (!r->ok && *err)
+            *msg = strdup(*err);
+        rt_fiber_release(f);
+    } else {
+        r->ok = 0;
+        *err = f->err;
+        *msg = f->errmsg;
+        f->err = f->errmsg = NULL;
+        rt_fiber_discard(f);
+    }
+    r->err = *err;
+    r->errmsg = *msg;
+}
+
+/* async_invoke ended for a record whose script has no retry predicate. */
+static void attempt_done(void *ud, rt_fiber *f, int status)
+{
+    script *sc = ud;
+    void *task = f->task;
+    script_result r;
+    char *err = NULL, *msg = NULL;
+    attempt_outcome(sc, f, status, &r, &err, &msg, 0);
+    sc->done(sc->done_ud, task, &r);
+    free(err);
+    free(msg);
+}
+
+/* The predicate ended: its answer is r.retry; if it raised, the record
+ * fails, saying so. Reports the outcome and frees c. */
+static void pred_done(void *ud, rt_fiber *f, int status)
+{
+    call *c = ud;
+    script *sc = c->sc;
+    const char *which = c->r.ok ? "retry_on_result" : "retry_on_error";
+    char *perr = NULL;
+    if (status == RT_OK) {
+        c->r.retry = lua_toboolean(f->co, 1);
+        rt_fiber_release(f);
+    } else {
+        if (asprintf(&perr, "%s raised an error: %s", which, f->err) < 0)
+            perr = NULL;
+        rt_fiber_discard(f);
+        free(c->out);
+        c->out = NULL;
+        c->r.ok = 0;
+        c->r.out = NULL;
+        c->r.len = 0;
+        c->r.retry = 0;
+        c->r.err = c->r.errmsg = perr ? perr : "retry predicate failed";
+    }
+    c->r.out = c->out;
+    c->out = NULL; /* the callee takes it */
+    sc->done(sc->done_ud, c->task, &c->r);
+    free(perr);
+    call_free(c);
+}
+
+/* async_invoke ended for a record whose script has retry predicates: run
+ * the one that applies, in a fiber of its own, before reporting. */
+static void attempt_done_pred(void *ud, rt_fiber *f, int status)
+{
+    call *c = ud;
+    script *sc = c->sc;
+    int keep = sc->on_result_ref != LUA_NOREF;
+    attempt_outcome(sc, f, status, &c->r, &c->err, &c->errmsg, keep);
+    c->out = c->r.out;
+    int ref = c->r.ok ? sc->on_result_ref : sc->on_error_ref;
+    rt_fiber *pf = ref != LUA_NOREF ? rt_fiber_get(&sc->rt) : NULL;
+    if (!pf) {
+        if (c->r.ok && keep)
+            lua_pop(sc->rt.L, 1);
+        c->out = NULL;
+        sc->done(sc->done_ud, c->task, &c->r);
+        call_free(c);
+        return;
+    }
+    lua_rawgeti(pf->co, LUA_REGISTRYINDEX, ref);
+    if (c->r.ok)
+        lua_xmove(sc->rt.L, pf->co, 1); /* the outputs table */
+    else
+        lua_pushstring(pf->co, c->errmsg);
+    script_push_ctx(sc, pf->co, c->seq, c->line, c->attempt, c->deadline, c->last_error);
+    pf->task = c->task;
+    pf->seq = c->seq;
+    pf->deadline = c->deadline;
+    pf->deadline_ms = c->deadline_ms;
+    pf->abandoned = call_abandoned;
+    *c->slot = pf;
+    pf->slot = c->slot;
+    rt_fiber_start(pf, 2, pred_done, c);
+}
+
+/* The record's doc lives as long as its attempt's fiber. */
+static void free_attached_doc(rt_fiber *f)
+{
+    codec_doc_free(codec_of(f->rt->L), f->attach);
+}
+
+/* Start f (async_invoke, the record and its ctx on it) with a call for the
+ * predicates; out of memory fails the attempt. */
+static void start_with_predicates(script *sc, rt_fiber *f, void *task, uint64_t line, int attempt,
+                                  const char *last_error)
+{
+    call *c = calloc(1, sizeof *c);
+    if (!c) {
+        lua_settop(f->co, 0);
+        rt_fiber_release(f);
+        script_result r = { 0, NULL, 0, "out of memory", "out of memory", 0 };
+        sc->done(sc->done_ud, task, &r);
+        return;
+    }
+    c->sc = sc;
+    c->task = task;
+    c->slot = f->slot;
+    c->seq = f->seq;
+    c->line = line;
+    c->attempt = attempt;
+    c->deadline = f->deadline;
+    c->deadline_ms = f->deadline_ms;
+    c->last_error = last_error ? strdup(last_error) : NULL;
+    f->abandoned = call_abandoned;
+    rt_fiber_start(f, 2, attempt_done_pred, c);
+}
+
+void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
+                   int attempt, uint64_t deadline_ms, const char *last_error)
+{
+    double deadline = deadline_ms ? sc->rt.epoch0 + (double)deadline_ms / 1000.0 : 0;
+    lua_State *L = sc->rt.L;
+    rt_fiber *f = rt_fiber_get(&sc->rt);
+    if (!f) {
+        script_drop_parsed(sc);
+        script_result r = { 0, NULL, 0, "out of memory starting a coroutine", "out of memory", 0 };
+        sc->done(sc->done_ud, task, &r);
+        return;
+    }
+    lua_State *co = f->co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, sc->invoke_ref);
+    lua_xmove(L, co, 1); /* the parsed record */
+    sc->parsed_on_stack = 0;
+    f->attach = sc->parsed_doc;
+    f->attach_free = free_attached_doc;
+    sc->parsed_doc = NULL;
+    script_push_ctx(sc, co, seq, line, attempt, deadline, last_error);
+    f->task = task;
+    f->seq = seq;
+    f->deadline = deadline;
+    f->deadline_ms = deadline_ms;
+    *fiber_slot = f;
+    f->slot = fiber_slot;
+    if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF)
+        rt_fiber_start(f, 2, attempt_done, sc); /* the common, allocation-free path */
+    else
+        start_with_predicates(sc, f, task, line, attempt, last_error);
+}
