@@ -8,7 +8,6 @@
 #include "reload.h"
 
 #include <inttypes.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,15 +324,22 @@ void gen_trigger_reload(gens *gs, const char *trigger)
     do_reload(gs, trigger);
 }
 
+/* "SCRIPT: open failed: ERR" (malloc'd, or NULL when out of memory). */
+static char *hook_failed(const gens *gs, const char *hook, const char *err)
+{
+    char *m = NULL;
+    if (asprintf(&m, "%s: %s failed: %s", gs->cfg->script, hook, err) < 0)
+        m = NULL;
+    return m;
+}
+
 /* The first generation's open() ended. */
 static void first_opened(gen *g, script_result *r)
 {
     gens *gs = g->gs;
     gs->phase = GS_RUNNING;
     if (!r->ok) {
-        char *msg = NULL;
-        if (asprintf(&msg, "%s: open failed: %s", gs->cfg->script, r->err) < 0)
-            msg = NULL;
+        char *msg = hook_failed(gs, "open", r->err);
         gs->ev.opened(gs->ev.ud, msg ? msg : "open failed");
         free(msg);
         return;
@@ -356,9 +362,7 @@ static void hook_done(gen *g, script_result *r)
         if (g->timer_open)
             uv_timer_stop(&g->open_timer);
         if (!r->ok) {
-            char *why = NULL;
-            if (asprintf(&why, "%s: open failed: %s", gs->cfg->script, r->err) < 0)
-                why = NULL;
+            char *why = hook_failed(gs, "open", r->err);
             reject(g, why ? why : "open failed");
             free(why);
             after_reload(gs);
@@ -370,9 +374,7 @@ static void hook_done(gen *g, script_result *r)
     if (g->state == G_CLOSING) {
         if (!r->ok) {
             if (gs->phase == GS_CLOSING && g == gs->cur) {
-                char *msg = NULL;
-                if (asprintf(&msg, "%s: close failed: %s", gs->cfg->script, r->err) < 0)
-                    msg = NULL;
+                char *msg = hook_failed(gs, "close", r->err);
                 gs->ev.failed(gs->ev.ud, msg ? msg : "close failed");
                 free(msg);
             } else {
@@ -463,39 +465,24 @@ static void rewatch(gens *gs)
     if (!gs->cfg->watch || !gs->cur)
         return;
     char **files = script_loaded_files(&gs->cur->sc);
-    watch_files(&gs->watch, files);
+    trig_watch(&gs->trig, files);
     script_free_files(files);
 }
 
-static void on_file_change(void *ud)
+static void on_trigger(void *ud, const char *why)
 {
-    gen_trigger_reload(ud, "file change");
-}
-
-static void on_sighup(uv_signal_t *h, int signum)
-{
-    (void)signum;
-    gen_trigger_reload(h->data, "SIGHUP");
+    gen_trigger_reload(ud, why);
 }
 
 void gen_start_triggers(gens *gs)
 {
-    watch_init(&gs->watch, gs->loop, gs->cfg->script, on_file_change, gs);
-    uv_signal_init(gs->loop, &gs->sighup);
-    gs->sighup.data = gs;
-    uv_signal_start(&gs->sighup, on_sighup, SIGHUP);
-    uv_unref((uv_handle_t *)&gs->sighup);
-    gs->triggers_started = 1;
+    trig_start(&gs->trig, gs->loop, gs->cfg->script, on_trigger, gs);
     rewatch(gs);
 }
 
 void gen_stop_triggers(gens *gs)
 {
-    if (!gs->triggers_started)
-        return;
-    gs->triggers_started = 0;
-    watch_stop(&gs->watch);
-    uv_close((uv_handle_t *)&gs->sighup, NULL);
+    trig_stop(&gs->trig);
 }
 
 /* ---- moonwait check ----------------------------------------------------------- */

@@ -12,8 +12,7 @@
  * close() and its VM is closed. At most GEN_MAX live at once; a reload
  * asked for beyond that waits until one has drained.
  *
- * Triggers: --watch (watch.c) and SIGHUP (a libuv signal handle: never
- * inside a signal handler).
+ * Triggers: --watch and SIGHUP (triggers.c).
  *
  * This file makes every generation-level call into lua/script.h (load,
  * hooks, export/import of state, close); task.c makes the per-record ones.
@@ -31,7 +30,7 @@
 #include "../lua/script.h"
 #include "../op/retry.h"
 #include "config.h"
-#include "watch.h"
+#include "triggers.h"
 
 /* At most this many generations (the current one and those draining). */
 #define GEN_MAX 4
@@ -67,9 +66,7 @@ typedef struct gens {
     int reloads, rejected;
     int pending;              /* a reload was asked for while one could not start */
     int phase;                /* opening, running, closing (reload.c) */
-    watch_set watch;
-    uv_signal_t sighup;
-    int triggers_started;
+    triggers trig;
 } gens;
 
 /* Make generation 1 from the configured script. 0, or -1 (message

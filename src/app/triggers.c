@@ -1,10 +1,11 @@
 /*
- * watch.c: watching the script's files (contract in watch.h).
+ * triggers.c: --watch and SIGHUP (contract in triggers.h).
  */
 #define _GNU_SOURCE
-#include "watch.h"
+#include "triggers.h"
 
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,40 +13,53 @@
 
 #define DEBOUNCE_MS 100
 
-struct watch_dir {
+struct trig_dir {
     uv_fs_event_t h;
-    watch_set *set;
+    triggers *set;
     char *dir;
     char **names;         /* basenames watched in dir */
-    watch_dir *next;
+    trig_dir *next;
 };
 
 static void on_debounced(uv_timer_t *t)
 {
-    watch_set *w = t->data;
+    triggers *w = t->data;
     /* An editor that deletes and recreates: wait for the file to be back
      * (its creation is another event) instead of rejecting a reload. */
     if (access(w->script, R_OK) != 0) {
         fprintf(stderr, "moonwait: --watch: %s is gone; reloading when it reappears\n", w->script);
         return;
     }
-    w->changed(w->ud);
+    w->fire(w->ud, "file change");
 }
 
-void watch_init(watch_set *w, uv_loop_t *loop, const char *script, void (*changed)(void *ud), void *ud)
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    triggers *w = h->data;
+    (void)signum;
+    w->fire(w->ud, "SIGHUP");
+}
+
+void trig_start(triggers *w, uv_loop_t *loop, const char *script, void (*fire)(void *ud, const char *why),
+                void *ud)
 {
     memset(w, 0, sizeof *w);
     w->loop = loop;
     w->script = script;
-    w->changed = changed;
+    w->fire = fire;
     w->ud = ud;
     uv_timer_init(loop, &w->debounce);
     w->debounce.data = w;
+    uv_signal_init(loop, &w->sighup);
+    w->sighup.data = w;
+    uv_signal_start(&w->sighup, on_sighup, SIGHUP);
+    uv_unref((uv_handle_t *)&w->sighup);
+    w->started = 1;
 }
 
 static void dir_closed(uv_handle_t *h)
 {
-    watch_dir *d = h->data;
+    trig_dir *d = h->data;
     for (char **n = d->names; n && *n; n++)
         free(*n);
     free(d->names);
@@ -53,10 +67,10 @@ static void dir_closed(uv_handle_t *h)
     free(d);
 }
 
-static void unwatch(watch_set *w)
+static void unwatch(triggers *w)
 {
     while (w->dirs) {
-        watch_dir *d = w->dirs;
+        trig_dir *d = w->dirs;
         w->dirs = d->next;
         uv_close((uv_handle_t *)&d->h, dir_closed);
     }
@@ -64,7 +78,7 @@ static void unwatch(watch_set *w)
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
-    watch_dir *d = h->data;
+    trig_dir *d = h->data;
     (void)events;
     if (status < 0 || !filename)
         return;
@@ -77,12 +91,12 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 }
 
 /* The watch on `dir`, started if new; NULL (logged) when it cannot be. */
-static watch_dir *dir_for(watch_set *w, const char *dir)
+static trig_dir *dir_for(triggers *w, const char *dir)
 {
-    for (watch_dir *x = w->dirs; x; x = x->next)
+    for (trig_dir *x = w->dirs; x; x = x->next)
         if (strcmp(x->dir, dir) == 0)
             return x;
-    watch_dir *d = calloc(1, sizeof *d);
+    trig_dir *d = calloc(1, sizeof *d);
     char *wdir = d ? strdup(dir) : NULL;
     char **names = wdir ? calloc(1, sizeof *names) : NULL;
     if (!names || uv_fs_event_init(w->loop, &d->h) != 0) {
@@ -107,7 +121,7 @@ static watch_dir *dir_for(watch_set *w, const char *dir)
 }
 
 /* Add `name` to d's names. 0, or -1 (out of memory). */
-static int add_name(watch_dir *d, const char *name)
+static int add_name(trig_dir *d, const char *name)
 {
     size_t n = 0;
     while (d->names[n])
@@ -123,7 +137,7 @@ static int add_name(watch_dir *d, const char *name)
     return 0;
 }
 
-void watch_files(watch_set *w, char **files)
+void trig_watch(triggers *w, char **files)
 {
     unwatch(w);
     if (!files)
@@ -133,7 +147,7 @@ void watch_files(watch_set *w, char **files)
         if (!d1 || !b1) {
             fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
         } else {
-            watch_dir *d = dir_for(w, dirname(d1));
+            trig_dir *d = dir_for(w, dirname(d1));
             if (d && add_name(d, basename(b1)) != 0)
                 fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
         }
@@ -142,8 +156,12 @@ void watch_files(watch_set *w, char **files)
     }
 }
 
-void watch_stop(watch_set *w)
+void trig_stop(triggers *w)
 {
+    if (!w->started)
+        return;
+    w->started = 0;
     unwatch(w);
     uv_close((uv_handle_t *)&w->debounce, NULL);
+    uv_close((uv_handle_t *)&w->sighup, NULL);
 }
