@@ -55,7 +55,8 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.
 
 JSON_OBJS := $(BUILD)/src/json/parse.o $(BUILD)/src/json/write.o
 
-CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime
+CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime \
+          $(BUILD)/test_lines $(BUILD)/test_snapshot
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -83,6 +84,12 @@ $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/test_snapshot: $(BUILD)/spec/c/test_snapshot.o $(BUILD)/src/app/snapshot.o $(CORE_OBJS) $(BUILD)/src/store/ckpt.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 $(BUILD)/faultpeer: $(BUILD)/spec/c/faultpeer.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -178,4 +185,5 @@ $(FUZZ_BUILD)/%.o: %.c
 
 -include $(wildcard $(FUZZ_BUILD)/src/*/*.d $(FUZZ_BUILD)/spec/fuzz/*.d)
 
--include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d
+-include $(OBJS:.o=.d) $(BUILD)/spec/c/test_op.d $(BUILD)/spec/c/faultpeer.d $(BUILD)/spec/c/test_ckpt.d $(BUILD)/spec/c/test_json.d $(BUILD)/spec/c/test_runtime.d \
+           $(BUILD)/spec/c/test_lines.d $(BUILD)/spec/c/test_snapshot.d
