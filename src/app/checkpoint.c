@@ -26,12 +26,7 @@ char *cp_path(const char *dir, const char *name)
 void cp_init(cp *c, uv_loop_t *loop, const char *dir, uint64_t interval_ms, const snap_view *view,
              const cp_host *host)
 {
-    memset(c, 0, sizeof *c);
-    c->loop = loop;
-    c->dir = dir;
-    c->interval_ms = interval_ms;
-    c->view = *view;
-    c->host = *host;
+    *c = (cp){ .loop = loop, .dir = dir, .interval_ms = interval_ms, .view = *view, .host = *host };
 }
 
 /* A checkpoint could not be taken or written: the run fails (exit 1). */

@@ -311,12 +311,6 @@ void flow_all_closed(run *r)
 }
 
 const op_callbacks flow_op_callbacks = {
-    .now = cb_now,
-    .emit = cb_emit,
-    .emit_watermark = cb_emit_watermark,
-    .timeout = cb_timeout,
-    .failure = cb_failure,
-    .release = cb_release,
-    .retry = cb_retry,
-    .random = cb_random,
+    .now = cb_now, .emit = cb_emit, .emit_watermark = cb_emit_watermark, .timeout = cb_timeout,
+    .failure = cb_failure, .release = cb_release, .retry = cb_retry, .random = cb_random,
 };

@@ -339,14 +339,6 @@ static void fd_close(mw_sink *k, void (*on_closed)(mw_sink *k))
 }
 
 static const sink_ops fd_sink_ops = {
-    .kind = "fd",
-    .write = fd_write,
-    .write_owned = fd_write_owned,
-    .backlog = fd_backlog,
-    .flush = fd_flush,
-    .position = fd_position,
-    .written = fd_written,
-    .sync = fd_sync,
-    .error = fd_error,
-    .close = fd_close,
+    .kind = "fd", .write = fd_write, .write_owned = fd_write_owned, .backlog = fd_backlog, .flush = fd_flush,
+    .position = fd_position, .written = fd_written, .sync = fd_sync, .error = fd_error, .close = fd_close,
 };

@@ -230,12 +230,8 @@ static void fd_close(mw_source *s, void (*on_closed)(mw_source *s))
     finish_close(f);
 }
 
+/* No commit: a file has nothing to acknowledge. */
 static const source_ops fd_source_ops = {
-    .kind = "fd",
-    .next = fd_next,
-    .strerror = fd_strerror,
-    .position = fd_position,
-    .seek = fd_seek,
-    .commit = NULL,
-    .close = fd_close,
+    .kind = "fd", .next = fd_next, .strerror = fd_strerror, .position = fd_position, .seek = fd_seek,
+    .commit = NULL, .close = fd_close,
 };

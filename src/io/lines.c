@@ -65,14 +65,12 @@ int lines_room(lines *l, char **p, size_t *n)
         l->scan -= l->start;
         l->start = 0;
     }
-    if (l->cap - l->end < l->chunk) {
-        size_t cap = l->cap * 2;
-        char *b = realloc(l->buf, cap);
-        if (!b)
-            return -1;
-        l->buf = b;
-        l->cap = cap;
-    }
+    size_t cap = l->cap - l->end < l->chunk ? l->cap * 2 : l->cap; /* grow by doubling */
+    char *b = cap == l->cap ? l->buf : realloc(l->buf, cap);
+    if (!b)
+        return -1;
+    l->buf = b;
+    l->cap = cap;
     *p = l->buf + l->end;
     *n = l->cap - l->end;
     return 0;
