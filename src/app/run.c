@@ -62,13 +62,13 @@ static void ev_record_done(void *ud, task *t, script_result *res)
     timeouts_rearm(&r->tmo);
 }
 
-static int cp_may_snapshot(void *ud)
+static int may_snapshot(void *ud)
 {
     run *r = ud;
     return r->phase == RUNNING && !r->stop_reading && !restore_pending(&r->rs);
 }
 
-static void cp_failed_cb(void *ud, const char *msg)
+static void checkpoint_failed(void *ud, const char *msg)
 {
     run *r = ud;
     /* Said even when another message came first. */
@@ -208,7 +208,7 @@ static int start_core(run *r)
     snap_view v = { .mode = c->mode, .timeout_ms = c->timeout_ms, .op = &r->op, .ev = &r->ev, .src = r->src,
                     .out = r->out, .dlq = r->dlq, .record = snap_record };
     restore_identity(&r->rs, &v.id_in, &v.id_out, &v.id_dl);
-    cp_host h = { cp_may_snapshot, cp_failed_cb, r };
+    cp_host h = { may_snapshot, checkpoint_failed, r };
     cp_init(&r->cp, r->loop, c->checkpoint_dir, c->checkpoint_interval_ms, &v, &h);
     cp_start(&r->cp);
     timeouts_init(&r->tmo, r->loop, &r->op, flow_timeouts_fired, r);
