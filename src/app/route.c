@@ -130,9 +130,10 @@ void route_failure(route *r, op_entry *e, const route_rec *rec, const char *err,
     }
 }
 
-int route_malformed(route *r, const route_rec *rec, const char *err, void *udata, op_entry **e, uint64_t now)
+int route_malformed(route *r, const route_rec *rec, const char *err, void *udata, uint64_t now)
 {
     char msg[600];
+    op_entry *e;
     switch (r->on_error) {
     case ON_ERROR_FAIL:
         snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", rec->lineno, err);
@@ -146,10 +147,10 @@ int route_malformed(route *r, const route_rec *rec, const char *err, void *udata
         /* It takes a slot and leaves in its turn, so the dead-letter file
          * keeps pace with the output; the caller's record keeps the raw
          * line for checkpoints. */
-        if (op_push_record(r->op, rec->lineno, 0, udata, e) != 0)
+        if (op_push_record(r->op, rec->lineno, 0, udata, &e) != 0)
             return ROUTE_NOROOM;
         r->malformed++;
-        route_failure(r, *e, rec, err, now);
+        route_failure(r, e, rec, err, now);
         return ROUTE_QUEUED;
     }
 }

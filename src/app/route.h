@@ -46,13 +46,13 @@ enum {
     ROUTE_STOP,     /* queued as a failed entry (fails the run in its turn):
                      * stop reading; the caller frees its record */
     ROUTE_QUEUED,   /* queued as a dead letter with `udata` (the caller's
-                     * record, released through op's release callback);
-                     * *e is its entry */
+                     * record, released through op's release callback,
+                     * perhaps before this returns: touch it no more) */
     ROUTE_NOROOM,   /* the operator refused it: the caller frees its record */
 };
 
 /* A line that is not a record (`err` says why) read as `rec`. */
-int route_malformed(route *r, const route_rec *rec, const char *err, void *udata, op_entry **e, uint64_t now);
+int route_malformed(route *r, const route_rec *rec, const char *err, void *udata, uint64_t now);
 
 /* The message a failed entry stops the run with (malloc'd, or NULL when
  * out of memory). `from_record`: it came from an input line (else the

@@ -72,12 +72,10 @@ static int malformed(const task_env *env, task *t, const char *err)
 {
     t->malformed = 1;
     route_rec rec = rec_of(t);
-    op_entry *e;
-    int rc = route_malformed(env->route, &rec, err, t, &e, uv_now(env->loop));
-    if (rc == ROUTE_QUEUED) {
-        t->e = e;
-        return TASK_OK;
-    }
+    int rc = route_malformed(env->route, &rec, err, t, uv_now(env->loop));
+    if (rc == ROUTE_QUEUED)
+        return TASK_OK; /* t is the entry's now, and may be gone already:
+                         * a dead letter at the head leaves at once */
     free_task(t);
     return rc == ROUTE_STOP ? TASK_STOP : TASK_OK;
 }
