@@ -409,6 +409,12 @@ int gen_current_id(const gens *gs)
     return gs->cur ? gs->cur->id : 0;
 }
 
+void gen_counts(const gens *gs, int *reloads, int *rejected)
+{
+    *reloads = gs->reloads;
+    *rejected = gs->rejected;
+}
+
 void gen_retain(gen *g)
 {
     g->records++;

@@ -84,6 +84,8 @@ void gen_trigger_reload(gens *gs, const char *trigger);
 gen *gen_current(const gens *gs);
 /* Its number, or 0 when none. */
 int gen_current_id(const gens *gs);
+/* Reloads done and rejected so far (--stats). */
+void gen_counts(const gens *gs, int *reloads, int *rejected);
 /* A record now runs on g / was released (its record left the operator). */
 void gen_retain(gen *g);
 void gen_release(gen *g);

@@ -99,8 +99,7 @@ static void stats_fill(void *ud, stats_view *v)
     v->skipped = r->route.skipped;
     v->malformed = r->route.malformed;
     v->generation = gen_current_id(&r->gens);
-    v->reloads = r->gens.reloads;
-    v->rejected = r->gens.rejected;
+    gen_counts(&r->gens, &v->reloads, &v->rejected);
 }
 
 /* ---- signals ------------------------------------------------------------------ */
