@@ -156,7 +156,11 @@ static void sink_drained(void *ud)
      * any other end lets a checkpoint in progress (a signal's) finish
      * first: it uses the sinks. */
     if (r->exit_code == 0 && !r->stop_reading && !sink_error(r->out) && !(r->dlq && sink_error(r->dlq))) {
-        source_commit(r->src, source_position(r->src));
+        /* Everything is written: without checkpoints that is committed;
+         * with them, the final checkpoint commits the source's position
+         * once it is written (checkpoint.c). */
+        if (!r->cfg->checkpoint_dir)
+            source_commit(r->src, source_position(r->src));
         cp_finish(&r->cp, flow_shutdown);
     } else {
         cp_when_idle(&r->cp, flow_shutdown);

@@ -16,8 +16,9 @@
  * reach: what a checkpoint stores. source_seek() starts a fresh source at a
  * stored position (a restore; before the first source_next). When the
  * outputs of every record up to a position are committed (a checkpoint
- * was written, or the run ended cleanly), the run calls source_commit():
- * a broker source acks them there (XACK); a file has nothing to do.
+ * holding it was written; without checkpoints, the run ended cleanly and
+ * the sinks flushed), the run calls source_commit(): a broker source acks
+ * them there (XACK); a file has nothing to do.
  *
  * Implementations: fd_source.c (files, FIFOs, pipes, ttys, stdin), opened
  * through io_source_open (io.h). A new source is a new file and one line
