@@ -9,11 +9,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "../lua/guard.h"
 #include "../lua/modules.h"
-#include "../lua/script.h"
 #include "config.h"
-#include "pipeline.h"
+#include "reload.h"
+#include "run.h"
 
 static const char usage[] =
     "usage:\n"
@@ -84,41 +83,13 @@ static void set_log_level(void)
             mod_log_level = i;
 }
 
-static void closed_cb(rt *r)
-{
-    (void)r;
-}
-
 static int cmd_check(int argc, char **argv, const char *lua_dir)
 {
     if (argc != 2 || argv[1][0] == '-') {
         fprintf(stderr, "moonwait: usage: moonwait check SCRIPT.lua\n");
         return 2;
     }
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    /* Loading runs the script's main chunk: the run's default budget keeps
-     * a spinning one from hanging `check` too. */
-    int grc = guard_start(&loop, 1000);
-    if (grc != 0)
-        fprintf(stderr, "moonwait: warning: the CPU budget is off: %s\n", uv_strerror(grc));
-    script sc;
-    char *err = NULL;
-    int code = 0;
-    if (script_load(&sc, &loop, argv[1], lua_dir, &err) != 0) {
-        fprintf(stderr, "%s\n", err);
-        free(err);
-        code = 2;
-        if (script_is_open(&sc))
-            script_close(&sc, closed_cb);
-    } else {
-        printf("%s: ok\n", argv[1]);
-        script_close(&sc, closed_cb);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    guard_stop();
-    uv_loop_close(&loop);
-    return code;
+    return gen_check(argv[1], lua_dir);
 }
 
 int main(int argc, char **argv)
@@ -156,7 +127,7 @@ int main(int argc, char **argv)
             free(err);
             code = 2;
         } else {
-            code = pipeline_run(&c, lua_dir);
+            code = run_pipeline(&c, lua_dir);
         }
         config_free(&c);
     } else {

@@ -1,44 +1,45 @@
 /*
- * reload.c: script generations and hot reload.
- *
- * Every load of the script is a generation with its own VM. A reload is a
- * transaction: load the new version into a fresh VM, check its contract,
- * hand it the previous generation's export_state(), and run its open()
- * under a time limit. Any failure rejects it (its VM is closed, the
- * current generation keeps running, the error is logged with file:line).
- * On success new records go to the new generation; records already
- * accepted finish on theirs (task->g never changes). A generation with no
- * records left after it stopped being current runs close() and its VM is
- * closed. At most MAX_GENERATIONS live at once; a reload asked for beyond
- * that waits until one has drained.
- *
- * Triggers: --watch (uv_fs_event on the directories of the script and of
- * the modules it loaded from its own directory, debounced so a burst of
- * events is one reload; watching directories catches saves by rename and
- * files deleted and recreated) and SIGHUP (a libuv signal handle: never
- * inside a signal handler).
+ * reload.c: script generations and hot reload (contract in reload.h).
  *
  * Ownership: a gen is allocated here and freed when its VM and timer have
  * closed and no task points at it any more (maybe_free).
  */
 #define _GNU_SOURCE
+#include "reload.h"
+
 #include <inttypes.h>
-#include <libgen.h>
-#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "pipeline_int.h"
+#include "../lua/guard.h"
 
-#define DEBOUNCE_MS 100
+/* The generations' phase, following the run's: before the first open()
+ * ended, running, closing (gen_close_all). */
+enum { GS_OPENING, GS_RUNNING, GS_CLOSING };
 
-static void rewatch(pipeline *p);
+/* A generation's own state. */
+enum { G_OPENING, G_CURRENT, G_DRAINING, G_CLOSING, G_CLOSED };
+
+struct gen {
+    script sc;               /* its VM (script_close reports the rt inside it) */
+    gens *gs;
+    int id;
+    int state;               /* G_* */
+    size_t records;          /* tasks pointing at it (accepted, not yet released) */
+    op_retry_policy policy;  /* effective strategy for its records */
+    rt_fiber *hook_fiber;    /* open or close while it runs */
+    uv_timer_t open_timer;   /* a reload's time limit for open() */
+    int timer_open;
+    int handles;             /* open handles: VM + timer; freed at 0 with records == 0 */
+    uint64_t load_started;   /* uv_hrtime() when the reload began */
+    gen *next;
+};
+
+static void rewatch(gens *gs);
 static void gen_close(gen *g);
-
-/* Generations unlinked from p->gens whose memory is still in use. */
-static gen *dead;
+static void after_reload(gens *gs);
 
 static void unlink_gen(gen **list, gen *g)
 {
@@ -50,10 +51,10 @@ static void unlink_gen(gen **list, gen *g)
         }
 }
 
-static size_t live_count(pipeline *p)
+static size_t live_count(const gens *gs)
 {
     size_t n = 0;
-    for (gen *g = p->gens; g; g = g->next)
+    for (gen *g = gs->live; g; g = g->next)
         n++;
     return n;
 }
@@ -61,14 +62,15 @@ static size_t live_count(pipeline *p)
 static void maybe_free(gen *g)
 {
     if (g->state == G_CLOSED && g->handles == 0 && g->records == 0) {
-        unlink_gen(&dead, g);
+        unlink_gen(&g->gs->dead, g);
         free(g);
     }
 }
 
 static void vm_closed(rt *r)
 {
-    gen *g = (gen *)(void *)r; /* rt is the first member of script, script of gen */
+    /* script_close reports the rt inside the gen's script. */
+    gen *g = (gen *)(void *)((char *)r - offsetof(gen, sc.rt));
     g->handles--;
     maybe_free(g);
 }
@@ -80,18 +82,20 @@ static void timer_closed(uv_handle_t *h)
     maybe_free(g);
 }
 
-static gen *gen_alloc(pipeline *p)
+static gen *gen_alloc(gens *gs)
 {
     gen *g = calloc(1, sizeof *g);
     if (!g)
         return NULL;
-    g->p = p;
-    g->id = ++p->next_gen_id;
+    g->gs = gs;
+    g->id = ++gs->next_id;
     g->state = G_OPENING;
-    uv_timer_init(p->loop, &g->open_timer);
+    uv_timer_init(gs->loop, &g->open_timer);
     g->open_timer.data = g;
     g->timer_open = 1;
     g->handles = 1;
+    g->next = gs->live;
+    gs->live = g;
     return g;
 }
 
@@ -99,15 +103,15 @@ static gen *gen_alloc(pipeline *p)
  * the handles have closed and no task points at it. */
 static void gen_dispose(gen *g)
 {
-    pipeline *p = g->p;
+    gens *gs = g->gs;
     if (g->state == G_CLOSED)
         return;
     g->state = G_CLOSED;
-    unlink_gen(&p->gens, g);
-    g->next = dead;
-    dead = g;
-    if (p->cur == g)
-        p->cur = NULL;
+    unlink_gen(&gs->live, g);
+    g->next = gs->dead;
+    gs->dead = g;
+    if (gs->cur == g)
+        gs->cur = NULL;
     if (g->hook_fiber) {
         rt_fiber_discard(g->hook_fiber);
         g->hook_fiber = NULL;
@@ -120,21 +124,35 @@ static void gen_dispose(gen *g)
         g->handles++;
         script_close(&g->sc, vm_closed);
     }
-    if (p->phase == CLOSING && !p->gens)
-        pipeline_all_gens_closed(p);
-    else if (p->reload_pending && p->phase == RUNNING && live_count(p) < MAX_GENERATIONS) {
-        p->reload_pending = 0;
-        gen_trigger_reload(p, "a waiting reload");
+    if (gs->phase == GS_CLOSING && !gs->live)
+        gs->ev.all_closed(gs->ev.ud);
+    else if (gs->pending && gs->phase == GS_RUNNING && live_count(gs) < GEN_MAX) {
+        gs->pending = 0;
+        gen_trigger_reload(gs, "a waiting reload");
     }
     maybe_free(g);
+}
+
+static void hook_done(gen *g, script_result *r);
+
+/* The one completion callback of every generation's script: a hook's
+ * (task == the script itself) or a record's attempt. */
+static void on_script_done(void *ud, void *task, script_result *r)
+{
+    gen *g = ud;
+    if (task == &g->sc) {
+        hook_done(g, r);
+        return;
+    }
+    g->gs->ev.record_done(g->gs->ev.ud, task, r);
 }
 
 /* Load the configured script into g. 0, or -1 with *err (malloc'd). */
 static int gen_load(gen *g, char **err)
 {
-    pipeline *p = g->p;
-    const config *c = p->cfg;
-    if (script_load(&g->sc, p->loop, c->script, p->lua_dir, err) != 0)
+    gens *gs = g->gs;
+    const config *c = gs->cfg;
+    if (script_load(&g->sc, gs->loop, c->script, gs->lua_dir, err) != 0)
         return -1;
     if (c->event_time && script_set_event_time(&g->sc, c->event_time) != 0) {
         if (asprintf(err, "option '--event-time': bad field path '%s'", c->event_time) < 0)
@@ -147,21 +165,26 @@ static int gen_load(gen *g, char **err)
         g->policy = c->retry;
     else if (g->sc.retry.set)
         g->policy = g->sc.retry;
-    script_on_done(&g->sc, pipeline_script_done, g);
+    script_on_done(&g->sc, on_script_done, g);
     return 0;
 }
 
-int gen_first(pipeline *p)
+int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, int stdin_is_input,
+             const gen_events *ev)
 {
-    gen *g = gen_alloc(p);
+    memset(gs, 0, sizeof *gs);
+    gs->loop = loop;
+    gs->cfg = c;
+    gs->lua_dir = lua_dir;
+    gs->ev = *ev;
+    script_stdin_is_input = stdin_is_input;
+    gen *g = gen_alloc(gs);
     char *err = NULL;
     if (!g) {
         fprintf(stderr, "moonwait: out of memory\n");
         return -1;
     }
-    g->next = p->gens;
-    p->gens = g;
-    p->cur = g;
+    gs->cur = g;
     if (gen_load(g, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot load the script");
         free(err);
@@ -171,6 +194,16 @@ int gen_first(pipeline *p)
     return 0;
 }
 
+void gen_open_first(gens *gs)
+{
+    gen *g = gs->cur;
+    if (script_run_hook(&g->sc, "open", &g->hook_fiber) != 0) {
+        g->state = G_CURRENT;
+        gs->phase = GS_RUNNING;
+        gs->ev.opened(gs->ev.ud, NULL);
+    }
+}
+
 static double ms_since(uint64_t t0)
 {
     return (double)(uv_hrtime() - t0) / 1e6;
@@ -178,30 +211,30 @@ static double ms_since(uint64_t t0)
 
 static void reject(gen *g, const char *why)
 {
-    pipeline *p = g->p;
-    p->rejected++;
+    gens *gs = g->gs;
+    gs->rejected++;
     fprintf(stderr, "moonwait: reload rejected (generation %d; generation %d keeps running): %s\n", g->id,
-            p->cur ? p->cur->id : 0, why);
+            gen_current_id(gs), why);
     gen_dispose(g);
 }
 
-static void after_reload(pipeline *p)
+static void after_reload(gens *gs)
 {
-    if (p->reload_pending && p->phase == RUNNING) {
-        p->reload_pending = 0;
-        gen_trigger_reload(p, "a waiting reload");
+    if (gs->pending && gs->phase == GS_RUNNING) {
+        gs->pending = 0;
+        gen_trigger_reload(gs, "a waiting reload");
     }
 }
 
 static void switch_to(gen *g)
 {
-    pipeline *p = g->p;
-    gen *old = p->cur;
-    p->cur = g;
+    gens *gs = g->gs;
+    gen *old = gs->cur;
+    gs->cur = g;
     g->state = G_CURRENT;
-    p->reloads++;
+    gs->reloads++;
     size_t draining = 0;
-    for (gen *o = p->gens; o; o = o->next)
+    for (gen *o = gs->live; o; o = o->next)
         if (o != g)
             draining += o->records;
     fprintf(stderr, "moonwait: reload: generation %d loaded in %.1f ms; %zu records still draining on "
@@ -211,46 +244,29 @@ static void switch_to(gen *g)
         if (old->records == 0)
             gen_close(old);
     }
-    rewatch(p);
-    after_reload(p);
+    rewatch(gs);
+    after_reload(gs);
 }
 
 static void open_timed_out(uv_timer_t *t)
 {
     gen *g = t->data;
+    gens *gs = g->gs;
     char why[160];
-    snprintf(why, sizeof why, "%s: open did not finish within %" PRIu64 " ms", g->p->cfg->script,
-             g->p->cfg->reload_open_timeout_ms);
-    pipeline *p = g->p;
+    snprintf(why, sizeof why, "%s: open did not finish within %" PRIu64 " ms", gs->cfg->script,
+             gs->cfg->reload_open_timeout_ms);
     reject(g, why);
-    after_reload(p);
+    after_reload(gs);
 }
 
-static void do_reload(pipeline *p, const char *trigger)
+/* ctx.previous for g: the running generation's export_state(), copied. A
+ * failing export does not block the reload (the old code may be what is
+ * being fixed): open() then sees no previous state. */
+static void hand_over_state(gens *gs, gen *g)
 {
-    gen *g = gen_alloc(p);
-    if (!g) {
-        p->rejected++;
-        fprintf(stderr, "moonwait: reload (%s) rejected: out of memory; generation %d keeps running\n", trigger,
-                p->cur ? p->cur->id : 0);
-        return;
-    }
-    g->load_started = uv_hrtime();
-    g->next = p->gens;
-    p->gens = g;
-    fprintf(stderr, "moonwait: reload (%s): loading %s as generation %d\n", trigger, p->cfg->script, g->id);
-    char *err = NULL;
-    if (gen_load(g, &err) != 0) {
-        reject(g, err ? err : "cannot load the script");
-        free(err);
-        return;
-    }
-    /* ctx.previous: the running generation's export_state(), copied. A
-     * failing export does not block the reload (the old code may be what
-     * is being fixed): open() then sees no previous state. */
     char *json = NULL;
-    if (p->cur && script_export_state(&p->cur->sc, &json) != 0) {
-        fprintf(stderr, "moonwait: reload: generation %d: %s (ctx.previous will be nil)\n", p->cur->id,
+    if (gs->cur && script_export_state(&gs->cur->sc, &json) != 0) {
+        fprintf(stderr, "moonwait: reload: generation %d: %s (ctx.previous will be nil)\n", gs->cur->id,
                 json ? json : "export_state failed");
         free(json);
         json = NULL;
@@ -259,63 +275,99 @@ static void do_reload(pipeline *p, const char *trigger)
         fprintf(stderr, "moonwait: reload: generation %d: the previous generation's state could not be "
                         "copied (out of memory); ctx.previous will be nil\n", g->id);
     free(json);
+}
+
+static void do_reload(gens *gs, const char *trigger)
+{
+    gen *g = gen_alloc(gs);
+    if (!g) {
+        gs->rejected++;
+        fprintf(stderr, "moonwait: reload (%s) rejected: out of memory; generation %d keeps running\n", trigger,
+                gen_current_id(gs));
+        return;
+    }
+    g->load_started = uv_hrtime();
+    fprintf(stderr, "moonwait: reload (%s): loading %s as generation %d\n", trigger, gs->cfg->script, g->id);
+    char *err = NULL;
+    if (gen_load(g, &err) != 0) {
+        reject(g, err ? err : "cannot load the script");
+        free(err);
+        return;
+    }
+    hand_over_state(gs, g);
     if (script_run_hook(&g->sc, "open", &g->hook_fiber) != 0) {
         switch_to(g);
         return;
     }
     if (g->state == G_OPENING && g->hook_fiber)
-        uv_timer_start(&g->open_timer, open_timed_out, p->cfg->reload_open_timeout_ms, 0);
+        uv_timer_start(&g->open_timer, open_timed_out, gs->cfg->reload_open_timeout_ms, 0);
 }
 
-void gen_trigger_reload(pipeline *p, const char *trigger)
+void gen_trigger_reload(gens *gs, const char *trigger)
 {
-    if (p->phase == OPENING) {
-        p->reload_pending = 1;
+    if (gs->phase == GS_OPENING) {
+        gs->pending = 1;
         return;
     }
-    if (p->phase != RUNNING)
+    if (gs->phase != GS_RUNNING)
         return;
-    for (gen *g = p->gens; g; g = g->next)
+    for (gen *g = gs->live; g; g = g->next)
         if (g->state == G_OPENING) {
-            p->reload_pending = 1; /* one reload at a time; this one follows */
+            gs->pending = 1; /* one reload at a time; this one follows */
             return;
         }
-    size_t n = live_count(p);
-    if (n >= MAX_GENERATIONS) {
+    size_t n = live_count(gs);
+    if (n >= GEN_MAX) {
         fprintf(stderr, "moonwait: reload (%s) waits: %zu generations are live (at most %d); it "
-                        "starts when an older one has drained\n", trigger, n, MAX_GENERATIONS);
-        p->reload_pending = 1;
+                        "starts when an older one has drained\n", trigger, n, GEN_MAX);
+        gs->pending = 1;
         return;
     }
-    do_reload(p, trigger);
+    do_reload(gs, trigger);
 }
 
-void gen_hook_done(gen *g, script_result *r)
+/* "SCRIPT: open failed: ERR" (malloc'd, or NULL when out of memory). */
+static char *hook_failed(const gens *gs, const char *hook, const char *err)
 {
-    pipeline *p = g->p;
+    char *m = NULL;
+    if (asprintf(&m, "%s: %s failed: %s", gs->cfg->script, hook, err) < 0)
+        m = NULL;
+    return m;
+}
+
+/* The first generation's open() ended. */
+static void first_opened(gen *g, script_result *r)
+{
+    gens *gs = g->gs;
+    gs->phase = GS_RUNNING;
+    if (!r->ok) {
+        char *msg = hook_failed(gs, "open", r->err);
+        gs->ev.opened(gs->ev.ud, msg ? msg : "open failed");
+        free(msg);
+        return;
+    }
+    g->state = G_CURRENT;
+    after_reload(gs);
+    gs->ev.opened(gs->ev.ud, NULL);
+}
+
+/* A hook of g finished (open or close). */
+static void hook_done(gen *g, script_result *r)
+{
+    gens *gs = g->gs;
     g->hook_fiber = NULL;
-    if (g->state == G_OPENING && p->phase == OPENING && g == p->cur) {
-        /* The first generation's open. */
-        p->phase = RUNNING;
-        if (!r->ok) {
-            pipeline_fail(p, 1, "%s: open failed: %s", p->cfg->script, r->err);
-            return;
-        }
-        g->state = G_CURRENT;
-        after_reload(p);
-        pipeline_pump(p);
+    if (g->state == G_OPENING && gs->phase == GS_OPENING && g == gs->cur) {
+        first_opened(g, r);
         return;
     }
     if (g->state == G_OPENING) {
         if (g->timer_open)
             uv_timer_stop(&g->open_timer);
         if (!r->ok) {
-            char *why = NULL;
-            if (asprintf(&why, "%s: open failed: %s", p->cfg->script, r->err) < 0)
-                why = NULL;
+            char *why = hook_failed(gs, "open", r->err);
             reject(g, why ? why : "open failed");
             free(why);
-            after_reload(p);
+            after_reload(gs);
             return;
         }
         switch_to(g);
@@ -323,10 +375,13 @@ void gen_hook_done(gen *g, script_result *r)
     }
     if (g->state == G_CLOSING) {
         if (!r->ok) {
-            if (p->phase >= CLOSING && g == p->cur)
-                pipeline_fail(p, 1, "%s: close failed: %s", p->cfg->script, r->err);
-            else
+            if (gs->phase == GS_CLOSING && g == gs->cur) {
+                char *msg = hook_failed(gs, "close", r->err);
+                gs->ev.failed(gs->ev.ud, msg ? msg : "close failed");
+                free(msg);
+            } else {
                 fprintf(stderr, "moonwait: generation %d: close failed: %s\n", g->id, r->err);
+            }
         }
         gen_dispose(g);
     }
@@ -346,7 +401,28 @@ static void gen_close(gen *g)
         gen_dispose(g);
 }
 
-void gen_record_released(gen *g)
+gen *gen_current(const gens *gs)
+{
+    return gs->cur;
+}
+
+int gen_current_id(const gens *gs)
+{
+    return gs->cur ? gs->cur->id : 0;
+}
+
+void gen_counts(const gens *gs, int *reloads, int *rejected)
+{
+    *reloads = gs->reloads;
+    *rejected = gs->rejected;
+}
+
+void gen_retain(gen *g)
+{
+    g->records++;
+}
+
+void gen_release(gen *g)
 {
     g->records--;
     if (g->state == G_DRAINING && g->records == 0)
@@ -355,170 +431,99 @@ void gen_record_released(gen *g)
         maybe_free(g);
 }
 
-void gen_close_all(pipeline *p)
+script *gen_script(gen *g)
 {
-    if (!p->gens) {
-        pipeline_all_gens_closed(p);
+    return &g->sc;
+}
+
+const op_retry_policy *gen_policy(const gen *g)
+{
+    return &g->policy;
+}
+
+void gen_close_all(gens *gs)
+{
+    gs->phase = GS_CLOSING;
+    if (!gs->live) {
+        gs->ev.all_closed(gs->ev.ud);
         return;
     }
     /* gen_close may unlink synchronously: work from a snapshot. */
-    gen *snap[MAX_GENERATIONS + 2];
+    gen *snap[GEN_MAX + 2];
     size_t n = 0;
-    for (gen *g = p->gens; g && n < sizeof snap / sizeof snap[0]; g = g->next)
+    for (gen *g = gs->live; g && n < sizeof snap / sizeof snap[0]; g = g->next)
         snap[n++] = g;
     for (size_t i = 0; i < n; i++)
         gen_close(snap[i]);
 }
 
-void gen_free_all(pipeline *p)
+void gen_free_all(gens *gs)
 {
-    (void)p;
-    while (dead) {
-        gen *g = dead;
-        dead = g->next;
+    while (gs->dead) {
+        gen *g = gs->dead;
+        gs->dead = g->next;
         free(g);
     }
 }
 
 /* ---- triggers --------------------------------------------------------------- */
 
-static void watch_closed(uv_handle_t *h)
+static void rewatch(gens *gs)
 {
-    watch *w = h->data;
-    for (char **n = w->names; n && *n; n++)
-        free(*n);
-    free(w->names);
-    free(w->dir);
-    free(w);
-}
-
-static void unwatch(pipeline *p)
-{
-    while (p->watches) {
-        watch *w = p->watches;
-        p->watches = w->next;
-        uv_close((uv_handle_t *)&w->h, watch_closed);
-    }
-}
-
-static void on_debounced(uv_timer_t *t)
-{
-    pipeline *p = t->data;
-    /* An editor that deletes and recreates: wait for the file to be back
-     * (its creation is another event) instead of rejecting a reload. */
-    if (access(p->cfg->script, R_OK) != 0) {
-        fprintf(stderr, "moonwait: --watch: %s is gone; reloading when it reappears\n", p->cfg->script);
+    if (!gs->cfg->watch || !gs->cur)
         return;
-    }
-    gen_trigger_reload(p, "file change");
-}
-
-static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
-{
-    watch *w = h->data;
-    pipeline *p = h->loop->data;
-    (void)events;
-    if (status < 0 || !filename)
-        return;
-    for (char **n = w->names; *n; n++)
-        if (strcmp(*n, filename) == 0) {
-            /* Restart: a burst of events (rename, truncate + write) is one reload. */
-            uv_timer_start(&p->debounce, on_debounced, DEBOUNCE_MS, 0);
-            return;
-        }
-}
-
-static void rewatch(pipeline *p)
-{
-    if (!p->cfg->watch || !p->cur)
-        return;
-    unwatch(p);
-    char **files = script_loaded_files(&p->cur->sc);
-    if (!files)
-        fprintf(stderr, "moonwait: --watch: out of memory listing the script's files; not watching\n");
-    for (char **f = files; f && *f; f++) {
-        char *d1 = strdup(*f), *b1 = strdup(*f);
-        if (!d1 || !b1) {
-            free(d1);
-            free(b1);
-            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
-            continue;
-        }
-        const char *dir = dirname(d1), *base = basename(b1);
-        watch *w = NULL;
-        for (watch *x = p->watches; x; x = x->next)
-            if (strcmp(x->dir, dir) == 0)
-                w = x;
-        if (!w) {
-            w = calloc(1, sizeof *w);
-            char *wdir = w ? strdup(dir) : NULL;
-            char **names = wdir ? calloc(1, sizeof *names) : NULL;
-            if (!names || uv_fs_event_init(p->loop, &w->h) != 0) {
-                if (!names)
-                    fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", dir);
-                free(names);
-                free(wdir);
-                free(w);
-                free(d1);
-                free(b1);
-                continue;
-            }
-            w->dir = wdir;
-            w->names = names;
-            w->h.data = w;
-            int rc = uv_fs_event_start(&w->h, on_fs_event, w->dir, 0);
-            if (rc != 0)
-                fprintf(stderr, "moonwait: --watch: cannot watch %s: %s\n", w->dir, uv_strerror(rc));
-            uv_unref((uv_handle_t *)&w->h);
-            w->next = p->watches;
-            p->watches = w;
-        }
-        size_t n = 0;
-        while (w->names[n])
-            n++;
-        char **names = realloc(w->names, (n + 2) * sizeof *w->names);
-        char *name = names ? strdup(base) : NULL;
-        if (names)
-            w->names = names;
-        if (name) {
-            w->names[n] = name;
-            w->names[n + 1] = NULL;
-        } else {
-            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
-        }
-        free(d1);
-        free(b1);
-    }
+    char **files = script_loaded_files(&gs->cur->sc);
+    trig_watch(&gs->trig, files);
     script_free_files(files);
 }
 
-static void on_sighup(uv_signal_t *h, int signum)
+static void on_trigger(void *ud, const char *why)
 {
-    (void)signum;
-    gen_trigger_reload(h->data, "SIGHUP");
+    gen_trigger_reload(ud, why);
 }
 
-static int triggers_started;
-
-void gen_start_triggers(pipeline *p)
+void gen_start_triggers(gens *gs)
 {
-    p->loop->data = p;
-    uv_timer_init(p->loop, &p->debounce);
-    p->debounce.data = p;
-    uv_signal_init(p->loop, &p->sighup);
-    p->sighup.data = p;
-    uv_signal_start(&p->sighup, on_sighup, SIGHUP);
-    uv_unref((uv_handle_t *)&p->sighup);
-    triggers_started = 1;
-    rewatch(p);
+    trig_start(&gs->trig, gs->loop, gs->cfg->script, on_trigger, gs);
+    rewatch(gs);
 }
 
-void gen_stop_triggers(pipeline *p)
+void gen_stop_triggers(gens *gs)
 {
-    if (!triggers_started)
-        return;
-    triggers_started = 0;
-    unwatch(p);
-    uv_close((uv_handle_t *)&p->debounce, NULL);
-    uv_close((uv_handle_t *)&p->sighup, NULL);
+    trig_stop(&gs->trig);
+}
+
+/* ---- moonwait check ----------------------------------------------------------- */
+
+static void check_closed(rt *r)
+{
+    (void)r;
+}
+
+int gen_check(const char *path, const char *lua_dir)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    /* Loading runs the script's main chunk: the run's default budget keeps
+     * a spinning one from hanging `check` too. */
+    int grc = guard_start(&loop, 1000);
+    if (grc != 0)
+        fprintf(stderr, "moonwait: warning: the CPU budget is off: %s\n", uv_strerror(grc));
+    script sc;
+    char *err = NULL;
+    int code = 0;
+    if (script_load(&sc, &loop, path, lua_dir, &err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        free(err);
+        code = 2;
+        if (script_is_open(&sc))
+            script_close(&sc, check_closed);
+    } else {
+        printf("%s: ok\n", path);
+        script_close(&sc, check_closed);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    guard_stop();
+    uv_loop_close(&loop);
+    return code;
 }

@@ -1,5 +1,5 @@
 /*
- * stream.h: what input.c and output.c share: wrapping an fd that is not a
+ * stream.h: what fd_source.c and fd_sink.c share: wrapping an fd that is not a
  * regular file in the right libuv stream handle.
  */
 #ifndef MW_STREAM_H

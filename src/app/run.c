@@ -1,0 +1,297 @@
+/*
+ * run.c: one run from start to stop: opening the source and sinks
+ * (io.h), wiring the operator, the tasks, the generations and the
+ * checkpoints, the signals, the loop; and what the other parts ask of the
+ * run (gen_events, cp_host, --stats' view). The running itself (pump,
+ * phases, the operator's callbacks) is flow.c's.
+ *
+ * Ownership: the run owns every handle of the run, directly (signals) or
+ * through the parts it embeds (timers); the source and sinks it opened;
+ * the operator, and through its entries each record's task (task.c).
+ */
+#define _GNU_SOURCE
+#include "run.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/io.h"
+#include "../lua/guard.h"
+#include "../net/pool.h"
+#include "opview.h"
+#include "run_int.h"
+
+/* ---- what the generations, the checkpoint and --stats ask ---------------------- */
+
+static void ev_opened(void *ud, const char *err)
+{
+    run *r = ud;
+    r->phase = RUNNING;
+    if (err) {
+        flow_fail(r, ABORT, "%s", err);
+        flow_finish_if_done(r);
+        return;
+    }
+    flow_pump(r);
+}
+
+static void ev_failed(void *ud, const char *err)
+{
+    run *r = ud;
+    flow_fail(r, ABORT, "%s", err);
+    flow_finish_if_done(r);
+}
+
+static void ev_all_closed(void *ud)
+{
+    run *r = ud;
+    flow_all_closed(r);
+}
+
+static void ev_record_done(void *ud, task *t, script_result *res)
+{
+    run *r = ud;
+    int rc = task_outcome(&r->env, t, res, r->aborting);
+    if (r->pumping)
+        return;
+    if (rc != TASK_LATE)
+        flow_pump(r);
+    timeouts_rearm(&r->tmo);
+}
+
+static int may_snapshot(void *ud)
+{
+    run *r = ud;
+    return r->phase == RUNNING && !r->stop_reading && !restore_pending(&r->rs);
+}
+
+static void checkpoint_failed(void *ud, const char *msg)
+{
+    run *r = ud;
+    /* Said even when another message came first. */
+    if (r->exit_code != 0)
+        fprintf(stderr, "moonwait: %s\n", msg);
+    flow_fail(r, ABORT, "%s", msg);
+    flow_finish_if_done(r);
+}
+
+static int snap_record(const op_entry *e, snap_rec *out)
+{
+    const task *t = e->udata;
+    if (!t) /* a malformed line failing the run: it is read again */
+        return -1;
+    out->line = task_line(t, &out->len);
+    out->malformed = task_malformed(t);
+    out->last_error = task_last_error(t);
+    return 0;
+}
+
+static void stats_fill(void *ud, stats_view *v)
+{
+    run *r = ud;
+    v->op = opv_stats(&r->op);
+    v->in_flight = op_size(&r->op);
+    v->backoffs = op_backoffs(&r->op);
+    v->outputs = r->outputs;
+    v->skipped = r->route.skipped;
+    v->malformed = r->route.malformed;
+    v->generation = gen_current_id(&r->gens);
+    gen_counts(&r->gens, &v->reloads, &v->rejected);
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    run *r = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (++r->signals > 1) { /* (guard_second_signal's handler exits first) */
+        fprintf(stderr, "moonwait: second %s: exiting at once\n", name);
+        exit(128 + signum);
+    }
+    uint64_t line = source_position(r->src).line;
+    if (r->cfg->checkpoint_dir && r->phase == RUNNING && !restore_pending(&r->rs) && r->exit_code == 0 &&
+        !r->aborting) {
+        /* Exactly-once: stop reading, checkpoint this moment (the records
+         * in flight included), abandon them, exit 128 + signal once the
+         * checkpoint is written. A restart redoes only those records. */
+        r->stop_reading = 1;
+        size_t n = op_size(&r->op);
+        if (cp_take_now(&r->cp) != 0)
+            return; /* the run was failed, saying why */
+        r->signal_exit = 128 + signum;
+        flow_fail(r, ABORT, "interrupted by %s after input line %" PRIu64 ": writing a checkpoint of the %zu "
+                           "entries in flight to %s, then exiting %d; run the same command to continue (send "
+                           "it again to exit at once)",
+                 name, line, n, r->cfg->checkpoint_dir, r->signal_exit);
+        flow_finish_if_done(r);
+        return;
+    }
+    flow_fail(r, DRAIN, "interrupted by %s after input line %" PRIu64
+                "; records already emitted are complete (send it again to exit at once)",
+             name, line);
+    flow_finish_if_done(r);
+}
+
+static void start_signals(run *r)
+{
+    uv_signal_init(r->loop, &r->sigint);
+    uv_signal_init(r->loop, &r->sigterm);
+    r->sigint.data = r->sigterm.data = r;
+    uv_signal_start(&r->sigint, on_signal, SIGINT);
+    uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    uv_unref((uv_handle_t *)&r->sigint);
+    uv_unref((uv_handle_t *)&r->sigterm);
+    /* The second one exits from the signal handler itself: libuv's
+     * callbacks do not run while a script keeps the loop busy. */
+    guard_second_signal();
+}
+
+/* ---- start and stop ----------------------------------------------------------- */
+
+/* Open the sinks, start the reload triggers, open the source. 0, or -1
+ * (message printed; exit 2). */
+static int open_io(run *r)
+{
+    const config *c = r->cfg;
+    char *err = NULL;
+    uint64_t keep_out, keep_dlq;
+    restore_keep(&r->rs, &keep_out, &keep_dlq);
+    int rc = io_sink_open(&r->out, r->loop, c->output, keep_out, &err);
+    if (rc != 0)
+        fprintf(stderr, "moonwait: --output %s\n", err ? err : "cannot open output");
+    if (rc == 0 && c->on_error == ON_ERROR_DEAD_LETTER) {
+        rc = io_sink_open(&r->dlq, r->loop, c->dead_letter, keep_dlq, &err);
+        if (rc != 0)
+            fprintf(stderr, "moonwait: --dead-letter %s\n", err ? err : "cannot open the dead-letter file");
+    }
+    if (rc == 0) {
+        /* SIGHUP's handler goes in before a FIFO input can block us in
+         * open(): its default action would end the process. */
+        gen_start_triggers(&r->gens);
+        rc = io_source_open(&r->src, r->loop, c->input, c->max_line, &err);
+        if (rc != 0)
+            fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
+    }
+    free(err);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Wire the operator, tasks, sinks, source and checkpoints. 0, or -1. */
+static int start_core(run *r)
+{
+    const config *c = r->cfg;
+    evtime_init(&r->ev, c->max_ooo_ms);
+    op_config oc = { c->mode, c->capacity, c->timeout_ms };
+    op_init(&r->op, &oc, &flow_op_callbacks, r);
+    r->rng = uv_hrtime() | 1;
+    route_init(&r->route, &r->op, c->on_error);
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, r->loop, c->timeout_ms };
+    r->src->on_ready = flow_source_ready;
+    r->src->ud = r;
+    r->out->on_error = flow_out_error;
+    r->out->on_written = flow_out_written;
+    r->out->ud = r;
+    if (r->dlq) {
+        r->dlq->on_error = flow_dlq_error;
+        r->dlq->on_written = flow_out_written;
+        r->dlq->ud = r;
+    }
+    if (restore_apply(&r->rs, r->src, &r->ev) != 0) {
+        fprintf(stderr, "moonwait: --input %s cannot be rewound to the checkpoint's position\n", c->input);
+        return -1;
+    }
+    snap_view v = { .mode = c->mode, .timeout_ms = c->timeout_ms, .op = &r->op, .ev = &r->ev, .src = r->src,
+                    .out = r->out, .dlq = r->dlq, .record = snap_record };
+    restore_identity(&r->rs, &v.id_in, &v.id_out, &v.id_dl);
+    cp_host h = { may_snapshot, checkpoint_failed, r };
+    cp_init(&r->cp, r->loop, c->checkpoint_dir, c->checkpoint_interval_ms, &v, &h);
+    cp_start(&r->cp);
+    timeouts_init(&r->tmo, r->loop, &r->op, flow_timeouts_fired, r);
+    start_signals(r);
+    stats_start(&r->st);
+    return 0;
+}
+
+/* Run the loop to the end. The exit status. */
+static int loop_to_end(run *r)
+{
+    r->phase = OPENING;
+    gen_open_first(&r->gens);
+    uv_run(r->loop, UV_RUN_DEFAULT);
+    if (r->phase != DONE) {
+        /* The loop ran dry while work remained: a script waiting on
+         * nothing. Say so rather than exit silently. */
+        fprintf(stderr, "moonwait: internal error: the event loop stopped with %zu records in "
+                        "flight (phase %d)\n", op_size(&r->op), r->phase);
+        r->exit_code = 1;
+        flow_shutdown(r);
+        uv_run(r->loop, UV_RUN_DEFAULT);
+    }
+    /* Stopped by a signal whose checkpoint was written: 128 + signal. */
+    if (r->signal_exit && !cp_failed(&r->cp))
+        return r->signal_exit;
+    return r->exit_code;
+}
+
+/* A run that did not start: close what was opened (the generations too
+ * when they were made). */
+static void close_early(run *r, int gens_made)
+{
+    net_pool_close_all();
+    if (r->src)
+        source_close(r->src, NULL);
+    if (r->out)
+        sink_close(r->out, NULL);
+    if (r->dlq)
+        sink_close(r->dlq, NULL);
+    if (gens_made) {
+        gen_stop_triggers(&r->gens);
+        gen_close_all(&r->gens);
+    }
+    uv_run(r->loop, UV_RUN_DEFAULT);
+}
+
+int run_pipeline(const config *c, const char *lua_dir)
+{
+    run *r = calloc(1, sizeof *r);
+    if (!r) {
+        fprintf(stderr, "moonwait: out of memory\n");
+        return 1;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    r->cfg = c;
+    r->loop = &loop;
+    stats_init(&r->st, &loop, c->stats, stats_fill, r);
+    signal(SIGPIPE, SIG_IGN);
+    /* Before the first VM: the newest VM takes LuaJIT's profiler. */
+    int grc = guard_start(&loop, c->cpu_budget_ms);
+    if (grc != 0)
+        fprintf(stderr, "moonwait: warning: --cpu-budget is off: %s\n", uv_strerror(grc));
+    gen_events ev = { ev_opened, ev_failed, ev_all_closed, ev_record_done, r };
+    int code;
+    int prep = restore_prepare(&r->rs, c);
+    if (prep != 0)
+        code = prep < 0 ? 2 : 0;
+    else if (gen_init(&r->gens, &loop, c, lua_dir, strcmp(c->input, "-") == 0, &ev) != 0 || open_io(r) != 0 ||
+             start_core(r) != 0)
+        code = 2;
+    else
+        code = loop_to_end(r);
+    if (r->phase != DONE)
+        close_early(r, prep == 0);
+    gen_free_all(&r->gens);
+    cp_free(&r->cp);
+    restore_release(&r->rs);
+    guard_stop();
+    if (uv_loop_close(&loop) != 0 && code == 0) {
+        fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
+        code = 1;
+    }
+    free(r);
+    return code;
+}

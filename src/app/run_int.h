@@ -1,0 +1,86 @@
+/*
+ * run_int.h: one run's state, shared by the two files of the run and by
+ * no other: run.c (start and stop, signals, what the other parts ask of
+ * the run) and flow.c (the operator's callbacks, the pump, the phases and
+ * the end). Every other part keeps its own state behind its own header and
+ * hears from the run only through calls; it reports back through the
+ * callbacks it was given.
+ */
+#ifndef MW_RUN_INT_H
+#define MW_RUN_INT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "../io/sink.h"
+#include "../io/source.h"
+#include "../op/op.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "evtime.h"
+#include "reload.h"
+#include "restore.h"
+#include "route.h"
+#include "stats.h"
+#include "task.h"
+#include "timeouts.h"
+
+/* Stop reading while this much output is waiting to be written. */
+#define OUTPUT_HIGH_WATER (4u * 1024 * 1024)
+
+enum { OPENING, RUNNING, CLOSING, DRAINING, DONE };
+
+/* How a failure stops the run: ABORT abandons what is in flight at once;
+ * DRAIN stops reading but lets in-flight records finish (a signal). */
+enum { ABORT, DRAIN };
+
+typedef struct run {
+    const config *cfg;
+    uv_loop_t *loop;
+    op op;
+    evtime ev;
+    route route;
+    task_env env;
+    gens gens;
+    restore rs;
+    cp cp;
+    stats st;
+    timeouts tmo;
+    mw_source *src;
+    mw_sink *out, *dlq;       /* dlq: --dead-letter (NULL without) */
+    uv_signal_t sigint, sigterm;
+    int signals;
+    int phase;
+    int pumping;
+    int input_ended;          /* the source ended */
+    int stop_reading;         /* failure or signal: accept nothing more */
+    int aborting;             /* in-flight records were abandoned */
+    int exit_code;
+    int signal_exit;          /* 130/143: a signal's checkpoint was taken */
+    int drains_left;          /* sinks still flushing at the end */
+    uint64_t outputs;         /* output lines written */
+    uint64_t rng;             /* xorshift state for retry jitter */
+} run;
+
+/* flow.c, for run.c */
+extern const op_callbacks flow_op_callbacks;
+/* Pull records into the operator while it has room (not re-entered). */
+void flow_pump(run *r);
+/* Start closing once the input ended (or the run failed) and the queue is
+ * empty or abandoned. */
+void flow_finish_if_done(run *r);
+/* Fail the run (exit 1), printing the message unless one came first. */
+void flow_fail(run *r, int how, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Every generation has closed (CLOSING): flush the sinks. */
+void flow_all_closed(run *r);
+/* Close every handle (DONE). */
+void flow_shutdown(void *r);
+/* The source's and sinks' callbacks (ud = the run). */
+void flow_source_ready(void *ud);
+void flow_out_written(void *ud);
+void flow_out_error(void *ud);
+void flow_dlq_error(void *ud);
+/* The deadline timer fired (ud = the run). */
+void flow_timeouts_fired(void *ud);
+
+#endif

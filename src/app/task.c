@@ -1,0 +1,290 @@
+/*
+ * task.c: a record's attempts (contract in task.h).
+ */
+#define _GNU_SOURCE
+#include "task.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct task {
+    op_entry *e;
+    int malformed;        /* a line that did not parse, routed to the dead letters */
+    gen *g;               /* the generation it runs on */
+    rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
+    char *line;           /* raw input line (owned) */
+    size_t len;
+    uint64_t lineno;
+    double deadline;      /* rt_now() seconds, 0 = none */
+    char *last_error;     /* the previous attempt's error (owned), or NULL */
+};
+
+static void free_task(task *t)
+{
+    free(t->line);
+    free(t->last_error);
+    free(t);
+}
+
+static route_rec rec_of(const task *t)
+{
+    return (route_rec){ t->line, t->len, t->lineno, t->malformed };
+}
+
+static void fail_record(const task_env *env, task *t, const char *err)
+{
+    route_rec rec = rec_of(t);
+    route_failure(env->route, t->e, &rec, err, uv_now(env->loop));
+}
+
+/* The operator's deadline (loop ms) as the script's clock (seconds). */
+static double deadline_secs(gen *g, uint64_t deadline_ms)
+{
+    return gen_script(g)->rt.epoch0 + (double)deadline_ms / 1000.0;
+}
+
+/* t entered the operator as e on generation g: run its attempt there. */
+static void start(task *t, gen *g, op_entry *e)
+{
+    t->e = e;
+    t->g = g;
+    gen_retain(g);
+    e->policy = gen_policy(g);
+    if (e->deadline != OP_NO_DEADLINE)
+        t->deadline = deadline_secs(g, e->deadline);
+    /* May complete (and even emit) before it returns. */
+    script_invoke(gen_script(g), t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
+                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+}
+
+static int is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
+/* A line that did not parse. */
+static int malformed(const task_env *env, task *t, const char *err)
+{
+    t->malformed = 1;
+    route_rec rec = rec_of(t);
+    int rc = route_malformed(env->route, &rec, err, t, uv_now(env->loop));
+    if (rc == ROUTE_QUEUED)
+        return TASK_OK; /* t is the entry's now, and may be gone already:
+                         * a dead letter at the head leaves at once */
+    free_task(t);
+    return rc == ROUTE_STOP ? TASK_STOP : TASK_OK;
+}
+
+int task_accept(const task_env *env, const source_record *rec, char *msg, size_t msglen)
+{
+    if (is_blank(rec->data, rec->len))
+        return TASK_OK;
+    gen *g = gen_current(env->gens);
+    /* The task's own copy of the line is what gets parsed: the decoded
+     * record writes its untouched values from these bytes, long after the
+     * input buffer has moved on. (Not strndup: a NUL byte would cut it.) */
+    task *t = calloc(1, sizeof *t);
+    char *copy = t ? malloc(rec->len + 1) : NULL;
+    if (!copy) {
+        free(t);
+        snprintf(msg, msglen, "input line %" PRIu64 ": out of memory", rec->line);
+        return TASK_FATAL;
+    }
+    memcpy(copy, rec->data, rec->len);
+    copy[rec->len] = 0;
+    t->line = copy;
+    t->len = rec->len;
+    t->lineno = rec->line;
+    char err[512];
+    script_parsed parsed;
+    if (script_parse(gen_script(g), t->line, t->len, &parsed, err, sizeof err) != 0)
+        return malformed(env, t, err);
+    if (parsed.is_watermark) {
+        free_task(t);
+        if (evtime_on_watermark(env->ev, parsed.watermark))
+            op_push_watermark(env->op, parsed.watermark);
+        return TASK_OK;
+    }
+    op_entry *e;
+    if (op_push_record(env->op, t->lineno, 0, t, &e) != 0) {
+        /* Cannot happen: the run checks room first. Keep the record visible. */
+        script_drop_parsed(gen_script(g));
+        free_task(t);
+        snprintf(msg, msglen, "input line %" PRIu64 ": the operator refused the record", rec->line);
+        return TASK_FATAL;
+    }
+    if (parsed.has_ts)
+        evtime_on_event(env->ev, parsed.ts);
+    start(t, g, e);
+    return TASK_OK;
+}
+
+int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
+{
+    op_entry *e = t->e;
+    t->fiber = NULL;
+    if (!r->ok && !r->err)
+        r->err = "out of memory"; /* the message itself could not be made */
+    if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
+        e->deadline <= uv_now(env->loop) && !aborting) {
+        /* The record's deadline passed before this outcome was taken: a
+         * call's timer (or its I/O) woke the fiber in an earlier phase of
+         * the loop turn than the record's own timer. The record's deadline
+         * decides, whatever the callback order: its timeout fires now (on
+         * the timer, which is due), and on_timeout runs. */
+        free(r->out);
+        return TASK_LATE;
+    }
+    if (r->retry && !aborting && op_retry(env->op, e) == 0) {
+        /* Another attempt follows; only the final attempt's outputs count. */
+        free(r->out);
+        free(t->last_error);
+        t->last_error = r->ok ? NULL : strdup(r->errmsg ? r->errmsg : r->err);
+    } else if (r->ok) {
+        if (op_complete(env->op, e, r->out, r->len) != 0)
+            free(r->out);
+    } else if (e->state == OP_PENDING) {
+        fail_record(env, t, r->err);
+    }
+    return TASK_OK;
+}
+
+void task_retry(const task_env *env, op_entry *e)
+{
+    task *t = e->udata;
+    if (script_reparse(gen_script(t->g), t->line, t->len) != 0) {
+        fail_record(env, t, "out of memory decoding the record for another attempt");
+        return;
+    }
+    script_invoke(gen_script(t->g), t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
+                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+}
+
+void task_timeout(const task_env *env, op_entry *e)
+{
+    task *t = e->udata;
+    /* Abandon first: whatever it waits on is cancelled and it is never
+     * resumed, so a late result cannot race the timeout's outcome. */
+    task_discard(t);
+    char *out = NULL, *err = NULL;
+    size_t len = 0;
+    int rc = script_on_timeout(gen_script(t->g), t->line, t->len, e->seq, t->lineno, (int)e->attempt,
+                               t->deadline, &out, &len, &err);
+    if (rc == 1) {
+        op_complete(env->op, e, out, len);
+    } else if (rc == 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "timed out after %" PRIu64 " ms%s (the script has no on_timeout)",
+                 env->timeout_ms, e->attempt > 1 ? " across its attempts" : "");
+        fail_record(env, t, msg);
+    } else {
+        char *msg = NULL;
+        if (asprintf(&msg, "timed out, and on_timeout failed: %s", err) < 0)
+            msg = NULL;
+        fail_record(env, t, msg ? msg : err);
+        free(msg);
+    }
+    free(err);
+}
+
+void task_discard(task *t)
+{
+    if (t && t->fiber) {
+        rt_fiber_discard(t->fiber);
+        t->fiber = NULL;
+    }
+}
+
+void task_release(op_entry *e)
+{
+    task *t = e->udata;
+    if (!t)
+        return;
+    if (t->fiber)
+        rt_fiber_discard(t->fiber);
+    gen *g = t->g;
+    free_task(t);
+    if (g)
+        gen_release(g);
+}
+
+/* A stored record not completed: decode it again and re-invoke it (a
+ * malformed one is routed again). 0, or -1 with msg. */
+static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *msg, size_t msglen)
+{
+    gen *g = gen_current(env->gens);
+    char err[512];
+    script_parsed parsed;
+    int bad = ce->malformed || script_parse(gen_script(g), t->line, t->len, &parsed, err, sizeof err) != 0;
+    if (bad && ce->malformed)
+        snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
+    op_entry *e;
+    if (op_restore_record(env->op, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
+        if (!bad)
+            script_drop_parsed(gen_script(g));
+        free_task(t);
+        snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
+        return -1;
+    }
+    if (bad) {
+        t->e = e;
+        t->malformed = 1;
+        fail_record(env, t, err);
+        return 0;
+    }
+    start(t, g, e);
+    return 0;
+}
+
+int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen)
+{
+    task *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(msg, msglen, "out of memory restoring the checkpoint's record at input line %" PRIu64, ce->line);
+        return -1;
+    }
+    t->line = ce->raw;
+    t->len = ce->raw_len;
+    t->lineno = ce->line;
+    t->last_error = ce->last_error;
+    t->malformed = ce->malformed;
+    ce->raw = ce->last_error = NULL; /* the task owns them now */
+    if (!ce->done)
+        return restore_pending(env, t, ce, msg, msglen);
+    /* Its result passes to the entry; the task (raw line) stays for later
+     * checkpoints. It may leave at once, releasing t. */
+    if (op_restore_completed(env->op, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out, ce->out_len,
+                             ce->dlq, ce->dlq_len, t, NULL) != 0) {
+        free_task(t);
+        snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
+        return -1;
+    }
+    ce->out = ce->dlq = NULL;
+    return 0;
+}
+
+const char *task_line(const task *t, size_t *len)
+{
+    *len = t->len;
+    return t->line;
+}
+
+uint64_t task_lineno(const task *t)
+{
+    return t->lineno;
+}
+
+int task_malformed(const task *t)
+{
+    return t->malformed;
+}
+
+const char *task_last_error(const task *t)
+{
+    return t->last_error;
+}

@@ -1,0 +1,87 @@
+/*
+ * task.h: one record's life on the host side. A task hangs on its operator
+ * entry (udata) from the moment its line is read until the entry leaves
+ * the operator (task_release): it owns its copy of the raw line, the
+ * previous attempt's error, and while an attempt runs, its fiber.
+ *
+ * This file makes every per-record call into lua/script.h: decoding a line
+ * (script_parse), starting an attempt (script_invoke, script_reparse),
+ * on_timeout, abandoning a fiber; and it turns an attempt's outcome into
+ * the operator's verbs (complete, retry, or route the failure). So when
+ * script.h moves to an explicit per-record handle, only this file changes.
+ *
+ * Retries: when an attempt's outcome asks for another (the script's retry
+ * predicate said so), op_retry() decides whether one may follow; if so the
+ * record waits in back-off in the operator (keeping its slot) and
+ * task_retry starts the next attempt from the raw line.
+ */
+#ifndef MW_TASK_H
+#define MW_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../io/source.h"
+#include "../lua/script.h"
+#include "../op/op.h"
+#include "../store/ckpt.h"
+#include "evtime.h"
+#include "reload.h"
+#include "route.h"
+
+typedef struct task task;
+
+/* What every task of a run shares (set up by the run, read-only here). */
+typedef struct task_env {
+    op *op;
+    route *route;
+    evtime *ev;
+    const gens *gens;      /* new records run on the current generation */
+    uv_loop_t *loop;       /* the operator's clock is this loop's uv_now */
+    uint64_t timeout_ms;   /* for the timeout message */
+} task_env;
+
+/* task_accept's and task_outcome's results. */
+enum {
+    TASK_OK,    /* accepted (or dropped: a blank line, a skipped one) */
+    TASK_STOP,  /* a malformed line fails the run in its turn: stop reading */
+    TASK_FATAL, /* the run fails at once, with the message given */
+    TASK_LATE,  /* the outcome came after the record's deadline: ignored,
+                 * its timeout decides (re-arm the timer) */
+};
+
+/* A line was read: an explicit watermark goes to the generator (and maybe
+ * the operator); a record gets its task, enters the operator and starts
+ * its first attempt (which may complete, even emit, before this returns);
+ * a malformed line is routed. The operator must have room. */
+int task_accept(const task_env *env, const source_record *rec, char *msg, size_t msglen);
+
+/* An attempt of t ended with r (reload.h's record_done). `aborting`: the
+ * run is abandoning everything (no retry). */
+int task_outcome(const task_env *env, task *t, script_result *r, int aborting);
+
+/* e's back-off ended: start its next attempt. */
+void task_retry(const task_env *env, op_entry *e);
+
+/* e's deadline passed: abandon its attempt, run on_timeout, decide. */
+void task_timeout(const task_env *env, op_entry *e);
+
+/* Abandon t's running attempt, if any (never resumed again). */
+void task_discard(task *t);
+
+/* e leaves the operator: free its task. */
+void task_release(op_entry *e);
+
+/* Re-insert a stored record of a checkpoint: a completed one with its
+ * result (not invoked again), any other re-invoked, continuing its attempt
+ * count and used budget. Takes ce's strings. 0, or -1 with msg. */
+int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen);
+
+/* What a checkpoint stores of t (borrowed while t lives). */
+const char *task_line(const task *t, size_t *len);
+uint64_t task_lineno(const task *t);
+int task_malformed(const task *t);
+const char *task_last_error(const task *t);
+
+#endif
