@@ -556,4 +556,23 @@ return { async_invoke = function(r) time.sleep(0.05) return { r } end }
     assert.matches("format version 1", err, 1, true)
     assert.matches("older moonwait", err, 1, true)
   end)
+
+  it("a checkpoint dir that cannot be opened to fsync it says so (not 'fsync of the directory')", function()
+    -- A dir with write and search but no read permission: the temp file is
+    -- made and renamed, then open(DIR, O_RDONLY) fails. Root bypasses the
+    -- permission, so the run is made as nobody.
+    if not os.execute("command -v runuser >/dev/null 2>&1 && runuser -u nobody -- true 2>/dev/null") then
+      pending("runuser -u nobody is not available here")
+      return
+    end
+    local d = H.tmpdir()
+    H.script(d, "return { async_invoke = function(r) return { r } end }")
+    H.write(d .. "/in", '{"id":1}\n')
+    os.execute("mkdir " .. d .. "/cp && chmod 300 " .. d .. "/cp && chmod 755 " .. d ..
+      " && chown -R nobody " .. d)
+    local code, _, err = H.sh(string.format("cd %s && runuser -u nobody -- %s run --script script.lua " ..
+      "--input in --output out --checkpoint-dir cp", H.q(d), H.cmd("")))
+    assert.equal(1, code, err)
+    assert.matches("checkpoint in cp not written: open the directory to fsync it: Permission denied", err, 1, true)
+  end)
 end)

@@ -182,7 +182,8 @@ static int create_temp(const char *dir, uint64_t seed, char **tmp)
     return -1;
 }
 
-/* fsync DIR (the rename's durability). 0, or -1 with errno set. */
+/* fsync DIR (the rename's durability). 0, or with errno set -1 (DIR could
+ * not be opened) or -2 (the fsync failed): the message names which. */
 static int sync_dir(const char *dir)
 {
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -192,7 +193,7 @@ static int sync_dir(const char *dir)
         int e = errno;
         close(dfd);
         errno = e;
-        return -1;
+        return -2;
     }
     close(dfd);
     return 0;
@@ -238,7 +239,10 @@ static void work(uv_work_t *w)
         FAIL("rename the new checkpoint into place");
     free(tmp);
     tmp = NULL;
-    if (sync_dir(j->dir) != 0)
+    int src = sync_dir(j->dir);
+    if (src == -1)
+        FAIL("open the directory to fsync it");
+    if (src != 0)
         FAIL("fsync of the directory");
 out:
     if (fd >= 0)
