@@ -355,3 +355,24 @@ function M.async_invoke(r, ctx)
 end
 return M
 EOF
+w socktls.lua <<'EOF'
+local socket = require "moonwait.socket"
+local M = {}
+function M.async_invoke(r, ctx)
+  local s = socket.tcp()
+  s:settimeouts(1000, 1000, 1000)
+  local port = tonumber(r.plain and os.getenv("NGINX_PORT") or os.getenv("TLS_PORT"))
+  local ok, err = s:connect("127.0.0.1", port)
+  if not ok then return nil, "connect: " .. err end
+  if r.ca then s:setoption("ca_file", r.ca == "CERT" and os.getenv("CERT") or r.ca) end
+  local sess, e = s:sslhandshake(nil, r.sni or "localhost", r.verify)
+  r.hs = sess and "ok" or e
+  if sess then
+    s:send("GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    r.line = s:receive()
+  end
+  s:close()
+  return { r }
+end
+return M
+EOF

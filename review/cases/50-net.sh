@@ -24,3 +24,4 @@ for mode in silent close-at-once garbage drip; do
 done
 c sock-refused "printf '%s\n' '$S}' | FP_PORT=1 \$MW run --script sock.lua --on-error dead-letter --dead-letter dl.jsonl"
 c sock-record-timeout "$FP; fp silent; printf '%s\n' '$S,\"rt\":5000}' '$S,\"rt\":5000}' | \$MW run --script sock.lua --timeout 150 --on-error dead-letter --dead-letter dl.jsonl --stats; kill \$FPPID"
+c sock-tls "printf '%s\n' '{\"verify\":false}' '{\"verify\":true}' '{\"verify\":true,\"ca\":\"CERT\"}' '{\"verify\":true,\"ca\":\"CERT\",\"sni\":\"other.test\"}' '{\"verify\":true,\"ca\":\"/nonexistent\"}' '{\"plain\":true,\"verify\":false}' | \$MW run --script socktls.lua --on-error dead-letter --dead-letter dl.jsonl"
