@@ -1,5 +1,5 @@
--- review/start-servers.lua: starts nginx and redis-server (spec/support/servers.lua)
--- on free 127.0.0.1 ports and prints shell assignments for review/diff.sh.
+-- scripts/difftest/start-servers.lua: starts nginx and redis-server (spec/support/servers.lua)
+-- on free 127.0.0.1 ports and prints shell assignments for scripts/difftest/diff.sh.
 package.path = "spec/?.lua;spec/support/?.lua;" .. package.path
 local S = require("servers")
 local ng = S.nginx()

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# review/diff.sh: differential test of two moonwait binaries (the one before
-# the "one job per file" restructuring and the one after). Every case runs
+# scripts/difftest/diff.sh: differential test of two moonwait binaries (the one before
+# and after a change that must keep behaviour: e.g. the "one job per file"
+# restructuring, 9adc43a vs today). Every case runs
 # once per binary in the same fresh directory (so paths in messages match);
 # stdout, stderr (timing numbers, pids and binary paths normalised), the exit
 # code and every file the run wrote are compared. Prints PASS/DIFF per case.
 #
-#   OLD=/tmp/mw-old/build/moonwait NEW=build/moonwait review/diff.sh [FILTER]
+#   OLD=/tmp/mw-old/build/moonwait NEW=build/moonwait scripts/difftest/diff.sh [FILTER]
 #
 # Build OLD with: git worktree add /tmp/mw-old 9adc43a && make -s -C /tmp/mw-old
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OLD=${OLD:-/tmp/mw-old/build/moonwait}
-NEW=${NEW:-$HERE/../build/moonwait}
+NEW=${NEW:-$HERE/../../build/moonwait}
 NEW=$(cd "$(dirname "$NEW")" && pwd)/$(basename "$NEW")
-FAULTPEER=${FAULTPEER:-$HERE/../build/faultpeer}
+FAULTPEER=${FAULTPEER:-$HERE/../../build/faultpeer}
 FILTER=${1:-}
 W=${W:-/tmp/mwdiff}
 RES=$HERE/out
@@ -73,7 +74,7 @@ c() {
 
 # real servers on 127.0.0.1 for the net cases (stopped at exit)
 if [ -z "${NO_SERVERS:-}" ]; then
-  eval "$(cd "$HERE/.." && luajit review/start-servers.lua)"
+  eval "$(cd "$HERE/../.." && luajit scripts/difftest/start-servers.lua)"
   export NGINX_PORT TLS_PORT CERT REDIS_PORT
   trap 'kill $NGINX_PID 2>/dev/null; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1' EXIT
 fi
@@ -82,5 +83,5 @@ for f in "$HERE"/cases/*.sh; do . "$f"; done
 
 echo
 echo "$npass passed, $ndiff failed"
-for d in "${diffs[@]}"; do echo "  DIFF $d (review/out/$d.diff)"; done
+for d in "${diffs[@]}"; do echo "  DIFF $d (scripts/difftest/out/$d.diff)"; done
 [ "$ndiff" = 0 ]

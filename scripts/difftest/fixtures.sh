@@ -1,5 +1,5 @@
-# review/fixtures.sh: writes the scripts and inputs the differential cases use
-# into the current directory (sourced by review/diff.sh).
+# scripts/difftest/fixtures.sh: writes the scripts and inputs the differential cases use
+# into the current directory (sourced by scripts/difftest/diff.sh).
 w() { cat > "$1"; }
 w pass.lua <<'EOF'
 local M = {}
