@@ -189,7 +189,7 @@ static int start_core(run *r)
     op_init(&r->op, &oc, &flow_op_callbacks, r);
     r->rng = uv_hrtime() | 1;
     route_init(&r->route, &r->op, c->on_error);
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, r->loop, c->timeout_ms };
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms };
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;

@@ -104,6 +104,13 @@ codec_doc *codec_doc_hand_out(codec *c)
     return d;
 }
 
+void codec_doc_push(const codec_doc *d, lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors_ref);
+    lua_rawgeti(L, -1, 1); /* the root: the first value anchored */
+    lua_remove(L, -2);
+}
+
 void codec_doc_free(codec *c, codec_doc *d)
 {
     if (!d)

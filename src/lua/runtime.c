@@ -22,9 +22,14 @@ rt *rt_of(lua_State *L)
     return r;
 }
 
+double rt_wall_secs(const rt *r, uint64_t loop_ms)
+{
+    return r->epoch0 + (double)loop_ms / 1000.0;
+}
+
 double rt_now(const rt *r)
 {
-    return r->epoch0 + (double)uv_now(r->loop) / 1000.0;
+    return rt_wall_secs(r, uv_now(r->loop));
 }
 
 /* ---- ready queue ---------------------------------------------------------- */
@@ -159,7 +164,6 @@ void rt_fiber_release(rt_fiber *f)
     f->state = RT_FIBER_IDLE;
     f->task = NULL;
     f->seq = 0;
-    f->deadline = 0;
     f->deadline_ms = 0;
     f->done = NULL;
     f->abandoned = NULL;

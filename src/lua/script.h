@@ -37,9 +37,33 @@ typedef struct script_result {
     int retry;           /* retry_on_result / retry_on_error said true */
 } script_result;
 
-/* Called once when a started call ends. `r` and its strings are valid
- * during the call only (except r->out, which the callee takes). */
-typedef void (*script_done_fn)(void *ud, void *task, script_result *r);
+/* The caller's per-record state (src/app's task): opaque here, handed
+ * back with the record's outcome. */
+struct task;
+
+/* A record's attempt ended (once per script_invoke). `r` and its strings
+ * are valid during the call only (except r->out, which the callee takes). */
+typedef void (*script_record_fn)(void *ud, struct task *t, script_result *r);
+
+/* An open or close hook ended (once per script_run_hook that started one);
+ * `r` as above (r->out is always NULL). */
+typedef void (*script_hook_fn)(void *ud, script_result *r);
+
+/* A parsed record, not yet invoked: its codec doc, which carries the
+ * decoded table (anchored by the doc's registry ref, so nothing waits on a
+ * Lua stack). Recycled with the codec's docs: no allocation per record. */
+typedef struct codec_doc script_rec;
+
+/* One attempt of a record (script_invoke). */
+typedef struct script_call {
+    struct task *task;      /* reported back through the record callback */
+    rt_fiber **fiber_slot;  /* always holds the fiber running the attempt (or
+                             * its retry predicate); see script_invoke */
+    uint64_t seq, line;     /* ctx.seq, ctx.line */
+    int attempt;            /* ctx.attempt, from 1 */
+    uint64_t deadline_ms;   /* the record's deadline on the loop's clock, 0 = none */
+    const char *last_error; /* ctx.last_error, or NULL (copied if kept) */
+} script_call;
 
 typedef struct script_parsed {
     int is_watermark;
@@ -53,18 +77,19 @@ struct script {
     char *path;             /* script file as given */
     char **ts_path;         /* event-time field path, split on '.'; NULL if none */
     codec codec;            /* records <-> Lua values */
-    codec_doc *parsed_doc;  /* the doc of the record parsed and not yet invoked */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
     retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
-    int parsed_on_stack;    /* a decoded record waits on rt.L's top */
     int generation;         /* hot-reload generation number (1 = first load) */
     char *tag_field;        /* --tag-generation: set this field on outputs (owned) */
     int previous_ref;       /* ctx.previous for open (decoded export), or LUA_NOREF */
-    script_done_fn done;
-    void *done_ud;
+    uint64_t sync_deadline_ms; /* while on_timeout runs: its record's deadline */
+    script_record_fn record_done; /* where attempts end (script_on_done) */
+    void *record_ud;
+    script_hook_fn hook_done; /* where the running hook ends (script_run_hook) */
+    void *hook_ud;
 };
 
 /* Load `path` into a fresh VM. `lua_dir` holds the shipped modules
@@ -76,43 +101,46 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 /* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
 int script_set_event_time(script *sc, const char *field);
 
-/* Where completions of invoke and hooks are reported. */
-void script_on_done(script *sc, script_done_fn done, void *ud);
+/* Where the outcome of every record's attempt is reported. */
+void script_on_done(script *sc, script_record_fn done, void *ud);
 
-/* Decode one input line (strict JSON, one object). On success returns 0,
- * fills *p and, for a record, leaves the decoded value for script_invoke
- * (or script_drop_parsed). `line` must stay valid and unchanged until that
- * record's attempt has ended (its untouched values are written from it).
- * On a malformed line returns -1 with a message in err. */
-int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
+/* Decode one input line (strict JSON, one object). On success returns 0
+ * and fills *p; for a record (not a watermark) *rec is the decoded record,
+ * owned by the caller until it passes it to script_invoke or frees it with
+ * script_rec_free (before script_close); for a watermark *rec is NULL.
+ * `line` must stay valid and unchanged until that record's attempt has
+ * ended (its untouched values are written from it). On a malformed line
+ * returns -1 with a message in err (*rec NULL). */
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
+                 size_t errlen);
 
-/* Discard a parsed record that will not be invoked. */
-void script_drop_parsed(script *sc);
+/* Decode `line` again for another attempt: 0 with *rec as script_parse
+ * gives it (`line` must stay valid as there), or -1 (it parsed before, so
+ * only on out of memory). */
+int script_reparse(script *sc, const char *line, size_t len, script_rec **rec);
 
-/* Start async_invoke(record, ctx) on the parsed record, then the retry
- * predicate that applies (retry_on_result after a success, retry_on_error
- * after a failure), each in a fiber. `*fiber_slot` always holds the fiber
- * running now (set before it starts: it may end before this returns); the
- * outcome is reported once through the done callback with `task`. deadline_ms is
- * on the loop clock (uv_now), 0 for none. */
-void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, uint64_t deadline_ms, const char *last_error);
+/* Drop a parsed record that will not be invoked (NULL: nothing). */
+void script_rec_free(script *sc, script_rec *rec);
 
-/* Decode `line` again for another attempt and leave it for script_invoke
- * (`line` must stay valid as for script_parse). Returns 0, or -1 (it
- * parsed before, so only on out of memory). */
-int script_reparse(script *sc, const char *line, size_t len);
+/* Start async_invoke(record, ctx) on `rec` (ownership passes: it lives as
+ * long as the attempt), then the retry predicate that applies
+ * (retry_on_result after a success, retry_on_error after a failure), each
+ * in a fiber. `*call->fiber_slot` always holds the fiber running now (set
+ * before it starts: it may end before this returns); the outcome is
+ * reported once through the record callback with call->task. */
+void script_invoke(script *sc, script_rec *rec, const script_call *call);
 
-/* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.
+/* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`;
+ * deadline_ms (the record's, loop clock) gives ctx.deadline.
  * Returns 1 with *out and *len set (ownership passes), 0 when the script has no
  * on_timeout, -1 with *err (malloc'd) when it failed. */
 int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
-                      int attempt, double deadline, char **out, size_t *outlen, char **err);
+                      int attempt, uint64_t deadline_ms, char **out, size_t *outlen, char **err);
 
 /* Start the open or close hook (`which` is "open" or "close") as a fiber.
- * Returns 0 if it was started (done callback follows with task == sc), 1
- * if the script has no such hook. */
-int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot);
+ * Returns 0 if it was started (`done` follows, once, with ud), 1 if the
+ * script has no such hook. One hook at a time. */
+int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script_hook_fn done, void *ud);
 
 /* Tag every output record (a table) with field = generation. */
 void script_set_tag(script *sc, const char *field, int generation);
