@@ -21,7 +21,6 @@
 #include "../io/io.h"
 #include "../lua/guard.h"
 #include "../net/pool.h"
-#include "opview.h"
 #include "run_int.h"
 
 /* ---- what the generations, the checkpoint and --stats ask ---------------------- */
@@ -92,7 +91,7 @@ static int snap_record(const op_entry *e, snap_rec *out)
 static void stats_fill(void *ud, stats_view *v)
 {
     run *r = ud;
-    v->op = opv_stats(&r->op);
+    v->op = op_counters(&r->op);
     v->in_flight = op_size(&r->op);
     v->backoffs = op_backoffs(&r->op);
     v->outputs = r->outputs;
