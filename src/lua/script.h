@@ -2,11 +2,23 @@
  * script.h: a loaded user script in its own VM (one "generation").
  *
  * Owns the rt (VM + scheduler), the record codec (codec.h) used to read and
- * write records, and refs to the script's functions. The pipeline
- * calls it to parse input lines, to start async_invoke for a record, to run
- * on_timeout, open and close. Results come back as encoded JSON lines in a
- * malloc'd buffer, or as an error message; no Lua value crosses this
- * interface.
+ * write records, and refs to the script's functions. The host (src/app:
+ * task.c per record, reload.c per generation) calls it to parse input
+ * lines, to start async_invoke for a record, to run on_timeout, open and
+ * close. Results come back as encoded JSON lines in a malloc'd buffer, or
+ * as an error message; no Lua value crosses this interface, and none waits
+ * on the VM's main stack between two calls: a parsed record is an explicit
+ * handle (script_rec) that its owner passes on or frees.
+ *
+ * The clock. Every deadline given here is in whole milliseconds on the
+ * loop's clock (uv_now of the loop the script was loaded on), which is the
+ * operator's clock (op.h: the host passes uv_now as cb.now), so the host
+ * passes an operator entry's deadline as it is. That one value is the
+ * record's deadline on the Lua side: the fiber's I/O bounds (rt_wait_ms)
+ * and ctx.remaining_ms() count down to it (remaining_ms takes the deadline
+ * of the call running when it is read: the fiber's, or on_timeout's), and
+ * ctx.deadline is the same moment in time.now() seconds, for display only
+ * (rt_wall_secs).
  *
  * Implemented by vm.c (load, close, files to watch), record.c (input lines
  * in), invoke.c (attempts and retry predicates), result.c (results out) and
@@ -41,12 +53,14 @@ typedef struct script_result {
  * back with the record's outcome. */
 struct task;
 
-/* A record's attempt ended (once per script_invoke). `r` and its strings
- * are valid during the call only (except r->out, which the callee takes). */
+/* A record's attempt ended: once per script_invoke, unless its fiber was
+ * discarded first (then never). `r` and its strings are valid during the
+ * call only (except r->out, which the callee takes). */
 typedef void (*script_record_fn)(void *ud, struct task *t, script_result *r);
 
-/* An open or close hook ended (once per script_run_hook that started one);
- * `r` as above (r->out is always NULL). */
+/* An open or close hook ended: once per script_run_hook that started
+ * one, unless its fiber was discarded first. `r` as above (r->out is
+ * always NULL). */
 typedef void (*script_hook_fn)(void *ud, script_result *r);
 
 /* A parsed record, not yet invoked: its codec doc, which carries the
@@ -85,7 +99,8 @@ struct script {
     int generation;         /* hot-reload generation number (1 = first load) */
     char *tag_field;        /* --tag-generation: set this field on outputs (owned) */
     int previous_ref;       /* ctx.previous for open (decoded export), or LUA_NOREF */
-    uint64_t sync_deadline_ms; /* while on_timeout runs: its record's deadline */
+    uint64_t sync_deadline_ms; /* while on_timeout runs (no fiber): its record's
+                                * deadline, for ctx.remaining_ms() */
     script_record_fn record_done; /* where attempts end (script_on_done) */
     void *record_ud;
     script_hook_fn hook_done; /* where the running hook ends (script_run_hook) */
