@@ -15,7 +15,10 @@
  * Triggers: --watch and SIGHUP (triggers.c).
  *
  * This file makes every generation-level call into lua/script.h (load,
- * hooks, export/import of state, close); task.c makes the per-record ones.
+ * hooks, export/import of state, close); task.c makes the per-record ones
+ * (and check.c loads a script on its own for `moonwait check`). Records'
+ * attempts end at ev.record_done (script_on_done); hooks end at this
+ * file's own callback (script_run_hook).
  * It reports to the run only through the gen_events it is given; it calls
  * nothing of the run's. The gens struct is embedded by the run; its fields
  * are this file's.
