@@ -98,7 +98,7 @@ static int take(cp *c, int complete)
 {
     snap s;
     memset(&s, 0, sizeof s);
-    if (snap_take(&c->view, complete, uv_now(c->loop), &s) != 0) {
+    if (snap_take(&c->view, complete, op_now(c->view.op), &s) != 0) {
         free(s.buf);
         fail(c, "checkpoint in %s not written: out of memory building the snapshot (%zu entries)", c->dir,
              op_size(c->view.op));

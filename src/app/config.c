@@ -38,14 +38,10 @@ void config_defaults(config *c)
 
 void config_free(config *c)
 {
-    free(c->pipeline);
-    free(c->script);
-    free(c->input);
-    free(c->output);
-    free(c->event_time);
-    free(c->dead_letter);
-    free(c->tag_generation);
-    free(c->checkpoint_dir);
+    char **owned[] = { &c->pipeline, &c->script, &c->input, &c->output,
+                       &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir };
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        free(*owned[i]);
     memset(c, 0, sizeof *c);
 }
 

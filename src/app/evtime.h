@@ -3,7 +3,7 @@
  * and the generated watermark waiting for a free slot in the operator.
  * task.c feeds it records' event times, run.c pushes the waiting
  * watermark, a checkpoint saves it (evtime_save) and a restore loads it
- * (evtime_load); nothing else reads its fields.
+ * (evtime_load) through wmgen's accessors; nothing else reads its fields.
  */
 #ifndef MW_EVTIME_H
 #define MW_EVTIME_H
@@ -61,20 +61,18 @@ static inline int evtime_take(evtime *ev, int64_t *wm)
 
 static inline void evtime_save(const evtime *ev, ckpt *k)
 {
-    k->has_wm_current = ev->gen.current != INT64_MIN;
-    k->wm_current = ev->gen.current;
-    k->has_wm_max = ev->gen.max_ts != INT64_MIN;
-    k->wm_max = ev->gen.max_ts;
+    k->has_wm_current = wmgen_current(&ev->gen) != INT64_MIN;
+    k->wm_current = wmgen_current(&ev->gen);
+    k->has_wm_max = wmgen_max_ts(&ev->gen) != INT64_MIN;
+    k->wm_max = wmgen_max_ts(&ev->gen);
     k->has_pending_wm = ev->has_pending;
     k->pending_wm = ev->pending;
 }
 
 static inline void evtime_load(evtime *ev, const ckpt *k)
 {
-    if (k->has_wm_current)
-        ev->gen.current = k->wm_current;
-    if (k->has_wm_max)
-        ev->gen.max_ts = k->wm_max;
+    wmgen_restore(&ev->gen, k->has_wm_current ? k->wm_current : INT64_MIN,
+                  k->has_wm_max ? k->wm_max : INT64_MIN);
     if (k->has_pending_wm) {
         ev->has_pending = 1;
         ev->pending = k->pending_wm;

@@ -22,11 +22,12 @@
 #include "../net/dns.h"
 #include "../net/pool.h"
 #include "../net/tls.h"
-#include "opview.h"
 #include "run_int.h"
 
 /* ---- operator callbacks ------------------------------------------------------- */
 
+/* The operator's clock (op.h): the loop's cached uv_now. The Lua side
+ * counts a record's deadline on the same clock (script.h). */
 static uint64_t cb_now(void *ud)
 {
     return uv_now(((run *)ud)->loop);
@@ -98,7 +99,7 @@ static double cb_random(void *ud)
 
 static void abandon_all(run *r)
 {
-    for (op_entry *e = opv_first(&r->op); e; e = opv_next(e))
+    for (op_entry *e = op_first(&r->op); e; e = op_next(e))
         task_discard(e->udata);
 }
 

@@ -11,7 +11,7 @@
 
 #include "../lua/modules.h"
 #include "config.h"
-#include "reload.h"
+#include "check.h"
 #include "run.h"
 
 static const char usage[] =
@@ -89,7 +89,7 @@ static int cmd_check(int argc, char **argv, const char *lua_dir)
         fprintf(stderr, "moonwait: usage: moonwait check SCRIPT.lua\n");
         return 2;
     }
-    return gen_check(argv[1], lua_dir);
+    return check_script(argv[1], lua_dir);
 }
 
 int main(int argc, char **argv)

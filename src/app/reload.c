@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../lua/guard.h"
-
 /* The generations' phase, following the run's: before the first open()
  * ended, running, closing (gen_close_all). */
 enum { GS_OPENING, GS_RUNNING, GS_CLOSING };
@@ -28,7 +26,7 @@ struct gen {
     int id;
     int state;               /* G_* */
     size_t records;          /* tasks pointing at it (accepted, not yet released) */
-    op_retry_policy policy;  /* effective strategy for its records */
+    const op_retry_policy *policy; /* its records' strategy (config_retry), or NULL */
     rt_fiber *hook_fiber;    /* open or close while it runs */
     uv_timer_t open_timer;   /* a reload's time limit for open() */
     int timer_open;
@@ -38,6 +36,7 @@ struct gen {
 };
 
 static void rewatch(gens *gs);
+static void hook_done(void *ud, script_result *r);
 static void gen_close(gen *g);
 static void after_reload(gens *gs);
 
@@ -133,20 +132,6 @@ static void gen_dispose(gen *g)
     maybe_free(g);
 }
 
-static void hook_done(gen *g, script_result *r);
-
-/* The one completion callback of every generation's script: a hook's
- * (task == the script itself) or a record's attempt. */
-static void on_script_done(void *ud, void *task, script_result *r)
-{
-    gen *g = ud;
-    if (task == &g->sc) {
-        hook_done(g, r);
-        return;
-    }
-    g->gs->ev.record_done(g->gs->ev.ud, task, r);
-}
-
 /* Load the configured script into g. 0, or -1 with *err (malloc'd). */
 static int gen_load(gen *g, char **err)
 {
@@ -160,12 +145,9 @@ static int gen_load(gen *g, char **err)
         return -1;
     }
     script_set_tag(&g->sc, c->tag_generation, g->id);
-    /* Precedence: flag over pipeline (both in c->retry) over the script. */
-    if (c->retry.set)
-        g->policy = c->retry;
-    else if (g->sc.retry.set)
-        g->policy = g->sc.retry;
-    script_on_done(&g->sc, on_script_done, g);
+    g->policy = config_retry(c, &g->sc.retry);
+    /* Records' attempts end at the run; hooks at hook_done. */
+    script_on_done(&g->sc, gs->ev.record_done, gs->ev.ud);
     return 0;
 }
 
@@ -197,7 +179,7 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
 void gen_open_first(gens *gs)
 {
     gen *g = gs->cur;
-    if (script_run_hook(&g->sc, "open", &g->hook_fiber) != 0) {
+    if (script_run_hook(&g->sc, "open", &g->hook_fiber, hook_done, g) != 0) {
         g->state = G_CURRENT;
         gs->phase = GS_RUNNING;
         gs->ev.opened(gs->ev.ud, NULL);
@@ -295,7 +277,7 @@ static void do_reload(gens *gs, const char *trigger)
         return;
     }
     hand_over_state(gs, g);
-    if (script_run_hook(&g->sc, "open", &g->hook_fiber) != 0) {
+    if (script_run_hook(&g->sc, "open", &g->hook_fiber, hook_done, g) != 0) {
         switch_to(g);
         return;
     }
@@ -352,8 +334,9 @@ static void first_opened(gen *g, script_result *r)
 }
 
 /* A hook of g finished (open or close). */
-static void hook_done(gen *g, script_result *r)
+static void hook_done(void *ud, script_result *r)
 {
+    gen *g = ud;
     gens *gs = g->gs;
     g->hook_fiber = NULL;
     if (g->state == G_OPENING && gs->phase == GS_OPENING && g == gs->cur) {
@@ -397,7 +380,7 @@ static void gen_close(gen *g)
         return;
     }
     g->state = G_CLOSING;
-    if (script_run_hook(&g->sc, "close", &g->hook_fiber) != 0)
+    if (script_run_hook(&g->sc, "close", &g->hook_fiber, hook_done, g) != 0)
         gen_dispose(g);
 }
 
@@ -438,7 +421,7 @@ script *gen_script(gen *g)
 
 const op_retry_policy *gen_policy(const gen *g)
 {
-    return &g->policy;
+    return g->policy;
 }
 
 void gen_close_all(gens *gs)
@@ -491,39 +474,4 @@ void gen_start_triggers(gens *gs)
 void gen_stop_triggers(gens *gs)
 {
     trig_stop(&gs->trig);
-}
-
-/* ---- moonwait check ----------------------------------------------------------- */
-
-static void check_closed(rt *r)
-{
-    (void)r;
-}
-
-int gen_check(const char *path, const char *lua_dir)
-{
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    /* Loading runs the script's main chunk: the run's default budget keeps
-     * a spinning one from hanging `check` too. */
-    int grc = guard_start(&loop, 1000);
-    if (grc != 0)
-        fprintf(stderr, "moonwait: warning: the CPU budget is off: %s\n", uv_strerror(grc));
-    script sc;
-    char *err = NULL;
-    int code = 0;
-    if (script_load(&sc, &loop, path, lua_dir, &err) != 0) {
-        fprintf(stderr, "%s\n", err);
-        free(err);
-        code = 2;
-        if (script_is_open(&sc))
-            script_close(&sc, check_closed);
-    } else {
-        printf("%s: ok\n", path);
-        script_close(&sc, check_closed);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    guard_stop();
-    uv_loop_close(&loop);
-    return code;
 }

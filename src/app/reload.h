@@ -15,7 +15,10 @@
  * Triggers: --watch and SIGHUP (triggers.c).
  *
  * This file makes every generation-level call into lua/script.h (load,
- * hooks, export/import of state, close); task.c makes the per-record ones.
+ * hooks, export/import of state, close); task.c makes the per-record ones
+ * (and check.c loads a script on its own for `moonwait check`). Records'
+ * attempts end at ev.record_done (script_on_done); hooks end at this
+ * file's own callback (script_run_hook).
  * It reports to the run only through the gen_events it is given; it calls
  * nothing of the run's. The gens struct is embedded by the run; its fields
  * are this file's.
@@ -36,7 +39,6 @@
 #define GEN_MAX 4
 
 typedef struct gen gen;
-struct task;
 
 /* What the generations tell the run. */
 typedef struct gen_events {
@@ -50,7 +52,7 @@ typedef struct gen_events {
     /* An attempt of a record started by task.c ended (r and its strings
      * are valid during the call only, except r->out, which the callee
      * takes). */
-    void (*record_done)(void *ud, struct task *t, script_result *r);
+    script_record_fn record_done;
     void *ud;
 } gen_events;
 
@@ -90,7 +92,8 @@ void gen_counts(const gens *gs, int *reloads, int *rejected);
 void gen_retain(gen *g);
 void gen_release(gen *g);
 script *gen_script(gen *g);
-/* The retry strategy records of g run under (outlives them). */
+/* The retry strategy records of g run under (config_retry: flag over
+ * pipeline over the script's M.retry), or NULL for none; outlives them. */
 const op_retry_policy *gen_policy(const gen *g);
 
 /* The run is ending: close every generation; ev.all_closed follows. */
@@ -101,9 +104,5 @@ void gen_start_triggers(gens *gs);
 void gen_stop_triggers(gens *gs);
 /* Free what is left (after the loop ended). */
 void gen_free_all(gens *gs);
-
-/* `moonwait check`: load the script and close it. The exit status: 0
- * (printed "FILE: ok") or 2 (the error printed). */
-int gen_check(const char *path, const char *lua_dir);
 
 #endif

@@ -21,7 +21,6 @@
 #include "../io/io.h"
 #include "../lua/guard.h"
 #include "../net/pool.h"
-#include "opview.h"
 #include "run_int.h"
 
 /* ---- what the generations, the checkpoint and --stats ask ---------------------- */
@@ -92,7 +91,7 @@ static int snap_record(const op_entry *e, snap_rec *out)
 static void stats_fill(void *ud, stats_view *v)
 {
     run *r = ud;
-    v->op = opv_stats(&r->op);
+    v->op = op_counters(&r->op);
     v->in_flight = op_size(&r->op);
     v->backoffs = op_backoffs(&r->op);
     v->outputs = r->outputs;
@@ -189,7 +188,7 @@ static int start_core(run *r)
     op_init(&r->op, &oc, &flow_op_callbacks, r);
     r->rng = uv_hrtime() | 1;
     route_init(&r->route, &r->op, c->on_error);
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, r->loop, c->timeout_ms };
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms };
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;

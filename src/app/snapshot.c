@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "../store/ckpt.h"
-#include "opview.h"
 
 /* A record's entry: a completed one with its result, any other with the
  * attempt to continue at and the budget it used. */
@@ -43,7 +42,7 @@ static void record_entry(const snap_view *v, const op_entry *e, uint64_t now, ck
 /* Every queued entry, in order, into k (its strings borrowed). 0 or -1. */
 static int add_entries(const snap_view *v, uint64_t now, ckpt *k)
 {
-    for (const op_entry *e = opv_first(v->op); e; e = opv_next(e)) {
+    for (const op_entry *e = op_first(v->op); e; e = op_next(e)) {
         ckpt_entry ce;
         memset(&ce, 0, sizeof ce);
         if (e->kind == OP_KIND_WATERMARK) {
@@ -78,7 +77,7 @@ int snap_take(const snap_view *v, int complete, uint64_t now, snap *s)
     s->pos = source_position(v->src);
     k.input_offset = s->pos.offset;
     k.input_line = s->pos.line;
-    k.next_seq = opv_next_seq(v->op);
+    k.next_seq = op_next_seq(v->op);
     evtime_save(v->ev, &k);
     k.output_len = sink_position(v->out);
     k.dead_letter_len = v->dlq ? sink_position(v->dlq) : 0;

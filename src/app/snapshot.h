@@ -7,7 +7,7 @@
  * result: encoded output and/or dead-letter line; watermarks between
  * them), the event-time state, and the positions of the output and the
  * dead-letter sinks. Everything is read through interfaces and accessors
- * (source.h, sink.h, opview.h, evtime.h, the `record` callback), so
+ * (source.h, sink.h, op.h's accessors, evtime.h, the `record` callback), so
  * spec/c/test_snapshot.c builds one from a known state and decodes it.
  */
 #ifndef MW_SNAPSHOT_H

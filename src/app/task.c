@@ -17,7 +17,6 @@ struct task {
     char *line;           /* raw input line (owned) */
     size_t len;
     uint64_t lineno;
-    double deadline;      /* rt_now() seconds, 0 = none */
     char *last_error;     /* the previous attempt's error (owned), or NULL */
 };
 
@@ -36,27 +35,33 @@ static route_rec rec_of(const task *t)
 static void fail_record(const task_env *env, task *t, const char *err)
 {
     route_rec rec = rec_of(t);
-    route_failure(env->route, t->e, &rec, err, uv_now(env->loop));
+    route_failure(env->route, t->e, &rec, err, op_now(env->op));
 }
 
-/* The operator's deadline (loop ms) as the script's clock (seconds). */
-static double deadline_secs(gen *g, uint64_t deadline_ms)
+/* The record's deadline as the script takes it: the operator's, on the
+ * same clock (the loop's uv_now), 0 for none. */
+static uint64_t deadline_ms(const op_entry *e)
 {
-    return gen_script(g)->rt.epoch0 + (double)deadline_ms / 1000.0;
+    return e->deadline == OP_NO_DEADLINE ? 0 : e->deadline;
+}
+
+/* Run the attempt e->attempt of t on its generation with the decoded
+ * record `rec` (ownership passes). May complete (and even emit) before it
+ * returns. */
+static void invoke(task *t, op_entry *e, script_rec *rec)
+{
+    script_call call = { t, &t->fiber, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error };
+    script_invoke(gen_script(t->g), rec, &call);
 }
 
 /* t entered the operator as e on generation g: run its attempt there. */
-static void start(task *t, gen *g, op_entry *e)
+static void start(task *t, gen *g, op_entry *e, script_rec *rec)
 {
     t->e = e;
     t->g = g;
     gen_retain(g);
     e->policy = gen_policy(g);
-    if (e->deadline != OP_NO_DEADLINE)
-        t->deadline = deadline_secs(g, e->deadline);
-    /* May complete (and even emit) before it returns. */
-    script_invoke(gen_script(g), t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
-                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+    invoke(t, e, rec);
 }
 
 static int is_blank(const char *s, size_t n)
@@ -72,7 +77,7 @@ static int malformed(const task_env *env, task *t, const char *err)
 {
     t->malformed = 1;
     route_rec rec = rec_of(t);
-    int rc = route_malformed(env->route, &rec, err, t, uv_now(env->loop));
+    int rc = route_malformed(env->route, &rec, err, t, op_now(env->op));
     if (rc == ROUTE_QUEUED)
         return TASK_OK; /* t is the entry's now, and may be gone already:
                          * a dead letter at the head leaves at once */
@@ -102,7 +107,8 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     t->lineno = rec->line;
     char err[512];
     script_parsed parsed;
-    if (script_parse(gen_script(g), t->line, t->len, &parsed, err, sizeof err) != 0)
+    script_rec *sr;
+    if (script_parse(gen_script(g), t->line, t->len, &parsed, &sr, err, sizeof err) != 0)
         return malformed(env, t, err);
     if (parsed.is_watermark) {
         free_task(t);
@@ -113,14 +119,14 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     op_entry *e;
     if (op_push_record(env->op, t->lineno, 0, t, &e) != 0) {
         /* Cannot happen: the run checks room first. Keep the record visible. */
-        script_drop_parsed(gen_script(g));
+        script_rec_free(gen_script(g), sr);
         free_task(t);
         snprintf(msg, msglen, "input line %" PRIu64 ": the operator refused the record", rec->line);
         return TASK_FATAL;
     }
     if (parsed.has_ts)
         evtime_on_event(env->ev, parsed.ts);
-    start(t, g, e);
+    start(t, g, e, sr);
     return TASK_OK;
 }
 
@@ -131,7 +137,7 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
     if (!r->ok && !r->err)
         r->err = "out of memory"; /* the message itself could not be made */
     if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
-        e->deadline <= uv_now(env->loop) && !aborting) {
+        e->deadline <= op_now(env->op) && !aborting) {
         /* The record's deadline passed before this outcome was taken: a
          * call's timer (or its I/O) woke the fiber in an earlier phase of
          * the loop turn than the record's own timer. The record's deadline
@@ -157,12 +163,12 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
 void task_retry(const task_env *env, op_entry *e)
 {
     task *t = e->udata;
-    if (script_reparse(gen_script(t->g), t->line, t->len) != 0) {
+    script_rec *rec;
+    if (script_reparse(gen_script(t->g), t->line, t->len, &rec) != 0) {
         fail_record(env, t, "out of memory decoding the record for another attempt");
         return;
     }
-    script_invoke(gen_script(t->g), t, &t->fiber, e->seq, t->lineno, (int)e->attempt,
-                  e->deadline == OP_NO_DEADLINE ? 0 : e->deadline, t->last_error);
+    invoke(t, e, rec);
 }
 
 void task_timeout(const task_env *env, op_entry *e)
@@ -174,7 +180,7 @@ void task_timeout(const task_env *env, op_entry *e)
     char *out = NULL, *err = NULL;
     size_t len = 0;
     int rc = script_on_timeout(gen_script(t->g), t->line, t->len, e->seq, t->lineno, (int)e->attempt,
-                               t->deadline, &out, &len, &err);
+                               deadline_ms(e), &out, &len, &err);
     if (rc == 1) {
         op_complete(env->op, e, out, len);
     } else if (rc == 0) {
@@ -220,13 +226,13 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
     gen *g = gen_current(env->gens);
     char err[512];
     script_parsed parsed;
-    int bad = ce->malformed || script_parse(gen_script(g), t->line, t->len, &parsed, err, sizeof err) != 0;
+    script_rec *sr = NULL;
+    int bad = ce->malformed || script_parse(gen_script(g), t->line, t->len, &parsed, &sr, err, sizeof err) != 0;
     if (bad && ce->malformed)
         snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
     op_entry *e;
     if (op_restore_record(env->op, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
-        if (!bad)
-            script_drop_parsed(gen_script(g));
+        script_rec_free(gen_script(g), sr);
         free_task(t);
         snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
         return -1;
@@ -237,7 +243,7 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
         fail_record(env, t, err);
         return 0;
     }
-    start(t, g, e);
+    start(t, g, e, sr);
     return 0;
 }
 

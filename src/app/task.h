@@ -5,10 +5,14 @@
  * previous attempt's error, and while an attempt runs, its fiber.
  *
  * This file makes every per-record call into lua/script.h: decoding a line
- * (script_parse), starting an attempt (script_invoke, script_reparse),
- * on_timeout, abandoning a fiber; and it turns an attempt's outcome into
- * the operator's verbs (complete, retry, or route the failure). So when
- * script.h moves to an explicit per-record handle, only this file changes.
+ * (script_parse, script_reparse: a script_rec handle the task passes on to
+ * script_invoke, or frees), on_timeout, abandoning a fiber; and it turns an
+ * attempt's outcome into the operator's verbs (complete, retry, or route
+ * the failure).
+ *
+ * One clock: a record's deadline is its operator entry's (e->deadline, on
+ * op_now's clock, which is the loop's uv_now); the script gets that value
+ * as it is, and every comparison here is against op_now().
  *
  * Retries: when an attempt's outcome asks for another (the script's retry
  * predicate said so), op_retry() decides whether one may follow; if so the
@@ -38,7 +42,6 @@ typedef struct task_env {
     route *route;
     evtime *ev;
     const gens *gens;      /* new records run on the current generation */
-    uv_loop_t *loop;       /* the operator's clock is this loop's uv_now */
     uint64_t timeout_ms;   /* for the timeout message */
 } task_env;
 

@@ -34,7 +34,7 @@ void timeouts_rearm(timeouts *t)
         t->armed = OP_NO_DEADLINE;
         return;
     }
-    uint64_t now = uv_now(t->loop);
+    uint64_t now = op_now(t->op);
     uv_timer_start(&t->timer, on_timer, next > now ? next - now : 0, 0);
 }
 

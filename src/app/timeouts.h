@@ -3,8 +3,8 @@
  * back-offs. It is armed at op_next_deadline() (re-armed only when that
  * changes) and fires op_expire(), whose timeout and retry callbacks the
  * run handles; then `fired` lets the run pump and re-check its phase. The
- * operator's clock is the loop's (uv_now), so a deadline minus uv_now() is
- * the delay.
+ * operator's clock is the loop's (the run passes uv_now as its cb.now), so
+ * a deadline minus op_now() is the timer's delay in the timer's own ms.
  */
 #ifndef MW_TIMEOUTS_H
 #define MW_TIMEOUTS_H

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/list.h"
 #include "codec_int.h"
 
 /* Tapes above this many nodes are not kept for reuse. */
@@ -96,12 +97,15 @@ codec_doc *codec_doc_hand_out(codec *c)
 {
     codec_doc *d = c->next;
     c->next = NULL;
-    d->next = c->live;
-    d->prev = NULL;
-    if (c->live)
-        c->live->prev = d;
-    c->live = d;
+    MW_LIST_PUSH(c->live, d, prev, next);
     return d;
+}
+
+void codec_doc_push(const codec_doc *d, lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors_ref);
+    lua_rawgeti(L, -1, 1); /* the root: the first value anchored */
+    lua_remove(L, -2);
 }
 
 void codec_doc_free(codec *c, codec_doc *d)
@@ -111,12 +115,7 @@ void codec_doc_free(codec *c, codec_doc *d)
     if (d->anchors_ref != LUA_NOREF)
         luaL_unref(c->L, LUA_REGISTRYINDEX, d->anchors_ref);
     d->anchors_ref = LUA_NOREF;
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        c->live = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
+    MW_LIST_UNLINK(c->live, d, prev, next);
     if (d->t.cap > KEEP_NODES) {
         doc_destroy(d);
         return;

@@ -60,6 +60,10 @@ const json_tape *codec_pending(const codec *c);
  * then freed by codec_close). */
 codec_doc *codec_build(codec *c, lua_State *L);
 
+/* Push the value a doc was built for (codec_build): the doc carries it,
+ * as the first of its anchors, for as long as it lives. */
+void codec_doc_push(const codec_doc *d, lua_State *L);
+
 /* Release a doc (its anchors are unreferenced; its memory recycled). */
 void codec_doc_free(codec *c, codec_doc *d);
 

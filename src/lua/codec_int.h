@@ -16,7 +16,8 @@ struct codec_doc {
     json_tape t;
     const char *text;    /* the raw text (the caller's; outlives the doc) */
     size_t len;
-    int anchors_ref;     /* registry ref of the anchors array, or LUA_NOREF */
+    int anchors_ref;     /* registry ref of the anchors array (its [1] is the
+                          * record's root table), or LUA_NOREF */
     uint32_t *order;     /* container nodes sorted by table address (lazy) */
     uint32_t norder;
     int order_built;

@@ -18,7 +18,7 @@
 
 #include "script_int.h"
 
-/* open or close ended: reported with task == sc. */
+/* open or close ended: reported through the hook's own callback. */
 static void hook_done(void *ud, rt_fiber *f, int status)
 {
     script *sc = ud;
@@ -38,11 +38,13 @@ static void hook_done(void *ud, rt_fiber *f, int status)
         rt_fiber_discard(f);
     }
     r.err = r.errmsg = err;
-    sc->done(sc->done_ud, sc, &r);
+    script_hook_fn done = sc->hook_done;
+    sc->hook_done = NULL;
+    done(sc->hook_ud, &r);
     free(err);
 }
 
-int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
+int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script_hook_fn done, void *ud)
 {
     int is_open = strcmp(which, "open") == 0;
     int ref = is_open ? sc->open_ref : sc->close_ref;
@@ -65,16 +67,17 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot)
     }
     lua_rawgeti(f->co, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
     lua_setmetatable(f->co, -2);
-    f->task = sc;
     f->seq = 0;
     *fiber_slot = f;
     f->slot = fiber_slot;
+    sc->hook_done = done;
+    sc->hook_ud = ud;
     rt_fiber_start(f, 1, hook_done, sc);
     return 0;
 }
 
 int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
-                      int attempt, double deadline, char **out, size_t *outlen, char **err)
+                      int attempt, uint64_t deadline_ms, char **out, size_t *outlen, char **err)
 {
     *out = NULL;
     *outlen = 0;
@@ -91,14 +94,17 @@ int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, ui
         return -1;
     }
     codec_doc *doc = codec_build(&sc->codec, L);
-    script_push_ctx(sc, L, seq, lineno, attempt, deadline, NULL);
-    if (script_pcall(L, 2, LUA_MULTRET) != 0) {
+    script_push_ctx(sc, L, seq, lineno, attempt, deadline_ms, NULL);
+    sc->sync_deadline_ms = deadline_ms; /* ctx.remaining_ms() outside a fiber */
+    int rc = script_pcall(L, 2, LUA_MULTRET);
+    sc->sync_deadline_ms = 0;
+    if (rc != 0) {
         *err = rt_strdup_value(L, -1);
         lua_settop(L, base);
         codec_doc_free(&sc->codec, doc);
         return -1;
     }
-    int rc = script_encode_results(sc, "on_timeout", base + 1, doc, out, outlen, err) == 0 ? 1 : -1;
+    rc = script_encode_results(sc, "on_timeout", base + 1, doc, out, outlen, err) == 0 ? 1 : -1;
     codec_doc_free(&sc->codec, doc);
     return rc;
 }

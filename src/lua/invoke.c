@@ -1,9 +1,9 @@
 /*
- * invoke.c: one attempt of a record (contract in script.h): move the parsed
- * record onto a fiber with its ctx and start async_invoke(record, ctx);
- * when the script has retry predicates, hand the outcome to
- * retry_on_result or retry_on_error in a fiber of their own; report the
- * outcome once through the script's done callback.
+ * invoke.c: one attempt of a record (contract in script.h): push the
+ * record its handle carries onto a fiber with its ctx and start
+ * async_invoke(record, ctx); when the script has retry predicates, hand
+ * the outcome to retry_on_result or retry_on_error in a fiber of their
+ * own; report the outcome once through the script's record callback.
  *
  * Without predicates an attempt allocates nothing here (the fiber is
  * pooled, the record's doc is recycled). With them a `call` carries what
@@ -22,8 +22,8 @@
 
 #include "script_int.h"
 
-void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt, double deadline,
-                     const char *last_error)
+void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt,
+                     uint64_t deadline_ms, const char *last_error)
 {
     lua_createtable(L, 0, 5);
     lua_pushnumber(L, (lua_Number)seq);
@@ -32,8 +32,8 @@ void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int 
     lua_setfield(L, -2, "line");
     lua_pushinteger(L, attempt);
     lua_setfield(L, -2, "attempt");
-    if (deadline > 0) {
-        lua_pushnumber(L, deadline);
+    if (deadline_ms) {
+        lua_pushnumber(L, rt_wall_secs(&sc->rt, deadline_ms));
         lua_setfield(L, -2, "deadline");
     }
     if (last_error) {
@@ -45,16 +45,13 @@ void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int 
 }
 
 /* One attempt of a record whose script has a retry predicate: what the
- * predicate's ctx needs, and the attempt's outcome while it runs. Owned by
- * the running fiber's done/abandoned callbacks. */
+ * predicate's ctx needs (the attempt's script_call, with its own copy of
+ * last_error), and the attempt's outcome while it runs. Owned by the
+ * running fiber's done/abandoned callbacks. */
 typedef struct call {
     script *sc;
-    void *task;
-    rt_fiber **slot;
-    uint64_t seq, line, deadline_ms;
-    int attempt;
-    double deadline;
-    char *last_error;
+    script_call a;
+    char *last_error; /* owned; a.last_error points at it */
     script_result r;
     char *out, *err, *errmsg; /* owned copies behind r */
 } call;
@@ -108,15 +105,16 @@ static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *
     r->errmsg = *msg;
 }
 
-/* async_invoke ended for a record whose script has no retry predicate. */
+/* async_invoke ended for a record whose script has no retry predicate
+ * (f->task is the call's task, set by script_invoke). */
 static void attempt_done(void *ud, rt_fiber *f, int status)
 {
     script *sc = ud;
-    void *task = f->task;
+    struct task *task = f->task;
     script_result r;
     char *err = NULL, *msg = NULL;
     attempt_outcome(sc, f, status, &r, &err, &msg, 0);
-    sc->done(sc->done_ud, task, &r);
+    sc->record_done(sc->record_ud, task, &r);
     free(err);
     free(msg);
 }
@@ -146,9 +144,19 @@ static void pred_done(void *ud, rt_fiber *f, int status)
     }
     c->r.out = c->out;
     c->out = NULL; /* the callee takes it */
-    sc->done(sc->done_ud, c->task, &c->r);
+    sc->record_done(sc->record_ud, c->a.task, &c->r);
     free(perr);
     call_free(c);
+}
+
+/* Make f run the attempt `a` (its task, deadline, slot). */
+static void bind_fiber(rt_fiber *f, const script_call *a)
+{
+    f->task = a->task;
+    f->seq = a->seq;
+    f->deadline_ms = a->deadline_ms;
+    *a->fiber_slot = f;
+    f->slot = a->fiber_slot;
 }
 
 /* async_invoke ended for a record whose script has retry predicates: run
@@ -166,7 +174,7 @@ static void attempt_done_pred(void *ud, rt_fiber *f, int status)
         if (c->r.ok && keep)
             lua_pop(sc->rt.L, 1);
         c->out = NULL;
-        sc->done(sc->done_ud, c->task, &c->r);
+        sc->record_done(sc->record_ud, c->a.task, &c->r);
         call_free(c);
         return;
     }
@@ -175,14 +183,9 @@ static void attempt_done_pred(void *ud, rt_fiber *f, int status)
         lua_xmove(sc->rt.L, pf->co, 1); /* the outputs table */
     else
         lua_pushstring(pf->co, c->errmsg);
-    script_push_ctx(sc, pf->co, c->seq, c->line, c->attempt, c->deadline, c->last_error);
-    pf->task = c->task;
-    pf->seq = c->seq;
-    pf->deadline = c->deadline;
-    pf->deadline_ms = c->deadline_ms;
+    script_push_ctx(sc, pf->co, c->a.seq, c->a.line, c->a.attempt, c->a.deadline_ms, c->a.last_error);
+    bind_fiber(pf, &c->a);
     pf->abandoned = call_abandoned;
-    *c->slot = pf;
-    pf->slot = c->slot;
     rt_fiber_start(pf, 2, pred_done, c);
 }
 
@@ -194,58 +197,45 @@ static void free_attached_doc(rt_fiber *f)
 
 /* Start f (async_invoke, the record and its ctx on it) with a call for the
  * predicates; out of memory fails the attempt. */
-static void start_with_predicates(script *sc, rt_fiber *f, void *task, uint64_t line, int attempt,
-                                  const char *last_error)
+static void start_with_predicates(script *sc, rt_fiber *f, const script_call *a)
 {
     call *c = calloc(1, sizeof *c);
-    if (!c) {
+    char *last = c && a->last_error ? strdup(a->last_error) : NULL;
+    if (!c || (a->last_error && !last)) {
+        free(c);
         lua_settop(f->co, 0);
+        *a->fiber_slot = NULL;
         rt_fiber_release(f);
         script_result r = { 0, NULL, 0, "out of memory", "out of memory", 0 };
-        sc->done(sc->done_ud, task, &r);
+        sc->record_done(sc->record_ud, a->task, &r);
         return;
     }
     c->sc = sc;
-    c->task = task;
-    c->slot = f->slot;
-    c->seq = f->seq;
-    c->line = line;
-    c->attempt = attempt;
-    c->deadline = f->deadline;
-    c->deadline_ms = f->deadline_ms;
-    c->last_error = last_error ? strdup(last_error) : NULL;
+    c->a = *a;
+    c->last_error = last;
+    c->a.last_error = last;
     f->abandoned = call_abandoned;
     rt_fiber_start(f, 2, attempt_done_pred, c);
 }
 
-void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, uint64_t deadline_ms, const char *last_error)
+void script_invoke(script *sc, script_rec *rec, const script_call *a)
 {
-    double deadline = deadline_ms ? sc->rt.epoch0 + (double)deadline_ms / 1000.0 : 0;
-    lua_State *L = sc->rt.L;
     rt_fiber *f = rt_fiber_get(&sc->rt);
     if (!f) {
-        script_drop_parsed(sc);
+        script_rec_free(sc, rec);
         script_result r = { 0, NULL, 0, "out of memory starting a coroutine", "out of memory", 0 };
-        sc->done(sc->done_ud, task, &r);
+        sc->record_done(sc->record_ud, a->task, &r);
         return;
     }
     lua_State *co = f->co;
     lua_rawgeti(co, LUA_REGISTRYINDEX, sc->invoke_ref);
-    lua_xmove(L, co, 1); /* the parsed record */
-    sc->parsed_on_stack = 0;
-    f->attach = sc->parsed_doc;
+    codec_doc_push(rec, co);
+    f->attach = rec;
     f->attach_free = free_attached_doc;
-    sc->parsed_doc = NULL;
-    script_push_ctx(sc, co, seq, line, attempt, deadline, last_error);
-    f->task = task;
-    f->seq = seq;
-    f->deadline = deadline;
-    f->deadline_ms = deadline_ms;
-    *fiber_slot = f;
-    f->slot = fiber_slot;
+    script_push_ctx(sc, co, a->seq, a->line, a->attempt, a->deadline_ms, a->last_error);
+    bind_fiber(f, a);
     if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF)
         rt_fiber_start(f, 2, attempt_done, sc); /* the common, allocation-free path */
     else
-        start_with_predicates(sc, f, task, line, attempt, last_error);
+        start_with_predicates(sc, f, a);
 }

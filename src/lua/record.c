@@ -2,8 +2,8 @@
  * record.c: a record's way into a script's VM (contract in script.h): parse
  * an input line with the codec, recognise a watermark line and read the
  * event-time field off the tape (no Lua for either), then build the record
- * and leave it, with its doc, on the main thread's stack for
- * script_invoke (invoke.c) or script_drop_parsed.
+ * and hand out its doc, which anchors the decoded table, as the caller's
+ * script_rec (for script_invoke in invoke.c, or script_rec_free).
  *
  * Called by src/app for every input line, and again for each retry.
  */
@@ -69,9 +69,20 @@ static int read_watermark(const json_tape *t, const char *line, script_parsed *p
     return 1;
 }
 
-int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen)
+/* Build the parsed tape's record: its doc holds the decoded table, and
+ * nothing stays on the stack. */
+static script_rec *build(script *sc)
+{
+    codec_doc *d = codec_build(&sc->codec, sc->rt.L);
+    lua_pop(sc->rt.L, 1);
+    return d;
+}
+
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
+                 size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    *rec = NULL;
     if (codec_parse(&sc->codec, line, len, err, errlen) != 0)
         return -1;
     const json_tape *t = codec_pending(&sc->codec);
@@ -91,27 +102,21 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, cha
         }
         p->has_ts = 1;
     }
-    sc->parsed_doc = codec_build(&sc->codec, sc->rt.L);
-    sc->parsed_on_stack = 1;
+    *rec = build(sc);
     return 0;
 }
 
-int script_reparse(script *sc, const char *line, size_t len)
+int script_reparse(script *sc, const char *line, size_t len, script_rec **rec)
 {
     char err[256];
+    *rec = NULL;
     if (codec_parse(&sc->codec, line, len, err, sizeof err) != 0)
         return -1;
-    sc->parsed_doc = codec_build(&sc->codec, sc->rt.L);
-    sc->parsed_on_stack = 1;
+    *rec = build(sc);
     return 0;
 }
 
-void script_drop_parsed(script *sc)
+void script_rec_free(script *sc, script_rec *rec)
 {
-    if (sc->parsed_on_stack) {
-        lua_pop(sc->rt.L, 1);
-        sc->parsed_on_stack = 0;
-        codec_doc_free(&sc->codec, sc->parsed_doc);
-        sc->parsed_doc = NULL;
-    }
+    codec_doc_free(&sc->codec, rec);
 }

@@ -3,6 +3,7 @@
  */
 #include "runtime.h"
 
+#include "../util/list.h"
 #include "guard.h"
 
 #include <lauxlib.h>
@@ -22,9 +23,14 @@ rt *rt_of(lua_State *L)
     return r;
 }
 
+double rt_wall_secs(const rt *r, uint64_t loop_ms)
+{
+    return r->epoch0 + (double)loop_ms / 1000.0;
+}
+
 double rt_now(const rt *r)
 {
-    return r->epoch0 + (double)uv_now(r->loop) / 1000.0;
+    return rt_wall_secs(r, uv_now(r->loop));
 }
 
 /* ---- ready queue ---------------------------------------------------------- */
@@ -61,28 +67,14 @@ void rt_wake(rt_fiber *f, int nres)
     f->nresume = nres;
     f->cancel = NULL;
     f->wait = NULL;
-    f->ready_next = NULL;
-    f->ready_prev = r->ready_tail;
     f->ready_pass = r->pass;
-    if (r->ready_tail)
-        r->ready_tail->ready_next = f;
-    else
-        r->ready_head = f;
-    r->ready_tail = f;
+    MW_QUEUE_APPEND(r->ready_head, r->ready_tail, f, ready_prev, ready_next);
     uv_idle_start(&r->idle, on_idle);
 }
 
 static void ready_remove(rt *r, rt_fiber *f)
 {
-    if (f->ready_prev)
-        f->ready_prev->ready_next = f->ready_next;
-    else if (r->ready_head == f)
-        r->ready_head = f->ready_next;
-    if (f->ready_next)
-        f->ready_next->ready_prev = f->ready_prev;
-    else if (r->ready_tail == f)
-        r->ready_tail = f->ready_prev;
-    f->ready_next = f->ready_prev = NULL;
+    MW_QUEUE_UNLINK(r->ready_head, r->ready_tail, f, ready_prev, ready_next);
 }
 
 /* ---- fibers ---------------------------------------------------------------- */
@@ -99,10 +91,7 @@ rt_fiber *rt_fiber_get(rt *r)
     f->co_ref = luaL_ref(r->L, LUA_REGISTRYINDEX); /* pops the thread */
     uv_timer_init(r->loop, &f->timer);
     f->timer.data = f;
-    f->all_next = r->all;
-    if (r->all)
-        r->all->all_prev = f;
-    r->all = f;
+    MW_LIST_PUSH(r->all, f, all_prev, all_next);
     r->live++;
     return f;
 }
@@ -111,12 +100,7 @@ static void fiber_free_cb(uv_handle_t *h)
 {
     rt_fiber *f = h->data;
     rt *r = f->rt;
-    if (f->all_prev)
-        f->all_prev->all_next = f->all_next;
-    else
-        r->all = f->all_next;
-    if (f->all_next)
-        f->all_next->all_prev = f->all_prev;
+    MW_LIST_UNLINK(r->all, f, all_prev, all_next);
     free(f->err);
     free(f->errmsg);
     free(f);
@@ -159,7 +143,6 @@ void rt_fiber_release(rt_fiber *f)
     f->state = RT_FIBER_IDLE;
     f->task = NULL;
     f->seq = 0;
-    f->deadline = 0;
     f->deadline_ms = 0;
     f->done = NULL;
     f->abandoned = NULL;

@@ -16,6 +16,12 @@
  * finished normally returns to the pool. An abandoned fiber (its record
  * timed out) is never resumed again: its cancel hook runs, its thread is
  * unref'd, and its struct is freed in its timer's close callback.
+ *
+ * The clock: the runtime's only clock is its loop's cached uv_now (whole
+ * ms), the same reading the operator uses as its clock (op.h, cb.now), so a
+ * fiber's deadline_ms is the operator entry's deadline as it is. Seconds
+ * since the epoch (time.now(), ctx.deadline) are derived from it for
+ * display only (rt_now, rt_wall_secs), never read back.
  */
 #ifndef MW_RUNTIME_H
 #define MW_RUNTIME_H
@@ -54,8 +60,8 @@ struct rt_fiber {
     rt_cancel_fn cancel;    /* while parked: undoes the wait */
     void *wait;             /* while parked: the primitive's own state */
     uv_timer_t timer;       /* sleep and I/O timeouts; closed when freed */
-    double deadline;        /* clock seconds (rt_now) or 0 = none */
-    uint64_t deadline_ms;   /* the same on the loop clock (uv_now); 0 = none */
+    uint64_t deadline_ms;   /* the record's deadline on the loop's clock (uv_now,
+                             * which is the operator's clock); 0 = none */
     void *task;             /* owner's pointer (the record being run) */
     uint64_t seq;           /* record seq for log lines, 0 if none */
     rt_done_fn done;        /* called when the run ends */
@@ -88,7 +94,7 @@ struct rt {
     size_t dying;           /* of those, dropped and waiting for their timer to close */
     rt_fiber *all;          /* every fiber not yet freed, to abandon at rt_close */
     int closing;
-    double epoch0;          /* wall clock seconds at loop ms 0 */
+    double epoch0;          /* wall clock seconds at loop ms 0 (display only) */
     void (*on_closed)(rt *r); /* called once every handle has closed */
     int handles_open;
 };
@@ -107,6 +113,10 @@ void rt_close(rt *r, void (*on_closed)(rt *r));
 
 /* Seconds since the epoch on the loop's cached clock (ms resolution). */
 double rt_now(const rt *r);
+
+/* The moment `loop_ms` (a uv_now reading, e.g. a deadline) in the same
+ * seconds as rt_now: for display (ctx.deadline), never for comparisons. */
+double rt_wall_secs(const rt *r, uint64_t loop_ms);
 
 /* The rt of a VM (stored in its registry by rt_init). */
 rt *rt_of(lua_State *L);

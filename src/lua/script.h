@@ -2,11 +2,23 @@
  * script.h: a loaded user script in its own VM (one "generation").
  *
  * Owns the rt (VM + scheduler), the record codec (codec.h) used to read and
- * write records, and refs to the script's functions. The pipeline
- * calls it to parse input lines, to start async_invoke for a record, to run
- * on_timeout, open and close. Results come back as encoded JSON lines in a
- * malloc'd buffer, or as an error message; no Lua value crosses this
- * interface.
+ * write records, and refs to the script's functions. The host (src/app:
+ * task.c per record, reload.c per generation) calls it to parse input
+ * lines, to start async_invoke for a record, to run on_timeout, open and
+ * close. Results come back as encoded JSON lines in a malloc'd buffer, or
+ * as an error message; no Lua value crosses this interface, and none waits
+ * on the VM's main stack between two calls: a parsed record is an explicit
+ * handle (script_rec) that its owner passes on or frees.
+ *
+ * The clock. Every deadline given here is in whole milliseconds on the
+ * loop's clock (uv_now of the loop the script was loaded on), which is the
+ * operator's clock (op.h: the host passes uv_now as cb.now), so the host
+ * passes an operator entry's deadline as it is. That one value is the
+ * record's deadline on the Lua side: the fiber's I/O bounds (rt_wait_ms)
+ * and ctx.remaining_ms() count down to it (remaining_ms takes the deadline
+ * of the call running when it is read: the fiber's, or on_timeout's), and
+ * ctx.deadline is the same moment in time.now() seconds, for display only
+ * (rt_wall_secs).
  *
  * Implemented by vm.c (load, close, files to watch), record.c (input lines
  * in), invoke.c (attempts and retry predicates), result.c (results out) and
@@ -37,9 +49,35 @@ typedef struct script_result {
     int retry;           /* retry_on_result / retry_on_error said true */
 } script_result;
 
-/* Called once when a started call ends. `r` and its strings are valid
- * during the call only (except r->out, which the callee takes). */
-typedef void (*script_done_fn)(void *ud, void *task, script_result *r);
+/* The caller's per-record state (src/app's task): opaque here, handed
+ * back with the record's outcome. */
+struct task;
+
+/* A record's attempt ended: once per script_invoke, unless its fiber was
+ * discarded first (then never). `r` and its strings are valid during the
+ * call only (except r->out, which the callee takes). */
+typedef void (*script_record_fn)(void *ud, struct task *t, script_result *r);
+
+/* An open or close hook ended: once per script_run_hook that started
+ * one, unless its fiber was discarded first. `r` as above (r->out is
+ * always NULL). */
+typedef void (*script_hook_fn)(void *ud, script_result *r);
+
+/* A parsed record, not yet invoked: its codec doc, which carries the
+ * decoded table (anchored by the doc's registry ref, so nothing waits on a
+ * Lua stack). Recycled with the codec's docs: no allocation per record. */
+typedef struct codec_doc script_rec;
+
+/* One attempt of a record (script_invoke). */
+typedef struct script_call {
+    struct task *task;      /* reported back through the record callback */
+    rt_fiber **fiber_slot;  /* always holds the fiber running the attempt (or
+                             * its retry predicate); see script_invoke */
+    uint64_t seq, line;     /* ctx.seq, ctx.line */
+    int attempt;            /* ctx.attempt, from 1 */
+    uint64_t deadline_ms;   /* the record's deadline on the loop's clock, 0 = none */
+    const char *last_error; /* ctx.last_error, or NULL (copied if kept) */
+} script_call;
 
 typedef struct script_parsed {
     int is_watermark;
@@ -53,18 +91,20 @@ struct script {
     char *path;             /* script file as given */
     char **ts_path;         /* event-time field path, split on '.'; NULL if none */
     codec codec;            /* records <-> Lua values */
-    codec_doc *parsed_doc;  /* the doc of the record parsed and not yet invoked */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
     retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
-    int parsed_on_stack;    /* a decoded record waits on rt.L's top */
     int generation;         /* hot-reload generation number (1 = first load) */
     char *tag_field;        /* --tag-generation: set this field on outputs (owned) */
     int previous_ref;       /* ctx.previous for open (decoded export), or LUA_NOREF */
-    script_done_fn done;
-    void *done_ud;
+    uint64_t sync_deadline_ms; /* while on_timeout runs (no fiber): its record's
+                                * deadline, for ctx.remaining_ms() */
+    script_record_fn record_done; /* where attempts end (script_on_done) */
+    void *record_ud;
+    script_hook_fn hook_done; /* where the running hook ends (script_run_hook) */
+    void *hook_ud;
 };
 
 /* Load `path` into a fresh VM. `lua_dir` holds the shipped modules
@@ -76,43 +116,46 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 /* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
 int script_set_event_time(script *sc, const char *field);
 
-/* Where completions of invoke and hooks are reported. */
-void script_on_done(script *sc, script_done_fn done, void *ud);
+/* Where the outcome of every record's attempt is reported. */
+void script_on_done(script *sc, script_record_fn done, void *ud);
 
-/* Decode one input line (strict JSON, one object). On success returns 0,
- * fills *p and, for a record, leaves the decoded value for script_invoke
- * (or script_drop_parsed). `line` must stay valid and unchanged until that
- * record's attempt has ended (its untouched values are written from it).
- * On a malformed line returns -1 with a message in err. */
-int script_parse(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
+/* Decode one input line (strict JSON, one object). On success returns 0
+ * and fills *p; for a record (not a watermark) *rec is the decoded record,
+ * owned by the caller until it passes it to script_invoke or frees it with
+ * script_rec_free (before script_close); for a watermark *rec is NULL.
+ * `line` must stay valid and unchanged until that record's attempt has
+ * ended (its untouched values are written from it). On a malformed line
+ * returns -1 with a message in err (*rec NULL). */
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
+                 size_t errlen);
 
-/* Discard a parsed record that will not be invoked. */
-void script_drop_parsed(script *sc);
+/* Decode `line` again for another attempt: 0 with *rec as script_parse
+ * gives it (`line` must stay valid as there), or -1 (it parsed before, so
+ * only on out of memory). */
+int script_reparse(script *sc, const char *line, size_t len, script_rec **rec);
 
-/* Start async_invoke(record, ctx) on the parsed record, then the retry
- * predicate that applies (retry_on_result after a success, retry_on_error
- * after a failure), each in a fiber. `*fiber_slot` always holds the fiber
- * running now (set before it starts: it may end before this returns); the
- * outcome is reported once through the done callback with `task`. deadline_ms is
- * on the loop clock (uv_now), 0 for none. */
-void script_invoke(script *sc, void *task, rt_fiber **fiber_slot, uint64_t seq, uint64_t line,
-                   int attempt, uint64_t deadline_ms, const char *last_error);
+/* Drop a parsed record that will not be invoked (NULL: nothing). */
+void script_rec_free(script *sc, script_rec *rec);
 
-/* Decode `line` again for another attempt and leave it for script_invoke
- * (`line` must stay valid as for script_parse). Returns 0, or -1 (it
- * parsed before, so only on out of memory). */
-int script_reparse(script *sc, const char *line, size_t len);
+/* Start async_invoke(record, ctx) on `rec` (ownership passes: it lives as
+ * long as the attempt), then the retry predicate that applies
+ * (retry_on_result after a success, retry_on_error after a failure), each
+ * in a fiber. `*call->fiber_slot` always holds the fiber running now (set
+ * before it starts: it may end before this returns); the outcome is
+ * reported once through the record callback with call->task. */
+void script_invoke(script *sc, script_rec *rec, const script_call *call);
 
-/* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`.
+/* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`;
+ * deadline_ms (the record's, loop clock) gives ctx.deadline.
  * Returns 1 with *out and *len set (ownership passes), 0 when the script has no
  * on_timeout, -1 with *err (malloc'd) when it failed. */
 int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
-                      int attempt, double deadline, char **out, size_t *outlen, char **err);
+                      int attempt, uint64_t deadline_ms, char **out, size_t *outlen, char **err);
 
 /* Start the open or close hook (`which` is "open" or "close") as a fiber.
- * Returns 0 if it was started (done callback follows with task == sc), 1
- * if the script has no such hook. */
-int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot);
+ * Returns 0 if it was started (`done` follows, once, with ud), 1 if the
+ * script has no such hook. One hook at a time. */
+int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script_hook_fn done, void *ud);
 
 /* Tag every output record (a table) with field = generation. */
 void script_set_tag(script *sc, const char *field, int generation);

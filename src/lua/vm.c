@@ -126,28 +126,35 @@ static void preload(lua_State *L, const char *name, lua_CFunction fn)
  * record that never reads them pays nothing. */
 static int l_remaining_ms(lua_State *L)
 {
-    double deadline = lua_tonumber(L, lua_upvalueindex(1));
-    if (deadline <= 0) {
+    /* The record's deadline in loop ms (0 = none), on the loop's whole-ms
+     * clock that the record's timer counts: a call given remaining_ms() as
+     * its timeout ends exactly at the record's deadline. */
+    double deadline_ms = lua_tonumber(L, lua_upvalueindex(1));
+    if (deadline_ms <= 0) {
         lua_pushnumber(L, HUGE_VAL);
         return 1;
     }
-    /* On the loop's whole-ms clock, as the record's timer counts: the
-     * deadline in seconds back to its exact ms (deadline - epoch0 is
-     * deadline_ms / 1000 up to rounding), so a call given remaining_ms()
-     * as its timeout ends exactly at the record's deadline, not 1 ms
-     * before it. */
-    rt *r = rt_of(L);
-    double deadline_ms = floor((deadline - r->epoch0) * 1000.0 + 0.5);
-    double left = deadline_ms - (double)uv_now(r->loop);
+    double left = deadline_ms - (double)uv_now(rt_of(L)->loop);
     lua_pushnumber(L, left > 0 ? left : 0);
     return 1;
+}
+
+/* The deadline of the call running now: the fiber's (async_invoke, a
+ * retry predicate, a hook: none), or on_timeout's (sc->sync_deadline_ms). */
+static uint64_t running_deadline_ms(lua_State *L)
+{
+    rt_fiber *f = rt_of(L)->running;
+    if (f)
+        return f->deadline_ms;
+    const script *sc = lua_touserdata(L, lua_upvalueindex(1));
+    return sc->sync_deadline_ms;
 }
 
 static int ctx_index(lua_State *L)
 {
     const char *k = lua_tostring(L, 2);
     if (k && strcmp(k, "remaining_ms") == 0) {
-        lua_getfield(L, 1, "deadline");
+        lua_pushnumber(L, (lua_Number)running_deadline_ms(L));
         lua_pushcclosure(L, l_remaining_ms, 1);
         return 1;
     }
@@ -255,7 +262,8 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     free(sdir);
 
     lua_newtable(L);
-    lua_pushcfunction(L, ctx_index);
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, ctx_index, 1);
     lua_setfield(L, -2, "__index");
     sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -337,10 +345,10 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
     return 0;
 }
 
-void script_on_done(script *sc, script_done_fn done, void *ud)
+void script_on_done(script *sc, script_record_fn done, void *ud)
 {
-    sc->done = done;
-    sc->done_ud = ud;
+    sc->record_done = done;
+    sc->record_ud = ud;
 }
 
 void script_set_tag(script *sc, const char *field, int generation)
@@ -443,10 +451,6 @@ void script_close(script *sc, void (*on_closed)(rt *r))
     free(sc->tag_field);
     sc->path = sc->tag_field = NULL;
     script_live_vms--;
-    if (sc->parsed_on_stack) {
-        sc->parsed_on_stack = 0;
-        sc->parsed_doc = NULL; /* freed with the codec below */
-    }
     rt_close(&sc->rt, on_closed);
     codec_close(&sc->codec); /* after the VM: every doc goes, live or pooled */
 }

@@ -149,7 +149,7 @@ static void chunk_written(uv_write_t *req, int status)
     }
 }
 
-static int send_raw(net_conn *c, const char *data, size_t len, int counts)
+static int send_raw(net_conn *c, const char *data, size_t len)
 {
     /* Try the kernel first: a request usually fits in the socket buffer,
      * and uv_try_write neither copies nor touches the epoll interest set
@@ -179,22 +179,21 @@ static int send_raw(net_conn *c, const char *data, size_t len, int counts)
         free(w);
         return rc;
     }
-    /* Every queued chunk, ours or a TLS flight (counts == 0), holds later
-     * writes back, so bytes stay in order; the caller's cb runs when the
-     * queue is empty. */
-    (void)counts;
+    /* Every queued chunk, ours or a TLS flight, holds later writes back,
+     * so bytes stay in order; the caller's cb runs when the queue is
+     * empty. */
     c->wpending++;
     return 0;
 }
 
 /* Send whatever OpenSSL has produced. */
-static int flush_tls(net_conn *c, int counts)
+static int flush_tls(net_conn *c)
 {
     BIO *wbio = SSL_get_wbio(c->ssl);
     char buf[16 * 1024];
     int n;
     while ((n = BIO_read(wbio, buf, sizeof buf)) > 0) {
-        int rc = send_raw(c, buf, (size_t)n, counts);
+        int rc = send_raw(c, buf, (size_t)n);
         if (rc != 0)
             return rc;
     }
@@ -216,9 +215,9 @@ int net_conn_write(net_conn *c, const char *data, size_t len, net_cb cb, void *u
             rc = UV_EPROTO;
         }
         if (rc == 0)
-            rc = flush_tls(c, 1);
+            rc = flush_tls(c);
     } else {
-        rc = len ? send_raw(c, data, len, 1) : 0;
+        rc = len ? send_raw(c, data, len) : 0;
     }
     if (rc != 0 || c->wpending == 0) {
         c->wcb = NULL;
@@ -355,7 +354,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     tls_drain(c);
-    flush_tls(c, 0); /* e.g. key updates */
+    flush_tls(c); /* e.g. key updates */
     if (c->rerr) {
         uv_read_stop(s);
         c->reading = 0;
@@ -414,7 +413,7 @@ static void handshake_done(net_conn *c, int status)
 static void handshake_step(net_conn *c)
 {
     int r = SSL_do_handshake(c->ssl);
-    if (flush_tls(c, 0) != 0) {
+    if (flush_tls(c) != 0) {
         snprintf(c->tls_err, sizeof c->tls_err, "write failed during the handshake");
         handshake_done(c, UV_EPROTO);
         return;

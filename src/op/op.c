@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/list.h"
+
 #define NOT_IN_HEAP SIZE_MAX
 
 /* ---- heaps -------------------------------------------------------------- */
@@ -118,13 +120,7 @@ static int admit(op *o, op_kind kind, op_entry **out)
     e->deadline = OP_NO_DEADLINE;
     e->segment = o->segments;
     e->accepted_at = o->cb.now(o->ud);
-    /* Append to the queue. */
-    e->prev = o->tail;
-    if (o->tail)
-        o->tail->next = e;
-    else
-        o->head = e;
-    o->tail = e;
+    MW_QUEUE_APPEND(o->head, o->tail, e, prev, next);
     o->size++;
     *out = e;
     return 0;
@@ -133,14 +129,7 @@ static int admit(op *o, op_kind kind, op_entry **out)
 /* Unlink `e`, let the adapter release its state, and recycle it. */
 static void entry_drop(op *o, op_entry *e)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        o->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        o->tail = e->prev;
+    MW_QUEUE_UNLINK(o->head, o->tail, e, prev, next);
     o->size--;
     heap_remove(o, 0, e);
     heap_remove(o, 1, e);

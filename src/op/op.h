@@ -5,7 +5,7 @@
  * order), capacity, the ordered/unordered emission rules, watermark
  * segments, per-record timeouts and retry back-offs. It has no libuv and no
  * Lua inside: time comes from an injected clock, effects leave through
- * callbacks. The host (src/app/pipeline.c) is its only caller: it pushes
+ * callbacks. The host (src/app) is its only caller: it pushes
  * records and watermarks, reports each attempt's outcome (op_complete,
  * op_complete_dead, op_retry, op_fail), arms one timer at
  * op_next_deadline() and calls op_expire() when it fires. Unit tests drive
@@ -264,5 +264,14 @@ int op_failed(const op *o);
 
 /* The operator's clock now (cb.now): what every deadline is compared with. */
 uint64_t op_now(const op *o);
+
+/* Read-only views for the host (snapshots, stats, the run's drain): the
+ * queue in input order (the first entry, then each one's next; NULL at the
+ * end), the seq the next record read gets, and the counters. Nothing may
+ * be pushed, completed or freed while walking the queue. */
+static inline op_entry *op_first(const op *o) { return o->head; }
+static inline op_entry *op_next(const op_entry *e) { return e->next; }
+static inline uint64_t op_next_seq(const op *o) { return o->next_seq; }
+static inline const op_stats *op_counters(const op *o) { return &o->stats; }
 
 #endif

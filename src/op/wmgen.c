@@ -32,3 +32,9 @@ int wmgen_on_watermark(wmgen *g, int64_t wm)
     g->current = wm;
     return 1;
 }
+
+void wmgen_restore(wmgen *g, int64_t current, int64_t max_ts)
+{
+    g->current = current;
+    g->max_ts = max_ts;
+}

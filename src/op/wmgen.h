@@ -28,4 +28,13 @@ int wmgen_on_event(wmgen *g, int64_t ts, int64_t *wm);
  * (it advances the watermark), 0 if it is dropped as stale. */
 int wmgen_on_watermark(wmgen *g, int64_t wm);
 
+/* Its state, for a checkpoint: the last watermark forwarded and the
+ * largest event time seen (each INT64_MIN before any). */
+static inline int64_t wmgen_current(const wmgen *g) { return g->current; }
+static inline int64_t wmgen_max_ts(const wmgen *g) { return g->max_ts; }
+
+/* Continue from a checkpoint's state (values as wmgen_current and
+ * wmgen_max_ts gave them). */
+void wmgen_restore(wmgen *g, int64_t current, int64_t max_ts);
+
 #endif
