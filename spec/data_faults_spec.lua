@@ -422,4 +422,38 @@ return { async_invoke = function(r) log.warn("before\0after") return { r } end }
       end
     end)
   end)
+
+  describe("a standard descriptor the caller closed", function()
+    -- libuv refuses to close fds 0-2 and aborted (exit 134) when a file
+    -- or socket took one of their numbers
+    local PASS = "return { async_invoke = function(r) return { r } end }\n"
+    local FAIL = "return { async_invoke = function(r) error('boom') end }\n"
+    local function sh(d, redir)
+      return H.sh(string.format("cd %s && timeout 30 %s %s", H.q(d), H.cmd("run --script script.lua " .. redir.args), redir.fds))
+    end
+
+    it("stdin or stdout closed while the run reads or writes it: exit 2 naming it", function()
+      local d = H.tmpdir()
+      H.script(d, PASS)
+      H.write(d .. "/in", '{"a":1}\n')
+      local code, _, err = sh(d, { args = "--output out", fds = "<&-" })
+      assert.equal(2, code)
+      assert.matches("moonwait: --input -: stdin is closed", err, 1, true)
+      code, _, err = sh(d, { args = "--input in", fds = ">&-" })
+      assert.equal(2, code)
+      assert.matches("moonwait: --output -: stdout is closed", err, 1, true)
+    end)
+
+    it("all three closed, files named: the run works; stderr closed: a failure is exit 1, not an abort", function()
+      local d = H.tmpdir()
+      H.script(d, PASS)
+      H.write(d .. "/in", '{"a":1}\n{"b":2}\n')
+      local code = sh(d, { args = "--input in --output out --checkpoint-dir cp", fds = "<&- >&- 2>&-" })
+      assert.equal(0, code)
+      assert.equal('{"a":1}\n{"b":2}\n', H.read(d .. "/out"))
+      H.script(d, FAIL)
+      code = sh(d, { args = "--input in --output out2", fds = "2>&-" })
+      assert.equal(1, code)
+    end)
+  end)
 end)

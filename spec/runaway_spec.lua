@@ -249,4 +249,23 @@ return M
       assert.matches("second SIG" .. sig[1] .. ": exiting at once", H.read(d .. "/err"), 1, true)
     end)
   end
+
+  it("with --checkpoint-dir, a second signal exits 1: 143 would promise a checkpoint that was not written", function()
+    local d = H.tmpdir()
+    H.script(d, SPINS)
+    H.write(d .. "/in", '{"a":1}\n{"spin":"jit"}\n')
+    os.execute(string.format(
+      "cd %s && { %s run --script script.lua --cpu-budget 0 --input in --output out --checkpoint-dir cp >/dev/null 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+      d, H.cmd("")))
+    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
+    assert.truthy(H.wait_for(function() return H.exists(d .. "/spinning") end, 20), "the record never started")
+    os.execute("kill -TERM " .. pid)
+    os.execute("sleep 0.1")
+    os.execute("kill -TERM " .. pid)
+    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 20)
+    if not rc then os.execute("kill -9 " .. pid) end
+    assert.truthy(rc, "moonwait did not exit")
+    assert.equal("1", rc:match("%d+"))
+    assert.matches("second SIGTERM: exiting at once", H.read(d .. "/err"), 1, true)
+  end)
 end)

@@ -45,9 +45,9 @@ static int l_ready(lua_State *L)
     return lua_yield(L, 0);
 }
 
-static void on_closed(rt *r)
+static void on_closed(void *ud)
 {
-    (void)r;
+    (void)ud;
     closed_calls++;
 }
 
@@ -99,7 +99,7 @@ static void test_close_abandons_parked_fibers(void)
     rt_fiber *d = NULL;
     start(&r, "return 1", &d);
     ASSERT_INT_EQ(done_calls, 1);
-    rt_close(&r, on_closed);
+    rt_close(&r, on_closed, &r);
     ASSERT(a == NULL && b == NULL && c == NULL);
     ASSERT_INT_EQ(cancels, 2); /* the ready one waits on nothing */
     ASSERT_INT_EQ(abandoned_calls, 3);
@@ -116,7 +116,7 @@ static void test_close_idle_runtime(void)
     uv_loop_init(&loop);
     rt r;
     ASSERT_INT_EQ(rt_init(&r, &loop), 0);
-    rt_close(&r, on_closed);
+    rt_close(&r, on_closed, &r);
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_INT_EQ(closed_calls, 1);
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
@@ -217,7 +217,7 @@ static void open_runtime(uv_loop_t *loop, rt *r)
 
 static void close_runtime(uv_loop_t *loop, rt *r)
 {
-    rt_close(r, on_closed);
+    rt_close(r, on_closed, r);
     uv_run(loop, UV_RUN_DEFAULT);
     ASSERT_INT_EQ(closed_calls, 1);
     ASSERT_UINT_EQ(r->live, 0);
@@ -430,7 +430,7 @@ static void test_close_frees_attachments_once(void)
     open_runtime(&loop, &r);
     owner o = { 0 };
     run(&r, "park()", &o);
-    rt_close(&r, on_closed);
+    rt_close(&r, on_closed, &r);
     ASSERT_INT_EQ(o.attach_freed, 1);
     ASSERT_INT_EQ(o.abandoned, 1);
     ASSERT_INT_EQ(o.done, 0);

@@ -12,9 +12,9 @@
 #include "../lua/guard.h"
 #include "../lua/script.h"
 
-static void check_closed(rt *r)
+static void check_closed(void *ud)
 {
-    (void)r;
+    (void)ud;
 }
 
 int check_script(const char *path, const char *lua_dir)
@@ -34,10 +34,10 @@ int check_script(const char *path, const char *lua_dir)
         free(err);
         code = 2;
         if (script_is_open(&sc))
-            script_close(&sc, check_closed);
+            script_close(&sc, check_closed, NULL);
     } else {
         printf("%s: ok\n", path);
-        script_close(&sc, check_closed);
+        script_close(&sc, check_closed, NULL);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     guard_stop();

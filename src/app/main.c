@@ -3,6 +3,8 @@
  * and finds the shipped Lua modules (lua/) relative to the executable.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +94,38 @@ static int cmd_check(int argc, char **argv, const char *lua_dir)
     return check_script(argv[1], lua_dir);
 }
 
+/* A standard descriptor the caller closed (`moonwait ... >&-`) is opened
+ * on /dev/null: otherwise the first file or socket opened takes its number,
+ * and libuv, which refuses to close fds 0-2, aborts. closed[fd] says which;
+ * a run that reads or writes through one of them is refused. */
+static void reserve_std_fds(int closed[3])
+{
+    for (int fd = 0; fd < 3; fd++) {
+        closed[fd] = fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+        if (closed[fd]) {
+            int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+            if (nfd >= 0 && nfd != fd) /* the lower ones are open: cannot happen */
+                close(nfd);
+        }
+    }
+}
+
+/* The run needs stdin or stdout that the caller closed: refuse (exit 2). */
+static const char *closed_std_use(const config *c, const int closed[3])
+{
+    if (closed[0] && strcmp(c->input, "-") == 0)
+        return "--input -: stdin is closed";
+    if (closed[1] && strcmp(c->output, "-") == 0)
+        return "--output -: stdout is closed";
+    if (closed[1] && c->dead_letter && strcmp(c->dead_letter, "-") == 0)
+        return "--dead-letter -: stdout is closed";
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    int closed[3];
+    reserve_std_fds(closed);
     if (argc < 2) {
         fputs(usage, stderr);
         return 2;
@@ -122,9 +154,13 @@ int main(int argc, char **argv)
         config c;
         config_defaults(&c);
         char *err = NULL;
+        const char *std_err = NULL;
         if (config_parse_run(&c, argc - 1, argv + 1, &err) != 0 || config_check_files(&c, &err) != 0) {
             fprintf(stderr, "moonwait: %s\n", err ? err : "bad arguments");
             free(err);
+            code = 2;
+        } else if ((std_err = closed_std_use(&c, closed)) != NULL) {
+            fprintf(stderr, "moonwait: %s\n", std_err);
             code = 2;
         } else {
             code = run_pipeline(&c, lua_dir);

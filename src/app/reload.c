@@ -21,7 +21,7 @@ enum { GS_OPENING, GS_RUNNING, GS_CLOSING };
 enum { G_OPENING, G_CURRENT, G_DRAINING, G_CLOSING, G_CLOSED };
 
 struct gen {
-    script sc;               /* its VM (script_close reports the rt inside it) */
+    script sc;               /* its VM */
     gens *gs;
     int id;
     int state;               /* G_* */
@@ -66,10 +66,9 @@ static void maybe_free(gen *g)
     }
 }
 
-static void vm_closed(rt *r)
+static void vm_closed(void *ud)
 {
-    /* script_close reports the rt inside the gen's script. */
-    gen *g = (gen *)(void *)((char *)r - offsetof(gen, sc.rt));
+    gen *g = ud;
     g->handles--;
     maybe_free(g);
 }
@@ -121,7 +120,7 @@ static void gen_dispose(gen *g)
     }
     if (script_is_open(&g->sc)) {
         g->handles++;
-        script_close(&g->sc, vm_closed);
+        script_close(&g->sc, vm_closed, g);
     }
     if (gs->phase == GS_CLOSING && !gs->live)
         gs->ev.all_closed(gs->ev.ud);

@@ -103,13 +103,22 @@ static void stats_fill(void *ud, stats_view *v)
 
 /* ---- signals ------------------------------------------------------------------ */
 
+/* The second signal's exit status (0: 128 + the signal). With a checkpoint
+ * dir, 130/143 promise that the signal's checkpoint is on disk, which a
+ * second signal does not wait for: it exits 1, and a restart continues
+ * from the newest checkpoint that was written. */
+static int second_signal_code(const run *r)
+{
+    return r->cfg->checkpoint_dir ? 1 : 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     run *r = h->data;
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
     if (++r->signals > 1) { /* (guard_second_signal's handler exits first) */
         fprintf(stderr, "moonwait: second %s: exiting at once\n", name);
-        exit(128 + signum);
+        exit(second_signal_code(r) ? second_signal_code(r) : 128 + signum);
     }
     uint64_t line = source_position(r->src).line;
     if (r->cfg->checkpoint_dir && r->phase == RUNNING && !restore_pending(&r->rs) && r->exit_code == 0 &&
@@ -146,7 +155,7 @@ static void start_signals(run *r)
     uv_unref((uv_handle_t *)&r->sigterm);
     /* The second one exits from the signal handler itself: libuv's
      * callbacks do not run while a script keeps the loop busy. */
-    guard_second_signal();
+    guard_second_signal(second_signal_code(r));
 }
 
 /* ---- start and stop ----------------------------------------------------------- */

@@ -295,6 +295,7 @@ void guard_vm_remove(lua_State *L)
 
 static struct sigaction prev_int, prev_term;
 static atomic_int stop_signals;
+static int second_code; /* set before the handler is installed */
 
 static void on_stop_signal(int sig, siginfo_t *si, void *uc)
 {
@@ -303,7 +304,7 @@ static void on_stop_signal(int sig, siginfo_t *si, void *uc)
         static const char m_term[] = "moonwait: second SIGTERM: exiting at once\n";
         ssize_t w = sig == SIGINT ? write(2, m_int, sizeof m_int - 1) : write(2, m_term, sizeof m_term - 1);
         (void)w;
-        _exit(128 + sig);
+        _exit(second_code ? second_code : 128 + sig);
     }
     const struct sigaction *p = sig == SIGINT ? &prev_int : &prev_term;
     if (p->sa_flags & SA_SIGINFO)
@@ -312,8 +313,9 @@ static void on_stop_signal(int sig, siginfo_t *si, void *uc)
         p->sa_handler(sig);
 }
 
-void guard_second_signal(void)
+void guard_second_signal(int code)
 {
+    second_code = code;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_stop_signal;

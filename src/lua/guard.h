@@ -55,8 +55,9 @@ int guard_leave(const guard_mark *saved);
 const char *guard_message(void);
 
 /* After libuv's SIGINT/SIGTERM handlers are installed: the first signal
- * still goes to libuv; the second ends the process at once (exit status
- * 128 + the signal number), even while a script keeps the loop busy. */
-void guard_second_signal(void);
+ * still goes to libuv; the second ends the process at once, even while a
+ * script keeps the loop busy, with exit status `code`, or 128 + the signal
+ * number when code is 0. */
+void guard_second_signal(int code);
 
 #endif

@@ -107,7 +107,7 @@ static void fiber_free_cb(uv_handle_t *h)
     r->live--;
     r->dying--;
     if (r->closing && r->live == 0 && r->handles_open == 0 && r->on_closed)
-        r->on_closed(r);
+        r->on_closed(r->closed_ud);
 }
 
 /* The run's attachment goes with it. After rt_close the owner frees
@@ -368,10 +368,10 @@ static void handle_closed(uv_handle_t *h)
     rt *r = h->data;
     r->handles_open--;
     if (r->live == 0 && r->handles_open == 0 && r->on_closed)
-        r->on_closed(r);
+        r->on_closed(r->closed_ud);
 }
 
-void rt_close(rt *r, void (*on_closed)(rt *r))
+void rt_close(rt *r, void (*on_closed)(void *ud), void *ud)
 {
     /* Abandon whatever still waits, while the VM is open (a cancel hook may
      * drop Lua refs): nothing may be resumed after close, and each wait's
@@ -389,6 +389,7 @@ void rt_close(rt *r, void (*on_closed)(rt *r))
     }
     r->closing = 1;
     r->on_closed = on_closed;
+    r->closed_ud = ud;
     for (size_t i = 0; i < r->pool_len; i++)
         fiber_destroy(r->pool[i]);
     free(r->pool);

@@ -95,7 +95,8 @@ struct rt {
     rt_fiber *all;          /* every fiber not yet freed, to abandon at rt_close */
     int closing;
     double epoch0;          /* wall clock seconds at loop ms 0 (display only) */
-    void (*on_closed)(rt *r); /* called once every handle has closed */
+    void (*on_closed)(void *ud); /* called once every handle has closed */
+    void *closed_ud;
     int handles_open;
 };
 
@@ -107,9 +108,9 @@ int rt_init(rt *r, uv_loop_t *loop);
  * first, as rt_fiber_discard does (their owner hears of it through
  * `abandoned`, their cancel hooks run while the VM is still open, their
  * `slot` is cleared, their timers close), so on_closed always comes. The
- * struct may be freed once on_closed has been called (or after the loop
- * has run the close callbacks). */
-void rt_close(rt *r, void (*on_closed)(rt *r));
+ * struct may be freed once on_closed(ud) has been called (or after the
+ * loop has run the close callbacks). */
+void rt_close(rt *r, void (*on_closed)(void *ud), void *ud);
 
 /* Seconds since the epoch on the loop's cached clock (ms resolution). */
 double rt_now(const rt *r);

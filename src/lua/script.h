@@ -187,6 +187,6 @@ extern int script_stdin_is_input;
 static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }
 
 /* Close the VM. `on_closed` runs when the last handle is closed. */
-void script_close(script *sc, void (*on_closed)(rt *r));
+void script_close(script *sc, void (*on_closed)(void *ud), void *ud);
 
 #endif

@@ -439,7 +439,7 @@ void script_free_files(char **files)
 
 /* ---- closing ----------------------------------------------------------------- */
 
-void script_close(script *sc, void (*on_closed)(rt *r))
+void script_close(script *sc, void (*on_closed)(void *ud), void *ud)
 {
     if (sc->ts_path) {
         for (char **k = sc->ts_path; *k; k++)
@@ -451,6 +451,6 @@ void script_close(script *sc, void (*on_closed)(rt *r))
     free(sc->tag_field);
     sc->path = sc->tag_field = NULL;
     script_live_vms--;
-    rt_close(&sc->rt, on_closed);
+    rt_close(&sc->rt, on_closed, ud);
     codec_close(&sc->codec); /* after the VM: every doc goes, live or pooled */
 }
