@@ -15,6 +15,18 @@ local function sh_ok(cmd)
   return r == 0 or r == true
 end
 
+-- A server outlives a test process that is killed (a timeout, a mutant
+-- that hangs, ^C) before its teardown runs: a small watcher stops it once
+-- this process is gone.
+local ffi = require("ffi")
+pcall(ffi.cdef, "int getpid(void);")
+local function reap_with_us(pid)
+  -- (its own session: `timeout` kills its whole process group)
+  os.execute(string.format(
+    "setsid -f sh -c 'while kill -0 %d; do kill -0 %s || exit 0; sleep 1; done; kill %s' >/dev/null 2>&1 </dev/null",
+    ffi.C.getpid(), pid, pid))
+end
+
 local function random_port()
   local f = io.open("/dev/urandom", "rb")
   local b1, b2 = f:read(2):byte(1, 2)
@@ -89,6 +101,7 @@ function S.nginx()
     if sh_ok(string.format("nginx -p %s -c %s/nginx.conf >>%s/start.log 2>&1", dir, dir, dir)) then
       local pid = H.wait_for(function() return (H.read(dir .. "/nginx.pid") or ""):match("%d+") end, 5)
       local self = { port = port, tls_port = tls_port, dir = dir, cert = dir .. "/cert.pem", pid = pid }
+      if pid then reap_with_us(pid) end
       function self.url(path) return "http://127.0.0.1:" .. port .. path end
       function self.access_log() return H.read(dir .. "/access.log") or "" end
       function self.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
@@ -114,6 +127,8 @@ function S.redis()
     end, 5)
     if up == "up" then
       local self = { port = port, dir = dir }
+      local pid = H.wait_for(function() return (H.read(dir .. "/redis.pid") or ""):match("%d+") end, 5)
+      if pid then reap_with_us(pid) end
       function self.cli(args)
         local p = io.popen(string.format("redis-cli -h 127.0.0.1 -p %d %s 2>&1", port, args))
         local out = p:read("*a")
@@ -140,6 +155,7 @@ function S.faultpeer(mode, ...)
   local port = H.wait_for(function() return (H.read(dir .. "/port") or ""):match("(%d+)\n") end, 5)
   assert(port, "faultpeer did not start: " .. (H.read(dir .. "/err") or ""))
   local pid = H.read(dir .. "/pid"):match("%d+")
+  reap_with_us(pid)
   return { port = tonumber(port), stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end }
 end
 
