@@ -67,14 +67,18 @@ c() {
     npass=$((npass + 1)); echo "PASS $name"
   else
     ndiff=$((ndiff + 1)); diffs+=("$name"); echo "DIFF $name"
-    { echo "# $cmd"; diff -a -u "$W/old.all" "$W/new.all"; } >"$RES/$name.diff"
-    sed -n '1,40p' "$RES/$name.diff" | sed 's/^/    /'
+    { echo "# $cmd"; diff -a -u "$W/old.all" "$W/new.all"; } >"$RES/${name//\//_}.diff"
+    sed -n '1,40p' "$RES/${name//\//_}.diff" | sed 's/^/    /'
   fi
 }
 
 # real servers on 127.0.0.1 for the net cases (stopped at exit)
 if [ -z "${NO_SERVERS:-}" ]; then
-  eval "$(cd "$HERE/../.." && luajit scripts/difftest/start-servers.lua)"
+  eval "$(cd "$HERE/../.." && MOONWAIT_SERVERS_OWNER=$$ luajit scripts/difftest/start-servers.lua)"
+  # (the servers live as long as this script; a dead one would make every
+  # net case pass, both binaries failing alike)
+  redis-cli -p "$REDIS_PORT" ping >/dev/null || { echo "difftest: redis-server did not stay up" >&2; exit 1; }
+  kill -0 "$NGINX_PID" || { echo "difftest: nginx did not stay up" >&2; exit 1; }
   export NGINX_PORT TLS_PORT CERT REDIS_PORT
   trap 'kill $NGINX_PID 2>/dev/null; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1' EXIT
 fi
@@ -83,5 +87,5 @@ for f in "$HERE"/cases/*.sh; do . "$f"; done
 
 echo
 echo "$npass passed, $ndiff failed"
-for d in "${diffs[@]}"; do echo "  DIFF $d (scripts/difftest/out/$d.diff)"; done
+for d in "${diffs[@]}"; do echo "  DIFF $d (scripts/difftest/out/${d//\//_}.diff)"; done
 [ "$ndiff" = 0 ]

@@ -20,11 +20,14 @@ end
 -- this process is gone.
 local ffi = require("ffi")
 pcall(ffi.cdef, "int getpid(void);")
+-- MOONWAIT_SERVERS_OWNER=PID ties them to another process instead (a script
+-- that starts servers for its caller and exits).
 local function reap_with_us(pid)
+  local owner = tonumber(os.getenv("MOONWAIT_SERVERS_OWNER") or "") or ffi.C.getpid()
   -- (its own session: `timeout` kills its whole process group)
   os.execute(string.format(
     "setsid -f sh -c 'while kill -0 %d; do kill -0 %s || exit 0; sleep 1; done; kill %s' >/dev/null 2>&1 </dev/null",
-    ffi.C.getpid(), pid, pid))
+    owner, pid, pid))
 end
 
 local function random_port()
