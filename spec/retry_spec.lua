@@ -11,6 +11,24 @@ local function run(body, recs, args, extra)
   return r
 end
 
+-- Run `body` over one record {"id":1} read from a FIFO that stays open
+-- until the script (on_timeout, say) or the run's end creates the file
+-- "done": the end of input starts waiting back-offs at once, so a test of
+-- back-off timing must not let the input end meanwhile (on a slow machine
+-- the end of a file is seen only after the first attempt).
+local function run_held(body, args)
+  local d = H.tmpdir()
+  H.script(d, body)
+  assert.is_true(os.execute("mkfifo " .. H.q(d .. "/fifo")) == 0)
+  os.execute(string.format(
+    "(printf '{\"id\":1}\\n'; i=0; while [ ! -e %s ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done) >%s &",
+    H.q(d .. "/done"), H.q(d .. "/fifo")))
+  local r = H.run("run --script script.lua --input fifo " .. args, { dir = d })
+  H.write(d .. "/done", "")
+  r.dir = d
+  return r
+end
+
 -- Fails its first `fail` attempts per id, then returns the record with the
 -- attempt number and the last error it saw.
 local FLAKY = [[
@@ -142,17 +160,7 @@ end
 %s
 return M
 ]]
-    local function run_open(script)
-      local d = H.tmpdir()
-      H.script(d, script)
-      assert.is_true(os.execute("mkfifo " .. H.q(d .. "/fifo")) == 0)
-      os.execute(string.format(
-        "(printf '{\"id\":1}\\n'; i=0; while [ ! -e %s ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done) >%s &",
-        H.q(d .. "/done"), H.q(d .. "/fifo")))
-      local r = H.run("run --script script.lua --input fifo --timeout 1000", { dir = d })
-      H.write(d .. "/done", "")
-      return r
-    end
+    local function run_open(script) return run_held(script, "--timeout 1000") end
     local t0 = os.time()
     local r = run_open(body:format(""))
     assert.equal(1, r.code)
@@ -176,8 +184,9 @@ end]]))
     -- each attempt runs 10 ms; delays 100, 200, 400 (capped), 400...: the
     -- attempts start at 0, 110, 320, 730, 1140; the next would start at 1550,
     -- after the 1350 ms budget. Exactly 5 (margins of ~200 ms either side, so
-    -- a loaded machine's late timers do not change the count).
-    local r = run([[
+    -- a loaded machine's late timers do not change the count). The input
+    -- stays open until on_timeout (its end would start a back-off at once).
+    local r = run_held([[
 local time = require "moonwait.time"
 local M = { retry = { max_attempts = 50, backoff = "exponential", initial_delay_ms = 100, max_delay_ms = 400, multiplier = 2 } }
 M.retry_on_error = function() return true end
@@ -188,9 +197,12 @@ function M.async_invoke(r, ctx)
   time.sleep(0.01)
   return nil, "still down"
 end
-function M.on_timeout(r, ctx) return { { attempts = ctx.attempt } } end
+function M.on_timeout(r, ctx)
+  local f = io.open("done", "w"); f:close() -- the input may end now
+  return { { attempts = ctx.attempt } }
+end
 return M
-]], { { id = 1 } }, "--timeout 1350")
+]], "--timeout 1350")
     assert.equal(0, r.code, r.err)
     assert.equal(5, H.json.decode(r.lines[1]).attempts, r.err)
     local starts = {}
