@@ -330,6 +330,35 @@ static void t_response_interim_head_and_eof(void)
     ASSERT_INT_EQ(http_resp_eof(h), 0);
 }
 
+/* Interim responses (with a body llhttp reads for a 1xx Content-Length)
+ * followed by the final head: every byte before the final head's end
+ * counts against max_header_bytes, in any split (a one-piece feed once
+ * skipped the count after the first head; the 1xx body leaked into the
+ * final body). */
+static void t_response_interim_bytes_in_any_split(void)
+{
+    const char *wire = "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\nhints"
+                       "HTTP/1.1 100 Continue\r\n\r\n"
+                       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    size_t head = strlen(wire) - 2, n = strlen(wire); /* everything but the final body */
+    for (size_t cap = head - 2; cap <= head + 1; cap++)
+        for (size_t step = 1; step <= n; step++) {
+            http_resp *h = resp_new(0);
+            h->max_header_bytes = cap;
+            size_t used;
+            int e = feed(h, wire, step, &used);
+            if (cap < head) {
+                if (e != HTTP_RESP_HEADERS_TOO_LARGE)
+                    FAILF("cap %zu step %zu: %d, not 'headers too large'", cap, step, e);
+            } else {
+                if (e != HTTP_RESP_OK || !h->complete)
+                    FAILF("cap %zu step %zu: %d, complete %d", cap, step, e, h->complete);
+                ASSERT_INT_EQ(h->status, 200);
+                ASSERT_SPAN_EQ(h->body.p, h->body.len, "ok");
+            }
+        }
+}
+
 /* ---- receive patterns (net/recv.c) ---------------------------------------------------- */
 
 /* A connection with `s` buffered, as conn.c leaves it: no loop needed. */
@@ -401,4 +430,4 @@ TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_por
           T(t_url_userinfo), T(t_url_bad), T(t_method_and_header_checks), T(t_request_get),
           T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
           T(t_bad_url_and_recycling), T(t_response_in_any_split), T(t_response_caps),
-          T(t_response_interim_head_and_eof), T(t_recv_patterns), T(t_recv_pattern_strings))
+          T(t_response_interim_head_and_eof), T(t_response_interim_bytes_in_any_split), T(t_recv_patterns), T(t_recv_pattern_strings))

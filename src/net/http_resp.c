@@ -55,7 +55,11 @@ static int on_headers_complete(llhttp_t *p)
 {
     http_resp *h = p->data;
     h->status = llhttp_get_status_code(p);
-    h->head_done = 1;
+    /* Only the final response's head ends the head: an interim one's
+     * bytes (and any body llhttp reads for it) count against
+     * max_header_bytes with the final head's, so the count does not
+     * depend on the pieces the bytes arrive in. */
+    h->head_done = !(h->status >= 100 && h->status < 200 && h->status != 101);
     /* Decided now, from the head: a trailer line "Transfer-Encoding: x"
      * later clears llhttp's chunked flag, and llhttp_message_needs_eof
      * would then call a chunked body cut in its trailers close-delimited. */
@@ -82,7 +86,7 @@ static int on_message_complete(llhttp_t *p)
          * against max_header_bytes, so endless 1xx heads are refused. */
         h->status = h->head_done = h->close_delimited = 0;
         h->nheaders = 0;
-        h->hdrs.len = 0;
+        h->hdrs.len = h->body.len = 0; /* (llhttp reads a Content-Length body of a 1xx) */
         return 0;
     }
     h->complete = 1;
@@ -116,13 +120,15 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
 {
     llhttp_errno_t e;
     *used = n;
+    /* Until the final head ends (head_done), every byte counts against
+     * max_header_bytes: a piece that fits is fed whole; one that does not
+     * is fed only the allowance first, and refused unless the final head
+     * ended within it. So the count does not depend on the pieces. */
     if (h->head_done || n <= h->max_header_bytes - h->head_bytes) {
         if (!h->head_done)
             h->head_bytes += n;
         e = llhttp_execute(&h->parser, d, n);
     } else {
-        /* Feed the head only what is left of its allowance: if it is
-         * not complete within it, the response is refused. */
         size_t room = h->max_header_bytes - h->head_bytes;
         h->head_bytes += room;
         e = llhttp_execute(&h->parser, d, room);

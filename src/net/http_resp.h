@@ -20,7 +20,9 @@
  *       trailers included, is 0: truncated.
  *
  * Interim responses (1xx but 101) are skipped: the final one is the
- * answer; their head bytes count against max_header_bytes.
+ * answer. Every byte before the final head's end (interim heads, and a
+ * body llhttp reads for a 1xx with a Content-Length) counts against
+ * max_header_bytes, in whatever pieces the bytes arrive.
  *
  * What is kept: status; hdrs, "name\0value\0" pairs (names lower-cased,
  * trailers included); body. Memory: hdrs.len <= max_header_bytes + 2 *
@@ -42,7 +44,7 @@ typedef struct http_resp {
     int is_head;          /* a HEAD response has no body */
     size_t head_bytes;    /* bytes of the head fed to the parser so far */
     size_t nheaders;      /* header (and trailer) lines seen */
-    int head_done;        /* on_headers_complete ran */
+    int head_done;        /* the final (not 1xx) response's head ended */
     int close_delimited;  /* the head says: the body ends at the close */
     int status;
     int complete;
