@@ -64,7 +64,8 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
                  $(BUILD)/src/net/pool.o $(BUILD)/src/net/tls.o
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
-          $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot
+          $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
+          $(BUILD)/test_resp
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
@@ -107,6 +108,9 @@ $(BUILD)/test_http: $(BUILD)/spec/c/test_http.o $(NET_HTTP_OBJS) $(LLHTTP_OBJS)
 
 $(BUILD)/test_codec: $(BUILD)/spec/c/test_codec.o $(CODEC_SRCS:%.c=$(BUILD)/%.o) $(JSON_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/test_resp: $(BUILD)/spec/c/test_resp.o $(BUILD)/src/net/resp.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o
 	$(CC) $(LDFLAGS) -o $@ $^

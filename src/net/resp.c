@@ -1,0 +1,231 @@
+/* resp.c: the RESP2 reply reader (contract in resp.h). */
+#include "resp.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void resp_init(resp_reader *r, size_t max_bytes, size_t max_elements, size_t max_depth)
+{
+    memset(r, 0, sizeof *r);
+    r->max_bytes = max_bytes;
+    /* node indexes are 32-bit */
+    r->max_elements = max_elements < (1u << 30) ? max_elements : (1u << 30);
+    r->max_depth = max_depth;
+}
+
+void resp_next_reply(resp_reader *r)
+{
+    r->len = r->depth = r->pos = r->elements = 0;
+    r->err[0] = 0;
+}
+
+void resp_free(resp_reader *r)
+{
+    free(r->nodes);
+    free(r->stack);
+    r->nodes = NULL;
+    r->stack = NULL;
+    r->cap = r->stack_cap = r->len = r->depth = 0;
+}
+
+static int bad(resp_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(resp_reader *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+    return RESP_BAD;
+}
+
+/* At most 40 bytes of a bad line, quoted, control and non-ASCII bytes as
+ * \xHH (what the Lua client shows). */
+static const char *shown(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[o++] = '\'';
+    for (size_t i = 0; i < n && i < 40 && o + 6 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 32 || c >= 127)
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (n > 40 && o + 5 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '\'';
+    out[o] = 0;
+    return out;
+}
+
+/* A strict decimal integer ("-?[0-9]+") within int64_t: 0, or -1. */
+static int parse_i64(const char *s, size_t n, int64_t *v)
+{
+    int neg = n > 0 && s[0] == '-';
+    size_t i = (size_t)neg;
+    if (i == n)
+        return -1;
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, acc = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (acc > (limit - d) / 10)
+            return -1;
+        acc = acc * 10 + d;
+    }
+    *v = neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
+    return 0;
+}
+
+static int push_node(resp_reader *r, const resp_node *x)
+{
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        resp_node *nodes = realloc(r->nodes, cap * sizeof *nodes);
+        if (!nodes)
+            return bad(r, "out of memory");
+        r->nodes = nodes;
+        r->cap = cap;
+    }
+    r->nodes[r->len++] = *x;
+    return 0;
+}
+
+static int open_array(resp_reader *r, uint32_t node, uint32_t n)
+{
+    if (r->depth == r->stack_cap) {
+        size_t cap = r->stack_cap ? r->stack_cap * 2 : 8;
+        resp_frame *st = realloc(r->stack, cap * sizeof *st);
+        if (!st)
+            return bad(r, "out of memory");
+        r->stack = st;
+        r->stack_cap = cap;
+    }
+    r->stack[r->depth++] = (resp_frame){ node, n };
+    return 0;
+}
+
+/* A length line's value after its type byte: -1 for a nil, or 0..; -2
+ * (with r->err) when it is not one. */
+static int64_t length(resp_reader *r, const char *s, size_t l, const char *what)
+{
+    int64_t v;
+    char sh[200];
+    if (parse_i64(s + 1, l - 1, &v) != 0 || v < -1) {
+        bad(r, "not %s length: %s", what, shown(s, l, sh, sizeof sh));
+        return -2;
+    }
+    return v;
+}
+
+/* Read the value whose line is s[0..l) (its terminator ends at line_end)
+ * into *x. RESP_DONE (x filled, r->pos advanced), RESP_MORE (a bulk's
+ * bytes have not all arrived; r->pos stays at its line), or RESP_BAD. */
+static int value(resp_reader *r, const char *d, size_t n, size_t at, size_t l, size_t line_end, resp_node *x)
+{
+    const char *s = d + at;
+    char sh[200];
+    int64_t v;
+    memset(x, 0, sizeof *x);
+    switch (s[0]) {
+    case '+':
+    case '-':
+        x->type = s[0] == '+' ? RESP_STATUS : RESP_ERROR;
+        x->off = at + 1;
+        x->n = (uint32_t)(l - 1);
+        break;
+    case ':':
+        if (parse_i64(s + 1, l - 1, &x->i) != 0)
+            return bad(r, "not an integer: %s", shown(s, l, sh, sizeof sh));
+        x->type = RESP_INT;
+        break;
+    case '$':
+        if ((v = length(r, s, l, "a bulk")) == -2)
+            return RESP_BAD;
+        if (v == -1) {
+            x->type = RESP_NIL;
+            break;
+        }
+        if ((uint64_t)v > RESP_MAX_BULK)
+            return bad(r, "a bulk of %lld bytes (the most is 512 MiB)", (long long)v);
+        if (line_end + (uint64_t)v + 2 > r->max_bytes)
+            return bad(r, "a bulk of %lld bytes: more than max_reply_bytes (%zu) in one reply", (long long)v,
+                       r->max_bytes);
+        if (n < line_end + (size_t)v + 2)
+            return RESP_MORE;
+        if (d[line_end + v] != '\r' || d[line_end + v + 1] != '\n')
+            return bad(r, "a bulk of %lld bytes not followed by CRLF", (long long)v);
+        x->type = RESP_BULK;
+        x->off = line_end;
+        x->n = (uint32_t)v;
+        r->pos = line_end + (size_t)v + 2;
+        return RESP_DONE;
+    case '*':
+        if ((v = length(r, s, l, "an array")) == -2)
+            return RESP_BAD;
+        if (v == -1) {
+            x->type = RESP_NIL;
+            break;
+        }
+        if ((uint64_t)v > r->max_elements - r->elements)
+            return bad(r, "an array of %lld elements: more than max_elements (%zu) in one reply", (long long)v,
+                       r->max_elements);
+        if (r->depth >= r->max_depth)
+            return bad(r, "arrays nested deeper than max_depth (%zu)", r->max_depth);
+        r->elements += (size_t)v;
+        x->type = RESP_ARRAY;
+        x->n = (uint32_t)v;
+        break;
+    default:
+        return bad(r, "unknown type: %s", shown(s, l, sh, sizeof sh));
+    }
+    r->pos = line_end;
+    return RESP_DONE;
+}
+
+int resp_feed(resp_reader *r, const char *d, size_t n, size_t *used)
+{
+    for (;;) {
+        size_t at = r->pos;
+        const char *nl = at < n ? memchr(d + at, '\n', n - at) : NULL;
+        if (!nl)
+            return n > r->max_bytes ? bad(r, "more than max_reply_bytes (%zu) in one reply", r->max_bytes)
+                                    : RESP_MORE;
+        size_t line_end = (size_t)(nl - d) + 1;
+        if (line_end > r->max_bytes)
+            return bad(r, "more than max_reply_bytes (%zu) in one reply", r->max_bytes);
+        size_t l = line_end - 1 - at;
+        if (l > 0 && d[at + l - 1] == '\r')
+            l--;
+        if (l == 0)
+            return bad(r, "an empty line");
+        resp_node x;
+        int rc = value(r, d, n, at, l, line_end, &x);
+        if (rc != RESP_DONE)
+            return rc;
+        uint32_t idx = (uint32_t)r->len;
+        if (push_node(r, &x) != 0)
+            return RESP_BAD;
+        if (x.type == RESP_ARRAY && x.n > 0) {
+            if (open_array(r, idx, x.n) != 0)
+                return RESP_BAD;
+            continue;
+        }
+        if (x.type == RESP_ARRAY)
+            r->nodes[idx].end = idx + 1;
+        /* A value ended: it may end the arrays around it. */
+        while (r->depth > 0 && --r->stack[r->depth - 1].left == 0) {
+            r->nodes[r->stack[r->depth - 1].node].end = (uint32_t)r->len;
+            r->depth--;
+        }
+        if (r->depth == 0) {
+            *used = r->pos;
+            return RESP_DONE;
+        }
+    }
+}
