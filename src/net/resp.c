@@ -82,30 +82,39 @@ static int parse_i64(const char *s, size_t n, int64_t *v)
     return 0;
 }
 
+/* The array p (*cap elements of `size` bytes, `len` used), with room for
+ * one more: p itself, a larger copy (*cap updated), or NULL (out of
+ * memory; p is left as it was). */
+static void *grow(resp_reader *r, void *p, size_t *cap, size_t len, size_t size)
+{
+    if (len < *cap)
+        return p;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *np = realloc(p, ncap * size);
+    if (!np) {
+        bad(r, "out of memory");
+        return NULL;
+    }
+    *cap = ncap;
+    return np;
+}
+
 static int push_node(resp_reader *r, const resp_node *x)
 {
-    if (r->len == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        resp_node *nodes = realloc(r->nodes, cap * sizeof *nodes);
-        if (!nodes)
-            return bad(r, "out of memory");
-        r->nodes = nodes;
-        r->cap = cap;
-    }
+    resp_node *nodes = grow(r, r->nodes, &r->cap, r->len, sizeof *nodes);
+    if (!nodes)
+        return RESP_BAD;
+    r->nodes = nodes;
     r->nodes[r->len++] = *x;
     return 0;
 }
 
 static int open_array(resp_reader *r, uint32_t node, uint32_t n)
 {
-    if (r->depth == r->stack_cap) {
-        size_t cap = r->stack_cap ? r->stack_cap * 2 : 8;
-        resp_frame *st = realloc(r->stack, cap * sizeof *st);
-        if (!st)
-            return bad(r, "out of memory");
-        r->stack = st;
-        r->stack_cap = cap;
-    }
+    resp_frame *stack = grow(r, r->stack, &r->stack_cap, r->depth, sizeof *stack);
+    if (!stack)
+        return RESP_BAD;
+    r->stack = stack;
     r->stack[r->depth++] = (resp_frame){ node, n };
     return 0;
 }
