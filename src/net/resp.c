@@ -119,27 +119,62 @@ static int open_array(resp_reader *r, uint32_t node, uint32_t n)
     return 0;
 }
 
-/* A length line's value after its type byte: -1 for a nil, or 0..; -2
- * (with r->err) when it is not one. */
-static int64_t length(resp_reader *r, const char *s, size_t l, const char *what)
+/* A "$N" or "*N" line: 1 for a nil ("-1": x is one), 0 with *v = N >= 0,
+ * or RESP_BAD when it is not a length. */
+static int nil_or_length(resp_reader *r, const char *s, size_t l, resp_node *x, int64_t *v)
 {
-    int64_t v;
     char sh[200];
-    if (parse_i64(s + 1, l - 1, &v) != 0 || v < -1) {
-        bad(r, "not %s length: %s", what, shown(s, l, sh, sizeof sh));
-        return -2;
+    if (parse_i64(s + 1, l - 1, v) != 0 || *v < -1)
+        return bad(r, "not %s length: %s", s[0] == '$' ? "a bulk" : "an array", shown(s, l, sh, sizeof sh));
+    if (*v == -1) {
+        x->type = RESP_NIL;
+        return 1;
     }
-    return v;
+    return 0;
 }
 
-/* Read the value whose line is s[0..l) (its terminator ends at line_end)
- * into *x. RESP_DONE (x filled, r->pos advanced), RESP_MORE (a bulk's
- * bytes have not all arrived; r->pos stays at its line), or RESP_BAD. */
+/* A bulk of v bytes after its line (ending at line_end). */
+static int bulk(resp_reader *r, const char *d, size_t n, size_t line_end, int64_t v, resp_node *x)
+{
+    if ((uint64_t)v > RESP_MAX_BULK)
+        return bad(r, "a bulk of %lld bytes (the most is 512 MiB)", (long long)v);
+    if (line_end + (uint64_t)v + 2 > r->max_bytes)
+        return bad(r, "a bulk of %lld bytes: more than max_reply_bytes (%zu) in one reply", (long long)v,
+                   r->max_bytes);
+    if (n < line_end + (size_t)v + 2)
+        return RESP_MORE; /* r->pos stays at its line */
+    if (d[line_end + v] != '\r' || d[line_end + v + 1] != '\n')
+        return bad(r, "a bulk of %lld bytes not followed by CRLF", (long long)v);
+    x->type = RESP_BULK;
+    x->off = line_end;
+    x->n = (uint32_t)v;
+    r->pos = line_end + (size_t)v + 2;
+    return RESP_DONE;
+}
+
+/* An array of v elements (they follow as values of their own). */
+static int array(resp_reader *r, int64_t v, resp_node *x)
+{
+    if ((uint64_t)v > r->max_elements - r->elements)
+        return bad(r, "an array of %lld elements: more than max_elements (%zu) in one reply", (long long)v,
+                   r->max_elements);
+    if (r->depth >= r->max_depth)
+        return bad(r, "arrays nested deeper than max_depth (%zu)", r->max_depth);
+    r->elements += (size_t)v;
+    x->type = RESP_ARRAY;
+    x->n = (uint32_t)v;
+    return RESP_DONE;
+}
+
+/* Read the value whose line is d[at..at+l) (its terminator ends at
+ * line_end) into *x. RESP_DONE (x filled, r->pos advanced), RESP_MORE (a
+ * bulk's bytes have not all arrived), or RESP_BAD. */
 static int value(resp_reader *r, const char *d, size_t n, size_t at, size_t l, size_t line_end, resp_node *x)
 {
     const char *s = d + at;
     char sh[200];
     int64_t v;
+    int rc = RESP_DONE;
     memset(x, 0, sizeof *x);
     switch (s[0]) {
     case '+':
@@ -154,45 +189,18 @@ static int value(resp_reader *r, const char *d, size_t n, size_t at, size_t l, s
         x->type = RESP_INT;
         break;
     case '$':
-        if ((v = length(r, s, l, "a bulk")) == -2)
-            return RESP_BAD;
-        if (v == -1) {
-            x->type = RESP_NIL;
-            break;
-        }
-        if ((uint64_t)v > RESP_MAX_BULK)
-            return bad(r, "a bulk of %lld bytes (the most is 512 MiB)", (long long)v);
-        if (line_end + (uint64_t)v + 2 > r->max_bytes)
-            return bad(r, "a bulk of %lld bytes: more than max_reply_bytes (%zu) in one reply", (long long)v,
-                       r->max_bytes);
-        if (n < line_end + (size_t)v + 2)
-            return RESP_MORE;
-        if (d[line_end + v] != '\r' || d[line_end + v + 1] != '\n')
-            return bad(r, "a bulk of %lld bytes not followed by CRLF", (long long)v);
-        x->type = RESP_BULK;
-        x->off = line_end;
-        x->n = (uint32_t)v;
-        r->pos = line_end + (size_t)v + 2;
-        return RESP_DONE;
     case '*':
-        if ((v = length(r, s, l, "an array")) == -2)
-            return RESP_BAD;
-        if (v == -1) {
-            x->type = RESP_NIL;
-            break;
-        }
-        if ((uint64_t)v > r->max_elements - r->elements)
-            return bad(r, "an array of %lld elements: more than max_elements (%zu) in one reply", (long long)v,
-                       r->max_elements);
-        if (r->depth >= r->max_depth)
-            return bad(r, "arrays nested deeper than max_depth (%zu)", r->max_depth);
-        r->elements += (size_t)v;
-        x->type = RESP_ARRAY;
-        x->n = (uint32_t)v;
+        if ((rc = nil_or_length(r, s, l, x, &v)) != 0)
+            break; /* a nil, or bad */
+        if (s[0] == '$')
+            return bulk(r, d, n, line_end, v, x);
+        rc = array(r, v, x);
         break;
     default:
         return bad(r, "unknown type: %s", shown(s, l, sh, sizeof sh));
     }
+    if (rc == RESP_BAD)
+        return rc;
     r->pos = line_end;
     return RESP_DONE;
 }
