@@ -92,7 +92,7 @@ static void test_every_field_of_a_snapshot(void)
     evtime ev;
     evtime_init(&ev, 10);
     evtime_on_event(&ev, 1000); /* current 990, max 1000, 990 waiting */
-    mw_source src = { &fake_source_ops, NULL, NULL };
+    mw_source src = { &fake_source_ops, NULL, NULL, 0 };
     fake_sink out = { { &fake_sink_ops, NULL, NULL, NULL }, 100 }, dlq = { { &fake_sink_ops, NULL, NULL, NULL }, 50 };
     snap_view v = { "/in", "/out", "/dl", OP_ORDERED, 1000, &o, &ev, &src, &out.base, &dlq.base, record_cb };
     snap s;
@@ -166,7 +166,7 @@ static void test_a_final_snapshot_of_an_idle_run(void)
     ASSERT_INT_EQ(op_complete(&o, e, NULL, 0), 0); /* leaves at once */
     evtime ev;
     evtime_init(&ev, 0);
-    mw_source src = { &fake_source_ops, NULL, NULL };
+    mw_source src = { &fake_source_ops, NULL, NULL, 0 };
     fake_sink out = { { &fake_sink_ops, NULL, NULL, NULL }, 7 };
     snap_view v = { "/in", "/out", "", OP_UNORDERED, 0, &o, &ev, &src, &out.base, NULL, record_cb };
     snap s;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../io/io.h"
 #include "../util/str.h"
 #include "options.h"
 #include "pipefile.h"
@@ -127,6 +128,10 @@ static int check_combination(const config *c, char **err)
         m = "option '--on-error dead-letter' needs '--dead-letter FILE' (pipeline key: dead_letter)";
     else if (c->dead_letter && c->on_error != ON_ERROR_DEAD_LETTER)
         m = "option '--dead-letter' is only used with '--on-error dead-letter'";
+    else if (c->checkpoint_dir && (io_is_broker(c->input) || io_is_broker(c->output) ||
+                                   (c->dead_letter && io_is_broker(c->dead_letter))))
+        m = "option '--checkpoint-dir' does not apply to a Redis stream: the consumer group's pending entries "
+            "are the checkpoint (an entry is acked once its outputs are committed); drop --checkpoint-dir";
     else if (c->has_max_ooo && !c->event_time)
         m = "option '--max-out-of-orderness' needs '--event-time FIELD' "
             "(pipeline keys: max_out_of_orderness_ms, event_time)";

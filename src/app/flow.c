@@ -38,14 +38,16 @@ static void cb_emit(void *ud, op_entry *e)
     run *r = ud;
     if (e->dlq_len)
         sink_write(r->dlq, e->dlq, e->dlq_len);
-    if (!e->out_len)
-        return;
-    for (const char *s = e->out, *end = e->out + e->out_len; (s = memchr(s, '\n', (size_t)(end - s))); s++)
-        r->outputs++;
-    /* The sink takes the bytes (a large fan-out is not copied again). */
-    sink_write_owned(r->out, e->out, e->out_len);
-    e->out = NULL;
-    e->out_len = 0;
+    if (e->out_len) {
+        for (const char *s = e->out, *end = e->out + e->out_len; (s = memchr(s, '\n', (size_t)(end - s))); s++)
+            r->outputs++;
+        /* The sink takes the bytes (a large fan-out is not copied again). */
+        sink_write_owned(r->out, e->out, e->out_len);
+        e->out = NULL;
+        e->out_len = 0;
+    }
+    /* Its outputs are with the sinks: a broker commits them with its ack. */
+    source_done(r->src, task_ticket(e->udata));
 }
 
 static void cb_emit_watermark(void *ud, int64_t wm)
@@ -54,6 +56,7 @@ static void cb_emit_watermark(void *ud, int64_t wm)
     char b[64];
     int n = snprintf(b, sizeof b, "{\"$watermark\":%" PRId64 "}\n", wm);
     sink_write(r->out, b, (size_t)n);
+    source_done(r->src, 0); /* (outputs of no record) */
 }
 
 static void cb_timeout(void *ud, op_entry *e)
@@ -206,6 +209,8 @@ static int pull(run *r)
 {
     if (op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended)
         return -1;
+    /* (a broker fetches no more than this) */
+    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
     source_record rec;
     char msg[600];
     switch (source_next(r->src, &rec)) {
@@ -286,7 +291,9 @@ void flow_out_written(void *ud)
 void flow_dlq_error(void *ud)
 {
     run *r = ud;
-    flow_fail(r, ABORT, "--dead-letter %s: write error: %s", r->cfg->dead_letter, uv_strerror(sink_error(r->dlq)));
+    char msg[600];
+    sink_strerror(r->dlq, msg, sizeof msg);
+    flow_fail(r, ABORT, "--dead-letter %s: write error: %s", r->cfg->dead_letter, msg);
     flow_finish_if_done(r);
 }
 
@@ -305,7 +312,9 @@ void flow_out_error(void *ud)
         flow_finish_if_done(r);
         return;
     }
-    flow_fail(r, ABORT, "--output %s: write error: %s", r->cfg->output, uv_strerror(sink_error(r->out)));
+    char msg[600];
+    sink_strerror(r->out, msg, sizeof msg);
+    flow_fail(r, ABORT, "--output %s: write error: %s", r->cfg->output, msg);
     flow_finish_if_done(r);
 }
 

@@ -74,6 +74,11 @@ static char *dead_letter_line(const route_rec *rec, const dl_outcome *o, size_t 
     mw_buf b = { NULL, 0, 0 };
     char num[128];
     int rc = mw_buf_add(&b, num, (size_t)snprintf(num, sizeof num, "{\"line\":%" PRIu64, rec->lineno));
+    if (rec->source_id) {
+        rc |= mw_buf_add(&b, ",\"source_id\":", 13);
+        rc |= json_put_string(&b, rec->source_id, strlen(rec->source_id));
+        rc |= mw_buf_add(&b, num, (size_t)snprintf(num, sizeof num, ",\"deliveries\":%u", rec->deliveries));
+    }
     if (!rec->malformed) {
         rc |= mw_buf_add(&b, ",\"record\":", 10);
         rc |= mw_buf_add(&b, rec->line, rec->len);

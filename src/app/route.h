@@ -31,6 +31,8 @@ typedef struct route_rec {
     size_t len;
     uint64_t lineno;
     int malformed;       /* the line did not parse: never invoked */
+    const char *source_id; /* a broker's entry id, or NULL */
+    uint32_t deliveries; /* with source_id: how often it was delivered */
 } route_rec;
 
 void route_init(route *r, op *o, int on_error);

@@ -184,6 +184,8 @@ static int open_io(run *r)
         if (rc != 0)
             fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
     }
+    if (rc == 0 && (rc = io_bind(r->src, r->out, r->dlq, &err)) != 0)
+        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot start the output");
     free(err);
     return rc == 0 ? 0 : -1;
 }
@@ -197,7 +199,7 @@ static int start_core(run *r)
     op_init(&r->op, &oc, &flow_op_callbacks, r);
     r->rng = uv_hrtime() | 1;
     route_init(&r->route, &r->op, c->on_error);
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms };
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src };
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;

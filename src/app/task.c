@@ -18,18 +18,22 @@ struct task {
     size_t len;
     uint64_t lineno;
     char *last_error;     /* the previous attempt's error (owned), or NULL */
+    char *source_id;      /* a broker's entry id (owned), or NULL */
+    uint32_t deliveries;
+    uint64_t ticket;      /* the source's, for source_done */
 };
 
 static void free_task(task *t)
 {
     free(t->line);
     free(t->last_error);
+    free(t->source_id);
     free(t);
 }
 
 static route_rec rec_of(const task *t)
 {
-    return (route_rec){ t->line, t->len, t->lineno, t->malformed };
+    return (route_rec){ t->line, t->len, t->lineno, t->malformed, t->source_id, t->deliveries };
 }
 
 static void fail_record(const task_env *env, task *t, const char *err)
@@ -50,7 +54,8 @@ static uint64_t deadline_ms(const op_entry *e)
  * returns. */
 static void invoke(task *t, op_entry *e, script_rec *rec)
 {
-    script_call call = { t, &t->fiber, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error };
+    script_call call = { t, &t->fiber, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
+                         t->source_id, t->deliveries };
     script_invoke(gen_script(t->g), rec, &call);
 }
 
@@ -81,14 +86,18 @@ static int malformed(const task_env *env, task *t, const char *err)
     if (rc == ROUTE_QUEUED)
         return TASK_OK; /* t is the entry's now, and may be gone already:
                          * a dead letter at the head leaves at once */
+    if (rc == ROUTE_DROPPED)
+        source_done(env->src, t->ticket); /* skipped: it is done with */
     free_task(t);
     return rc == ROUTE_STOP ? TASK_STOP : TASK_OK;
 }
 
 int task_accept(const task_env *env, const source_record *rec, char *msg, size_t msglen)
 {
-    if (is_blank(rec->data, rec->len))
+    if (is_blank(rec->data, rec->len)) {
+        source_done(env->src, rec->ticket);
         return TASK_OK;
+    }
     gen *g = gen_current(env->gens);
     /* The task's own copy of the line is what gets parsed: the decoded
      * record writes its untouched values from these bytes, long after the
@@ -105,12 +114,20 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     t->line = copy;
     t->len = rec->len;
     t->lineno = rec->line;
+    t->ticket = rec->ticket;
+    t->deliveries = rec->deliveries;
+    if (rec->id && !(t->source_id = strdup(rec->id))) {
+        free_task(t);
+        snprintf(msg, msglen, "input line %" PRIu64 ": out of memory", rec->line);
+        return TASK_FATAL;
+    }
     char err[512];
     script_parsed parsed;
     script_rec *sr;
     if (script_parse(gen_script(g), t->line, t->len, &parsed, &sr, err, sizeof err) != 0)
         return malformed(env, t, err);
     if (parsed.is_watermark) {
+        source_done(env->src, t->ticket);
         free_task(t);
         if (evtime_on_watermark(env->ev, parsed.watermark))
             op_push_watermark(env->op, parsed.watermark);
@@ -126,6 +143,14 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     }
     if (parsed.has_ts)
         evtime_on_event(env->ev, parsed.ts);
+    if (rec->refuse) {
+        /* Not to be invoked (a poison entry): it fails as it is, in its
+         * turn; t may be gone after this. */
+        script_rec_free(gen_script(g), sr);
+        t->e = e;
+        fail_record(env, t, rec->refuse);
+        return TASK_OK;
+    }
     start(t, g, e, sr);
     return TASK_OK;
 }
@@ -179,8 +204,9 @@ void task_timeout(const task_env *env, op_entry *e)
     task_discard(t);
     char *out = NULL, *err = NULL;
     size_t len = 0;
-    int rc = script_on_timeout(gen_script(t->g), t->line, t->len, e->seq, t->lineno, (int)e->attempt,
-                               deadline_ms(e), &out, &len, &err);
+    script_call a = { .seq = e->seq, .line = t->lineno, .attempt = (int)e->attempt, .deadline_ms = deadline_ms(e),
+                      .source_id = t->source_id, .deliveries = t->deliveries };
+    int rc = script_on_timeout(gen_script(t->g), t->line, t->len, &a, &out, &len, &err);
     if (rc == 1) {
         op_complete(env->op, e, out, len);
     } else if (rc == 0) {
@@ -293,4 +319,9 @@ int task_malformed(const task *t)
 const char *task_last_error(const task *t)
 {
     return t->last_error;
+}
+
+uint64_t task_ticket(const task *t)
+{
+    return t ? t->ticket : 0;
 }

@@ -43,6 +43,7 @@ typedef struct task_env {
     evtime *ev;
     const gens *gens;      /* new records run on the current generation */
     uint64_t timeout_ms;   /* for the timeout message */
+    mw_source *src;        /* told when a record leaves (source_done) */
 } task_env;
 
 /* task_accept's and task_outcome's results. */
@@ -86,5 +87,7 @@ const char *task_line(const task *t, size_t *len);
 uint64_t task_lineno(const task *t);
 int task_malformed(const task *t);
 const char *task_last_error(const task *t);
+/* The source's ticket for t's record (source_done), 0 for none. */
+uint64_t task_ticket(const task *t);
 
 #endif

@@ -48,6 +48,9 @@ typedef struct sink_ops {
     int (*sync)(mw_sink *k);
     /* The first write error (a negative uv code), or 0. */
     int (*error)(const mw_sink *k);
+    /* That error as a message, when the code alone does not say it (a
+     * server's reply). May be NULL. */
+    void (*strerror)(const mw_sink *k, char *buf, size_t len);
     /* Close handles; on_closed (may be NULL) runs when all are released,
      * then the sink's memory is freed. */
     void (*close)(mw_sink *k, void (*on_closed)(mw_sink *k));
@@ -68,6 +71,8 @@ static inline uint64_t sink_position(const mw_sink *k) { return k->ops->position
 static inline uint64_t sink_written(const mw_sink *k) { return k->ops->written(k); }
 static inline int sink_sync(mw_sink *k) { return k->ops->sync(k); }
 static inline int sink_error(const mw_sink *k) { return k->ops->error(k); }
+/* The first write error as a message. */
+void sink_strerror(const mw_sink *k, char *buf, size_t len);
 static inline void sink_close(mw_sink *k, void (*on_closed)(mw_sink *k)) { k->ops->close(k, on_closed); }
 
 #endif

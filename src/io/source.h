@@ -20,8 +20,13 @@
  * the sinks flushed), the run calls source_commit(): a broker source acks
  * them there (XACK); a file has nothing to do.
  *
- * Implementations: fd_source.c (files, FIFOs, pipes, ttys, stdin), opened
- * through io_source_open (io.h). A new source is a new file and one line
+ * Brokers (redis_source.c) hand out entries that are acked one by one:
+ * each record carries a ticket, and source_done() says when its outputs
+ * were handed to the sinks.
+ *
+ * Implementations: fd_source.c (files, FIFOs, pipes, ttys, stdin),
+ * redis_source.c (Redis Streams consumer groups), opened through
+ * io_source_open (io.h). A new source is a new file and one line
  * in io.c; the operator, the Lua runtime and the other sources do not
  * change.
  */
@@ -41,6 +46,12 @@ typedef struct source_record {
     const char *data;  /* valid until the next call into the source */
     size_t len;
     uint64_t line;     /* its number, from 1: what messages name */
+    /* A broker's entry (all zero for a file): */
+    const char *id;    /* the entry id (ctx.source_id), NUL-terminated; valid as data */
+    uint32_t deliveries; /* how often the broker delivered it (ctx.deliveries), from 1 */
+    const char *refuse;  /* not to be invoked: fail the record with this reason
+                          * (delivered too often, too long); valid as data */
+    uint64_t ticket;   /* give back to source_done when the record leaves; 0: none */
 } source_record;
 
 /* How far the records handed out reach. For a byte source: the offset just
@@ -63,6 +74,12 @@ typedef struct source_ops {
     int (*seek)(mw_source *s, source_pos pos);
     /* Every record up to `pos` has its outputs committed. May be NULL. */
     void (*commit)(mw_source *s, source_pos pos);
+    /* The record of `ticket` left the run: its outputs (none, some, a dead
+     * letter) were handed to the sinks just before this call, in the same
+     * turn. A broker acks it once they are committed. ticket 0: the
+     * outputs handed since the last call belong to no record (a
+     * watermark). May be NULL. */
+    void (*done)(mw_source *s, uint64_t ticket);
     /* Stop fetching and release everything; on_closed (may be NULL) runs
      * once the source's handles are closed, then its memory is freed. */
     void (*close)(mw_source *s, void (*on_closed)(mw_source *s));
@@ -72,6 +89,8 @@ struct mw_source {
     const source_ops *ops;
     void (*on_ready)(void *ud); /* a fetch after SOURCE_AGAIN landed */
     void *ud;
+    size_t room;                /* how many records the run can take now: set
+                                 * before each next(); a broker fetches no more */
 };
 
 static inline int source_next(mw_source *s, source_record *r) { return s->ops->next(s, r); }
@@ -82,6 +101,11 @@ static inline void source_commit(mw_source *s, source_pos pos)
 {
     if (s->ops->commit)
         s->ops->commit(s, pos);
+}
+static inline void source_done(mw_source *s, uint64_t ticket)
+{
+    if (s->ops->done)
+        s->ops->done(s, ticket);
 }
 static inline void source_close(mw_source *s, void (*on_closed)(mw_source *s)) { s->ops->close(s, on_closed); }
 

@@ -76,8 +76,8 @@ int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script
     return 0;
 }
 
-int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
-                      int attempt, uint64_t deadline_ms, char **out, size_t *outlen, char **err)
+int script_on_timeout(script *sc, const char *line, size_t len, const script_call *a, char **out, size_t *outlen,
+                      char **err)
 {
     *out = NULL;
     *outlen = 0;
@@ -94,8 +94,10 @@ int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, ui
         return -1;
     }
     codec_doc *doc = codec_build(&sc->codec, L);
-    script_push_ctx(sc, L, seq, lineno, attempt, deadline_ms, NULL);
-    sc->sync_deadline_ms = deadline_ms; /* ctx.remaining_ms() outside a fiber */
+    script_call ctx = *a;
+    ctx.last_error = NULL;
+    script_push_ctx(sc, L, &ctx);
+    sc->sync_deadline_ms = a->deadline_ms; /* ctx.remaining_ms() outside a fiber */
     int rc = script_pcall(L, 2, LUA_MULTRET);
     sc->sync_deadline_ms = 0;
     if (rc != 0) {

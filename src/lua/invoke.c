@@ -22,23 +22,28 @@
 
 #include "script_int.h"
 
-void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt,
-                     uint64_t deadline_ms, const char *last_error)
+void script_push_ctx(script *sc, lua_State *L, const script_call *a)
 {
-    lua_createtable(L, 0, 5);
-    lua_pushnumber(L, (lua_Number)seq);
+    lua_createtable(L, 0, 7);
+    lua_pushnumber(L, (lua_Number)a->seq);
     lua_setfield(L, -2, "seq");
-    lua_pushnumber(L, (lua_Number)line);
+    lua_pushnumber(L, (lua_Number)a->line);
     lua_setfield(L, -2, "line");
-    lua_pushinteger(L, attempt);
+    lua_pushinteger(L, a->attempt);
     lua_setfield(L, -2, "attempt");
-    if (deadline_ms) {
-        lua_pushnumber(L, rt_wall_secs(&sc->rt, deadline_ms));
+    if (a->deadline_ms) {
+        lua_pushnumber(L, rt_wall_secs(&sc->rt, a->deadline_ms));
         lua_setfield(L, -2, "deadline");
     }
-    if (last_error) {
-        lua_pushstring(L, last_error);
+    if (a->last_error) {
+        lua_pushstring(L, a->last_error);
         lua_setfield(L, -2, "last_error");
+    }
+    if (a->source_id) {
+        lua_pushstring(L, a->source_id);
+        lua_setfield(L, -2, "source_id");
+        lua_pushinteger(L, (lua_Integer)a->deliveries);
+        lua_setfield(L, -2, "deliveries");
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
     lua_setmetatable(L, -2);
@@ -183,7 +188,7 @@ static void attempt_done_pred(void *ud, rt_fiber *f, int status)
         lua_xmove(sc->rt.L, pf->co, 1); /* the outputs table */
     else
         lua_pushstring(pf->co, c->errmsg);
-    script_push_ctx(sc, pf->co, c->a.seq, c->a.line, c->a.attempt, c->a.deadline_ms, c->a.last_error);
+    script_push_ctx(sc, pf->co, &c->a);
     bind_fiber(pf, &c->a);
     pf->abandoned = call_abandoned;
     rt_fiber_start(pf, 2, pred_done, c);
@@ -232,7 +237,7 @@ void script_invoke(script *sc, script_rec *rec, const script_call *a)
     codec_doc_push(rec, co);
     f->attach = rec;
     f->attach_free = free_attached_doc;
-    script_push_ctx(sc, co, a->seq, a->line, a->attempt, a->deadline_ms, a->last_error);
+    script_push_ctx(sc, co, a);
     bind_fiber(f, a);
     if (sc->on_result_ref == LUA_NOREF && sc->on_error_ref == LUA_NOREF)
         rt_fiber_start(f, 2, attempt_done, sc); /* the common, allocation-free path */

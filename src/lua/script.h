@@ -77,6 +77,9 @@ typedef struct script_call {
     int attempt;            /* ctx.attempt, from 1 */
     uint64_t deadline_ms;   /* the record's deadline on the loop's clock, 0 = none */
     const char *last_error; /* ctx.last_error, or NULL (copied if kept) */
+    const char *source_id;  /* ctx.source_id (a broker's entry id), or NULL;
+                             * valid while the record lives */
+    uint32_t deliveries;    /* ctx.deliveries when source_id is set */
 } script_call;
 
 typedef struct script_parsed {
@@ -146,11 +149,12 @@ void script_rec_free(script *sc, script_rec *rec);
 void script_invoke(script *sc, script_rec *rec, const script_call *call);
 
 /* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`;
- * deadline_ms (the record's, loop clock) gives ctx.deadline.
+ * `a` gives ctx (a->deadline_ms, the record's on the loop clock, gives
+ * ctx.deadline; its task, fiber slot and last_error are not used).
  * Returns 1 with *out and *len set (ownership passes), 0 when the script has no
  * on_timeout, -1 with *err (malloc'd) when it failed. */
-int script_on_timeout(script *sc, const char *line, size_t len, uint64_t seq, uint64_t lineno,
-                      int attempt, uint64_t deadline_ms, char **out, size_t *outlen, char **err);
+int script_on_timeout(script *sc, const char *line, size_t len, const script_call *a, char **out, size_t *outlen,
+                      char **err);
 
 /* Start the open or close hook (`which` is "open" or "close") as a fiber.
  * Returns 0 if it was started (`done` follows, once, with ud), 1 if the

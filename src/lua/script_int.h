@@ -17,8 +17,7 @@ int script_pcall(lua_State *L, int nargs, int nres);
 /* invoke.c: push a record's ctx table (seq, line, attempt, deadline when
  * deadline_ms > 0, in rt_now seconds; last_error when non-NULL) with the
  * ctx metatable. */
-void script_push_ctx(script *sc, lua_State *L, uint64_t seq, uint64_t line, int attempt,
-                     uint64_t deadline_ms, const char *last_error);
+void script_push_ctx(script *sc, lua_State *L, const script_call *a);
 
 /* result.c: turn `what`'s results (values from index base to the top of
  * sc's main stack) into newline-terminated JSON lines; tables of the

@@ -1,0 +1,168 @@
+/*
+ * redis_int.h: what the Redis Streams source (redis_source.c), its commits
+ * (redis_commit.c), the sink (redis_sink.c) and the open-time checks
+ * (redis_probe.c) share. Internal to src/io.
+ *
+ * The source reads P partitions (one stream, or KEY{0}..KEY{P-1} in a
+ * cluster); each partition has two connections to the node that holds its
+ * key: `rd` for the blocking XREADGROUP, `cmd` for everything else (group
+ * creation, claims, delivery counts, commits, acks), so a commit never
+ * waits behind a BLOCK.
+ *
+ * Entries. An entry fetched from the stream is on its partition's `ready`
+ * queue until the run takes it (source_next), then OUT (in the run) until
+ * source_done, then COMMITTING until its commit or ack is answered. Every
+ * entry the source knows is in the partition's id table, so one fetched
+ * twice (this consumer's pending entries re-read after a reconnect, a claim
+ * of an entry of ours that idled) is not handed out twice.
+ *
+ * Commits (redis_commit.c). Paired: the output (and dead-letter) streams
+ * are on the node of the input, so an entry's outputs and its XACK go in
+ * one atomic step: a script (EVAL, atomic as MULTI/EXEC) that first checks
+ * the entry is still pending for this consumer (XPENDING), then XADDs its
+ * outputs and XACKs it; entries that completed meanwhile ride in the same
+ * call (commit batching: one call in flight per partition, the next one
+ * takes everything that completed while it was out). The check makes a
+ * commit safe to send again when its reply was lost (the first one acked
+ * the entry, the second finds it no longer pending and adds nothing), and
+ * fences a consumer that stalled past claim_idle_ms while another claimed
+ * its entries. Unpaired (a file output, a stream elsewhere): at-least-once;
+ * an entry is acked (XACK) once the sinks have written everything handed
+ * to them up to its done.
+ */
+#ifndef MW_REDIS_INT_H
+#define MW_REDIS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../net/redis.h"
+#include "../util/buf.h"
+#include "redis_url.h"
+#include "sink.h"
+#include "source.h"
+
+enum { RS_READY, RS_OUT, RS_COMMITTING };
+
+typedef struct rs_part rs_part;
+typedef struct rs_source rs_source;
+
+typedef struct rs_entry {
+    struct rs_entry *prev, *next; /* the ready queue, or the at-least-once ack list */
+    struct rs_entry *hnext;       /* id table chain */
+    rs_part *part;
+    int state;
+    uint32_t deliveries;
+    char *data;                   /* the record's JSON (owned until handed out) */
+    size_t len;
+    uint64_t out_pos, dlq_pos;    /* unpaired: the sinks' positions at its done */
+    char id[48];                  /* "ms-seq" */
+} rs_entry;
+
+/* A commit call: units (an entry, or outputs of no entry) and their
+ * arguments, built up while the previous call is out. */
+typedef struct rs_batch {
+    mw_buf args;                  /* the arguments' bytes, back to back */
+    size_t *lens;                 /* each argument's length */
+    size_t nargs, cap_args;
+    rs_entry **entries;           /* the units' entries (NULL: no entry) */
+    size_t nunits, cap_units;
+    uint64_t bytes;               /* output bytes in it (for the sink's counts) */
+} rs_batch;
+
+struct rs_part {
+    rs_source *src;
+    uint32_t ix;
+    char *key, *out_key, *dlq_key; /* owned; out/dlq only when paired */
+    redis_conn *rd, *cmd;
+    int rd_up, cmd_up;
+    int group_ready;              /* XGROUP CREATE answered on this connection */
+    int group_asked;
+    /* reading */
+    int fetching;                 /* an XREADGROUP is out */
+    size_t requested;             /* its COUNT */
+    int pel;                      /* re-reading this consumer's pending entries first */
+    char pel_cursor[48];
+    int new_empty;                /* the last ">" read found nothing */
+    rs_entry *ready, *ready_tail;
+    size_t nready;
+    /* claims */
+    int claiming;
+    char claim_cursor[48];
+    int claimed_once, claim_empty;
+    /* the id table */
+    rs_entry **table;
+    size_t tcap, tlen;
+    /* commits (paired) */
+    rs_batch staged, out;         /* being built; sent and not answered */
+    int out_busy;
+    /* acks (unpaired) */
+    rs_entry *acks, *acks_tail;   /* done, waiting for the sinks */
+    size_t nacks_out;             /* XACK ids sent, not answered */
+    rs_entry **acking;
+    size_t nacking;
+};
+
+struct rs_source {
+    mw_source base;               /* first member: the interface */
+    uv_loop_t *loop;
+    redis_url u;
+    char *name;                   /* the URL without its password, for messages */
+    char *consumer;               /* owned */
+    size_t max_line;
+    rs_part *parts;
+    uint32_t nparts, rr;          /* round robin over partitions */
+    uint64_t lineno;
+    rs_entry *last;               /* handed out by the last next(): its data is freed at the next call */
+    uv_timer_t claim_timer, tick; /* claims every claim_idle_ms; acks and commits */
+    int refs;                     /* the source and each paired sink */
+    int closing, handles, handles_closing;
+    uint64_t close_by;            /* closing: the acks in flight get until then */
+    void (*on_closed)(mw_source *s);
+    char err[512];
+    int failed;
+    int ended;                    /* until=empty: the end was returned */
+    int announced_down;
+    /* pairing */
+    int paired;                   /* commits are atomic (script) */
+    mw_sink *out, *dlq;           /* the run's sinks (paired or not) */
+    mw_buf staged_out, staged_dlq;/* paired: lines handed since the last done */
+    uint64_t accepted_bytes, committed_bytes; /* paired: output and dead-letter bytes */
+    uint64_t lost_ownership;      /* units skipped: the entry was no longer ours */
+    void (*flush_done[2])(void *ud);
+    char sink_err[512];
+    int sink_failed;
+    /* settings of the paired sinks */
+    char *out_field, *dlq_field;
+    uint64_t out_maxlen, dlq_maxlen;
+    redis_url out_u, dlq_u;
+};
+
+/* redis_source.c */
+void rs_entry_free(rs_part *p, rs_entry *e);     /* out of the id table too */
+void rs_source_unref(rs_source *s);
+void rs_fail(rs_source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* redis_commit.c */
+/* An entry (or no entry) left the run: commit or queue its ack. */
+void rs_commit_done(rs_source *s, rs_entry *e);
+/* Send what waits (a connection came up, a call was answered, a tick). */
+void rs_commit_kick(rs_part *p);
+/* Everything handed to the sinks is committed or acked. */
+int rs_commit_idle(const rs_source *s);
+/* Free the partition's batches and lists. */
+void rs_commit_free(rs_part *p);
+/* The flushes waiting for commits: call them if idle. */
+void rs_commit_flushed(rs_source *s);
+
+/* redis_sink.c: the paired sinks stage their lines here. */
+void rs_stage(rs_source *s, int which, const char *data, size_t len);
+
+/* redis_probe.c: before the run, on a private loop: can we connect and
+ * authenticate; does each key hold a stream (or nothing); for a source,
+ * create its group (XGROUP CREATE ... MKSTREAM; an existing one is kept).
+ * 0, or -1 with a message in err. */
+int rs_probe(const redis_url *u, int role, char *err, size_t errlen);
+
+#endif

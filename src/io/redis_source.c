@@ -1,0 +1,821 @@
+/*
+ * redis_source.c: records from a Redis Streams consumer group (contract in
+ * redis_source.h; shared state in redis_int.h).
+ *
+ * Reading, per partition: after each (re)connect, first this consumer's
+ * own pending entries (XREADGROUP ... STREAMS key 0, paged), whose replies
+ * may have been lost with the connection, then new ones (">"), never more
+ * than the run has room for, counting what is already fetched and asked.
+ * Every claim_idle_ms (and at the start) entries idle that long on any
+ * consumer are claimed (XAUTOCLAIM). Entries whose delivery count is not
+ * known from the read (re-read or claimed ones) get it from XPENDING before
+ * they are handed out.
+ */
+#define _GNU_SOURCE
+#include "redis_source.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../json/json.h"
+#include "../util/list.h"
+#include "redis_int.h"
+#include "redis_sink.h"
+
+#define MAX_REPLY (256u * 1024 * 1024)
+#define BLOCK_MS 1000
+#define BLOCK_UNTIL_EMPTY_MS 50
+#define FETCH_MAX 1000
+
+static const source_ops redis_source_ops;
+
+/* ---- the id table ---------------------------------------------------------------- */
+
+static size_t hash_id(const char *id)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return h;
+}
+
+static rs_entry *find(const rs_part *p, const char *id)
+{
+    if (!p->tcap)
+        return NULL;
+    for (rs_entry *e = p->table[hash_id(id) & (p->tcap - 1)]; e; e = e->hnext)
+        if (!strcmp(e->id, id))
+            return e;
+    return NULL;
+}
+
+static int insert(rs_part *p, rs_entry *e)
+{
+    if (p->tlen + 1 > p->tcap / 2) {
+        size_t cap = p->tcap ? p->tcap * 2 : 64;
+        rs_entry **t = calloc(cap, sizeof *t);
+        if (!t)
+            return -1;
+        for (size_t i = 0; i < p->tcap; i++)
+            for (rs_entry *x = p->table[i], *nx; x; x = nx) {
+                nx = x->hnext;
+                size_t b = hash_id(x->id) & (cap - 1);
+                x->hnext = t[b];
+                t[b] = x;
+            }
+        free(p->table);
+        p->table = t;
+        p->tcap = cap;
+    }
+    size_t b = hash_id(e->id) & (p->tcap - 1);
+    e->hnext = p->table[b];
+    p->table[b] = e;
+    p->tlen++;
+    return 0;
+}
+
+void rs_entry_free(rs_part *p, rs_entry *e)
+{
+    rs_entry **pp = &p->table[hash_id(e->id) & (p->tcap - 1)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp) {
+        *pp = e->hnext;
+        p->tlen--;
+    }
+    if (p->src->last == e)
+        p->src->last = NULL;
+    free(e->data);
+    free(e);
+}
+
+/* ---- failing ---------------------------------------------------------------------- */
+
+void rs_fail(rs_source *s, const char *fmt, ...)
+{
+    if (s->failed)
+        return;
+    s->failed = 1;
+    int n = snprintf(s->err, sizeof s->err, "--input %s: ", s->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err + n, sizeof s->err - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (s->base.on_ready)
+        s->base.on_ready(s->base.ud);
+}
+
+/* ---- entries from replies ---------------------------------------------------------- */
+
+/* The record of an entry's field/value array at node f: the `field` value
+ * as it is, or an object of all the pairs (strings). */
+static int entry_record(rs_source *s, const resp_reader *r, const char *d, uint32_t f, rs_entry *e)
+{
+    const resp_node *arr = &r->nodes[f];
+    const char *field = s->u.field;
+    size_t flen = strlen(field);
+    uint32_t x = f + 1;
+    for (uint32_t i = 0; i + 1 < arr->n; i += 2) {
+        const resp_node *k = &r->nodes[x], *v = &r->nodes[x + 1];
+        if (k->type == RESP_BULK && v->type == RESP_BULK && k->n == flen && !memcmp(resp_str(k, d), field, flen)) {
+            e->data = malloc(v->n + 1);
+            if (!e->data)
+                return -1;
+            memcpy(e->data, resp_str(v, d), v->n);
+            e->data[v->n] = 0;
+            e->len = v->n;
+            return 0;
+        }
+        x += 2;
+    }
+    mw_buf b = { 0 };
+    int lossy, rc = mw_buf_add(&b, "{", 1);
+    x = f + 1;
+    for (uint32_t i = 0; i + 1 < arr->n; i += 2, x += 2) {
+        const resp_node *k = &r->nodes[x], *v = &r->nodes[x + 1];
+        if (k->type != RESP_BULK || v->type != RESP_BULK)
+            continue;
+        if (b.len > 1)
+            rc |= mw_buf_add(&b, ",", 1);
+        rc |= json_put_bytes(&b, resp_str(k, d), k->n, &lossy);
+        rc |= mw_buf_add(&b, ":", 1);
+        rc |= json_put_bytes(&b, resp_str(v, d), v->n, &lossy);
+    }
+    rc |= mw_buf_add(&b, "}", 2); /* (and a NUL) */
+    if (rc) {
+        free(b.p);
+        return -1;
+    }
+    e->data = b.p;
+    e->len = b.len - 1;
+    return 0;
+}
+
+/* Entries of the array at node `list` ([[id, [f, v, ...] or nil], ...]) into
+ * p's ready queue, skipping those already known. Entries without fields
+ * (deleted from the stream while pending) are acked and dropped.
+ * `deliveries`: 1 for new entries, 0 when XPENDING must tell. The last id
+ * seen goes to last_id. Returns how many were queued, or -1. */
+static long take_entries(rs_part *p, const resp_reader *r, const char *d, uint32_t list, uint32_t deliveries,
+                         char *last_id, rs_entry **first_new)
+{
+    rs_source *s = p->src;
+    const resp_node *arr = &r->nodes[list];
+    if (arr->type != RESP_ARRAY)
+        return arr->type == RESP_NIL ? 0 : -1;
+    long n = 0;
+    uint32_t x = list + 1;
+    for (uint32_t i = 0; i < arr->n; i++, x = resp_skip(r, x)) {
+        const resp_node *ent = &r->nodes[x];
+        if (ent->type != RESP_ARRAY || ent->n != 2 || r->nodes[x + 1].type != RESP_BULK ||
+            r->nodes[x + 1].n >= sizeof ((rs_entry *)0)->id)
+            return -1;
+        char id[48];
+        redis_str(r, d, x + 1, id, sizeof id);
+        if (last_id)
+            strcpy(last_id, id);
+        uint32_t f = x + 2;
+        if (find(p, id))
+            continue; /* in the run already, or being committed */
+        if (r->nodes[f].type != RESP_ARRAY) {
+            /* deleted from the stream (XTRIM, XDEL) while pending: nothing to do */
+            const char *argv[] = { "XACK", p->key, s->u.group, id };
+            redis_commandv(p->cmd, NULL, NULL, 4, argv);
+            continue;
+        }
+        rs_entry *e = calloc(1, sizeof *e);
+        if (!e)
+            return -1;
+        strcpy(e->id, id);
+        e->part = p;
+        e->deliveries = deliveries;
+        if (entry_record(s, r, d, f, e) != 0 || insert(p, e) != 0) {
+            free(e->data);
+            free(e);
+            return -1;
+        }
+        MW_QUEUE_APPEND(p->ready, p->ready_tail, e, prev, next);
+        p->nready++;
+        if (!*first_new)
+            *first_new = e;
+        n++;
+    }
+    return n;
+}
+
+/* ---- delivery counts ---------------------------------------------------------------- */
+
+static void got_counts(void *ud, const resp_reader *r, const char *d, const char *err)
+{
+    rs_part *p = ud;
+    if (!err && r->nodes[0].type == RESP_ARRAY) {
+        uint32_t x = 1;
+        for (uint32_t i = 0; i < r->nodes[0].n; i++, x = resp_skip(r, x)) {
+            if (r->nodes[x].type != RESP_ARRAY || r->nodes[x].n < 4)
+                continue;
+            char id[48];
+            redis_str(r, d, x + 1, id, sizeof id);
+            rs_entry *e = find(p, id);
+            uint32_t c = x + 4;
+            if (e && e->state == RS_READY && r->nodes[c].type == RESP_INT && r->nodes[c].i > 0)
+                e->deliveries = (uint32_t)r->nodes[c].i;
+        }
+    }
+    /* Entries it did not list (the reply was lost) count one delivery more
+     * than none. */
+    for (rs_entry *e = p->ready; e; e = e->next)
+        if (!e->deliveries)
+            e->deliveries = 1;
+    if (p->src->base.on_ready && !p->src->closing)
+        p->src->base.on_ready(p->src->base.ud);
+}
+
+/* Ask XPENDING for the delivery counts of the entries from `first` on. */
+static void ask_counts(rs_part *p, rs_entry *first)
+{
+    rs_source *s = p->src;
+    char count[24];
+    snprintf(count, sizeof count, "%zu", p->nready);
+    const char *argv[] = { "XPENDING", p->key, s->u.group, first->id, p->ready_tail->id, count, s->consumer };
+    if (redis_commandv(p->cmd, got_counts, p, 7, argv) != 0)
+        got_counts(p, NULL, NULL, "down");
+}
+
+/* ---- fetching ------------------------------------------------------------------------ */
+
+static void fetch(rs_part *p);
+
+static size_t held(const rs_source *s)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < s->nparts; i++)
+        n += s->parts[i].nready + s->parts[i].requested;
+    return n;
+}
+
+static void ensure_group(rs_part *p);
+
+static void fetched(void *ud, const resp_reader *r, const char *d, const char *err)
+{
+    rs_part *p = ud;
+    rs_source *s = p->src;
+    p->fetching = 0;
+    p->requested = 0;
+    if (err || s->closing)
+        return; /* the connection's state callback starts again */
+    const resp_node *top = &r->nodes[0];
+    if (top->type == RESP_ERROR) {
+        char buf[300];
+        redis_str(r, d, 0, buf, sizeof buf);
+        if (!strncmp(buf, "NOGROUP", 7)) {
+            /* The server lost the group (restarted without persistence,
+             * or someone destroyed it): create it again. */
+            p->group_ready = 0;
+            ensure_group(p);
+            return;
+        }
+        rs_fail(s, "XREADGROUP: %s", buf);
+        return;
+    }
+    rs_entry *first_new = NULL;
+    long n = 0;
+    if (top->type == RESP_ARRAY && top->n >= 1) {
+        /* [[key, [entries]]] */
+        uint32_t k = 1;
+        if (r->nodes[k].type != RESP_ARRAY || r->nodes[k].n != 2) {
+            rs_fail(s, "XREADGROUP: unexpected reply");
+            return;
+        }
+        n = take_entries(p, r, d, k + 2, p->pel ? 0 : 1, p->pel ? p->pel_cursor : NULL, &first_new);
+        if (n < 0) {
+            rs_fail(s, "XREADGROUP: unexpected reply (or out of memory)");
+            return;
+        }
+        int none = r->nodes[k + 2].type == RESP_ARRAY && r->nodes[k + 2].n == 0;
+        if (p->pel)
+            p->pel = !none; /* (own pending entries all re-read) */
+        else
+            p->new_empty = none;
+    } else if (top->type == RESP_NIL) {
+        if (p->pel)
+            p->pel = 0;
+        else
+            p->new_empty = 1;
+    } else {
+        rs_fail(s, "XREADGROUP: unexpected reply");
+        return;
+    }
+    if (first_new && !first_new->deliveries)
+        ask_counts(p, first_new);
+    else if (s->base.on_ready)
+        s->base.on_ready(s->base.ud);
+}
+
+static void fetch(rs_part *p)
+{
+    rs_source *s = p->src;
+    if (p->fetching || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
+        return;
+    size_t h = held(s);
+    if (s->base.room <= h)
+        return;
+    size_t want = s->base.room - h;
+    if (s->u.count && want > s->u.count)
+        want = s->u.count;
+    if (want > FETCH_MAX)
+        want = FETCH_MAX;
+    char count[24], block[24];
+    snprintf(count, sizeof count, "%zu", want);
+    snprintf(block, sizeof block, "%d", s->u.until_empty ? BLOCK_UNTIL_EMPTY_MS : BLOCK_MS);
+    /* History reads (this consumer's pending entries) do not block. */
+    const char *argv[11] = { "XREADGROUP", "GROUP", s->u.group, s->consumer, "COUNT", count };
+    int argc = 6;
+    if (!p->pel) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = p->key;
+    argv[argc++] = p->pel ? p->pel_cursor : ">";
+    int rc = redis_commandv(p->rd, fetched, p, argc, argv);
+    if (rc == 0) {
+        p->fetching = 1;
+        p->requested = want;
+    }
+}
+
+/* ---- claims -------------------------------------------------------------------------- */
+
+static void claimed(void *ud, const resp_reader *r, const char *d, const char *err)
+{
+    rs_part *p = ud;
+    rs_source *s = p->src;
+    p->claiming = 0;
+    p->requested = 0;
+    if (err || s->closing)
+        return;
+    const resp_node *top = &r->nodes[0];
+    if (top->type == RESP_ERROR) {
+        char buf[300];
+        redis_str(r, d, 0, buf, sizeof buf);
+        if (!strncmp(buf, "NOGROUP", 7)) {
+            p->group_ready = 0;
+            ensure_group(p);
+            return;
+        }
+        rs_fail(s, "XAUTOCLAIM: %s", buf);
+        return;
+    }
+    /* [next-cursor, [entries], [deleted ids]] */
+    if (top->type != RESP_ARRAY || top->n < 2 || r->nodes[1].type != RESP_BULK) {
+        rs_fail(s, "XAUTOCLAIM: unexpected reply");
+        return;
+    }
+    redis_str(r, d, 1, p->claim_cursor, sizeof p->claim_cursor);
+    rs_entry *first_new = NULL;
+    long n = take_entries(p, r, d, 2, 0, NULL, &first_new);
+    if (n < 0) {
+        rs_fail(s, "XAUTOCLAIM: unexpected reply (or out of memory)");
+        return;
+    }
+    p->claimed_once = 1;
+    p->claim_empty = n == 0 && !strcmp(p->claim_cursor, "0-0");
+    if (first_new)
+        ask_counts(p, first_new);
+    else if (s->base.on_ready)
+        s->base.on_ready(s->base.ud);
+}
+
+/* Claim entries idle longer than claim_idle_ms, as many as there is room. */
+static void claim(rs_part *p)
+{
+    rs_source *s = p->src;
+    if (p->claiming || !p->cmd_up || !p->group_ready || s->closing || s->failed || s->ended)
+        return;
+    size_t h = held(s);
+    size_t want = s->base.room > h ? s->base.room - h : 0;
+    if (want > FETCH_MAX)
+        want = FETCH_MAX;
+    if (!want) {
+        if (!p->claimed_once)
+            return; /* the first round waits for room */
+        return;
+    }
+    char idle[24], count[24];
+    snprintf(idle, sizeof idle, "%" PRIu64, s->u.claim_idle_ms);
+    snprintf(count, sizeof count, "%zu", want);
+    const char *argv[] = { "XAUTOCLAIM", p->key, s->u.group, s->consumer, idle, p->claim_cursor, "COUNT", count };
+    if (redis_commandv(p->cmd, claimed, p, 8, argv) == 0) {
+        p->claiming = 1;
+        p->requested += want;
+    }
+}
+
+static void on_claim_timer(uv_timer_t *t)
+{
+    rs_source *s = t->data;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *p = &s->parts[i];
+        if (!p->claimed_once || !strcmp(p->claim_cursor, "0-0"))
+            strcpy(p->claim_cursor, "0-0");
+        claim(p);
+    }
+}
+
+/* ---- the group and the connections ------------------------------------------------- */
+
+static void group_made(void *ud, const resp_reader *r, const char *d, const char *err)
+{
+    rs_part *p = ud;
+    rs_source *s = p->src;
+    p->group_asked = 0;
+    if (err || s->closing)
+        return;
+    if (r->nodes[0].type == RESP_ERROR) {
+        char buf[300];
+        redis_str(r, d, 0, buf, sizeof buf);
+        if (strncmp(buf, "BUSYGROUP", 9) != 0) {
+            rs_fail(s, "XGROUP CREATE %s %s: %s", p->key, s->u.group, buf);
+            return;
+        }
+    }
+    p->group_ready = 1;
+    claim(p);
+    fetch(p);
+}
+
+static void ensure_group(rs_part *p)
+{
+    rs_source *s = p->src;
+    if (p->group_ready || p->group_asked || !p->cmd_up)
+        return;
+    const char *argv[] = { "XGROUP", "CREATE", p->key, s->u.group, s->u.start, "MKSTREAM" };
+    if (redis_commandv(p->cmd, group_made, p, 6, argv) == 0)
+        p->group_asked = 1;
+}
+
+static void announce(rs_source *s, int up, const char *why)
+{
+    if (!up && !s->announced_down && !s->closing) {
+        s->announced_down = 1;
+        fprintf(stderr, "moonwait: --input %s: connection lost (%s); reconnecting, in-flight records kept\n",
+                s->name, why);
+    } else if (up && s->announced_down) {
+        int all = 1;
+        for (uint32_t i = 0; i < s->nparts; i++)
+            all &= s->parts[i].rd_up && s->parts[i].cmd_up;
+        if (all) {
+            s->announced_down = 0;
+            fprintf(stderr, "moonwait: --input %s: reconnected\n", s->name);
+        }
+    }
+}
+
+static void rd_state(void *ud, int state, const char *why)
+{
+    rs_part *p = ud;
+    p->rd_up = state == REDIS_UP;
+    p->fetching = 0;
+    p->requested = 0;
+    announce(p->src, p->rd_up, why);
+    if (p->rd_up) {
+        /* Replies lost with the connection left entries pending on us:
+         * read those first. */
+        p->pel = 1;
+        strcpy(p->pel_cursor, "0");
+        p->new_empty = 0;
+        fetch(p);
+    }
+}
+
+static void cmd_state(void *ud, int state, const char *why)
+{
+    rs_part *p = ud;
+    p->cmd_up = state == REDIS_UP;
+    p->group_asked = p->claiming = 0;
+    announce(p->src, p->cmd_up, why);
+    if (p->cmd_up) {
+        p->group_ready = 0;
+        ensure_group(p);
+        rs_commit_kick(p);
+    }
+}
+
+/* ---- the interface ----------------------------------------------------------------- */
+
+static int src_next(mw_source *b, source_record *out)
+{
+    rs_source *s = (rs_source *)b;
+    if (s->failed)
+        return SOURCE_ERROR;
+    if (s->last) {
+        free(s->last->data);
+        s->last->data = NULL;
+        s->last = NULL;
+    }
+    for (uint32_t k = 0; k < s->nparts; k++) {
+        rs_part *p = &s->parts[(s->rr + k) % s->nparts];
+        rs_entry *e = p->ready;
+        if (!e || !e->deliveries)
+            continue;
+        s->rr = (s->rr + k + 1) % s->nparts;
+        MW_QUEUE_UNLINK(p->ready, p->ready_tail, e, prev, next);
+        p->nready--;
+        e->state = RS_OUT;
+        s->last = e;
+        static char reason[160];
+        *out = (source_record){ e->data, e->len, ++s->lineno, e->id, e->deliveries, NULL, (uint64_t)(uintptr_t)e };
+        if (e->deliveries > s->u.max_deliveries) {
+            snprintf(reason, sizeof reason, "entry %s was delivered %u times, more than max_deliveries=%u", e->id,
+                     e->deliveries, s->u.max_deliveries);
+            out->refuse = reason;
+        } else if (e->len > s->max_line) {
+            snprintf(reason, sizeof reason, "entry %s is %zu bytes, longer than the limit of %zu bytes", e->id,
+                     e->len, s->max_line);
+            out->refuse = reason;
+        }
+        return SOURCE_RECORD;
+    }
+    /* until=empty: every partition read to its end (the last ">" read
+     * found nothing), its own pending entries re-read, a claim round that
+     * found nothing, nothing asked. */
+    int quiet = 1;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        const rs_part *p = &s->parts[i];
+        quiet &= !p->pel && p->new_empty && !p->fetching && !p->nready && p->claimed_once && p->claim_empty &&
+                 !p->claiming;
+    }
+    if (s->u.until_empty && quiet) {
+        s->ended = 1;
+        return SOURCE_END;
+    }
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *p = &s->parts[i];
+        fetch(p);
+        if (!p->claimed_once || !p->claim_empty)
+            claim(p);
+    }
+    return SOURCE_AGAIN;
+}
+
+static void src_strerror(const mw_source *b, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", ((const rs_source *)b)->err);
+}
+
+static source_pos src_position(const mw_source *b)
+{
+    return (source_pos){ 0, ((const rs_source *)b)->lineno };
+}
+
+static int src_seek(mw_source *b, source_pos pos)
+{
+    (void)b;
+    return pos.offset == 0 && pos.line == 0 ? 0 : -1;
+}
+
+static void src_done(mw_source *b, uint64_t ticket)
+{
+    rs_source *s = (rs_source *)b;
+    rs_commit_done(s, (rs_entry *)(uintptr_t)ticket);
+}
+
+/* The run ended cleanly and the sinks are flushed: ack what waits. */
+static void src_commit(mw_source *b, source_pos pos)
+{
+    (void)pos;
+    rs_source *s = (rs_source *)b;
+    for (uint32_t i = 0; i < s->nparts; i++)
+        rs_commit_kick(&s->parts[i]);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    rs_source *s = h->data;
+    if (--s->handles == 0)
+        rs_source_unref(s);
+}
+
+static void close_now(rs_source *s)
+{
+    s->handles_closing = 1;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        redis_conn_close(s->parts[i].rd);
+        redis_conn_close(s->parts[i].cmd);
+        s->parts[i].rd = s->parts[i].cmd = NULL;
+    }
+    uv_close((uv_handle_t *)&s->claim_timer, handle_closed);
+    uv_close((uv_handle_t *)&s->tick, handle_closed);
+}
+
+#define CLOSE_WAIT_MS 5000
+
+static void on_tick(uv_timer_t *t)
+{
+    rs_source *s = t->data;
+    if (s->handles_closing)
+        return;
+    for (uint32_t i = 0; i < s->nparts; i++)
+        rs_commit_kick(&s->parts[i]);
+    /* Closing waits for the acks and commits in flight (or 5 s). */
+    if (s->closing && (rs_commit_idle(s) || s->failed || uv_now(s->loop) >= s->close_by))
+        close_now(s);
+}
+
+static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
+{
+    rs_source *s = (rs_source *)b;
+    if (s->closing)
+        return;
+    s->closing = 1;
+    s->on_closed = on_closed;
+    /* Unpaired: ack what the sinks wrote; the rest stays pending for a
+     * claim. The sinks close after this: forget them. */
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *p = &s->parts[i];
+        for (rs_entry *e = p->acks, *nx; e; e = nx) {
+            nx = e->next;
+            if ((s->out && sink_written(s->out) < e->out_pos) || (s->dlq && sink_written(s->dlq) < e->dlq_pos)) {
+                MW_QUEUE_UNLINK(p->acks, p->acks_tail, e, prev, next);
+                rs_entry_free(p, e);
+            }
+        }
+    }
+    if (!s->paired)
+        s->out = s->dlq = NULL;
+    s->close_by = uv_now(s->loop) + CLOSE_WAIT_MS;
+    uv_ref((uv_handle_t *)&s->tick);
+    on_tick(&s->tick);
+}
+
+void rs_source_unref(rs_source *s)
+{
+    if (--s->refs > 0)
+        return;
+    if (s->on_closed)
+        s->on_closed(&s->base);
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *p = &s->parts[i];
+        for (size_t k = 0; k < p->tcap; k++)
+            for (rs_entry *e = p->table[k], *nx; e; e = nx) {
+                nx = e->hnext;
+                free(e->data);
+                free(e);
+            }
+        free(p->table);
+        rs_commit_free(p);
+        free(p->key);
+        free(p->out_key);
+        free(p->dlq_key);
+    }
+    free(s->parts);
+    free(s->staged_out.p);
+    free(s->staged_dlq.p);
+    redis_url_free(&s->u);
+    redis_url_free(&s->out_u);
+    redis_url_free(&s->dlq_u);
+    free(s->name);
+    free(s->consumer);
+    free(s->out_field);
+    free(s->dlq_field);
+    free(s);
+}
+
+static const source_ops redis_source_ops = {
+    .kind = "redis", .next = src_next, .strerror = src_strerror, .position = src_position,
+    .seek = src_seek, .commit = src_commit, .done = src_done, .close = src_close,
+};
+
+/* ---- binding ------------------------------------------------------------------------ */
+
+int redis_source_is(const mw_source *s)
+{
+    return s && s->ops == &redis_source_ops;
+}
+
+static int paired_with(const rs_source *s, const mw_sink *k)
+{
+    return redis_sink_is(k) && redis_url_same_node(&s->u, redis_sink_url(k));
+}
+
+int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
+{
+    rs_source *s = (rs_source *)b;
+    s->out = out;
+    s->dlq = dlq;
+    if (paired_with(s, out) && (!dlq || paired_with(s, dlq))) {
+        s->paired = 1;
+        const redis_url *ou = redis_sink_url(out), *du = dlq ? redis_sink_url(dlq) : NULL;
+        s->out_field = strdup(ou->field);
+        s->out_maxlen = ou->maxlen;
+        s->dlq_field = strdup(du ? du->field : "data");
+        if (!s->out_field || !s->dlq_field)
+            return asprintf(err, "--input %s: out of memory", s->name) < 0 ? -1 : -1;
+        s->dlq_maxlen = du ? du->maxlen : 0;
+        for (uint32_t i = 0; i < s->nparts; i++) {
+            rs_part *p = &s->parts[i];
+            p->out_key = redis_url_key(ou, i);
+            p->dlq_key = du ? redis_url_key(du, i) : NULL;
+            if (!p->out_key || (du && !p->dlq_key))
+                return asprintf(err, "--input %s: out of memory", s->name) < 0 ? -1 : -1;
+        }
+        redis_sink_pair(out, 0, s);
+        if (dlq)
+            redis_sink_pair(dlq, 1, s);
+        return 0;
+    }
+    /* At-least-once: acked after the sinks wrote. */
+    if (redis_sink_is(out) && redis_sink_start(out, 0, err) != 0)
+        return -1;
+    if (dlq && redis_sink_is(dlq) && redis_sink_start(dlq, 1, err) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- opening ------------------------------------------------------------------------- */
+
+char *rs_public_name(const char *url)
+{
+    /* redis://:secret@host... -> redis://:***@host... */
+    const char *at = strchr(url, '@');
+    const char *q = strchr(url, '?');
+    const char *colon = strstr(url, "://");
+    char *out = NULL;
+    if (at && colon && (!q || at < q) && colon[3] == ':') {
+        if (asprintf(&out, "%.*s:***%s", (int)(colon + 3 - url), url, at) < 0)
+            out = NULL;
+    } else {
+        out = strdup(url);
+    }
+    return out;
+}
+
+int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t max_line, char **err)
+{
+    rs_source *s = calloc(1, sizeof *s);
+    *out = NULL;
+    char msg[400];
+    if (!s || !(s->name = rs_public_name(url))) {
+        free(s);
+        return asprintf(err, "--input: out of memory") < 0 ? UV_ENOMEM : UV_ENOMEM;
+    }
+    if (redis_url_parse(&s->u, url, REDIS_URL_SOURCE, msg, sizeof msg) != 0 ||
+        rs_probe(&s->u, REDIS_URL_SOURCE, msg, sizeof msg) != 0) {
+        if (asprintf(err, "--input %s: %s", s->name, msg) < 0)
+            *err = NULL;
+        redis_url_free(&s->u);
+        free(s->name);
+        free(s);
+        return UV_EINVAL;
+    }
+    s->base.ops = &redis_source_ops;
+    s->loop = loop;
+    s->max_line = max_line;
+    s->refs = 1;
+    if (s->u.consumer) {
+        s->consumer = strdup(s->u.consumer);
+    } else {
+        char host[256] = "moonwait";
+        gethostname(host, sizeof host - 1);
+        if (asprintf(&s->consumer, "%s-%d", host, (int)getpid()) < 0)
+            s->consumer = NULL;
+    }
+    s->nparts = s->u.cluster ? s->u.partitions : 1;
+    s->parts = calloc(s->nparts, sizeof *s->parts);
+    *out = &s->base;
+    if (!s->consumer || !s->parts) {
+        s->nparts = 0;
+        if (asprintf(err, "--input %s: out of memory", s->name) < 0)
+            *err = NULL;
+        return UV_ENOMEM;
+    }
+    uv_timer_init(loop, &s->claim_timer);
+    uv_timer_init(loop, &s->tick);
+    s->claim_timer.data = s->tick.data = s;
+    s->handles = 2;
+    s->refs++; /* the handles' */
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *p = &s->parts[i];
+        p->src = s;
+        p->ix = i;
+        strcpy(p->claim_cursor, "0-0");
+        p->key = redis_url_key(&s->u, i);
+        const redis_host *h = &s->u.hosts[0]; /* (a cluster maps each key to its node: TODO) */
+        p->rd = redis_conn_new(loop, h->host, h->port, s->u.password, MAX_REPLY, rd_state, p);
+        p->cmd = redis_conn_new(loop, h->host, h->port, s->u.password, MAX_REPLY, cmd_state, p);
+        if (!p->key || !p->rd || !p->cmd) {
+            if (asprintf(err, "--input %s: out of memory", s->name) < 0)
+                *err = NULL;
+            return UV_ENOMEM;
+        }
+    }
+    uv_timer_start(&s->claim_timer, on_claim_timer, s->u.claim_idle_ms, s->u.claim_idle_ms);
+    uv_timer_start(&s->tick, on_tick, 5, 5);
+    uv_unref((uv_handle_t *)&s->tick);
+    uv_unref((uv_handle_t *)&s->claim_timer);
+    return 0;
+}
