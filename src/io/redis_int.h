@@ -88,9 +88,12 @@ struct rs_part {
     rs_entry *ready, *ready_tail;
     size_t nready;
     /* claims */
-    int claiming;
-    char claim_cursor[48];
-    int claimed_once, claim_empty;
+    int claiming;                 /* an XAUTOCLAIM is out */
+    size_t claim_requested;       /* its COUNT */
+    int claim_due;                /* a round should run (the reads wait for it) */
+    char claim_cursor[48];        /* where the round goes on ("0-0": from the start) */
+    int claimed_once;
+    int claim_clean;              /* the last round found nothing */
     /* the id table */
     rs_entry **table;
     size_t tcap, tlen;

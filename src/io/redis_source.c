@@ -253,11 +253,22 @@ static size_t held(const rs_source *s)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < s->nparts; i++)
-        n += s->parts[i].nready + s->parts[i].requested;
+        n += s->parts[i].nready + s->parts[i].requested + s->parts[i].claim_requested;
     return n;
 }
 
 static void ensure_group(rs_part *p);
+
+/* A ">" read answered; `none`: it found nothing. With until=empty, a claim
+ * round follows an empty read: the end needs both to find nothing. */
+static void read_new(rs_part *p, int none)
+{
+    p->new_empty = none;
+    if (none && p->src->u.until_empty) {
+        p->claim_due = 1;
+        p->claim_clean = 0;
+    }
+}
 
 static void fetched(void *ud, const resp_reader *r, const char *d, const char *err)
 {
@@ -299,12 +310,12 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
         if (p->pel)
             p->pel = !none; /* (own pending entries all re-read) */
         else
-            p->new_empty = none;
+            read_new(p, none);
     } else if (top->type == RESP_NIL) {
         if (p->pel)
             p->pel = 0;
         else
-            p->new_empty = 1;
+            read_new(p, 1);
     } else {
         rs_fail(s, "XREADGROUP: unexpected reply");
         return;
@@ -318,7 +329,8 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
 static void fetch(rs_part *p)
 {
     rs_source *s = p->src;
-    if (p->fetching || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
+    /* A claim round that is due goes first: claimed entries are older. */
+    if (p->fetching || p->claim_due || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
         return;
     size_t h = held(s);
     if (s->base.room <= h)
@@ -355,7 +367,7 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
     rs_part *p = ud;
     rs_source *s = p->src;
     p->claiming = 0;
-    p->requested = 0;
+    p->claim_requested = 0;
     if (err || s->closing)
         return;
     const resp_node *top = &r->nodes[0];
@@ -383,7 +395,12 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
         return;
     }
     p->claimed_once = 1;
-    p->claim_empty = n == 0 && !strcmp(p->claim_cursor, "0-0");
+    /* Another round at once while this one found entries or has more to
+     * scan (until it finds nothing). */
+    p->claim_due = n > 0 || strcmp(p->claim_cursor, "0-0") != 0;
+    p->claim_clean = !p->claim_due;
+    if (!(s->u.until_empty && p->new_empty && p->claim_clean))
+        fetch(p);
     if (first_new)
         ask_counts(p, first_new);
     else if (s->base.on_ready)
@@ -394,24 +411,21 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
 static void claim(rs_part *p)
 {
     rs_source *s = p->src;
-    if (p->claiming || !p->cmd_up || !p->group_ready || s->closing || s->failed || s->ended)
+    if (!p->claim_due || p->claiming || !p->cmd_up || !p->group_ready || s->closing || s->failed || s->ended)
         return;
     size_t h = held(s);
     size_t want = s->base.room > h ? s->base.room - h : 0;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
-    if (!want) {
-        if (!p->claimed_once)
-            return; /* the first round waits for room */
-        return;
-    }
+    if (!want)
+        return; /* when there is room (the reads wait meanwhile) */
     char idle[24], count[24];
     snprintf(idle, sizeof idle, "%" PRIu64, s->u.claim_idle_ms);
     snprintf(count, sizeof count, "%zu", want);
     const char *argv[] = { "XAUTOCLAIM", p->key, s->u.group, s->consumer, idle, p->claim_cursor, "COUNT", count };
     if (redis_commandv(p->cmd, claimed, p, 8, argv) == 0) {
         p->claiming = 1;
-        p->requested += want;
+        p->claim_requested = want;
     }
 }
 
@@ -420,8 +434,7 @@ static void on_claim_timer(uv_timer_t *t)
     rs_source *s = t->data;
     for (uint32_t i = 0; i < s->nparts; i++) {
         rs_part *p = &s->parts[i];
-        if (!p->claimed_once || !strcmp(p->claim_cursor, "0-0"))
-            strcpy(p->claim_cursor, "0-0");
+        p->claim_due = 1;
         claim(p);
     }
 }
@@ -546,8 +559,7 @@ static int src_next(mw_source *b, source_record *out)
     int quiet = 1;
     for (uint32_t i = 0; i < s->nparts; i++) {
         const rs_part *p = &s->parts[i];
-        quiet &= !p->pel && p->new_empty && !p->fetching && !p->nready && p->claimed_once && p->claim_empty &&
-                 !p->claiming;
+        quiet &= !p->pel && p->new_empty && !p->fetching && !p->nready && p->claim_clean && !p->claiming;
     }
     if (s->u.until_empty && quiet) {
         s->ended = 1;
@@ -555,9 +567,8 @@ static int src_next(mw_source *b, source_record *out)
     }
     for (uint32_t i = 0; i < s->nparts; i++) {
         rs_part *p = &s->parts[i];
+        claim(p);
         fetch(p);
-        if (!p->claimed_once || !p->claim_empty)
-            claim(p);
     }
     return SOURCE_AGAIN;
 }
@@ -803,6 +814,7 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
         p->src = s;
         p->ix = i;
         strcpy(p->claim_cursor, "0-0");
+        p->claim_due = 1; /* a round at the start */
         p->key = redis_url_key(&s->u, i);
         const redis_host *h = &s->u.hosts[0]; /* (a cluster maps each key to its node: TODO) */
         p->rd = redis_conn_new(loop, h->host, h->port, s->u.password, MAX_REPLY, rd_state, p);
