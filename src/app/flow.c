@@ -211,7 +211,7 @@ static int pull(run *r)
         return -1;
     /* (a broker fetches no more than this) */
     r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
-    source_record rec;
+    source_record rec = { 0 };
     char msg[600];
     switch (source_next(r->src, &rec)) {
     case SOURCE_AGAIN:

@@ -151,6 +151,7 @@ static void want(fd_source *f)
 static int fd_next(mw_source *s, source_record *r)
 {
     fd_source *f = (fd_source *)s;
+    *r = (source_record){ 0 }; /* (no entry id, no ticket) */
     int rc = lines_next(&f->l, &r->data, &r->len, &r->line);
     switch (rc) {
     case LINES_LINE:

@@ -148,6 +148,8 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
         char buf[300] = "unexpected reply";
         if (r->nodes[0].type == RESP_ERROR)
             redis_str(r, d, 0, buf, sizeof buf);
+        if (r->nodes[0].type == RESP_ERROR && rs_redirected(p, buf))
+            return; /* sent again from the partition's new connection */
         snprintf(s->sink_err, sizeof s->sink_err, "commit to %s: %s", p->out_key, buf);
         s->sink_failed = 1;
         if (s->out && s->out->on_error)
@@ -224,7 +226,14 @@ static void acked(void *ud, const resp_reader *r, const char *d, const char *err
         p->nacking = 0;
         return;
     }
-    (void)r;
+    if (r->nodes[0].type == RESP_ERROR) {
+        char buf[300];
+        redis_str(r, d, 0, buf, sizeof buf);
+        if (rs_redirected(p, buf))
+            return;
+        rs_fail(p->src, "XACK: %s", buf);
+        return;
+    }
     for (size_t i = 0; i < p->nacking; i++)
         rs_entry_free(p, p->acking[i]);
     p->nacking = 0;
@@ -293,6 +302,14 @@ void rs_commit_done(rs_source *s, rs_entry *e)
     e->dlq_pos = s->dlq ? sink_position(s->dlq) : 0;
     MW_QUEUE_APPEND(e->part->acks, e->part->acks_tail, e, prev, next);
     send_acks(e->part);
+}
+
+void rs_commit_lost(rs_part *p)
+{
+    p->out_busy = 0; /* the batch stays: sent again, fenced */
+    for (size_t i = 0; i < p->nacking; i++)
+        MW_QUEUE_APPEND(p->acks, p->acks_tail, p->acking[i], prev, next);
+    p->nacking = 0;
 }
 
 void rs_commit_kick(rs_part *p)

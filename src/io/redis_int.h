@@ -75,6 +75,9 @@ struct rs_part {
     rs_source *src;
     uint32_t ix;
     char *key, *out_key, *dlq_key; /* owned; out/dlq only when paired */
+    char host[256];               /* the node serving the key (a cluster's master) */
+    int port;
+    int asking;                   /* the slot is migrating to it (ASK) */
     redis_conn *rd, *cmd;
     int rd_up, cmd_up;
     int group_ready;              /* XGROUP CREATE answered on this connection */
@@ -147,6 +150,11 @@ void rs_entry_free(rs_part *p, rs_entry *e);     /* out of the id table too */
 void rs_source_unref(rs_source *s);
 void rs_fail(rs_source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The reply was a cluster redirection (MOVED, ASK) or a retryable
+ * cluster error (TRYAGAIN, CLUSTERDOWN): the partition moves or reconnects
+ * and what was out is sent again. 1 when handled. */
+int rs_redirected(rs_part *p, const char *err);
+
 /* redis_commit.c */
 /* An entry (or no entry) left the run: commit or queue its ack. */
 void rs_commit_done(rs_source *s, rs_entry *e);
@@ -154,6 +162,9 @@ void rs_commit_done(rs_source *s, rs_entry *e);
 void rs_commit_kick(rs_part *p);
 /* Everything handed to the sinks is committed or acked. */
 int rs_commit_idle(const rs_source *s);
+/* The partition's connection was dropped with its calls out: what they
+ * carried is sent again. */
+void rs_commit_lost(rs_part *p);
 /* Free the partition's batches and lists. */
 void rs_commit_free(rs_part *p);
 /* The flushes waiting for commits: call them if idle. */
@@ -167,5 +178,8 @@ void rs_stage(rs_source *s, int which, const char *data, size_t len);
  * create its group (XGROUP CREATE ... MKSTREAM; an existing one is kept).
  * 0, or -1 with a message in err. */
 int rs_probe(const redis_url *u, int role, char *err, size_t errlen);
+/* A cluster's slot map, from the first seed host that answers. */
+struct redis_slots;
+int rs_probe_slots(const redis_url *u, struct redis_slots *slots, char *err, size_t errlen);
 
 #endif

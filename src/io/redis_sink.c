@@ -260,7 +260,7 @@ int redis_sink_open(mw_sink **out, uv_loop_t *loop, const char *url, uint64_t ke
     }
     const char *why = keep ? "a checkpoint cannot be restored into a Redis stream" : NULL;
     if (!why && (redis_url_parse(&k->u, url, REDIS_URL_SINK, msg, sizeof msg) != 0 ||
-                 (!k->u.cluster && rs_probe(&k->u, REDIS_URL_SINK, msg, sizeof msg) != 0)))
+                 (rs_probe(&k->u, REDIS_URL_SINK, msg, sizeof msg) != 0)))
         why = msg;
     if (why) {
         if (asprintf(err, "%s: %s", k->name, why) < 0)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../json/json.h"
+#include "../net/redis_cluster.h"
 #include "../util/list.h"
 #include "redis_int.h"
 #include "redis_sink.h"
@@ -282,6 +283,8 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
     if (top->type == RESP_ERROR) {
         char buf[300];
         redis_str(r, d, 0, buf, sizeof buf);
+        if (rs_redirected(p, buf))
+            return;
         if (!strncmp(buf, "NOGROUP", 7)) {
             /* The server lost the group (restarted without persistence,
              * or someone destroyed it): create it again. */
@@ -332,10 +335,14 @@ static void fetch(rs_part *p)
     /* A claim round that is due goes first: claimed entries are older. */
     if (p->fetching || p->claim_due || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
         return;
+    if (s->u.until_empty && p->new_empty && p->claim_clean)
+        return; /* this partition is done; the others may not be yet */
     size_t h = held(s);
     if (s->base.room <= h)
         return;
-    size_t want = s->base.room - h;
+    /* Partitions share the room, so one blocking read cannot take it all. */
+    size_t share = s->base.room / s->nparts ? s->base.room / s->nparts : 1;
+    size_t want = s->base.room - h < share ? s->base.room - h : share;
     if (s->u.count && want > s->u.count)
         want = s->u.count;
     if (want > FETCH_MAX)
@@ -374,6 +381,8 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
     if (top->type == RESP_ERROR) {
         char buf[300];
         redis_str(r, d, 0, buf, sizeof buf);
+        if (rs_redirected(p, buf))
+            return;
         if (!strncmp(buf, "NOGROUP", 7)) {
             p->group_ready = 0;
             ensure_group(p);
@@ -414,7 +423,10 @@ static void claim(rs_part *p)
     if (!p->claim_due || p->claiming || !p->cmd_up || !p->group_ready || s->closing || s->failed || s->ended)
         return;
     size_t h = held(s);
+    size_t share = s->base.room / s->nparts ? s->base.room / s->nparts : 1;
     size_t want = s->base.room > h ? s->base.room - h : 0;
+    if (want > share)
+        want = share;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
     if (!want)
@@ -451,6 +463,8 @@ static void group_made(void *ud, const resp_reader *r, const char *d, const char
     if (r->nodes[0].type == RESP_ERROR) {
         char buf[300];
         redis_str(r, d, 0, buf, sizeof buf);
+        if (rs_redirected(p, buf))
+            return;
         if (strncmp(buf, "BUSYGROUP", 9) != 0) {
             rs_fail(s, "XGROUP CREATE %s %s: %s", p->key, s->u.group, buf);
             return;
@@ -486,6 +500,68 @@ static void announce(rs_source *s, int up, const char *why)
             fprintf(stderr, "moonwait: --input %s: reconnected\n", s->name);
         }
     }
+}
+
+static void rd_state(void *ud, int state, const char *why);
+static void cmd_state(void *ud, int state, const char *why);
+
+/* Connect p's two connections to its node. 0, or -1 (out of memory). */
+static int part_connect(rs_part *p)
+{
+    rs_source *s = p->src;
+    p->rd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, rd_state, p);
+    p->cmd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, cmd_state, p);
+    if (!p->rd || !p->cmd)
+        return -1;
+    redis_conn_set_asking(p->rd, p->asking);
+    redis_conn_set_asking(p->cmd, p->asking);
+    return 0;
+}
+
+/* Drop p's connections (what was out is forgotten: its callbacks never
+ * run) and connect to host:port. */
+static void move_part(rs_part *p, const char *host, int port, int asking)
+{
+    rs_source *s = p->src;
+    redis_conn_close(p->rd);
+    redis_conn_close(p->cmd);
+    p->rd = p->cmd = NULL;
+    p->rd_up = p->cmd_up = 0;
+    p->fetching = p->claiming = p->group_asked = p->group_ready = 0;
+    p->requested = p->claim_requested = 0;
+    p->claim_due = 1;
+    rs_commit_lost(p);
+    for (rs_entry *e = p->ready; e; e = e->next)
+        if (!e->deliveries)
+            e->deliveries = 1; /* (its XPENDING was dropped) */
+    snprintf(p->host, sizeof p->host, "%s", host);
+    p->port = port;
+    p->asking = asking;
+    if (part_connect(p) != 0)
+        rs_fail(s, "out of memory");
+}
+
+int rs_redirected(rs_part *p, const char *err)
+{
+    int ask, port;
+    uint16_t slot;
+    char host[256];
+    if (redis_redirect_parse(err, &ask, &slot, host, sizeof host, &port)) {
+        if (!ask)
+            fprintf(stderr, "moonwait: --input %s: %s moved to %s:%d (MOVED)\n", p->src->name, p->key, host, port);
+        move_part(p, host, port, ask);
+        return 1;
+    }
+    if (!strncmp(err, "TRYAGAIN", 8) || !strncmp(err, "CLUSTERDOWN", 11) || !strncmp(err, "LOADING", 7)) {
+        /* A slot in migration, a cluster healing, a server loading its
+         * data: reconnect after the back-off and go on. */
+        if (p->asking)
+            move_part(p, p->host, p->port, 0);
+        else
+            redis_conn_reset(p->cmd, err);
+        return 1;
+    }
+    return 0;
 }
 
 static void rd_state(void *ud, int state, const char *why)
@@ -804,6 +880,12 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
             *err = NULL;
         return UV_ENOMEM;
     }
+    redis_slots slots = { 0 };
+    if (s->u.cluster && rs_probe_slots(&s->u, &slots, msg, sizeof msg) != 0) {
+        if (asprintf(err, "--input %s: %s", s->name, msg) < 0)
+            *err = NULL;
+        return UV_EINVAL;
+    }
     uv_timer_init(loop, &s->claim_timer);
     uv_timer_init(loop, &s->tick);
     s->claim_timer.data = s->tick.data = s;
@@ -816,15 +898,19 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
         strcpy(p->claim_cursor, "0-0");
         p->claim_due = 1; /* a round at the start */
         p->key = redis_url_key(&s->u, i);
-        const redis_host *h = &s->u.hosts[0]; /* (a cluster maps each key to its node: TODO) */
-        p->rd = redis_conn_new(loop, h->host, h->port, s->u.password, MAX_REPLY, rd_state, p);
-        p->cmd = redis_conn_new(loop, h->host, h->port, s->u.password, MAX_REPLY, cmd_state, p);
-        if (!p->key || !p->rd || !p->cmd) {
+        const redis_slot_range *node = p->key && s->u.cluster
+                                           ? redis_slots_find(&slots, redis_key_slot(p->key, strlen(p->key)))
+                                           : NULL;
+        snprintf(p->host, sizeof p->host, "%s", node ? node->host : s->u.hosts[0].host);
+        p->port = node ? node->port : s->u.hosts[0].port;
+        if (!p->key || part_connect(p) != 0) {
             if (asprintf(err, "--input %s: out of memory", s->name) < 0)
                 *err = NULL;
+            redis_slots_free(&slots);
             return UV_ENOMEM;
         }
     }
+    redis_slots_free(&slots);
     uv_timer_start(&s->claim_timer, on_claim_timer, s->u.claim_idle_ms, s->u.claim_idle_ms);
     uv_timer_start(&s->tick, on_tick, 5, 5);
     uv_unref((uv_handle_t *)&s->tick);

@@ -28,6 +28,7 @@ struct redis_conn {
     net_dial dial;
     uv_timer_t timer;        /* the back-off before dialling again; the connect timeout */
     int up, closing, dialling, authing;
+    int asking;              /* ASKING before every command */
     uint64_t backoff_ms;
     mw_buf out;              /* commands not yet handed to the socket */
     int writing;
@@ -173,9 +174,13 @@ int redis_format(mw_buf *b, int argc, const char *const *argv, const size_t *len
 static int send_command(redis_conn *c, int argc, const char *const *argv, const size_t *lens, redis_reply_cb cb,
                         void *ud)
 {
-    size_t before = c->out.len;
-    if (redis_format(&c->out, argc, argv, lens) != 0 || push_waiter(c, cb, ud) != 0) {
+    size_t before = c->out.len, waiting = c->wlen;
+    static const char *const asking[] = { "ASKING" };
+    static const size_t asking_len[] = { 6 };
+    if ((c->asking && (redis_format(&c->out, 1, asking, asking_len) != 0 || push_waiter(c, NULL, NULL) != 0)) ||
+        redis_format(&c->out, argc, argv, lens) != 0 || push_waiter(c, cb, ud) != 0) {
         c->out.len = before;
+        c->wlen = waiting;
         return -1;
     }
     flush_out(c);
@@ -334,6 +339,11 @@ redis_conn *redis_conn_new(uv_loop_t *loop, const char *host, int port, const ch
     net_dial_init(&c->dial, loop, &c->conn, max_reply + 4096, dialled, c);
     dial_now(c);
     return c;
+}
+
+void redis_conn_set_asking(redis_conn *c, int on)
+{
+    c->asking = on;
 }
 
 int redis_conn_up(const redis_conn *c)

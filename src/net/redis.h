@@ -62,6 +62,10 @@ size_t redis_conn_waiting(const redis_conn *c);
  * the caller and the server are out of step). */
 void redis_conn_reset(redis_conn *c, const char *why);
 
+/* Prefix every command with ASKING (a cluster slot being migrated to
+ * this node: Redis Cluster's ASK redirection). */
+void redis_conn_set_asking(redis_conn *c, int on);
+
 void redis_conn_close(redis_conn *c);
 
 /* Append one command in RESP to b. 0, or -1 when out of memory. */
