@@ -1,0 +1,176 @@
+/* test_redis_url.c: the Redis Streams names (src/io/redis_url.c) and the
+ * cluster helpers (src/net/redis_cluster.c): key slots, the CLUSTER SLOTS
+ * reply, MOVED / ASK. */
+#include <string.h>
+
+#include "../../src/io/redis_url.h"
+#include "../../src/net/redis_cluster.h"
+#include "test.h"
+
+static void expect_error(const char *url, int role, const char *want)
+{
+    redis_url u;
+    char err[300] = "";
+    ASSERT_INT_EQ(redis_url_parse(&u, url, role, err, sizeof err), -1);
+    ASSERT_STR_EQ(err, want);
+}
+
+static void test_a_source_with_every_parameter(void)
+{
+    redis_url u;
+    char err[300] = "";
+    ASSERT_INT_EQ(redis_url_parse(&u,
+                                  "redis://:p%40ss@127.0.0.1:6380?stream=ev%20s&group=g&consumer=c1&field=body&count=7"
+                                  "&claim_idle_ms=250&max_deliveries=3&start=$&until=empty",
+                                  REDIS_URL_SOURCE, err, sizeof err),
+                  0);
+    ASSERT_STR_EQ(u.password, "p@ss");
+    ASSERT_STR_EQ(u.hosts[0].host, "127.0.0.1");
+    ASSERT_INT_EQ(u.hosts[0].port, 6380);
+    ASSERT_STR_EQ(u.stream, "ev s");
+    ASSERT_STR_EQ(u.group, "g");
+    ASSERT_STR_EQ(u.consumer, "c1");
+    ASSERT_STR_EQ(u.field, "body");
+    ASSERT_UINT_EQ(u.count, 7);
+    ASSERT_UINT_EQ(u.claim_idle_ms, 250);
+    ASSERT_UINT_EQ(u.max_deliveries, 3);
+    ASSERT_STR_EQ(u.start, "$");
+    ASSERT_INT_EQ(u.until_empty, 1);
+    ASSERT_INT_EQ(u.cluster, 0);
+    redis_url_free(&u);
+}
+
+static void test_defaults(void)
+{
+    redis_url u;
+    char err[300] = "";
+    ASSERT_INT_EQ(redis_url_parse(&u, "redis://[::1]:6379/?stream=s&group=g", REDIS_URL_SOURCE, err, sizeof err), 0);
+    ASSERT_STR_EQ(u.hosts[0].host, "::1");
+    ASSERT(u.password == NULL && u.consumer == NULL);
+    ASSERT_STR_EQ(u.field, "data");
+    ASSERT_STR_EQ(u.start, "0");
+    ASSERT_UINT_EQ(u.claim_idle_ms, 30000);
+    ASSERT_UINT_EQ(u.max_deliveries, 5);
+    ASSERT_INT_EQ(u.until_empty, 0);
+    redis_url_free(&u);
+    ASSERT_INT_EQ(redis_url_parse(&u, "redis://h:1?stream=o&maxlen=1000", REDIS_URL_SINK, err, sizeof err), 0);
+    ASSERT_UINT_EQ(u.maxlen, 1000);
+    redis_url_free(&u);
+}
+
+static void test_a_cluster_with_seeds_and_partitions(void)
+{
+    redis_url u;
+    char err[300] = "";
+    ASSERT_INT_EQ(redis_url_parse(&u, "redis+cluster://a:7001,b:7002,c:7003?stream=in&partitions=4&group=g",
+                                  REDIS_URL_SOURCE, err, sizeof err),
+                  0);
+    ASSERT_INT_EQ(u.cluster, 1);
+    ASSERT_UINT_EQ(u.nhosts, 3);
+    ASSERT_STR_EQ(u.hosts[2].host, "c");
+    ASSERT_INT_EQ(u.hosts[2].port, 7003);
+    ASSERT_UINT_EQ(u.partitions, 4);
+    char *k = redis_url_key(&u, 3);
+    ASSERT_STR_EQ(k, "in{3}");
+    free(k);
+    redis_url_free(&u);
+}
+
+static void test_mistakes_name_the_parameter(void)
+{
+    expect_error("redis://h:1?strem=s&group=g", REDIS_URL_SOURCE,
+                 "unknown parameter \"strem\" (known: stream, group, consumer, field, count, claim_idle_ms, "
+                 "max_deliveries, start, until)");
+    expect_error("redis://h:1?stream=s", REDIS_URL_SOURCE, "parameter \"group\" is required for an input");
+    expect_error("redis://h:1?group=g", REDIS_URL_SOURCE, "parameter \"stream\" is required");
+    expect_error("redis://h:1?stream=s&group=g", REDIS_URL_SINK, "parameter \"group\" is for an input, not an output");
+    expect_error("redis://h:1?stream=s&maxlen=5&group=g", REDIS_URL_SOURCE,
+                 "parameter \"maxlen\" is for an output, not an input");
+    expect_error("redis://h:1?stream=s&group=g&count=0", REDIS_URL_SOURCE,
+                 "parameter \"count\" must be a whole number from 1 to 100000, not \"0\"");
+    expect_error("redis://h:1?stream=s&group=g&until=never", REDIS_URL_SOURCE,
+                 "parameter \"until\" must be \"empty\", not \"never\"");
+    expect_error("redis://h:1?stream=s&stream=t&group=g", REDIS_URL_SOURCE, "parameter \"stream\" is given twice");
+    expect_error("redis://h:1?stream&group=g", REDIS_URL_SOURCE,
+                 "parameter \"stream\" has no value (expected name=value)");
+    expect_error("redis://h?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h\": expected HOST:PORT");
+    expect_error("redis://h:99999?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h:99999\": expected HOST:PORT");
+    expect_error("redis://a:1,b:2?stream=s&group=g", REDIS_URL_SOURCE, "several hosts need redis+cluster://");
+    expect_error("redis://user:pw@h:1?stream=s&group=g", REDIS_URL_SOURCE,
+                 "the password goes as :PASSWORD@ (a user name is not supported)");
+    expect_error("redis://:pw%zz@h:1?stream=s&group=g", REDIS_URL_SOURCE, "bad %-escape in the password");
+    expect_error("redis://h:1?stream=a%00b&group=g", REDIS_URL_SOURCE, "bad %-escape in \"stream=a%00b\"");
+    expect_error("redis+cluster://h:1?stream=s&group=g", REDIS_URL_SOURCE,
+                 "parameter \"partitions\" is required with redis+cluster://");
+    expect_error("redis://h:1?stream=s&group=g&partitions=2", REDIS_URL_SOURCE,
+                 "parameter \"partitions\" needs redis+cluster://");
+    expect_error("redis+cluster://h:1?stream=s{x}&group=g&partitions=2", REDIS_URL_SOURCE,
+                 "parameter \"stream\": the partitions add the {i} hash tag themselves");
+}
+
+static void test_same_node(void)
+{
+    redis_url a, b, c;
+    char err[300];
+    ASSERT_INT_EQ(redis_url_parse(&a, "redis://:x@h:1?stream=in&group=g", REDIS_URL_SOURCE, err, sizeof err), 0);
+    ASSERT_INT_EQ(redis_url_parse(&b, "redis://:x@h:1?stream=out", REDIS_URL_SINK, err, sizeof err), 0);
+    ASSERT_INT_EQ(redis_url_parse(&c, "redis://h:1?stream=out", REDIS_URL_SINK, err, sizeof err), 0);
+    ASSERT(redis_url_same_node(&a, &b));
+    ASSERT(!redis_url_same_node(&a, &c)); /* (another password: another user) */
+    redis_url_free(&a);
+    redis_url_free(&b);
+    redis_url_free(&c);
+}
+
+static void test_key_slots_match_redis(void)
+{
+    /* (values from a real server's CLUSTER KEYSLOT) */
+    ASSERT_UINT_EQ(redis_key_slot("foo", 3), 12182);
+    ASSERT_UINT_EQ(redis_key_slot("in{0}", 5), 13907);
+    ASSERT_UINT_EQ(redis_key_slot("out{0}", 6), 13907); /* the tag decides */
+    ASSERT_UINT_EQ(redis_key_slot("{}x", 3), 10595);    /* an empty tag is no tag */
+    ASSERT_UINT_EQ(redis_key_slot("a{b}c{d}", 8), 3300);
+}
+
+static void test_slots_and_redirections(void)
+{
+    /* CLUSTER SLOTS: [[0, 5460, ["", 7001, "id"]], [5461, 16383, ["10.0.0.2", 7002, "id2"]]] */
+    static const char reply[] = "*2\r\n"
+                                "*3\r\n:0\r\n:5460\r\n*3\r\n$0\r\n\r\n:7001\r\n$2\r\nid\r\n"
+                                "*3\r\n:5461\r\n:16383\r\n*3\r\n$8\r\n10.0.0.2\r\n:7002\r\n$3\r\nid2\r\n";
+    resp_reader r;
+    size_t used;
+    resp_init(&r, 1 << 20, 1000, 8);
+    ASSERT_INT_EQ(resp_feed(&r, reply, sizeof reply - 1, &used), RESP_DONE);
+    redis_slots m;
+    ASSERT_INT_EQ(redis_slots_parse(&m, &r, reply, "seed"), 0);
+    ASSERT_UINT_EQ(m.n, 2);
+    const redis_slot_range *n = redis_slots_find(&m, 100);
+    ASSERT_STR_EQ(n->host, "seed"); /* an empty host is the one asked */
+    ASSERT_INT_EQ(n->port, 7001);
+    n = redis_slots_find(&m, 16383);
+    ASSERT_STR_EQ(n->host, "10.0.0.2");
+    ASSERT_INT_EQ(n->port, 7002);
+    redis_slots_free(&m);
+    resp_free(&r);
+
+    int ask, port;
+    uint16_t slot;
+    char host[64];
+    ASSERT_INT_EQ(redis_redirect_parse("MOVED 3999 127.0.0.1:6381", &ask, &slot, host, sizeof host, &port), 1);
+    ASSERT_INT_EQ(ask, 0);
+    ASSERT_UINT_EQ(slot, 3999);
+    ASSERT_STR_EQ(host, "127.0.0.1");
+    ASSERT_INT_EQ(port, 6381);
+    ASSERT_INT_EQ(redis_redirect_parse("ASK 1 ::1:7000", &ask, &slot, host, sizeof host, &port), 1);
+    ASSERT_INT_EQ(ask, 1);
+    ASSERT_STR_EQ(host, "::1");
+    ASSERT_INT_EQ(redis_redirect_parse("MOVED 99999 h:1", &ask, &slot, host, sizeof host, &port), 0);
+    ASSERT_INT_EQ(redis_redirect_parse("MOVED 1 h:", &ask, &slot, host, sizeof host, &port), 0);
+    ASSERT_INT_EQ(redis_redirect_parse("ERR x", &ask, &slot, host, sizeof host, &port), 0);
+}
+
+TEST_MAIN("redis_url",
+          T(test_a_source_with_every_parameter), T(test_defaults), T(test_a_cluster_with_seeds_and_partitions),
+          T(test_mistakes_name_the_parameter), T(test_same_node), T(test_key_slots_match_redis),
+          T(test_slots_and_redirections))
