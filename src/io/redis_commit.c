@@ -12,10 +12,23 @@
 #include "../util/list.h"
 #include "redis_int.h"
 
-/* Most units and bytes per commit call (the next call takes the rest). */
+/* Most units per commit call (the next call takes the rest). The bytes
+ * are bounded by the run: it stops reading while 4 MiB wait to be
+ * committed. MOONWAIT_COMMIT_UNITS changes it, for the benchmark that
+ * prices batching (1: a call per entry). */
 #define BATCH_UNITS 512
-#define BATCH_BYTES (8u * 1024 * 1024)
 #define ACK_IDS 512
+
+static size_t batch_units(void)
+{
+    static size_t n;
+    if (!n) {
+        const char *e = getenv("MOONWAIT_COMMIT_UNITS");
+        long v = e ? strtol(e, NULL, 10) : 0;
+        n = v > 0 && v <= 100000 ? (size_t)v : BATCH_UNITS;
+    }
+    return n;
+}
 
 /*
  * The commit. KEYS: the input stream, the output stream, the dead-letter
@@ -48,33 +61,49 @@ static const char COMMIT_LUA[] =
 
 /* ---- batches ---------------------------------------------------------------------- */
 
+/* Room for `want` elements of `size` bytes in *p (capacity *cap). */
+static int grow(void **p, size_t *cap, size_t want, size_t size)
+{
+    if (want <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < want)
+        c *= 2;
+    void *x = realloc(*p, c * size);
+    if (!x)
+        return -1;
+    *p = x;
+    *cap = c;
+    return 0;
+}
+
+static int grow_units(rs_batch *b, size_t want)
+{
+    size_t c1 = b->cap_units, c2 = b->cap_units, c3 = b->cap_units;
+    if (grow((void **)&b->entries, &c1, want, sizeof *b->entries) || grow((void **)&b->ustart, &c2, want, sizeof *b->ustart) ||
+        grow((void **)&b->ubytes, &c3, want, sizeof *b->ubytes))
+        return -1;
+    b->cap_units = c1 < c2 ? (c1 < c3 ? c1 : c3) : (c2 < c3 ? c2 : c3);
+    return 0;
+}
+
 static int batch_arg(rs_batch *b, const char *s, size_t n)
 {
-    if (b->nargs == b->cap_args) {
-        size_t cap = b->cap_args ? b->cap_args * 2 : 64;
-        size_t *l = realloc(b->lens, cap * sizeof *l);
-        if (!l)
-            return -1;
-        b->lens = l;
-        b->cap_args = cap;
-    }
-    if (mw_buf_add(&b->args, s, n) != 0)
+    if (grow((void **)&b->lens, &b->cap_args, b->nargs + 1, sizeof *b->lens) || mw_buf_add(&b->args, s, n))
         return -1;
     b->lens[b->nargs++] = n;
     return 0;
 }
 
-static int batch_unit(rs_batch *b, rs_entry *e)
+/* A unit starts at the next argument. */
+static int batch_unit(rs_batch *b, rs_entry *e, uint64_t bytes)
 {
-    if (b->nunits == b->cap_units) {
-        size_t cap = b->cap_units ? b->cap_units * 2 : 64;
-        rs_entry **x = realloc(b->entries, cap * sizeof *x);
-        if (!x)
-            return -1;
-        b->entries = x;
-        b->cap_units = cap;
-    }
-    b->entries[b->nunits++] = e;
+    if (grow_units(b, b->nunits + 1))
+        return -1;
+    b->entries[b->nunits] = e;
+    b->ustart[b->nunits] = b->nargs;
+    b->ubytes[b->nunits++] = bytes;
+    b->bytes += bytes;
     return 0;
 }
 
@@ -84,11 +113,50 @@ static void batch_reset(rs_batch *b)
     b->bytes = 0;
 }
 
+/* Move src's first k units to dst (empty). 0, or -1 (out of memory: src
+ * unchanged). */
+static int batch_take(rs_batch *dst, rs_batch *src, size_t k)
+{
+    size_t args = k < src->nunits ? src->ustart[k] : src->nargs;
+    size_t bytes = 0;
+    for (size_t i = 0; i < args; i++)
+        bytes += src->lens[i];
+    if (mw_buf_reserve(&dst->args, bytes) || grow((void **)&dst->lens, &dst->cap_args, args, sizeof *dst->lens) ||
+        grow_units(dst, k))
+        return -1;
+    memcpy(dst->args.p, src->args.p, bytes);
+    dst->args.len = bytes;
+    memcpy(dst->lens, src->lens, args * sizeof *dst->lens);
+    dst->nargs = args;
+    memcpy(dst->entries, src->entries, k * sizeof *dst->entries);
+    memcpy(dst->ustart, src->ustart, k * sizeof *dst->ustart);
+    memcpy(dst->ubytes, src->ubytes, k * sizeof *dst->ubytes);
+    dst->nunits = k;
+    dst->bytes = 0;
+    for (size_t u = 0; u < k; u++)
+        dst->bytes += src->ubytes[u];
+    /* the rest to the front */
+    memmove(src->args.p, src->args.p + bytes, src->args.len - bytes);
+    src->args.len -= bytes;
+    memmove(src->lens, src->lens + args, (src->nargs - args) * sizeof *src->lens);
+    src->nargs -= args;
+    for (size_t u = k; u < src->nunits; u++) {
+        src->entries[u - k] = src->entries[u];
+        src->ustart[u - k] = src->ustart[u] - args;
+        src->ubytes[u - k] = src->ubytes[u];
+    }
+    src->nunits -= k;
+    src->bytes -= dst->bytes;
+    return 0;
+}
+
 static void batch_free(rs_batch *b)
 {
     free(b->args.p);
     free(b->lens);
     free(b->entries);
+    free(b->ustart);
+    free(b->ubytes);
     memset(b, 0, sizeof *b);
 }
 
@@ -124,12 +192,11 @@ static int stage_unit(rs_part *p, rs_entry *e, const mw_buf *out, const mw_buf *
     rs_batch *b = &p->staged;
     char num[24];
     const char *id = e ? e->id : "";
-    int rc = batch_unit(b, e) | batch_arg(b, id, strlen(id));
+    int rc = batch_unit(b, e, out->len + dlq->len) | batch_arg(b, id, strlen(id));
     rc |= batch_arg(b, num, (size_t)snprintf(num, sizeof num, "%zu", count_lines(out)));
     rc |= batch_arg(b, num, (size_t)snprintf(num, sizeof num, "%zu", count_lines(dlq)));
     if (rc || add_lines(b, out) < 0 || add_lines(b, dlq) < 0)
         return -1;
-    b->bytes += out->len + dlq->len;
     return 0;
 }
 
@@ -179,9 +246,9 @@ static void send_batch(rs_part *p)
     if (!p->out.nunits) {
         if (!p->staged.nunits)
             return;
-        rs_batch t = p->out;
-        p->out = p->staged;
-        p->staged = t;
+        size_t k = p->staged.nunits < batch_units() ? p->staged.nunits : batch_units();
+        if (batch_take(&p->out, &p->staged, k) != 0)
+            return; /* the tick tries again */
     }
     /* EVAL script 3 in out dlq group consumer ofield omax dfield dmax units... */
     size_t n = 12 + p->out.nargs;

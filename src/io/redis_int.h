@@ -67,6 +67,8 @@ typedef struct rs_batch {
     size_t *lens;                 /* each argument's length */
     size_t nargs, cap_args;
     rs_entry **entries;           /* the units' entries (NULL: no entry) */
+    size_t *ustart;               /* each unit's first argument */
+    uint64_t *ubytes;             /* each unit's output bytes */
     size_t nunits, cap_units;
     uint64_t bytes;               /* output bytes in it (for the sink's counts) */
 } rs_batch;
