@@ -11,14 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../io/redis_url.h"
 #include "../lua/retry_table.h"
+#include "../util/buf.h"
 #include "../util/str.h"
 #include "options.h"
 
 /* A path from the pipeline file is relative to the file's directory. */
 static char *resolve(const char *pipeline, const char *v)
 {
-    if (strcmp(v, "-") == 0 || v[0] == '/')
+    if (strcmp(v, "-") == 0 || v[0] == '/' || redis_url_is(v))
         return strdup(v);
     const char *slash = strrchr(pipeline, '/');
     if (!slash)
@@ -54,6 +56,86 @@ static int apply_checkpoint(lua_State *L, config *c, const char *path, char **er
         lua_pop(L, 1);
     }
     return 0;
+}
+
+/* Append s percent-encoded (all but unreserved characters). */
+static int put_pct(mw_buf *b, const char *s, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~$", ch)) {
+            rc = mw_buf_add(b, s + i, 1);
+        } else {
+            char hex[4];
+            snprintf(hex, sizeof hex, "%%%02X", ch);
+            rc = mw_buf_add(b, hex, 3);
+        }
+    }
+    return rc;
+}
+
+/* `input = { redis = "HOST:PORT", stream = ..., group = ... }` (or
+ * `redis_cluster = "H:P,H:P"` or an array of them; `password`): the table
+ * at the top of L's stack as the URL the flag takes (malloc'd), which the
+ * Redis source or sink checks like any other. NULL with *err. */
+static char *redis_table_url(lua_State *L, const char *path, const char *key, char **err)
+{
+    int tb = lua_gettop(L);
+    mw_buf hosts = { 0 }, pass = { 0 }, q = { 0 };
+    int cluster = -1, rc = 0;
+    lua_pushnil(L);
+    while (!rc && lua_next(L, tb)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int t = lua_type(L, -1);
+        if (k && (!strcmp(k, "redis") || !strcmp(k, "redis_cluster")) && (t == LUA_TSTRING || t == LUA_TTABLE)) {
+            cluster = !strcmp(k, "redis_cluster");
+            if (t == LUA_TSTRING) {
+                rc = mw_buf_add(&hosts, lua_tostring(L, -1), lua_objlen(L, -1));
+            } else {
+                for (int i = 1; !rc && i <= (int)lua_objlen(L, -1); i++) {
+                    lua_rawgeti(L, -1, i);
+                    rc = (i > 1 && mw_buf_add(&hosts, ",", 1)) || !lua_isstring(L, -1) ||
+                         mw_buf_add(&hosts, lua_tostring(L, -1), lua_objlen(L, -1));
+                    lua_pop(L, 1);
+                }
+            }
+        } else if (k && !strcmp(k, "password") && t == LUA_TSTRING) {
+            rc = put_pct(&pass, lua_tostring(L, -1), lua_objlen(L, -1));
+        } else if (k && (t == LUA_TSTRING || t == LUA_TNUMBER)) {
+            char num[32];
+            const char *v = t == LUA_TSTRING ? lua_tostring(L, -1) : num;
+            if (t == LUA_TNUMBER)
+                snprintf(num, sizeof num, "%.17g", lua_tonumber(L, -1));
+            rc = (q.len && mw_buf_add(&q, "&", 1)) || put_pct(&q, k, strlen(k)) || mw_buf_add(&q, "=", 1) ||
+                 put_pct(&q, v, strlen(v));
+        } else {
+            *err = mw_str_fmt("%s: key '%s': expected { redis = \"HOST:PORT\", stream = ..., ... } with string "
+                              "or number values, got key '%s' (a %s)",
+                              path, key, k ? k : "?", luaL_typename(L, -1));
+            rc = -2;
+        }
+        lua_pop(L, 1);
+    }
+    if (rc == -2) {
+        lua_settop(L, tb);
+    } else if (cluster < 0) {
+        *err = mw_str_fmt("%s: key '%s': a table needs redis = \"HOST:PORT\" (or redis_cluster)", path, key);
+    } else if (rc == 0) {
+        char *url = mw_str_fmt("%s://%s%.*s%s%.*s?%.*s", cluster ? "redis+cluster" : "redis", pass.len ? ":" : "",
+                               (int)pass.len, pass.p ? pass.p : "", pass.len ? "@" : "", (int)hosts.len,
+                               hosts.p ? hosts.p : "", (int)q.len, q.p ? q.p : "");
+        free(hosts.p);
+        free(pass.p);
+        free(q.p);
+        return url;
+    } else {
+        *err = mw_str_fmt("%s: key '%s': out of memory or a host that is not a string", path, key);
+    }
+    free(hosts.p);
+    free(pass.p);
+    free(q.p);
+    return NULL;
 }
 
 /* The text form of the value at the top of L's stack for a setting of type
@@ -95,6 +177,17 @@ static int apply_key(lua_State *L, config *c, const char *path, const char *key,
     }
     if (s->type == OPTION_CKPT && lua_type(L, -1) == LUA_TTABLE)
         return apply_checkpoint(L, c, path, err);
+    if (s->type == OPTION_PATH && lua_type(L, -1) == LUA_TTABLE &&
+        (!strcmp(key, "input") || !strcmp(key, "output") || !strcmp(key, "dead_letter"))) {
+        char *url = redis_table_url(L, path, key, err);
+        if (!url)
+            return -1;
+        int rc = s->set(c, url, why, sizeof why);
+        free(url);
+        if (rc != 0)
+            *err = mw_str_fmt("%s: key '%s': %s", path, key, why);
+        return rc;
+    }
     const char *v = value_text(L, s->type, val, sizeof val);
     if (!v) {
         *err = mw_str_fmt("%s: key '%s': expected %s, got %s", path, key, options_want(s->type),
