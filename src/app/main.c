@@ -18,7 +18,7 @@
 
 static const char usage[] =
     "usage:\n"
-    "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-] [--output FILE|-]\n"
+    "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-|URL] [--output FILE|-|URL]\n"
     "               [--mode ordered|unordered] [--capacity N] [--timeout MS]\n"
     "               [--event-time FIELD --max-out-of-orderness MS] [--stats]\n"
     "               [--max-line-bytes N] [--cpu-budget MS]\n"
@@ -33,6 +33,12 @@ static const char usage[] =
     "max_out_of_orderness_ms, stats, max_line_bytes, cpu_budget_ms); flags\n"
     "override it. --cpu-budget: CPU ms script code may run without yielding\n"
     "(default 1000, 0 = off).\n"
+    "\n"
+    "Redis Streams: --input 'redis://[:PASSWORD@]HOST:PORT?stream=KEY&group=GROUP'\n"
+    "reads a consumer group (several processes share it); --output and\n"
+    "--dead-letter 'redis://HOST:PORT?stream=KEY' add entries; exactly once when\n"
+    "they are on the input's server. redis+cluster://H:P,...&partitions=P for a\n"
+    "cluster. Parameters: README.md, \"Redis Streams\".\n"
     "\n"
     "Exit status: 0 input ended and everything was emitted; 1 the run failed;\n"
     "2 bad usage or a script that does not load; 130/143 a second SIGINT/SIGTERM.\n"

@@ -720,6 +720,11 @@ static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
         return;
     s->closing = 1;
     s->on_closed = on_closed;
+    if (s->lost_ownership)
+        fprintf(stderr, "moonwait: --input %s: %" PRIu64 " entries were claimed by another consumer while they ran "
+                        "here (they idled past claim_idle_ms=%" PRIu64 "); their outputs here were dropped, the "
+                        "other consumer's count\n",
+                s->name, s->lost_ownership, s->u.claim_idle_ms);
     /* Unpaired: ack what the sinks wrote; the rest stays pending for a
      * claim. The sinks close after this: forget them. */
     for (uint32_t i = 0; i < s->nparts; i++) {
