@@ -867,7 +867,14 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
     s->base.ops = &redis_source_ops;
     s->loop = loop;
     s->max_line = max_line;
+    /* The source's own reference goes when its handles have closed (after
+     * source_close); each paired sink holds one more. */
     s->refs = 1;
+    uv_timer_init(loop, &s->claim_timer);
+    uv_timer_init(loop, &s->tick);
+    s->claim_timer.data = s->tick.data = s;
+    s->handles = 2;
+    *out = &s->base;
     if (s->u.consumer) {
         s->consumer = strdup(s->u.consumer);
     } else {
@@ -878,7 +885,6 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
     }
     s->nparts = s->u.cluster ? s->u.partitions : 1;
     s->parts = calloc(s->nparts, sizeof *s->parts);
-    *out = &s->base;
     if (!s->consumer || !s->parts) {
         s->nparts = 0;
         if (asprintf(err, "--input %s: out of memory", s->name) < 0)
@@ -891,11 +897,6 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
             *err = NULL;
         return UV_EINVAL;
     }
-    uv_timer_init(loop, &s->claim_timer);
-    uv_timer_init(loop, &s->tick);
-    s->claim_timer.data = s->tick.data = s;
-    s->handles = 2;
-    s->refs++; /* the handles' */
     for (uint32_t i = 0; i < s->nparts; i++) {
         rs_part *p = &s->parts[i];
         p->src = s;
