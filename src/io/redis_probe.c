@@ -93,6 +93,8 @@ static int ask(probe *p, const char *host, int port)
     p->c = redis_conn_new(&loop, host, port, p->u->password, 64u << 20, state, p);
     if (!p->c)
         finish(p, "out of memory%s%s", "", "");
+    else
+        redis_conn_set_reply_timeout(p->c, 5000); /* (a peer that is not Redis) */
     while (!p->done)
         uv_run(&loop, UV_RUN_ONCE);
     redis_conn_close(p->c);

@@ -514,6 +514,7 @@ static int part_connect(rs_part *p)
     if (!p->rd || !p->cmd)
         return -1;
     redis_conn_set_asking(p->rd, p->asking);
+    redis_conn_set_reply_timeout(p->rd, BLOCK_MS + 30000);
     redis_conn_set_asking(p->cmd, p->asking);
     return 0;
 }

@@ -12,6 +12,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
+#define REPLY_TIMEOUT_MS 30000
 
 typedef struct waiter {
     redis_reply_cb cb;
@@ -26,7 +27,9 @@ struct redis_conn {
     void *ud;
     net_conn *conn;          /* owned; NULL while down */
     net_dial dial;
-    uv_timer_t timer;        /* the back-off before dialling again; the connect timeout */
+    uv_timer_t timer;        /* the back-off before dialling again; the connect
+                              * timeout; while connected, the reply timeout */
+    uint64_t reply_timeout_ms;
     int up, closing, dialling, authing;
     int asking;              /* ASKING before every command */
     uint64_t backoff_ms;
@@ -127,6 +130,31 @@ void redis_conn_reset(redis_conn *c, const char *why)
         lose(c, why);
 }
 
+/* ---- the reply timeout: a server that takes commands and never answers ---------- */
+
+static void on_reply_timeout(uv_timer_t *t)
+{
+    redis_conn *c = t->data;
+    char why[80];
+    snprintf(why, sizeof why, "no reply within %llu ms", (unsigned long long)c->reply_timeout_ms);
+    lose(c, why);
+}
+
+/* Waiting for a reply: the clock runs from the last reply (or the first
+ * command sent while idle). */
+static void arm_reply_timer(redis_conn *c)
+{
+    if (c->wlen && c->conn)
+        uv_timer_start(&c->timer, on_reply_timeout, c->reply_timeout_ms, 0);
+    else if (c->conn)
+        uv_timer_stop(&c->timer);
+}
+
+void redis_conn_set_reply_timeout(redis_conn *c, uint64_t ms)
+{
+    c->reply_timeout_ms = ms;
+}
+
 /* ---- writing -------------------------------------------------------------------- */
 
 static void flush_out(redis_conn *c);
@@ -183,6 +211,8 @@ static int send_command(redis_conn *c, int argc, const char *const *argv, const 
         c->wlen = waiting;
         return -1;
     }
+    if (!waiting)
+        arm_reply_timer(c);
     flush_out(c);
     return 0;
 }
@@ -237,6 +267,7 @@ static void on_read(net_conn *nc, void *ud)
                     return;
                 net_conn_consume(nc, used);
                 resp_next_reply(&c->rd);
+                arm_reply_timer(c);
                 continue;
             }
         }
@@ -331,6 +362,7 @@ redis_conn *redis_conn_new(uv_loop_t *loop, const char *host, int port, const ch
     c->on_state = on_state;
     c->ud = ud;
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->reply_timeout_ms = REPLY_TIMEOUT_MS;
     resp_init(&c->rd, max_reply, 1u << 24, 16);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;

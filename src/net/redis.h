@@ -62,6 +62,12 @@ size_t redis_conn_waiting(const redis_conn *c);
  * the caller and the server are out of step). */
 void redis_conn_reset(redis_conn *c, const char *why);
 
+/* Drop the connection (as lost) when a command waits longer than ms for
+ * its reply, counted from the previous reply: a server that takes
+ * commands and never answers. Default 30 s; a blocking command's owner
+ * sets more than it blocks. */
+void redis_conn_set_reply_timeout(redis_conn *c, uint64_t ms);
+
 /* Prefix every command with ASKING (a cluster slot being migrated to
  * this node: Redis Cluster's ASK redirection). */
 void redis_conn_set_asking(redis_conn *c, int on);
