@@ -264,7 +264,7 @@ end }
       local o = H.json.decode(e.fields.data)
       local id = o.record.id
       assert.same({ id = id }, o.record)
-      assert.equal("poison " .. id, o.error)
+      assert.matches("^poison " .. id .. " %(at script%.lua:2:", o.error)   -- as in the file dead letters
       assert.equal(1, o.attempts)
       assert.is_false(o.timed_out)
       assert.equal(ins[id].id, o.source_id)

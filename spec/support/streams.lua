@@ -477,6 +477,8 @@ end
 -- Returns ok, why, landed (kills that hit a running process).
 function ST.kill_trial(o)
   local K, kills = o.consumers or 3, o.kills or 1
+  -- bounds that only matter when something is wrong (a 100k-entry soak trial gets more)
+  local secs = math.max(120, math.floor(o.n * #o.streams / 500))
   local ins, outs = {}, {}
   for i, s in ipairs(o.streams) do
     ins[i], outs[i] = s.input, s.output
@@ -496,7 +498,7 @@ function ST.kill_trial(o)
   local function start(i, name)
     names[i] = name
     procs[i] = ST.spawn(("run --script script.lua --input %s --output %s %s"):format(
-      H.q(o.input_url(name)), H.q(o.output_url), o.args or ""), { dir = o.dir })
+      H.q(o.input_url(name)), H.q(o.output_url), o.args or ""), { dir = o.dir, timeout = 2 * secs })
   end
   for i = 1, K do start(i, ("%sc%d"):format(o.tag or "", i)) end
   local landed = 0
@@ -507,7 +509,7 @@ function ST.kill_trial(o)
       if progress() >= target then return true end
       for i = 1, K do if procs[i].alive() then return false end end
       return true
-    end, 120)
+    end, secs)
     -- the random kill moment is the behaviour under test (this sleep stays)
     os.execute(("sleep %.3f"):format(o.rng(0, 20) / 1000))
     local v = o.rng(1, K)
@@ -528,7 +530,7 @@ function ST.kill_trial(o)
     return table.concat(t, "\n")
   end
   for i = 1, K do
-    local rc = procs[i].wait(120)
+    local rc = procs[i].wait(secs)
     if rc ~= 0 then return false, ("consumer %s exited %s\n%s"):format(names[i], tostring(rc), tails()), landed end
   end
   for _, p in ipairs(dead) do
@@ -538,8 +540,8 @@ function ST.kill_trial(o)
     return false, "pending entries never went idle", landed
   end
   local final = ST.spawn(("run --script script.lua --input %s --output %s %s"):format(
-    H.q(o.input_url((o.tag or "") .. "final")), H.q(o.output_url), o.args or ""), { dir = o.dir })
-  local rc = final.wait(120)
+    H.q(o.input_url((o.tag or "") .. "final")), H.q(o.output_url), o.args or ""), { dir = o.dir, timeout = 2 * secs })
+  local rc = final.wait(secs)
   if rc ~= 0 then
     if rc == nil then final.kill("KILL") end
     return false, ("the final consumer exited %s: %s"):format(tostring(rc), final.err():sub(-600)), landed
