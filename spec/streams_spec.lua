@@ -454,11 +454,12 @@ end }
           return redis.url(("stream=in&group=g&consumer=%s&claim_idle_ms=%d&until=empty"):format(name, CLAIM_MS))
         end,
         output_url = redis.url("stream=out"),
-        args = "--capacity 50 --mode unordered",
+        args = ST.TRIAL_ARGS,
       })
       assert(ok, ("trial %d of %d failed (replay with MOONWAIT_STREAMS_SEED=%d): %s"):format(t, TRIALS, SEED, tostring(why)))
       landed = landed + l
     end
+    io.stderr:write(("# streams kill harness: %d of %d kills landed\n"):format(landed, TRIALS * KILLS))
     -- most kills must hit a running consumer (one may have ended already)
     assert.is_true(landed >= math.ceil(TRIALS * KILLS / 2), ("only %d of %d kills landed"):format(landed, TRIALS * KILLS))
   end)
@@ -586,7 +587,7 @@ describe("redis streams on a cluster (3 masters, 4 partitions)", function()
             :format(cluster.url_hosts, P, name, CLAIM_MS)
         end,
         output_url = ("redis+cluster://%s?stream=out&partitions=%d"):format(cluster.url_hosts, P),
-        args = "--capacity 50 --mode unordered",
+        args = ST.TRIAL_ARGS,
       })
       -- (each output partition must hold exactly its own input's records)
       assert(ok, ("cluster trial %d failed (replay with MOONWAIT_STREAMS_SEED=%d): %s"):format(t, SEED, tostring(why)))
