@@ -15,6 +15,10 @@
 -- MOONWAIT_STREAMS_TRIALS (30), MOONWAIT_STREAMS_ENTRIES (2000 per trial)
 -- and MOONWAIT_STREAMS_KILLS (1 per trial) size it; scripts/streams-soak
 -- runs it long (100k entries a trial).
+--
+-- spec/support/streams_mock (a serial stand-in consumer with switches for
+-- known faults: no fencing, no claims, reading past capacity, a duplicate)
+-- checks this harness itself: its header says how.
 local H = require("helpers")
 local servers = require("support.servers")
 local ST = require("support.streams")
