@@ -10,6 +10,8 @@
 #   make quickstart      run examples/quickstart
 #   make example-http    run examples/http-enrich (starts its own nginx)
 #   make example-redis   run examples/redis-lookup (starts its own redis-server)
+#   make example-streams run examples/streams: 3 consumers in a Redis consumer group, exactly once
+#                        (starts its own redis-server and nginx)
 #   make install PREFIX=/usr/local
 
 VERSION   := 0.1.0
@@ -68,7 +70,7 @@ CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_r
           $(BUILD)/test_resp $(BUILD)/test_redis_url
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis fuzz fuzz-build
+.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams fuzz fuzz-build
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -149,6 +151,9 @@ example-http: $(BUILD)/moonwait
 
 example-redis: $(BUILD)/moonwait
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/redis-lookup/run
+
+example-streams: $(BUILD)/moonwait
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/streams/run
 
 bench: all
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) scripts/bench

@@ -6,6 +6,13 @@
 --                                   -- nginx.cert (CA file for the HTTPS server),
 --                                   -- nginx.access_log(), nginx.stop()
 --   local redis = servers.redis()   -- redis.port, redis.cli(args), redis.stop()
+--   local redis = servers.redis{ aof = true, password = "pw" }
+--                                   -- + redis.restart() (same port and dir, AOF
+--                                   -- reloaded), redis.url(query), redis.pid()
+--   local cl    = servers.redis_cluster{ masters = 3 }
+--                                   -- cl.ports, cl.url_hosts ("127.0.0.1:P1,..."),
+--                                   -- cl.cli(args) (-c), cl.node_cli(port, args),
+--                                   -- cl.port_for(key), cl.stop()
 --   local peer  = servers.faultpeer(mode) -- peer.port, peer.stop()
 local H = require("helpers")
 local S = {}
@@ -29,12 +36,14 @@ local function reap_with_us(pid)
     "setsid -f sh -c 'while kill -0 %d; do kill -0 %s || exit 0; sleep 1; done; kill %s' >/dev/null 2>&1 </dev/null",
     owner, pid, pid))
 end
+S.reap_with_us = reap_with_us
 
-local function random_port()
+-- A random port in [20000, below) (default 60000).
+local function random_port(below)
   local f = io.open("/dev/urandom", "rb")
   local b1, b2 = f:read(2):byte(1, 2)
   f:close()
-  return 20000 + (b1 * 256 + b2) % 40000
+  return 20000 + (b1 * 256 + b2) % ((below or 60000) - 20000)
 end
 
 local NGINX_CONF = [[
@@ -116,34 +125,167 @@ function S.nginx()
   error("nginx: no free port found")
 end
 
-function S.redis()
+-- The text `redis-cli ARGS` prints (stderr too) against 127.0.0.1:port.
+local function redis_cli(port, password, args)
+  local auth = password and ("-a " .. H.q(password) .. " --no-auth-warning ") or ""
+  local p = io.popen(string.format("redis-cli -h 127.0.0.1 -p %d %s%s 2>&1", port, auth, args))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+-- Start a daemonized redis-server on 127.0.0.1:port in dir with extra
+-- arguments; "up" once it answers PING with PONG (its data loaded: a server
+-- still loading its AOF answers -LOADING), "busy" if the port (or a cluster
+-- node's bus port, port + 10000) is taken, nil if neither in time.
+local function redis_start(port, dir, password, extra)
+  os.execute("rm -f " .. H.q(dir .. "/redis.log"))
+  os.execute(string.format(
+    "redis-server --port %d --bind 127.0.0.1 --save '' --daemonize yes " ..
+    "--dir %s --pidfile %s/redis.pid --logfile %s/redis.log %s%s",
+    port, H.q(dir), H.q(dir), H.q(dir), password and ("--requirepass " .. H.q(password) .. " ") or "", extra))
+  return H.wait_for(function()
+    if redis_cli(port, password, "ping"):match("^PONG") then return "up" end
+    local log = H.read(dir .. "/redis.log") or ""
+    if log:find("in use", 1, true) or log:find("Could not create server TCP", 1, true) or
+       log:find("Failed listening", 1, true) then return "busy" end
+  end, 30)
+end
+
+local function redis_pid(dir)
+  return H.wait_for(function() return (H.read(dir .. "/redis.pid") or ""):match("%d+") end, 5)
+end
+
+local function gone(pid)
+  return H.wait_for(function() return not sh_ok("kill -0 " .. pid .. " 2>/dev/null") end, 30)
+end
+
+-- opts.aof: --appendonly yes --appendfsync always (else no persistence at
+-- all); opts.password: --requirepass (cli() and url() use it).
+function S.redis(opts)
+  opts = opts or {}
   local dir = H.tmpdir()
+  local extra = opts.aof and "--appendonly yes --appendfsync always" or "--appendonly no"
   for _ = 1, 20 do
     local port = random_port()
-    os.execute(string.format(
-      "redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes " ..
-      "--dir %s --pidfile %s/redis.pid --logfile %s/redis.log", port, dir, dir, dir))
-    local up = H.wait_for(function()
-      if sh_ok(string.format("redis-cli -h 127.0.0.1 -p %d ping >/dev/null 2>&1", port)) then return "up" end
-      local log = H.read(dir .. "/redis.log") or ""
-      if log:find("in use", 1, true) or log:find("Could not create server TCP", 1, true) then return "busy" end
-    end, 5)
-    if up == "up" then
-      local self = { port = port, dir = dir }
-      local pid = H.wait_for(function() return (H.read(dir .. "/redis.pid") or ""):match("%d+") end, 5)
+    if redis_start(port, dir, opts.password, extra) == "up" then
+      local self = { port = port, dir = dir, password = opts.password }
+      local pid = redis_pid(dir)
       if pid then reap_with_us(pid) end
-      function self.cli(args)
-        local p = io.popen(string.format("redis-cli -h 127.0.0.1 -p %d %s 2>&1", port, args))
-        local out = p:read("*a")
-        p:close()
-        return out
+      function self.pid() return pid end
+      function self.cli(args) return redis_cli(port, opts.password, args) end
+      -- redis://[:PASSWORD@]127.0.0.1:PORT?QUERY
+      function self.url(query)
+        return string.format("redis://%s127.0.0.1:%d%s", opts.password and (":" .. opts.password .. "@") or "",
+          port, query and ("?" .. query) or "")
       end
-      function self.stop() os.execute(string.format("redis-cli -h 127.0.0.1 -p %d shutdown nosave >/dev/null 2>&1", port)) end
+      function self.stop() redis_cli(port, opts.password, "shutdown nosave >/dev/null") end
+      -- SHUTDOWN (SAVE with AOF: the AOF is fsynced on the way down; without
+      -- it the data is gone, as for any server without persistence), wait
+      -- until the process is gone, start it again on the same port and dir
+      -- and wait until it answers PING with its AOF loaded.
+      function self.restart()
+        redis_cli(port, opts.password, opts.aof and "shutdown save" or "shutdown nosave")
+        assert(gone(pid), "redis-server " .. pid .. " did not shut down")
+        local up
+        for _ = 1, 50 do  -- a client's TIME_WAIT does not hold the port (SO_REUSEADDR); retry briefly anyway
+          up = redis_start(port, dir, opts.password, extra)
+          if up == "up" then break end
+          os.execute("sleep 0.1")
+        end
+        assert(up == "up", "redis-server did not restart on port " .. port .. ":\n" .. (H.read(dir .. "/redis.log") or ""))
+        assert(H.wait_for(function()
+          return self.cli("info persistence"):match("loading:0")
+        end, 30), "redis-server did not finish loading")
+        pid = redis_pid(dir)
+        if pid then reap_with_us(pid) end
+      end
       return self
     end
-    os.execute("rm -f " .. dir .. "/redis.log")
   end
   error("redis-server: no free port found")
+end
+
+-- A Redis Cluster of opts.masters (3, the least Redis accepts) masters and
+-- no replicas, each redis-server in its own dir with its own
+-- nodes.conf. Ports are below 55535, so each node's bus port (port +
+-- 10000) is a valid port; a node whose port or bus port is taken is started
+-- again on another. Returns once every node says cluster_state:ok and knows
+-- all the others.
+function S.redis_cluster(opts)
+  opts = opts or {}
+  local masters = opts.masters or 3
+  local nodes, ports, used = {}, {}, {}
+  for i = 1, masters do
+    for try = 1, 30 do
+      local port = random_port(55535)
+      if not (used[port] or used[port + 10000] or used[port - 10000]) then
+        local dir = H.tmpdir()
+        local up = redis_start(port, dir, nil,
+          "--appendonly no --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000")
+        if up == "up" then
+          local pid = redis_pid(dir)
+          if pid then reap_with_us(pid) end
+          nodes[i] = { port = port, dir = dir, pid = pid }
+          ports[i] = port
+          used[port], used[port + 10000] = true, true
+          break
+        end
+        if up ~= "busy" then
+          -- a node that neither came up nor said why: stop it and report
+          redis_cli(port, nil, "shutdown nosave >/dev/null")
+          error("redis-server (cluster node) did not start:\n" .. (H.read(dir .. "/redis.log") or ""))
+        end
+      end
+      assert(try < 30, "redis cluster: no free port pair found")
+    end
+  end
+  local self = { ports = ports, nodes = nodes }
+  local hosts = {}
+  for i, p in ipairs(ports) do hosts[i] = "127.0.0.1:" .. p end
+  self.url_hosts = table.concat(hosts, ",")
+  function self.stop()
+    for _, n in ipairs(nodes) do redis_cli(n.port, nil, "shutdown nosave >/dev/null") end
+  end
+  function self.node_cli(port, args) return redis_cli(port, nil, args) end
+  function self.cli(args) return redis_cli(ports[1], nil, "-c " .. args) end
+  -- The port of the master that serves key's slot.
+  function self.port_for(key)
+    local slot = tonumber(redis_cli(ports[1], nil, "cluster keyslot " .. H.q(key)):match("%d+"))
+    assert(slot, "cluster keyslot " .. key)
+    -- CLUSTER NODES: id ip:port@bus flags master ping pong epoch link slot...
+    for line in redis_cli(ports[1], nil, "cluster nodes"):gmatch("[^\n]+") do
+      local f = {}
+      for w in line:gmatch("%S+") do f[#f + 1] = w end
+      local port = (f[2] or ""):match(":(%d+)@")
+      if port and (f[3] or ""):find("master", 1, true) then
+        for k = 9, #f do
+          local lo, hi = f[k]:match("^(%d+)%-(%d+)$")
+          lo = tonumber(lo or f[k]:match("^%d+$"))
+          hi = tonumber(hi) or lo
+          if lo and slot >= lo and slot <= hi then return tonumber(port) end
+        end
+      end
+    end
+    error("no master serves slot " .. slot .. " (" .. key .. ")")
+  end
+  local code, cout, cerr = H.sh(string.format("redis-cli --cluster create %s --cluster-replicas 0 --cluster-yes",
+    table.concat(hosts, " ")))
+  local ok = H.wait_for(function()
+    for _, p in ipairs(ports) do
+      local info = redis_cli(p, nil, "cluster info")
+      if not info:match("cluster_state:ok") then return false end
+      if tonumber(info:match("cluster_known_nodes:(%d+)")) ~= masters then return false end
+      if tonumber(info:match("cluster_slots_ok:(%d+)")) ~= 16384 then return false end
+    end
+    return true
+  end, 60)
+  if not ok then
+    local info = redis_cli(ports[1], nil, "cluster info")
+    self.stop()
+    error(("redis cluster did not come up (create exited %s):\n%s%s\n%s"):format(tostring(code), cout, cerr, info))
+  end
+  return self
 end
 
 -- A loopback peer for faults no real server produces (spec/c/faultpeer.c).

@@ -1,0 +1,620 @@
+-- The Redis Streams source and sink (consumer groups), against real
+-- redis-servers on 127.0.0.1 (spec/support/servers.lua) started here and
+-- stopped after; stream contents are read with spec/support/streams.lua's
+-- own RESP client (any bytes come back exactly).
+--
+-- What "until=empty" is taken to mean here: the input ends when the group
+-- has nothing new, nothing is pending for this consumer, and a claim pass
+-- (entries pending on any consumer longer than claim_idle_ms) found nothing
+-- to take. So a consumer started after others died ends only once their
+-- idle entries are processed (the kill harness's final consumer relies on
+-- it; "claims idle entries of other consumers before it ends" pins it).
+--
+-- The kill -9 harness (several processes, one killed at a random moment and
+-- restarted) is seeded: MOONWAIT_STREAMS_SEED replays it,
+-- MOONWAIT_STREAMS_TRIALS (30), MOONWAIT_STREAMS_ENTRIES (2000 per trial)
+-- and MOONWAIT_STREAMS_KILLS (1 per trial) size it; scripts/streams-soak
+-- runs it long (100k entries a trial).
+--
+-- spec/support/streams_mock (a serial stand-in consumer with switches for
+-- known faults: no fencing, no claims, reading past capacity, a duplicate)
+-- checks this harness itself: its header says how.
+local H = require("helpers")
+local servers = require("support.servers")
+local ST = require("support.streams")
+
+local SEED = ST.seed()
+local TRIALS = tonumber(os.getenv("MOONWAIT_STREAMS_TRIALS") or (H.wrapper == "" and "30" or "2"))
+local ENTRIES = tonumber(os.getenv("MOONWAIT_STREAMS_ENTRIES") or "2000")
+local KILLS = tonumber(os.getenv("MOONWAIT_STREAMS_KILLS") or "1")
+local CLAIM_MS = 500
+io.stderr:write(("# streams kill harness: seed %d, %d trials of %d entries (replay with MOONWAIT_STREAMS_SEED=%d)\n")
+  :format(SEED, TRIALS, ENTRIES, SEED))
+
+-- Run moonwait over a script in a fresh dir; the result of H.run plus dir.
+local function run(body, input, output, extra, opts)
+  local d = H.tmpdir()
+  H.script(d, body)
+  opts = opts or {}
+  opts.dir = d
+  local r = H.run(("run --script script.lua --input %s --output %s %s"):format(H.q(input), H.q(output), extra or ""), opts)
+  r.dir = d
+  return r
+end
+
+local PASS = [[return { async_invoke = function(rec) return { rec } end }]]
+
+-- A record with spellings a re-encoder would change: whitespace, key
+-- order, 1.50, 1e2, a 64-bit integer, escapes, empty containers, UTF-8.
+local function fancy(i)
+  if i % 3 == 0 then return ('{ "id" : %d, "z" : "last" , "f": 1.50 }'):format(i) end
+  if i % 3 == 1 then
+    return ('{"z":"caf\\u00e9 \\"q\\" / \\\\","id":%d,"big":9007199254740993,"e":[],"o":{},"x":1e2}'):format(i)
+  end
+  return ('{"id":%d,"n":null,"t":true,"a":[1,{"b":[]}],"u":"\230\151\165\230\156\172"}'):format(i)
+end
+
+-- The input stream's entries by record id: { [id] = entry }.
+local function by_record_id(entries, field)
+  local t = {}
+  for _, e in ipairs(entries) do t[H.json.decode(e.fields[field or "data"]).id] = e end
+  return t
+end
+
+-- Decoded outputs: { [id] = decoded record }, asserting one per id.
+local function outputs_by_id(entries)
+  local t = {}
+  for _, e in ipairs(entries) do
+    local o = H.json.decode(e.fields.data)
+    assert.is_nil(t[o.id], "id " .. tostring(o.id) .. " twice")
+    t[o.id] = o
+  end
+  return t
+end
+
+-- Make entries pending on consumer `who` (never acked: a dead consumer)
+-- with delivery count `deliveries` and idle far past any claim_idle_ms.
+-- Returns their entry ids. The group must exist.
+local function strand(srv, key, group, who, count, deliveries)
+  local got = ST.call(srv, key, "XREADGROUP", "GROUP", group, who, "COUNT", count, "STREAMS", key, ">")
+  local ids = {}
+  for _, e in ipairs(got[1][2]) do
+    ids[#ids + 1] = e[1]
+    ST.call(srv, key, "XCLAIM", key, group, who, 0, e[1], "RETRYCOUNT", deliveries, "IDLE", 100000)
+  end
+  return ids
+end
+
+local function hostname()
+  local p = io.popen("hostname")
+  local h = p:read("*l")
+  p:close()
+  return h
+end
+
+local function escape(s) return (s:gsub("%p", "%%%0")) end
+
+describe("redis streams", function()
+  local redis
+
+  setup(function() redis = servers.redis() end)
+  teardown(function()
+    ST.kill_all()
+    ST.close(redis)
+    redis.stop()
+    H.cleanup()
+  end)
+  before_each(function() ST.call(redis, "x", "FLUSHALL") end)
+  after_each(function()
+    ST.kill_all()
+    H.cleanup()
+  end)
+
+  it("passes 1,000 entries stream to stream exactly once, byte for byte, and acks them all", function()
+    ST.fill(redis, "in", 1000, { record = fancy })
+    local r = run(PASS, redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),
+      "--capacity 100 --mode unordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "out")
+    local rep = ST.check_once(out, 1000)
+    assert.is_true(rep.ok, rep.summary)
+    for _, e in ipairs(out) do
+      assert.equal(2, #e.pairs, "one field per output entry")
+      local id = H.json.decode(e.fields.data).id
+      assert.equal(fancy(id), e.fields.data)   -- records leave exactly as they came
+    end
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+    assert.equal(1000, ST.xlen(redis, "in"))  -- the source acks, never deletes
+    -- the group was created; the consumer is named HOSTNAME-PID by default
+    local consumers = ST.consumers(redis, "in", "g")
+    local names = {}
+    for name in pairs(consumers) do names[#names + 1] = name end
+    assert.equal(1, #names)
+    assert.matches("^" .. escape(hostname()) .. "%-%d+$", names[1])
+  end)
+
+  it("gives the script ctx.source_id and ctx.deliveries (1 on first delivery)", function()
+    ST.fill(redis, "in", 50)
+    local r = run([[
+return { async_invoke = function(rec, ctx)
+  return { { id = rec.id, sid = ctx.source_id, sid_type = type(ctx.source_id), del = ctx.deliveries } }
+end }
+]], redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"), "--mode unordered")
+    assert.equal(0, r.code, r.err)
+    local ins = by_record_id(ST.read(redis, "in"))
+    local out = ST.read(redis, "out")
+    assert.is_true(ST.check_once(out, 50).ok, ST.check_once(out, 50).summary)
+    for _, e in ipairs(out) do
+      local o = H.json.decode(e.fields.data)
+      assert.equal(ins[o.id].id, o.sid)
+      assert.equal("string", o.sid_type)
+      assert.matches('"del":1[,}]', e.fields.data)   -- an integer, not 1.0
+    end
+  end)
+
+  it("turns an entry without the data field into a record of its field/value pairs, as strings", function()
+    ST.fill(redis, "in", 4, { fields = function(i)
+      if i == 1 then return { "name", "Ada", "n", "42" } end
+      if i == 2 then return { "data", '{"id":2,"n":42}' } end
+      if i == 3 then return { "payload", '{"x":1}', "empty", "" } end
+      return { "multi", "line\nbreak \"quoted\" caf\195\169" }
+    end })
+    local r = run(PASS, redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"), "--mode ordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "out")
+    assert.equal(4, #out)
+    assert.same({ name = "Ada", n = "42" }, H.json.decode(out[1].fields.data))
+    assert.equal('{"id":2,"n":42}', out[2].fields.data)
+    assert.same({ payload = '{"x":1}', empty = "" }, H.json.decode(out[3].fields.data))
+    assert.same({ multi = "line\nbreak \"quoted\" caf\195\169" }, H.json.decode(out[4].fields.data))
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+  end)
+
+  it("reads and writes the JSON in the field named by field=", function()
+    ST.fill(redis, "in", 3, { fields = function(i)
+      if i == 3 then return { "data", '{"id":3}' } end    -- no payload: a record of its pairs
+      return { "payload", ('{"id":%d, "k":"v"}'):format(i), "other", "x" }
+    end })
+    local r = run(PASS, redis.url("stream=in&group=g&field=payload&until=empty"),
+      redis.url("stream=out&field=body"), "--mode ordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "out")
+    assert.equal(3, #out)
+    assert.same({ "body", '{"id":1, "k":"v"}' }, out[1].pairs)
+    assert.same({ "body", '{"id":2, "k":"v"}' }, out[2].pairs)
+    assert.equal("body", out[3].pairs[1])
+    assert.same({ data = '{"id":3}' }, H.json.decode(out[3].fields.body))
+  end)
+
+  it("starts a new group at start=$ and reuses an existing group from where it stands", function()
+    ST.fill(redis, "in", 10)
+    local r = run(PASS, redis.url("stream=in&group=g&start=$&until=empty"), redis.url("stream=out"))
+    assert.equal(0, r.code, r.err)
+    assert.equal(0, ST.xlen(redis, "out"))
+    local entries = ST.read(redis, "in")
+    assert.equal(entries[10].id, ST.groups(redis, "in").g["last-delivered-id"])
+    ST.fill(redis, "in", 5, { first = 11 })
+    r = run(PASS, redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"))
+    assert.equal(0, r.code, r.err)
+    local rep = ST.check_once(ST.read(redis, "out"), { 11, 12, 13, 14, 15 })
+    assert.is_true(rep.ok, rep.summary)
+  end)
+
+  it("writes a stream source to stdout, at least once: every record, all acked", function()
+    ST.fill(redis, "in", 500)
+    local r = run(PASS, redis.url("stream=in&group=g&until=empty"), "-", "--mode unordered --capacity 50")
+    assert.equal(0, r.code, r.err)
+    local rep = ST.check_once(ST.line_entries(r.out), 500)
+    assert.is_true(rep.ok, rep.summary)   -- at least once; with no failure, once
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+  end)
+
+  it("sinks a file into a stream: one XADD per output record, in order", function()
+    local lines = {}
+    for i = 1, 500 do lines[i] = fancy(i) end
+    local d = H.tmpdir()
+    H.write(d .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+    local r = run(PASS, d .. "/in.jsonl", redis.url("stream=sink"), "--mode ordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "sink")
+    assert.equal(500, #out)
+    for i, e in ipairs(out) do
+      assert.same({ "data", lines[i] }, e.pairs)
+    end
+  end)
+
+  it("sinks into a stream capped near maxlen", function()
+    local lines = {}
+    for i = 1, 2000 do lines[i] = ('{"id":%d}'):format(i) end
+    local d = H.tmpdir()
+    H.write(d .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+    local r = run(PASS, d .. "/in.jsonl", redis.url("stream=sink&maxlen=100"), "--mode ordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "sink")
+    -- approximate trimming (MAXLEN ~) removes whole nodes: at least 100, not far above
+    assert.is_true(#out >= 100 and #out <= 300, "XLEN " .. #out)
+    -- what is left is the newest records, in order, ending with the last
+    for k = 1, #out do
+      assert.equal(('{"id":%d}'):format(2000 - #out + k), out[k].fields.data)
+    end
+    local info = ST.call(redis, "sink", "XINFO", "STREAM", "sink")
+    local added
+    for k = 1, #info, 2 do if info[k] == "entries-added" then added = info[k + 1] end end
+    assert.equal(2000, added)
+  end)
+
+  it("dead-letters failed records into a stream with their entry id and delivery count", function()
+    ST.fill(redis, "in", 100)
+    local r = run([[
+return { async_invoke = function(rec, ctx)
+  if rec.id % 10 == 0 then error("poison " .. rec.id, 0) end
+  return { rec }
+end }
+]], redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),
+      "--mode unordered --on-error dead-letter --dead-letter " .. H.q(redis.url("stream=dlq")))
+    assert.equal(0, r.code, r.err)
+    local good, bad = {}, {}
+    for i = 1, 100 do
+      if i % 10 == 0 then bad[#bad + 1] = i else good[#good + 1] = i end
+    end
+    local rep = ST.check_once(ST.read(redis, "out"), good)
+    assert.is_true(rep.ok, "out: " .. rep.summary)
+    local ins = by_record_id(ST.read(redis, "in"))
+    local dlq = ST.read(redis, "dlq")
+    rep = ST.check_once(dlq, bad, { id_of = function(o) return o.record and o.record.id end })
+    assert.is_true(rep.ok, "dlq: " .. rep.summary)
+    for _, e in ipairs(dlq) do
+      assert.equal(2, #e.pairs)
+      local o = H.json.decode(e.fields.data)
+      local id = o.record.id
+      assert.same({ id = id }, o.record)
+      assert.matches("^poison " .. id .. " %(at script%.lua:2:", o.error)   -- as in the file dead letters
+      assert.equal(1, o.attempts)
+      assert.is_false(o.timed_out)
+      assert.equal(ins[id].id, o.source_id)
+      assert.equal(1, o.deliveries)
+      assert.equal("number", type(o.elapsed_ms))
+      assert.is_true(type(o.line) == "number" and o.line >= 1)
+    end
+    assert.equal(0, (ST.pending(redis, "in", "g")))   -- dead-lettered entries are acked too
+  end)
+
+  it("claims entries of a dead consumer: over max_deliveries to the dead letters uninvoked, the rest invoked", function()
+    ST.fill(redis, "in", 30)
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    local poison = strand(redis, "in", "g", "dead", 5, 7)   -- ids 1-5: delivered 7 times
+    local retried = strand(redis, "in", "g", "dead", 2, 2)  -- ids 6-7: twice
+    assert.equal(5, #poison)
+    assert.equal(2, #retried)
+    local d = H.tmpdir()
+    H.script(d, [[
+return { async_invoke = function(rec, ctx)
+  local f = assert(io.open("invoked", "a"))
+  f:write(rec.id, "\n")
+  f:close()
+  return { { id = rec.id, del = ctx.deliveries } }
+end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --mode unordered --on-error dead-letter --dead-letter %s")
+      :format(H.q(redis.url("stream=in&group=g&consumer=live&claim_idle_ms=200&max_deliveries=3")),
+        H.q(redis.url("stream=out")), H.q(redis.url("stream=dlq"))), { dir = d })
+    assert.is_truthy(H.wait_for(function()
+      if not p.alive() then return "ended" end
+      return ST.xlen(redis, "out") >= 25 and ST.xlen(redis, "dlq") >= 5 and ST.pending(redis, "in", "g") == 0
+    end, 30) == true, "out " .. ST.xlen(redis, "out") .. ", dlq " .. ST.xlen(redis, "dlq") .. "\n" .. p.err())
+    assert.is_true(p.alive(), "the consumer ended (exit " .. tostring(p.rc()) .. "): " .. p.err())
+    p.stop()
+    local expect = {}
+    for i = 6, 30 do expect[#expect + 1] = i end
+    local out = ST.read(redis, "out")
+    local rep = ST.check_once(out, expect)
+    assert.is_true(rep.ok, "out: " .. rep.summary)
+    local outs = outputs_by_id(out)
+    assert.equal(3, outs[6].del)    -- a third delivery is not more than max_deliveries=3
+    assert.equal(3, outs[7].del)
+    for i = 8, 30 do assert.equal(1, outs[i].del) end
+    local dlq = ST.read(redis, "dlq")
+    rep = ST.check_once(dlq, { 1, 2, 3, 4, 5 }, { id_of = function(o) return o.record and o.record.id end })
+    assert.is_true(rep.ok, "dlq: " .. rep.summary)
+    local ins = by_record_id(ST.read(redis, "in"))
+    for _, e in ipairs(dlq) do
+      local o = H.json.decode(e.fields.data)
+      assert.same({ id = o.record.id }, o.record)
+      assert.equal(ins[o.record.id].id, o.source_id)
+      assert.is_true(o.deliveries > 3 and o.deliveries >= 7, "deliveries " .. tostring(o.deliveries))
+      assert.matches("deliver", o.error:lower())
+    end
+    -- never invoked
+    local invoked = {}
+    for _, l in ipairs(H.lines(H.read(d .. "/invoked") or "")) do invoked[tonumber(l)] = true end
+    for i = 1, 5 do assert.is_nil(invoked[i], "entry " .. i .. " was invoked") end
+    for i = 6, 30 do assert.is_true(invoked[i], "entry " .. i .. " was not invoked") end
+  end)
+
+  it("with until=empty claims idle entries of other consumers before it ends", function()
+    ST.fill(redis, "in", 50)
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    strand(redis, "in", "g", "dead", 10, 1)
+    local r = run([[
+return { async_invoke = function(rec, ctx) return { { id = rec.id, del = ctx.deliveries } } end }
+]], redis.url("stream=in&group=g&until=empty&claim_idle_ms=1000"), redis.url("stream=out"), "--mode unordered")
+    assert.equal(0, r.code, r.err)
+    local out = ST.read(redis, "out")
+    local rep = ST.check_once(out, 50)
+    assert.is_true(rep.ok, rep.summary)
+    local outs = outputs_by_id(out)
+    for i = 1, 10 do assert.equal(2, outs[i].del) end
+    for i = 11, 50 do assert.equal(1, outs[i].del) end
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+  end)
+
+  it("never holds more than --capacity entries, with a second consumer in the group", function()
+    ST.fill(redis, "in", 80)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+local who = os.getenv("WHO")
+return { async_invoke = function(rec, ctx)
+  time.sleep(0.2)
+  rec.by = who
+  return { rec }
+end }
+]])
+    local function consumer(name, count)
+      return ST.spawn(("run --script script.lua --input %s --output %s --capacity 5 --mode unordered"):format(
+        H.q(redis.url("stream=in&group=g&until=empty&consumer=" .. name .. (count and ("&count=" .. count) or ""))),
+        H.q(redis.url("stream=out"))), { dir = d, env = { WHO = name } })
+    end
+    local c1 = consumer("c1", 100)   -- count above capacity: capacity still bounds it
+    local c2 = consumer("c2")
+    local most = { c1 = 0, c2 = 0 }
+    local polls = 0
+    H.wait_for(function()
+      local ok, count, per = pcall(ST.pending, redis, "in", "g")
+      if ok then
+        polls = polls + 1
+        for name, n in pairs(per) do most[name] = math.max(most[name] or 0, n) end
+      end
+      return not c1.alive() and not c2.alive()
+    end, 60)
+    assert.equal(0, c1.rc(), c1.err())
+    assert.equal(0, c2.rc(), c2.err())
+    assert.is_true(polls > 10, "polled " .. polls .. " times")
+    assert.is_true(most.c1 <= 5, "c1 held " .. most.c1)
+    assert.is_true(most.c2 <= 5, "c2 held " .. most.c2)
+    assert.equal(5, most.c1)   -- it was kept full
+    local out = ST.read(redis, "out")
+    local rep = ST.check_once(out, 80)
+    assert.is_true(rep.ok, rep.summary)
+    local by = { c1 = 0, c2 = 0 }
+    for _, e in ipairs(out) do
+      local o = H.json.decode(e.fields.data)
+      by[o.by] = by[o.by] + 1
+    end
+    assert.is_true(by.c1 > 0 and by.c2 > 0, ("c1 %d, c2 %d"):format(by.c1, by.c2))
+  end)
+
+  describe("refuses bad configuration with exit 2, naming the problem", function()
+    -- The message must name it outside an echo of the URL itself.
+    local function refused(input, output, extra, pattern)
+      ST.fill(redis, "in", 5)
+      local r = run(PASS, input, output, extra)
+      assert.equal(2, r.code, r.err)
+      local msg = r.err:gsub(escape(input), ""):gsub(escape(output), "")
+      assert.matches(pattern, msg:lower())
+      -- nothing was read or written
+      assert.same({}, ST.groups(redis, "in"))
+      assert.equal(0, ST.xlen(redis, "out"))
+      return r
+    end
+
+    it("an unknown parameter", function()
+      refused(redis.url("strem=in&group=g&until=empty"), redis.url("stream=out"), "", "strem")
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=out&maxlenn=5"), "", "maxlenn")
+    end)
+
+    it("no group", function()
+      refused(redis.url("stream=in&until=empty"), redis.url("stream=out"), "", "group")
+    end)
+
+    it("--checkpoint-dir with a redis source", function()
+      local d = H.tmpdir()
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),
+        "--checkpoint-dir " .. H.q(d .. "/cp"), "checkpoint")
+      assert.is_false(H.exists(d .. "/cp"))   -- refused before anything was made
+    end)
+
+    it("a wrong password (and the right one works)", function()
+      local locked = servers.redis{ password = "s3cret" }
+      finally(function() ST.close(locked); locked.stop() end)
+      ST.fill(locked, "in", 5)
+      local bad = ("redis://:wrong@127.0.0.1:%d?stream=in&group=g&until=empty"):format(locked.port)
+      local r = run(PASS, bad, locked.url("stream=out"))
+      assert.equal(2, r.code, r.err)
+      assert.matches("password", r.err:gsub(escape(bad), ""):lower())
+      assert.same({}, ST.groups(locked, "in"))
+      -- no password at all: refused too
+      local none = ("redis://127.0.0.1:%d?stream=in&group=g&until=empty"):format(locked.port)
+      r = run(PASS, none, locked.url("stream=out"))
+      assert.equal(2, r.code, r.err)
+      local msg = r.err:gsub(escape(none), ""):lower()
+      assert.is_truthy(msg:find("auth", 1, true) or msg:find("password", 1, true), r.err)
+      r = run(PASS, locked.url("stream=in&group=g&until=empty"), locked.url("stream=out"))
+      assert.equal(0, r.code, r.err)
+      assert.is_true(ST.check_once(ST.read(locked, "out"), 5).ok)
+    end)
+  end)
+
+  it(("loses and duplicates nothing when consumers are killed (-9) at random moments: %d trials"):format(TRIALS), function()
+    local d = H.tmpdir()
+    H.script(d, ST.TRIAL_SCRIPT)
+    local rng = ST.rng(SEED)
+    local landed = 0
+    for t = 1, TRIALS do
+      local ok, why, l = ST.kill_trial({
+        srv = redis, group = "g", n = ENTRIES, consumers = 3, kills = KILLS, claim_idle_ms = CLAIM_MS, rng = rng,
+        streams = { { input = "in", output = "out" } }, dir = d, tag = "t" .. t,
+        input_url = function(name)
+          return redis.url(("stream=in&group=g&consumer=%s&claim_idle_ms=%d&until=empty"):format(name, CLAIM_MS))
+        end,
+        output_url = redis.url("stream=out"),
+        args = ST.TRIAL_ARGS,
+      })
+      assert(ok, ("trial %d of %d failed (replay with MOONWAIT_STREAMS_SEED=%d): %s"):format(t, TRIALS, SEED, tostring(why)))
+      landed = landed + l
+    end
+    io.stderr:write(("# streams kill harness: %d of %d kills landed\n"):format(landed, TRIALS * KILLS))
+    -- most kills must hit a running consumer (one may have ended already)
+    assert.is_true(landed >= math.ceil(TRIALS * KILLS / 2), ("only %d of %d kills landed"):format(landed, TRIALS * KILLS))
+  end)
+
+  it("fences a paused consumer whose entries were claimed (no duplicate when it wakes)", function()
+    ST.fill(redis, "in", 100)
+    local d = H.tmpdir()
+    -- A's records wait for the file `release`, so A holds its entries
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec, ctx)
+  while true do
+    local f = io.open("release")
+    if f then f:close() break end
+    time.sleep(0.02)
+  end
+  local f = assert(io.open("a-done", "a"))
+  f:write(rec.id, "\n")
+  f:close()
+  rec.by = "A"
+  return { rec }
+end }
+]], "a.lua")
+    H.script(d, [[return { async_invoke = function(rec) rec.by = "B"; return { rec } end }]], "b.lua")
+    local a = ST.spawn(("run --script a.lua --timeout 0 --capacity 5 --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&consumer=A&claim_idle_ms=300&until=empty")), H.q(redis.url("stream=out"))),
+      { dir = d })
+    assert.is_true(H.wait_for(function()
+      if not a.alive() then return "ended" end
+      local ok, _, per = pcall(ST.pending, redis, "in", "g")
+      return ok and per.A == 5
+    end, 30) == true, "A never held 5 (exit " .. tostring(a.rc()) .. "): " .. a.err())
+    a.kill("STOP")
+    local held = {}
+    local ins = {}
+    for _, e in ipairs(ST.read(redis, "in")) do ins[e.id] = H.json.decode(e.fields.data).id end
+    for _, e in ipairs(ST.pending_entries(redis, "in", "g")) do
+      assert.equal("A", e.consumer)
+      held[#held + 1] = ins[e.id]
+    end
+    assert.equal(5, #held)
+    local b = ST.spawn(("run --script b.lua --capacity 10 --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&consumer=B&claim_idle_ms=300")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_true(H.wait_for(function()
+      if not b.alive() then return "ended" end
+      return ST.xlen(redis, "out") >= 100 and ST.pending(redis, "in", "g") == 0
+    end, 30) == true, "B did not take over: out " .. ST.xlen(redis, "out") .. ", exit " .. tostring(b.rc()) .. "\n" .. b.err())
+    b.stop()
+    -- wake A: its five records complete and try to commit entries it no longer owns
+    H.write(d .. "/release", "")
+    a.kill("CONT")
+    assert.is_truthy(H.wait_for(function() return #H.lines(H.read(d .. "/a-done") or "") == 5 end, 30),
+      "A's records did not complete (exit " .. tostring(a.rc()) .. "): " .. a.err())
+    assert.is_truthy(a.wait(30), "A did not end: " .. a.err())
+    local out = ST.read(redis, "out")
+    local rep = ST.check_once(out, 100)
+    assert.is_true(rep.ok, rep.summary .. "\nA (exit " .. tostring(a.rc()) .. "): " .. a.err())
+    local outs = outputs_by_id(out)
+    for _, id in ipairs(held) do assert.equal("B", outs[id].by, "entry " .. id) end
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+  end)
+end)
+
+describe("redis streams across a redis restart (AOF, appendfsync always)", function()
+  local redis
+  setup(function() redis = servers.redis{ aof = true } end)
+  teardown(function()
+    ST.kill_all()
+    ST.close(redis)
+    redis.stop()
+    H.cleanup()
+  end)
+
+  it("reconnects and ends exactly once", function()
+    ST.fill(redis, "in", 3000)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.01) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --capacity 10 --mode unordered --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&until=empty")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_true(H.wait_for(function()
+      if not p.alive() then return "ended" end
+      return ST.xlen(redis, "out") >= 300
+    end, 30) == true, "exit " .. tostring(p.rc()) .. ": " .. p.err())
+    redis.restart()
+    local after = ST.xlen(redis, "out")
+    assert.is_true(after < 3000, "the run ended before the restart: " .. after)
+    assert.is_true(p.alive(), "the consumer did not outlive the restart: " .. p.err())
+    assert.equal(0, p.wait(120), p.err())
+    local rep = ST.check_once(ST.read(redis, "out"), 3000)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+  end)
+end)
+
+describe("redis streams on a cluster (3 masters, 4 partitions)", function()
+  local cluster
+  local P, N = 4, 500
+  setup(function() cluster = servers.redis_cluster{ masters = 3 } end)
+  teardown(function()
+    ST.kill_all()
+    if cluster then ST.close(cluster); cluster.stop() end
+    H.cleanup()
+  end)
+
+  it("maps in{i} to out{i} exactly once with 2 processes, one killed (-9) and restarted", function()
+    local d = H.tmpdir()
+    H.script(d, ST.TRIAL_SCRIPT)
+    local streams = {}
+    for i = 0, P - 1 do streams[#streams + 1] = { input = ("in{%d}"):format(i), output = ("out{%d}"):format(i) } end
+    -- the partitions are spread over the masters (so this is a cluster run)
+    local nodes = {}
+    for _, s in ipairs(streams) do nodes[cluster.port_for(s.input)] = true end
+    assert.is_true(next(nodes, next(nodes)) ~= nil, "all partitions on one node")
+    local rng = ST.rng(SEED + 7919)
+    local total = 0
+    for t = 1, 3 do
+      local ok, why, landed = ST.kill_trial({
+        srv = cluster, group = "g", n = N, consumers = 2, kills = 1, claim_idle_ms = CLAIM_MS, rng = rng,
+        streams = streams, dir = d, tag = "t" .. t,
+        input_url = function(name)
+          return ("redis+cluster://%s?stream=in&partitions=%d&group=g&consumer=%s&claim_idle_ms=%d&until=empty")
+            :format(cluster.url_hosts, P, name, CLAIM_MS)
+        end,
+        output_url = ("redis+cluster://%s?stream=out&partitions=%d"):format(cluster.url_hosts, P),
+        args = ST.TRIAL_ARGS,
+      })
+      -- (each output partition must hold exactly its own input's records)
+      assert(ok, ("cluster trial %d failed (replay with MOONWAIT_STREAMS_SEED=%d): %s"):format(t, SEED, tostring(why)))
+      total = total + landed
+    end
+    assert.is_true(total >= 2, ("only %d of 3 kills landed"):format(total))
+  end)
+end)
+
+describe("examples/streams", function()
+  after_each(H.cleanup)
+
+  it("runs 3 consumers over 3,000 entries with an HTTP lookup each, exactly once", function()
+    local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 120 examples/streams/run")
+    assert.equal(0, code, err)
+    local total = 0
+    local consumers = 0
+    for name, n in out:gmatch("consumer (%S+): (%d+) records") do
+      consumers = consumers + 1
+      total = total + tonumber(n)
+    end
+    assert.equal(3, consumers, out)
+    assert.equal(3000, total, out)
+    assert.matches("exactly once: 3000 in, 3000 out, 0 missing, 0 duplicated, 0 pending", out, 1, true)
+  end)
+end)
