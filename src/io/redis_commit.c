@@ -247,8 +247,10 @@ static void send_batch(rs_part *p)
         if (!p->staged.nunits)
             return;
         size_t k = p->staged.nunits < batch_units() ? p->staged.nunits : batch_units();
-        if (batch_take(&p->out, &p->staged, k) != 0)
-            return; /* the tick tries again */
+        if (batch_take(&p->out, &p->staged, k) != 0) {
+            rs_tick(s); /* the tick tries again */
+            return;
+        }
     }
     /* EVAL script 3 in out dlq group consumer ofield omax dfield dmax units... */
     size_t n = 12 + p->out.nargs;
@@ -257,7 +259,8 @@ static void send_batch(rs_part *p)
     if (!argv || !lens) {
         free(argv);
         free(lens);
-        return; /* the tick tries again */
+        rs_tick(s); /* the tick tries again */
+        return;
     }
     char omax[24], dmax[24];
     snprintf(omax, sizeof omax, "%" PRIu64, s->out_maxlen);
@@ -369,6 +372,7 @@ void rs_commit_done(rs_source *s, rs_entry *e)
     e->dlq_pos = s->dlq ? sink_position(s->dlq) : 0;
     MW_QUEUE_APPEND(e->part->acks, e->part->acks_tail, e, prev, next);
     send_acks(e->part);
+    rs_tick(s);
 }
 
 void rs_commit_lost(rs_part *p)

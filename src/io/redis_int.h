@@ -151,6 +151,8 @@ struct rs_source {
 void rs_entry_free(rs_part *p, rs_entry *e);     /* out of the id table too */
 void rs_source_unref(rs_source *s);
 void rs_fail(rs_source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Start the 5 ms tick if something waits for it (it stops by itself). */
+void rs_tick(rs_source *s);
 
 /* The reply was a cluster redirection (MOVED, ASK) or a retryable
  * cluster error (TRYAGAIN, CLUSTERDOWN): the partition moves or reconnects

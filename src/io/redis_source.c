@@ -702,6 +702,20 @@ static void close_now(rs_source *s)
 
 #define CLOSE_WAIT_MS 5000
 
+/* Does anything wait for the tick: acks waiting for the sinks to write,
+ * a commit that could not be built (out of memory), the close? */
+static int tick_needed(const rs_source *s)
+{
+    if (s->closing)
+        return 1;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        const rs_part *p = &s->parts[i];
+        if (p->acks || (p->staged.nunits && !p->out_busy))
+            return 1;
+    }
+    return 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     rs_source *s = t->data;
@@ -712,6 +726,14 @@ static void on_tick(uv_timer_t *t)
     /* Closing waits for the acks and commits in flight (or 5 s). */
     if (s->closing && (rs_commit_idle(s) || s->failed || uv_now(s->loop) >= s->close_by))
         close_now(s);
+    else if (!tick_needed(s))
+        uv_timer_stop(&s->tick); /* (an idle consumer does not wake up) */
+}
+
+void rs_tick(rs_source *s)
+{
+    if (!s->handles_closing && !uv_is_active((uv_handle_t *)&s->tick) && tick_needed(s))
+        uv_timer_start(&s->tick, on_tick, 5, 5);
 }
 
 static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
@@ -742,6 +764,7 @@ static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
         s->out = s->dlq = NULL;
     s->close_by = uv_now(s->loop) + CLOSE_WAIT_MS;
     uv_ref((uv_handle_t *)&s->tick);
+    uv_timer_start(&s->tick, on_tick, 5, 5);
     on_tick(&s->tick);
 }
 
@@ -919,8 +942,7 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
     }
     redis_slots_free(&slots);
     uv_timer_start(&s->claim_timer, on_claim_timer, s->u.claim_idle_ms, s->u.claim_idle_ms);
-    uv_timer_start(&s->tick, on_tick, 5, 5);
-    uv_unref((uv_handle_t *)&s->tick);
+    uv_unref((uv_handle_t *)&s->tick); /* (started when something waits for it: rs_tick) */
     uv_unref((uv_handle_t *)&s->claim_timer);
     return 0;
 }
