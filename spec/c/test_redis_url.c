@@ -106,6 +106,16 @@ static void test_mistakes_name_the_parameter(void)
                  "parameter \"partitions\" needs redis+cluster://");
     expect_error("redis+cluster://h:1?stream=s{x}&group=g&partitions=2", REDIS_URL_SOURCE,
                  "parameter \"stream\": the partitions add the {i} hash tag themselves");
+    /* numbers are digits only: strtoull's leading white space (a tab, a
+     * %-escaped one, a vertical tab) was taken */
+    expect_error("redis://h:1?stream=s&group=g&count=%0920", REDIS_URL_SOURCE,
+                 "parameter \"count\" must be a whole number from 1 to 100000, not \"\t20\"");
+    expect_error("redis://h:1?stream=s&group=g&max_deliveries=%0B3", REDIS_URL_SOURCE,
+                 "parameter \"max_deliveries\" must be a whole number from 1 to 1000000, not \"\v3\"");
+    expect_error("redis://h:1?stream=s&maxlen=+5", REDIS_URL_SINK,
+                 "parameter \"maxlen\" must be a whole number from 1 to 9223372036854775807, not \"+5\"");
+    expect_error("redis://h:\t7?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h:\t7\": expected HOST:PORT");
+    expect_error("redis://h:\n7?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h:\n7\": expected HOST:PORT");
 }
 
 static void test_same_node(void)
