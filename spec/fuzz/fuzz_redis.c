@@ -42,9 +42,11 @@
  * redis_url_key(u, 0) (and the last partition's) holds the stream name and,
  * in a cluster, has the slot of "i"; the URL is a redis_url_is name; a
  * URL accepted in both roles names the same node in both
- * (redis_url_same_node, both ways). Refused: the message is non-empty and
- * NUL-terminated inside its buffer (an exact-size heap block, so ASan sees
- * a write past it), and u is left empty.
+ * (redis_url_same_node, both ways); written back canonically (every value
+ * %-escaped, every parameter given) it parses as the same URL. Refused:
+ * the message is non-empty and NUL-terminated inside its buffer (an
+ * exact-size heap block, so ASan sees a write past it), and u is left
+ * empty.
  *
  * Both modes: redis_key_slot of the raw bytes is < 16384, and for a key
  * built from them, X{TAG}Y (X without '{', TAG non-empty without '}'), it
@@ -311,6 +313,8 @@ static int has(const char *s, const char *sub)
     return strstr(s, sub) != NULL;
 }
 
+static void check_canonical(const redis_url *u, int role);
+
 static void check_url(const redis_url *u, const char *s, int role)
 {
     CHECK(redis_url_is(s), "accepted, not a redis URL: '%s'", s);
@@ -346,6 +350,121 @@ static void check_url(const redis_url *u, const char *s, int role)
         free(key);
     }
     CHECK(redis_url_same_node(u, u), "not the same node as itself: '%s'", s);
+    check_canonical(u, role);
+}
+
+/* A growing string for the canonical URL. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        CHECK(b->p, "out of memory");
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void puts_(sbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* s with every byte but [A-Za-z0-9] %-escaped */
+static void put_escaped(sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char e[4];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+            put(b, (const char *)&c, 1);
+        else
+            put(b, e, (size_t)snprintf(e, sizeof e, "%%%02X", c));
+    }
+}
+
+static void put_param(sbuf *b, const char *k, const char *v)
+{
+    put(b, "&", 1);
+    puts_(b, k);
+    put(b, "=", 1);
+    put_escaped(b, v);
+}
+
+static void put_num(sbuf *b, const char *k, uint64_t x)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)x);
+    put_param(b, k, v);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The URL u was parsed from, written canonically (every value %-escaped,
+ * every parameter given), parses as the same URL. */
+static void check_canonical(const redis_url *u, int role)
+{
+    sbuf b = { 0 };
+    puts_(&b, u->cluster ? "redis+cluster://" : "redis://");
+    if (u->password) {
+        put(&b, ":", 1);
+        put_escaped(&b, u->password);
+        put(&b, "@", 1);
+    }
+    for (size_t i = 0; i < u->nhosts; i++) {
+        char port[16];
+        if (i)
+            put(&b, ",", 1);
+        /* a host that starts with '[' came from [HOST]:PORT (and has no ']') */
+        if (u->hosts[i].host[0] == '[')
+            put(&b, "[", 1);
+        puts_(&b, u->hosts[i].host);
+        if (u->hosts[i].host[0] == '[')
+            put(&b, "]", 1);
+        put(&b, port, (size_t)snprintf(port, sizeof port, ":%d", u->hosts[i].port));
+    }
+    put(&b, "?", 1);
+    put_param(&b, "stream", u->stream);
+    put_param(&b, "field", u->field);
+    if (u->partitions)
+        put_num(&b, "partitions", u->partitions);
+    if (role == REDIS_URL_SOURCE) {
+        put_param(&b, "group", u->group);
+        if (u->consumer)
+            put_param(&b, "consumer", u->consumer);
+        put_param(&b, "start", u->start);
+        if (u->count)
+            put_num(&b, "count", u->count);
+        put_num(&b, "claim_idle_ms", u->claim_idle_ms);
+        put_num(&b, "max_deliveries", u->max_deliveries);
+        if (u->until_empty)
+            put_param(&b, "until", "empty");
+    } else if (u->maxlen) {
+        put_num(&b, "maxlen", u->maxlen);
+    }
+    redis_url v;
+    char err[512];
+    int rc = redis_url_parse(&v, b.p, role, err, sizeof err);
+    CHECK(rc == 0, "the canonical '%s' is refused: %s", b.p, err);
+    int same = v.cluster == u->cluster && same_str(v.password, u->password) && v.nhosts == u->nhosts &&
+               same_str(v.stream, u->stream) && same_str(v.field, u->field) && same_str(v.group, u->group) &&
+               same_str(v.consumer, u->consumer) && v.count == u->count && v.claim_idle_ms == u->claim_idle_ms &&
+               v.max_deliveries == u->max_deliveries && same_str(v.start, u->start) &&
+               v.until_empty == u->until_empty && v.maxlen == u->maxlen && v.partitions == u->partitions;
+    for (size_t i = 0; same && i < u->nhosts; i++)
+        same = same_str(v.hosts[i].host, u->hosts[i].host) && v.hosts[i].port == u->hosts[i].port;
+    CHECK(same, "the canonical '%s' parses as another URL", b.p);
+    redis_url_free(&v);
+    free(b.p);
 }
 
 static void check_refusal(const redis_url *u, const char *err, size_t errlen)
