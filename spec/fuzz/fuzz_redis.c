@@ -25,7 +25,8 @@
  *    or error after its '+'/'-', no LF inside); each array's `end` is
  *    where its n children's subtrees end, the root's is the tape's length;
  *  - each DONE reply through redis_slots_parse (asked host "asked"): on
- *    success one range per element, hosts non-empty and NUL-terminated,
+ *    success one range per element, with the reply's slots, host (the
+ *    asked one for "" or "?") and port; hosts non-empty and NUL-terminated,
  *    lo <= hi < 16384, ports 1..65535, and redis_slots_find(lo) gives a
  *    range that holds lo;
  *  - each error in a reply, NUL-terminated, through redis_redirect_parse:
@@ -189,8 +190,19 @@ static void check_slots(const resp_reader *r, const char *d)
     }
     CHECK(r->nodes[0].type == RESP_ARRAY && m.n == r->nodes[0].n, "%zu ranges from a reply of %u elements", m.n,
           r->nodes[0].n);
-    for (size_t i = 0; i < m.n; i++) {
+    uint32_t x = 1;
+    for (size_t i = 0; i < m.n; i++, x = resp_skip(r, x)) {
         const redis_slot_range *s = &m.r[i];
+        /* [lo, hi, [host, port, ...], ...]: what the reply says */
+        const resp_node *h = &r->nodes[x + 4];
+        char want[256];
+        snprintf(want, sizeof want, "%.*s", (int)h->n, resp_str(h, d));
+        if (!want[0] || !strcmp(want, "?"))
+            snprintf(want, sizeof want, "asked");
+        CHECK(r->nodes[x].type == RESP_ARRAY && s->lo == r->nodes[x + 1].i && s->hi == r->nodes[x + 2].i &&
+                  s->port == r->nodes[x + 5].i && !strcmp(s->host, want),
+              "range %zu: %u..%u %s:%d, the reply says %lld..%lld %s:%lld", i, s->lo, s->hi, s->host, s->port,
+              (long long)r->nodes[x + 1].i, (long long)r->nodes[x + 2].i, want, (long long)r->nodes[x + 5].i);
         size_t hl = strnlen(s->host, sizeof s->host);
         CHECK(hl > 0 && hl < sizeof s->host, "range %zu: a host of %zu bytes", i, hl);
         CHECK(s->lo <= s->hi && s->hi < REDIS_SLOTS, "range %zu: slots %u..%u", i, s->lo, s->hi);
