@@ -27,8 +27,9 @@
  *  - each DONE reply through redis_slots_parse (asked host "asked"): on
  *    success one range per element, with the reply's slots, host (the
  *    asked one for "" or "?") and port; hosts non-empty and NUL-terminated,
- *    lo <= hi < 16384, ports 1..65535, and redis_slots_find(lo) gives a
- *    range that holds lo;
+ *    lo <= hi < 16384, ports 1..65535, redis_slots_find(lo) gives a
+ *    range that holds lo, redis_slots_find(hi + 1) one that holds it or
+ *    NULL when none does;
  *  - each error in a reply, NUL-terminated, through redis_redirect_parse:
  *    a redirection has the MOVED/ASK it starts with, a non-empty host
  *    NUL-terminated within its buffer, a port 1..65535, a slot < 16384.
@@ -210,6 +211,12 @@ static void check_slots(const resp_reader *r, const char *d)
         const redis_slot_range *f = redis_slots_find(&m, s->lo);
         CHECK(f && f->lo <= s->lo && s->lo <= f->hi, "slot %u (range %zu, %u..%u): found %s", s->lo, i, s->lo,
               s->hi, f ? "a range without it" : "nothing");
+        /* the slot after the range: found in a range that holds it, or in none */
+        uint16_t next = (uint16_t)((s->hi + 1) % REDIS_SLOTS);
+        f = redis_slots_find(&m, next);
+        CHECK(!f || (f->lo <= next && next <= f->hi), "slot %u: found %u..%u", next, f->lo, f->hi);
+        for (size_t j = 0; !f && j < m.n; j++)
+            CHECK(!(m.r[j].lo <= next && next <= m.r[j].hi), "slot %u: not found, range %zu holds it", next, j);
     }
     redis_slots_free(&m);
 }
