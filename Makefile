@@ -175,7 +175,7 @@ clean:
 FUZZ_BUILD   := build-fuzz
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt
+FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt fuzz_redis
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
                 $(shell pkg-config --cflags luajit) -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
@@ -203,6 +203,11 @@ $(FUZZ_BUILD)/fuzz_resp: $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o
 $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o: FUZZ_CFLAGS += -DFUZZ_LUA_DIR='"$(abspath lua)"'
 
 $(FUZZ_BUILD)/fuzz_ckpt: $(FUZZ_BUILD)/spec/fuzz/fuzz_ckpt.o $(FUZZ_BUILD)/src/store/ckpt.o
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
+
+# The host's Redis pieces in plain C: the RESP reader, the cluster helpers, the URLs.
+$(FUZZ_BUILD)/fuzz_redis: $(FUZZ_BUILD)/spec/fuzz/fuzz_redis.o $(FUZZ_BUILD)/src/net/resp.o \
+		$(FUZZ_BUILD)/src/net/redis_cluster.o $(FUZZ_BUILD)/src/io/redis_url.o
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
 
 $(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c

@@ -106,6 +106,16 @@ static void test_mistakes_name_the_parameter(void)
                  "parameter \"partitions\" needs redis+cluster://");
     expect_error("redis+cluster://h:1?stream=s{x}&group=g&partitions=2", REDIS_URL_SOURCE,
                  "parameter \"stream\": the partitions add the {i} hash tag themselves");
+    /* numbers are digits only: strtoull's leading white space (a tab, a
+     * %-escaped one, a vertical tab) was taken */
+    expect_error("redis://h:1?stream=s&group=g&count=%0920", REDIS_URL_SOURCE,
+                 "parameter \"count\" must be a whole number from 1 to 100000, not \"\t20\"");
+    expect_error("redis://h:1?stream=s&group=g&max_deliveries=%0B3", REDIS_URL_SOURCE,
+                 "parameter \"max_deliveries\" must be a whole number from 1 to 1000000, not \"\v3\"");
+    expect_error("redis://h:1?stream=s&maxlen=+5", REDIS_URL_SINK,
+                 "parameter \"maxlen\" must be a whole number from 1 to 9223372036854775807, not \"+5\"");
+    expect_error("redis://h:\t7?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h:\t7\": expected HOST:PORT");
+    expect_error("redis://h:\n7?stream=s&group=g", REDIS_URL_SOURCE, "bad host \"h:\n7\": expected HOST:PORT");
 }
 
 static void test_same_node(void)
@@ -170,7 +180,46 @@ static void test_slots_and_redirections(void)
     ASSERT_INT_EQ(redis_redirect_parse("ERR x", &ask, &slot, host, sizeof host, &port), 0);
 }
 
+/* A CLUSTER SLOTS range is refused unless 0 <= lo <= hi < 16384 and its
+ * port is 1..65535 (they were cut to 16 bits and an int: slot 16384 became
+ * 0, port 88315 was kept as is). */
+static void expect_slots_refused(const char *reply)
+{
+    resp_reader r;
+    size_t used;
+    resp_init(&r, 1 << 20, 1000, 8);
+    ASSERT_INT_EQ(resp_feed(&r, reply, strlen(reply), &used), RESP_DONE);
+    redis_slots m;
+    ASSERT_INT_EQ(redis_slots_parse(&m, &r, reply, "seed"), -1);
+    ASSERT(m.r == NULL && m.n == 0);
+    resp_free(&r);
+}
+
+static void test_slots_out_of_range_are_refused(void)
+{
+#define RANGE(lo, hi, port) "*1\r\n*3\r\n:" lo "\r\n:" hi "\r\n*3\r\n$1\r\nh\r\n:" port "\r\n$2\r\nid\r\n"
+    expect_slots_refused(RANGE("8192", "16383", "88315")); /* found by fuzz_redis */
+    expect_slots_refused(RANGE("0", "16383", "0"));
+    expect_slots_refused(RANGE("0", "16383", "-1"));
+    expect_slots_refused(RANGE("0", "16384", "7000"));
+    expect_slots_refused(RANGE("-1", "10", "7000"));
+    expect_slots_refused(RANGE("10", "9", "7000"));
+    expect_slots_refused(RANGE("65536", "65537", "7000"));
+    /* the edges are fine */
+    static const char ok[] = RANGE("0", "16383", "65535");
+#undef RANGE
+    resp_reader r;
+    size_t used;
+    resp_init(&r, 1 << 20, 1000, 8);
+    ASSERT_INT_EQ(resp_feed(&r, ok, sizeof ok - 1, &used), RESP_DONE);
+    redis_slots m;
+    ASSERT_INT_EQ(redis_slots_parse(&m, &r, ok, "seed"), 0);
+    ASSERT(m.n == 1 && m.r[0].lo == 0 && m.r[0].hi == 16383 && m.r[0].port == 65535);
+    redis_slots_free(&m);
+    resp_free(&r);
+}
+
 TEST_MAIN("redis_url",
           T(test_a_source_with_every_parameter), T(test_defaults), T(test_a_cluster_with_seeds_and_partitions),
           T(test_mistakes_name_the_parameter), T(test_same_node), T(test_key_slots_match_redis),
-          T(test_slots_and_redirections))
+          T(test_slots_and_redirections), T(test_slots_out_of_range_are_refused))

@@ -67,10 +67,11 @@ static int fail(redis_url *u, char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-/* A whole decimal number in [min, max]. */
+/* A whole decimal number in [min, max]: digits only (strtoull would skip
+ * leading white space and take a sign). */
 static int number(const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (!*v || *v == '-' || *v == '+' || *v == ' ')
+    if (*v < '0' || *v > '9')
         return -1;
     char *end;
     errno = 0;

@@ -47,10 +47,14 @@ int redis_slots_parse(redis_slots *m, const resp_reader *r, const char *d, const
             r->nodes[x + 2].type != RESP_INT || r->nodes[x + 3].type != RESP_ARRAY || r->nodes[x + 3].n < 2)
             goto bad;
         const resp_node *h = &r->nodes[x + 4], *p = &r->nodes[x + 5];
+        int64_t lo = r->nodes[x + 1].i, hi = r->nodes[x + 2].i;
+        /* slots and port as Redis gives them, not cut to 16 bits */
+        if (lo < 0 || lo > hi || hi >= REDIS_SLOTS)
+            goto bad;
         redis_slot_range *s = &m->r[m->n++];
-        s->lo = (uint16_t)r->nodes[x + 1].i;
-        s->hi = (uint16_t)r->nodes[x + 2].i;
-        if (h->type != RESP_BULK || p->type != RESP_INT || h->n >= sizeof s->host)
+        s->lo = (uint16_t)lo;
+        s->hi = (uint16_t)hi;
+        if (h->type != RESP_BULK || p->type != RESP_INT || h->n >= sizeof s->host || p->i < 1 || p->i > 65535)
             goto bad;
         memcpy(s->host, resp_str(h, d), h->n);
         s->host[h->n] = 0;
