@@ -348,6 +348,46 @@ return { async_invoke = function(rec, ctx) return { { id = rec.id, del = ctx.del
     assert.equal(0, (ST.pending(redis, "in", "g")))
   end)
 
+  it("with until=empty runs a claim round after its last read (entries that went idle meanwhile)", function()
+    ST.fill(redis, "fin", 60)
+    ST.call(redis, "fin", "XGROUP", "CREATE", "fin", "g", "0")
+    -- 5 entries pending on a dead consumer, idle 1 s of claim_idle_ms=2000:
+    -- not claimable when the consumer starts
+    local got = ST.call(redis, "fin", "XREADGROUP", "GROUP", "g", "dead", "COUNT", 5, "STREAMS", "fin", ">")
+    for _, e in ipairs(got[1][2]) do
+      ST.call(redis, "fin", "XCLAIM", "fin", "g", "dead", 0, e[1], "IDLE", 1000, "JUSTID")
+    end
+    -- The 55 others take at least 55 x 25 ms at capacity 1, so the dead
+    -- entries pass 2 s idle before the last read finds nothing; the claim
+    -- round that follows it takes them. (On a slow machine the periodic
+    -- round, 2 s after the start, may take them first: the test still holds.)
+    local r = run([[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.025); return { rec } end }
+]], redis.url("stream=fin&group=g&until=empty&claim_idle_ms=2000"), redis.url("stream=fout"), "--capacity 1")
+    assert.equal(0, r.code, r.err)
+    local rep = ST.check_once(ST.read(redis, "fout"), 60)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "fin", "g")))
+  end)
+
+  it("does not run an entry twice when its own claim round takes it back (records longer than claim_idle_ms)", function()
+    ST.fill(redis, "long", 6)
+    -- each record runs 400 ms; every 100 ms a claim round takes back the
+    -- entries idle that long, this consumer's own included
+    local r = run([[
+local time = require "moonwait.time"
+local log = require "moonwait.log"
+return { async_invoke = function(rec) log.info("run " .. rec.id); time.sleep(0.4); return { rec } end }
+]], redis.url("stream=long&group=g&until=empty&claim_idle_ms=100"), redis.url("stream=lout"), "--capacity 20")
+    assert.equal(0, r.code, r.err)
+    local runs = {}
+    for id in r.err:gmatch("run (%d+)") do runs[tonumber(id)] = (runs[tonumber(id)] or 0) + 1 end
+    for i = 1, 6 do assert.equal(1, runs[i], r.err) end
+    local rep = ST.check_once(ST.read(redis, "lout"), 6)
+    assert.is_true(rep.ok, rep.summary)
+  end)
+
   it("never holds more than --capacity entries, with a second consumer in the group", function()
     ST.fill(redis, "in", 80)
     local d = H.tmpdir()
