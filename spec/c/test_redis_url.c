@@ -177,6 +177,9 @@ static void test_slots_and_redirections(void)
     ASSERT_STR_EQ(host, "::1");
     ASSERT_INT_EQ(redis_redirect_parse("MOVED 99999 h:1", &ask, &slot, host, sizeof host, &port), 0);
     ASSERT_INT_EQ(redis_redirect_parse("MOVED 1 h:", &ask, &slot, host, sizeof host, &port), 0);
+    ASSERT_INT_EQ(redis_redirect_parse("MOVED 3999 :6380", &ask, &slot, host, sizeof host, &port), 1);
+    ASSERT_STR_EQ(host, "");
+    ASSERT_INT_EQ(port, 6380);
     ASSERT_INT_EQ(redis_redirect_parse("ERR x", &ask, &slot, host, sizeof host, &port), 0);
 }
 

@@ -548,6 +548,8 @@ int rs_redirected(rs_part *p, const char *err)
     uint16_t slot;
     char host[256];
     if (redis_redirect_parse(err, &ask, &slot, host, sizeof host, &port)) {
+        if (!host[0])
+            snprintf(host, sizeof host, "%s", p->host); /* (the node asked) */
         if (!ask)
             fprintf(stderr, "moonwait: --input %s: %s moved to %s:%d (MOVED)\n", p->src->name, p->key, host, port);
         move_part(p, host, port, ask);

@@ -98,7 +98,7 @@ int redis_redirect_parse(const char *err, int *ask, uint16_t *slot, char *host, 
         return 0;
     const char *addr = end + 1;
     const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen)
+    if (!colon || (size_t)(colon - addr) >= hostlen)
         return 0;
     long p = strtol(colon + 1, &end, 10);
     if (end == colon + 1 || p <= 0 || p > 65535)

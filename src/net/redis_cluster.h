@@ -38,7 +38,8 @@ const redis_slot_range *redis_slots_find(const redis_slots *m, uint16_t slot);
 void redis_slots_free(redis_slots *m);
 
 /* A redirection: "MOVED 3999 127.0.0.1:6381" or "ASK ...". 1 with *ask,
- * *slot, host and *port set; 0 when err is not one. */
+ * *slot, host and *port set (host "" for Redis 7's "MOVED 3999 :6381":
+ * the host that was asked); 0 when err is not one. */
 int redis_redirect_parse(const char *err, int *ask, uint16_t *slot, char *host, size_t hostlen, int *port);
 
 #endif
