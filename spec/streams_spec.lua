@@ -641,6 +641,121 @@ describe("redis streams on a cluster (3 masters, 4 partitions)", function()
   end)
 end)
 
+describe("redis streams on a cluster: a partition's slot migrated mid-run", function()
+  local cluster
+  local P, N = 4, 600
+  setup(function() cluster = servers.redis_cluster{ masters = 3 } end)
+  teardown(function()
+    ST.kill_all()
+    if cluster then ST.close(cluster); cluster.stop() end
+    H.cleanup()
+  end)
+
+  -- The slot of in{0} (and out{0}: the same hash tag) moves to another
+  -- master while one consumer runs, by hand as `redis-cli --cluster
+  -- reshard` does it: IMPORTING on the target, MIGRATING on the source,
+  -- MIGRATE of both keys (the group and its pending entries go with
+  -- in{0}), SETSLOT NODE on every master (the target first). A command the
+  -- consumer sends between MIGRATE and SETSLOT NODE gets ASK (moonwait
+  -- goes to the target and prefixes its commands with ASKING, silently);
+  -- one sent after gets MOVED (said on stderr); which one comes first is a
+  -- race, usually ASK. So a second migration, target to the third master,
+  -- is done with the consumer stopped (SIGSTOP) until every master has the
+  -- new owner: its connections still point at the second master, so its
+  -- next command for partition 0 gets MOVED, certainly.
+  it("follows in{0}'s slot to another master, by ASK or MOVED, then certainly by MOVED, and ends exactly once", function()
+    -- one handle per node (ST.call sends to srv.port when srv has no port_for)
+    local node, id = {}, {}
+    for _, port in ipairs(cluster.ports) do node[port] = { port = port } end
+    finally(function() for _, n in pairs(node) do ST.close(n) end end)
+    local function on(port, ...) return ST.call(node[port], "x", ...) end
+    for _, port in ipairs(cluster.ports) do id[port] = on(port, "CLUSTER", "MYID") end
+    local slot = on(cluster.ports[1], "CLUSTER", "KEYSLOT", "in{0}")
+    assert.equal(slot, on(cluster.ports[1], "CLUSTER", "KEYSLOT", "out{0}"))
+    local first = cluster.port_for("in{0}")
+    local second, third
+    for _, port in ipairs(cluster.ports) do
+      if port ~= first then
+        if second then third = port else second = port end
+      end
+    end
+    -- ASKING on a node: only a consumer that followed an ASK sends it
+    local function asking_calls(port)
+      return tonumber(on(port, "INFO", "commandstats"):match("cmdstat_asking:calls=(%d+)") or 0)
+    end
+
+    for i = 0, P - 1 do
+      local key = ("in{%d}"):format(i)
+      ST.fill(cluster, key, N, { record = function(k) return ('{"id":%d,"src":"%s"}'):format(k, key) end })
+    end
+    local d = H.tmpdir()
+    H.script(d, ST.TRIAL_SCRIPT)   -- 5 ms a record
+    local p = ST.spawn(("run --script script.lua --capacity 20 --mode unordered --input %s --output %s"):format(
+      H.q(("redis+cluster://%s?stream=in&partitions=%d&group=g&consumer=c1&claim_idle_ms=2000&until=empty")
+        :format(cluster.url_hosts, P)),
+      H.q(("redis+cluster://%s?stream=out&partitions=%d"):format(cluster.url_hosts, P))), { dir = d, timeout = 120 })
+    local function why() return ("(consumer exit %s)\n%s"):format(tostring(p.rc()), p.err()) end
+
+    -- Move the slot from `from` to `to`; the output partition 0 had when
+    -- the keys left `from` (checked to be short of N: work was left).
+    local function migrate(from, to)
+      assert.equal("OK", on(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", id[from]))
+      assert.equal("OK", on(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", id[to]))
+      local done = on(from, "XLEN", "out{0}")
+      assert.is_true(p.alive(), "the consumer ended before the migration " .. why())
+      assert.is_true(done < N, ("partition 0 was done before the migration (%d) %s"):format(done, why()))
+      assert.equal("OK", on(from, "MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", "in{0}", "out{0}"))
+      assert.same({}, on(from, "CLUSTER", "GETKEYSINSLOT", slot, 10))
+      assert.equal("OK", on(to, "CLUSTER", "SETSLOT", slot, "NODE", id[to]))
+      assert.equal("OK", on(from, "CLUSTER", "SETSLOT", slot, "NODE", id[to]))
+      for _, port in ipairs(cluster.ports) do
+        if port ~= to and port ~= from then assert.equal("OK", on(port, "CLUSTER", "SETSLOT", slot, "NODE", id[to])) end
+      end
+      -- the helpers' own map of keys to nodes
+      cluster._st_ports["in{0}"], cluster._st_ports["out{0}"] = nil, nil
+      assert.equal(to, cluster.port_for("in{0}"))
+      return done
+    end
+
+    -- 1. with the consumer running
+    assert.is_true(ST.poll(function()
+      if not p.alive() then return "ended" end
+      return ST.xlen(cluster, "out{0}") >= 30
+    end, 30, 2) == true, "no output on out{0} " .. why())
+    local asked = asking_calls(second)
+    local done1 = migrate(first, second)
+    -- redirected: MOVED (on stderr) or ASK (ASKING sent to the new master)
+    assert.is_true(ST.poll(function()
+      if not p.alive() then return "ended" end
+      return p.err():find("in{0} moved to 127.0.0.1:" .. second .. " (MOVED)", 1, true) or asking_calls(second) > asked
+    end, 30, 2) and p.alive(), "the consumer did not follow the slot to " .. second .. " " .. why())
+    local path1 = p.err():find("(MOVED)", 1, true) and "MOVED" or "ASK"
+
+    -- 2. with the consumer stopped: a MOVED for certain when it goes on
+    p.kill("STOP")
+    assert.is_truthy(ST.poll(function()
+      return ((H.read("/proc/" .. p.pid .. "/stat") or ""):match("^%d+ %b() (%a)")) == "T"
+    end, 10, 2), "the consumer did not stop " .. why())
+    local done2 = migrate(second, third)
+    p.kill("CONT")
+
+    assert.equal(0, p.wait(60), why())
+    local err = p.err()
+    io.stderr:write(("# slot migration: out{0} had %d and %d of %d at the two migrations; the first followed by %s\n")
+      :format(done1, done2, N, path1))
+    assert.is_truthy(err:find("in{0} moved to 127.0.0.1:" .. third .. " (MOVED)", 1, true), err)
+    for i = 0, P - 1 do
+      local src, out = ("in{%d}"):format(i), ("out{%d}"):format(i)
+      local rep = ST.check_once(ST.read(cluster, out), N, { id_of = function(r) return r.src == src and r.id end })
+      assert.is_true(rep.ok, out .. ": " .. rep.summary .. "\n" .. err)
+      assert.equal(0, (ST.pending(cluster, src, "g")), src .. " still pending\n" .. err)
+    end
+    -- nothing of partition 0 was left on (or made again at) its earlier masters
+    assert.same({}, on(first, "CLUSTER", "GETKEYSINSLOT", slot, 10))
+    assert.same({}, on(second, "CLUSTER", "GETKEYSINSLOT", slot, 10))
+  end)
+end)
+
 describe("examples/streams", function()
   after_each(H.cleanup)
 
