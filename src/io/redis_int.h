@@ -53,7 +53,8 @@ typedef struct rs_entry {
     struct rs_entry *hnext;       /* id table chain */
     rs_part *part;
     int state;
-    uint32_t deliveries;
+    uint32_t deliveries;          /* 0: XPENDING is asked (batch `counting`) */
+    uint64_t counting;
     char *data;                   /* the record's JSON (owned until handed out) */
     size_t len;
     uint64_t out_pos, dlq_pos;    /* unpaired: the sinks' positions at its done */
@@ -99,6 +100,7 @@ struct rs_part {
     char claim_cursor[48];        /* where the round goes on ("0-0": from the start) */
     int claimed_once;
     int claim_clean;              /* the last round found nothing */
+    uint64_t counts_asked, counts_answered; /* XPENDING batches for delivery counts */
     /* the id table */
     rs_entry **table;
     size_t tcap, tlen;

@@ -210,10 +210,31 @@ static long take_entries(rs_part *p, const resp_reader *r, const char *d, uint32
 
 /* ---- delivery counts ---------------------------------------------------------------- */
 
+/* Stream ids compare as two numbers, "ms-seq". */
+static int id_cmp(const char *a, const char *b)
+{
+    unsigned long long am = strtoull(a, NULL, 10), bm = strtoull(b, NULL, 10);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    const char *ad = strchr(a, '-'), *bd = strchr(b, '-');
+    unsigned long long as = ad ? strtoull(ad + 1, NULL, 10) : 0, bs = bd ? strtoull(bd + 1, NULL, 10) : 0;
+    return as < bs ? -1 : as > bs;
+}
+
+/* The XPENDING asked by ask_counts (replies come in order: the oldest one
+ * out). An entry it lists gets its delivery count. One it does not list
+ * is no longer pending for this consumer: its reply raced a commit of
+ * ours on the other connection (a re-read of our own pending entries
+ * answered before the commit that acked one of them, handled after), or
+ * another consumer took it: it is dropped, not run again. Without a reply
+ * (the connection went), the entries run with a count of 1: the commit's
+ * check still keeps their outputs once. */
 static void got_counts(void *ud, const resp_reader *r, const char *d, const char *err)
 {
     rs_part *p = ud;
-    if (!err && r->nodes[0].type == RESP_ARRAY) {
+    uint64_t batch = ++p->counts_answered;
+    int listed_ok = !err && r->nodes[0].type == RESP_ARRAY;
+    if (listed_ok) {
         uint32_t x = 1;
         for (uint32_t i = 0; i < r->nodes[0].n; i++, x = resp_skip(r, x)) {
             if (r->nodes[x].type != RESP_ARRAY || r->nodes[x].n < 4)
@@ -222,28 +243,54 @@ static void got_counts(void *ud, const resp_reader *r, const char *d, const char
             redis_str(r, d, x + 1, id, sizeof id);
             rs_entry *e = find(p, id);
             uint32_t c = x + 4;
-            if (e && e->state == RS_READY && r->nodes[c].type == RESP_INT && r->nodes[c].i > 0)
+            if (e && e->state == RS_READY && e->counting == batch && r->nodes[c].type == RESP_INT &&
+                r->nodes[c].i > 0)
                 e->deliveries = (uint32_t)r->nodes[c].i;
         }
     }
-    /* Entries it did not list (the reply was lost) count one delivery more
-     * than none. */
-    for (rs_entry *e = p->ready; e; e = e->next)
-        if (!e->deliveries)
+    for (rs_entry *e = p->ready, *nx; e; e = nx) {
+        nx = e->next;
+        if (e->counting != batch || e->deliveries)
+            continue;
+        if (listed_ok) {
+            MW_QUEUE_UNLINK(p->ready, p->ready_tail, e, prev, next);
+            p->nready--;
+            rs_entry_free(p, e);
+        } else {
             e->deliveries = 1;
+        }
+    }
     if (p->src->base.on_ready && !p->src->closing)
         p->src->base.on_ready(p->src->base.ud);
 }
 
-/* Ask XPENDING for the delivery counts of the entries from `first` on. */
-static void ask_counts(rs_part *p, rs_entry *first)
+/* Ask XPENDING for the delivery counts of the ready entries that have
+ * none yet (re-read or claimed): the range from the least to the greatest
+ * of their ids, for this consumer. */
+static void ask_counts(rs_part *p)
 {
     rs_source *s = p->src;
+    const char *lo = NULL, *hi = NULL;
+    for (rs_entry *e = p->ready; e; e = e->next) {
+        if (e->deliveries || e->counting)
+            continue;
+        if (!lo || id_cmp(e->id, lo) < 0)
+            lo = e->id;
+        if (!hi || id_cmp(e->id, hi) > 0)
+            hi = e->id;
+    }
+    if (!lo)
+        return;
+    uint64_t batch = ++p->counts_asked;
+    for (rs_entry *e = p->ready; e; e = e->next)
+        if (!e->deliveries && !e->counting)
+            e->counting = batch;
+    /* (every entry of ours in the range: those in the run too) */
     char count[24];
-    snprintf(count, sizeof count, "%zu", p->nready);
-    const char *argv[] = { "XPENDING", p->key, s->u.group, first->id, p->ready_tail->id, count, s->consumer };
+    snprintf(count, sizeof count, "%zu", p->tlen + 1);
+    const char *argv[] = { "XPENDING", p->key, s->u.group, lo, hi, count, s->consumer };
     if (redis_commandv(p->cmd, got_counts, p, 7, argv) != 0)
-        got_counts(p, NULL, NULL, "down");
+        got_counts(p, NULL, NULL, "down"); /* (down: nothing else is out) */
 }
 
 /* ---- fetching ------------------------------------------------------------------------ */
@@ -324,7 +371,7 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
         return;
     }
     if (first_new && !first_new->deliveries)
-        ask_counts(p, first_new);
+        ask_counts(p);
     else if (s->base.on_ready)
         s->base.on_ready(s->base.ud);
 }
@@ -411,7 +458,7 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
     if (!(s->u.until_empty && p->new_empty && p->claim_clean))
         fetch(p);
     if (first_new)
-        ask_counts(p, first_new);
+        ask_counts(p);
     else if (s->base.on_ready)
         s->base.on_ready(s->base.ud);
 }
@@ -535,6 +582,7 @@ static void move_part(rs_part *p, const char *host, int port, int asking)
     for (rs_entry *e = p->ready; e; e = e->next)
         if (!e->deliveries)
             e->deliveries = 1; /* (its XPENDING was dropped) */
+    p->counts_answered = p->counts_asked;
     snprintf(p->host, sizeof p->host, "%s", host);
     p->port = port;
     p->asking = asking;
@@ -550,8 +598,9 @@ int rs_redirected(rs_part *p, const char *err)
     if (redis_redirect_parse(err, &ask, &slot, host, sizeof host, &port)) {
         if (!host[0])
             snprintf(host, sizeof host, "%s", p->host); /* (the node asked) */
-        if (!ask)
-            fprintf(stderr, "moonwait: --input %s: %s moved to %s:%d (MOVED)\n", p->src->name, p->key, host, port);
+        fprintf(stderr, ask ? "moonwait: --input %s: %s is migrating to %s:%d (ASK)\n"
+                            : "moonwait: --input %s: %s moved to %s:%d (MOVED)\n",
+                p->src->name, p->key, host, port);
         move_part(p, host, port, ask);
         return 1;
     }
