@@ -302,6 +302,13 @@ local function fds()
   p:close()
   return n
 end
+-- what each fd is (said when they grew, to tell what leaked)
+local function fd_list()
+  local p = io.popen("ls -l /proc/" .. first_line("/proc/self/stat"):match("^%d+") .. "/fd | sed 's/.* \\([0-9]* -> .*\\)/\\1/' | tr '\\n' ' '")
+  local s = p:read("*a")
+  p:close()
+  return s
+end
 local function rss_kb()
   return tonumber(first_line("/proc/self/statm"):match("^%d+ (%d+)")) * 4
 end
@@ -311,7 +318,7 @@ return {
     -- warm up: libuv opens one reserve fd per loop with its first TCP handle
     assert(http.get(WARM, { keepalive = false }))
     local s = mw.runtime_stats()
-    base = { fds = fds(), handles = s.handles, rss = rss_kb() }
+    base = { fds = fds(), handles = s.handles, rss = rss_kb(), list = fd_list() }
   end,
   async_invoke = function(r) http.get(r.url); return { r } end,
   on_timeout = function(r) return {} end,
@@ -327,6 +334,7 @@ return {
       time.sleep(0.05)
     until time.now() - t0 > 10
     s = mw.runtime_stats()
+    if fds() > base.fds then io.stderr:write("FDS before: " .. base.list .. "\nFDS after: " .. fd_list() .. "\n") end
     io.stderr:write(string.format("LEAKCHECK fds=%d/%d handles=%d/%d fibers=%d pooled=%d rss=%d/%d\n",
       base.fds, fds(), base.handles, s.handles, s.fibers, s.pooled, base.rss, rss_kb()))
   end,
@@ -342,7 +350,7 @@ return {
     local f0, f1, h0, h1, fibers, pooled, rss0, rss1 =
       r.err:match("LEAKCHECK fds=(%d+)/(%d+) handles=(%d+)/(%d+) fibers=(%d+) pooled=(%d+) rss=(%d+)/(%d+)")
     assert.is_truthy(f0, r.err)
-    assert.is_true(tonumber(f1) <= tonumber(f0), "fds grew from " .. f0 .. " to " .. f1)
+    assert.is_true(tonumber(f1) <= tonumber(f0), "fds grew from " .. f0 .. " to " .. f1 .. "\n" .. r.err)
     -- active handles: none left behind by the cancelled requests (the two
     -- moments differ only in transient ones, e.g. the input read in flight)
     assert.is_true(tonumber(h1) <= tonumber(h0), "active handles grew from " .. h0 .. " to " .. h1)
