@@ -601,6 +601,134 @@ return { async_invoke = function(rec) time.sleep(0.01) return { rec } end }
   end)
 end)
 
+describe("redis streams: what a new user ran into", function()
+  local redis
+
+  setup(function() redis = servers.redis() end)
+  teardown(function()
+    ST.kill_all()
+    ST.close(redis)
+    redis.stop()
+    H.cleanup()
+  end)
+
+  it("refuses an output or dead-letter stream that is the input stream (it would read its outputs for ever)", function()
+    ST.fill(redis, "loop", 3)
+    local r = run(PASS, redis.url("stream=loop&group=g&until=empty"), redis.url("stream=loop"))
+    assert.equal(2, r.code, r.err)
+    assert.matches("--output loop: the stream --input reads", r.err, 1, true)
+    -- the same server under another name is the same server
+    local other = redis.url("stream=loop&group=g&until=empty"):gsub("127%.0%.0%.1", "localhost")
+    r = run(PASS, redis.url("stream=in2&group=g&until=empty"), redis.url("stream=o2"),
+      "--on-error dead-letter --dead-letter " .. H.q(other:gsub("group=g&until=empty", "")))
+    assert.equal(0, r.code, r.err)
+    r = run(PASS, other, redis.url("stream=loop"))
+    assert.equal(2, r.code, r.err)
+    assert.equal(3, ST.xlen(redis, "loop"))
+  end)
+
+  it("commits exactly once when the output names the input's server differently (localhost, 127.0.0.1)", function()
+    ST.fill(redis, "lh", 5)
+    local out = redis.url("stream=lhout"):gsub("127%.0%.0%.1", "localhost")
+    local r = run(PASS, redis.url("stream=lh&group=g&until=empty"), out)
+    assert.equal(0, r.code, r.err)
+    assert.matches("exactly once", r.err, 1, true)
+    assert.is_true(ST.check_once(ST.read(redis, "lhout"), 5).ok)
+  end)
+
+  it("says at start that a file dead-letter route makes it at least once", function()
+    ST.fill(redis, "alo", 3)
+    local r = run(PASS, redis.url("stream=alo&group=g&until=empty"), redis.url("stream=aloout"),
+      "--on-error dead-letter --dead-letter dl.jsonl")
+    assert.equal(0, r.code, r.err)
+    assert.matches("at least once (--dead-letter is not a Redis stream", r.err, 1, true)
+  end)
+
+  it("appends to a file output across restarts (its earlier lines were acked)", function()
+    ST.fill(redis, "app", 4)
+    local d = H.tmpdir()
+    local r1 = run(PASS, redis.url("stream=app&group=g&until=empty"), d .. "/out.jsonl")
+    assert.equal(0, r1.code, r1.err)
+    ST.fill(redis, "app", 2, { first = 5 })
+    local r2 = run(PASS, redis.url("stream=app&group=g&until=empty"), d .. "/out.jsonl")
+    assert.equal(0, r2.code, r2.err)
+    assert.equal(6, #H.lines(H.read(d .. "/out.jsonl")))
+  end)
+
+  it("fails, naming the group, when the group is destroyed mid-run (never reads the stream again from start)", function()
+    ST.fill(redis, "gone", 200)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.01); return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --capacity 5 --input %s --output %s"):format(
+      H.q(redis.url("stream=gone&group=g")), H.q(redis.url("stream=goneout"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "goneout") >= 5 end, 20))
+    ST.call(redis, "gone", "XGROUP", "DESTROY", "gone", "g")
+    assert.equal(1, p.wait(30), p.err())
+    assert.matches('the group "g" of stream "gone" is gone', p.err(), 1, true)
+    assert.is_true(ST.xlen(redis, "goneout") < 200)
+  end)
+
+  it("on SIGTERM finishes and commits the records in flight, then exits 143", function()
+    ST.fill(redis, "term", 100)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.2); return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --capacity 10 --input %s --output %s"):format(
+      H.q(redis.url("stream=term&group=g")), H.q(redis.url("stream=termout"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return (ST.pending(redis, "term", "g")) == 10 end, 20))
+    p.kill("TERM")
+    assert.equal(143, p.wait(30), p.err())
+    assert.matches("finishing and committing the 10 records in flight", p.err(), 1, true)
+    -- what it started is committed; nothing is left pending on it
+    assert.equal(0, (ST.pending(redis, "term", "g")))
+    assert.is_true(ST.check_once(ST.read(redis, "termout"), ST.xlen(redis, "termout")).ok)
+  end)
+
+  it("counts a claimed entry's delivery once (its own pending entries are re-read before the claim)", function()
+    ST.fill(redis, "cnt", 3)
+    ST.call(redis, "cnt", "XGROUP", "CREATE", "cnt", "g", "0")
+    strand(redis, "cnt", "g", "dead", 3, 1)
+    local r = run([[
+return { async_invoke = function(rec, ctx) return { { id = rec.id, del = ctx.deliveries } } end }
+]], redis.url("stream=cnt&group=g&until=empty&claim_idle_ms=50"), redis.url("stream=cntout"))
+    assert.equal(0, r.code, r.err)
+    for _, e in ipairs(ST.read(redis, "cntout")) do
+      assert.equal(2, H.json.decode(e.fields.data).del)
+    end
+  end)
+
+  it("names the parameter or the fix in the server's refusals", function()
+    ST.call(redis, "str", "SET", "str", "x")
+    local r = run(PASS, redis.url("stream=str&group=g"), redis.url("stream=o"))
+    assert.equal(2, r.code)
+    assert.matches('key "str" holds a string, not a stream', r.err, 1, true)
+    r = run(PASS, redis.url("stream=s&group=g&start=latest"), redis.url("stream=o"))
+    assert.equal(2, r.code)
+    assert.matches('parameter "start" must be 0, $ or an entry id', r.err, 1, true)
+    r = run(PASS, (redis.url("stream=s&group=g"):gsub("^redis://", "rediss://")), redis.url("stream=o"))
+    assert.equal(2, r.code)
+    assert.matches("rediss://", r.err, 1, true)
+    local secured = servers.redis{ password = "p@ss" }
+    local ok, err = pcall(function()
+      local u = "redis://127.0.0.1:" .. secured.port .. "?stream=s&group=g&until=empty"
+      r = run(PASS, u, "-")
+      assert.equal(2, r.code)
+      assert.matches("NOAUTH.*:PASSWORD@", r.err)
+      -- a raw '@' in the password: the last one ends it, and the message hides it all
+      r = run(PASS, "redis://:p@ss@127.0.0.1:" .. secured.port .. "?stream=s&group=g&until=empty", "-")
+      assert.equal(0, r.code, r.err)
+      assert.is_falsy(r.err:find("ss@", 1, true), r.err)
+    end)
+    secured.stop()
+    assert(ok, err)
+  end)
+end)
+
 describe("redis streams on a cluster (3 masters, 4 partitions)", function()
   local cluster
   local P, N = 4, 500

@@ -25,6 +25,17 @@ static void test_a_source_with_every_parameter(void)
                                   REDIS_URL_SOURCE, err, sizeof err),
                   0);
     ASSERT_STR_EQ(u.password, "p@ss");
+    redis_url_free(&u);
+    ASSERT_INT_EQ(redis_url_parse(&u, "redis://:a@b@127.0.0.1:6380?stream=ev%20s&group=g", REDIS_URL_SOURCE, err,
+                                  sizeof err),
+                  0);
+    ASSERT_STR_EQ(u.password, "a@b"); /* (a raw '@' in a password: the last one ends it) */
+    redis_url_free(&u);
+    ASSERT_INT_EQ(redis_url_parse(&u,
+                                  "redis://:p%40ss@127.0.0.1:6380?stream=ev%20s&group=g&consumer=c1&field=body&count=7"
+                                  "&claim_idle_ms=250&max_deliveries=3&start=$&until=empty",
+                                  REDIS_URL_SOURCE, err, sizeof err),
+                  0);
     ASSERT_STR_EQ(u.hosts[0].host, "127.0.0.1");
     ASSERT_INT_EQ(u.hosts[0].port, 6380);
     ASSERT_STR_EQ(u.stream, "ev s");
@@ -100,6 +111,12 @@ static void test_mistakes_name_the_parameter(void)
                  "the password goes as :PASSWORD@ (a user name is not supported)");
     expect_error("redis://:pw%zz@h:1?stream=s&group=g", REDIS_URL_SOURCE, "bad %-escape in the password");
     expect_error("redis://h:1?stream=a%00b&group=g", REDIS_URL_SOURCE, "bad %-escape in \"stream=a%00b\"");
+    expect_error("redis://h:1?stream=s&group=g&start=latest", REDIS_URL_SOURCE,
+                 "parameter \"start\" must be 0, $ or an entry id (MS-SEQ), not \"latest\"");
+    expect_error("rediss://h:1?stream=s&group=g", REDIS_URL_SOURCE,
+                 "TLS to Redis (rediss://) is not supported: use redis:// on a trusted network");
+    ASSERT(redis_url_is("rediss://h:1?stream=s") && redis_url_is("redis+cluster://h:1") && !redis_url_is("redis.jsonl") &&
+           !redis_url_is("redisdir/x://y"));
     expect_error("redis+cluster://h:1?stream=s&group=g", REDIS_URL_SOURCE,
                  "parameter \"partitions\" is required with redis+cluster://");
     expect_error("redis://h:1?stream=s&group=g&partitions=2", REDIS_URL_SOURCE,

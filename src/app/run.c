@@ -109,7 +109,7 @@ static void stats_fill(void *ud, stats_view *v)
  * from the newest checkpoint that was written. */
 static int second_signal_code(const run *r)
 {
-    return r->cfg->checkpoint_dir ? 1 : 0;
+    return r->cfg->checkpoint_dir || io_is_broker(r->cfg->input) ? 1 : 0;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -135,6 +135,19 @@ static void on_signal(uv_signal_t *h, int signum)
                            "entries in flight to %s, then exiting %d; run the same command to continue (send "
                            "it again to exit at once)",
                  name, line, n, r->cfg->checkpoint_dir, r->signal_exit);
+        flow_finish_if_done(r);
+        return;
+    }
+    if (io_is_broker(r->cfg->input) && r->exit_code == 0) {
+        /* A broker keeps the position: once the records in flight are
+         * finished and committed, stopping is clean (128 + signal, like a
+         * signal's checkpoint); the rest stays in the group. */
+        r->signal_exit = 128 + signum;
+        r->signal_drain = 1;
+        flow_fail(r, DRAIN, "interrupted by %s: finishing and committing the %zu records in flight, then "
+                            "exiting %d (send it again to exit at once: they are then claimed by another "
+                            "consumer after claim_idle_ms)",
+                  name, op_size(&r->op), r->signal_exit);
         flow_finish_if_done(r);
         return;
     }
@@ -168,6 +181,13 @@ static int open_io(run *r)
     char *err = NULL;
     uint64_t keep_out, keep_dlq;
     restore_keep(&r->rs, &keep_out, &keep_dlq);
+    if (io_is_broker(c->input)) {
+        /* The broker keeps the position: an output file grows across
+         * restarts (its earlier lines were acked; truncating would lose
+         * them). */
+        keep_out = io_is_broker(c->output) ? 0 : SINK_APPEND;
+        keep_dlq = c->dead_letter && io_is_broker(c->dead_letter) ? 0 : SINK_APPEND;
+    }
     int rc = io_sink_open(&r->out, r->loop, c->output, keep_out, &err);
     if (rc != 0)
         fprintf(stderr, "moonwait: --output %s\n", err ? err : "cannot open output");
@@ -241,7 +261,10 @@ static int loop_to_end(run *r)
         flow_shutdown(r);
         uv_run(r->loop, UV_RUN_DEFAULT);
     }
-    /* Stopped by a signal whose checkpoint was written: 128 + signal. */
+    /* Stopped by a signal whose checkpoint was written (or, from a broker,
+     * whose records in flight were committed): 128 + signal. */
+    if (r->signal_drain)
+        return r->aborting ? r->exit_code : r->signal_exit;
     if (r->signal_exit && !cp_failed(&r->cp))
         return r->signal_exit;
     return r->exit_code;

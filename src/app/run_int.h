@@ -57,6 +57,7 @@ typedef struct run {
     int aborting;             /* in-flight records were abandoned */
     int exit_code;
     int signal_exit;          /* 130/143: a signal's checkpoint was taken */
+    int signal_drain;         /* ... or a broker's records in flight drain */
     int drains_left;          /* sinks still flushing at the end */
     uint64_t outputs;         /* output lines written */
     uint64_t rng;             /* xorshift state for retry jitter */

@@ -111,6 +111,10 @@ int fd_sink_open(mw_sink **out, uv_loop_t *loop, const char *path, uint64_t keep
             int e = errno;
             return failed_open(err, -e, "%s: %s", path, strerror(e));
         }
+        if (keep == SINK_APPEND) {
+            struct stat st;
+            keep = fstat(o->fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+        }
         int rc = keep ? keep_prefix(o, path, keep, err) : 0;
         if (rc != 0)
             return rc;

@@ -217,6 +217,10 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
             redis_str(r, d, 0, buf, sizeof buf);
         if (r->nodes[0].type == RESP_ERROR && rs_redirected(p, buf))
             return; /* sent again from the partition's new connection */
+        if (r->nodes[0].type == RESP_ERROR && !strncmp(buf, "NOGROUP", 7)) {
+            rs_group_gone(p);
+            return;
+        }
         snprintf(s->sink_err, sizeof s->sink_err, "commit to %s: %s", p->out_key, buf);
         s->sink_failed = 1;
         if (s->out && s->out->on_error)
@@ -301,13 +305,19 @@ static void acked(void *ud, const resp_reader *r, const char *d, const char *err
         redis_str(r, d, 0, buf, sizeof buf);
         if (rs_redirected(p, buf))
             return;
-        rs_fail(p->src, "XACK: %s", buf);
+        if (!strncmp(buf, "NOGROUP", 7))
+            rs_group_gone(p);
+        else
+            rs_fail(p->src, "XACK: %s", buf);
         return;
     }
     for (size_t i = 0; i < p->nacking; i++)
         rs_entry_free(p, p->acking[i]);
     p->nacking = 0;
     rs_commit_kick(p);
+    /* (acked entries no longer count against the room: read on) */
+    if (p->src->base.on_ready && !p->src->closing)
+        p->src->base.on_ready(p->src->base.ud);
 }
 
 static int written_up_to(const rs_source *s, const rs_entry *e)
@@ -340,8 +350,10 @@ static void send_acks(rs_part *p)
 
 void rs_commit_done(rs_source *s, rs_entry *e)
 {
-    if (e)
+    if (e) {
         e->state = RS_COMMITTING;
+        e->part->ncommitting++; /* (still ours until acked: it counts against the room) */
+    }
     if (s->paired) {
         int rc = 0;
         if (e) {
@@ -406,7 +418,8 @@ void rs_commit_flushed(rs_source *s)
     for (int k = 0; k < 2; k++) {
         void (*done)(void *ud) = s->flush_done[k];
         mw_sink *sink = k == 0 ? s->out : s->dlq;
-        if (done && (rs_commit_idle(s) || s->sink_failed)) {
+        /* (a failed source commits no more: its flush ends too) */
+        if (done && (rs_commit_idle(s) || s->sink_failed || s->failed)) {
             s->flush_done[k] = NULL;
             done(sink->ud);
         }

@@ -93,6 +93,7 @@ struct rs_part {
     int new_empty;                /* the last ">" read found nothing */
     rs_entry *ready, *ready_tail;
     size_t nready;
+    size_t ncommitting;           /* done, not yet acked (still pending on us) */
     /* claims */
     int claiming;                 /* an XAUTOCLAIM is out */
     size_t claim_requested;       /* its COUNT */
@@ -119,6 +120,7 @@ struct rs_source {
     uv_loop_t *loop;
     redis_url u;
     char *name;                   /* the URL without its password, for messages */
+    char run_id[48];              /* the server's (redis_probe.c; "" in a cluster) */
     char *consumer;               /* owned */
     size_t max_line;
     rs_part *parts;
@@ -161,6 +163,10 @@ void rs_tick(rs_source *s);
  * and what was out is sent again. 1 when handled. */
 int rs_redirected(rs_part *p, const char *err);
 
+/* The group went away mid-run: the run fails (making it again would read
+ * the stream again from `start`). */
+void rs_group_gone(rs_part *p);
+
 /* redis_commit.c */
 /* An entry (or no entry) left the run: commit or queue its ack. */
 void rs_commit_done(rs_source *s, rs_entry *e);
@@ -181,9 +187,11 @@ void rs_stage(rs_source *s, int which, const char *data, size_t len);
 
 /* redis_probe.c: before the run, on a private loop: can we connect and
  * authenticate; does each key hold a stream (or nothing); for a source,
- * create its group (XGROUP CREATE ... MKSTREAM; an existing one is kept).
- * 0, or -1 with a message in err. */
-int rs_probe(const redis_url *u, int role, char *err, size_t errlen);
+ * create its group (XGROUP CREATE ... MKSTREAM; an existing one is kept);
+ * the server's run_id (INFO server; "" in a cluster) into run_id, which
+ * tells whether two URLs name one server whatever they call it. 0, or -1
+ * with a message in err. */
+int rs_probe(const redis_url *u, int role, char run_id[48], char *err, size_t errlen);
 /* A cluster's slot map, from the first seed host that answers. */
 struct redis_slots;
 int rs_probe_slots(const redis_url *u, struct redis_slots *slots, char *err, size_t errlen);

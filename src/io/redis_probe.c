@@ -20,7 +20,9 @@ typedef struct probe {
     const char *key;
     const char *host;
     redis_slots *slots;       /* role -1: the answer */
+    char *run_id;             /* the server's run_id (INFO server), 48 bytes */
     redis_conn *c;
+    int step, steps;          /* answers taken, answers expected */
     int done, failed;
     char *err;
     size_t errlen;
@@ -37,6 +39,17 @@ static void finish(probe *p, const char *fmt, const char *a, const char *b)
     }
 }
 
+/* What a server's refusal means here, in a user's words where we know. */
+static void refused(probe *p, const char *what, const char *why)
+{
+    if (!strncmp(why, "NOAUTH", 6))
+        finish(p, "%s (give the password as redis://:PASSWORD@HOST:PORT)%s", why, "");
+    else if (!strncmp(why, "WRONGPASS", 9) || strstr(why, "invalid password"))
+        finish(p, "%s (check the :PASSWORD@ part of the URL)%s", why, "");
+    else
+        finish(p, what, why, "");
+}
+
 static void answered(void *ud, const resp_reader *r, const char *d, const char *err)
 {
     probe *p = ud;
@@ -46,37 +59,70 @@ static void answered(void *ud, const resp_reader *r, const char *d, const char *
     }
     char buf[300];
     redis_str(r, d, 0, buf, sizeof buf);
+    int step = p->step++;
     if (p->role < 0) {
         if (redis_slots_parse(p->slots, r, d, p->host) != 0)
-            finish(p, "CLUSTER SLOTS: %s%s", r->nodes[0].type == RESP_ERROR ? buf : "unexpected reply", "");
+            refused(p, "CLUSTER SLOTS: %s%s", r->nodes[0].type == RESP_ERROR ? buf : "unexpected reply");
         else
             finish(p, NULL, NULL, NULL);
         return;
     }
-    if (r->nodes[0].type == RESP_ERROR && !(p->role == REDIS_URL_SOURCE && !strncmp(buf, "BUSYGROUP", 9))) {
-        finish(p, "%s%s", buf, "");
-        return;
+    if (step == 0) { /* TYPE key */
+        if (r->nodes[0].type == RESP_ERROR) {
+            refused(p, "%s%s", buf);
+        } else if (strcmp(buf, "stream") != 0 && strcmp(buf, "none") != 0) {
+            char why[700];
+            snprintf(why, sizeof why, "key \"%s\" holds a %s, not a stream", p->key, buf);
+            finish(p, "%s%s", why, "");
+        }
+    } else if (step == 1 && p->role == REDIS_URL_SOURCE) { /* XGROUP CREATE */
+        if (r->nodes[0].type == RESP_ERROR && strncmp(buf, "BUSYGROUP", 9) != 0) {
+            char why[400];
+            snprintf(why, sizeof why, "XGROUP CREATE %s %s %s (parameter \"start\"): %s", p->key, p->u->group,
+                     p->u->start, buf);
+            finish(p, "%s%s", why, "");
+        }
+    } else if (r->nodes[0].type == RESP_BULK && p->run_id) { /* INFO server */
+        const char *info = resp_str(&r->nodes[0], d);
+        size_t n = r->nodes[0].n;
+        const char *k = memmem(info, n, "run_id:", 7);
+        if (k) {
+            size_t i = 0;
+            for (k += 7; k < info + n && *k != '\r' && *k != '\n' && i < 47; k++)
+                p->run_id[i++] = *k;
+            p->run_id[i] = 0;
+        }
     }
-    if (p->role == REDIS_URL_SINK && strcmp(buf, "stream") != 0 && strcmp(buf, "none") != 0) {
-        finish(p, "key \"%s\" holds a %s, not a stream", p->key, buf);
-        return;
-    }
-    finish(p, NULL, NULL, NULL);
+    if (p->step == p->steps)
+        finish(p, NULL, NULL, NULL);
 }
 
 static void state(void *ud, int st, const char *why)
 {
     probe *p = ud;
     if (st == REDIS_DOWN) {
-        finish(p, "cannot connect: %s%s", why, "");
+        if (!strncmp(why, "AUTH: ", 6))
+            refused(p, "%s%s", why + 6);
+        else
+            finish(p, "cannot connect: %s%s", why, "");
         return;
     }
-    const char *slots[] = { "CLUSTER", "SLOTS" };
-    const char *src[] = { "XGROUP", "CREATE", p->key, p->u->group, p->u->start, "MKSTREAM" };
-    const char *snk[] = { "TYPE", p->key };
-    int rc = p->role < 0 ? redis_commandv(p->c, answered, p, 2, slots)
-             : p->role == REDIS_URL_SOURCE ? redis_commandv(p->c, answered, p, 6, src)
-                                           : redis_commandv(p->c, answered, p, 2, snk);
+    int rc;
+    if (p->role < 0) {
+        const char *slots[] = { "CLUSTER", "SLOTS" };
+        p->steps = 1;
+        rc = redis_commandv(p->c, answered, p, 2, slots);
+    } else {
+        const char *type[] = { "TYPE", p->key };
+        const char *group[] = { "XGROUP", "CREATE", p->key, p->u->group, p->u->start, "MKSTREAM" };
+        const char *info[] = { "INFO", "server" };
+        p->steps = p->role == REDIS_URL_SOURCE ? 3 : 2;
+        rc = redis_commandv(p->c, answered, p, 2, type);
+        if (!rc && p->role == REDIS_URL_SOURCE)
+            rc = redis_commandv(p->c, answered, p, 6, group);
+        if (!rc)
+            rc = redis_commandv(p->c, answered, p, 2, info);
+    }
     if (rc != 0)
         finish(p, "cannot send a command%s%s", "", "");
 }
@@ -113,10 +159,11 @@ int rs_probe_slots(const redis_url *u, redis_slots *slots, char *err, size_t err
     return -1; /* (the last seed's reason) */
 }
 
-int rs_probe(const redis_url *u, int role, char *err, size_t errlen)
+int rs_probe(const redis_url *u, int role, char run_id[48], char *err, size_t errlen)
 {
+    run_id[0] = 0;
     if (!u->cluster) {
-        probe p = { .u = u, .role = role, .key = u->stream, .err = err, .errlen = errlen };
+        probe p = { .u = u, .role = role, .key = u->stream, .run_id = run_id, .err = err, .errlen = errlen };
         return ask(&p, u->hosts[0].host, u->hosts[0].port);
     }
     redis_slots slots;

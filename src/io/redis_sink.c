@@ -42,6 +42,7 @@ typedef struct rk_sink {
     void (*flush_done)(void *ud);
     void (*on_closed)(mw_sink *k);
     int closing;
+    char run_id[48];        /* the server's (redis_probe.c) */
 } rk_sink;
 
 static const sink_ops redis_sink_ops;
@@ -260,7 +261,7 @@ int redis_sink_open(mw_sink **out, uv_loop_t *loop, const char *url, uint64_t ke
     }
     const char *why = keep ? "a checkpoint cannot be restored into a Redis stream" : NULL;
     if (!why && (redis_url_parse(&k->u, url, REDIS_URL_SINK, msg, sizeof msg) != 0 ||
-                 (rs_probe(&k->u, REDIS_URL_SINK, msg, sizeof msg) != 0)))
+                 (rs_probe(&k->u, REDIS_URL_SINK, k->run_id, msg, sizeof msg) != 0)))
         why = msg;
     if (why) {
         if (asprintf(err, "%s: %s", k->name, why) < 0)
@@ -284,6 +285,11 @@ int redis_sink_is(const mw_sink *k)
 const redis_url *redis_sink_url(const mw_sink *k)
 {
     return &((const rk_sink *)k)->u;
+}
+
+const char *redis_sink_run_id(const mw_sink *k)
+{
+    return ((const rk_sink *)k)->run_id;
 }
 
 int redis_sink_start(mw_sink *b, int which, char **err)

@@ -81,6 +81,8 @@ static int insert(rs_part *p, rs_entry *e)
 
 void rs_entry_free(rs_part *p, rs_entry *e)
 {
+    if (e->state == RS_COMMITTING)
+        p->ncommitting--;
     rs_entry **pp = &p->table[hash_id(e->id) & (p->tcap - 1)];
     while (*pp && *pp != e)
         pp = &(*pp)->hnext;
@@ -106,6 +108,7 @@ void rs_fail(rs_source *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->err + n, sizeof s->err - (size_t)n, fmt, ap);
     va_end(ap);
+    rs_commit_flushed(s);
     if (s->base.on_ready)
         s->base.on_ready(s->base.ud);
 }
@@ -301,11 +304,22 @@ static size_t held(const rs_source *s)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < s->nparts; i++)
-        n += s->parts[i].nready + s->parts[i].requested + s->parts[i].claim_requested;
+        n += s->parts[i].nready + s->parts[i].requested + s->parts[i].claim_requested + s->parts[i].ncommitting;
     return n;
 }
 
 static void ensure_group(rs_part *p);
+static void claim(rs_part *p);
+
+/* The group went away while the run read it (XGROUP DESTROY, FLUSHALL, a
+ * server restarted without persistence). Making it again would read the
+ * stream again from `start`, outputs and all: the run fails instead. */
+void rs_group_gone(rs_part *p)
+{
+    rs_fail(p->src, "the group \"%s\" of stream \"%s\" is gone (XGROUP DESTROY, FLUSHALL, or a server restarted "
+                    "without persistence); not making it again, which would read the stream again from start=%s",
+            p->src->u.group, p->key, p->src->u.start);
+}
 
 /* A ">" read answered; `none`: it found nothing. With until=empty, a claim
  * round follows an empty read: the end needs both to find nothing. */
@@ -333,10 +347,7 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
         if (rs_redirected(p, buf))
             return;
         if (!strncmp(buf, "NOGROUP", 7)) {
-            /* The server lost the group (restarted without persistence,
-             * or someone destroyed it): create it again. */
-            p->group_ready = 0;
-            ensure_group(p);
+            rs_group_gone(p);
             return;
         }
         rs_fail(s, "XREADGROUP: %s", buf);
@@ -357,15 +368,20 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
             return;
         }
         int none = r->nodes[k + 2].type == RESP_ARRAY && r->nodes[k + 2].n == 0;
-        if (p->pel)
+        if (p->pel) {
             p->pel = !none; /* (own pending entries all re-read) */
-        else
+            if (!p->pel)
+                claim(p);
+        } else {
             read_new(p, none);
+        }
     } else if (top->type == RESP_NIL) {
-        if (p->pel)
+        if (p->pel) {
             p->pel = 0;
-        else
+            claim(p);
+        } else {
             read_new(p, 1);
+        }
     } else {
         rs_fail(s, "XREADGROUP: unexpected reply");
         return;
@@ -379,8 +395,9 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
 static void fetch(rs_part *p)
 {
     rs_source *s = p->src;
-    /* A claim round that is due goes first: claimed entries are older. */
-    if (p->fetching || p->claim_due || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
+    /* A claim round that is due goes first (claimed entries are older),
+     * after this consumer's own pending entries. */
+    if (p->fetching || (p->claim_due && !p->pel) || !p->rd_up || !p->group_ready || s->closing || s->failed || s->ended)
         return;
     if (s->u.until_empty && p->new_empty && p->claim_clean)
         return; /* this partition is done; the others may not be yet */
@@ -431,8 +448,7 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
         if (rs_redirected(p, buf))
             return;
         if (!strncmp(buf, "NOGROUP", 7)) {
-            p->group_ready = 0;
-            ensure_group(p);
+            rs_group_gone(p);
             return;
         }
         rs_fail(s, "XAUTOCLAIM: %s", buf);
@@ -467,7 +483,10 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
 static void claim(rs_part *p)
 {
     rs_source *s = p->src;
-    if (!p->claim_due || p->claiming || !p->cmd_up || !p->group_ready || s->closing || s->failed || s->ended)
+    /* (after the re-read of our own pending entries: claimed ones would be
+     * read again, counting a delivery more) */
+    if (!p->claim_due || p->claiming || p->pel || !p->cmd_up || !p->group_ready || s->closing || s->failed ||
+        s->ended)
         return;
     size_t h = held(s);
     size_t share = s->base.room / s->nparts ? s->base.room / s->nparts : 1;
@@ -500,7 +519,7 @@ static void on_claim_timer(uv_timer_t *t)
 
 /* ---- the group and the connections ------------------------------------------------- */
 
-static void group_made(void *ud, const resp_reader *r, const char *d, const char *err)
+static void group_checked(void *ud, const resp_reader *r, const char *d, const char *err)
 {
     rs_part *p = ud;
     rs_source *s = p->src;
@@ -512,23 +531,26 @@ static void group_made(void *ud, const resp_reader *r, const char *d, const char
         redis_str(r, d, 0, buf, sizeof buf);
         if (rs_redirected(p, buf))
             return;
-        if (strncmp(buf, "BUSYGROUP", 9) != 0) {
-            rs_fail(s, "XGROUP CREATE %s %s: %s", p->key, s->u.group, buf);
-            return;
-        }
+        if (!strncmp(buf, "NOGROUP", 7))
+            rs_group_gone(p);
+        else
+            rs_fail(s, "XPENDING %s %s: %s", p->key, s->u.group, buf);
+        return;
     }
     p->group_ready = 1;
     claim(p);
     fetch(p);
 }
 
+/* After each (re)connect: is the group (made when the source opened)
+ * still there? */
 static void ensure_group(rs_part *p)
 {
     rs_source *s = p->src;
     if (p->group_ready || p->group_asked || !p->cmd_up)
         return;
-    const char *argv[] = { "XGROUP", "CREATE", p->key, s->u.group, s->u.start, "MKSTREAM" };
-    if (redis_commandv(p->cmd, group_made, p, 6, argv) == 0)
+    const char *argv[] = { "XPENDING", p->key, s->u.group };
+    if (redis_commandv(p->cmd, group_checked, p, 3, argv) == 0)
         p->group_asked = 1;
 }
 
@@ -864,9 +886,23 @@ int redis_source_is(const mw_source *s)
     return s && s->ops == &redis_source_ops;
 }
 
-static int paired_with(const rs_source *s, const mw_sink *k)
+/* Is sink k a stream on the source's server (by its run_id, so
+ * "localhost" and "127.0.0.1" are one; a cluster by its partitions)? */
+static int same_server(const rs_source *s, const mw_sink *k)
 {
-    return redis_sink_is(k) && redis_url_same_node(&s->u, redis_sink_url(k));
+    if (!redis_sink_is(k))
+        return 0;
+    const char *rid = redis_sink_run_id(k);
+    if (s->run_id[0] && rid[0])
+        return strcmp(s->run_id, rid) == 0;
+    return redis_url_same_node(&s->u, redis_sink_url(k));
+}
+
+/* A sink writing into the stream it reads: every output would be read
+ * again, for ever. */
+static int loops(const rs_source *s, const mw_sink *k)
+{
+    return same_server(s, k) && strcmp(redis_sink_url(k)->stream, s->u.stream) == 0;
 }
 
 int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
@@ -874,7 +910,14 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
     rs_source *s = (rs_source *)b;
     s->out = out;
     s->dlq = dlq;
-    if (paired_with(s, out) && (!dlq || paired_with(s, dlq))) {
+    if (loops(s, out) || (dlq && loops(s, dlq))) {
+        if (asprintf(err, "%s %s: the stream --input reads (every output would be read again)",
+                     loops(s, out) ? "--output" : "--dead-letter", s->u.stream) < 0)
+            *err = NULL;
+        return -1;
+    }
+    const char *why = NULL;
+    if (same_server(s, out) && (!dlq || same_server(s, dlq))) {
         s->paired = 1;
         const redis_url *ou = redis_sink_url(out), *du = dlq ? redis_sink_url(dlq) : NULL;
         s->out_field = strdup(ou->field);
@@ -893,13 +936,26 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
         redis_sink_pair(out, 0, s);
         if (dlq)
             redis_sink_pair(dlq, 1, s);
-        return 0;
+    } else {
+        /* At-least-once: acked after the sinks wrote. */
+        if (redis_sink_is(out) && redis_sink_start(out, 0, err) != 0)
+            return -1;
+        if (dlq && redis_sink_is(dlq) && redis_sink_start(dlq, 1, err) != 0)
+            return -1;
+        why = !redis_sink_is(out)   ? "--output is not a Redis stream"
+              : !same_server(s, out) ? "--output is on another server"
+              : !redis_sink_is(dlq)  ? "--dead-letter is not a Redis stream"
+                                     : "--dead-letter is on another server";
     }
-    /* At-least-once: acked after the sinks wrote. */
-    if (redis_sink_is(out) && redis_sink_start(out, 0, err) != 0)
-        return -1;
-    if (dlq && redis_sink_is(dlq) && redis_sink_start(dlq, 1, err) != 0)
-        return -1;
+    /* Say which guarantee holds: it depends on where the outputs go. */
+    if (why)
+        fprintf(stderr, "moonwait: --input %s: consumer %s; at least once (%s: an entry is acked after its outputs "
+                        "are written, and one may be written twice after a crash)\n",
+                s->name, s->consumer, why);
+    else
+        fprintf(stderr, "moonwait: --input %s: consumer %s; exactly once (an entry's outputs and its ack are "
+                        "committed together)\n",
+                s->name, s->consumer);
     return 0;
 }
 
@@ -907,9 +963,10 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
 
 char *rs_public_name(const char *url)
 {
-    /* redis://:secret@host... -> redis://:***@host... */
-    const char *at = strchr(url, '@');
+    /* redis://:secret@host... -> redis://:***@host... (the last '@' before
+     * the query: a password may hold one) */
     const char *q = strchr(url, '?');
+    const char *at = memrchr(url, '@', q ? (size_t)(q - url) : strlen(url));
     const char *colon = strstr(url, "://");
     char *out = NULL;
     if (at && colon && (!q || at < q) && colon[3] == ':') {
@@ -931,7 +988,7 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
         return asprintf(err, "--input: out of memory") < 0 ? UV_ENOMEM : UV_ENOMEM;
     }
     if (redis_url_parse(&s->u, url, REDIS_URL_SOURCE, msg, sizeof msg) != 0 ||
-        rs_probe(&s->u, REDIS_URL_SOURCE, msg, sizeof msg) != 0) {
+        rs_probe(&s->u, REDIS_URL_SOURCE, s->run_id, msg, sizeof msg) != 0) {
         if (asprintf(err, "--input %s: %s", s->name, msg) < 0)
             *err = NULL;
         redis_url_free(&s->u);

@@ -13,7 +13,10 @@
 
 int redis_url_is(const char *name)
 {
-    return strncmp(name, "redis://", 8) == 0 || strncmp(name, "redis+cluster://", 16) == 0;
+    /* (rediss://, redis+sentinel://... too: refused by the parser with a
+     * message, rather than opened as a file of that name) */
+    const char *sep = strstr(name, "://");
+    return strncmp(name, "redis", 5) == 0 && sep && sep - name <= 16 && !memchr(name, '/', (size_t)(sep - name));
 }
 
 static int hexval(char c)
@@ -223,11 +226,14 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
     } else if (strncmp(s, "redis+cluster://", 16) == 0) {
         u->cluster = 1;
         p = s + 16;
+    } else if (strncmp(s, "rediss://", 9) == 0) {
+        return fail(u, err, errlen, "TLS to Redis (rediss://) is not supported: use redis:// on a trusted network");
     } else {
         return fail(u, err, errlen, "not a redis:// or redis+cluster:// URL");
     }
     const char *q = strchr(p, '?');
-    const char *auth_end = memchr(p, '@', q ? (size_t)(q - p) : strlen(p));
+    /* (the last '@': a password may hold one) */
+    const char *auth_end = memrchr(p, '@', q ? (size_t)(q - p) : strlen(p));
     int bad;
     if (auth_end) {
         /* [:PASSWORD@] (a user name is not supported: Redis 6 ACL users
@@ -299,6 +305,22 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
         return fail(u, err, errlen, "out of memory");
     if (!u->start && !(u->start = strdup("0")))
         return fail(u, err, errlen, "out of memory");
+    if (strcmp(u->start, "$") != 0) {
+        /* an entry id: MS or MS-SEQ */
+        const char *c = u->start;
+        int ok = *c >= '0' && *c <= '9';
+        while (*c >= '0' && *c <= '9')
+            c++;
+        if (*c == '-') {
+            c++;
+            ok &= *c >= '0' && *c <= '9';
+            while (*c >= '0' && *c <= '9')
+                c++;
+        }
+        if (!ok || *c)
+            return fail(u, err, errlen, "parameter \"start\" must be 0, $ or an entry id (MS-SEQ), not \"%s\"",
+                        u->start);
+    }
     return 0;
 }
 

@@ -30,6 +30,10 @@
 
 typedef struct mw_sink mw_sink;
 
+/* io_sink_open's `keep` for "append to what the file holds" (the outputs
+ * of a broker source: a restart must not destroy what was acked). */
+#define SINK_APPEND UINT64_MAX
+
 typedef struct sink_ops {
     const char *kind;  /* "fd", ... */
     /* Append bytes (copied). */
