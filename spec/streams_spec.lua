@@ -394,6 +394,69 @@ end }
     assert.is_true(by.c1 > 0 and by.c2 > 0, ("c1 %d, c2 %d"):format(by.c1, by.c2))
   end)
 
+  it("never holds more than --capacity 1 entry while it claims a dead consumer's idle entries", function()
+    -- A claim (or read) started from a callback once used the room as it
+    -- was before the last record was taken: one entry more than capacity
+    -- was claimed while a record ran, and sat fetched for its whole run.
+    ST.fill(redis, "in", 10)
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    strand(redis, "in", "g", "dead", 5, 1)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.4) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 1"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&consumer=me&claim_idle_ms=150&max_deliveries=1000")),
+      H.q(redis.url("stream=out"))), { dir = d })
+    local polls, over = 0, 0
+    H.wait_for(function()
+      local ok, _, per = pcall(ST.pending, redis, "in", "g")
+      if ok then
+        polls = polls + 1
+        if (per.me or 0) > 1 then over = over + 1 end
+      end
+      return not p.alive()
+    end, 60)
+    assert.equal(0, p.rc(), p.err())
+    assert.is_true(polls > 20, "polled " .. polls .. " times")
+    -- (an entry committing while the next is read can be seen for a
+    -- moment; one held beyond capacity for a record's run is not that)
+    assert.is_true(over * 5 <= polls, ("more than 1 entry pending on me in %d of %d polls"):format(over, polls))
+    local rep = ST.check_once(ST.read(redis, "out"), 10)
+    assert.is_true(rep.ok, rep.summary)
+  end)
+
+  it("asks for fewer entries at a time when a read or claim is over the reply limit; one entry over it fails", function()
+    -- (MOONWAIT_REDIS_MAX_REPLY lowers the 256 MiB limit, so that 40
+    -- entries of 10 kB stand for a few hundred entries of megabytes)
+    local pad = ("x"):rep(10000)
+    ST.fill(redis, "in", 40, { record = function(i) return ('{"id":%d,"pad":"%s"}'):format(i, pad) end })
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    strand(redis, "in", "g", "dead", 20, 1)
+    local env = { MOONWAIT_REDIS_MAX_REPLY = "65536" }
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 100"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&claim_idle_ms=100")), H.q(redis.url("stream=out"))),
+      { dir = d, env = env })
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 60), "still running: " .. p.err())
+    assert.equal(0, p.rc(), p.err())
+    assert.matches("XREADGROUP of %d+ entries was over the reply limit; asking for %d+ at a time", p.err())
+    assert.matches("XAUTOCLAIM of %d+ entries was over the reply limit; asking for %d+ at a time", p.err())
+    local rep = ST.check_once(ST.read(redis, "out"), 40)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+    -- one entry alone over the limit: the run fails saying so (it no
+    -- longer reconnects and reads it again for ever)
+    ST.fill(redis, "in", 1, { first = 41, record = function(i) return ('{"id":%d,"pad":"%s"}'):format(i, pad:rep(8)) end })
+    p = ST.spawn(("run --script script.lua --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&until=empty")), H.q(redis.url("stream=out"))), { dir = d, env = env })
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 60), "still running: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("XREADGROUP of one entry of in: bad reply: a bulk of %d+ bytes: more than max_reply_bytes", p.err())
+  end)
+
   describe("refuses bad configuration with exit 2, naming the problem", function()
     -- The message must name it outside an echo of the URL itself.
     local function refused(input, output, extra, pattern)

@@ -87,6 +87,9 @@ struct rs_part {
     /* reading */
     int fetching;                 /* an XREADGROUP is out */
     size_t requested;             /* its COUNT */
+    size_t read_sent, claim_sent; /* the COUNT of the last read, claim sent */
+    size_t read_cap, claim_cap;   /* a reply was over the reply limit: the
+                                   * most entries asked at once since (0: no cap) */
     int pel;                      /* re-reading this consumer's pending entries first */
     char pel_cursor[48];
     int new_empty;                /* the last ">" read found nothing */

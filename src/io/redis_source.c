@@ -347,6 +347,8 @@ static void fetch(rs_part *p)
         want = s->u.count;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
+    if (p->read_cap && want > p->read_cap)
+        want = p->read_cap;
     char count[24], block[24];
     snprintf(count, sizeof count, "%zu", want);
     snprintf(block, sizeof block, "%d", s->u.until_empty ? BLOCK_UNTIL_EMPTY_MS : BLOCK_MS);
@@ -363,7 +365,7 @@ static void fetch(rs_part *p)
     int rc = redis_commandv(p->rd, fetched, p, argc, argv);
     if (rc == 0) {
         p->fetching = 1;
-        p->requested = want;
+        p->requested = p->read_sent = want;
     }
 }
 
@@ -429,6 +431,8 @@ static void claim(rs_part *p)
         want = share;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
+    if (p->claim_cap && want > p->claim_cap)
+        want = p->claim_cap;
     if (!want)
         return; /* when there is room (the reads wait meanwhile) */
     char idle[24], count[24];
@@ -437,7 +441,7 @@ static void claim(rs_part *p)
     const char *argv[] = { "XAUTOCLAIM", p->key, s->u.group, s->consumer, idle, p->claim_cursor, "COUNT", count };
     if (redis_commandv(p->cmd, claimed, p, 8, argv) == 0) {
         p->claiming = 1;
-        p->claim_requested = want;
+        p->claim_requested = p->claim_sent = want;
     }
 }
 
@@ -505,12 +509,21 @@ static void announce(rs_source *s, int up, const char *why)
 static void rd_state(void *ud, int state, const char *why);
 static void cmd_state(void *ud, int state, const char *why);
 
+/* The most bytes one reply may take (256 MiB). MOONWAIT_REDIS_MAX_REPLY
+ * lowers it, for the spec that checks a read over it asks for fewer. */
+static size_t max_reply(void)
+{
+    const char *e = getenv("MOONWAIT_REDIS_MAX_REPLY");
+    long long v = e ? strtoll(e, NULL, 10) : 0;
+    return v >= 4096 && v < (long long)MAX_REPLY ? (size_t)v : MAX_REPLY;
+}
+
 /* Connect p's two connections to its node. 0, or -1 (out of memory). */
 static int part_connect(rs_part *p)
 {
     rs_source *s = p->src;
-    p->rd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, rd_state, p);
-    p->cmd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, cmd_state, p);
+    p->rd = redis_conn_new(s->loop, p->host, p->port, s->u.password, max_reply(), rd_state, p);
+    p->cmd = redis_conn_new(s->loop, p->host, p->port, s->u.password, max_reply(), cmd_state, p);
     if (!p->rd || !p->cmd)
         return -1;
     redis_conn_set_asking(p->rd, p->asking);
@@ -565,9 +578,36 @@ int rs_redirected(rs_part *p, const char *err)
     return 0;
 }
 
+/* The connection was dropped because a reply was over the reply limit
+ * (entries of megabytes, COUNT entries at once): the same read after the
+ * reconnect would be too, for ever. Ask for fewer from now on: half as
+ * many, or as many entries of the size of the one that did not fit as
+ * half the limit holds, whichever is fewer (each try is a delivery of the
+ * entries it took, so few tries); an entry that does not fit alone fails
+ * the run. */
+static void too_big(rs_part *p, const char *why, const char *what, size_t sent, size_t *cap)
+{
+    if (!why || !strstr(why, "max_reply_bytes"))
+        return;
+    if (sent <= 1) {
+        rs_fail(p->src, "%s of one entry of %s: %s", what, p->key, why);
+        return;
+    }
+    const char *bulk = strstr(why, "a bulk of ");
+    unsigned long long size = bulk ? strtoull(bulk + 10, NULL, 10) : 0;
+    size_t fit = size ? (size_t)(max_reply() / 2 / (size + 64)) : sent;
+    *cap = sent / 2 < fit ? sent / 2 : fit;
+    if (!*cap)
+        *cap = 1;
+    fprintf(stderr, "moonwait: --input %s: %s of %zu entries was over the reply limit; asking for %zu at a time\n",
+            p->src->name, what, sent, *cap);
+}
+
 static void rd_state(void *ud, int state, const char *why)
 {
     rs_part *p = ud;
+    if (state != REDIS_UP)
+        too_big(p, why, "XREADGROUP", p->read_sent, &p->read_cap);
     p->rd_up = state == REDIS_UP;
     p->fetching = 0;
     p->requested = 0;
@@ -585,6 +625,8 @@ static void rd_state(void *ud, int state, const char *why)
 static void cmd_state(void *ud, int state, const char *why)
 {
     rs_part *p = ud;
+    if (state != REDIS_UP)
+        too_big(p, why, "XAUTOCLAIM", p->claim_sent, &p->claim_cap);
     p->cmd_up = state == REDIS_UP;
     p->group_asked = p->claiming = 0;
     announce(p->src, p->cmd_up, why);
@@ -617,6 +659,11 @@ static int src_next(mw_source *b, source_record *out)
         p->nready--;
         e->state = RS_OUT;
         s->last = e;
+        /* It takes a slot: the room the run set before this call is one
+         * less now, and a claim or read started from a callback before
+         * the next call must not count that slot as free. */
+        if (b->room)
+            b->room--;
         static char reason[160];
         *out = (source_record){ e->data, e->len, ++s->lineno, e->id, e->deliveries, NULL, (uint64_t)(uintptr_t)e };
         if (e->deliveries > s->u.max_deliveries) {
