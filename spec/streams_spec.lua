@@ -480,6 +480,15 @@ return { async_invoke = function(rec) time.sleep(0.4) return { rec } end }
       refused(redis.url("stream=in&until=empty"), redis.url("stream=out"), "", "group")
     end)
 
+    it("an output or dead-letter stream that is the input's own stream", function()
+      -- (it once ran, reading back its own outputs: the stream grew for
+      -- ever and until=empty never came)
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=in"), "", "same stream")
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),
+        "--on-error dead-letter --dead-letter " .. H.q(redis.url("stream=in")), "same stream")
+      assert.equal(5 * 2, ST.xlen(redis, "in"))   -- (refused() added 5 each time; nothing else)
+    end)
+
     it("--checkpoint-dir with a redis source", function()
       local d = H.tmpdir()
       refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),

@@ -329,3 +329,20 @@ char *redis_url_key(const redis_url *u, uint32_t i)
         return NULL;
     return k;
 }
+
+int redis_url_same_stream(const char *in, const char *out)
+{
+    if (!in || !out || !redis_url_is(in) || !redis_url_is(out))
+        return 0;
+    redis_url a, b;
+    char msg[400];
+    if (redis_url_parse(&a, in, REDIS_URL_SOURCE, msg, sizeof msg) != 0)
+        return 0;
+    int same = 0;
+    if (redis_url_parse(&b, out, REDIS_URL_SINK, msg, sizeof msg) == 0) {
+        same = redis_url_same_node(&a, &b) && !strcmp(a.stream, b.stream);
+        redis_url_free(&b);
+    }
+    redis_url_free(&a);
+    return same;
+}
