@@ -457,6 +457,26 @@ return { async_invoke = function(rec) time.sleep(0.4) return { rec } end }
     assert.matches("XREADGROUP of one entry of in: bad reply: a bulk of %d+ bytes: more than max_reply_bytes", p.err())
   end)
 
+  it("fails at once (exit 1, naming it) when a commit fails: the output key turned into a string mid-run", function()
+    -- (it once waited out the 5 s closing grace for commits that could
+    -- no longer be sent)
+    ST.fill(redis, "in", 200)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.1) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 10"):format(
+      H.q(redis.url("stream=in&group=g&until=empty")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out") > 0 end, 30), p.err())
+    ST.call(redis, "out", "DEL", "out")
+    ST.call(redis, "out", "SET", "out", "x")
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 2), "still running 2 s later: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("commit to out: WRONGTYPE", p.err())
+    assert.is_true(ST.pending(redis, "in", "g") > 0)   -- what was not committed stays pending
+  end)
+
   describe("refuses bad configuration with exit 2, naming the problem", function()
     -- The message must name it outside an echo of the URL itself.
     local function refused(input, output, extra, pattern)

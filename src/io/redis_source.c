@@ -757,7 +757,7 @@ static void on_tick(uv_timer_t *t)
     for (uint32_t i = 0; i < s->nparts; i++)
         rs_commit_kick(&s->parts[i]);
     /* Closing waits for the acks and commits in flight (or 5 s). */
-    if (s->closing && (rs_commit_idle(s) || s->failed || uv_now(s->loop) >= s->close_by))
+    if (s->closing && (rs_commit_idle(s) || s->failed || s->sink_failed || uv_now(s->loop) >= s->close_by))
         close_now(s);
 }
 
