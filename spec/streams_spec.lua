@@ -477,6 +477,37 @@ return { async_invoke = function(rec) time.sleep(0.1) return { rec } end }
     assert.is_true(ST.pending(redis, "in", "g") > 0)   -- what was not committed stays pending
   end)
 
+  it("rides out a Redis at maxclients (new connections refused with an error): back-off, then exactly once", function()
+    -- It once took the server's "ERR max number of clients reached" for
+    -- the answer to its first command and failed the run; and a commit
+    -- whose write failed at once (the server had reset the connection)
+    -- was never sent again, so the run hung for ever in its drain.
+    ST.fill(redis, "in", 300)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 20"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&consumer=c")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out") >= 20 end, 30), p.err())
+    -- (this helper's own connection stays; every other one is dropped)
+    ST.call(redis, "x", "CONFIG", "SET", "maxclients", "1")
+    finally(function() ST.call(redis, "x", "CONFIG", "SET", "maxclients", "10000") end)
+    ST.call(redis, "x", "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    os.execute("sleep 4")
+    assert.is_true(p.alive(), "it ended while the server refused connections: " .. p.err())
+    ST.call(redis, "x", "CONFIG", "SET", "maxclients", "10000")
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 30), "still running: " .. p.err())
+    assert.equal(0, p.rc(), p.err())
+    local rep = ST.check_once(ST.read(redis, "out"), 300)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+    -- dialled with back-off, not 10 times a second per connection
+    local _, lost = p.err():gsub("connection lost", "")
+    assert.is_true(lost <= 20, lost .. " connection losses in 4 s:\n" .. p.err())
+  end)
+
   describe("refuses bad configuration with exit 2, naming the problem", function()
     -- The message must name it outside an echo of the URL itself.
     local function refused(input, output, extra, pattern)
