@@ -140,7 +140,8 @@ struct rs_source {
     mw_sink *out, *dlq;           /* the run's sinks (paired or not) */
     mw_buf staged_out, staged_dlq;/* paired: lines handed since the last done */
     uint64_t accepted_bytes, committed_bytes; /* paired: output and dead-letter bytes */
-    uint64_t lost_ownership;      /* units skipped: the entry was no longer ours */
+    uint64_t lost_ownership;      /* units skipped: the entry was pending on another consumer */
+    uint64_t already_acked;       /* units skipped: the entry was pending on none */
     void (*flush_done[2])(void *ud);
     char sink_err[512];
     int sink_failed;

@@ -773,6 +773,11 @@ static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
                         "here (they idled past claim_idle_ms=%" PRIu64 "); their outputs here were dropped, the "
                         "other consumer's count\n",
                 s->name, s->lost_ownership, s->u.claim_idle_ms);
+    if (s->already_acked)
+        fprintf(stderr, "moonwait: --input %s: %" PRIu64 " entries were acked already when their commit ran (sent "
+                        "again after a lost reply, or claimed and committed by another consumer); their outputs "
+                        "here were dropped\n",
+                s->name, s->already_acked);
     /* Unpaired: ack what the sinks wrote; the rest stays pending for a
      * claim. The sinks close after this: forget them. */
     for (uint32_t i = 0; i < s->nparts; i++) {
