@@ -531,6 +531,19 @@ return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
       refused(redis.url("stream=in&until=empty"), redis.url("stream=out"), "", "group")
     end)
 
+    it("a password whose ? or @ is not %-escaped, without showing any of it", function()
+      for _, url in ipairs({
+        ("redis://:s3?cr3t@127.0.0.1:%d?stream=in&group=g&until=empty"):format(redis.port),
+        ("redis://:s3@cr3t/x?y@127.0.0.1:%d?stream=in&group=g&until=empty"):format(redis.port),
+      }) do
+        local r = run(PASS, url, redis.url("stream=out"))
+        assert.equal(2, r.code, r.err)
+        assert.is_nil(r.err:find("cr3t", 1, true), r.err)
+        assert.is_nil(r.err:find("s3", 1, true), r.err)
+        assert.matches("%%%-escape", r.err)
+      end
+    end)
+
     it("an output or dead-letter stream that is the input's own stream", function()
       -- (it once ran, reading back its own outputs: the stream grew for
       -- ever and until=empty never came)

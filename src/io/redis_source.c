@@ -885,12 +885,14 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
 
 char *rs_public_name(const char *url)
 {
-    /* redis://:secret@host... -> redis://:***@host... */
-    const char *at = strchr(url, '@');
-    const char *q = strchr(url, '?');
+    /* redis://:secret@host... -> redis://:***@host... A password whose
+     * @ ? / or % were not %-escaped still goes: everything up to the last
+     * @ is hidden (too much, when a parameter holds an @, rather than a
+     * piece of the password). */
+    const char *at = strrchr(url, '@');
     const char *colon = strstr(url, "://");
     char *out = NULL;
-    if (at && colon && (!q || at < q) && colon[3] == ':') {
+    if (at && colon && colon[3] == ':') {
         if (asprintf(&out, "%.*s:***%s", (int)(colon + 3 - url), url, at) < 0)
             out = NULL;
     } else {

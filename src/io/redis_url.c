@@ -226,8 +226,11 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
         return fail(u, err, errlen, "not a redis:// or redis+cluster:// URL");
     }
     const char *q = strchr(p, '?');
-    const char *auth_end = memchr(p, '@', q ? (size_t)(q - p) : strlen(p));
+    const char *auth_end = memrchr(p, '@', q ? (size_t)(q - p) : strlen(p)); /* (the last: an @ in the password) */
     int bad;
+    if (!auth_end && p[0] == ':')
+        return fail(u, err, errlen, "expected :PASSWORD@HOST:PORT (%%-escape an @, ?, /, # or %% in the password: "
+                                    "%%40, %%3F, %%2F, %%23, %%25)");
     if (auth_end) {
         /* [:PASSWORD@] (a user name is not supported: Redis 6 ACL users
          * would need "user:password"; say so rather than guess). */
@@ -250,8 +253,12 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
             return fail(u, err, errlen, "several hosts need redis+cluster://");
         if (u->nhosts == REDIS_URL_MAX_HOSTS)
             return fail(u, err, errlen, "more than %d hosts", REDIS_URL_MAX_HOSTS);
-        if (parse_host(&u->hosts[u->nhosts], p, (size_t)(e - p)) != 0)
+        if (parse_host(&u->hosts[u->nhosts], p, (size_t)(e - p)) != 0) {
+            if (u->password) /* (what is there may be the rest of a password with an @ in it) */
+                return fail(u, err, errlen, "bad host: expected HOST:PORT after the password (%%-escape an @, ?, "
+                                            "/, # or %% in it: %%40, %%3F, %%2F, %%23, %%25)");
             return fail(u, err, errlen, "bad host \"%.*s\": expected HOST:PORT", (int)(e - p), p);
+        }
         u->nhosts++;
         p = comma ? comma + 1 : e;
     }
