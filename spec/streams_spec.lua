@@ -695,6 +695,36 @@ return { async_invoke = function(rec) time.sleep(0.01) return { rec } end }
     assert.is_true(rep.ok, rep.summary)
     assert.equal(0, (ST.pending(redis, "in", "g")))
   end)
+
+  it("a SIGTERM while Redis is away ends after the 5 s wait for commits, not when Redis is back", function()
+    -- (its end waited for the commits of what it had completed for as
+    -- long as Redis was away: minutes, deaf to the first signal)
+    ST.fill(redis, "in2", 500)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
+]])
+    local cmd = "run --script script.lua --capacity 10 --mode unordered --input %s --output %s"
+    local p = ST.spawn(cmd:format(H.q(redis.url("stream=in2&group=g&consumer=c")), H.q(redis.url("stream=out2"))),
+      { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out2") >= 20 end, 30), p.err())
+    ST.close(redis)
+    redis.stop()
+    os.execute("sleep 0.5")
+    p.kill("TERM")
+    assert.is_truthy(p.wait(15), "still running 15 s after SIGTERM: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("no commit answered for 5000 ms at the end %(the connection is down%)", p.err())
+    redis.restart()
+    -- nothing lost: the same consumer takes up what was left pending
+    p = ST.spawn(cmd:format(H.q(redis.url("stream=in2&group=g&consumer=c&until=empty")), H.q(redis.url("stream=out2"))),
+      { dir = d })
+    assert.equal(0, p.wait(120), p.err())
+    local rep = ST.check_once(ST.read(redis, "out2"), 500)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in2", "g")))
+  end)
 end)
 
 describe("redis streams on a cluster (3 masters, 4 partitions)", function()

@@ -236,6 +236,8 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
     }
     s->committed_bytes += p->out.bytes;
     batch_reset(&p->out);
+    if (s->flush_done[0] || s->flush_done[1])
+        s->flush_by = uv_now(s->loop) + RS_FLUSH_WAIT_MS; /* (progress) */
     if (s->out && s->out->on_written)
         s->out->on_written(s->out->ud);
     send_batch(p);

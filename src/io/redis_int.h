@@ -143,6 +143,7 @@ struct rs_source {
     uint64_t lost_ownership;      /* units skipped: the entry was pending on another consumer */
     uint64_t already_acked;       /* units skipped: the entry was pending on none */
     void (*flush_done[2])(void *ud);
+    uint64_t flush_by;            /* the sinks' flush gives up when no commit was answered by then */
     char sink_err[512];
     int sink_failed;
     /* settings of the paired sinks */
@@ -160,6 +161,10 @@ void rs_fail(rs_source *s, const char *fmt, ...) __attribute__((format(printf, 2
  * cluster error (TRYAGAIN, CLUSTERDOWN): the partition moves or reconnects
  * and what was out is sent again. 1 when handled. */
 int rs_redirected(rs_part *p, const char *err);
+
+/* The end of a run waits this long for a commit to be answered (the
+ * sinks' flush), then fails: the entries stay pending for a claim. */
+#define RS_FLUSH_WAIT_MS 5000
 
 /* redis_commit.c */
 /* An entry (or no entry) left the run: commit or queue its ack. */

@@ -170,6 +170,7 @@ static void sk_flush(mw_sink *b, void (*done)(void *ud))
     rk_sink *k = (rk_sink *)b;
     if (k->paired) {
         k->paired->flush_done[k->which] = done;
+        k->paired->flush_by = uv_now(k->loop) + RS_FLUSH_WAIT_MS;
         rs_commit_flushed(k->paired);
         return;
     }

@@ -756,6 +756,24 @@ static void on_tick(uv_timer_t *t)
         return;
     for (uint32_t i = 0; i < s->nparts; i++)
         rs_commit_kick(&s->parts[i]);
+    /* The run's end waits for the commits of what it completed, not for
+     * ever: a server away (or silent) that long fails the flush, and the
+     * entries stay pending for a claim. */
+    if ((s->flush_done[0] || s->flush_done[1]) && !s->sink_failed && !rs_commit_idle(s) &&
+        uv_now(s->loop) >= s->flush_by) {
+        int down = 0;
+        for (uint32_t i = 0; i < s->nparts; i++)
+            down |= !s->parts[i].cmd_up;
+        snprintf(s->sink_err, sizeof s->sink_err, "no commit answered for %d ms at the end%s; the entries not "
+                 "committed stay pending for a claim", RS_FLUSH_WAIT_MS, down ? " (the connection is down)" : "");
+        s->sink_failed = 1;
+        /* (said here too: after a signal the run reports only the signal) */
+        fprintf(stderr, "moonwait: --input %s: %s\n", s->name, s->sink_err);
+        if (s->out && s->out->on_error)
+            s->out->on_error(s->out->ud);
+        rs_commit_flushed(s);
+        return;
+    }
     /* Closing waits for the acks and commits in flight (or 5 s). */
     if (s->closing && (rs_commit_idle(s) || s->failed || s->sink_failed || uv_now(s->loop) >= s->close_by))
         close_now(s);
