@@ -434,6 +434,120 @@ end }
     assert.is_true(by.c1 > 0 and by.c2 > 0, ("c1 %d, c2 %d"):format(by.c1, by.c2))
   end)
 
+  it("never holds more than --capacity 1 entry while it claims a dead consumer's idle entries", function()
+    -- A claim (or read) started from a callback once used the room as it
+    -- was before the last record was taken: one entry more than capacity
+    -- was claimed while a record ran, and sat fetched for its whole run.
+    ST.fill(redis, "in", 10)
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    strand(redis, "in", "g", "dead", 5, 1)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.4) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 1"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&consumer=me&claim_idle_ms=150&max_deliveries=1000")),
+      H.q(redis.url("stream=out"))), { dir = d })
+    local polls, over = 0, 0
+    H.wait_for(function()
+      local ok, _, per = pcall(ST.pending, redis, "in", "g")
+      if ok then
+        polls = polls + 1
+        if (per.me or 0) > 1 then over = over + 1 end
+      end
+      return not p.alive()
+    end, 60)
+    assert.equal(0, p.rc(), p.err())
+    assert.is_true(polls > 20, "polled " .. polls .. " times")
+    -- (an entry committing while the next is read can be seen for a
+    -- moment; one held beyond capacity for a record's run is not that)
+    assert.is_true(over * 5 <= polls, ("more than 1 entry pending on me in %d of %d polls"):format(over, polls))
+    local rep = ST.check_once(ST.read(redis, "out"), 10)
+    assert.is_true(rep.ok, rep.summary)
+  end)
+
+  it("asks for fewer entries at a time when a read or claim is over the reply limit; one entry over it fails", function()
+    -- (MOONWAIT_REDIS_MAX_REPLY lowers the 256 MiB limit, so that 40
+    -- entries of 10 kB stand for a few hundred entries of megabytes)
+    local pad = ("x"):rep(10000)
+    ST.fill(redis, "in", 40, { record = function(i) return ('{"id":%d,"pad":"%s"}'):format(i, pad) end })
+    ST.call(redis, "in", "XGROUP", "CREATE", "in", "g", "0")
+    strand(redis, "in", "g", "dead", 20, 1)
+    local env = { MOONWAIT_REDIS_MAX_REPLY = "65536" }
+    local d = H.tmpdir()
+    H.script(d, PASS)
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 100"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&claim_idle_ms=100")), H.q(redis.url("stream=out"))),
+      { dir = d, env = env })
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 60), "still running: " .. p.err())
+    assert.equal(0, p.rc(), p.err())
+    assert.matches("XREADGROUP of %d+ entries was over the reply limit; asking for %d+ at a time", p.err())
+    assert.matches("XAUTOCLAIM of %d+ entries was over the reply limit; asking for %d+ at a time", p.err())
+    local rep = ST.check_once(ST.read(redis, "out"), 40)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+    -- one entry alone over the limit: the run fails saying so (it no
+    -- longer reconnects and reads it again for ever)
+    ST.fill(redis, "in", 1, { first = 41, record = function(i) return ('{"id":%d,"pad":"%s"}'):format(i, pad:rep(8)) end })
+    p = ST.spawn(("run --script script.lua --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&until=empty")), H.q(redis.url("stream=out"))), { dir = d, env = env })
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 60), "still running: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("XREADGROUP of one entry of in: bad reply: a bulk of %d+ bytes: more than max_reply_bytes", p.err())
+  end)
+
+  it("fails at once (exit 1, naming it) when a commit fails: the output key turned into a string mid-run", function()
+    -- (it once waited out the 5 s closing grace for commits that could
+    -- no longer be sent)
+    ST.fill(redis, "in", 200)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.1) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 10"):format(
+      H.q(redis.url("stream=in&group=g&until=empty")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out") > 0 end, 30), p.err())
+    ST.call(redis, "out", "DEL", "out")
+    ST.call(redis, "out", "SET", "out", "x")
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 2), "still running 2 s later: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("commit to out: WRONGTYPE", p.err())
+    assert.is_true(ST.pending(redis, "in", "g") > 0)   -- what was not committed stays pending
+  end)
+
+  it("rides out a Redis at maxclients (new connections refused with an error): back-off, then exactly once", function()
+    -- It once took the server's "ERR max number of clients reached" for
+    -- the answer to its first command and failed the run; and a commit
+    -- whose write failed at once (the server had reset the connection)
+    -- was never sent again, so the run hung for ever in its drain.
+    ST.fill(redis, "in", 300)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --input %s --output %s --capacity 20"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&consumer=c")), H.q(redis.url("stream=out"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out") >= 20 end, 30), p.err())
+    -- (this helper's own connection stays; every other one is dropped)
+    ST.call(redis, "x", "CONFIG", "SET", "maxclients", "1")
+    finally(function() ST.call(redis, "x", "CONFIG", "SET", "maxclients", "10000") end)
+    ST.call(redis, "x", "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    os.execute("sleep 4")
+    assert.is_true(p.alive(), "it ended while the server refused connections: " .. p.err())
+    ST.call(redis, "x", "CONFIG", "SET", "maxclients", "10000")
+    assert.is_truthy(H.wait_for(function() return not p.alive() end, 30), "still running: " .. p.err())
+    assert.equal(0, p.rc(), p.err())
+    local rep = ST.check_once(ST.read(redis, "out"), 300)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in", "g")))
+    -- dialled with back-off, not 10 times a second per connection
+    local _, lost = p.err():gsub("connection lost", "")
+    assert.is_true(lost <= 20, lost .. " connection losses in 4 s:\n" .. p.err())
+  end)
+
   describe("refuses bad configuration with exit 2, naming the problem", function()
     -- The message must name it outside an echo of the URL itself.
     local function refused(input, output, extra, pattern)
@@ -455,6 +569,28 @@ end }
 
     it("no group", function()
       refused(redis.url("stream=in&until=empty"), redis.url("stream=out"), "", "group")
+    end)
+
+    it("a password whose ? or @ is not %-escaped, without showing any of it", function()
+      for _, url in ipairs({
+        ("redis://:s3?cr3t@127.0.0.1:%d?stream=in&group=g&until=empty"):format(redis.port),
+        ("redis://:s3@cr3t/x?y@127.0.0.1:%d?stream=in&group=g&until=empty"):format(redis.port),
+      }) do
+        local r = run(PASS, url, redis.url("stream=out"))
+        assert.equal(2, r.code, r.err)
+        assert.is_nil(r.err:find("cr3t", 1, true), r.err)
+        assert.is_nil(r.err:find("s3", 1, true), r.err)
+        assert.matches("%%%-escape", r.err)
+      end
+    end)
+
+    it("an output or dead-letter stream that is the input's own stream", function()
+      -- (it once ran, reading back its own outputs: the stream grew for
+      -- ever and until=empty never came)
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=in"), "", "same stream")
+      refused(redis.url("stream=in&group=g&until=empty"), redis.url("stream=out"),
+        "--on-error dead-letter --dead-letter " .. H.q(redis.url("stream=in")), "same stream")
+      assert.equal(5 * 2, ST.xlen(redis, "in"))   -- (refused() added 5 each time; nothing else)
     end)
 
     it("--checkpoint-dir with a redis source", function()
@@ -599,6 +735,36 @@ return { async_invoke = function(rec) time.sleep(0.01) return { rec } end }
     assert.is_true(rep.ok, rep.summary)
     assert.equal(0, (ST.pending(redis, "in", "g")))
   end)
+
+  it("a SIGTERM while Redis is away ends after the 5 s wait for commits, not when Redis is back", function()
+    -- (its end waited for the commits of what it had completed for as
+    -- long as Redis was away: minutes, deaf to the first signal)
+    ST.fill(redis, "in2", 500)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
+]])
+    local cmd = "run --script script.lua --capacity 10 --mode unordered --input %s --output %s"
+    local p = ST.spawn(cmd:format(H.q(redis.url("stream=in2&group=g&consumer=c")), H.q(redis.url("stream=out2"))),
+      { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "out2") >= 20 end, 30), p.err())
+    ST.close(redis)
+    redis.stop()
+    os.execute("sleep 0.5")
+    p.kill("TERM")
+    assert.is_truthy(p.wait(15), "still running 15 s after SIGTERM: " .. p.err())
+    assert.equal(1, p.rc(), p.err())
+    assert.matches("no commit answered for 5000 ms at the end %(the connection is down%)", p.err())
+    redis.restart()
+    -- nothing lost: the same consumer takes up what was left pending
+    p = ST.spawn(cmd:format(H.q(redis.url("stream=in2&group=g&consumer=c&until=empty")), H.q(redis.url("stream=out2"))),
+      { dir = d })
+    assert.equal(0, p.wait(120), p.err())
+    local rep = ST.check_once(ST.read(redis, "out2"), 500)
+    assert.is_true(rep.ok, rep.summary)
+    assert.equal(0, (ST.pending(redis, "in2", "g")))
+  end)
 end)
 
 describe("redis streams: what a new user ran into", function()
@@ -616,7 +782,7 @@ describe("redis streams: what a new user ran into", function()
     ST.fill(redis, "loop", 3)
     local r = run(PASS, redis.url("stream=loop&group=g&until=empty"), redis.url("stream=loop"))
     assert.equal(2, r.code, r.err)
-    assert.matches("--output loop: the stream --input reads", r.err, 1, true)
+    assert.matches("--input and --output name the same stream", r.err, 1, true)
     -- the same server under another name is the same server
     local other = redis.url("stream=loop&group=g&until=empty"):gsub("127%.0%.0%.1", "localhost")
     r = run(PASS, redis.url("stream=in2&group=g&until=empty"), redis.url("stream=o2"),
@@ -624,6 +790,7 @@ describe("redis streams: what a new user ran into", function()
     assert.equal(0, r.code, r.err)
     r = run(PASS, other, redis.url("stream=loop"))
     assert.equal(2, r.code, r.err)
+    assert.matches("--output loop: the stream --input reads", r.err, 1, true)
     assert.equal(3, ST.xlen(redis, "loop"))
   end)
 

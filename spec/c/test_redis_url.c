@@ -149,6 +149,40 @@ static void test_same_node(void)
     redis_url_free(&c);
 }
 
+/* A password with an unescaped @ or ? once came back, in part, in the
+ * message ("bad host \"ss:w\"", "bad host \":pa\""). */
+static void test_an_unescaped_password_is_not_echoed(void)
+{
+    const char *want = "expected :PASSWORD@HOST:PORT (%-escape an @, ?, /, # or % in the password: %40, %3F, %2F, "
+                       "%23, %25)";
+    expect_error("redis://:pa?ss@h:1?stream=s&group=g", REDIS_URL_SOURCE, want);
+    expect_error("redis://:pa?ss@h:1", REDIS_URL_SINK, want);
+    expect_error("redis://:p@ss:w@h?stream=s&group=g", REDIS_URL_SOURCE,
+                 "bad host: expected HOST:PORT after the password (%-escape an @, ?, /, # or % in it: %40, %3F, "
+                 "%2F, %23, %25)");
+    /* an @ in it is taken as it is (the host follows the last @) */
+    redis_url u;
+    char err[300] = "";
+    ASSERT_INT_EQ(redis_url_parse(&u, "redis://:p@ss:w@h:1?stream=s&group=g", REDIS_URL_SOURCE, err, sizeof err), 0);
+    ASSERT_STR_EQ(u.password, "p@ss:w");
+    ASSERT_STR_EQ(u.hosts[0].host, "h");
+    redis_url_free(&u);
+}
+
+/* An output naming the input's own stream. */
+static void test_same_stream(void)
+{
+    ASSERT(redis_url_same_stream("redis://h:1?stream=s&group=g", "redis://h:1?stream=s"));
+    ASSERT(redis_url_same_stream("redis://h:1/?stream=s&group=g&until=empty", "redis://h:1?stream=s&maxlen=5"));
+    ASSERT(redis_url_same_stream("redis+cluster://a:1?stream=s&partitions=2&group=g",
+                                 "redis+cluster://a:1?stream=s&partitions=2"));
+    ASSERT(!redis_url_same_stream("redis://h:1?stream=s&group=g", "redis://h:1?stream=t"));
+    ASSERT(!redis_url_same_stream("redis://h:1?stream=s&group=g", "redis://h:2?stream=s"));
+    ASSERT(!redis_url_same_stream("redis://h:1?stream=s&group=g", "out.jsonl"));
+    ASSERT(!redis_url_same_stream("redis://h:1?stream=s&group=g", NULL));
+    ASSERT(!redis_url_same_stream("redis://h:1?stream=s", "redis://h:1?stream=s")); /* (no group: refused on open) */
+}
+
 static void test_key_slots_match_redis(void)
 {
     /* (values from a real server's CLUSTER KEYSLOT) */
@@ -241,5 +275,6 @@ static void test_slots_out_of_range_are_refused(void)
 
 TEST_MAIN("redis_url",
           T(test_a_source_with_every_parameter), T(test_defaults), T(test_a_cluster_with_seeds_and_partitions),
-          T(test_mistakes_name_the_parameter), T(test_same_node), T(test_key_slots_match_redis),
-          T(test_slots_and_redirections), T(test_slots_out_of_range_are_refused))
+          T(test_mistakes_name_the_parameter), T(test_same_node), T(test_an_unescaped_password_is_not_echoed),
+          T(test_same_stream), T(test_key_slots_match_redis), T(test_slots_and_redirections),
+          T(test_slots_out_of_range_are_refused))

@@ -3,6 +3,10 @@
 #include "../../src/net/resp.h"
 #include "test.h"
 
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #define MB (64u * 1024 * 1024)
 
 /* Feed s whole: the result, with *r holding the tape. */
@@ -181,6 +185,38 @@ static void test_limits_bound_memory(void)
     resp_free(&r);
 }
 
+/* A long line that arrives in pieces is searched for its end once, not
+ * from its start again with every piece: 60 MiB in 8 KiB pieces took
+ * tens of seconds of memchr (a peer that never sends the newline kept a
+ * core busy); now milliseconds. The bound is loose on purpose. */
+static void test_long_line_in_pieces_is_scanned_once(void)
+{
+    size_t n = 60u * 1024 * 1024;
+    char *line = malloc(n + 2);
+    ASSERT(line != NULL);
+    memset(line, 'a', n);
+    line[0] = '+';
+    memcpy(line + n, "\r\n", 2);
+    resp_reader r;
+    size_t used = 0;
+    resp_init(&r, MB, 10, 4);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = RESP_MORE;
+    for (size_t k = 8192; rc == RESP_MORE; k = k + 8192 < n + 2 ? k + 8192 : n + 2)
+        rc = resp_feed(&r, line, k, &used);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ASSERT_INT_EQ(rc, RESP_DONE);
+    ASSERT_UINT_EQ(used, n + 2);
+    ASSERT_INT_EQ(r.nodes[0].type, RESP_STATUS);
+    ASSERT_UINT_EQ(r.nodes[0].n, n - 1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ASSERT(secs < 3.0);
+    resp_free(&r);
+    free(line);
+}
+
 TEST_MAIN("resp",
           T(test_simple_values), T(test_bulks_hold_any_bytes), T(test_nested_arrays_as_a_tape),
-          T(test_replies_back_to_back), T(test_bad_replies_are_named), T(test_limits_bound_memory))
+          T(test_replies_back_to_back), T(test_bad_replies_are_named), T(test_limits_bound_memory),
+          T(test_long_line_in_pieces_is_scanned_once))

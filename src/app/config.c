@@ -205,6 +205,12 @@ int config_check_files(const config *c, char **err)
             f[i].create = would_create(f[i].path);
     }
     int rc = 0;
+    for (int j = 1; j < 3 && !rc; j++)
+        if (io_same_stream(c->input, f[j].path)) {
+            *err = mw_str_fmt("--input and %s name the same stream: what is written to it would be read again as "
+                              "input, for ever; give %s another stream", f[j].flag, f[j].flag);
+            rc = -1;
+        }
     for (int i = 0; i < 3 && !rc; i++)
         for (int j = i + 1; j < 3 && !rc; j++) {
             int same = f[i].exists && f[j].exists ? f[i].st.st_dev == f[j].st.st_dev && f[i].st.st_ino == f[j].st.st_ino

@@ -261,6 +261,10 @@ void flow_pump(run *r)
         if (pull(r) != 0)
             break;
     }
+    /* What the loop took (records, watermarks) is in the queue now: a
+     * broker that fetches from a callback before the next pump sees the
+     * room as it is, not as it was before the last record. */
+    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
     r->pumping = 0;
     timeouts_rearm(&r->tmo);
     flow_finish_if_done(r);

@@ -31,6 +31,15 @@ int io_sink_open(mw_sink **out, uv_loop_t *loop, const char *name, uint64_t keep
  * its connection. 0, or -1 with a message in *err (malloc'd). */
 int io_bind(mw_source *src, mw_sink *out, mw_sink *dlq, char **err);
 
+/* Does the output `out` name the very stream the input `in` reads (the
+ * same server, or cluster, and key)? Its outputs would be read again as
+ * input, for ever. 1 or 0 (0 also when either is not a valid URL: opening
+ * it says why). */
+static inline int io_same_stream(const char *in, const char *out)
+{
+    return redis_url_same_stream(in, out);
+}
+
 /* Is `name` a broker (positions are the broker's: no --checkpoint-dir)? */
 static inline int io_is_broker(const char *name)
 {

@@ -35,9 +35,11 @@ static size_t batch_units(void)
  * stream. ARGV: group, consumer, output field, output maxlen ("0": none),
  * dead-letter field, its maxlen; then per unit: entry id ("" for outputs of
  * no entry), the number of output lines, of dead-letter lines, the lines.
- * Returns 1 per unit committed, 0 per unit skipped because its entry is no
- * longer pending for this consumer (acked by an earlier call whose reply
- * was lost, or claimed by another consumer: its outputs are theirs to add).
+ * Returns per unit: 1 committed; skipped because its entry is no longer
+ * pending for this consumer: 0 when it is pending on another (claimed: its
+ * outputs are theirs to add), 2 when it is pending on none (acked already:
+ * by an earlier call whose reply was lost, or by the consumer that claimed
+ * it).
  */
 static const char COMMIT_LUA[] =
     "local function add(key, field, maxlen, v)\n"
@@ -54,7 +56,7 @@ static const char COMMIT_LUA[] =
     "    for j = i + no, i + no + nd - 1 do add(KEYS[3], ARGV[5], ARGV[6], ARGV[j]) end\n"
     "    if id ~= '' then redis.call('XACK', KEYS[1], ARGV[1], id) end\n"
     "  end\n"
-    "  res[#res + 1] = own and 1 or 0\n"
+    "  res[#res + 1] = own and 1 or (#redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0 and 0 or 2)\n"
     "  i = i + no + nd\n"
     "end\n"
     "return res\n";
@@ -231,11 +233,15 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
         rs_entry *e = p->out.entries[i];
         if (r->nodes[1 + i].type == RESP_INT && r->nodes[1 + i].i == 0)
             s->lost_ownership++;
+        else if (r->nodes[1 + i].type == RESP_INT && r->nodes[1 + i].i == 2)
+            s->already_acked++;
         if (e)
             rs_entry_free(p, e);
     }
     s->committed_bytes += p->out.bytes;
     batch_reset(&p->out);
+    if (s->flush_done[0] || s->flush_done[1])
+        s->flush_by = uv_now(s->loop) + RS_FLUSH_WAIT_MS; /* (progress) */
     if (s->out && s->out->on_written)
         s->out->on_written(s->out->ud);
     send_batch(p);

@@ -88,6 +88,9 @@ struct rs_part {
     /* reading */
     int fetching;                 /* an XREADGROUP is out */
     size_t requested;             /* its COUNT */
+    size_t read_sent, claim_sent; /* the COUNT of the last read, claim sent */
+    size_t read_cap, claim_cap;   /* a reply was over the reply limit: the
+                                   * most entries asked at once since (0: no cap) */
     int pel;                      /* re-reading this consumer's pending entries first */
     char pel_cursor[48];
     int new_empty;                /* the last ">" read found nothing */
@@ -141,8 +144,10 @@ struct rs_source {
     mw_sink *out, *dlq;           /* the run's sinks (paired or not) */
     mw_buf staged_out, staged_dlq;/* paired: lines handed since the last done */
     uint64_t accepted_bytes, committed_bytes; /* paired: output and dead-letter bytes */
-    uint64_t lost_ownership;      /* units skipped: the entry was no longer ours */
+    uint64_t lost_ownership;      /* units skipped: the entry was pending on another consumer */
+    uint64_t already_acked;       /* units skipped: the entry was pending on none */
     void (*flush_done[2])(void *ud);
+    uint64_t flush_by;            /* the sinks' flush gives up when no commit was answered by then */
     char sink_err[512];
     int sink_failed;
     /* settings of the paired sinks */
@@ -166,6 +171,10 @@ int rs_redirected(rs_part *p, const char *err);
 /* The group went away mid-run: the run fails (making it again would read
  * the stream again from `start`). */
 void rs_group_gone(rs_part *p);
+
+/* The end of a run waits this long for a commit to be answered (the
+ * sinks' flush), then fails: the entries stay pending for a claim. */
+#define RS_FLUSH_WAIT_MS 5000
 
 /* redis_commit.c */
 /* An entry (or no entry) left the run: commit or queue its ack. */

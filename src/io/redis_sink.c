@@ -171,7 +171,10 @@ static void sk_flush(mw_sink *b, void (*done)(void *ud))
     rk_sink *k = (rk_sink *)b;
     if (k->paired) {
         k->paired->flush_done[k->which] = done;
-        rs_commit_flushed(k->paired);
+        rs_source *s = k->paired;
+        s->flush_by = uv_now(k->loop) + RS_FLUSH_WAIT_MS;
+        rs_tick(s); /* (the wait is timed by the tick) */
+        rs_commit_flushed(s); /* (may close k and s: the last use) */
         return;
     }
     k->flush_done = done;

@@ -411,6 +411,8 @@ static void fetch(rs_part *p)
         want = s->u.count;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
+    if (p->read_cap && want > p->read_cap)
+        want = p->read_cap;
     char count[24], block[24];
     snprintf(count, sizeof count, "%zu", want);
     snprintf(block, sizeof block, "%d", s->u.until_empty ? BLOCK_UNTIL_EMPTY_MS : BLOCK_MS);
@@ -427,7 +429,7 @@ static void fetch(rs_part *p)
     int rc = redis_commandv(p->rd, fetched, p, argc, argv);
     if (rc == 0) {
         p->fetching = 1;
-        p->requested = want;
+        p->requested = p->read_sent = want;
     }
 }
 
@@ -495,6 +497,8 @@ static void claim(rs_part *p)
         want = share;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
+    if (p->claim_cap && want > p->claim_cap)
+        want = p->claim_cap;
     if (!want)
         return; /* when there is room (the reads wait meanwhile) */
     char idle[24], count[24];
@@ -503,7 +507,7 @@ static void claim(rs_part *p)
     const char *argv[] = { "XAUTOCLAIM", p->key, s->u.group, s->consumer, idle, p->claim_cursor, "COUNT", count };
     if (redis_commandv(p->cmd, claimed, p, 8, argv) == 0) {
         p->claiming = 1;
-        p->claim_requested = want;
+        p->claim_requested = p->claim_sent = want;
     }
 }
 
@@ -574,12 +578,21 @@ static void announce(rs_source *s, int up, const char *why)
 static void rd_state(void *ud, int state, const char *why);
 static void cmd_state(void *ud, int state, const char *why);
 
+/* The most bytes one reply may take (256 MiB). MOONWAIT_REDIS_MAX_REPLY
+ * lowers it, for the spec that checks a read over it asks for fewer. */
+static size_t max_reply(void)
+{
+    const char *e = getenv("MOONWAIT_REDIS_MAX_REPLY");
+    long long v = e ? strtoll(e, NULL, 10) : 0;
+    return v >= 4096 && v < (long long)MAX_REPLY ? (size_t)v : MAX_REPLY;
+}
+
 /* Connect p's two connections to its node. 0, or -1 (out of memory). */
 static int part_connect(rs_part *p)
 {
     rs_source *s = p->src;
-    p->rd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, rd_state, p);
-    p->cmd = redis_conn_new(s->loop, p->host, p->port, s->u.password, MAX_REPLY, cmd_state, p);
+    p->rd = redis_conn_new(s->loop, p->host, p->port, s->u.password, max_reply(), rd_state, p);
+    p->cmd = redis_conn_new(s->loop, p->host, p->port, s->u.password, max_reply(), cmd_state, p);
     if (!p->rd || !p->cmd)
         return -1;
     redis_conn_set_asking(p->rd, p->asking);
@@ -638,9 +651,36 @@ int rs_redirected(rs_part *p, const char *err)
     return 0;
 }
 
+/* The connection was dropped because a reply was over the reply limit
+ * (entries of megabytes, COUNT entries at once): the same read after the
+ * reconnect would be too, for ever. Ask for fewer from now on: half as
+ * many, or as many entries of the size of the one that did not fit as
+ * half the limit holds, whichever is fewer (each try is a delivery of the
+ * entries it took, so few tries); an entry that does not fit alone fails
+ * the run. */
+static void too_big(rs_part *p, const char *why, const char *what, size_t sent, size_t *cap)
+{
+    if (!why || !strstr(why, "max_reply_bytes"))
+        return;
+    if (sent <= 1) {
+        rs_fail(p->src, "%s of one entry of %s: %s", what, p->key, why);
+        return;
+    }
+    const char *bulk = strstr(why, "a bulk of ");
+    unsigned long long size = bulk ? strtoull(bulk + 10, NULL, 10) : 0;
+    size_t fit = size ? (size_t)(max_reply() / 2 / (size + 64)) : sent;
+    *cap = sent / 2 < fit ? sent / 2 : fit;
+    if (!*cap)
+        *cap = 1;
+    fprintf(stderr, "moonwait: --input %s: %s of %zu entries was over the reply limit; asking for %zu at a time\n",
+            p->src->name, what, sent, *cap);
+}
+
 static void rd_state(void *ud, int state, const char *why)
 {
     rs_part *p = ud;
+    if (state != REDIS_UP)
+        too_big(p, why, "XREADGROUP", p->read_sent, &p->read_cap);
     p->rd_up = state == REDIS_UP;
     p->fetching = 0;
     p->requested = 0;
@@ -658,6 +698,8 @@ static void rd_state(void *ud, int state, const char *why)
 static void cmd_state(void *ud, int state, const char *why)
 {
     rs_part *p = ud;
+    if (state != REDIS_UP)
+        too_big(p, why, "XAUTOCLAIM", p->claim_sent, &p->claim_cap);
     p->cmd_up = state == REDIS_UP;
     p->group_asked = p->claiming = 0;
     announce(p->src, p->cmd_up, why);
@@ -690,6 +732,11 @@ static int src_next(mw_source *b, source_record *out)
         p->nready--;
         e->state = RS_OUT;
         s->last = e;
+        /* It takes a slot: the room the run set before this call is one
+         * less now, and a claim or read started from a callback before
+         * the next call must not count that slot as free. */
+        if (b->room)
+            b->room--;
         static char reason[160];
         *out = (source_record){ e->data, e->len, ++s->lineno, e->id, e->deliveries, NULL, (uint64_t)(uintptr_t)e };
         if (e->deliveries > s->u.max_deliveries) {
@@ -776,10 +823,11 @@ static void close_now(rs_source *s)
 #define CLOSE_WAIT_MS 5000
 
 /* Does anything wait for the tick: acks waiting for the sinks to write,
- * a commit that could not be built (out of memory), the close? */
+ * a commit that could not be built (out of memory), the end's flush (it
+ * gives up after RS_FLUSH_WAIT_MS), the close? */
 static int tick_needed(const rs_source *s)
 {
-    if (s->closing)
+    if (s->closing || ((s->flush_done[0] || s->flush_done[1]) && !rs_commit_idle(s)))
         return 1;
     for (uint32_t i = 0; i < s->nparts; i++) {
         const rs_part *p = &s->parts[i];
@@ -796,8 +844,26 @@ static void on_tick(uv_timer_t *t)
         return;
     for (uint32_t i = 0; i < s->nparts; i++)
         rs_commit_kick(&s->parts[i]);
+    /* The run's end waits for the commits of what it completed, not for
+     * ever: a server away (or silent) that long fails the flush, and the
+     * entries stay pending for a claim. */
+    if ((s->flush_done[0] || s->flush_done[1]) && !s->sink_failed && !rs_commit_idle(s) &&
+        uv_now(s->loop) >= s->flush_by) {
+        int down = 0;
+        for (uint32_t i = 0; i < s->nparts; i++)
+            down |= !s->parts[i].cmd_up;
+        snprintf(s->sink_err, sizeof s->sink_err, "no commit answered for %d ms at the end%s; the entries not "
+                 "committed stay pending for a claim", RS_FLUSH_WAIT_MS, down ? " (the connection is down)" : "");
+        s->sink_failed = 1;
+        /* (said here too: after a signal the run reports only the signal) */
+        fprintf(stderr, "moonwait: --input %s: %s\n", s->name, s->sink_err);
+        if (s->out && s->out->on_error)
+            s->out->on_error(s->out->ud);
+        rs_commit_flushed(s);
+        return;
+    }
     /* Closing waits for the acks and commits in flight (or 5 s). */
-    if (s->closing && (rs_commit_idle(s) || s->failed || uv_now(s->loop) >= s->close_by))
+    if (s->closing && (rs_commit_idle(s) || s->failed || s->sink_failed || uv_now(s->loop) >= s->close_by))
         close_now(s);
     else if (!tick_needed(s))
         uv_timer_stop(&s->tick); /* (an idle consumer does not wake up) */
@@ -821,6 +887,11 @@ static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
                         "here (they idled past claim_idle_ms=%" PRIu64 "); their outputs here were dropped, the "
                         "other consumer's count\n",
                 s->name, s->lost_ownership, s->u.claim_idle_ms);
+    if (s->already_acked)
+        fprintf(stderr, "moonwait: --input %s: %" PRIu64 " entries were acked already when their commit ran (sent "
+                        "again after a lost reply, or claimed and committed by another consumer); their outputs "
+                        "here were dropped\n",
+                s->name, s->already_acked);
     /* Unpaired: ack what the sinks wrote; the rest stays pending for a
      * claim. The sinks close after this: forget them. */
     for (uint32_t i = 0; i < s->nparts; i++) {
@@ -899,7 +970,8 @@ static int same_server(const rs_source *s, const mw_sink *k)
 }
 
 /* A sink writing into the stream it reads: every output would be read
- * again, for ever. */
+ * again, for ever. (config.c refuses the same URL before anything opens;
+ * this finds the same server under another name, by its run_id.) */
 static int loops(const rs_source *s, const mw_sink *k)
 {
     return same_server(s, k) && strcmp(redis_sink_url(k)->stream, s->u.stream) == 0;
@@ -963,13 +1035,14 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
 
 char *rs_public_name(const char *url)
 {
-    /* redis://:secret@host... -> redis://:***@host... (the last '@' before
-     * the query: a password may hold one) */
-    const char *q = strchr(url, '?');
-    const char *at = memrchr(url, '@', q ? (size_t)(q - url) : strlen(url));
+    /* redis://:secret@host... -> redis://:***@host... A password whose
+     * @ ? / or % were not %-escaped still goes: everything up to the last
+     * @ is hidden (too much, when a parameter holds an @, rather than a
+     * piece of the password). */
+    const char *at = strrchr(url, '@');
     const char *colon = strstr(url, "://");
     char *out = NULL;
-    if (at && colon && (!q || at < q) && colon[3] == ':') {
+    if (at && colon && colon[3] == ':') {
         if (asprintf(&out, "%.*s:***%s", (int)(colon + 3 - url), url, at) < 0)
             out = NULL;
     } else {

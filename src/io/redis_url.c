@@ -235,6 +235,9 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
     /* (the last '@': a password may hold one) */
     const char *auth_end = memrchr(p, '@', q ? (size_t)(q - p) : strlen(p));
     int bad;
+    if (!auth_end && p[0] == ':')
+        return fail(u, err, errlen, "expected :PASSWORD@HOST:PORT (%%-escape an @, ?, /, # or %% in the password: "
+                                    "%%40, %%3F, %%2F, %%23, %%25)");
     if (auth_end) {
         /* [:PASSWORD@] (a user name is not supported: Redis 6 ACL users
          * would need "user:password"; say so rather than guess). */
@@ -257,8 +260,12 @@ int redis_url_parse(redis_url *u, const char *s, int role, char *err, size_t err
             return fail(u, err, errlen, "several hosts need redis+cluster://");
         if (u->nhosts == REDIS_URL_MAX_HOSTS)
             return fail(u, err, errlen, "more than %d hosts", REDIS_URL_MAX_HOSTS);
-        if (parse_host(&u->hosts[u->nhosts], p, (size_t)(e - p)) != 0)
+        if (parse_host(&u->hosts[u->nhosts], p, (size_t)(e - p)) != 0) {
+            if (u->password) /* (what is there may be the rest of a password with an @ in it) */
+                return fail(u, err, errlen, "bad host: expected HOST:PORT after the password (%%-escape an @, ?, "
+                                            "/, # or %% in it: %%40, %%3F, %%2F, %%23, %%25)");
             return fail(u, err, errlen, "bad host \"%.*s\": expected HOST:PORT", (int)(e - p), p);
+        }
         u->nhosts++;
         p = comma ? comma + 1 : e;
     }
@@ -351,4 +358,21 @@ char *redis_url_key(const redis_url *u, uint32_t i)
     if (u->cluster ? asprintf(&k, "%s{%u}", u->stream, i) < 0 : !(k = strdup(u->stream)))
         return NULL;
     return k;
+}
+
+int redis_url_same_stream(const char *in, const char *out)
+{
+    if (!in || !out || !redis_url_is(in) || !redis_url_is(out))
+        return 0;
+    redis_url a, b;
+    char msg[400];
+    if (redis_url_parse(&a, in, REDIS_URL_SOURCE, msg, sizeof msg) != 0)
+        return 0;
+    int same = 0;
+    if (redis_url_parse(&b, out, REDIS_URL_SINK, msg, sizeof msg) == 0) {
+        same = redis_url_same_node(&a, &b) && !strcmp(a.stream, b.stream);
+        redis_url_free(&b);
+    }
+    redis_url_free(&a);
+    return same;
 }

@@ -60,6 +60,11 @@ void redis_url_free(redis_url *u);
 /* Do a and b name the same server (first host, port, password)? */
 int redis_url_same_node(const redis_url *a, const redis_url *b);
 
+/* Does the output URL `out` name the stream the input URL `in` reads (the
+ * same node, or cluster, and stream)? 0 also when either is not a valid
+ * URL (opening it says why). */
+int redis_url_same_stream(const char *in, const char *out);
+
 /* The stream key of partition i: KEY, or KEY{i} in a cluster. malloc'd. */
 char *redis_url_key(const redis_url *u, uint32_t i);
 

@@ -31,6 +31,9 @@ struct redis_conn {
                               * timeout; while connected, the reply timeout */
     uint64_t reply_timeout_ms;
     int up, closing, dialling, authing;
+    int broken;              /* a write failed inside a command: lost at the next turn */
+    int answered;            /* a reply came on this connection (the back-off starts
+                              * again from its least only then) */
     int asking;              /* ASKING before every command */
     uint64_t backoff_ms;
     mw_buf out;              /* commands not yet handed to the socket */
@@ -102,7 +105,8 @@ static void lose(redis_conn *c, const char *why)
         c->conn = NULL;
     }
     net_dial_cancel(&c->dial);
-    c->dialling = c->authing = c->up = c->writing = 0;
+    int answered = c->answered;
+    c->dialling = c->authing = c->up = c->writing = c->broken = c->answered = 0;
     c->out.len = 0;
     resp_next_reply(&c->rd);
     uv_timer_stop(&c->timer);
@@ -118,7 +122,10 @@ static void lose(redis_conn *c, const char *why)
         c->on_state(c->ud, REDIS_DOWN, c->why);
     if (c->closing)
         return;
-    if (was_up)
+    /* A server that takes the connection and drops it before answering
+     * (at maxclients, say) is dialled ever more slowly, not 10 times a
+     * second. */
+    if (was_up && answered)
         c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_start(&c->timer, on_backoff, c->backoff_ms, 0);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -144,6 +151,8 @@ static void on_reply_timeout(uv_timer_t *t)
  * command sent while idle). */
 static void arm_reply_timer(redis_conn *c)
 {
+    if (c->broken)
+        return; /* (the timer is lose()'s) */
     if (c->wlen && c->conn)
         uv_timer_start(&c->timer, on_reply_timeout, c->reply_timeout_ms, 0);
     else if (c->conn)
@@ -171,9 +180,19 @@ static void written(net_conn *nc, int status, void *ud)
     flush_out(c);
 }
 
+/* A write failed at once (the peer had reset the connection): lose it now,
+ * outside the command that found out. */
+static void on_broken(uv_timer_t *t)
+{
+    redis_conn *c = t->data;
+    char why[sizeof c->why];
+    snprintf(why, sizeof why, "%s", c->why);
+    lose(c, why);
+}
+
 static void flush_out(redis_conn *c)
 {
-    if (c->writing || !c->conn || !c->out.len)
+    if (c->writing || !c->conn || !c->out.len || c->broken)
         return;
     /* net_conn_write copies: the buffer is ours again at once. Its
      * callback may run before it returns. */
@@ -182,8 +201,13 @@ static void flush_out(redis_conn *c)
     c->writing = 1;
     int rc = net_conn_write(c->conn, c->out.p, n, written, c);
     if (rc != 0) {
+        /* Not lose() here: flush_out runs inside redis_command, whose
+         * caller counts the command as sent once it returns 0; its
+         * callback (failed by lose) must not run before that. */
         c->writing = 0;
-        lose(c, net_strerror(rc));
+        c->broken = 1;
+        snprintf(c->why, sizeof c->why, "%s", net_strerror(rc));
+        uv_timer_start(&c->timer, on_broken, 0, 0);
     }
 }
 
@@ -255,6 +279,17 @@ static void on_read(net_conn *nc, void *ud)
                 return;
             }
             if (rc == RESP_DONE) {
+                /* Redis at maxclients says so to a new connection and
+                 * closes it: a connection failure (dial again later), not
+                 * the answer to the first command sent. */
+                static const char full[] = "ERR max number of clients reached";
+                const resp_node *top = &c->rd.nodes[0];
+                if (top->type == RESP_ERROR && top->n >= sizeof full - 1 &&
+                    !memcmp(resp_str(top, net_conn_data(nc)), full, sizeof full - 1)) {
+                    lose(c, full);
+                    return;
+                }
+                c->answered = 1;
                 if (!c->wlen) {
                     lose(c, "bad reply: a reply that no command asked for");
                     return;
@@ -294,7 +329,6 @@ static void auth_done(void *ud, const resp_reader *r, const char *d, const char 
         return;
     }
     c->up = 1;
-    c->backoff_ms = BACKOFF_MIN_MS;
     if (c->on_state)
         c->on_state(c->ud, REDIS_UP, NULL);
 }
@@ -327,7 +361,6 @@ static void dialled(void *ud, const char *err)
         return;
     }
     c->up = 1;
-    c->backoff_ms = BACKOFF_MIN_MS;
     if (c->on_state)
         c->on_state(c->ud, REDIS_UP, NULL);
 }

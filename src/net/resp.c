@@ -17,7 +17,7 @@ void resp_init(resp_reader *r, size_t max_bytes, size_t max_elements, size_t max
 
 void resp_next_reply(resp_reader *r)
 {
-    r->len = r->depth = r->pos = r->elements = 0;
+    r->len = r->depth = r->pos = r->elements = r->scanned = 0;
     r->err[0] = 0;
 }
 
@@ -209,10 +209,15 @@ int resp_feed(resp_reader *r, const char *d, size_t n, size_t *used)
 {
     for (;;) {
         size_t at = r->pos;
-        const char *nl = at < n ? memchr(d + at, '\n', n - at) : NULL;
-        if (!nl)
+        /* (a line that arrives in pieces is searched once, not from its
+         * start again with every piece) */
+        size_t from = r->scanned > at ? r->scanned : at;
+        const char *nl = from < n ? memchr(d + from, '\n', n - from) : NULL;
+        if (!nl) {
+            r->scanned = n;
             return n > r->max_bytes ? bad(r, "more than max_reply_bytes (%zu) in one reply", r->max_bytes)
                                     : RESP_MORE;
+        }
         size_t line_end = (size_t)(nl - d) + 1;
         if (line_end > r->max_bytes)
             return bad(r, "more than max_reply_bytes (%zu) in one reply", r->max_bytes);

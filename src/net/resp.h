@@ -57,6 +57,7 @@ typedef struct resp_reader {
     resp_frame *stack;  /* the open arrays (owned) */
     size_t depth, stack_cap;
     size_t pos;         /* bytes of this reply read so far */
+    size_t scanned;     /* searched for the end of the line at pos up to here */
     size_t elements;    /* array elements announced so far */
     char err[160];
 } resp_reader;
