@@ -444,11 +444,14 @@ static void check_canonical(const redis_url *u, int role)
         char port[16];
         if (i)
             put(&b, ",", 1);
-        /* a host that starts with '[' came from [HOST]:PORT (and has no ']') */
-        if (u->hosts[i].host[0] == '[')
+        /* an IPv6 address (a ':' and no ']') goes in brackets: bare, its
+         * leading ':' would read as :PASSWORD */
+        const char *h = u->hosts[i].host;
+        int br = h[0] == '[' || (strchr(h, ':') && !strchr(h, ']'));
+        if (br)
             put(&b, "[", 1);
-        puts_(&b, u->hosts[i].host);
-        if (u->hosts[i].host[0] == '[')
+        puts_(&b, h);
+        if (br)
             put(&b, "]", 1);
         put(&b, port, (size_t)snprintf(port, sizeof port, ":%d", u->hosts[i].port));
     }
