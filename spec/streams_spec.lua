@@ -755,7 +755,7 @@ return { async_invoke = function(rec) time.sleep(0.05) return { rec } end }
     p.kill("TERM")
     assert.is_truthy(p.wait(15), "still running 15 s after SIGTERM: " .. p.err())
     assert.equal(1, p.rc(), p.err())
-    assert.matches("no commit answered for 5000 ms at the end %(the connection is down%)", p.err())
+    assert.matches("no answer to a commit for 5000 ms at the end %(the connection is down%)", p.err())
     redis.restart()
     -- nothing lost: the same consumer takes up what was left pending
     p = ST.spawn(cmd:format(H.q(redis.url("stream=in2&group=g&consumer=c&until=empty")), H.q(redis.url("stream=out2"))),
@@ -893,6 +893,46 @@ return { async_invoke = function(rec, ctx) return { { id = rec.id, del = ctx.del
     end)
     secured.stop()
     assert(ok, err)
+  end)
+end)
+
+describe("redis streams with the output on another server (at least once)", function()
+  local redis, other
+  setup(function()
+    redis = servers.redis()
+    -- a restart it takes a while to load: clients see -LOADING meanwhile
+    other = servers.redis{ aof = true, extra = "--key-load-delay 200 --loading-process-events-interval-bytes 1024" }
+  end)
+  teardown(function()
+    ST.kill_all()
+    ST.close(redis)
+    ST.close(other)
+    redis.stop()
+    other.stop()
+    H.cleanup()
+  end)
+
+  it("rides out the output server's restart while it loads (-LOADING), every entry written, all acked", function()
+    -- (an XADD answered -LOADING failed the run: "write error: XADD:
+    -- LOADING Redis is loading the dataset in memory")
+    ST.fill(other, "ballast", 20000)   -- what it loads, slowly
+    ST.fill(redis, "in", 2000)
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(rec) time.sleep(0.02) return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --capacity 20 --mode unordered --input %s --output %s"):format(
+      H.q(redis.url("stream=in&group=g&until=empty&consumer=c")), H.q(other.url("stream=out"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(other, "out") >= 100 end, 30), p.err())
+    ST.close(other)
+    other.restart()
+    assert.equal(0, p.wait(120), p.err())
+    assert.matches("LOADING", p.err())   -- (it did meet the loading server)
+    local seen = {}
+    for _, e in ipairs(ST.read(other, "out")) do seen[H.json.decode(e.fields.data).id] = true end
+    for i = 1, 2000 do assert.is_true(seen[i], "entry " .. i .. " is not in the output") end
+    assert.equal(0, (ST.pending(redis, "in", "g")))
   end)
 end)
 

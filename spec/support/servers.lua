@@ -161,11 +161,13 @@ local function gone(pid)
 end
 
 -- opts.aof: --appendonly yes --appendfsync always (else no persistence at
--- all); opts.password: --requirepass (cli() and url() use it).
+-- all); opts.password: --requirepass (cli() and url() use it); opts.extra:
+-- more redis-server arguments (e.g. --key-load-delay for a slow load).
 function S.redis(opts)
   opts = opts or {}
   local dir = H.tmpdir()
-  local extra = opts.aof and "--appendonly yes --appendfsync always" or "--appendonly no"
+  local extra = (opts.aof and "--appendonly yes --appendfsync always" or "--appendonly no") ..
+    (opts.extra and (" " .. opts.extra) or "")
   for _ = 1, 20 do
     local port = random_port()
     if redis_start(port, dir, opts.password, extra) == "up" then

@@ -213,6 +213,8 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
     p->out_busy = 0;
     if (err)
         return; /* sent again when the connection is back: the fence makes that safe */
+    if (s->flush_done[0] || s->flush_done[1]) /* (an answer, even LOADING: the server is there) */
+        s->flush_by = uv_now(s->loop) + RS_FLUSH_WAIT_MS;
     if (r->nodes[0].type != RESP_ARRAY || r->nodes[0].n != p->out.nunits) {
         char buf[300] = "unexpected reply";
         if (r->nodes[0].type == RESP_ERROR)
@@ -240,8 +242,6 @@ static void committed(void *ud, const resp_reader *r, const char *d, const char 
     }
     s->committed_bytes += p->out.bytes;
     batch_reset(&p->out);
-    if (s->flush_done[0] || s->flush_done[1])
-        s->flush_by = uv_now(s->loop) + RS_FLUSH_WAIT_MS; /* (progress) */
     if (s->out && s->out->on_written)
         s->out->on_written(s->out->ud);
     send_batch(p);
@@ -295,22 +295,41 @@ static void send_batch(rs_part *p)
 
 /* ---- unpaired: acks after the sinks wrote ---------------------------------------------- */
 
+/* The ids of the XACK out go back to the front of the queue, to be sent
+ * again (XACK is idempotent). */
+static void acks_again(rs_part *p)
+{
+    for (size_t i = p->nacking; i-- > 0;) { /* (in their order, before the rest) */
+        rs_entry *e = p->acking[i];
+        e->prev = NULL;
+        e->next = p->acks;
+        if (p->acks)
+            p->acks->prev = e;
+        else
+            p->acks_tail = e;
+        p->acks = e;
+    }
+    p->nacking = 0;
+}
+
 static void acked(void *ud, const resp_reader *r, const char *d, const char *err)
 {
     rs_part *p = ud;
     (void)d;
     if (err) {
-        /* sent again when the connection is back (XACK is idempotent) */
-        for (size_t i = 0; i < p->nacking; i++)
-            MW_QUEUE_APPEND(p->acks, p->acks_tail, p->acking[i], prev, next);
-        p->nacking = 0;
+        acks_again(p); /* sent when the connection is back */
         return;
     }
     if (r->nodes[0].type == RESP_ERROR) {
         char buf[300];
         redis_str(r, d, 0, buf, sizeof buf);
-        if (rs_redirected(p, buf))
+        if (rs_redirected(p, buf)) {
+            /* (LOADING, TRYAGAIN, CLUSTERDOWN: the connection is reset
+             * with nothing else to send them again; they were stuck out,
+             * and no ack was ever sent again) */
+            acks_again(p);
             return;
+        }
         if (!strncmp(buf, "NOGROUP", 7))
             rs_group_gone(p);
         else
@@ -396,9 +415,7 @@ void rs_commit_done(rs_source *s, rs_entry *e)
 void rs_commit_lost(rs_part *p)
 {
     p->out_busy = 0; /* the batch stays: sent again, fenced */
-    for (size_t i = 0; i < p->nacking; i++)
-        MW_QUEUE_APPEND(p->acks, p->acks_tail, p->acking[i], prev, next);
-    p->nacking = 0;
+    acks_again(p);
 }
 
 void rs_commit_kick(rs_part *p)

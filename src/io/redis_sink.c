@@ -40,6 +40,8 @@ typedef struct rk_sink {
     int err;
     char errmsg[400];
     void (*flush_done)(void *ud);
+    uv_timer_t flush_timer;  /* alone: the flush gives up when no XADD is answered */
+    int timer_ready;
     void (*on_closed)(mw_sink *k);
     int closing;
     char run_id[48];        /* the server's (redis_probe.c) */
@@ -66,9 +68,28 @@ static void maybe_flushed(rk_sink *k)
     if (k->flush_done && (k->written == k->accepted || k->err)) {
         void (*done)(void *) = k->flush_done;
         k->flush_done = NULL;
+        if (k->timer_ready)
+            uv_timer_stop(&k->flush_timer);
         done(k->base.ud);
     }
 }
+
+/* The end of the run waits for the XADDs of what it wrote, not for ever:
+ * RS_FLUSH_WAIT_MS without an answer fails the flush (a Redis source's
+ * entries whose lines were not written stay pending for a claim). */
+static void on_flush_timeout(uv_timer_t *t)
+{
+    rk_sink *k = t->data;
+    if (!k->flush_done || k->err)
+        return;
+    char what[80];
+    snprintf(what, sizeof what, "%d ms at the end%s", RS_FLUSH_WAIT_MS, k->up ? "" : " (the connection is down)");
+    fail_sink(k, "no answer to an XADD for %s; the lines not written are not in the stream", what);
+    fprintf(stderr, "moonwait: %s %s: %s\n", k->which ? "--dead-letter" : "--output", k->name, k->errmsg);
+    maybe_flushed(k);
+}
+
+static void on_flush_timeout(uv_timer_t *t);
 
 static void added(void *ud, const resp_reader *r, const char *d, const char *err)
 {
@@ -76,9 +97,19 @@ static void added(void *ud, const resp_reader *r, const char *d, const char *err
     if (err)
         return; /* the state callback sends them again */
     k->inflight--;
+    if (k->flush_done && k->timer_ready) /* (an answer, even LOADING: the server is there) */
+        uv_timer_start(&k->flush_timer, on_flush_timeout, RS_FLUSH_WAIT_MS, 0);
     if (r->nodes[0].type == RESP_ERROR) {
         char buf[300];
-        fail_sink(k, "XADD: %s", redis_str(r, d, 0, buf, sizeof buf));
+        redis_str(r, d, 0, buf, sizeof buf);
+        if (!strncmp(buf, "LOADING", 7) || !strncmp(buf, "BUSY", 4) || !strncmp(buf, "MASTERDOWN", 10)) {
+            /* A server restarting (loading its data), busy, or a replica
+             * without its master: transient. Reconnect after the back-off
+             * and send what was not answered again (at least once). */
+            redis_conn_reset(k->conn, buf);
+            return;
+        }
+        fail_sink(k, "XADD: %s", buf);
         maybe_flushed(k);
         return;
     }
@@ -178,6 +209,8 @@ static void sk_flush(mw_sink *b, void (*done)(void *ud))
         return;
     }
     k->flush_done = done;
+    if (k->timer_ready && k->written != k->accepted && !k->err)
+        uv_timer_start(&k->flush_timer, on_flush_timeout, RS_FLUSH_WAIT_MS, 0);
     maybe_flushed(k);
 }
 
@@ -224,6 +257,11 @@ static void free_sink(rk_sink *k)
     free(k);
 }
 
+static void timer_closed(uv_handle_t *h)
+{
+    free_sink(h->data);
+}
+
 static void sk_close(mw_sink *b, void (*on_closed)(mw_sink *k))
 {
     rk_sink *k = (rk_sink *)b;
@@ -240,7 +278,10 @@ static void sk_close(mw_sink *b, void (*on_closed)(mw_sink *k))
         k->paired = NULL;
     }
     redis_conn_close(k->conn);
-    free_sink(k);
+    if (k->timer_ready)
+        uv_close((uv_handle_t *)&k->flush_timer, timer_closed);
+    else
+        free_sink(k);
 }
 
 static const sink_ops redis_sink_ops = {
@@ -314,6 +355,9 @@ int redis_sink_start(mw_sink *b, int which, char **err)
             *err = NULL;
         return -1;
     }
+    uv_timer_init(k->loop, &k->flush_timer);
+    k->flush_timer.data = k;
+    k->timer_ready = 1;
     return 0;
 }
 

@@ -852,7 +852,7 @@ static void on_tick(uv_timer_t *t)
         int down = 0;
         for (uint32_t i = 0; i < s->nparts; i++)
             down |= !s->parts[i].cmd_up;
-        snprintf(s->sink_err, sizeof s->sink_err, "no commit answered for %d ms at the end%s; the entries not "
+        snprintf(s->sink_err, sizeof s->sink_err, "no answer to a commit for %d ms at the end%s; the entries not "
                  "committed stay pending for a claim", RS_FLUSH_WAIT_MS, down ? " (the connection is down)" : "");
         s->sink_failed = 1;
         /* (said here too: after a signal the run reports only the signal) */
