@@ -91,7 +91,7 @@ static void test_mistakes_name_the_parameter(void)
 {
     expect_error("redis://h:1?strem=s&group=g", REDIS_URL_SOURCE,
                  "unknown parameter \"strem\" (known: stream, group, consumer, field, count, claim_idle_ms, "
-                 "max_deliveries, start, until)");
+                 "max_deliveries, start, until, partitions)");
     expect_error("redis://h:1?stream=s", REDIS_URL_SOURCE, "parameter \"group\" is required for an input");
     expect_error("redis://h:1?group=g", REDIS_URL_SOURCE, "parameter \"stream\" is required");
     expect_error("redis://h:1?stream=s&group=g", REDIS_URL_SINK, "parameter \"group\" is for an input, not an output");

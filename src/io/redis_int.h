@@ -123,7 +123,7 @@ struct rs_source {
     uv_loop_t *loop;
     redis_url u;
     char *name;                   /* the URL without its password, for messages */
-    char run_id[48];              /* the server's (redis_probe.c; "" in a cluster) */
+    char run_id[48];              /* the server's (redis_probe.c; a cluster: partition 0's master's) */
     char *consumer;               /* owned */
     size_t max_line;
     rs_part *parts;
@@ -197,8 +197,9 @@ void rs_stage(rs_source *s, int which, const char *data, size_t len);
 /* redis_probe.c: before the run, on a private loop: can we connect and
  * authenticate; does each key hold a stream (or nothing); for a source,
  * create its group (XGROUP CREATE ... MKSTREAM; an existing one is kept);
- * the server's run_id (INFO server; "" in a cluster) into run_id, which
- * tells whether two URLs name one server whatever they call it. 0, or -1
+ * the server's run_id (INFO server; in a cluster, partition 0's master's)
+ * into run_id, which tells whether two URLs name one server (or cluster)
+ * whatever they call it. 0, or -1
  * with a message in err. */
 int rs_probe(const redis_url *u, int role, char run_id[48], char *err, size_t errlen);
 /* A cluster's slot map, from the first seed host that answers. */

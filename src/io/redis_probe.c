@@ -177,7 +177,10 @@ int rs_probe(const redis_url *u, int role, char run_id[48], char *err, size_t er
             snprintf(err, errlen, key ? "no master serves the slot of \"%s\"" : "out of memory", key);
             rc = -1;
         } else {
-            probe p = { .u = u, .role = role, .key = key, .err = err, .errlen = errlen };
+            /* (a cluster's identity: the run_id of partition 0's master,
+             * whose slot a paired output's partition 0 shares) */
+            probe p = { .u = u, .role = role, .key = key, .run_id = i == 0 ? run_id : NULL, .err = err,
+                        .errlen = errlen };
             rc = ask(&p, node->host, node->port);
         }
         free(key);

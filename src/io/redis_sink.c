@@ -341,7 +341,8 @@ int redis_sink_start(mw_sink *b, int which, char **err)
     rk_sink *k = (rk_sink *)b;
     k->which = which;
     if (k->u.cluster) {
-        if (asprintf(err, "%s: a redis+cluster:// output needs a redis+cluster:// input with the same partitions",
+        if (asprintf(err, "%s: a redis+cluster:// output must be in the input's cluster, with the same partitions "
+                          "(output partition i is committed with input partition i)",
                      k->name) < 0)
             *err = NULL;
         return -1;

@@ -18,7 +18,8 @@ int redis_sink_open(mw_sink **out, uv_loop_t *loop, const char *url, uint64_t ke
 
 int redis_sink_is(const mw_sink *k);
 const redis_url *redis_sink_url(const mw_sink *k);
-/* The server's run_id ("" in a cluster): one server whatever its name. */
+/* The server's run_id (a cluster: partition 0's master's): one server
+ * whatever its name. */
 const char *redis_sink_run_id(const mw_sink *k);
 
 /* Alone: connect and write (which: 0 output, 1 dead letter). 0, or -1

@@ -964,9 +964,14 @@ static int same_server(const rs_source *s, const mw_sink *k)
     if (!redis_sink_is(k))
         return 0;
     const char *rid = redis_sink_run_id(k);
+    const redis_url *ku = redis_sink_url(k);
+    if (s->u.cluster != ku->cluster || s->u.partitions != ku->partitions)
+        return 0;
+    /* (a cluster: the master of partition 0's slot, the same for the
+     * input's and a paired output's partition 0 in one cluster) */
     if (s->run_id[0] && rid[0])
         return strcmp(s->run_id, rid) == 0;
-    return redis_url_same_node(&s->u, redis_sink_url(k));
+    return redis_url_same_node(&s->u, ku);
 }
 
 /* A sink writing into the stream it reads: every output would be read

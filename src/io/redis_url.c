@@ -145,8 +145,9 @@ static int param(redis_url *u, int role, const char *k, const char *v, char *err
         else
             snprintf(err, errlen, "unknown parameter \"%s\" (known: %s)", k,
                      role == REDIS_URL_SOURCE
-                         ? "stream, group, consumer, field, count, claim_idle_ms, max_deliveries, start, until"
-                         : "stream, field, maxlen");
+                         ? "stream, group, consumer, field, count, claim_idle_ms, max_deliveries, start, until, "
+                           "partitions"
+                         : "stream, field, maxlen, partitions");
         return -1;
     }
     char **slot = NULL;
