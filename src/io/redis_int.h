@@ -156,8 +156,18 @@ struct rs_source {
     redis_url out_u, dlq_u;
 };
 
-/* redis_source.c */
+/* redis_read.c */
 void rs_entry_free(rs_part *p, rs_entry *e);     /* out of the id table too */
+/* Start a read (XREADGROUP) if there is room and none is out. */
+void rs_fetch(rs_part *p);
+/* Start a claim round (XAUTOCLAIM) if one is due and there is room. */
+void rs_claim(rs_part *p);
+/* The claim timer (every claim_idle_ms): a round is due on every partition. */
+void rs_on_claim_timer(uv_timer_t *t);
+/* Connect p's two connections to its node. 0, or -1 (out of memory). */
+int rs_part_connect(rs_part *p);
+
+/* redis_source.c */
 void rs_source_unref(rs_source *s);
 void rs_fail(rs_source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Start the 5 ms tick if something waits for it (it stops by itself). */
