@@ -139,6 +139,7 @@ struct rs_source {
     int failed;
     int ended;                    /* until=empty: the end was returned */
     int announced_down;
+    int slots_stale, slots_asked; /* a MOVED was seen: read CLUSTER SLOTS again */
     /* pairing */
     int paired;                   /* commits are atomic (script) */
     mw_sink *out, *dlq;           /* the run's sinks (paired or not) */

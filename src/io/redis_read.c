@@ -583,6 +583,7 @@ int rs_part_connect(rs_part *p)
 static void move_part(rs_part *p, const char *host, int port, int asking)
 {
     rs_source *s = p->src;
+    s->slots_asked = 0; /* (a CLUSTER SLOTS on the dropped connection is forgotten) */
     redis_conn_close(p->rd);
     redis_conn_close(p->cmd);
     p->rd = p->cmd = NULL;
@@ -613,6 +614,8 @@ int rs_redirected(rs_part *p, const char *err)
         fprintf(stderr, ask ? "moonwait: --input %s: %s is migrating to %s:%d (ASK)\n"
                             : "moonwait: --input %s: %s moved to %s:%d (MOVED)\n",
                 p->src->name, p->key, host, port);
+        if (!ask)
+            p->src->slots_stale = 1; /* (the map is read again once p is back) */
         move_part(p, host, port, ask);
         return 1;
     }
@@ -672,6 +675,29 @@ static void rd_state(void *ud, int state, const char *why)
     }
 }
 
+/* CLUSTER SLOTS answered after a MOVED: every partition whose slot's
+ * master changed moves too, before its own commands find out. */
+static void slots_read(void *ud, const resp_reader *r, const char *d, const char *err)
+{
+    rs_part *p = ud;
+    rs_source *s = p->src;
+    s->slots_asked = 0;
+    redis_slots m;
+    if (err || s->closing || redis_slots_parse(&m, r, d, p->host) != 0)
+        return; /* (each partition still follows its own MOVED) */
+    s->slots_stale = 0;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        rs_part *q = &s->parts[i];
+        const redis_slot_range *n = redis_slots_find(&m, redis_key_slot(q->key, strlen(q->key)));
+        if (n && !q->asking && (strcmp(n->host, q->host) != 0 || n->port != q->port)) {
+            fprintf(stderr, "moonwait: --input %s: %s moved to %s:%d (CLUSTER SLOTS)\n", s->name, q->key, n->host,
+                    n->port);
+            move_part(q, n->host, n->port, 0);
+        }
+    }
+    redis_slots_free(&m);
+}
+
 static void cmd_state(void *ud, int state, const char *why)
 {
     rs_part *p = ud;
@@ -684,6 +710,12 @@ static void cmd_state(void *ud, int state, const char *why)
         p->group_ready = 0;
         ensure_group(p);
         rs_commit_kick(p);
+        rs_source *s = p->src;
+        if (s->u.cluster && s->slots_stale && !s->slots_asked) {
+            const char *argv[] = { "CLUSTER", "SLOTS" };
+            if (redis_commandv(p->cmd, slots_read, p, 2, argv) == 0)
+                s->slots_asked = 1;
+        }
     }
 }
 
