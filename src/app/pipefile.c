@@ -100,8 +100,10 @@ static char *redis_table_url(lua_State *L, const char *path, const char *key, ch
                     lua_pop(L, 1);
                 }
             }
-        } else if (k && !strcmp(k, "password") && t == LUA_TSTRING) {
-            rc = put_pct(&pass, lua_tostring(L, -1), lua_objlen(L, -1));
+        } else if (k && !strcmp(k, "password") && (t == LUA_TSTRING || t == LUA_TNUMBER)) {
+            size_t n;
+            const char *pw = lua_tolstring(L, -1, &n); /* (a number, as Lua writes it: 1234) */
+            rc = put_pct(&pass, pw, n);
         } else if (k && (t == LUA_TSTRING || t == LUA_TNUMBER)) {
             char num[32];
             const char *v = t == LUA_TSTRING ? lua_tostring(L, -1) : num;
