@@ -45,6 +45,9 @@
 
 enum { RS_READY, RS_OUT, RS_COMMITTING };
 
+/* How long a read for new entries blocks (XREADGROUP ... BLOCK). */
+#define RS_BLOCK_MS 1000
+
 typedef struct rs_part rs_part;
 typedef struct rs_source rs_source;
 
@@ -165,6 +168,8 @@ void rs_fetch(rs_part *p);
 void rs_claim(rs_part *p);
 /* The claim timer (every claim_idle_ms): a round is due on every partition. */
 void rs_on_claim_timer(uv_timer_t *t);
+
+/* redis_part.c */
 /* Connect p's two connections to its node. 0, or -1 (out of memory). */
 int rs_part_connect(rs_part *p);
 
