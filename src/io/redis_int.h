@@ -184,6 +184,11 @@ void rs_tick(rs_source *s);
  * and what was out is sent again. 1 when handled. */
 int rs_redirected(rs_part *p, const char *err);
 
+/* An error reply to a read, a claim or the group check (what: the
+ * command): a redirection is followed, NOGROUP ends the run
+ * (rs_group_gone), any other fails it naming the command and key. */
+void rs_reply_error(rs_part *p, const resp_reader *r, const char *d, const char *what);
+
 /* The group went away mid-run: the run fails (making it again would read
  * the stream again from `start`). */
 void rs_group_gone(rs_part *p);

@@ -26,14 +26,7 @@ static void group_checked(void *ud, const resp_reader *r, const char *d, const c
     if (err || s->closing)
         return;
     if (r->nodes[0].type == RESP_ERROR) {
-        char buf[300];
-        redis_str(r, d, 0, buf, sizeof buf);
-        if (rs_redirected(p, buf))
-            return;
-        if (!strncmp(buf, "NOGROUP", 7))
-            rs_group_gone(p);
-        else
-            rs_fail(s, "XPENDING %s %s: %s", p->key, s->u.group, buf);
+        rs_reply_error(p, r, d, "XPENDING");
         return;
     }
     p->group_ready = 1;
@@ -119,6 +112,18 @@ static void move_part(rs_part *p, const char *host, int port, int asking)
     p->asking = asking;
     if (rs_part_connect(p) != 0)
         rs_fail(s, "out of memory");
+}
+
+void rs_reply_error(rs_part *p, const resp_reader *r, const char *d, const char *what)
+{
+    char buf[300];
+    redis_str(r, d, 0, buf, sizeof buf);
+    if (rs_redirected(p, buf))
+        return;
+    if (!strncmp(buf, "NOGROUP", 7))
+        rs_group_gone(p);
+    else
+        rs_fail(p->src, "%s %s: %s", what, p->key, buf);
 }
 
 int rs_redirected(rs_part *p, const char *err)

@@ -316,15 +316,7 @@ static void fetched(void *ud, const resp_reader *r, const char *d, const char *e
         return; /* the connection's state callback starts again */
     const resp_node *top = &r->nodes[0];
     if (top->type == RESP_ERROR) {
-        char buf[300];
-        redis_str(r, d, 0, buf, sizeof buf);
-        if (rs_redirected(p, buf))
-            return;
-        if (!strncmp(buf, "NOGROUP", 7)) {
-            rs_group_gone(p);
-            return;
-        }
-        rs_fail(s, "XREADGROUP: %s", buf);
+        rs_reply_error(p, r, d, "XREADGROUP");
         return;
     }
     rs_entry *first_new = NULL;
@@ -419,15 +411,7 @@ static void claimed(void *ud, const resp_reader *r, const char *d, const char *e
         return;
     const resp_node *top = &r->nodes[0];
     if (top->type == RESP_ERROR) {
-        char buf[300];
-        redis_str(r, d, 0, buf, sizeof buf);
-        if (rs_redirected(p, buf))
-            return;
-        if (!strncmp(buf, "NOGROUP", 7)) {
-            rs_group_gone(p);
-            return;
-        }
-        rs_fail(s, "XAUTOCLAIM: %s", buf);
+        rs_reply_error(p, r, d, "XAUTOCLAIM");
         return;
     }
     /* [next-cursor, [entries], [deleted ids]] */
