@@ -373,17 +373,24 @@ return { async_invoke = function(rec) time.sleep(0.025); return { rec } end }
 
   it("does not run an entry twice when its own claim round takes it back (records longer than claim_idle_ms)", function()
     ST.fill(redis, "long", 6)
-    -- each record runs 400 ms; every 100 ms a claim round takes back the
-    -- entries idle that long, this consumer's own included
-    local r = run([[
+    -- each record runs 1.5 s; a claim round (due every 100 ms, sent once
+    -- the blocking read of up to 1 s is answered) takes back the entries
+    -- idle that long, this consumer's own included. (No until=empty: it
+    -- could end the input before a round came, leaving nothing to test.)
+    local d = H.tmpdir()
+    H.script(d, [[
 local time = require "moonwait.time"
 local log = require "moonwait.log"
-return { async_invoke = function(rec) log.info("run " .. rec.id); time.sleep(0.4); return { rec } end }
-]], redis.url("stream=long&group=g&until=empty&claim_idle_ms=100"), redis.url("stream=lout"), "--capacity 20")
-    assert.equal(0, r.code, r.err)
+return { async_invoke = function(rec) log.info("run " .. rec.id); time.sleep(1.5); return { rec } end }
+]])
+    local p = ST.spawn(("run --script script.lua --capacity 20 --input %s --output %s"):format(
+      H.q(redis.url("stream=long&group=g&claim_idle_ms=100")), H.q(redis.url("stream=lout"))), { dir = d })
+    assert.is_truthy(H.wait_for(function() return ST.xlen(redis, "lout") >= 6 end, 30), p.err())
+    p.kill("TERM")
+    assert.equal(143, p.wait(30), p.err())
     local runs = {}
-    for id in r.err:gmatch("run (%d+)") do runs[tonumber(id)] = (runs[tonumber(id)] or 0) + 1 end
-    for i = 1, 6 do assert.equal(1, runs[i], r.err) end
+    for id in p.err():gmatch("run (%d+)") do runs[tonumber(id)] = (runs[tonumber(id)] or 0) + 1 end
+    for i = 1, 6 do assert.equal(1, runs[i], p.err()) end
     local rep = ST.check_once(ST.read(redis, "lout"), 6)
     assert.is_true(rep.ok, rep.summary)
   end)
