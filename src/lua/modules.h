@@ -9,6 +9,10 @@
  *   moonwait.socket the cosocket (mod_socket.c)
  *   moonwait.http   the HTTP client (mod_http.c)
  *   moonwait.redis  a Redis client in Lua (lua/moonwait/redis.lua)
+ *   moonwait.thread spawn, wait, kill, all (lua/moonwait/thread.lua on
+ *                   moonwait._thread, mod_thread.c)
+ *
+ * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
 #ifndef MW_MODULES_H
 #define MW_MODULES_H
@@ -20,6 +24,10 @@ int mod_json_open(lua_State *L);
 int mod_log_open(lua_State *L);
 int mod_socket_open(lua_State *L);
 int mod_http_open(lua_State *L);
+int mod_thread_open(lua_State *L);
+
+/* ctx.defer(fn) (defer.c). */
+int defer_ctx(lua_State *L);
 
 /* Log levels for moonwait.log and the host's own messages. */
 enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };

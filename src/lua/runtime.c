@@ -5,6 +5,7 @@
 
 #include "../util/list.h"
 #include "guard.h"
+#include "modules.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -147,6 +148,9 @@ void rt_fiber_release(rt_fiber *f)
     f->done = NULL;
     f->abandoned = NULL;
     f->slot = NULL;
+    rt_kid_unlink(f);
+    f->status = 0;
+    f->ended = 0;
     free(f->err);
     free(f->errmsg);
     f->err = f->errmsg = NULL;
@@ -167,6 +171,84 @@ void rt_fiber_release(rt_fiber *f)
     r->pool[r->pool_len++] = f;
 }
 
+/* ---- the end of a run: children, then end hooks ---------------------------- */
+
+static void end_run(rt_fiber *f, rt_end how);
+
+void rt_kid_unlink(rt_fiber *k)
+{
+    if (k->parent)
+        MW_LIST_UNLINK(k->parent->kids, k, kid_prev, kid_next);
+    k->parent = NULL;
+    k->kid_waited = 0;
+}
+
+/* A child that finished and was never waited on goes with its parent's run;
+ * an error nobody saw is still worth a line (lua-nginx-module logs a user
+ * thread's error the same way). */
+static void kid_drop_done(rt_fiber *k)
+{
+    if (k->status == RT_OK) {
+        rt_fiber_release(k);
+        return;
+    }
+    if (mod_log_level <= LOG_WARN) {
+        char seq[48] = "";
+        if (k->seq)
+            snprintf(seq, sizeof seq, "seq=%llu: ", (unsigned long long)k->seq);
+        fprintf(stderr, "moonwait: [warn] %sa spawned function failed and was never waited on: %s\n", seq,
+                k->err ? k->err : "?");
+    }
+    rt_fiber_discard(k);
+}
+
+/* Once per run, however it ends: cancel the children (structured
+ * concurrency: none outlives the run that spawned it), then the end hooks,
+ * newest first. Nothing here may wait, so rt_current() is NULL meanwhile. */
+static void end_run(rt_fiber *f, rt_end how)
+{
+    if (f->ended)
+        return;
+    f->ended = 1;
+    rt *r = f->rt;
+    rt_fiber *outer = r->running;
+    r->running = NULL;
+    while (f->kids) {
+        rt_fiber *k = f->kids;
+        rt_kid_unlink(k);
+        if (k->slot && *k->slot == k)
+            *k->slot = NULL;
+        k->slot = NULL;
+        if (k->state == RT_FIBER_DONE)
+            kid_drop_done(k);
+        else
+            rt_fiber_discard(k);
+    }
+    while (f->hooks) {
+        rt_hook *h = f->hooks;
+        MW_LIST_UNLINK(f->hooks, h, prev, next);
+        h->fn(h, f, how); /* (may free h) */
+    }
+    r->running = outer;
+}
+
+void rt_hook_add(rt_fiber *f, rt_hook *h)
+{
+    MW_LIST_PUSH(f->hooks, h, prev, next);
+}
+
+void rt_hook_remove(rt_fiber *f, rt_hook *h)
+{
+    MW_LIST_UNLINK(f->hooks, h, prev, next);
+}
+
+rt_fiber *rt_root(rt_fiber *f)
+{
+    while (f->parent)
+        f = f->parent;
+    return f;
+}
+
 void rt_fiber_discard(rt_fiber *f)
 {
     /* Discarded before its run ended: the owner hears of it once. */
@@ -181,7 +263,29 @@ void rt_fiber_discard(rt_fiber *f)
     f->wait = NULL;
     f->done = NULL;
     f->state = RT_FIBER_DONE;
+    end_run(f, RT_END_ABANDONED); /* (a no-op when the run had ended) */
+    rt_kid_unlink(f);
     fiber_destroy(f);
+}
+
+rt_fiber *rt_fiber_spawn(rt_fiber *parent)
+{
+    rt_fiber *k = rt_fiber_get(parent->rt);
+    if (!k)
+        return NULL;
+    k->parent = parent;
+    k->deadline_ms = parent->deadline_ms;
+    k->seq = parent->seq;
+    k->task = parent->task;
+    MW_LIST_PUSH(parent->kids, k, kid_prev, kid_next);
+    return k;
+}
+
+void rt_fiber_start_later(rt_fiber *f, int nargs, rt_done_fn done, void *ud)
+{
+    f->done = done;
+    f->done_ud = ud;
+    rt_wake(f, nargs);
 }
 
 void rt_fiber_start(rt_fiber *f, int nargs, rt_done_fn done, void *ud)
@@ -263,6 +367,8 @@ static void resume(rt_fiber *f, int nargs)
         f->errmsg = msg;
     }
     f->state = RT_FIBER_DONE;
+    f->status = status;
+    end_run(f, status == RT_OK ? RT_END_RETURNED : RT_END_RAISED);
     rt_done_fn done = f->done;
     f->done = NULL;
     f->abandoned = NULL;

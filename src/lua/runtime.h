@@ -43,6 +43,26 @@ enum {
 typedef void (*rt_cancel_fn)(rt_fiber *f);
 typedef void (*rt_done_fn)(void *ud, rt_fiber *f, int status);
 
+/* How a fiber's run ended, for its end hooks. */
+typedef enum {
+    RT_END_RETURNED = 0, /* async_invoke (or the child's function) returned */
+    RT_END_RAISED,       /* it raised (or yielded outside a primitive) */
+    RT_END_ABANDONED,    /* discarded mid-run: timeout, kill, reload drain, close */
+} rt_end;
+
+/* An end hook: a C callback that runs once when the run of the fiber it
+ * is on ends, however it ends, after the fiber's children were cancelled;
+ * hooks run last-added first. The struct is the caller's (embedded in
+ * whatever needs the cleanup) and is off the fiber when fn runs, so fn may
+ * free it. fn must not resume fibers or yield; it may wake them (rt_wake)
+ * and call Lua functions that do not wait (rt_current() is NULL meanwhile,
+ * so every moonwait I/O call raises). */
+typedef struct rt_hook rt_hook;
+struct rt_hook {
+    rt_hook *next, *prev;
+    void (*fn)(rt_hook *h, rt_fiber *f, rt_end how);
+};
+
 typedef enum {
     RT_FIBER_IDLE = 0, /* in the pool */
     RT_FIBER_RUNNING,
@@ -78,6 +98,16 @@ struct rt_fiber {
     rt_fiber **slot;        /* the owner's pointer to this fiber, or NULL: set to
                              * NULL when rt_close abandons the fiber */
     rt_fiber *all_next, *all_prev; /* every fiber not yet freed (rt.all) */
+    /* Structured concurrency (moonwait.spawn): a child shares its parent's
+     * deadline, seq and task, and never outlives the parent's run. */
+    rt_fiber *parent;       /* the fiber that spawned this one, or NULL */
+    rt_fiber *kids;         /* children running, ready, or done and not yet waited */
+    rt_fiber *kid_next, *kid_prev;
+    int kid_waited;         /* while the parent waits on this child: its 1-based
+                             * position in the wait's arguments; else 0 */
+    int status;             /* once DONE: RT_OK, RT_ERROR or RT_ROGUE_YIELD */
+    int ended;              /* this run's children and hooks are gone */
+    rt_hook *hooks;         /* end hooks, newest first */
 };
 
 struct rt {
@@ -128,6 +158,28 @@ rt_fiber *rt_fiber_get(rt *r);
 /* Run f: the function and `nargs` arguments are already on f->co. Resumes
  * now; `done` is called when the run ends (possibly before this returns). */
 void rt_fiber_start(rt_fiber *f, int nargs, rt_done_fn done, void *ud);
+
+/* A child of `parent` (the running fiber) for moonwait.spawn: it inherits
+ * the deadline, seq and task. Push the function and its `nargs` arguments on
+ * the child's co, then rt_fiber_start_later. NULL on out of memory. */
+rt_fiber *rt_fiber_spawn(rt_fiber *parent);
+
+/* Queue f to start at the next pass of the ready queue (after the running
+ * fiber yields), instead of resuming it now. */
+void rt_fiber_start_later(rt_fiber *f, int nargs, rt_done_fn done, void *ud);
+
+/* Take a child off its parent: what moonwait.wait and kill do with one that
+ * is done (before releasing or discarding it). */
+void rt_kid_unlink(rt_fiber *k);
+
+/* End hooks (see rt_hook): add to the fiber whose run the cleanup belongs
+ * to; remove when the cleanup is no longer needed. */
+void rt_hook_add(rt_fiber *f, rt_hook *h);
+void rt_hook_remove(rt_fiber *f, rt_hook *h);
+
+/* The fiber at the root of f's family (the record's attempt, a predicate,
+ * a hook): f itself when it has no parent. */
+rt_fiber *rt_root(rt_fiber *f);
 
 /* After RT_OK: the owner has taken the results; return f to the pool. */
 void rt_fiber_release(rt_fiber *f);

@@ -108,6 +108,16 @@ static int open_moonwait(lua_State *L)
         lua_call(L, 1, 1);
         lua_setfield(L, -2, subs[i]);
     }
+    /* Concurrency inside a record, at the top as in ngx.thread's place. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonwait.thread");
+    lua_call(L, 1, 1);
+    static const char *const thread_fns[] = { "spawn", "wait", "kill", "all" };
+    for (size_t i = 0; i < sizeof thread_fns / sizeof thread_fns[0]; i++) {
+        lua_getfield(L, -1, thread_fns[i]);
+        lua_setfield(L, -3, thread_fns[i]);
+    }
+    lua_setfield(L, -2, "thread");
     return 1;
 }
 
@@ -156,6 +166,10 @@ static int ctx_index(lua_State *L)
     if (k && strcmp(k, "remaining_ms") == 0) {
         lua_pushnumber(L, (lua_Number)running_deadline_ms(L));
         lua_pushcclosure(L, l_remaining_ms, 1);
+        return 1;
+    }
+    if (k && strcmp(k, "defer") == 0) {
+        lua_pushcfunction(L, defer_ctx);
         return 1;
     }
     if (k && strcmp(k, "log") == 0) {
@@ -248,6 +262,7 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     preload(L, "moonwait.log", mod_log_open);
     preload(L, "moonwait.socket", mod_socket_open);
     preload(L, "moonwait.http", mod_http_open);
+    preload(L, "moonwait._thread", mod_thread_open);
 
     /* Modules: the script's directory first, then the shipped lua/ dir. */
     char *sdir = dir_of(sc->path);
