@@ -7,6 +7,7 @@
  * and rt_close leaves no handle behind.
  */
 #include "../../src/lua/runtime.h"
+#include "../../src/lua/modules.h"
 
 #include <lauxlib.h>
 #include <stdint.h>
@@ -213,6 +214,14 @@ static void open_runtime(uv_loop_t *loop, rt *r)
     lua_register(r->L, "sleep_ms", l_sleep_ms);
     lua_register(r->L, "ready_now", l_ready_now);
     lua_register(r->L, "pass", l_pass);
+    /* spawn, wait, wait_index, kill: the children's Lua API (mod_thread.c) */
+    mod_thread_open(r->L);
+    static const char *const fns[] = { "spawn", "wait", "wait_index", "kill" };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        lua_getfield(r->L, -1, fns[i]);
+        lua_setglobal(r->L, fns[i]);
+    }
+    lua_pop(r->L, 1);
 }
 
 static void close_runtime(uv_loop_t *loop, rt *r)
@@ -465,8 +474,172 @@ static void test_wait_ms_is_bounded_by_the_deadline(void)
     close_runtime(&loop, &r);
 }
 
+
+/* ---- children and end hooks -------------------------------------------------- */
+
+typedef struct tracer {
+    rt_hook h;
+    char *log;      /* shared trace: one letter per hook that ran, then its `how` */
+    char tag;
+    int runs;
+} tracer;
+
+static char trace[64];
+
+static void trace_hook(rt_hook *h, rt_fiber *f, rt_end how)
+{
+    (void)f;
+    tracer *t = (tracer *)h;
+    t->runs++;
+    size_t n = strlen(trace);
+    trace[n] = t->tag;
+    trace[n + 1] = (char)('0' + how);
+    trace[n + 2] = 0;
+    ASSERT(rt_current(f->rt->L) == NULL); /* nothing may wait in a hook */
+}
+
+/* l_hook(tag): an end hook on the running fiber, traced as tag + how. */
+static tracer tracers[8];
+static int ntracers;
+
+static int l_hook(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "hook");
+    tracer *t = &tracers[ntracers++];
+    memset(t, 0, sizeof *t);
+    t->tag = *luaL_checkstring(L, 1);
+    t->h.fn = trace_hook;
+    rt_hook_add(f, &t->h);
+    return 0;
+}
+
+static void reset_trace(rt *r)
+{
+    trace[0] = 0;
+    ntracers = 0;
+    lua_register(r->L, "hook", l_hook);
+}
+
+/* A parent discarded (its record timed out) while two children and a
+ * grandchild wait: every child's wait is cancelled once, the children's
+ * hooks run before the parent's, each once, all with "abandoned"; nothing
+ * is resumed and every thread ref is released. */
+static void test_children_end_with_a_discarded_parent(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    reset_trace(&r);
+    int base = live_refs(r.L);
+    owner o = { 0 };
+    rt_fiber *f = run(&r,
+                      "hook('p')\n"
+                      "local a = spawn(function() hook('a'); sleep_ms(100000, 0); resumed = 1 end)\n"
+                      "local b = spawn(function()\n"
+                      "  spawn(function() hook('g'); sleep_ms(100000, 0); resumed = 1 end)\n"
+                      "  hook('b'); sleep_ms(100000, 0); resumed = 1\n"
+                      "end)\n"
+                      "wait(a, b); resumed = 1",
+                      &o);
+    for (int i = 0; i < 3; i++) /* the children start, then the grandchild */
+        uv_run(&loop, UV_RUN_NOWAIT);
+    ASSERT_INT_EQ(f->state, RT_FIBER_PARKED);
+    ASSERT_UINT_EQ(r.live - r.pool_len - r.dying, 4);
+    int c0 = cancels;
+    rt_fiber_discard(f);
+    ASSERT_INT_EQ(cancels - c0, 3); /* a, b and the grandchild; the parent's wait has its own */
+    ASSERT_INT_EQ(o.abandoned, 1);
+    ASSERT_INT_EQ(o.done, 0);
+    /* b's grandchild before b's own hook; both children before the parent */
+    ASSERT(strchr(trace, 'p') == trace + strlen(trace) - 2);
+    ASSERT(strstr(trace, "g2") < strstr(trace, "b2"));
+    ASSERT(strstr(trace, "a2") != NULL);
+    for (int i = 0; i < ntracers; i++)
+        ASSERT_INT_EQ(tracers[i].runs, 1);
+    ASSERT_INT_EQ(live_refs(r.L), base);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lua_getglobal(r.L, "resumed");
+    ASSERT(lua_isnil(r.L, -1));
+    lua_pop(r.L, 1);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    close_runtime(&loop, &r);
+}
+
+/* A parent that returns while a child still sleeps and another finished
+ * unwaited: the sleeper is cancelled, the finished one dropped; wait gets
+ * a child's results (true, values) or its error (false, message), and a
+ * second wait on the same child says so. */
+static void test_children_results_and_the_end_of_a_returning_parent(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    reset_trace(&r);
+    int base = live_refs(r.L);
+    owner o = { 0 };
+    run(&r,
+        "hook('p')\n"
+        "local s = spawn(function() hook('s'); sleep_ms(100000, 0) end)\n"
+        "local d = spawn(function() hook('d'); return 1 end)\n"
+        "local e = spawn(function() error('boom', 0) end)\n"
+        "local v = spawn(function(x) return sleep_ms(5, x), 2 end, 40)\n"
+        "local ok1, a, b = wait(v)\n"
+        "local ok2, err = wait(e)\n"
+        "local n, m = wait(e)\n"
+        "assert(ok1 == true and a == 40 and b == 2, 'v')\n"
+        "assert(ok2 == false and err == 'boom', 'e')\n"
+        "assert(n == nil and m == 'already waited or killed', 'again')\n"
+        "assert(kill(s) == true and kill(s) == nil, 'kill')\n"
+        "return a + b",
+        &o);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.done, 1);
+    ASSERT_INT_EQ(o.status, RT_OK);
+    ASSERT_INT_EQ(o.result, 42);
+    ASSERT_STR_EQ(trace, "d0s2p0"); /* d returned; s killed; then the parent's own */
+    ASSERT_INT_EQ(live_refs(r.L), base + (int)r.pool_len);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    close_runtime(&loop, &r);
+}
+
+/* wait_index: the position of the first to end; the others keep running
+ * and end with the parent. rt_close with a family parked: every fiber is
+ * abandoned once, every slot cleared, on_closed comes. */
+static void test_wait_index_and_close_with_a_family_parked(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    reset_trace(&r);
+    owner o = { 0 }, p = { 0 };
+    run(&r,
+        "local a = spawn(function() return sleep_ms(30, 1) end)\n"
+        "local b = spawn(function() return sleep_ms(5, 2) end)\n"
+        "local i, ok, v = wait_index(a, b)\n"
+        "assert(i == 2 and ok == true and v == 2, 'first')\n"
+        "i, ok, v = wait_index(a)\n"
+        "return i * 10 + v",
+        &o);
+    run(&r, "hook('q'); local c = spawn(function() hook('c'); park() end); wait(c)", &p);
+    while (!o.done) /* (p's family stays parked: park()'s timer is 100 s) */
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_INT_EQ(o.done, 1);
+    ASSERT_INT_EQ(o.result, 11);
+    ASSERT_INT_EQ(p.done, 0);
+    rt_close(&r, on_closed, &r);
+    ASSERT_INT_EQ(p.abandoned, 1);
+    ASSERT(p.slot == NULL);
+    ASSERT_STR_EQ(trace, "c2q2");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(closed_calls, 1);
+    ASSERT_UINT_EQ(r.live, 0);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+}
+
 TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_runtime),
           T(test_every_fiber_ends_exactly_once), T(test_wake_during_the_call_returns_at_once),
           T(test_discard_parked_cancels_once_and_never_resumes), T(test_discard_ready_fiber_is_never_resumed),
           T(test_ready_pass_runs_only_fibers_queued_before_it), T(test_pool_reuses_finished_fibers),
-          T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline))
+          T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline),
+          T(test_children_end_with_a_discarded_parent), T(test_children_results_and_the_end_of_a_returning_parent),
+          T(test_wait_index_and_close_with_a_family_parked))

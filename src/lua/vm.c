@@ -71,10 +71,10 @@ static void count_handle(uv_handle_t *h, void *arg)
         (*(size_t *)arg)++;
 }
 
-/* moonwait.runtime_stats() -> { handles, fibers, pooled, vms }: active
- * libuv handles, fibers running or waiting (not idle in the pool), idle
- * keep-alive connections, and live script VMs (generations). For leak
- * checks in tests and diagnostics. */
+/* moonwait.runtime_stats() -> { handles, fibers, pooled, vms, refs }:
+ * active libuv handles, fibers running or waiting (not idle in the pool),
+ * idle keep-alive connections, live script VMs (generations), and registry
+ * refs held in the caller's VM. For leak checks in tests and diagnostics. */
 static int l_runtime_stats(lua_State *L)
 {
     rt *r = rt_of(L);
@@ -89,6 +89,17 @@ static int l_runtime_stats(lua_State *L)
     lua_setfield(L, -2, "pooled");
     lua_pushinteger(L, script_live_vms);
     lua_setfield(L, -2, "vms");
+    /* Registry refs in use in this VM: integer keys whose value is not a
+     * number (luaL_unref leaves the free list's next index in a slot). */
+    lua_Integer refs = 0;
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 && lua_type(L, -1) != LUA_TNUMBER)
+            refs++;
+        lua_pop(L, 1);
+    }
+    lua_pushinteger(L, refs);
+    lua_setfield(L, -2, "refs");
     return 1;
 }
 
