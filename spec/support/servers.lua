@@ -72,6 +72,7 @@ http {
       return 200 '{"id":$1,"name":"user-$1"}';
     }
     location = /slow { echo_sleep 3; echo '{"slow":true}'; }
+    location = /sleep50 { echo_sleep 0.05; echo '{"name":"profile"}'; }
     location = /status/503 { default_type application/json; return 503 '{"error":"unavailable"}'; }
     location = /status/404 { default_type application/json; return 404 '{"error":"not found"}'; }
     location = /large { default_type application/octet-stream; alias DIR/large.bin; }
