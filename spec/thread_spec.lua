@@ -142,6 +142,34 @@ return {
     assert.matches("moonwait.spawn cannot be called inside a coroutine of your own", o.cerr, 1, true)
   end)
 
+  it("works in open, close and retry predicates", function()
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local opened
+return {
+  open = function()
+    opened = assert(mw.all(function() time.sleep(0.01) return "o1" end, function() return "o2" end))
+  end,
+  async_invoke = function(rec, ctx)
+    if ctx.attempt == 1 then return nil, "first" end
+    return { { id = rec.id, attempt = ctx.attempt, open = opened[1] .. opened[2] } }
+  end,
+  retry_on_error = function(err, ctx)
+    local ok, yes = mw.wait(mw.spawn(function() time.sleep(0.01) return err == "first" end))
+    return ok and yes
+  end,
+  close = function()
+    local ok, v = mw.wait(mw.spawn(function() return "closed" end))
+    io.stderr:write("close: ", v, "\n")
+  end,
+}
+]], { { id = 1 } }, "--retry fixed:3:1")
+    assert.equal(0, r.code, r.err)
+    assert.same({ id = 1, attempt = 2, open = "o1o2" }, H.json.decode(r.lines[1]))
+    assert.matches("close: closed", r.err, 1, true)
+  end)
+
   it("cannot spawn at load time or in on_timeout; logs an error nobody waited for", function()
     local r = run([[
 local mw = require "moonwait"
