@@ -176,7 +176,7 @@ end }
     local r = H.run("run --script script.lua", { dir = d, input = H.jsonl({ { port = redis.port } }) })
     redis.stop()
     assert.equal(0, r.code, r.err)
-    assert.same({ ok = "nil", err = "unread data", pooled = 0 }, H.json.decode(r.lines[1]))
+    assert.same({ ok = "nil", err = "unread data (127.0.0.1:" .. redis.port .. ")", pooled = 0 }, H.json.decode(r.lines[1]))
   end)
 
   it("pauses reading at the 4 MiB output high-water mark while the output does not drain", function()
