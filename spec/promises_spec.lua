@@ -648,7 +648,7 @@ end }
       assert.equal(0, r.code, r.err)
       local o = H.json.decode(r.output)
       assert.is_true(o.ok)
-      assert.matches("^ssl handshake failed: .+", o.err)
+      assert.matches("^ssl handshake failed: .+ %(127%.0%.0%.1:" .. peer.port .. "%)$", o.err)
     end)
   end)
 end)
