@@ -22,10 +22,10 @@
 -- connection is closed, and a later call is `nil, "closed (HOST:PORT)"` too.
 --
 -- A malformed or oversized reply is `nil, "bad reply: WHY (redis HOST:PORT CMD)"`
--- and closes the connection, with memory bounded by the limits (per reply): max_reply_bytes
--- (its bytes on the wire, default 64 MiB; one bulk is also at most 512 MiB,
--- Redis's proto-max-bulk-len), max_elements (values in all its arrays,
--- default 1,048,576) and max_depth (arrays nested in arrays, default 64).
+-- and closes the connection, with memory bounded by the limits (per reply):
+-- max_reply_bytes (its bytes on the wire, default 64 MiB; one bulk is also at
+-- most 512 MiB, Redis's proto-max-bulk-len), max_elements (values in all its
+-- arrays, default 1,048,576) and max_depth (arrays nested in arrays, default 64).
 --
 -- Pooled connections are keyed by host and port (or opts.pool), db, user and
 -- password, so a connection AUTHenticated or SELECTed for one connect never
