@@ -60,10 +60,10 @@ JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
 # The record codec (src/lua/codec.h), without the rest of the Lua adapter.
 CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
-# The HTTP client's protocol and the receive patterns (src/net), no Lua.
+# The HTTP client's protocol, the receive patterns and the errors' where (src/net), no Lua.
 NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/src/net/recv.o \
                  $(BUILD)/src/net/dial.o $(BUILD)/src/net/conn.o $(BUILD)/src/net/dns.o \
-                 $(BUILD)/src/net/pool.o $(BUILD)/src/net/tls.o
+                 $(BUILD)/src/net/pool.o $(BUILD)/src/net/tls.o $(BUILD)/src/net/where.o
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \

@@ -5,6 +5,8 @@ local servers = require("support.servers")
 
 local nginx
 
+local function escape_pattern(s) return (s:gsub("%p", "%%%0")) end
+
 -- Run a script whose async_invoke gets {url=...} records; returns the run.
 local function run_urls(body, urls, args)
   local d = H.tmpdir()
@@ -124,7 +126,7 @@ return { async_invoke = function(r, ctx)
 end }
 ]], { nginx.url("/slow") })
     assert.equal(0, r.code, r.err)
-    assert.same({ err = "timeout", fast = true }, H.json.decode(r.lines[1]))
+    assert.same({ err = "timeout (GET " .. nginx.url("/slow") .. ")", fast = true }, H.json.decode(r.lines[1]))
   end)
 
   it("bounds a request by the record's remaining budget", function()
@@ -147,9 +149,64 @@ return {
     local r = run_urls(GET, { "http://127.0.0.1:1/x", "ftp://127.0.0.1/x", "http://no-such-host.invalid/x" })
     assert.equal(0, r.code, r.err)
     local out = H.decode_lines(r.out)
-    assert.equal("connection refused", out[1].err)
-    assert.equal("bad url: ftp://127.0.0.1/x", out[2].err)
-    assert.is_truthy(out[3].err == "host not found" or out[3].err == "no resolver", out[3].err)
+    assert.equal("connection refused (GET http://127.0.0.1:1/x)", out[1].err)
+    assert.equal("bad url (GET ftp://127.0.0.1/x)", out[2].err)
+    assert.is_truthy(out[3].err == "host not found (GET http://no-such-host.invalid/x)"
+      or out[3].err == "no resolver (GET http://no-such-host.invalid/x)", out[3].err)
+  end)
+
+  -- issue 13: errors carry where, so a record with several lookups tells
+  -- which one failed, and its dead letter keeps that text.
+  it("names the failing request (method and URL) in the dead letter of a record with two lookups", function()
+    local free = servers.free_port()
+    local d = H.tmpdir()
+    H.script(d, [[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local user, err = http.get(r.users .. "/user/" .. r.id)
+  if not user then return nil, err end
+  local price, perr = http.post(r.prices .. "/price/" .. r.id, "{}")
+  if not price then return nil, perr end
+  return { r }
+end }
+]])
+    local up, down = "http://127.0.0.1:" .. nginx.port, "http://127.0.0.1:" .. free
+    local r = H.run("run --script script.lua --on-error dead-letter --dead-letter dl", { dir = d,
+      input = H.jsonl({ { id = 7, users = up, prices = down }, { id = 8, users = down, prices = up } }) })
+    assert.equal(0, r.code, r.err)
+    assert.equal("", r.out)
+    local dl = H.decode_lines(H.read(d .. "/dl"))
+    assert.equal(2, #dl)
+    -- record 7: the user lookup answered, the price lookup was refused
+    assert.equal("connection refused (POST " .. down .. "/price/7)", dl[1].error)
+    -- record 8: the user lookup was refused (the price lookup never ran)
+    assert.equal("connection refused (GET " .. down .. "/user/8)", dl[2].error)
+  end)
+
+  it("shows a URL's password as *** in its error, never the password", function()
+    local url = "http://ada:s3cret-pw@127.0.0.1:" .. nginx.port .. "/user/1?q=2"
+    local r = run_urls(GET, { url })
+    assert.equal(0, r.code, r.err)
+    -- (userinfo with a password is not supported: a bad url, named)
+    local err = H.json.decode(r.lines[1]).err
+    assert.equal("bad url (GET http://ada:***@127.0.0.1:" .. nginx.port .. "/user/1?q=2)", err)
+    assert.is_nil(err:find("s3cret", 1, true))
+  end)
+
+  it("caps the URL in an error at 256 bytes: a 1 MiB URL makes a short message", function()
+    local free = servers.free_port()
+    local refused, bad = "http://127.0.0.1:" .. free .. "/", "ftp://127.0.0.1/"
+    local r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local res, err = http.get(r.url .. string.rep("a", 1024 * 1024))
+  return { { err = err } }
+end }
+]], { refused, bad })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal("connection refused (GET " .. refused .. string.rep("a", 256 - #refused) .. "...)", out[1].err)
+    assert.equal("bad url (GET " .. bad .. string.rep("a", 256 - #bad) .. "...)", out[2].err)
   end)
 
   it("fails on a body over max_body", function()
@@ -158,7 +215,7 @@ local http = require "moonwait.http"
 return { async_invoke = function(r) local res, err = http.get(r.url, { max_body = 1000 }); return { { err = err } } end }
 ]], { nginx.url("/large") })
     assert.equal(0, r.code, r.err)
-    assert.equal("body too large", H.json.decode(r.lines[1]).err)
+    assert.equal("body too large (GET " .. nginx.url("/large") .. ")", H.json.decode(r.lines[1]).err)
   end)
 
   it("raises on misuse", function()
@@ -186,11 +243,11 @@ return { async_invoke = function(r)
   return { { err1 = err1, body = ok and ok.body or e2, nv = noverify and noverify.status, byname = byname and byname.status } }
 end }
 ]])
-    local r = H.run("run --script script.lua", { dir = d,
-      input = H.jsonl({ { url = "https://127.0.0.1:" .. nginx.tls_port .. "/", ca = nginx.cert } }) })
+    local url = "https://127.0.0.1:" .. nginx.tls_port .. "/"
+    local r = H.run("run --script script.lua", { dir = d, input = H.jsonl({ { url = url, ca = nginx.cert } }) })
     assert.equal(0, r.code, r.err)
     local o = H.json.decode(r.lines[1])
-    assert.matches("^certificate verify failed: self%-signed certificate", o.err1)
+    assert.matches("^certificate verify failed: self%-signed certificate.* %(GET " .. escape_pattern(url) .. "%)$", o.err1)
     assert.equal('{"tls":true}', o.body)
     assert.equal(200, o.nv)
     assert.equal(200, o.byname)
@@ -240,14 +297,16 @@ end }
   end)
 
   describe("against a faulty peer", function()
+    -- (WHERE: "(GET URL)", the request that failed)
     for _, case in ipairs({
-      { "garbage", "^bad response: .*%(http://127%.0%.0%.1:%d+/x%)$" },
+      { "garbage", "^bad response: .* WHERE$" },
       -- data and RST may reach the socket as data then EOF
-      { "reset-mid-body", "^connection reset$", "^bad response: the connection closed before the response was complete" },
-      { "close-after-headers", "^bad response: the connection closed before the response was complete" },
-      { "silent", "^timeout$" },
+      { "reset-mid-body", "^connection reset WHERE$",
+        "^bad response: the connection closed before the response was complete WHERE$" },
+      { "close-after-headers", "^bad response: the connection closed before the response was complete WHERE$" },
+      { "silent", "^timeout WHERE$" },
       -- the kernel reports a close with our request unread as a reset
-      { "close-at-once", "^closed$", "^connection reset$" },
+      { "close-at-once", "^closed WHERE$", "^connection reset WHERE$" },
     }) do
       it("reports " .. case[1], function()
         servers.with_faultpeer(case[1], function(peer)
@@ -257,7 +316,10 @@ return { async_invoke = function(r) local res, err = http.get(r.url, { timeout_m
 ]], { "http://127.0.0.1:" .. peer.port .. "/x" })
           assert.equal(0, r.code, r.err)
           local got = H.json.decode(r.lines[1]).err
-          assert.is_truthy(got:match(case[2]) or (case[3] and got:match(case[3])), got)
+          local where = escape_pattern("(GET http://127.0.0.1:" .. peer.port .. "/x)")
+          local function at(p) return p and (p:gsub("WHERE", function() return where end)) end
+          local p2, p3 = at(case[2]), at(case[3])
+          assert.is_truthy(got:match(p2) or (p3 and got:match(p3)), got)
         end)
       end)
     end

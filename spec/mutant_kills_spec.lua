@@ -74,8 +74,10 @@ end }
         assert.equal(0, r.code, r.err)
         -- had either been sent again, it would have opened connection 2 (3)
         -- and the following GET would have reused it
-        assert.same({ a = '{"conn":1,"n":1}', post = false, post_err = "closed", c = '{"conn":2,"n":1}',
-                      patch = false, patch_err = "closed", e = '{"conn":3,"n":1}' }, o)
+        local url = "http://127.0.0.1:" .. peer.port .. "/x"
+        assert.same({ a = '{"conn":1,"n":1}', post = false, post_err = "closed (POST " .. url .. ")",
+                      c = '{"conn":2,"n":1}', patch = false, patch_err = "closed (PATCH " .. url .. ")",
+                      e = '{"conn":3,"n":1}' }, o)
       end)
     end)
   end)

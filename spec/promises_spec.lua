@@ -532,8 +532,9 @@ return { async_invoke = function(rec)
 end }
 ]]):format(peer.port, peer.port), '{"id":1}\n')
       assert.equal(0, r.code, r.err)
-      assert.same({ id = 1, line = "first", ok = "nil", err = "unread data", pooled = 0, after = "closed",
-        long = "buffer too large" }, H.decode_lines(r.output)[1])
+      local at = " (127.0.0.1:" .. peer.port .. ")"
+      assert.same({ id = 1, line = "first", ok = "nil", err = "unread data" .. at, pooled = 0, after = "closed" .. at,
+        long = "buffer too large" .. at }, H.decode_lines(r.output)[1])
     end)
   end)
 
@@ -647,7 +648,7 @@ end }
       assert.equal(0, r.code, r.err)
       local o = H.json.decode(r.output)
       assert.is_true(o.ok)
-      assert.matches("^ssl handshake failed: .+", o.err)
+      assert.matches("^ssl handshake failed: .+ %(127%.0%.0%.1:" .. peer.port .. "%)$", o.err)
     end)
   end)
 end)

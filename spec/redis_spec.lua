@@ -49,7 +49,9 @@ end }
     assert.equal(1, o.incr)
     assert.equal("raw", o.call)
     assert.is_true(o.err_is_false)
-    assert.matches("^WRONGTYPE", o.err)
+    -- the server's text, then where: the command's name, never its arguments
+    assert.equal("WRONGTYPE Operation against a key holding the wrong kind of value (redis 127.0.0.1:"
+      .. redis.port .. " HGET)", o.err)
     assert.same({ "a", "b", "3" }, o.list)
   end)
 
@@ -76,7 +78,9 @@ end }
     assert.equal("one", res[3])
     assert.equal("two", res[4])
     assert.equal(false, res[5][1])
-    assert.matches("^WRONGTYPE", res[5][2])
+    -- each reply of a pipeline is named by its own command
+    assert.equal("WRONGTYPE Operation against a key holding the wrong kind of value (redis 127.0.0.1:"
+      .. redis.port .. " HGET)", res[5][2])
   end)
 
   it("enriches many records over one pooled connection", function()
@@ -115,7 +119,7 @@ return { async_invoke = function(rec)
 end }
 ]], { {} })
     assert.equal(0, r.code, r.err)
-    assert.equal("connection refused", H.json.decode(r.lines[1]).err)
+    assert.equal("connection refused (127.0.0.1:1)", H.json.decode(r.lines[1]).err)
     r = run([[
 local redis = require "moonwait.redis"
 return { async_invoke = function(rec)
@@ -126,6 +130,104 @@ end }
 ]], { { port = redis.port } })
     assert.equal(1, r.code)
     assert.matches("redis: argument 3 is a table", r.err, 1, true)
+  end)
+
+  -- issue 13: errors carry where, so a record with several lookups tells
+  -- which one failed, and its dead letter keeps that text.
+  describe("errors name where they happened", function()
+    it("a record with two lookups, one refused, ends in a dead letter naming host:port once", function()
+      local free = servers.free_port()
+      redis.cli("SET user:7 Ada")
+      local d = H.tmpdir()
+      H.script(d, [[
+local redis = require "moonwait.redis"
+local function lookup(port, key)
+  local r, err = redis.connect("127.0.0.1", port, { timeout_ms = 2000 })
+  if not r then return nil, err end
+  local v, verr = r:get(key)
+  if v == nil then return nil, verr end
+  if v == false then return nil, verr end
+  assert(r:set_keepalive())
+  return v
+end
+return { async_invoke = function(rec)
+  local name, err = lookup(rec.users, "user:" .. rec.id)
+  if not name then return nil, err end
+  local cart, err2 = lookup(rec.carts, "cart:" .. rec.id)
+  if not cart then return nil, err2 end
+  return { rec }
+end }
+]])
+      local r = H.run("run --script script.lua --on-error dead-letter --dead-letter dl", { dir = d,
+        input = H.jsonl({ { id = 7, users = redis.port, carts = free } }) })
+      assert.equal(0, r.code, r.err)
+      local dl = H.decode_lines(H.read(d .. "/dl"))
+      assert.equal(1, #dl)
+      -- the socket's where, passed on as it is: not stripped, not doubled
+      assert.equal("connection refused (127.0.0.1:" .. free .. ")", dl[1].error)
+    end)
+
+    it("an error reply names host, port and command; a call on the closed connection names host:port", function()
+      redis.cli("SET str:secret-key v")
+      local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local c = assert(redis.connect("127.0.0.1", rec.port))
+  local out = {}
+  local ok, e1 = c:call("hget", "str:secret-key", "secret-field") -- any case of the name
+  out.e1 = e1
+  local ok2, e2 = c:call("NOSUCHCMD", "secret-arg")
+  out.e2 = e2
+  c:init_pipeline()
+  local _, e3 = c:set_keepalive()
+  out.e3 = e3
+  c:cancel_pipeline()
+  local _, e4 = c:commit_pipeline()
+  out.e4 = e4
+  c:close()
+  local _, e5 = c:get("k")
+  out.e5 = e5
+  local _, e6 = c:close()
+  out.e6 = e6
+  return { out }
+end }
+]], { { port = redis.port } })
+      assert.equal(0, r.code, r.err)
+      local o = H.json.decode(r.lines[1])
+      local at = "127.0.0.1:" .. redis.port
+      assert.same({
+        e1 = "WRONGTYPE Operation against a key holding the wrong kind of value (redis " .. at .. " HGET)",
+        e3 = "pipeline not committed (redis " .. at .. ")",
+        e4 = "no pipeline (redis " .. at .. ")",
+        e5 = "closed (" .. at .. ")",
+        e6 = "closed (" .. at .. ")",
+      }, { e1 = o.e1, e3 = o.e3, e4 = o.e4, e5 = o.e5, e6 = o.e6 })
+      -- (the server's own text may quote arguments; what moonwait adds never does)
+      assert.matches("^ERR unknown command .* %(redis " .. at:gsub("%.", "%%.") .. " NOSUCHCMD%)$", o.e2)
+    end)
+
+    it("a failed AUTH names host, port and AUTH, never the password", function()
+      local rs = servers.redis({ password = "right-pw" })
+      local ok, err = pcall(function()
+        local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local c, e1 = redis.connect("127.0.0.1", rec.port, { password = "s3cret-wrong-pw" })
+  local c2, e2 = redis.connect("127.0.0.1", rec.port, { user = "s3cret-user", password = "s3cret-wrong-pw" })
+  return { { e1 = e1, e2 = e2 } }
+end }
+]], { { port = rs.port } })
+        assert.equal(0, r.code, r.err)
+        local o = H.json.decode(r.lines[1])
+        local want = "auth failed: WRONGPASS invalid username-password pair or user is disabled. (redis 127.0.0.1:"
+          .. rs.port .. " AUTH)"
+        assert.same({ e1 = want, e2 = want }, o)
+        assert.is_nil(r.lines[1]:find("s3cret", 1, true))
+        assert.is_nil(r.err:find("s3cret", 1, true))
+      end)
+      rs.stop()
+      assert(ok, err)
+    end)
   end)
 
   it("keeps integers exact both ways: 64-bit replies, large numbers and int64 record fields as arguments", function()
@@ -160,7 +262,8 @@ end }
     assert.matches('"n":"1000000000000000"', l, 1, true)
     assert.matches('"id":"9007199254740993"', l, 1, true)
     assert.matches('"id_back":9007199254740993', l, 1, true)
-    assert.matches('"overflow":"ERR increment or decrement would overflow"', l, 1, true)
+    assert.matches('"overflow":"ERR increment or decrement would overflow (redis 127.0.0.1:' .. redis.port .. ' INCRBY)"',
+      l, 1, true)
   end)
 
   it("handles 1,000 concurrent lookups", function()

@@ -14,15 +14,18 @@
 --
 -- Replies: status -> string ("OK"), integer -> number, bulk -> string, nil bulk
 -- or nil multi-bulk -> moonwait.null, multi-bulk -> array. An error reply is
--- `false, msg` (inside an array or a pipeline's results: { false, msg }).
--- Network failures are `nil, err` with the socket's error strings; after one,
--- the connection is closed.
+-- `false, msg` (inside an array or a pipeline's results: { false, msg }), msg
+-- being the server's text followed by " (redis HOST:PORT CMD)": the command's
+-- name only, never its arguments (user data, passwords).
+-- Network failures are `nil, err` with the socket's error strings, which
+-- already end with " (HOST:PORT)" (passed on as they are); after one, the
+-- connection is closed, and a later call is `nil, "closed (HOST:PORT)"` too.
 --
--- A malformed or oversized reply is `nil, "bad reply: WHY"` and closes the
--- connection, with memory bounded by the limits (per reply): max_reply_bytes
--- (its bytes on the wire, default 64 MiB; one bulk is also at most 512 MiB,
--- Redis's proto-max-bulk-len), max_elements (values in all its arrays,
--- default 1,048,576) and max_depth (arrays nested in arrays, default 64).
+-- A malformed or oversized reply is `nil, "bad reply: WHY (redis HOST:PORT CMD)"`
+-- and closes the connection, with memory bounded by the limits (per reply):
+-- max_reply_bytes (its bytes on the wire, default 64 MiB; one bulk is also at
+-- most 512 MiB, Redis's proto-max-bulk-len), max_elements (values in all its
+-- arrays, default 1,048,576) and max_depth (arrays nested in arrays, default 64).
 --
 -- Pooled connections are keyed by host and port (or opts.pool), db, user and
 -- password, so a connection AUTHenticated or SELECTed for one connect never
@@ -97,8 +100,21 @@ local function shown(line)
   return "'" .. s .. "'"
 end
 
-local function bad(why)
-  return nil, "bad reply: " .. why
+-- Where a reply came from, for its error texts: " (redis HOST:PORT CMD)",
+-- from what call and commit_pipeline note in the reply's limits table st
+-- (peer, cmd), built only when there is an error. "" for a reader without
+-- them (M._read_reply).
+local function where(st)
+  local peer = st.peer
+  if not peer then return "" end
+  local cmd = st.cmd
+  cmd = type(cmd) == "string" and upper(sub(cmd, 1, 32)) .. (#cmd > 32 and "..." or "") or tostring(cmd)
+  cmd = gsub(cmd, "[%z\1-\32\127-\255]", function(c) return format("%%%02X", byte(c)) end)
+  return " (redis " .. peer .. " " .. cmd .. ")"
+end
+
+local function bad(st, why)
+  return nil, "bad reply: " .. why .. where(st)
 end
 
 -- An integer reply's digits ("-?%d+"): a Lua number within 2^53, else
@@ -125,51 +141,52 @@ end
 local function read_value(sock, st, depth)
   local line, err = sock:receive("*l")
   if not line then
-    if err == "buffer too large" then return bad("a line longer than max_reply_bytes") end
+    -- (the socket's message goes on with " (HOST:PORT)")
+    if find(err, "^buffer too large") then return bad(st, "a line longer than max_reply_bytes") end
     return nil, err
   end
   local left = st.bytes - #line - 2
-  if left < 0 then return bad(format("more than max_reply_bytes (%d) in one reply", st.max_bytes)) end
+  if left < 0 then return bad(st, format("more than max_reply_bytes (%d) in one reply", st.max_bytes)) end
   st.bytes = left
   local kind = byte(line)
   if kind == 43 then -- +
     return sub(line, 2)
   elseif kind == 45 then -- -
-    return false, sub(line, 2)
+    return false, sub(line, 2) .. where(st)
   elseif kind == 58 then -- :
     local v = find(line, "^:%-?%d+$") and integer(sub(line, 2))
-    if not v then return bad("not an integer: " .. shown(line)) end
+    if not v then return bad(st, "not an integer: " .. shown(line)) end
     return v
   elseif kind == 36 then -- $
-    if not find(line, "^%$%-?%d+$") then return bad("not a bulk length: " .. shown(line)) end
+    if not find(line, "^%$%-?%d+$") then return bad(st, "not a bulk length: " .. shown(line)) end
     local n = tonumber(sub(line, 2))
     if n < 0 then
       if n == -1 then return null end
-      return bad("not a bulk length: " .. shown(line))
+      return bad(st, "not a bulk length: " .. shown(line))
     end
-    if n > MAX_BULK then return bad(format("a bulk of %.0f bytes (the most is 512 MiB)", n)) end
+    if n > MAX_BULK then return bad(st, format("a bulk of %.0f bytes (the most is 512 MiB)", n)) end
     if n + 2 > st.bytes then
-      return bad(format("a bulk of %d bytes: more than max_reply_bytes (%d) in one reply", n, st.max_bytes))
+      return bad(st, format("a bulk of %d bytes: more than max_reply_bytes (%d) in one reply", n, st.max_bytes))
     end
     st.bytes = st.bytes - n - 2
     local data, rerr = sock:receive(n + 2)
     if not data then return nil, rerr end
     if byte(data, n + 1) ~= 13 or byte(data, n + 2) ~= 10 then
-      return bad("a bulk of " .. n .. " bytes not followed by CRLF")
+      return bad(st, "a bulk of " .. n .. " bytes not followed by CRLF")
     end
     return sub(data, 1, n)
   elseif kind == 42 then -- *
-    if not find(line, "^%*%-?%d+$") then return bad("not an array length: " .. shown(line)) end
+    if not find(line, "^%*%-?%d+$") then return bad(st, "not an array length: " .. shown(line)) end
     local n = tonumber(sub(line, 2))
     if n < 0 then
       if n == -1 then return null end
-      return bad("not an array length: " .. shown(line))
+      return bad(st, "not an array length: " .. shown(line))
     end
     if n > st.elements then
-      return bad(format("an array of %.0f elements: more than max_elements (%d) in one reply", n, st.max_elements))
+      return bad(st, format("an array of %.0f elements: more than max_elements (%d) in one reply", n, st.max_elements))
     end
     if depth >= st.max_depth then
-      return bad(format("arrays nested deeper than max_depth (%d)", st.max_depth))
+      return bad(st, format("arrays nested deeper than max_depth (%d)", st.max_depth))
     end
     st.elements = st.elements - n
     local arr = {}
@@ -181,16 +198,27 @@ local function read_value(sock, st, depth)
     end
     return arr
   elseif not kind then
-    return bad("an empty line")
+    return bad(st, "an empty line")
   end
-  return bad("unknown type: " .. shown(line))
+  return bad(st, "unknown type: " .. shown(line))
 end
 
--- Read one reply within the connection's limits.
-local function read_reply(self, sock)
+-- Read one reply (to the command named cmd) within the connection's limits.
+local function read_reply(self, sock, cmd)
   local lim = rawget(self, "_limits")
-  lim.bytes, lim.elements = lim.max_bytes, lim.max_elements
+  lim.bytes, lim.elements, lim.cmd = lim.max_bytes, lim.max_elements, cmd
   return read_value(sock, lim, 0)
+end
+
+-- nil, "WHAT (HOST:PORT)": as the socket says "closed", for what redis.lua
+-- finds itself.
+local function closed(self)
+  return nil, "closed (" .. rawget(self, "_limits").peer .. ")"
+end
+
+-- nil, "WHAT (redis HOST:PORT)": a call the connection's state refuses.
+local function refused(self, what)
+  return nil, what .. " (redis " .. rawget(self, "_limits").peer .. ")"
 end
 
 -- Internal, not an API (for spec/fuzz/fuzz_resp.c): read one reply from any
@@ -216,39 +244,43 @@ function Redis:call(...)
   local pipe = rawget(self, "_pipeline")
   if pipe then
     pipe[#pipe + 1] = req
+    local names = rawget(self, "_pipeline_names")
+    names[#names + 1] = name
     return "QUEUED"
   end
-  if rawget(self, "_closed") then return nil, "closed" end
+  if rawget(self, "_closed") then return closed(self) end
   local sock = rawget(self, "_sock")
   local ok, err = sock:send(req)
   if not ok then return fail(self, err) end
-  local v, e = read_reply(self, sock)
+  local v, e = read_reply(self, sock, name)
   if v == nil then return fail(self, e) end
   return v, e
 end
 
 function Redis:init_pipeline()
   rawset(self, "_pipeline", {})
+  rawset(self, "_pipeline_names", {}) -- each command's name, for its errors
 end
 
 function Redis:cancel_pipeline()
   rawset(self, "_pipeline", nil)
+  rawset(self, "_pipeline_names", nil)
 end
 
 -- Sends every queued command in one write and returns their replies in
 -- order (error replies as { false, msg }).
 function Redis:commit_pipeline()
-  local reqs = rawget(self, "_pipeline")
-  if not reqs then return nil, "no pipeline" end
-  rawset(self, "_pipeline", nil)
+  local reqs, names = rawget(self, "_pipeline"), rawget(self, "_pipeline_names")
+  if not reqs then return refused(self, "no pipeline") end
+  self:cancel_pipeline()
   if #reqs == 0 then return {} end
-  if rawget(self, "_closed") then return nil, "closed" end
+  if rawget(self, "_closed") then return closed(self) end
   local sock = rawget(self, "_sock")
   local ok, err = sock:send(reqs)
   if not ok then return fail(self, err) end
   local results = {}
   for i = 1, #reqs do
-    local v, e = read_reply(self, sock)
+    local v, e = read_reply(self, sock, names[i])
     if v == nil then return fail(self, e) end
     if v == false then v = { false, e } end
     results[i] = v
@@ -257,8 +289,8 @@ function Redis:commit_pipeline()
 end
 
 function Redis:set_keepalive(idle_ms, pool_size)
-  if rawget(self, "_closed") then return nil, "closed" end
-  if rawget(self, "_pipeline") then return nil, "pipeline not committed" end
+  if rawget(self, "_closed") then return closed(self) end
+  if rawget(self, "_pipeline") then return refused(self, "pipeline not committed") end
   rawset(self, "_closed", true)
   if rawget(self, "_stateful") then
     -- SELECT/AUTH/HELLO/RESET by the script: its pool key no longer says
@@ -269,7 +301,7 @@ function Redis:set_keepalive(idle_ms, pool_size)
 end
 
 function Redis:close()
-  if rawget(self, "_closed") then return nil, "closed" end
+  if rawget(self, "_closed") then return closed(self) end
   rawset(self, "_closed", true)
   return rawget(self, "_sock"):close()
 end
@@ -323,6 +355,8 @@ function M.connect(host, port, opts)
     max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
     max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
     max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
+    -- host:port as moonwait.socket names it in its errors, for ours
+    peer = (find(host, ":", 1, true) and "[" .. host .. "]" or host) .. ":" .. format("%d", port),
   }
   local sock = socket.tcp()
   sock:settimeout(opts.timeout_ms or 5000)

@@ -1,11 +1,13 @@
 /*
  * test_http.c: the HTTP client's protocol in src/net without a network:
  * URL parsing, the request's exact bytes and pool key (net/http.c), the
- * response parser fed bytes in pieces (net/http_resp.c), and the
- * cosocket's receive patterns over a connection's buffer (net/recv.c).
+ * response parser fed bytes in pieces (net/http_resp.c), the
+ * cosocket's receive patterns over a connection's buffer (net/recv.c),
+ * and the where part of their errors (net/where.c).
  */
 #include "../../src/net/http.h"
 #include "../../src/net/recv.h"
+#include "../../src/net/where.h"
 #include "test.h"
 
 #define UA "User-Agent: moonwait/" MW_VERSION "\r\n"
@@ -236,6 +238,103 @@ static void t_bad_url_and_recycling(void)
     http_req_free(r2);
 }
 
+/* ---- where an error happened (net/where.c) ------------------------------------------- */
+
+static const char *where_req(const char *method, const char *url, size_t len)
+{
+    static char b[NET_WHERE_MAX];
+    net_where_request(b, sizeof b, method, url, len);
+    return b;
+}
+#define WHERE_REQ(m, lit) where_req((m), (lit), sizeof(lit) - 1)
+
+static void t_where_request_plain_and_redacted(void)
+{
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://127.0.0.1:8080/user/7?x=1#f"), "GET http://127.0.0.1:8080/user/7?x=1#f");
+    ASSERT_STR_EQ(WHERE_REQ("POST", "https://[::1]/x"), "POST https://[::1]/x");
+    /* a password is ***; the user, path and query stay */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://ada:s3cret@h:81/p?q=1"), "GET http://ada:***@h:81/p?q=1");
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://ada:p@ss:w@h/"), "GET http://ada:***@h/"); /* the last '@' */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://:pw@h/"), "GET http://:***@h/");
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://ada@h/"), "GET http://ada@h/");      /* no password */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "ftp://ada:pw@h/"), "GET ftp://ada:***@h/"); /* any scheme */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "ada:pw@h/x"), "GET ada:***@h/x");         /* none at all */
+    /* an '@' after the authority is not userinfo */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://h:80/a:b@c"), "GET http://h:80/a:b@c");
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://h?u=a:b@c"), "GET http://h?u=a:b@c");
+    /* bytes a URL may not hold: one printable line */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://h/a b\0c\r\n\x7f\xc3\xa9"), "GET http://h/a%20b%00c%0D%0A%7F%C3%A9");
+    ASSERT_STR_EQ(WHERE_REQ("GET", ""), "GET ");
+}
+
+static void t_where_request_capped(void)
+{
+    /* 256 bytes shown, then "..."; a URL of exactly 256 is whole */
+    char url[2000];
+    memset(url, 'a', sizeof url);
+    memcpy(url, "http://h/", 9);
+    char want[NET_WHERE_MAX];
+    snprintf(want, sizeof want, "GET %.256s", url);
+    ASSERT_STR_EQ(where_req("GET", url, 256), want);
+    snprintf(want, sizeof want, "GET %.256s...", url);
+    ASSERT_STR_EQ(where_req("GET", url, 257), want);
+    ASSERT_STR_EQ(where_req("GET", url, sizeof url), want);
+    /* an escape is never cut in two: 255 bytes, then one that takes 3 */
+    url[255] = '\n';
+    snprintf(want, sizeof want, "GET %.255s...", url);
+    ASSERT_STR_EQ(where_req("GET", url, sizeof url), want);
+    /* a password past the cut is never shown either */
+    memcpy(url, "http://ada:", 11);
+    memset(url + 11, 'p', 600);
+    memcpy(url + 611, "@h/", 3);
+    snprintf(want, sizeof want, "GET http://ada:***@h/%.*s...", 256 - 17, url + 614);
+    ASSERT_STR_EQ(where_req("GET", url, sizeof url), want);
+    /* a long method: 32 bytes, then "..." */
+    ASSERT_STR_EQ(WHERE_REQ("ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ", "http://h/"),
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEF... http://h/");
+}
+
+static void t_where_peer_and_join(void)
+{
+    char b[NET_WHERE_MAX];
+    net_where_peer(b, sizeof b, "127.0.0.1", 6379);
+    ASSERT_STR_EQ(b, "127.0.0.1:6379");
+    net_where_peer(b, sizeof b, "::1", 6379);
+    ASSERT_STR_EQ(b, "[::1]:6379");
+    net_where_peer(b, sizeof b, "localhost", 1);
+    ASSERT_STR_EQ(b, "localhost:1");
+    net_where_peer(b, sizeof b, "a b\tc", 80);
+    ASSERT_STR_EQ(b, "a%20b%09c:80");
+    char host[1000];
+    memset(host, 'h', sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    net_where_peer(b, sizeof b, host, 65535);
+    char want[NET_WHERE_MAX];
+    snprintf(want, sizeof want, "%.256s...:65535", host);
+    ASSERT_STR_EQ(b, want);
+    /* the where part is kept whole; the error is cut to make room */
+    char j[64];
+    ASSERT_STR_EQ(net_where_join(j, sizeof j, "timeout", "127.0.0.1:6379"), "timeout (127.0.0.1:6379)");
+    char longerr[200];
+    memset(longerr, 'e', sizeof longerr - 1);
+    longerr[sizeof longerr - 1] = '\0';
+    net_where_join(j, sizeof j, longerr, "h:1");
+    ASSERT_UINT_EQ(strlen(j), sizeof j - 1);
+    ASSERT(strcmp(j + sizeof j - 1 - 6, " (h:1)") == 0);
+}
+
+/* The message a request's failure carries: its method and URL, as shown. */
+static void t_request_error_names_it(void)
+{
+    http_req *r = http_req_new();
+    ASSERT_INT_EQ(http_req_prepare(r, "http://ada:pw@h/", "DELETE", &DEFAULTS), -1);
+    ASSERT_STR_EQ(http_req_error(r, "bad url"), "bad url (DELETE http://ada:***@h/)");
+    http_req_free(r);
+    r = build("http://127.0.0.1:1/x?y=2", "GET", &DEFAULTS, NULL, NULL);
+    ASSERT_STR_EQ(http_req_error(r, "timeout"), "timeout (GET http://127.0.0.1:1/x?y=2)");
+    http_req_free(r);
+}
+
 /* ---- the response, fed in pieces ------------------------------------------------------ */
 
 static http_resp *resp_new(int is_head)
@@ -429,5 +528,6 @@ static void t_recv_pattern_strings(void)
 TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_ports), T(t_url_ipv6_literal),
           T(t_url_userinfo), T(t_url_bad), T(t_method_and_header_checks), T(t_request_get),
           T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
-          T(t_bad_url_and_recycling), T(t_response_in_any_split), T(t_response_caps),
+          T(t_bad_url_and_recycling), T(t_where_request_plain_and_redacted), T(t_where_request_capped),
+          T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_caps),
           T(t_response_interim_head_and_eof), T(t_response_interim_bytes_in_any_split), T(t_recv_patterns), T(t_recv_pattern_strings))

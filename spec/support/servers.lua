@@ -13,7 +13,8 @@
 --                                   -- cl.ports, cl.url_hosts ("127.0.0.1:P1,..."),
 --                                   -- cl.cli(args) (-c), cl.node_cli(port, args),
 --                                   -- cl.port_for(key), cl.stop()
---   local peer  = servers.faultpeer(mode) -- peer.port, peer.stop()
+--   local peer  = servers.faultpeer(mode) -- peer.port, peer.pid, peer.stop()
+--   local port  = servers.free_port()     -- nothing listens there: connects are refused
 local H = require("helpers")
 local S = {}
 
@@ -304,7 +305,16 @@ function S.faultpeer(mode, ...)
   assert(port, "faultpeer did not start: " .. (H.read(dir .. "/err") or ""))
   local pid = H.read(dir .. "/pid"):match("%d+")
   reap_with_us(pid)
-  return { port = tonumber(port), stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end }
+  return { port = tonumber(port), pid = pid, stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end }
+end
+
+-- A port on 127.0.0.1 that nothing listens on, so a connect to it is
+-- refused: one the kernel gave a fault peer, which is gone on return.
+function S.free_port()
+  local peer = S.faultpeer("silent")
+  peer.stop()
+  assert(gone(peer.pid), "faultpeer " .. peer.pid .. " did not stop")
+  return peer.port
 end
 
 -- Run fn(peer) with a fault peer in `mode`, stopping it even if fn fails.

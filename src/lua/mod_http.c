@@ -18,8 +18,9 @@
  *   timeout; res is pushed, or nil, err.
  *
  * A non-2xx status is a response. Transport failures return nil, err
- * (net/http.h lists them), "timeout", or "bad url: <url>". Misuse (bad
- * argument types, CR/LF in a header) raises.
+ * (net/http.h lists them), "timeout", or "bad url", each followed by
+ * " (METHOD URL)" (net/where.h: a password as ***, at most 256 bytes of
+ * the URL). Misuse (bad argument types, CR/LF in a header) raises.
  *
  * Ownership: the request (http_req) is the waiting fiber's: its cancel
  * hook (the record timed out or was abandoned) and the timer free it;
@@ -30,6 +31,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,8 +155,10 @@ static void on_timer(uv_timer_t *t)
     http_req *r = f->wait;
     if (!r)
         return;
+    char msg[sizeof r->failbuf];
+    snprintf(msg, sizeof msg, "%s", http_req_error(r, "timeout"));
     http_req_free(r);
-    wake_err(f, "timeout");
+    wake_err(f, msg);
 }
 
 /* ---- the request from Lua's arguments ----------------------------------------------- */
@@ -186,24 +190,14 @@ static int opt_bool(lua_State *L, int o, const char *name, int dflt)
     return v;
 }
 
-/* nil, "bad url: URL" (a NUL shown as %00, so the message is the whole URL). */
-static int bad_url(lua_State *L, const char *url, size_t len)
+/* nil, "bad url (METHOD URL)": the URL as net/where.h shows it (a NUL as
+ * %00, a password as ***, at most 256 bytes). */
+static int bad_url(lua_State *L, const char *method, const char *url, size_t len)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "bad url: ");
-    for (const char *e = url + len; url < e;) {
-        const char *z = memchr(url, '\0', (size_t)(e - url));
-        size_t n = z ? (size_t)(z - url) : (size_t)(e - url);
-        luaL_addlstring(&b, url, n);
-        url += n;
-        if (z) {
-            luaL_addstring(&b, "%00");
-            url++;
-        }
-    }
+    char where[NET_WHERE_MAX];
+    net_where_request(where, sizeof where, method, url, len);
     lua_pushnil(L);
-    luaL_pushresult(&b);
+    lua_pushfstring(L, "bad url (%s)", where);
     return 2;
 }
 
@@ -333,15 +327,13 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     read_opts(L, o, &opts, &timeout);
 
     if (memchr(url, '\0', url_len))
-        return bad_url(L, url, url_len);
+        return bad_url(L, method, url, url_len);
     http_req *r = http_req_new();
     if (!r)
         return luaL_error(L, "out of memory");
     if (http_req_prepare(r, url, method, &opts) != 0) {
         http_req_free(r);
-        lua_pushnil(L);
-        lua_pushfstring(L, "bad url: %s", url);
-        return 2;
+        return bad_url(L, method, url, url_len);
     }
     if (o)
         add_headers(L, r, o);

@@ -13,7 +13,11 @@
  * once); runtime failures return nil, err with err from a fixed set:
  * "timeout", "closed", "connection refused", "connection reset",
  * "host not found", "no resolver", "buffer too large", "unread data",
- * "ssl handshake failed: ...", "certificate verify failed: ...".
+ * "ssl handshake failed: ...", "certificate verify failed: ...",
+ * followed by " (host:port)", the last connect's target (net/where.h:
+ * "[::1]:6379" for IPv6), or " (not connected)" before any connect:
+ * "closed (127.0.0.1:6379)". The leading words stay as they are, for
+ * err:find("^timeout"). push_err is the one place that adds it.
  * A read timeout leaves the socket usable; every other error closes it.
  *
  * Stack effects (Lua-visible):
@@ -37,6 +41,7 @@
 #include "../net/pool.h"
 #include "../net/sock.h"
 #include "../net/tls.h"
+#include "../net/where.h"
 #include "modules.h"
 #include "runtime.h"
 
@@ -73,11 +78,21 @@ static const char *check_cstring(lua_State *L, int idx, const char *what)
 /* s equals the literal lit, bytes and length. */
 #define STR_IS(s, n, lit) ((n) == sizeof(lit) - 1 && memcmp((s), (lit), (n)) == 0)
 
+/* Push err followed by where s is aimed: " (host:port)", or
+ * " (not connected)" before its first connect. */
+static void push_err(lua_State *L, const sock *s, const char *err)
+{
+    char where[NET_WHERE_MAX] = "not connected";
+    if (s->ns.host)
+        net_where_peer(where, sizeof where, s->ns.host, s->ns.port);
+    lua_pushfstring(L, "%s (%s)", err, where);
+}
+
 /* nil, err: a runtime failure. */
-static int nil_err(lua_State *L, const char *err)
+static int nil_err(lua_State *L, const sock *s, const char *err)
 {
     lua_pushnil(L);
-    lua_pushstring(L, err);
+    push_err(L, s, err);
     return 2;
 }
 
@@ -109,7 +124,7 @@ static void on_done(net_sock *ns, int op, const char *err)
     int n = 0;
     if (err) {
         lua_pushnil(co);
-        lua_pushstring(co, err);
+        push_err(co, s, err);
         n = 2;
     }
     if (op == NET_SOCK_RECV) {
@@ -163,7 +178,7 @@ static int abort_now(lua_State *L, sock *s, const char *err)
     end_wait(s);
     rt_unpark(f);
     net_sock_abort(&s->ns);
-    return nil_err(L, err);
+    return nil_err(L, s, err);
 }
 
 static rt_fiber *acquire(lua_State *L, sock *s, const char *what)
@@ -180,7 +195,7 @@ static int push_received(lua_State *L, sock *s, int m)
 {
     if (m == NET_RECV_END) {
         lua_pushnil(L);
-        lua_pushstring(L, s->ns.rx.err);
+        push_err(L, s, s->ns.rx.err);
     }
     lua_pushlstring(L, s->ns.rx.data, s->ns.rx.len);
     net_sock_taken(&s->ns, m);
@@ -190,8 +205,7 @@ static int push_received(lua_State *L, sock *s, int m)
 static int do_receive(lua_State *L, sock *s)
 {
     if (!s->ns.conn) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
+        nil_err(L, s, "closed");
         lua_pushliteral(L, "");
         return 3;
     }
@@ -286,7 +300,7 @@ static int l_send(lua_State *L)
         return luaL_argerror(L, 2, "a string or an array of strings expected");
     }
     if (!s->ns.conn)
-        return nil_err(L, "closed");
+        return nil_err(L, s, "closed");
     rt_fiber *f = acquire(L, s, "send");
     s->sent = len;
     begin(s, f, s->send_ms);
@@ -340,15 +354,14 @@ static int l_sslhandshake(lua_State *L)
     const char *sni = lua_isnoneornil(L, 3) ? s->ns.host : check_cstring(L, 3, "the server name");
     int verify = lua_toboolean(L, 4);
     if (!s->ns.conn)
-        return nil_err(L, "closed");
+        return nil_err(L, s, "closed");
     if (s->ns.conn->ssl)
         luaL_error(L, "sslhandshake: the connection is already using TLS");
     char err[256];
     SSL_CTX *ctx = tls_client_ctx(s->ns.ca_file, err, sizeof err);
     if (!ctx) {
-        lua_pushnil(L);
         lua_pushfstring(L, "ssl handshake failed: %s", err);
-        return 2;
+        return nil_err(L, s, lua_tostring(L, -1));
     }
     rt_fiber *f = acquire(L, s, "sslhandshake");
     begin(s, f, s->connect_ms);
@@ -410,10 +423,10 @@ static int l_setkeepalive(lua_State *L)
     if (s->busy)
         luaL_error(L, "socket busy: setkeepalive while another coroutine is waiting on this socket");
     if (!s->ns.conn)
-        return nil_err(L, "closed");
+        return nil_err(L, s, "closed");
     const char *why = net_sock_keepalive(&s->ns, (uint64_t)idle, (size_t)size);
     if (why)
-        return nil_err(L, why);
+        return nil_err(L, s, why);
     lua_pushinteger(L, 1);
     return 1;
 }
@@ -422,7 +435,7 @@ static int l_getreusedtimes(lua_State *L)
 {
     sock *s = check_sock(L);
     if (!s->ns.conn)
-        return nil_err(L, "closed");
+        return nil_err(L, s, "closed");
     lua_pushinteger(L, (lua_Integer)s->ns.conn->reuses);
     return 1;
 }
@@ -433,7 +446,7 @@ static int l_close(lua_State *L)
     if (s->busy)
         luaL_error(L, "socket busy: close while another coroutine is waiting on this socket");
     if (!s->ns.conn)
-        return nil_err(L, "closed");
+        return nil_err(L, s, "closed");
     net_sock_close(&s->ns);
     lua_pushinteger(L, 1);
     return 1;

@@ -121,6 +121,7 @@ int http_req_prepare(http_req *r, const char *url, const char *method, const htt
 {
     http_url u;
     r->url = strdup(url);
+    snprintf(r->method, sizeof r->method, "%s", method);
     if (http_url_parse(url, &u) != 0)
         return -1;
     r->host = strndup(u.host, u.host_len);
@@ -260,16 +261,27 @@ static void succeed(http_req *r)
     http_req_free(r);
 }
 
+const char *http_req_error(http_req *r, const char *err)
+{
+    char where[NET_WHERE_MAX];
+    const char *url = r->url ? r->url : "";
+    net_where_request(where, sizeof where, r->method, url, strlen(url));
+    return net_where_join(r->failbuf, sizeof r->failbuf, err, where);
+}
+
+/* Every failure ends here: done hears err with the request named. err
+ * must not be r->failbuf. */
 static void fail(http_req *r, const char *err)
 {
-    r->done(r, err, r->ud);
+    r->done(r, http_req_error(r, err), r->ud);
     http_req_free(r);
 }
 
 static void bad_response(http_req *r, const char *why)
 {
-    snprintf(r->failbuf, sizeof r->failbuf, "bad response: %s (%s)", why, r->url);
-    fail(r, r->failbuf);
+    char msg[512];
+    snprintf(msg, sizeof msg, "bad response: %s", why);
+    fail(r, msg);
 }
 
 /* A reused connection died before answering: try once more, fresh, if
@@ -365,8 +377,7 @@ static void on_handshake(net_conn *c, int status, void *ud)
     http_req *r = ud;
     if (status != 0) {
         char why[320];
-        snprintf(r->failbuf, sizeof r->failbuf, "%s (%s)", net_conn_tls_failure(c, why, sizeof why), r->url);
-        fail(r, r->failbuf);
+        fail(r, net_conn_tls_failure(c, why, sizeof why));
         return;
     }
     send_request(r);
@@ -383,8 +394,9 @@ static void on_dialed(void *ud, const char *err)
         char why[256];
         SSL_CTX *ctx = tls_client_ctx(r->ca_file, why, sizeof why);
         if (!ctx) {
-            snprintf(r->failbuf, sizeof r->failbuf, "ssl handshake failed: %s", why);
-            fail(r, r->failbuf);
+            char msg[300];
+            snprintf(msg, sizeof msg, "ssl handshake failed: %s", why);
+            fail(r, msg);
             return;
         }
         if (net_conn_tls_start(r->conn, ctx, r->host, r->verify, on_handshake, r) != 0)

@@ -28,9 +28,12 @@
  *
  * Errors given to done: "connection refused", "connection reset",
  * "closed", "host not found", "body too large", "out of memory",
- * "bad response: <why> (<url>)", "ssl handshake failed: <why> [(<url>)]",
- * "certificate verify failed: <why> (<url>)", the other net_strerror()
- * strings. Timeouts are the caller's (it frees the request).
+ * "bad response: <why>", "ssl handshake failed: <why>",
+ * "certificate verify failed: <why>", the other net_strerror() strings,
+ * each followed by " (METHOD URL)" (net/where.h: the URL's password as
+ * "***", at most 256 bytes of it), so a record with several requests
+ * tells which one failed. Timeouts are the caller's (it frees the
+ * request, naming it with http_req_error first).
  */
 #ifndef MW_HTTP_H
 #define MW_HTTP_H
@@ -42,6 +45,7 @@
 #include "conn.h"
 #include "dial.h"
 #include "http_resp.h"
+#include "where.h"
 
 #define HTTP_DEFAULT_POOL_SIZE 1024
 #define HTTP_DEFAULT_MAX_BODY (16u * 1024 * 1024)
@@ -116,7 +120,8 @@ struct http_req {
     http_resp resp;          /* the response parser, its caps and what it kept */
     int got_bytes;           /* a byte of the response arrived */
     int reused, retried;     /* conn came from the pool; the retry was used */
-    char failbuf[512];       /* a formatted error message */
+    char method[NET_WHERE_METHOD + 8]; /* as given (cut beyond), for messages */
+    char failbuf[1024];      /* the error message given to done, where included */
 };
 
 /* A request (recycled: its buffers' memory kept), or NULL when out of
@@ -140,6 +145,11 @@ void http_req_end(http_req *r, const char *body, size_t blen);
 /* Send it on loop. done runs once, maybe before this returns. Ownership
  * passes to the request itself until done returns (or http_req_free). */
 void http_req_start(http_req *r, uv_loop_t *loop, http_done_cb done, void *ud);
+
+/* err followed by " (METHOD URL)", r's method and URL as net/where.h
+ * shows them, in r's buffer (valid until r is freed or fails). For the
+ * caller's own errors about r ("timeout"). */
+const char *http_req_error(http_req *r, const char *err);
 
 /* Release r at any point before done: its DNS query is cancelled, its
  * connection closed, never pooled; done never runs. */

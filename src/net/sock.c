@@ -39,6 +39,7 @@ int net_sock_target(net_sock *s, const char *host, int port, const char *pool, s
     net_sock_close(s);
     free(s->host);
     s->host = strdup(host);
+    s->port = port;
     free(s->pool_key);
     if (pool)
         s->pool_key = strdup(pool);

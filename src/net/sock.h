@@ -8,7 +8,9 @@
  * the results. Public names: net_sock_*.
  *
  * Errors close the connection (a failed connection is never reused),
- * except a receive's timeout: the socket stays usable.
+ * except a receive's timeout: the socket stays usable. They are the fixed
+ * words of net_strerror() and the TLS reasons; the binding adds where
+ * (host and port, below) when it hands them to Lua.
  *
  * Ownership: the net_sock is its holder's (embedded in the Lua userdata);
  * it owns its connection (until pooled), the strings below and its dial.
@@ -40,6 +42,7 @@ struct net_sock {
     size_t max_buffer;    /* the most a connection buffers unread */
     char *ca_file;        /* owned: CAs for TLS, or NULL (the system's) */
     char *host;           /* owned: the last connect's host (the default SNI) */
+    int port;             /* the last connect's port (host:port names errors) */
     char *pool_key;       /* owned: "host:port" or the caller's pool name */
     size_t pool_size;     /* idle connections kept for pool_key */
     net_dial dial;        /* connects into conn */
@@ -50,7 +53,7 @@ struct net_sock {
 
 void net_sock_init(net_sock *s, size_t max_buffer, size_t pool_size, net_sock_cb cb);
 
-/* Aim s at host:port: close its connection, keep host and the pool key
+/* Aim s at host:port: close its connection, keep host, port, the pool key
  * (pool, or "host:port" when NULL) and pool_size (unless 0). 1 if an idle
  * pooled connection was taken (connected at once: no operation needed). */
 int net_sock_target(net_sock *s, const char *host, int port, const char *pool, size_t pool_size);
