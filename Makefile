@@ -70,7 +70,7 @@ CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_r
           $(BUILD)/test_resp $(BUILD)/test_redis_url
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams fuzz fuzz-build
+.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams example-cache fuzz fuzz-build
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -152,6 +152,9 @@ example-http: $(BUILD)/moonwait
 
 example-redis: $(BUILD)/moonwait
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/redis-lookup/run
+
+example-cache: $(BUILD)/moonwait
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/cache-and-fanout/run
 
 example-streams: $(BUILD)/moonwait
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/streams/run
