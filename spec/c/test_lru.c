@@ -205,7 +205,7 @@ static void test_keeps_the_negative_flag(void)
 static void test_new_limits_apply_at_once(void)
 {
     lru *c = mk(10, 0);
-    char k[8];
+    char k[16];
     for (int i = 0; i < 10; i++) {
         snprintf(k, sizeof k, "k%d", i);
         put(c, k, "v", 0);
