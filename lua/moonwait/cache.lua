@@ -13,7 +13,7 @@
 local core = require "moonwait._cache"
 
 local cget, take, store, fail = core.get, core.take, core.store, core.fail
-local LOAD, WAITED = core.LOAD, core.WAITED
+local WAITED = core.WAITED
 local type, pcall, error = type, pcall, error
 
 local M = { new = core.new }
@@ -35,18 +35,13 @@ function core.methods.get(self, key, loader, ...)
     hit, v, err = take(self)
     if hit then return v, err end
   end
-  if v == LOAD then
-    local ok, val, e = pcall(loader, ...)
-    if not ok then
-      fail(self, key, val)
-      error(val, 0)
-    end
-    store(self, key, val, e)
-    return val, e
+  -- LOAD, or DIRECT: nowhere to wait (script load time, on_timeout, a
+  -- coroutine of the script's own), so the loader runs here, on its own.
+  local ok, val, e = pcall(loader, ...)
+  if not ok then
+    fail(self, key, val)
+    error(val, 0)
   end
-  -- DIRECT: nowhere to wait (script load time, on_timeout, a coroutine of
-  -- the script's own): the loader runs here, on its own.
-  local val, e = loader(...)
   store(self, key, val, e)
   return val, e
 end

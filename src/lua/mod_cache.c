@@ -30,7 +30,7 @@
  *   get(c, key)        true, value | true, nil[, err] (a hit, or a timeout:
  *                      true, nil, "timeout"); false, LOAD (load it, then
  *                      store or fail); false, DIRECT (no fiber: load it
- *                      without single flight, then store); or parks and
+ *                      without single flight, then store or fail); or parks and
  *                      resumes with false, WAITED (then take)
  *   take(c)            after WAITED: true, value | true, nil[, err]; or
  *                      false, LOAD (the load was handed over)
