@@ -67,7 +67,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
-          $(BUILD)/test_resp $(BUILD)/test_redis_url
+          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams example-cache fuzz fuzz-build
@@ -117,6 +117,9 @@ $(BUILD)/test_resp: $(BUILD)/spec/c/test_resp.o $(BUILD)/src/net/resp.o
 
 $(BUILD)/test_redis_url: $(BUILD)/spec/c/test_redis_url.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/net/redis_cluster.o \
 		$(BUILD)/src/net/resp.o
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o

@@ -40,6 +40,7 @@ int check_script(const char *path, const char *lua_dir)
         script_close(&sc, check_closed, NULL);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    script_cache_free_all();
     guard_stop();
     uv_loop_close(&loop);
     return code;

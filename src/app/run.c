@@ -318,6 +318,7 @@ int run_pipeline(const config *c, const char *lua_dir)
     if (r->phase != DONE)
         close_early(r, prep == 0);
     gen_free_all(&r->gens);
+    script_cache_free_all();
     cp_free(&r->cp);
     restore_release(&r->rs);
     guard_stop();

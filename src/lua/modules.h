@@ -11,6 +11,8 @@
  *   moonwait.redis  a Redis client in Lua (lua/moonwait/redis.lua)
  *   moonwait.thread spawn, wait, kill, all (lua/moonwait/thread.lua on
  *                   moonwait._thread, mod_thread.c)
+ *   moonwait.cache  a shared single-flight cache (lua/moonwait/cache.lua on
+ *                   moonwait._cache, mod_cache.c)
  *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
@@ -25,6 +27,7 @@ int mod_log_open(lua_State *L);
 int mod_socket_open(lua_State *L);
 int mod_http_open(lua_State *L);
 int mod_thread_open(lua_State *L);
+int mod_cache_open(lua_State *L);
 
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);

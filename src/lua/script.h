@@ -187,6 +187,10 @@ extern int script_live_vms;
  * io.lines() and io.stdin (they would take lines meant for moonwait). */
 extern int script_stdin_is_input;
 
+/* Free the named caches of moonwait.cache (mod_cache.c), which outlive
+ * every generation: once, after the last VM has closed. */
+void script_cache_free_all(void);
+
 /* Nonzero when sc holds a VM (to be closed with script_close). */
 static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }
 
