@@ -50,6 +50,27 @@ describe("examples", function()
     assert.equal(20, titled) -- product 5 is not seeded
   end)
 
+  it("cache-and-fanout starts nginx and redis-server, loads each profile once, counts clicks", function()
+    local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 60 examples/cache-and-fanout/run")
+    assert.equal(0, code, err)
+    local got = H.decode_lines(out)
+    assert.equal(40, #got)
+    local clicks, named = {}, 0
+    for i, o in ipairs(got) do
+      assert.equal(i, o.event) -- ordered
+      clicks[o.user] = (clicks[o.user] or 0) + 1
+      assert.equal(clicks[o.user], o.clicks) -- INCR per user, in input order
+      if o.user == 9 then assert.is_nil(o.name) else assert.is_string(o.name); named = named + 1 end
+    end
+    assert.equal(35, named) -- user 9 has no profile
+    -- one load per user (5 profiles and user 9's 404), however many asked at once
+    -- (how many found a load under way depends on timing: misses = loads + waits)
+    local hits, misses, loads, waited = err:match("profiles cache: (%d+) hits, (%d+) misses, (%d+) loads %((%d+) callers waited")
+    assert.equal(6, tonumber(loads), err)
+    assert.equal(40, tonumber(hits) + tonumber(misses))
+    assert.equal(tonumber(misses), tonumber(loads) + tonumber(waited))
+  end)
+
   it("installs a binary that finds its Lua modules", function()
     local d = H.tmpdir()
     local code, _, err = H.sh(string.format("make -s install PREFIX=%s/prefix BUILD=%s >/dev/null",

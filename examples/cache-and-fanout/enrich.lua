@@ -11,7 +11,7 @@ local log = require "moonwait.log"
 local redis = require "moonwait.redis"
 
 local base = assert(os.getenv("PROFILE_URL"), "PROFILE_URL is not set (use examples/cache-and-fanout/run)")
-local port = tonumber(assert(os.getenv("REDIS_PORT"), "REDIS_PORT is not set (use examples/cache-and-fanout/run)"))
+local port = tonumber((assert(os.getenv("REDIS_PORT"), "REDIS_PORT is not set (use examples/cache-and-fanout/run)")))
 
 -- Named, so a hot reload of this script keeps what was loaded.
 local profiles = cache.new { name = "profiles", size = 10000, ttl = 60, neg_ttl = 5 }
