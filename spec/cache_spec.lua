@@ -435,6 +435,30 @@ end }
       waiters = 4 }, outs[7])
   end)
 
+  it("dead-letters a loader's raised error at the script's line that called get, not inside cache.lua", function()
+    -- a transient failure raised in the loader (so it is not cached) and left
+    -- to fail the record: the dead letter's "(at ...)" names the script
+    local r = run([[
+local cache = require "moonwait.cache"
+local http = require "moonwait.http"
+local c = cache.new{ neg_ttl = 10 }
+local function load(id)
+  local res, err = http.get("http://127.0.0.1:1/users/" .. id)
+  if not res then error(err, 0) end
+  return res.body
+end
+return { async_invoke = function(r)
+  local v = c:get(r.id, load, r.id)
+  return { { id = r.id, v = v } }
+end }
+]], records(1), "--on-error dead-letter --dead-letter dl.jsonl")
+    assert.equal(0, r.code, r.err)
+    local dl = H.decode_lines(H.read(r.dir .. "/dl.jsonl"))
+    assert.equal(1, #dl)
+    assert.equal("connection refused (GET http://127.0.0.1:1/users/1) (at script.lua:10: in function <script.lua:9>)",
+      dl[1].error)
+  end)
+
   it("works outside a coroutine: at load time, in on_timeout (direct loads, peek), in ctx.defer", function()
     local r = run(EQ .. [[
 local cache = require "moonwait.cache"
