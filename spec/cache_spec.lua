@@ -310,7 +310,7 @@ return { async_invoke = function() return { { out = out, entries = c:stats().ent
     assert.matches("cache.new: ttl: a number of seconds from 0 to 1e9 expected (0: never expires), got -1",
       got["new.ttl"], 1, true)
     assert.matches("cache.new: neg_ttl: a number of seconds", got["new.neg_ttl"], 1, true)
-    assert.matches("cache.new: max_bytes: a whole number from 1", got["new.max_bytes"], 1, true)
+    assert.matches("cache.new: max_bytes: a whole number from 1 to 9007199254740992 expected", got["new.max_bytes"], 1, true)
     assert.matches("cache.new: unknown option number", got["new.1"], 1, true)
     assert.matches("cache.new: a table of options expected", got["new.str"], 1, true)
   end)
@@ -433,6 +433,30 @@ end }
     assert.same({ id = 5, v = "v5" }, outs[5])  -- loaded again: the error was not cached
     assert.same({ id = 7, v = "v7", handoffs = 1, abandoned = 1, waiting = 0, loading = 0, load_errors = 1,
       waiters = 4 }, outs[7])
+  end)
+
+  it("dead-letters a loader's raised error at the script's line that called get, not inside cache.lua", function()
+    -- a transient failure raised in the loader (so it is not cached) and left
+    -- to fail the record: the dead letter's "(at ...)" names the script
+    local r = run([[
+local cache = require "moonwait.cache"
+local http = require "moonwait.http"
+local c = cache.new{ neg_ttl = 10 }
+local function load(id)
+  local res, err = http.get("http://127.0.0.1:1/users/" .. id)
+  if not res then error(err, 0) end
+  return res.body
+end
+return { async_invoke = function(r)
+  local v = c:get(r.id, load, r.id)
+  return { { id = r.id, v = v } }
+end }
+]], records(1), "--on-error dead-letter --dead-letter dl.jsonl")
+    assert.equal(0, r.code, r.err)
+    local dl = H.decode_lines(H.read(r.dir .. "/dl.jsonl"))
+    assert.equal(1, #dl)
+    assert.equal("connection refused (GET http://127.0.0.1:1/users/1) (at script.lua:10: in function <script.lua:9>)",
+      dl[1].error)
   end)
 
   it("works outside a coroutine: at load time, in on_timeout (direct loads, peek), in ctx.defer", function()

@@ -163,5 +163,6 @@ return M
     assert.equal(0, r.code, r.err)
     assert.matches("moonwait: stats: in=%d+ out=%d+ in_flight=%d+ backoff=0 rate=%d+/s attempts=%d+ retries=0 timeouts=0 errors=0", r.err)
     assert.matches("moonwait: summary: records_in=8 records_out=8 outputs=8", r.err)
+    assert.matches("moonwait: summary: .* generation=1 reloads=0 rejected=0 ", r.err)
   end)
 end)

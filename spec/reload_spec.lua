@@ -417,4 +417,21 @@ return M
       assert.is_true(last.rss - first.rss < 30000, "rss " .. first.rss .. " -> " .. last.rss .. " kB")
     end
   end)
+
+  it("reports in the --stats summary the generation that was current at the end", function()
+    -- the summary is printed after the generations closed: it still names
+    -- the last one (it said generation=0 there)
+    local d = H.tmpdir()
+    H.script(d, versioned(1))
+    H.write(d .. "/in", records(10))
+    local feed, end_input = held_input(d)
+    local pid, wait = start(d, "--script script.lua --input fifo --stats", feed)
+    save(d .. "/script.lua", versioned(2))
+    os.execute("kill -HUP " .. pid)
+    wait_err(d, "reload: generation 2 loaded")
+    end_input()
+    local rc, _, err = wait()
+    assert.equal(0, rc, err)
+    assert.matches("moonwait: summary: .* generation=2 reloads=1 rejected=0 ", err)
+  end)
 end)

@@ -166,6 +166,7 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
         return -1;
     }
     gs->cur = g;
+    gs->last_id = g->id;
     if (gen_load(g, &err) != 0) {
         fprintf(stderr, "moonwait: %s\n", err ? err : "cannot load the script");
         free(err);
@@ -212,6 +213,7 @@ static void switch_to(gen *g)
     gens *gs = g->gs;
     gen *old = gs->cur;
     gs->cur = g;
+    gs->last_id = g->id;
     g->state = G_CURRENT;
     gs->reloads++;
     size_t draining = 0;
@@ -391,6 +393,11 @@ gen *gen_current(const gens *gs)
 int gen_current_id(const gens *gs)
 {
     return gs->cur ? gs->cur->id : 0;
+}
+
+int gen_last_id(const gens *gs)
+{
+    return gs->last_id;
 }
 
 void gen_counts(const gens *gs, int *reloads, int *rejected)

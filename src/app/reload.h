@@ -65,6 +65,7 @@ typedef struct gens {
     gen *live;                /* every live generation */
     gen *dead;                /* closed, memory still pointed at by tasks */
     int next_id;
+    int last_id;              /* the latest generation that was current */
     int reloads, rejected;
     int pending;              /* a reload was asked for while one could not start */
     int phase;                /* opening, running, closing (reload.c) */
@@ -86,6 +87,9 @@ void gen_trigger_reload(gens *gs, const char *trigger);
 gen *gen_current(const gens *gs);
 /* Its number, or 0 when none. */
 int gen_current_id(const gens *gs);
+/* The number of the latest generation that was current, also once the
+ * generations have closed (the --stats summary), or 0 before the first. */
+int gen_last_id(const gens *gs);
 /* Reloads done and rejected so far (--stats). */
 void gen_counts(const gens *gs, int *reloads, int *rejected);
 /* A record now runs on g / was released (its record left the operator). */

@@ -19,13 +19,37 @@ void route_init(route *r, op *o, int on_error)
     r->on_error = on_error;
 }
 
+/* A frame in one of the shipped modules (lua/moonwait/NAME.lua): an error
+ * that passed through one (a cache loader's, re-raised by c:get) is shown
+ * at the script's frame below it. Matched on the file name's end, since Lua
+ * shortens a long path from the left ("...lua/moonwait/cache.lua:43: ..."). */
+static int shipped_frame(const char *l, size_t n)
+{
+    static const char *const mods[] = { "cache", "host", "redis", "retry", "thread" };
+    const char *colon = memchr(l, ':', n);
+    if (!colon)
+        return 0;
+    size_t fn = (size_t)(colon - l);
+    for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
+        char tail[32];
+        int tn = snprintf(tail, sizeof tail, "moonwait/%s.lua", mods[i]);
+        if (fn >= (size_t)tn && memcmp(colon - tn, tail, (size_t)tn) == 0 &&
+            (fn == (size_t)tn || colon[-tn - 1] == '/' || colon[-tn - 1] == '.'))
+            return 1;
+    }
+    return 0;
+}
+
 /* "msg\nstack traceback:\n\t[C]: ...\n\tscript.lua:3: in function 'f'" ->
- * "msg (at script.lua:3: in function 'f')": the first frame in Lua code. */
+ * "msg (at script.lua:3: in function 'f')": the first frame in Lua code
+ * outside the shipped modules (else the first in Lua code). */
 static char *with_first_frame(const char *err)
 {
     const char *tb = strstr(err, "\nstack traceback:\n");
     if (!tb)
         return strdup(err);
+    const char *first = NULL;
+    size_t first_n = 0;
     for (const char *l = tb + 18; *l; ) {
         while (*l == '\n' || *l == '\t')
             l++;
@@ -34,14 +58,24 @@ static char *with_first_frame(const char *err)
         const char *end = strchr(l, '\n');
         size_t n = end ? (size_t)(end - l) : strlen(l);
         if (strncmp(l, "[C]:", 4) != 0) {
-            char *m = NULL;
-            if (asprintf(&m, "%.*s (at %.*s)", (int)(tb - err), err, (int)n, l) < 0)
-                m = NULL;
-            return m;
+            if (!first) {
+                first = l;
+                first_n = n;
+            }
+            if (!shipped_frame(l, n)) {
+                first = l;
+                first_n = n;
+                break;
+            }
         }
         l += n;
     }
-    return strndup(err, (size_t)(tb - err));
+    if (!first)
+        return strndup(err, (size_t)(tb - err));
+    char *m = NULL;
+    if (asprintf(&m, "%.*s (at %.*s)", (int)(tb - err), err, (int)first_n, first) < 0)
+        m = NULL;
+    return m;
 }
 
 /* Standard base64 of s[0..n). 0 or -1. */

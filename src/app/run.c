@@ -97,7 +97,7 @@ static void stats_fill(void *ud, stats_view *v)
     v->outputs = r->outputs;
     v->skipped = r->route.skipped;
     v->malformed = r->route.malformed;
-    v->generation = gen_current_id(&r->gens);
+    v->generation = gen_last_id(&r->gens);
     gen_counts(&r->gens, &v->reloads, &v->rejected);
 }
 

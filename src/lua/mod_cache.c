@@ -653,9 +653,13 @@ typedef struct opts {
 static size_t whole_number(lua_State *L, int idx, const char *what, double lo, double hi)
 {
     double d = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : NAN;
-    if (!(d >= lo && d <= hi) || d != floor(d))
-        luaL_error(L, "cache.new: %s: a whole number from %.0f to %.0f expected, got %s", what, lo, hi,
+    if (!(d >= lo && d <= hi) || d != floor(d)) {
+        /* lua_pushfstring has no precision: 2^53 would read 9.007199254741e+15 */
+        char range[64];
+        snprintf(range, sizeof range, "%.0f to %.0f", lo, hi);
+        luaL_error(L, "cache.new: %s: a whole number from %s expected, got %s", what, range,
                    lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+    }
     return (size_t)d;
 }
 
