@@ -435,6 +435,41 @@ end }
       waiters = 4 }, outs[7])
   end)
 
+  it("passes the load on when the waiter handed the load ends before it runs (killed with the loader)", function()
+    -- L loads k and is killed; W1 (first in line) is handed the load and is
+    -- killed in the same turn, before it runs: W2 must get the load, not
+    -- wait until the record's deadline
+    local r = run(EQ .. [[
+local cache = require "moonwait.cache"
+local time = require "moonwait.time"
+local mw = require "moonwait"
+local c = cache.new{}
+local loads = {}
+local function load(who, s)
+  loads[#loads + 1] = who
+  time.sleep(s)
+  return who
+end
+return { async_invoke = function()
+  local L = mw.spawn(function() return c:get("k", load, "L", 10) end)
+  time.sleep(0.02)
+  local W1 = mw.spawn(function() return c:get("k", load, "W1", 0) end)
+  local W2 = mw.spawn(function() return c:get("k", load, "W2", 0) end)
+  while c:stats().waiting < 2 do time.sleep(0.01) end
+  local t0 = time.now()
+  mw.kill(L)   -- hands the load to W1, which is woken ...
+  mw.kill(W1)  -- ... and killed before it runs: W2 is next
+  local ok, v = mw.wait(W2)
+  local st = c:stats()
+  return { { ok = ok, v = v, loads = table.concat(loads, ","), handoffs = st.handoffs, abandoned = st.abandoned,
+             waiting = st.waiting, loading = st.loading, fast = time.now() - t0 < 1 } }
+end }
+]], nil, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ ok = true, v = "W2", loads = "L,W2", handoffs = 2, abandoned = 1, waiting = 0, loading = 0,
+      fast = true }, H.json.decode(r.lines[1]))
+  end)
+
   it("works outside a coroutine: at load time, in on_timeout (direct loads, peek), in ctx.defer", function()
     local r = run(EQ .. [[
 local cache = require "moonwait.cache"
