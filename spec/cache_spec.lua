@@ -237,6 +237,49 @@ return { async_invoke = function() return { { ok = true } } end }
     assert.equal('{"ok":true}', r.lines[1])
   end)
 
+  it("regression: a finalizer that purges the cache while a get or peek copies out a big value (use after free)",
+    function()
+    -- LuaJIT may run a GC step, and finalizers, at the start of any
+    -- allocation; the copy of a value over 512 bytes was allocated before
+    -- its bytes were read from the store, so a __gc that purged or set the
+    -- key freed them first. With the GC made eager, the finalizer runs at
+    -- that very allocation every time.
+    local r = run([[
+local cache = require "moonwait.cache"
+local c = cache.new{ size = 100 }
+local X, Y = ("x"):rep(100000), ("y"):rep(100000)
+local ran = 0
+local function garbage_with_gc()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    ran = ran + 1
+    c:purge()        -- frees the entry being copied from ...
+    c:set("k", Y)    -- ... and another value may take its memory
+  end
+end
+collectgarbage("setpause", 0)
+collectgarbage("setstepmul", 100000)
+return { async_invoke = function()
+  local during, bad = 0, 0
+  for i = 1, 50 do
+    garbage_with_gc()
+    c:set("k", X)
+    local before = ran
+    local ok, v = pcall(i % 2 == 0 and c.get or c.peek, c, "k", error)
+    if ran ~= before then
+      during = during + 1
+      if not ok or v ~= X then bad = bad + 1 end
+    end
+  end
+  return { { during = during, bad = bad } }
+end }
+]])
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.is_true(o.during > 0, "no finalizer ran during a get")
+    assert.equal(0, o.bad)
+  end)
+
   it("refuses what cannot be copied, naming where, and raises on misuse at the caller's line", function()
     local r = run([[
 local cache = require "moonwait.cache"

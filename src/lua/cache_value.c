@@ -9,6 +9,7 @@
  * copy of its bytes, never from the store's (which that finalizer may
  * change or free).
  */
+#include <lauxlib.h>
 #include <string.h>
 
 #include "cache_int.h"
@@ -16,8 +17,26 @@
 
 static mw_buf scratch;   /* encoded values on their way in (see encode) */
 
+/* lval_push of a private copy (pushing.p), in a protected call so that the
+ * copy is freed however decoding ends. */
+typedef struct pushing {
+    void *p;
+    size_t n;
+} pushing;
+
+static int push_private(lua_State *L)
+{
+    const pushing *a = lua_touserdata(L, 1);
+    lval_push(L, a->p, a->n);
+    return 1;
+}
+
 /* Push the value encoded in p[0..n) from a copy (a Lua finalizer run while
- * building it may change the store, and decoding may raise). */
+ * building it may change the store, and decoding may raise). The copy is
+ * made before any Lua allocation: LuaJIT may run a GC step, and with it a
+ * finalizer, at the start of every allocation (lua_newuserdata included),
+ * and a finalizer that purges or overwrites the entry frees p (it did: a
+ * use after free, or another value's bytes, for values over 512 bytes). */
 static void push_copy(lua_State *L, const void *p, size_t n)
 {
     unsigned char small[512];
@@ -26,11 +45,16 @@ static void push_copy(lua_State *L, const void *p, size_t n)
         lval_push(L, small, n);
         return;
     }
-    void *copy = lua_newuserdata(L, n);
-    memcpy(copy, p, n);
-    int at = lua_gettop(L);
-    lval_push(L, copy, n);
-    lua_remove(L, at);
+    pushing a = { malloc(n), n };
+    if (!a.p)
+        luaL_error(L, "cache: out of memory");
+    memcpy(a.p, p, n);
+    lua_pushcfunction(L, push_private);
+    lua_pushlightuserdata(L, &a);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(a.p);
+    if (rc != 0)
+        lua_error(L);
 }
 
 int cache_value_push(lua_State *L, const void *p, size_t n, int negative)
