@@ -246,7 +246,7 @@ return { async_invoke = function() return { { ok = true } } end }
     -- that very allocation every time.
     local r = run([[
 local cache = require "moonwait.cache"
-local c = cache.new{ size = 100 }
+local c = cache.new{ name = "gc", size = 100 }  -- (named: no GC step of its own in set)
 local X, Y = ("x"):rep(100000), ("y"):rep(100000)
 local ran = 0
 local function garbage_with_gc()
@@ -630,6 +630,37 @@ return {
     assert.same({ hits = 1, misses = 5, loads = 2, waiters = 3, waiting = 0, size = 50, ttl = 30, entries = 2 },
       { hits = st.hits, misses = st.misses, loads = st.loads, waiters = st.waiters, waiting = st.waiting,
         size = st.size, ttl = st.ttl, entries = st.entries })
+  end)
+
+  it("regression: caches made per record and holding big values are collected (the GC did not see their memory)",
+    function()
+    -- An unnamed store's bytes are C memory behind a 16-byte handle: 3000
+    -- records each making a cache with 1 MB in it peaked at 2.3 GB before
+    -- a GC cycle freed them.
+    local r = run([[
+local cache = require "moonwait.cache"
+local big = ("a"):rep(1e6)
+local function peak_kb()
+  local f = io.open("/proc/self/status")
+  local kb = f:read("*a"):match("VmHWM:%s*(%d+)")
+  f:close()
+  return tonumber(kb)
+end
+local base
+return {
+  open = function() base = peak_kb() end,
+  async_invoke = function(r)
+    local u = cache.new{ size = 10 }
+    u:set("x", big)
+    u:get("y", function() return big .. "b" end)
+    return {}
+  end,
+  close = function() io.stderr:write("GROWTH ", peak_kb() - base, "\n") end,
+}
+]], records(500))
+    assert.equal(0, r.code, r.err)
+    local growth = tonumber(r.err:match("GROWTH (%d+)"))
+    assert.is_true(growth < 150 * 1024, "peak memory grew by " .. growth .. " kB")
   end)
 
   it("leaks no fibers, handles, fds or registry refs after many loads and waits time out", function()

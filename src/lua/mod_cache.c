@@ -20,6 +20,7 @@
  *   new(opts), and the methods set, delete, peek, purge, stats
  */
 #include <lauxlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 
@@ -86,6 +87,26 @@ static rt_fiber *fiber_of(lua_State *L, const handle *h)
 static uint64_t expiry(const handle *h, uint64_t ttl_ms)
 {
     return ttl_ms ? now_ms(h) + ttl_ms : 0;
+}
+
+/* An unnamed store's memory is freed by its handle's __gc, but the Lua GC
+ * does not see it (the handle is 16 bytes): a script that made a cache per
+ * record, each holding a big value, grew by gigabytes before a cycle ran.
+ * So what an unnamed store takes on is reported to the GC as if Lua had
+ * allocated it (a GC step of that size), every 64 KiB. Run last: the step
+ * may run finalizers. */
+static void gc_account(lua_State *L, const store *s, size_t bytes)
+{
+    static size_t unreported; /* (one thread; any VM's GC may do the step) */
+    if (s->name)
+        return;
+    unreported += bytes;
+    if (unreported < 65536)
+        return;
+    int kb = unreported >> 10 > INT_MAX ? INT_MAX : (int)(unreported >> 10);
+    unreported = 0;
+    if (lua_gc(L, LUA_GCISRUNNING, 0)) /* (a step would restart a stopped GC) */
+        lua_gc(L, LUA_GCSTEP, kb);
 }
 
 /* ---- get, take, store, fail (cache.lua's get) ------------------------------- */
@@ -198,7 +219,9 @@ static int l_store(lua_State *L)
         lru_set(s->entries, key, klen, e.b->p, e.b->len, 1, expiry(h, s->neg_ttl_ms));
     if (fl)
         cache_flight_done(fl, e.b->p, e.b->len, negative);
+    size_t cost = lru_entry_cost(klen, e.b->len);
     cache_value_encoded_free(&e);
+    gc_account(L, s, cost);
     return 0;
 }
 
@@ -248,6 +271,7 @@ static int l_new(lua_State *L)
     if (!s)
         return luaL_error(L, "cache.new: out of memory");
     h->s = s;
+    gc_account(L, s, sizeof *s + 1024); /* (its two maps: about 1 KiB) */
     return 1;
 }
 
@@ -279,12 +303,14 @@ static int l_set(lua_State *L)
         return cache_error(L, 1, s, "set: %s", err);
     }
     int rc = lru_set(s->entries, key, klen, e.b->p, e.b->len, 0, expiry(h, ttl_ms));
+    size_t cost = lru_entry_cost(klen, e.b->len);
     cache_value_encoded_free(&e);
     if (rc != 0) {
         lua_pushnil(L);
         lua_pushstring(L, rc == -2 ? "too large" : "out of memory");
         return 2;
     }
+    gc_account(L, s, cost);
     lua_pushboolean(L, 1);
     return 1;
 }
