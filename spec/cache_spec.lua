@@ -237,6 +237,49 @@ return { async_invoke = function() return { { ok = true } } end }
     assert.equal('{"ok":true}', r.lines[1])
   end)
 
+  it("regression: a finalizer that purges the cache while a get or peek copies out a big value (use after free)",
+    function()
+    -- LuaJIT may run a GC step, and finalizers, at the start of any
+    -- allocation; the copy of a value over 512 bytes was allocated before
+    -- its bytes were read from the store, so a __gc that purged or set the
+    -- key freed them first. With the GC made eager, the finalizer runs at
+    -- that very allocation every time.
+    local r = run([[
+local cache = require "moonwait.cache"
+local c = cache.new{ name = "gc", size = 100 }  -- (named: no GC step of its own in set)
+local X, Y = ("x"):rep(100000), ("y"):rep(100000)
+local ran = 0
+local function garbage_with_gc()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    ran = ran + 1
+    c:purge()        -- frees the entry being copied from ...
+    c:set("k", Y)    -- ... and another value may take its memory
+  end
+end
+collectgarbage("setpause", 0)
+collectgarbage("setstepmul", 100000)
+return { async_invoke = function()
+  local during, bad = 0, 0
+  for i = 1, 50 do
+    garbage_with_gc()
+    c:set("k", X)
+    local before = ran
+    local ok, v = pcall(i % 2 == 0 and c.get or c.peek, c, "k", error)
+    if ran ~= before then
+      during = during + 1
+      if not ok or v ~= X then bad = bad + 1 end
+    end
+  end
+  return { { during = during, bad = bad } }
+end }
+]])
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(r.lines[1])
+    assert.is_true(o.during > 0, "no finalizer ran during a get")
+    assert.equal(0, o.bad)
+  end)
+
   it("refuses what cannot be copied, naming where, and raises on misuse at the caller's line", function()
     local r = run([[
 local cache = require "moonwait.cache"
@@ -457,6 +500,39 @@ end }
     assert.equal(1, #dl)
     assert.equal("connection refused (GET http://127.0.0.1:1/users/1) (at script.lua:10: in function <script.lua:9>)",
       dl[1].error)
+  it("passes the load on when the waiter handed the load ends before it runs (killed with the loader)", function()
+    -- L loads k and is killed; W1 (first in line) is handed the load and is
+    -- killed in the same turn, before it runs: W2 must get the load, not
+    -- wait until the record's deadline
+    local r = run(EQ .. [[
+local cache = require "moonwait.cache"
+local time = require "moonwait.time"
+local mw = require "moonwait"
+local c = cache.new{}
+local loads = {}
+local function load(who, s)
+  loads[#loads + 1] = who
+  time.sleep(s)
+  return who
+end
+return { async_invoke = function()
+  local L = mw.spawn(function() return c:get("k", load, "L", 10) end)
+  time.sleep(0.02)
+  local W1 = mw.spawn(function() return c:get("k", load, "W1", 0) end)
+  local W2 = mw.spawn(function() return c:get("k", load, "W2", 0) end)
+  while c:stats().waiting < 2 do time.sleep(0.01) end
+  local t0 = time.now()
+  mw.kill(L)   -- hands the load to W1, which is woken ...
+  mw.kill(W1)  -- ... and killed before it runs: W2 is next
+  local ok, v = mw.wait(W2)
+  local st = c:stats()
+  return { { ok = ok, v = v, loads = table.concat(loads, ","), handoffs = st.handoffs, abandoned = st.abandoned,
+             waiting = st.waiting, loading = st.loading, fast = time.now() - t0 < 1 } }
+end }
+]], nil, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ ok = true, v = "W2", loads = "L,W2", handoffs = 2, abandoned = 1, waiting = 0, loading = 0,
+      fast = true }, H.json.decode(r.lines[1]))
   end)
 
   it("works outside a coroutine: at load time, in on_timeout (direct loads, peek), in ctx.defer", function()
@@ -576,6 +652,37 @@ return {
     assert.same({ hits = 1, misses = 5, loads = 2, waiters = 3, waiting = 0, size = 50, ttl = 30, entries = 2 },
       { hits = st.hits, misses = st.misses, loads = st.loads, waiters = st.waiters, waiting = st.waiting,
         size = st.size, ttl = st.ttl, entries = st.entries })
+  end)
+
+  it("regression: caches made per record and holding big values are collected (the GC did not see their memory)",
+    function()
+    -- An unnamed store's bytes are C memory behind a 16-byte handle: 3000
+    -- records each making a cache with 1 MB in it peaked at 2.3 GB before
+    -- a GC cycle freed them.
+    local r = run([[
+local cache = require "moonwait.cache"
+local big = ("a"):rep(1e6)
+local function peak_kb()
+  local f = io.open("/proc/self/status")
+  local kb = f:read("*a"):match("VmHWM:%s*(%d+)")
+  f:close()
+  return tonumber(kb)
+end
+local base
+return {
+  open = function() base = peak_kb() end,
+  async_invoke = function(r)
+    local u = cache.new{ size = 10 }
+    u:set("x", big)
+    u:get("y", function() return big .. "b" end)
+    return {}
+  end,
+  close = function() io.stderr:write("GROWTH ", peak_kb() - base, "\n") end,
+}
+]], records(500))
+    assert.equal(0, r.code, r.err)
+    local growth = tonumber(r.err:match("GROWTH (%d+)"))
+    assert.is_true(growth < 150 * 1024, "peak memory grew by " .. growth .. " kB")
   end)
 
   it("leaks no fibers, handles, fds or registry refs after many loads and waits time out", function()

@@ -1,6 +1,7 @@
 -- moonwait.cache: a cache shared by the records (and, by name, by every
 -- generation), with one load per key however many records ask at once.
--- The store and the single-flight bookkeeping are in C (src/lua/mod_cache.c);
+-- The store and the single-flight bookkeeping are in C (src/lua/mod_cache.c,
+-- the binding, on cache_store.c, cache_flight.c, cache_value.c);
 -- this file is c:get. Also reachable as require("moonwait").cache.
 --
 --   local cache = require "moonwait.cache"

@@ -18,7 +18,7 @@
  * and nesting deeper than LVAL_MAX_DEPTH.
  *
  * The bytes are for this process only (native byte order). Used by
- * mod_cache.c.
+ * cache_value.c.
  */
 #ifndef MW_LVALUE_H
 #define MW_LVALUE_H

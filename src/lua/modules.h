@@ -12,7 +12,7 @@
  *   moonwait.thread spawn, wait, kill, all (lua/moonwait/thread.lua on
  *                   moonwait._thread, mod_thread.c)
  *   moonwait.cache  a shared single-flight cache (lua/moonwait/cache.lua on
- *                   moonwait._cache, mod_cache.c)
+ *                   moonwait._cache, mod_cache.c on cache_*.c)
  *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */

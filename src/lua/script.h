@@ -187,7 +187,7 @@ extern int script_live_vms;
  * io.lines() and io.stdin (they would take lines meant for moonwait). */
 extern int script_stdin_is_input;
 
-/* Free the named caches of moonwait.cache (mod_cache.c), which outlive
+/* Free the named caches of moonwait.cache (cache_store.c), which outlive
  * every generation: once, after the last VM has closed. */
 void script_cache_free_all(void);
 

@@ -16,7 +16,7 @@
  * The hash is SipHash-1-3 with the seed given to lru_new, so keys taken
  * from input records cannot be chosen to collide.
  *
- * Used by src/lua/mod_cache.c (moonwait.cache); pinned by
+ * Used by src/lua/cache_*.c (moonwait.cache); pinned by
  * spec/c/test_lru.c.
  */
 #ifndef MW_LRU_H
