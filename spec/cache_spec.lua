@@ -500,6 +500,8 @@ end }
     assert.equal(1, #dl)
     assert.equal("connection refused (GET http://127.0.0.1:1/users/1) (at script.lua:10: in function <script.lua:9>)",
       dl[1].error)
+  end)
+
   it("passes the load on when the waiter handed the load ends before it runs (killed with the loader)", function()
     -- L loads k and is killed; W1 (first in line) is handed the load and is
     -- killed in the same turn, before it runs: W2 must get the load, not
