@@ -10,6 +10,7 @@
 #include "../../src/lua/modules.h"
 
 #include <lauxlib.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "test.h"
@@ -636,10 +637,54 @@ static void test_wait_index_and_close_with_a_family_parked(void)
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* A family nested 20,000 deep (a recursive function that spawns itself)
+ * ends when its root is discarded, every member cancelled once, without
+ * recursing once per level: the discard runs on a thread with a 256 KiB
+ * stack (the loop's thread waits meanwhile, so nothing else touches the
+ * loop or the VM), where a recursive end of the family overflowed. */
+enum { DEEP = 20000 };
+
+static void *discard_on_small_stack(void *f)
+{
+    rt_fiber_discard(f);
+    return NULL;
+}
+
+static void test_deep_family_ends_without_recursion(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    int base = live_refs(r.L);
+    owner o = { 0 };
+    rt_fiber *root = run(&r, "park()", &o);
+    ASSERT_INT_EQ(root->state, RT_FIBER_PARKED);
+    rt_fiber *p = root;
+    for (int i = 0; i < DEEP; i++) { /* each one parked, as after its first wait */
+        rt_fiber *k = rt_fiber_spawn(p);
+        ASSERT(k != NULL);
+        rt_park(k, on_cancel, NULL);
+        p = k;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    ASSERT_INT_EQ(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+    pthread_t th;
+    ASSERT_INT_EQ(pthread_create(&th, &attr, discard_on_small_stack, root), 0);
+    ASSERT_INT_EQ(pthread_join(th, NULL), 0);
+    pthread_attr_destroy(&attr);
+    ASSERT_INT_EQ(cancels, DEEP + 1);
+    ASSERT_INT_EQ(o.abandoned, 1);
+    ASSERT_INT_EQ(live_refs(r.L), base);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    close_runtime(&loop, &r);
+}
+
 TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_runtime),
           T(test_every_fiber_ends_exactly_once), T(test_wake_during_the_call_returns_at_once),
           T(test_discard_parked_cancels_once_and_never_resumes), T(test_discard_ready_fiber_is_never_resumed),
           T(test_ready_pass_runs_only_fibers_queued_before_it), T(test_pool_reuses_finished_fibers),
           T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline),
           T(test_children_end_with_a_discarded_parent), T(test_children_results_and_the_end_of_a_returning_parent),
-          T(test_wait_index_and_close_with_a_family_parked))
+          T(test_wait_index_and_close_with_a_family_parked), T(test_deep_family_ends_without_recursion))

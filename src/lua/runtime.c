@@ -204,7 +204,15 @@ static void kid_drop_done(rt_fiber *k)
 
 /* Once per run, however it ends: cancel the children (structured
  * concurrency: none outlives the run that spawned it), then the end hooks,
- * newest first. Nothing here may wait, so rt_current() is NULL meanwhile. */
+ * newest first. Nothing here may wait, so rt_current() is NULL meanwhile.
+ *
+ * The family goes deepest first, without recursion: a script may nest
+ * children as deep as it likes (a recursive function that spawns itself),
+ * and discarding a child that still had children of its own would recurse
+ * once per level (rt_fiber_discard -> end_run -> rt_fiber_discard ...):
+ * 100,000 levels overflowed the C stack. So each step takes a member with
+ * no children left (a leaf: its own end_run recurses no further). Every
+ * child still ends, once, before its parent's end hooks. */
 static void end_run(rt_fiber *f, rt_end how)
 {
     if (f->ended)
@@ -215,6 +223,8 @@ static void end_run(rt_fiber *f, rt_end how)
     r->running = NULL;
     while (f->kids) {
         rt_fiber *k = f->kids;
+        while (k->kids) /* (a finished child has none) */
+            k = k->kids;
         rt_kid_unlink(k);
         if (k->slot && *k->slot == k)
             *k->slot = NULL;
