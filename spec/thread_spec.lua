@@ -198,6 +198,40 @@ return {
     assert.equal(2, n, r.err)
   end)
 
+  it("a socket stays busy until its result reaches the child; killed then, the connection is closed, never pooled half-used", function()
+    -- The child's first reply (+PONG) is taken off the connection and waits
+    -- for the child in the ready queue; the BLPOP's reply is still to come
+    -- (300 ms). The parent, which runs first in that pass, used to find the
+    -- socket idle there (receive(0) did not raise), kill the child and pool
+    -- the connection: the next borrower's PING then read "*-1", the BLPOP's
+    -- reply. Now the socket is busy until the child runs; a child killed
+    -- before that has its connection closed.
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec, ctx)
+  local sock = socket.tcp()
+  assert(sock:connect("127.0.0.1", rec.port, { pool = "p" }))
+  local t = mw.spawn(function()
+    assert(sock:send("PING\r\nBLPOP never:x 0.3\r\n"))
+    return sock:receive(), sock:receive()
+  end)
+  time.sleep(0)
+  while not pcall(sock.receive, sock, 0) do time.sleep(0) end -- (raises while busy)
+  mw.kill(t)
+  local ka, kerr = sock:setkeepalive()
+  local s2 = socket.tcp()
+  assert(s2:connect("127.0.0.1", rec.port, { pool = "p" }))
+  assert(s2:send("PING\r\n"))
+  local got, err = s2:receive()
+  return { { got = got or err, kept = ka == 1 or kerr:match("^closed") ~= nil } }
+end }
+]], { { port = redis.port } }, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ got = "+PONG", kept = true }, H.json.decode(r.lines[1]))
+  end)
+
   it("a record's timeout cancels every child and its I/O: no fd, timer, coroutine, connection or ref left", function()
     local script = [[
 local mw = require "moonwait"

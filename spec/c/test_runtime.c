@@ -681,10 +681,112 @@ static void test_deep_family_ends_without_recursion(void)
     close_runtime(&loop, &r);
 }
 
+/* held(v) -> v: parks and is woken at once with v through rt_wake_held
+ * (as a socket's result, taken off its connection, waits in the ready
+ * queue); held_now(v) -> v: the same during the call (no yield). */
+static int held_resumed, held_dropped;
+
+static void count_held(rt_fiber *f, int resumed)
+{
+    ASSERT(f->wait == &held_resumed);
+    if (resumed)
+        held_resumed++;
+    else
+        held_dropped++;
+}
+
+static void held_cb(uv_timer_t *t)
+{
+    rt_fiber *f = t->data;
+    lua_pushinteger(f->co, (lua_Integer)(intptr_t)f->wait);
+    rt_wake_held(f, 1, count_held, &held_resumed);
+}
+
+static int l_held(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "held");
+    lua_Integer v = luaL_checkinteger(L, 1);
+    rt_park(f, on_cancel, (void *)(intptr_t)v);
+    uv_timer_start(&f->timer, held_cb, 0, 0);
+    return rt_yield(L, f);
+}
+
+static int l_held_now(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "held_now");
+    lua_Integer v = luaL_checkinteger(L, 1);
+    rt_park(f, on_cancel, NULL);
+    lua_pushinteger(L, v);
+    rt_wake_held(f, 1, count_held, &held_resumed);
+    return rt_yield(L, f);
+}
+
+/* kid_held(): whether the caller's newest child waits in the ready queue,
+ * woken held. */
+static int l_kid_held(lua_State *L)
+{
+    rt_fiber *f = rt_check_yieldable(L, "kid_held");
+    lua_pushboolean(L, f->kids && f->kids->state == RT_FIBER_READY && f->kids->held);
+    return 1;
+}
+
+/* A held wake ends exactly once: released when the fiber runs (from the
+ * ready queue, or at once when it completed during the call), undone when
+ * the fiber is discarded first: killed by its parent, its run abandoned,
+ * or rt_close, while its results waited in the ready queue. */
+static void test_held_wake_ends_once_however_the_fiber_leaves_the_queue(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    lua_register(r.L, "held", l_held);
+    lua_register(r.L, "held_now", l_held_now);
+    lua_register(r.L, "kid_held", l_kid_held);
+    owner a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
+    run(&r, "return held(3) + held_now(4)", &a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(a.result, 7);
+    ASSERT_INT_EQ(held_resumed, 2);
+    ASSERT_INT_EQ(held_dropped, 0);
+    /* the child is woken held, then killed by its parent before it runs
+     * (the parent, queued first, runs first in that pass) */
+    run(&r, "local k = spawn(function() held(1); resumed = 1 end)\n"
+            "while not kid_held() do ready() end\n"
+            "return kill(k) and 5", &b);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(b.result, 5);
+    ASSERT_INT_EQ(held_resumed, 2);
+    ASSERT_INT_EQ(held_dropped, 1);
+    /* the run abandoned while woken held */
+    rt_fiber *f = run(&r, "held(1); resumed = 1", &c);
+    uv_timer_stop(&f->timer); /* (its completion, now, before a pass can run it) */
+    held_cb(&f->timer);
+    ASSERT_INT_EQ(f->state, RT_FIBER_READY);
+    rt_fiber_discard(f);
+    ASSERT_INT_EQ(held_dropped, 2);
+    ASSERT_INT_EQ(c.abandoned, 1);
+    /* rt_close while woken held */
+    f = run(&r, "held(1); resumed = 1", &d);
+    uv_timer_stop(&f->timer);
+    held_cb(&f->timer);
+    ASSERT_INT_EQ(f->state, RT_FIBER_READY);
+    lua_getglobal(r.L, "resumed");
+    ASSERT(lua_isnil(r.L, -1));
+    lua_pop(r.L, 1);
+    rt_close(&r, on_closed, &r);
+    ASSERT_INT_EQ(held_dropped, 3);
+    ASSERT_INT_EQ(held_resumed, 2);
+    ASSERT_INT_EQ(d.abandoned, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(closed_calls, 1);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+}
+
 TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_runtime),
           T(test_every_fiber_ends_exactly_once), T(test_wake_during_the_call_returns_at_once),
           T(test_discard_parked_cancels_once_and_never_resumes), T(test_discard_ready_fiber_is_never_resumed),
           T(test_ready_pass_runs_only_fibers_queued_before_it), T(test_pool_reuses_finished_fibers),
           T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline),
           T(test_children_end_with_a_discarded_parent), T(test_children_results_and_the_end_of_a_returning_parent),
-          T(test_wait_index_and_close_with_a_family_parked), T(test_deep_family_ends_without_recursion))
+          T(test_wait_index_and_close_with_a_family_parked), T(test_deep_family_ends_without_recursion),
+          T(test_held_wake_ends_once_however_the_fiber_leaves_the_queue))

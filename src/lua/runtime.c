@@ -78,6 +78,25 @@ static void ready_remove(rt *r, rt_fiber *f)
     MW_QUEUE_UNLINK(r->ready_head, r->ready_tail, f, ready_prev, ready_next);
 }
 
+void rt_wake_held(rt_fiber *f, int nres, void (*held)(rt_fiber *f, int resumed), void *wait)
+{
+    rt_wake(f, nres);
+    f->held = held;
+    f->wait = wait;
+}
+
+/* A ready fiber leaves the queue: to run (resumed = 1), or discarded
+ * (0). Ends a held wait, once. */
+static void end_held(rt_fiber *f, int resumed)
+{
+    void (*fn)(rt_fiber *, int) = f->held;
+    if (!fn)
+        return;
+    f->held = NULL;
+    fn(f, resumed);
+    f->wait = NULL;
+}
+
 /* ---- fibers ---------------------------------------------------------------- */
 
 rt_fiber *rt_fiber_get(rt *r)
@@ -266,8 +285,10 @@ void rt_fiber_discard(rt_fiber *f)
         f->abandoned(f->done_ud);
     if (f->state == RT_FIBER_PARKED && f->cancel)
         f->cancel(f);
-    if (f->state == RT_FIBER_READY)
+    if (f->state == RT_FIBER_READY) {
         ready_remove(f->rt, f);
+        end_held(f, 0); /* its results never reach the script */
+    }
     uv_timer_stop(&f->timer);
     f->cancel = NULL;
     f->wait = NULL;
@@ -335,6 +356,7 @@ char *rt_strdup_value(lua_State *L, int idx)
 static void resume(rt_fiber *f, int nargs)
 {
     rt *r = f->rt;
+    end_held(f, 1);
     rt_fiber *outer = r->running;
     r->running = f;
     f->state = RT_FIBER_RUNNING;
@@ -422,6 +444,7 @@ int rt_yield(lua_State *L, rt_fiber *f)
         /* Woken before yielding: its results are on top of L (== f->co). */
         ready_remove(f->rt, f);
         f->state = RT_FIBER_RUNNING;
+        end_held(f, 1);
         return f->nresume;
     }
     return lua_yield(L, 0);
