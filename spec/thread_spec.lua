@@ -232,6 +232,44 @@ end }
     assert.same({ got = "+PONG", kept = true }, H.json.decode(r.lines[1]))
   end)
 
+  it("a wait inside a function called from C (sort comparator, gsub function) raises before it starts anything", function()
+    -- There the yield itself fails ("attempt to yield across C-call
+    -- boundary"), but only after the primitive had parked the fiber: a
+    -- sleep(0) left the running fiber in the ready queue, so its next
+    -- sleep returned at once, and once it had gone back to the pool the
+    -- queue resumed a finished thread: the process crashed (SIGSEGV in
+    -- lua_resume).
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec, ctx)
+  local t = mw.spawn(function() return "kid" end)
+  local red = assert(redis.connect("127.0.0.1", rec.port))
+  local _, e1 = pcall(table.sort, { 3, 2, 1 }, function(a, b) time.sleep(0); return a < b end)
+  local _, e2 = pcall(string.gsub, "x", "x", function() return select(2, mw.wait(t)) end)
+  local _, e3 = pcall(string.gsub, "{k}", "{(%w+)}", function(k) return red:get(k) end)
+  local t0 = ctx.remaining_ms()
+  time.sleep(0.05)
+  local slept = t0 - ctx.remaining_ms()
+  local ok, v = mw.wait(t)
+  local pong = red:ping()
+  red:set_keepalive()
+  return { { e1 = e1, e2 = e2, e3 = e3, slept = slept >= 50, kid = v, pong = pong } }
+end }
+]], { { port = redis.port }, { port = redis.port }, { port = redis.port }, { port = redis.port } },
+      "--timeout 3000 --capacity 1")
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal(4, #out)
+    for _, o in ipairs(out) do
+      assert.matches("moonwait.time.sleep cannot wait inside a function called from C", o.e1, 1, true)
+      assert.matches("moonwait.wait cannot wait inside a function called from C", o.e2, 1, true)
+      assert.matches("send cannot wait inside a function called from C", o.e3, 1, true)
+      assert.same({ true, "kid", "PONG" }, { o.slept, o.kid, o.pong })
+    end
+  end)
+
   it("a record's timeout cancels every child and its I/O: no fd, timer, coroutine, connection or ref left", function()
     local script = [[
 local mw = require "moonwait"

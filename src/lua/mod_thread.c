@@ -160,6 +160,7 @@ static int do_wait(lua_State *L, const char *what, const void *mode)
     if (n == 0)
         return luaL_error(L, "%s: at least one spawned thread expected", what);
     rt_fiber *p = caller(L, what);
+    rt_check_yieldable(L, what); /* (raises inside a table.sort comparator...) */
     /* One already done: its outcome now, the first in argument order. */
     int live = 0;
     for (int i = 1; i <= n; i++) {

@@ -435,6 +435,16 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
             luaL_error(L, "%s can only wait inside async_invoke, open, close or a retry "
                           "predicate (not at script load time or in on_timeout)", what);
     }
+    /* The fiber's own coroutine, but called back from a C function (a
+     * table.sort comparator, a string.gsub function, require's chunk): its
+     * lua_yield would raise "attempt to yield across C-call boundary" after
+     * the primitive parked the fiber and started its request, leaving a
+     * running fiber queued or awaited by a callback; resumed when it had
+     * parked elsewhere or gone back to the pool, it crashed the process
+     * (lua_resume on a finished thread). Refuse before anything starts. */
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait inside a function called from C (a table.sort comparator, a "
+                      "string.gsub function, require): wait before or after that call", what);
     return f;
 }
 

@@ -194,7 +194,9 @@ void rt_fiber_discard(rt_fiber *f);
 rt_fiber *rt_current(lua_State *L);
 
 /* Like rt_current, but raises a clear Lua error naming `what` when L cannot
- * yield to the host. */
+ * yield to the host: not a fiber's coroutine, or one called back from a C
+ * function (lua_isyieldable), where the yield would fail after the wait
+ * had started. */
 rt_fiber *rt_check_yieldable(lua_State *L, const char *what);
 
 /* Mark f parked on a request; `cancel` undoes it if f is abandoned.
