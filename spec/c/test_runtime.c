@@ -721,6 +721,33 @@ static int l_held_now(lua_State *L)
     return rt_yield(L, f);
 }
 
+/* A run that spawned 3,000 children which all returned: the pool does
+ * not keep them all (each a Lua thread, a registry ref and a timer, for
+ * the life of the VM); it is back to RT_POOL_SPARE (256) idle fibers, and
+ * the refs with it. */
+static void test_pool_follows_the_load_down(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    int base = live_refs(r.L);
+    owner o = { 0 };
+    run(&r,
+        "local ts = {}\n"
+        "for i = 1, 3000 do ts[i] = spawn(function() return sleep_ms(1, i) end) end\n"
+        "local sum = 0\n"
+        "for i = 1, 3000 do local ok, v = wait(ts[i]); sum = sum + v end\n"
+        "return sum",
+        &o);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.done, 1);
+    ASSERT_INT_EQ(o.result, 3000 * 3001 / 2);
+    ASSERT_UINT_EQ(r.pool_len, 256);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    ASSERT_INT_EQ(live_refs(r.L), base + 256);
+    close_runtime(&loop, &r);
+}
+
 /* kid_held(): whether the caller's newest child waits in the ready queue,
  * woken held. */
 static int l_kid_held(lua_State *L)
@@ -789,4 +816,4 @@ TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_run
           T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline),
           T(test_children_end_with_a_discarded_parent), T(test_children_results_and_the_end_of_a_returning_parent),
           T(test_wait_index_and_close_with_a_family_parked), T(test_deep_family_ends_without_recursion),
-          T(test_held_wake_ends_once_however_the_fiber_leaves_the_queue))
+          T(test_held_wake_ends_once_however_the_fiber_leaves_the_queue), T(test_pool_follows_the_load_down))

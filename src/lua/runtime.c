@@ -15,6 +15,9 @@
 
 static const char RT_KEY = 'r'; /* registry key (its address) for the rt */
 
+/* Idle fibers the pool may keep even when fewer are in use. */
+#define RT_POOL_SPARE 256
+
 rt *rt_of(lua_State *L)
 {
     lua_pushlightuserdata(L, (void *)&RT_KEY);
@@ -177,6 +180,16 @@ void rt_fiber_release(rt_fiber *f)
         fiber_destroy(f);
         return;
     }
+    /* The pool keeps at most as many idle fibers as are in use (f counted),
+     * or RT_POOL_SPARE. Children made the number of fibers a script's to
+     * choose: one record that spawned 100,000 children pinned 100,000 Lua
+     * threads, registry refs and timers (100 MB) in the pool for the life
+     * of the VM. Trimmed as fibers come back, the pool follows the load
+     * down again. */
+    size_t busy = r->live - r->pool_len - r->dying;
+    size_t keep = busy > RT_POOL_SPARE ? busy : RT_POOL_SPARE;
+    while (r->pool_len && r->pool_len >= keep)
+        fiber_destroy(r->pool[--r->pool_len]);
     if (r->pool_len == r->pool_cap) {
         size_t cap = r->pool_cap ? r->pool_cap * 2 : 64;
         rt_fiber **p = realloc(r->pool, cap * sizeof *p);
