@@ -105,7 +105,11 @@ struct rt_fiber {
     rt_fiber *kids;         /* children running, ready, or done and not yet waited */
     rt_fiber *kid_next, *kid_prev;
     int kid_waited;         /* while the parent waits on this child: its 1-based
-                             * position in the wait's arguments; else 0 */
+                             * position in the wait's arguments; else 0. Valid only
+                             * while kid_wait_serial == parent->wait_serial */
+    uint64_t kid_wait_serial;
+    uint64_t wait_serial;   /* as a parent: bumped when a wait starts or ends, which
+                             * makes every child's mark stale at once */
     int status;             /* once DONE: RT_OK, RT_ERROR or RT_ROGUE_YIELD */
     int ended;              /* this run's children and hooks are gone */
     rt_hook *hooks;         /* end hooks, newest first */
