@@ -638,12 +638,14 @@ static void test_wait_index_and_close_with_a_family_parked(void)
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
 }
 
-/* A family nested 20,000 deep (a recursive function that spawns itself)
+/* A family nested 30,000 deep (a recursive function that spawns itself)
  * ends when its root is discarded, every member cancelled once, without
- * recursing once per level: the discard runs on a thread with a 256 KiB
- * stack (the loop's thread waits meanwhile, so nothing else touches the
- * loop or the VM), where a recursive end of the family overflowed. */
-enum { DEEP = 20000 };
+ * recursing once per level and in time linear in its size: the discard
+ * runs on a thread with a 256 KiB stack (the loop's thread waits
+ * meanwhile, so nothing else touches the loop or the VM), where a
+ * recursive end of the family overflowed, and within 1.5 s of CPU, where
+ * a walk from the root to a leaf at every step took seconds (4.5e8 steps). */
+enum { DEEP = 30000 };
 
 static void *discard_on_small_stack(void *f)
 {
@@ -671,12 +673,85 @@ static void test_deep_family_ends_without_recursion(void)
     pthread_attr_init(&attr);
     ASSERT_INT_EQ(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
     pthread_t th;
+    clock_t c0 = clock();
     ASSERT_INT_EQ(pthread_create(&th, &attr, discard_on_small_stack, root), 0);
     ASSERT_INT_EQ(pthread_join(th, NULL), 0);
+    double cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
     pthread_attr_destroy(&attr);
     ASSERT_INT_EQ(cancels, DEEP + 1);
     ASSERT_INT_EQ(o.abandoned, 1);
     ASSERT_INT_EQ(live_refs(r.L), base);
+    if (cpu > 1.5)
+        FAILF("ending a family %d deep took %.2f s of CPU", DEEP, cpu);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_UINT_EQ(r.live, r.pool_len);
+    close_runtime(&loop, &r);
+}
+
+/* A bushy family (3 children per member, 6 levels, some finished and
+ * unwaited) ends with its root: each member once, each one's end hook
+ * after those of all its descendants, none missed by the walk. */
+enum { BUSHY = 1 + 3 + 9 + 27 + 81 + 243 + 729 };
+typedef struct node {
+    rt_hook h;
+    int parent, seq, runs;
+} node;
+static node nodes[BUSHY];
+static int nodes_seq;
+
+static void node_hook(rt_hook *h, rt_fiber *f, rt_end how)
+{
+    (void)f;
+    (void)how;
+    node *n = (node *)h;
+    n->runs++;
+    n->seq = ++nodes_seq;
+}
+
+static void test_bushy_family_ends_children_first(void)
+{
+    uv_loop_t loop;
+    rt r;
+    open_runtime(&loop, &r);
+    owner o = { 0 };
+    rt_fiber *root = run(&r, "park()", &o);
+    static rt_fiber *fib[BUSHY];
+    fib[0] = root;
+    memset(nodes, 0, sizeof nodes);
+    nodes_seq = 0;
+    nodes[0].parent = -1;
+    nodes[0].h.fn = node_hook;
+    rt_hook_add(root, &nodes[0].h);
+    int finished = 0;
+    for (int i = 1; i < BUSHY; i++) {
+        int pi = (i - 1) / 3;
+        rt_fiber *k = rt_fiber_spawn(fib[pi]);
+        ASSERT(k != NULL);
+        fib[i] = k;
+        nodes[i].parent = pi;
+        nodes[i].h.fn = node_hook;
+        if (i >= BUSHY - 729 && i % 5 == 0) { /* a leaf that returned, unwaited */
+            k->state = RT_FIBER_DONE;
+            k->status = RT_OK;
+            k->ended = 1;
+            nodes[i].runs = nodes[i].seq = -1; /* (its run's hooks are gone) */
+            finished++;
+        } else {
+            rt_park(k, on_cancel, NULL);
+            rt_hook_add(k, &nodes[i].h);
+        }
+    }
+    rt_fiber_discard(root);
+    ASSERT_INT_EQ(cancels, BUSHY - finished);
+    for (int i = 0; i < BUSHY; i++) {
+        if (nodes[i].runs < 0)
+            continue;
+        ASSERT_INT_EQ(nodes[i].runs, 1);
+        for (int a = nodes[i].parent; a >= 0; a = nodes[a].parent)
+            ASSERT(nodes[a].seq > nodes[i].seq);
+    }
+    ASSERT_INT_EQ(nodes[0].seq, nodes_seq); /* the root's last */
+    ASSERT_UINT_EQ(r.pool_len, (size_t)finished); /* the finished ones, released */
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_UINT_EQ(r.live, r.pool_len);
     close_runtime(&loop, &r);
@@ -867,5 +942,6 @@ TEST_MAIN("runtime", T(test_close_abandons_parked_fibers), T(test_close_idle_run
           T(test_close_frees_attachments_once), T(test_wait_ms_is_bounded_by_the_deadline),
           T(test_children_end_with_a_discarded_parent), T(test_children_results_and_the_end_of_a_returning_parent),
           T(test_wait_index_and_close_with_a_family_parked), T(test_deep_family_ends_without_recursion),
+          T(test_bushy_family_ends_children_first),
           T(test_held_wake_ends_once_however_the_fiber_leaves_the_queue), T(test_pool_follows_the_load_down),
           T(test_wait_cost_does_not_grow_with_the_children))
