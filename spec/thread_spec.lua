@@ -232,6 +232,43 @@ end }
     assert.same({ got = "+PONG", kept = true }, H.json.decode(r.lines[1]))
   end)
 
+  it("a child killed while its socket's result waits for it in the ready queue has its connection closed", function()
+    -- Both timers fire in the same loop turn, the parent's first (due
+    -- earlier, on the clock that stood still while it spun): the parent
+    -- kills the child while the child's read timeout waits for it. The
+    -- child never saw that result, and the BLPOP's reply is still to come:
+    -- the socket is half used. It was left open: setkeepalive pooled it and
+    -- the next PING read "*-1".
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec, ctx)
+  local sock = socket.tcp()
+  assert(sock:connect("127.0.0.1", rec.port, { pool = "q" }))
+  sock:settimeout(20)
+  local t = mw.spawn(function()
+    assert(sock:send("BLPOP never:y 0.3\r\n"))
+    return sock:receive() -- times out after 20 ms; the reply comes at 300 ms
+  end)
+  time.sleep(0) -- the child runs first: its read timer is due at T + 20
+  local c0 = os.clock()
+  while os.clock() - c0 < 0.06 do end -- (the loop's clock stays at T)
+  time.sleep(0.01) -- due at T + 10: both fire in the next turn, this one first
+  mw.kill(t)
+  local ka, kerr = sock:setkeepalive()
+  local s2 = socket.tcp()
+  assert(s2:connect("127.0.0.1", rec.port, { pool = "q" }))
+  assert(s2:send("PING\r\n"))
+  local got, err = s2:receive()
+  return { { got = got or err, ka = ka or kerr, reused = s2:getreusedtimes() } }
+end }
+]], { { port = redis.port } }, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ got = "+PONG", ka = "closed (127.0.0.1:" .. redis.port .. ")", reused = 0 },
+      H.json.decode(r.lines[1]))
+  end)
+
   it("a wait inside a function called from C (sort comparator, gsub function) raises before it starts anything", function()
     -- There the yield itself fails ("attempt to yield across C-call
     -- boundary"), but only after the primitive had parked the fiber: a
