@@ -191,6 +191,14 @@ end }
     local err = H.json.decode(r.lines[1]).err
     assert.equal("bad url (GET http://ada:***@127.0.0.1:" .. nginx.port .. "/user/1?q=2)", err)
     assert.is_nil(err:find("s3cret", 1, true))
+    -- a password not percent-encoded, whose '/' (base64) or '?' ended the
+    -- authority early, is hidden too (it was shown whole)
+    r = run_urls(GET, { "http://ada:Zm9v/YmFy+@127.0.0.1:" .. nginx.port .. "/user/1",
+                        "http://ada:s3c?ret@127.0.0.1:" .. nginx.port .. "/user/1" })
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal("bad url (GET http://ada:***@127.0.0.1:" .. nginx.port .. "/user/1)", out[1].err)
+    assert.equal("bad url (GET http://ada:***@127.0.0.1:" .. nginx.port .. "/user/1)", out[2].err)
   end)
 
   it("caps the URL in an error at 256 bytes: a 1 MiB URL makes a short message", function()

@@ -198,6 +198,115 @@ return {
     assert.equal(2, n, r.err)
   end)
 
+  it("a socket stays busy until its result reaches the child; killed then, the connection is closed, never pooled half-used", function()
+    -- The child's first reply (+PONG) is taken off the connection and waits
+    -- for the child in the ready queue; the BLPOP's reply is still to come
+    -- (300 ms). The parent, which runs first in that pass, used to find the
+    -- socket idle there (receive(0) did not raise), kill the child and pool
+    -- the connection: the next borrower's PING then read "*-1", the BLPOP's
+    -- reply. Now the socket is busy until the child runs; a child killed
+    -- before that has its connection closed.
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec, ctx)
+  local sock = socket.tcp()
+  assert(sock:connect("127.0.0.1", rec.port, { pool = "p" }))
+  local t = mw.spawn(function()
+    assert(sock:send("PING\r\nBLPOP never:x 0.3\r\n"))
+    return sock:receive(), sock:receive()
+  end)
+  time.sleep(0)
+  while not pcall(sock.receive, sock, 0) do time.sleep(0) end -- (raises while busy)
+  mw.kill(t)
+  local ka, kerr = sock:setkeepalive()
+  local s2 = socket.tcp()
+  assert(s2:connect("127.0.0.1", rec.port, { pool = "p" }))
+  assert(s2:send("PING\r\n"))
+  local got, err = s2:receive()
+  return { { got = got or err, kept = ka == 1 or kerr:match("^closed") ~= nil } }
+end }
+]], { { port = redis.port } }, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ got = "+PONG", kept = true }, H.json.decode(r.lines[1]))
+  end)
+
+  it("a child killed while its socket's result waits for it in the ready queue has its connection closed", function()
+    -- Both timers fire in the same loop turn, the parent's first (due
+    -- earlier, on the clock that stood still while it spun): the parent
+    -- kills the child while the child's read timeout waits for it. The
+    -- child never saw that result, and the BLPOP's reply is still to come:
+    -- the socket is half used. It was left open: setkeepalive pooled it and
+    -- the next PING read "*-1".
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local socket = require "moonwait.socket"
+return { async_invoke = function(rec, ctx)
+  local sock = socket.tcp()
+  assert(sock:connect("127.0.0.1", rec.port, { pool = "q" }))
+  sock:settimeout(20)
+  local t = mw.spawn(function()
+    assert(sock:send("BLPOP never:y 0.3\r\n"))
+    return sock:receive() -- times out after 20 ms; the reply comes at 300 ms
+  end)
+  time.sleep(0) -- the child runs first: its read timer is due at T + 20
+  local c0 = os.clock()
+  while os.clock() - c0 < 0.06 do end -- (the loop's clock stays at T)
+  time.sleep(0.01) -- due at T + 10: both fire in the next turn, this one first
+  mw.kill(t)
+  local ka, kerr = sock:setkeepalive()
+  local s2 = socket.tcp()
+  assert(s2:connect("127.0.0.1", rec.port, { pool = "q" }))
+  assert(s2:send("PING\r\n"))
+  local got, err = s2:receive()
+  return { { got = got or err, ka = ka or kerr, reused = s2:getreusedtimes() } }
+end }
+]], { { port = redis.port } }, "--timeout 3000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ got = "+PONG", ka = "closed (127.0.0.1:" .. redis.port .. ")", reused = 0 },
+      H.json.decode(r.lines[1]))
+  end)
+
+  it("a wait inside a function called from C (sort comparator, gsub function) raises before it starts anything", function()
+    -- There the yield itself fails ("attempt to yield across C-call
+    -- boundary"), but only after the primitive had parked the fiber: a
+    -- sleep(0) left the running fiber in the ready queue, so its next
+    -- sleep returned at once, and once it had gone back to the pool the
+    -- queue resumed a finished thread: the process crashed (SIGSEGV in
+    -- lua_resume).
+    local r = run([[
+local mw = require "moonwait"
+local time = require "moonwait.time"
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec, ctx)
+  local t = mw.spawn(function() return "kid" end)
+  local red = assert(redis.connect("127.0.0.1", rec.port))
+  local _, e1 = pcall(table.sort, { 3, 2, 1 }, function(a, b) time.sleep(0); return a < b end)
+  local _, e2 = pcall(string.gsub, "x", "x", function() return select(2, mw.wait(t)) end)
+  local _, e3 = pcall(string.gsub, "{k}", "{(%w+)}", function(k) return red:get(k) end)
+  local t0 = ctx.remaining_ms()
+  time.sleep(0.05)
+  local slept = t0 - ctx.remaining_ms()
+  local ok, v = mw.wait(t)
+  local pong = red:ping()
+  red:set_keepalive()
+  return { { e1 = e1, e2 = e2, e3 = e3, slept = slept >= 50, kid = v, pong = pong } }
+end }
+]], { { port = redis.port }, { port = redis.port }, { port = redis.port }, { port = redis.port } },
+      "--timeout 3000 --capacity 1")
+    assert.equal(0, r.code, r.err)
+    local out = H.decode_lines(r.out)
+    assert.equal(4, #out)
+    for _, o in ipairs(out) do
+      assert.matches("moonwait.time.sleep cannot wait inside a function called from C", o.e1, 1, true)
+      assert.matches("moonwait.wait cannot wait inside a function called from C", o.e2, 1, true)
+      assert.matches("send cannot wait inside a function called from C", o.e3, 1, true)
+      assert.same({ true, "kid", "PONG" }, { o.slept, o.kid, o.pong })
+    end
+  end)
+
   it("a record's timeout cancels every child and its I/O: no fd, timer, coroutine, connection or ref left", function()
     local script = [[
 local mw = require "moonwait"

@@ -267,6 +267,31 @@ static void t_where_request_plain_and_redacted(void)
     ASSERT_STR_EQ(WHERE_REQ("GET", ""), "GET ");
 }
 
+/* A refused URL ("bad url") hides a password even when it was written
+ * without percent-encoding and its '/', '?' or '#' ended the authority
+ * early (a base64 password): the plain rule showed it whole. */
+static const char *where_refused(const char *url)
+{
+    static char b[NET_WHERE_MAX];
+    net_where_refused(b, sizeof b, "GET", url, strlen(url));
+    return b;
+}
+
+static void t_where_refused_hides_a_raw_password(void)
+{
+    ASSERT_STR_EQ(where_refused("http://ada:ab/cd+e=@h:81/p?q=1"), "GET http://ada:***@h:81/p?q=1");
+    ASSERT_STR_EQ(where_refused("http://ada:a?b@h/"), "GET http://ada:***@h/");
+    ASSERT_STR_EQ(where_refused("http://ada:a#b@h/"), "GET http://ada:***@h/");
+    ASSERT_STR_EQ(where_refused("https://ada:x/y@h/a@b"), "GET https://ada:***@b"); /* the last '@' */
+    /* as the plain rule otherwise */
+    ASSERT_STR_EQ(where_refused("http://ada:s3cret@h/p@q"), "GET http://ada:***@h/p@q");
+    ASSERT_STR_EQ(where_refused("ftp://h/x"), "GET ftp://h/x");
+    ASSERT_STR_EQ(where_refused("http://h/a@b"), "GET http://h/a@b"); /* no ':' before it */
+    ASSERT_STR_EQ(where_refused("http://h:0/"), "GET http://h:0/");
+    /* the plain rule, for URLs the client takes: an '@' of the path stays */
+    ASSERT_STR_EQ(WHERE_REQ("GET", "http://ada:ab/cd@h/"), "GET http://ada:ab/cd@h/");
+}
+
 static void t_where_request_capped(void)
 {
     /* 256 bytes shown, then "..."; a URL of exactly 256 is whole */
@@ -528,6 +553,7 @@ static void t_recv_pattern_strings(void)
 TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_ports), T(t_url_ipv6_literal),
           T(t_url_userinfo), T(t_url_bad), T(t_method_and_header_checks), T(t_request_get),
           T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
-          T(t_bad_url_and_recycling), T(t_where_request_plain_and_redacted), T(t_where_request_capped),
+          T(t_bad_url_and_recycling), T(t_where_request_plain_and_redacted), T(t_where_refused_hides_a_raw_password),
+          T(t_where_request_capped),
           T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_caps),
           T(t_response_interim_head_and_eof), T(t_response_interim_bytes_in_any_split), T(t_recv_patterns), T(t_recv_pattern_strings))

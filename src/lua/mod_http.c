@@ -190,12 +190,13 @@ static int opt_bool(lua_State *L, int o, const char *name, int dflt)
     return v;
 }
 
-/* nil, "bad url (METHOD URL)": the URL as net/where.h shows it (a NUL as
- * %00, a password as ***, at most 256 bytes). */
+/* nil, "bad url (METHOD URL)": the URL as net/where.h shows a refused one
+ * (a NUL as %00, a password as *** even when its '/' ended the authority
+ * early, at most 256 bytes). */
 static int bad_url(lua_State *L, const char *method, const char *url, size_t len)
 {
     char where[NET_WHERE_MAX];
-    net_where_request(where, sizeof where, method, url, len);
+    net_where_refused(where, sizeof where, method, url, len);
     lua_pushnil(L);
     lua_pushfstring(L, "bad url (%s)", where);
     return 2;

@@ -106,12 +106,31 @@ static void end_wait(sock *s)
     s->busy = NULL;
 }
 
+/* The fiber woken by finish() runs (resumed), or is discarded before it
+ * could (killed by its parent, its record timed out, the VM closes) while
+ * it sat in the ready queue with its results. Those results were taken off
+ * the connection (a reply's line consumed from the buffer, a request sent
+ * whose reply nobody will read): the conversation is half done, so the
+ * connection is closed, as on_cancel closes it mid-wait. Until then the
+ * socket stays busy: no other coroutine may use, pool or close it while
+ * the result of its last operation has not reached the script. Without
+ * this, a parent that killed a child in that window and then called
+ * setkeepalive pooled the connection with a reply still coming, and the
+ * next borrower read it as the answer to its own command. */
+static void on_held(rt_fiber *f, int resumed)
+{
+    sock *s = f->wait; /* (alive: on f's stack, which is still anchored) */
+    s->busy = NULL;
+    if (!resumed)
+        net_sock_abort(&s->ns);
+}
+
 /* Wake the waiting fiber with `n` values it already has on its stack. */
 static void finish(sock *s, int n)
 {
     rt_fiber *f = s->busy;
-    end_wait(s);
-    rt_wake(f, n);
+    uv_timer_stop(&f->timer);
+    rt_wake_held(f, n, on_held, s);
 }
 
 /* net/sock.c's callback: push the operation's results and wake the fiber. */

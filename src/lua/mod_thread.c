@@ -100,11 +100,18 @@ static int push_outcome(lua_State *L, rt_fiber *k, int idx)
 }
 
 /* The parent's wait is over (one child ended) or abandoned: no child is
- * waited on any more. */
+ * waited on any more. O(1): the marks of this wait go stale together (it
+ * cleared each child's mark, a walk of every child at each wake: 20,000
+ * children waited on one by one took 3.4 s of CPU, all in here). */
 static void unmark(rt_fiber *parent)
 {
-    for (rt_fiber *k = parent->kids; k; k = k->kid_next)
-        k->kid_waited = 0;
+    parent->wait_serial++;
+}
+
+/* k's position in its parent's current wait, or 0. */
+static int waited_at(const rt_fiber *k)
+{
+    return k->kid_waited && k->kid_wait_serial == k->parent->wait_serial ? k->kid_waited : 0;
 }
 
 static void wait_cancel(rt_fiber *parent)
@@ -119,9 +126,10 @@ static void kid_done(void *ud, rt_fiber *k, int status)
     (void)ud;
     (void)status; /* (in k->status) */
     rt_fiber *p = k->parent;
-    if (!p || !k->kid_waited || p->state != RT_FIBER_PARKED || p->cancel != wait_cancel)
+    int at = p ? waited_at(k) : 0;
+    if (!at || p->state != RT_FIBER_PARKED || p->cancel != wait_cancel)
         return; /* it waits, done, for a wait, a kill or its parent's end */
-    int idx = p->wait == &WAIT_INDEX ? k->kid_waited : 0;
+    int idx = p->wait == &WAIT_INDEX ? at : 0;
     unmark(p);
     int n = push_outcome(p->co, k, idx);
     rt_wake(p, n);
@@ -160,6 +168,7 @@ static int do_wait(lua_State *L, const char *what, const void *mode)
     if (n == 0)
         return luaL_error(L, "%s: at least one spawned thread expected", what);
     rt_fiber *p = caller(L, what);
+    rt_check_yieldable(L, what); /* (raises inside a table.sort comparator...) */
     /* One already done: its outcome now, the first in argument order. */
     int live = 0;
     for (int i = 1; i <= n; i++) {
@@ -173,10 +182,13 @@ static int do_wait(lua_State *L, const char *what, const void *mode)
         lua_pushliteral(L, "already waited or killed");
         return 2;
     }
+    unmark(p); /* (a new wait: no mark of an earlier one counts) */
     for (int i = n; i >= 1; i--) { /* (the first position wins a duplicate) */
         rt_fiber *k = child_at(L, i, p, what);
-        if (k)
+        if (k) {
             k->kid_waited = i;
+            k->kid_wait_serial = p->wait_serial;
+        }
     }
     lua_settop(L, 0);
     rt_park(p, wait_cancel, (void *)mode);

@@ -15,6 +15,9 @@
 
 static const char RT_KEY = 'r'; /* registry key (its address) for the rt */
 
+/* Idle fibers the pool may keep even when fewer are in use. */
+#define RT_POOL_SPARE 256
+
 rt *rt_of(lua_State *L)
 {
     lua_pushlightuserdata(L, (void *)&RT_KEY);
@@ -76,6 +79,25 @@ void rt_wake(rt_fiber *f, int nres)
 static void ready_remove(rt *r, rt_fiber *f)
 {
     MW_QUEUE_UNLINK(r->ready_head, r->ready_tail, f, ready_prev, ready_next);
+}
+
+void rt_wake_held(rt_fiber *f, int nres, void (*held)(rt_fiber *f, int resumed), void *wait)
+{
+    rt_wake(f, nres);
+    f->held = held;
+    f->wait = wait;
+}
+
+/* A ready fiber leaves the queue: to run (resumed = 1), or discarded
+ * (0). Ends a held wait, once. */
+static void end_held(rt_fiber *f, int resumed)
+{
+    void (*fn)(rt_fiber *, int) = f->held;
+    if (!fn)
+        return;
+    f->held = NULL;
+    fn(f, resumed);
+    f->wait = NULL;
 }
 
 /* ---- fibers ---------------------------------------------------------------- */
@@ -158,6 +180,16 @@ void rt_fiber_release(rt_fiber *f)
         fiber_destroy(f);
         return;
     }
+    /* The pool keeps at most as many idle fibers as are in use (f counted),
+     * or RT_POOL_SPARE. Children made the number of fibers a script's to
+     * choose: one record that spawned 100,000 children pinned 100,000 Lua
+     * threads, registry refs and timers (100 MB) in the pool for the life
+     * of the VM. Trimmed as fibers come back, the pool follows the load
+     * down again. */
+    size_t busy = r->live - r->pool_len - r->dying;
+    size_t keep = busy > RT_POOL_SPARE ? busy : RT_POOL_SPARE;
+    while (r->pool_len && r->pool_len >= keep)
+        fiber_destroy(r->pool[--r->pool_len]);
     if (r->pool_len == r->pool_cap) {
         size_t cap = r->pool_cap ? r->pool_cap * 2 : 64;
         rt_fiber **p = realloc(r->pool, cap * sizeof *p);
@@ -204,7 +236,17 @@ static void kid_drop_done(rt_fiber *k)
 
 /* Once per run, however it ends: cancel the children (structured
  * concurrency: none outlives the run that spawned it), then the end hooks,
- * newest first. Nothing here may wait, so rt_current() is NULL meanwhile. */
+ * newest first. Nothing here may wait, so rt_current() is NULL meanwhile.
+ *
+ * The family goes deepest first, without recursion: a script may nest
+ * children as deep as it likes (a recursive function that spawns itself),
+ * and discarding a child that still had children of its own would recurse
+ * once per level (rt_fiber_discard -> end_run -> rt_fiber_discard ...):
+ * 100,000 levels overflowed the C stack. So each step takes a member with
+ * no children left (a leaf: its own end_run recurses no further), then
+ * goes on from that member's parent (not from f again: descending from f
+ * at every step made a 100,000-deep family cost 5e9 steps, 100 s). Every
+ * child still ends, once, before its parent's end hooks. */
 static void end_run(rt_fiber *f, rt_end how)
 {
     if (f->ended)
@@ -213,8 +255,11 @@ static void end_run(rt_fiber *f, rt_end how)
     rt *r = f->rt;
     rt_fiber *outer = r->running;
     r->running = NULL;
-    while (f->kids) {
-        rt_fiber *k = f->kids;
+    rt_fiber *k = f->kids;
+    while (k) {
+        while (k->kids) /* (a finished child has none) */
+            k = k->kids;
+        rt_fiber *up = k->parent;
         rt_kid_unlink(k);
         if (k->slot && *k->slot == k)
             *k->slot = NULL;
@@ -223,6 +268,9 @@ static void end_run(rt_fiber *f, rt_end how)
             kid_drop_done(k);
         else
             rt_fiber_discard(k);
+        /* On with its parent (into its next child, or itself once it has
+         * none left); from the top when that is f, or left the family. */
+        k = up != f && up->parent ? up : f->kids;
     }
     while (f->hooks) {
         rt_hook *h = f->hooks;
@@ -256,8 +304,10 @@ void rt_fiber_discard(rt_fiber *f)
         f->abandoned(f->done_ud);
     if (f->state == RT_FIBER_PARKED && f->cancel)
         f->cancel(f);
-    if (f->state == RT_FIBER_READY)
+    if (f->state == RT_FIBER_READY) {
         ready_remove(f->rt, f);
+        end_held(f, 0); /* its results never reach the script */
+    }
     uv_timer_stop(&f->timer);
     f->cancel = NULL;
     f->wait = NULL;
@@ -325,6 +375,7 @@ char *rt_strdup_value(lua_State *L, int idx)
 static void resume(rt_fiber *f, int nargs)
 {
     rt *r = f->rt;
+    end_held(f, 1);
     rt_fiber *outer = r->running;
     r->running = f;
     f->state = RT_FIBER_RUNNING;
@@ -404,6 +455,16 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
                           "predicate or a function they spawned (not at script load time, in "
                           "on_timeout or in a ctx.defer function)", what);
     }
+    /* The fiber's own coroutine, but called back from a C function (a
+     * table.sort comparator, a string.gsub function, require's chunk): its
+     * lua_yield would raise "attempt to yield across C-call boundary" after
+     * the primitive parked the fiber and started its request, leaving a
+     * running fiber queued or awaited by a callback; resumed when it had
+     * parked elsewhere or gone back to the pool, it crashed the process
+     * (lua_resume on a finished thread). Refuse before anything starts. */
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait inside a function called from C (a table.sort comparator, a "
+                      "string.gsub function, require): wait before or after that call", what);
     return f;
 }
 
@@ -413,6 +474,7 @@ int rt_yield(lua_State *L, rt_fiber *f)
         /* Woken before yielding: its results are on top of L (== f->co). */
         ready_remove(f->rt, f);
         f->state = RT_FIBER_RUNNING;
+        end_held(f, 1);
         return f->nresume;
     }
     return lua_yield(L, 0);

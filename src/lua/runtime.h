@@ -78,7 +78,8 @@ struct rt_fiber {
     rt_fiber_state state;
     int nresume;            /* values pushed on co for the next resume */
     rt_cancel_fn cancel;    /* while parked: undoes the wait */
-    void *wait;             /* while parked: the primitive's own state */
+    void *wait;             /* while parked (or ready and held): the primitive's own state */
+    void (*held)(rt_fiber *f, int resumed); /* while ready: see rt_wake_held */
     uv_timer_t timer;       /* sleep and I/O timeouts; closed when freed */
     uint64_t deadline_ms;   /* the record's deadline on the loop's clock (uv_now,
                              * which is the operator's clock); 0 = none */
@@ -104,7 +105,11 @@ struct rt_fiber {
     rt_fiber *kids;         /* children running, ready, or done and not yet waited */
     rt_fiber *kid_next, *kid_prev;
     int kid_waited;         /* while the parent waits on this child: its 1-based
-                             * position in the wait's arguments; else 0 */
+                             * position in the wait's arguments; else 0. Valid only
+                             * while kid_wait_serial == parent->wait_serial */
+    uint64_t kid_wait_serial;
+    uint64_t wait_serial;   /* as a parent: bumped when a wait starts or ends, which
+                             * makes every child's mark stale at once */
     int status;             /* once DONE: RT_OK, RT_ERROR or RT_ROGUE_YIELD */
     int ended;              /* this run's children and hooks are gone */
     rt_hook *hooks;         /* end hooks, newest first */
@@ -193,7 +198,9 @@ void rt_fiber_discard(rt_fiber *f);
 rt_fiber *rt_current(lua_State *L);
 
 /* Like rt_current, but raises a clear Lua error naming `what` when L cannot
- * yield to the host. */
+ * yield to the host: not a fiber's coroutine, or one called back from a C
+ * function (lua_isyieldable), where the yield would fail after the wait
+ * had started. */
 rt_fiber *rt_check_yieldable(lua_State *L, const char *what);
 
 /* Mark f parked on a request; `cancel` undoes it if f is abandoned.
@@ -219,6 +226,16 @@ int rt_yield(lua_State *L, rt_fiber *f);
 /* Make a parked fiber runnable; `nres` values are already on f->co and
  * become the results of the yielding call. */
 void rt_wake(rt_fiber *f, int nres);
+
+/* rt_wake for a primitive whose results were taken off a shared object
+ * (a socket's reply, the bytes it consumed, a request it sent): until f
+ * runs again, the wait is held, f->wait stays `wait`, and exactly one
+ * call of held(f, resumed) ends it: resumed = 1 just before f runs (the
+ * results reach the script: release the object), resumed = 0 if f is
+ * discarded first (killed, timed out, rt_close while it sat in the ready
+ * queue: the results are lost, so the object is half-used; undo as a
+ * cancel hook would). */
+void rt_wake_held(rt_fiber *f, int nres, void (*held)(rt_fiber *f, int resumed), void *wait);
 
 /* Convert the value at `idx` of L to a malloc'd string (errors of any type). */
 char *rt_strdup_value(lua_State *L, int idx);

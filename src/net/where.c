@@ -63,7 +63,7 @@ static int scheme_char(char c)
            c == '-' || c == '.';
 }
 
-size_t net_where_request(char *buf, size_t cap, const char *method, const char *url, size_t len)
+static size_t where_request(char *buf, size_t cap, const char *method, const char *url, size_t len, int refused)
 {
     out o = { .p = buf, .cap = cap };
     put(&o, "", 0);
@@ -81,6 +81,22 @@ size_t net_where_request(char *buf, size_t cap, const char *method, const char *
         if (*auth_end == '@')
             at = auth_end;
     const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!colon && refused) {
+        /* A password written without percent-encoding may hold a '/', '?'
+         * or '#', which ended the authority above before its '@'
+         * ("http://ada:ab/cd@h/": a base64 password), so the rule found no
+         * userinfo and showed the password. The client accepts no userinfo
+         * at all, so such a URL is always refused: there, what lies between
+         * the first ':' and the URL's last '@' is hidden (at worst more
+         * than a password, of a URL that is wrong anyway). */
+        const char *last = NULL;
+        for (const char *q = auth; q < end; q++)
+            if (*q == '@')
+                last = q;
+        colon = last ? memchr(auth, ':', (size_t)(last - auth)) : NULL;
+        if (colon)
+            at = last;
+    }
 
     begin(&o, NET_WHERE_SHOWN);
     if (colon) {
@@ -91,6 +107,16 @@ size_t net_where_request(char *buf, size_t cap, const char *method, const char *
         show(&o, url, len);
     }
     return o.len;
+}
+
+size_t net_where_request(char *buf, size_t cap, const char *method, const char *url, size_t len)
+{
+    return where_request(buf, cap, method, url, len, 0);
+}
+
+size_t net_where_refused(char *buf, size_t cap, const char *method, const char *url, size_t len)
+{
+    return where_request(buf, cap, method, url, len, 1);
 }
 
 size_t net_where_peer(char *buf, size_t cap, const char *host, int port)

@@ -33,6 +33,15 @@
  * follows the ':' is shown as "***". Returns the length written. */
 size_t net_where_request(char *out, size_t cap, const char *method, const char *url, size_t len);
 
+/* The same for a URL the client refused ("bad url"): when the rule above
+ * finds no password, but a ':' comes before the URL's last '@', what lies
+ * between them is shown as "***" too ("http://ada:ab/cd@h/" is shown
+ * "http://ada:***@h/": a password written without percent-encoding, whose
+ * '/', '?' or '#' ended the authority early). The client accepts no
+ * userinfo, so every URL with a password is refused and goes through here;
+ * a URL it accepts keeps an '@' of its path (net_where_request). */
+size_t net_where_refused(char *out, size_t cap, const char *method, const char *url, size_t len);
+
 /* "host:port" into out, "[host]:port" when host holds a ':' (IPv6), the
  * host shown as above. Returns the length written. */
 size_t net_where_peer(char *out, size_t cap, const char *host, int port);
