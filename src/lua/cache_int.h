@@ -117,6 +117,10 @@ store *cache_store_open(const cache_opts *o);
 void cache_store_release(store *s);
 
 /* Free s and its entries (no flight may be open). */
+/* Stores not yet freed, named or not: what moonwait.runtime_stats().caches
+ * says, for leak checks. */
+extern size_t cache_store_live;
+
 void cache_store_free(store *s);
 
 /* Seconds as whole milliseconds, rounded up (a tiny ttl still expires). */

@@ -23,6 +23,7 @@
 #include "script.h"
 
 static store *named;     /* every named store, newest first */
+size_t cache_store_live; /* stores not yet freed, named or not (runtime_stats) */
 
 static store *store_new(const char *name)
 {
@@ -39,11 +40,13 @@ static store *store_new(const char *name)
         return NULL;
     }
     s->size = CACHE_DEFAULT_SIZE;
+    cache_store_live++;
     return s;
 }
 
 void cache_store_free(store *s)
 {
+    cache_store_live--;
     lru_free(s->entries);
     lru_free(s->flights);
     free(s->name);

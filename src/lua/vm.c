@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../net/pool.h"
+#include "cache_int.h"
 #include "guard.h"
 #include "modules.h"
 #include "retry_table.h"
@@ -71,10 +72,11 @@ static void count_handle(uv_handle_t *h, void *arg)
         (*(size_t *)arg)++;
 }
 
-/* moonwait.runtime_stats() -> { handles, fibers, pooled, vms, refs }:
+/* moonwait.runtime_stats() -> { handles, fibers, pooled, vms, refs, caches }:
  * active libuv handles, fibers running or waiting (not idle in the pool),
  * idle keep-alive connections, live script VMs (generations), and registry
- * refs held in the caller's VM. For leak checks in tests and diagnostics. */
+ * refs held in the caller's VM, and moonwait.cache stores not yet freed.
+ * For leak checks in tests and diagnostics. */
 static int l_runtime_stats(lua_State *L)
 {
     rt *r = rt_of(L);
@@ -100,6 +102,8 @@ static int l_runtime_stats(lua_State *L)
     }
     lua_pushinteger(L, refs);
     lua_setfield(L, -2, "refs");
+    lua_pushinteger(L, (lua_Integer)cache_store_live);
+    lua_setfield(L, -2, "caches");
     return 1;
 }
 
