@@ -103,7 +103,7 @@ $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o \
-		$(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o
+		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_http: $(BUILD)/spec/c/test_http.o $(NET_HTTP_OBJS) $(LLHTTP_OBJS)
