@@ -687,6 +687,7 @@ return {
 
   it("leaks no fibers, handles, fds or registry refs after many loads and waits time out", function()
     local d = H.tmpdir()
+    H.probe(d)
     H.script(d, (([[
 local cache = require "moonwait.cache"
 local http = require "moonwait.http"
@@ -694,24 +695,8 @@ local mw = require "moonwait"
 local time = require "moonwait.time"
 local json = require "moonwait.json"
 local c = cache.new{ name = "leaky", size = 1000 }
-local ffi = require "ffi"
-pcall(ffi.cdef, "typedef struct DIR DIR; DIR *opendir(const char *); int closedir(DIR *); void *readdir(DIR *);")
-local function fds()
-  local dir = ffi.C.opendir("/proc/self/fd")
-  local n = 0
-  while ffi.C.readdir(dir) ~= nil do n = n + 1 end
-  ffi.C.closedir(dir)
-  return n - 3
-end
--- registry refs (luaL_ref's slots that hold a value; free ones hold numbers),
--- apart from fibers' threads, which the pool keeps
-local function refs()
-  local n = 0
-  for k, v in pairs(debug.getregistry()) do
-    if type(k) == "number" and type(v) ~= "number" and type(v) ~= "thread" then n = n + 1 end
-  end
-  return n
-end
+local probe = require "probe" -- spec/support/probe.lua
+local fds, refs = probe.fds, probe.refs
 local base
 return {
   open = function()

@@ -97,6 +97,13 @@ function H.script(dir, body, name)
   return H.write(dir .. "/" .. (name or "script.lua"), body)
 end
 
+-- Copy spec/support/probe.lua (fds, fd_list, rss_kb, refs: a script's leak
+-- counters) into dir, where the script finds it as `require "probe"`.
+function H.probe(dir)
+  local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+  return H.write(dir .. "/probe.lua", assert(H.read(here .. "support/probe.lua")))
+end
+
 -- Run `body` as the script over `input` (a string) with extra flags `args`,
 -- in a fresh temp dir (opts as for H.run; opts.dir is set). The result of
 -- H.run plus `output` (the --output file's bytes) and `dir`.

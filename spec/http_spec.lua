@@ -354,38 +354,13 @@ end }
     -- 3,000 records time out mid-request (nginx's /slow answers after 3 s);
     -- fds, live handles and fibers come back to where they began.
     local d = H.tmpdir()
+    H.probe(d)
     H.script(d, [[
 local http = require "moonwait.http"
 local mw = require "moonwait"
 local time = require "moonwait.time"
--- (files closed at once: an open handle waiting for the GC is an fd too)
-local function first_line(path)
-  local f = assert(io.open(path))
-  local l = f:read("*l")
-  f:close()
-  return l
-end
--- Counted in this process (no child: an `ls` run by io.popen could see the
--- pipe's other end before popen closed it, one fd too many now and then).
-local ffi = require "ffi"
-pcall(ffi.cdef, "typedef struct DIR DIR; DIR *opendir(const char *); int closedir(DIR *); void *readdir(DIR *);")
-local function fds()
-  local dir = ffi.C.opendir("/proc/self/fd")
-  local n = 0
-  while ffi.C.readdir(dir) ~= nil do n = n + 1 end
-  ffi.C.closedir(dir)
-  return n - 3 -- ".", "..", and the directory's own fd
-end
--- what each fd is (said when they grew, to tell what leaked)
-local function fd_list()
-  local p = io.popen("ls -l /proc/" .. first_line("/proc/self/stat"):match("^%d+") .. "/fd | sed 's/.* \\([0-9]* -> .*\\)/\\1/' | tr '\\n' ' '")
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-local function rss_kb()
-  return tonumber(first_line("/proc/self/statm"):match("^%d+ (%d+)")) * 4
-end
+local probe = require "probe" -- spec/support/probe.lua
+local fds, fd_list, rss_kb = probe.fds, probe.fd_list, probe.rss_kb
 local base
 return {
   open = function()

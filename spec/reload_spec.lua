@@ -357,28 +357,13 @@ return { open = function(ctx) if ctx.generation == 1 then io.stderr:write("READY
 
   it("leaks nothing over 100 reloads under load", function()
     local d = H.tmpdir()
+    H.probe(d)
     H.write(d .. "/in", records(4000))
     H.script(d, [[
 local time = require "moonwait.time"
 local mw = require "moonwait"
-local function first_line(path)
-  local f = io.open(path)
-  local l = f:read("*l")
-  f:close()
-  return l
-end
--- (counted in this process: an `ls` through io.popen could see its pipe's
--- other end before popen closed it)
-local ffi = require "ffi"
-pcall(ffi.cdef, "typedef struct DIR DIR; DIR *opendir(const char *); int closedir(DIR *); void *readdir(DIR *);")
-local function fds()
-  local dir = ffi.C.opendir("/proc/self/fd")
-  local n = 0
-  while ffi.C.readdir(dir) ~= nil do n = n + 1 end
-  ffi.C.closedir(dir)
-  return n - 3
-end
-local function rss_kb() return tonumber(first_line("/proc/self/statm"):match("^%d+ (%d+)")) * 4 end
+local probe = require "probe" -- spec/support/probe.lua
+local fds, rss_kb = probe.fds, probe.rss_kb
 local M = {}
 function M.open(ctx)
   if ctx.generation == 1 then io.stderr:write("READY\n") end

@@ -8,6 +8,7 @@ local nginx, redis
 local function run(body, recs, args, env)
   local d = H.tmpdir()
   H.script(d, body)
+  H.probe(d)
   local r = H.run("run --script script.lua " .. (args or ""), { dir = d, input = H.jsonl(recs), env = env })
   r.dir = d
   return r
@@ -313,15 +314,7 @@ local mw = require "moonwait"
 local time = require "moonwait.time"
 local http = require "moonwait.http"
 local redis = require "moonwait.redis"
-local ffi = require "ffi"
-pcall(ffi.cdef, "typedef struct DIR DIR; DIR *opendir(const char *); int closedir(DIR *); void *readdir(DIR *);")
-local function fds()
-  local dir = ffi.C.opendir("/proc/self/fd")
-  local n = 0
-  while ffi.C.readdir(dir) ~= nil do n = n + 1 end
-  ffi.C.closedir(dir)
-  return n
-end
+local fds = require("probe").fds
 local port, base
 local function clients()
   local red = assert(redis.connect("127.0.0.1", port, { pool_size = 1 }))
