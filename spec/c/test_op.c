@@ -992,7 +992,7 @@ static void test_capacity_zero_is_one(void)
 static op_entry *pushk(harness *h, uint64_t key)
 {
     op_entry *e = NULL;
-    ASSERT_INT_EQ(op_push_keyed(&h->o, h->o.next_seq, key, 0, NULL, &e), 0);
+    ASSERT_INT_EQ(op_push_keyed(&h->o, key, h->o.next_seq, 0, NULL, &e), 0);
     e->policy = h->policy;
     h->by_seq[e->seq] = e;
     return e;
@@ -1106,7 +1106,7 @@ static void test_keyed_capacity_counts_held_records_and_watermarks(void)
     ASSERT_INT_EQ(op_push_watermark(&h.o, 1), 0);
     ASSERT(op_full(&h.o));
     op_entry *e;
-    ASSERT_INT_EQ(op_push_keyed(&h.o, 9, 2, 0, NULL, &e), OP_EFULL);
+    ASSERT_INT_EQ(op_push_keyed(&h.o, 2, 9, 0, NULL, &e), OP_EFULL);
     ASSERT_INT_EQ(op_push_watermark(&h.o, 2), OP_EFULL);
     done(&h, 2);                           /* held behind its key's 1: keeps its slot */
     ASSERT(op_full(&h.o));
@@ -1201,10 +1201,10 @@ static void test_keyed_restore_completed_and_pending(void)
     harness h;
     setup(&h, OP_KEYED, 3, 0);
     op_entry *e;
-    ASSERT_INT_EQ(op_restore_keyed(&h.o, 4, 40, 1, 2, 0, NULL, &e), 0);          /* a, pending */
+    ASSERT_INT_EQ(op_restore_keyed(&h.o, 1, 4, 40, 2, 0, NULL, &e), 0);          /* a, pending */
     h.by_seq[4] = e;
-    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 5, 50, 1, 1, 0, strdup("A"), 1, NULL, 0, NULL, NULL), 0);
-    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 6, 60, 2, 1, 0, strdup("B"), 1, NULL, 0, NULL, NULL), 0);
+    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 1, 5, 50, 1, 0, strdup("A"), 1, NULL, 0, NULL, NULL), 0);
+    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 2, 6, 60, 1, 0, strdup("B"), 1, NULL, 0, NULL, NULL), 0);
     ASSERT_STR_EQ(h.log, "r6B");           /* b is first of its key: leaves at once */
     op_restore_done(&h.o, 7);
     ASSERT_INT_EQ(e->attempt, 2);
@@ -1290,7 +1290,7 @@ static void test_keyed_many_keys_random_completion(void)
     for (uint64_t i = 1; i <= N; i++) {
         /* keys that differ in their high bits only: the map must spread them */
         keyof[i] = (lcg(&rs) % KEYS) << 40;
-        ASSERT_INT_EQ(op_push_keyed(&h.o, i, keyof[i], 0, NULL, &by[i]), 0);
+        ASSERT_INT_EQ(op_push_keyed(&h.o, keyof[i], i, 0, NULL, &by[i]), 0);
         segof[i] = seg;
         if (i % WM_EVERY == 0) {
             ASSERT_INT_EQ(op_push_watermark(&h.o, (int64_t)i), 0);

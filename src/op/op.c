@@ -330,10 +330,10 @@ uint64_t op_now(const op *o)
 
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
 {
-    return op_push_keyed(o, line, OP_NO_KEY, budget_used_ms, udata, out);
+    return op_push_keyed(o, OP_NO_KEY, line, budget_used_ms, udata, out);
 }
 
-int op_push_keyed(op *o, uint64_t line, uint64_t key, uint64_t budget_used_ms, void *udata, op_entry **out)
+int op_push_keyed(op *o, uint64_t key, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
 {
     op_entry *e;
     int rc = admit(o, OP_KIND_RECORD, &e);
@@ -379,17 +379,17 @@ int op_push_keyed(op *o, uint64_t line, uint64_t key, uint64_t budget_used_ms, v
 int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                       void *udata, op_entry **out)
 {
-    return op_restore_keyed(o, seq, line, OP_NO_KEY, attempt, budget_used_ms, udata, out);
+    return op_restore_keyed(o, OP_NO_KEY, seq, line, attempt, budget_used_ms, udata, out);
 }
 
-int op_restore_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t attempt, uint64_t budget_used_ms,
+int op_restore_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                      void *udata, op_entry **out)
 {
     size_t cap = o->cfg.capacity;
     o->cfg.capacity = SIZE_MAX; /* restored entries were all in the queue */
     o->next_seq = seq;
     op_entry *e = NULL;
-    int rc = op_push_keyed(o, line, key, budget_used_ms, udata, &e);
+    int rc = op_push_keyed(o, key, line, budget_used_ms, udata, &e);
     o->cfg.capacity = cap;
     if (rc == 0) {
         e->attempt = attempt ? attempt : 1;
@@ -404,15 +404,15 @@ int op_restore_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t 
 int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
                          size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp)
 {
-    return op_restore_completed_keyed(o, seq, line, OP_NO_KEY, attempt, timed_out, out, out_len, dlq, dlq_len,
+    return op_restore_completed_keyed(o, OP_NO_KEY, seq, line, attempt, timed_out, out, out_len, dlq, dlq_len,
                                       udata, outp);
 }
 
-int op_restore_completed_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t attempt, int timed_out,
+int op_restore_completed_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out,
                                char *out, size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp)
 {
     op_entry *e;
-    int rc = op_restore_keyed(o, seq, line, key, attempt, 0, udata, &e);
+    int rc = op_restore_keyed(o, key, seq, line, attempt, 0, udata, &e);
     if (rc != 0)
         return rc;
     e->timed_out = timed_out;

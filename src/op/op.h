@@ -206,7 +206,7 @@ int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, o
  * every queued record of the same key (equal keys are one key; the host
  * passes a seeded hash, so a collision only joins two keys' order). Other
  * modes ignore the key. */
-int op_push_keyed(op *o, uint64_t line, uint64_t key, uint64_t budget_used_ms, void *udata, op_entry **out);
+int op_push_keyed(op *o, uint64_t key, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
 
 /* Re-insert a record from a checkpoint: like op_push_record but with its
  * stored seq, the attempt it continues at, and its used budget; it is
@@ -215,7 +215,7 @@ int op_push_keyed(op *o, uint64_t line, uint64_t key, uint64_t budget_used_ms, v
 int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                       void *udata, op_entry **out);
 /* op_restore_record with the record's key (see op_push_keyed). */
-int op_restore_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t attempt, uint64_t budget_used_ms,
+int op_restore_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                      void *udata, op_entry **out);
 /* Re-insert a record that had completed but was held in the queue (for
  * order, or behind a watermark) when the checkpoint was taken, with its
@@ -226,7 +226,7 @@ int op_restore_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t 
 int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
                          size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp);
 /* op_restore_completed of a record with key `key` (see op_push_keyed). */
-int op_restore_completed_keyed(op *o, uint64_t seq, uint64_t line, uint64_t key, uint32_t attempt, int timed_out,
+int op_restore_completed_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out,
                                char *out, size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp);
 int op_restore_watermark(op *o, int64_t wm);
 void op_restore_done(op *o, uint64_t next_seq);
