@@ -116,7 +116,7 @@ describe("keyed mode", function()
   end)
 
   it("holds a slow record's watermark and everything after it", function()
-    local input = H.jsonl({ { id = 1, u = "a", d = 250 }, { ["$watermark"] = 5 }, { id = 2, u = "b", d = 0 } })
+    local input = '{"id":1,"u":"a","d":250}\n{"$watermark":5}\n{"id":2,"u":"b","d":0}\n'
     local r = H.run_script(SLEEPER, input, "--mode keyed --key u")
     assert.equal(0, r.code, r.err)
     assert.same({ '{"id":1,"u":"a","d":250,"seq":1}', '{"$watermark":5}', '{"id":2,"u":"b","d":0,"seq":2}' },
