@@ -393,8 +393,12 @@ end }
     H.wait_for(function() return not H.read("/proc/" .. H.read(d .. "/pid"):match("%d+") .. "/stat") end, 10)
     -- b's records all left before the kill
     local before = H.decode_lines(H.read(d .. "/out") or "")
-    H.script(d, [[return { async_invoke = function(r, ctx)
+    -- the re-invoked head takes a while: its key's restored results must
+    -- wait for it (without the wait they could not overtake it anyway)
+    H.script(d, [[local time = require "moonwait.time"
+return { async_invoke = function(r, ctx)
   local f = io.open("calls", "a") f:write("after ", ctx.seq, "\n") f:close()
+  time.sleep(0.2)
   return { { id = r.id, restarted = true } }
 end }]])
     local code, _, err = H.sh(string.format("cd %s && %s", d, H.cmd(args)))
