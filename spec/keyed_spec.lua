@@ -422,7 +422,7 @@ end }]])
     local d = H.tmpdir()
     H.script(d, [[
 local time = require "moonwait.time"
-return { async_invoke = function(r) time.sleep(60) return { r } end }
+return { async_invoke = function(r) time.sleep(3) return { r } end }
 ]])
     H.write(d .. "/in", '{"id":1,"u":1}\n')
     local base = "run --script script.lua --input in --output out --timeout 0 --checkpoint-dir cp " ..
