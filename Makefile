@@ -53,8 +53,8 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 # copied into this repository). Its generated code is not ours to fix, so
 # it is built with the sanitizers but without -Werror.
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
-CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
-             $(BUILD)/src/util/retry_policy.o
+CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/keymap.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
+             $(BUILD)/src/util/retry_policy.o $(BUILD)/src/util/siphash.o
 
 JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
 # The record codec (src/lua/codec.h), without the rest of the Lua adapter.
@@ -119,7 +119,7 @@ $(BUILD)/test_redis_url: $(BUILD)/spec/c/test_redis_url.o $(BUILD)/src/io/redis_
 		$(BUILD)/src/net/resp.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o
+$(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o $(BUILD)/src/util/siphash.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o

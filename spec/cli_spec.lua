@@ -38,7 +38,7 @@ describe("moonwait CLI", function()
       { "--capacity 0", "option '%-%-capacity'" },
       { "--capacity abc", "option '%-%-capacity'" },
       { "--timeout -5", "option '%-%-timeout'" },
-      { "--mode sideways", "option '%-%-mode': expected 'ordered' or 'unordered'" },
+      { "--mode sideways", "option '%-%-mode': expected 'ordered', 'unordered' or 'keyed'" },
       { "--capacity", "option '%-%-capacity' needs a value" },
       { "--max-out-of-orderness 10", "needs '%-%-event%-time FIELD'" },
     }) do
@@ -128,7 +128,7 @@ return { script = "enrich.lua", input = "in.jsonl", output = "out.jsonl",
     H.write(d .. "/p3.lua", 'return { script = "script.lua", mode = "random" }')
     r = H.run("run p3.lua", { dir = d })
     assert.equal(2, r.code)
-    assert.matches("p3.lua: key 'mode': expected 'ordered' or 'unordered'", r.err, 1, true)
+    assert.matches("p3.lua: key 'mode': expected 'ordered', 'unordered' or 'keyed'", r.err, 1, true)
     H.write(d .. "/p4.lua", 'return { script = "script.lua", timeout_ms = 1.5 }')
     r = H.run("run p4.lua", { dir = d })
     assert.equal(2, r.code)

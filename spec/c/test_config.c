@@ -256,7 +256,7 @@ static void test_bad_flag_values_are_named(void)
     } cases[] = {
         { "--capacity", "0", "option '--capacity': expected an integer from 1 to 10000000, got '0'" },
         { "--capacity", "-3", "option '--capacity': expected an integer from 1 to 10000000, got '-3'" },
-        { "--mode", "sorted", "option '--mode': expected 'ordered' or 'unordered', got 'sorted'" },
+        { "--mode", "sorted", "option '--mode': expected 'ordered', 'unordered' or 'keyed', got 'sorted'" },
         { "--timeout", "1.5",
           "option '--timeout': expected milliseconds as a non-negative integer (0 = no timeout), got '1.5'" },
         { "--cpu-budget", "x", "option '--cpu-budget': expected milliseconds as a non-negative integer (0 = off), got 'x'" },
@@ -265,6 +265,8 @@ static void test_bad_flag_values_are_named(void)
         { "--on-error", "retry", "option '--on-error': expected 'fail', 'skip' or 'dead-letter', got 'retry'" },
         { "--event-time", "a..b", "option '--event-time': expected a field name or a dotted path like 'a.b', got 'a..b'" },
         { "--input", "", "option '--input': expected a non-empty string" },
+        { "--key", "user.", "option '--key': expected a field name or a dotted path like 'a.b', got 'user.'" },
+        { "--key", "", "option '--key': expected a non-empty string" },
         { "--reload-open-timeout", "0", "option '--reload-open-timeout': expected a positive number of milliseconds" },
         { "--checkpoint-interval", "0", "option '--checkpoint-interval': expected a positive number of milliseconds" },
         { "--retry", "fixed:0:5",
@@ -298,6 +300,13 @@ static void test_bad_command_lines_are_named(void)
     err = refused("--capacity", "3", NULL);
     ASSERT_STR_EQ(err, "no script: pass --script FILE or set 'script' in the pipeline file");
     free(err);
+    err = refused("--script", "s.lua", "--mode", "keyed", NULL);
+    ASSERT_STR_EQ(err, "option '--mode keyed' needs '--key FIELD', the field whose value orders records "
+                       "(pipeline keys: mode, key)");
+    free(err);
+    err = refused("--script", "s.lua", "--mode", "unordered", "--key", "id", NULL);
+    ASSERT_STR_EQ(err, "option '--key' is only used with '--mode keyed' (pipeline keys: key, mode)");
+    free(err);
     err = refused("--script", "s.lua", "--on-error", "dead-letter", NULL);
     ASSERT_STR_EQ(err, "option '--on-error dead-letter' needs '--dead-letter FILE' (pipeline key: dead_letter)");
     free(err);
@@ -318,7 +327,7 @@ static void test_bad_pipeline_values_are_named(void)
     expect_refused_file("return { stats = 'yes' }", "key 'stats': expected a boolean, got string");
     expect_refused_file("return { capacity = '3' }", "key 'capacity': expected an integer, got string");
     expect_refused_file("return { input = 3 }", "key 'input': expected a path string, got number");
-    expect_refused_file("return { mode = 'x' }", "key 'mode': expected 'ordered' or 'unordered', got 'x'");
+    expect_refused_file("return { mode = 'x' }", "key 'mode': expected 'ordered', 'unordered' or 'keyed', got 'x'");
     expect_refused_file("return { retry = 3 }", "key 'retry': expected a retry table or string, got number");
     expect_refused_file("return { retry = { max_attempts = 0 } }", "key 'retry': retry.max_attempts must be an integer >= 1");
     expect_refused_file("return { checkpoint = { every = 1 } }",
@@ -332,7 +341,7 @@ static void test_bad_pipeline_values_are_named(void)
                         "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
                         "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
                         "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
-                        "cpu_budget_ms)");
+                        "cpu_budget_ms, key)");
     /* Lua's own message for a file that does not load names the file. */
     const char *p = pipeline("return {");
     char *err = refused((char *)p, NULL);

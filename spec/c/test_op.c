@@ -18,6 +18,9 @@ typedef struct harness {
     int retries_started;
     double rnd;
     const op_retry_policy *policy; /* set on each pushed record, as the host does */
+    uint64_t *emitted;  /* when set: the seq of every emitted record, instead of the log */
+    size_t nemitted;
+    uint64_t complete_on_release; /* keyed re-entrancy: complete this seq from cb.release */
 } harness;
 
 static void logf_(harness *h, const char *s)
@@ -31,6 +34,11 @@ static uint64_t cb_now(void *ud) { return ((harness *)ud)->clock; }
 
 static void cb_emit(void *ud, op_entry *e)
 {
+    harness *h = ud;
+    if (h->emitted) {
+        h->emitted[h->nemitted++] = e->seq;
+        return;
+    }
     char b[64];
     snprintf(b, sizeof b, "r%" PRIu64 "%.*s", e->seq, (int)e->out_len, e->out ? e->out : "");
     logf_(ud, b);
@@ -62,8 +70,13 @@ static void cb_failure(void *ud, op_entry *e)
 
 static void cb_release(void *ud, op_entry *e)
 {
-    (void)e;
-    ((harness *)ud)->released++;
+    harness *h = ud;
+    h->released++;
+    if (e->kind == OP_KIND_RECORD && h->complete_on_release && e->seq != h->complete_on_release) {
+        uint64_t s = h->complete_on_release;
+        h->complete_on_release = 0;
+        ASSERT_INT_EQ(op_complete(&h->o, h->by_seq[s], NULL, 0), 0);
+    }
 }
 
 static void cb_retry(void *ud, op_entry *e)
@@ -974,6 +987,382 @@ static void test_capacity_zero_is_one(void)
     op_free(&h.o);
 }
 
+/* ---- keyed mode ------------------------------------------------------- */
+
+static op_entry *pushk(harness *h, uint64_t key)
+{
+    op_entry *e = NULL;
+    ASSERT_INT_EQ(op_push_keyed(&h->o, key, h->o.next_seq, 0, NULL, &e), 0);
+    e->policy = h->policy;
+    h->by_seq[e->seq] = e;
+    return e;
+}
+
+static void test_keyed_same_key_leaves_in_input_order(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 7);                          /* 1 */
+    pushk(&h, 7);                          /* 2 */
+    pushk(&h, 7);                          /* 3 */
+    done(&h, 3);
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "");              /* both wait for 1, their key's first */
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2 r3");
+    ASSERT_INT_EQ(op_size(&h.o), 0);
+    ASSERT_INT_EQ(h.o.keys.len, 0);        /* the key left the map with its last record */
+    op_free(&h.o);
+}
+
+static void test_keyed_different_keys_overtake(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 1);                          /* 1: a */
+    pushk(&h, 2);                          /* 2: b */
+    pushk(&h, 1);                          /* 3: a */
+    pushk(&h, 2);                          /* 4: b */
+    pushk(&h, 3);                          /* 5: c */
+    done(&h, 5);
+    ASSERT_STR_EQ(h.log, "r5");            /* c overtakes everything */
+    done(&h, 4);
+    ASSERT_STR_EQ(h.log, "r5");            /* b's 4 waits for b's 2 */
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "r5 r2 r4");      /* 2 leaves before 1 (another key), then 4 */
+    done(&h, 3);
+    ASSERT_STR_EQ(h.log, "r5 r2 r4");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r5 r2 r4 r1 r3");
+    ASSERT_INT_EQ(h.o.keys.len, 0);
+    op_free(&h.o);
+}
+
+static void test_keyed_watermark_is_a_barrier_both_ways(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 1);                          /* 1: a, segment 0 */
+    pushk(&h, 2);                          /* 2: b, segment 0 */
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 10), 0);
+    pushk(&h, 3);                          /* 3: c, segment 1, a key new after w10 */
+    pushk(&h, 2);                          /* 4: b, segment 1 */
+    done(&h, 3);                           /* may not cross w10 */
+    done(&h, 4);
+    ASSERT_STR_EQ(h.log, "");
+    done(&h, 2);                           /* b's 4 is now first of b, but behind w10 */
+    ASSERT_STR_EQ(h.log, "r2");
+    done(&h, 1);                           /* w10 leaves only after both before it */
+    ASSERT_STR_EQ(h.log, "r2 r1 w10 r3 r4");
+    ASSERT_INT_EQ(op_size(&h.o), 0);
+    op_free(&h.o);
+}
+
+/* When a watermark leaves, the next segment's completed records leave if
+ * they are first of their key; the others wait for their key. */
+static void test_keyed_watermark_releases_only_firsts_of_their_key(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 9);                          /* 1: segment 0 */
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 5), 0);
+    pushk(&h, 1);                          /* 2: a, pending */
+    pushk(&h, 1);                          /* 3: a, done: waits for 2 */
+    pushk(&h, 2);                          /* 4: b, done: first of b */
+    done(&h, 3);
+    done(&h, 4);
+    ASSERT_STR_EQ(h.log, "");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 w5 r4");
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "r1 w5 r4 r2 r3");
+    op_free(&h.o);
+}
+
+/* A key's records on both sides of a watermark: the later one waits for
+ * the watermark even when its key's earlier record has left. */
+static void test_keyed_key_across_a_watermark_waits_for_it(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 1);                          /* 1: a */
+    pushk(&h, 2);                          /* 2: b, slow */
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 5), 0);
+    pushk(&h, 1);                          /* 3: a */
+    done(&h, 3);
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1");            /* 3 is first of a now, but behind w5 */
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "r1 r2 w5 r3");
+    op_free(&h.o);
+}
+
+static void test_keyed_capacity_counts_held_records_and_watermarks(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 3, 0);
+    pushk(&h, 1);
+    pushk(&h, 1);
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 1), 0);
+    ASSERT(op_full(&h.o));
+    op_entry *e;
+    ASSERT_INT_EQ(op_push_keyed(&h.o, 2, 9, 0, NULL, &e), OP_EFULL);
+    ASSERT_INT_EQ(op_push_watermark(&h.o, 2), OP_EFULL);
+    done(&h, 2);                           /* held behind its key's 1: keeps its slot */
+    ASSERT(op_full(&h.o));
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2 w1");
+    ASSERT(!op_full(&h.o));
+    op_free(&h.o);
+}
+
+static void test_keyed_capacity_one(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 1, 0);
+    pushk(&h, 1);
+    ASSERT(op_full(&h.o));
+    done(&h, 1);
+    pushk(&h, 2);
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "r1 r2");
+    op_free(&h.o);
+}
+
+/* The timeout of a key's first record releases its successors, in order;
+ * other keys are not held by it. */
+static void test_keyed_timeout_of_a_keys_head_releases_its_successors(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 100);
+    h.timeout_policy = 1;
+    pushk(&h, 1);                          /* 1: a, will time out */
+    h.clock = 10;
+    pushk(&h, 1);                          /* 2: a */
+    pushk(&h, 2);                          /* 3: b */
+    pushk(&h, 1);                          /* 4: a */
+    done(&h, 4);
+    done(&h, 3);
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "r3");
+    h.clock = 100;
+    ASSERT_INT_EQ(op_expire(&h.o), 1);
+    ASSERT_STR_EQ(h.log, "r3 r1T r2 r4");
+    op_free(&h.o);
+}
+
+/* A record in back-off keeps its place in its key's order. */
+static void test_keyed_retry_keeps_key_order(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    op_retry_policy p = fixed(3, 50);
+    h.policy = &p;
+    op_entry *e1 = pushk(&h, 1);           /* 1: a */
+    pushk(&h, 1);                          /* 2: a */
+    pushk(&h, 2);                          /* 3: b */
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    done(&h, 2);
+    done(&h, 3);
+    ASSERT_STR_EQ(h.log, "r3");            /* b does not wait for a's retry */
+    h.clock = 50;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "r3 a1.2");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r3 a1.2 r1 r2");
+    op_free(&h.o);
+}
+
+/* A failed record is reported when it reaches the head of the queue; its
+ * key's later records wait, other keys overtake it meanwhile. */
+static void test_keyed_failure_reported_at_the_head(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 1);                          /* 1: a, slow */
+    op_entry *e2 = pushk(&h, 2);           /* 2: b, fails */
+    pushk(&h, 2);                          /* 3: b */
+    pushk(&h, 3);                          /* 4: c */
+    ASSERT_INT_EQ(op_fail(&h.o, e2, "boom"), 0);
+    done(&h, 3);
+    done(&h, 4);
+    ASSERT_STR_EQ(h.log, "r4");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r4 r1 F2:boom");
+    ASSERT(op_failed(&h.o));
+    op_free(&h.o);
+    ASSERT_INT_EQ(h.released, 4);
+}
+
+/* Restored entries keep their keys: a completed one waits for its key's
+ * earlier pending one, and leaves at once when first of its key. */
+static void test_keyed_restore_completed_and_pending(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 3, 0);
+    op_entry *e;
+    ASSERT_INT_EQ(op_restore_keyed(&h.o, 1, 4, 40, 2, 0, NULL, &e), 0);          /* a, pending */
+    h.by_seq[4] = e;
+    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 1, 5, 50, 1, 0, strdup("A"), 1, NULL, 0, NULL, NULL), 0);
+    ASSERT_INT_EQ(op_restore_completed_keyed(&h.o, 2, 6, 60, 1, 0, strdup("B"), 1, NULL, 0, NULL, NULL), 0);
+    ASSERT_STR_EQ(h.log, "r6B");           /* b is first of its key: leaves at once */
+    op_restore_done(&h.o, 7);
+    ASSERT_INT_EQ(e->attempt, 2);
+    ASSERT_INT_EQ(op_size(&h.o), 2);       /* 4 and 5 */
+    ASSERT_UINT_EQ(pushk(&h, 1)->seq, 7); /* a, after the restored ones */
+    done(&h, 7);
+    ASSERT_STR_EQ(h.log, "r6B");
+    done(&h, 4);
+    ASSERT_STR_EQ(h.log, "r6B r4 r5A r7");
+    op_free(&h.o);
+}
+
+/* Two keys whose hashes collide are one key: their order is joined, never
+ * lost. */
+static void test_keyed_hash_collision_only_adds_order(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 42);                         /* 1: "x", hash 42 */
+    pushk(&h, 42);                         /* 2: "y", also hash 42 */
+    done(&h, 2);
+    ASSERT_STR_EQ(h.log, "");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2");
+    op_free(&h.o);
+}
+
+/* Re-entrancy: completing a key's next record from the callbacks of its
+ * predecessor's emission emits it once, in order. */
+static void test_keyed_successor_completed_during_emission_leaves_once(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    pushk(&h, 1);
+    pushk(&h, 1);
+    pushk(&h, 1);
+    h.complete_on_release = 2;             /* record 1's release completes 2 */
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r1 r2");
+    done(&h, 3);
+    ASSERT_STR_EQ(h.log, "r1 r2 r3");
+    ASSERT_INT_EQ(h.o.stats.records_out, 3);
+    op_free(&h.o);
+}
+
+/* A record pushed without a key (a malformed line) shares the one "no key"
+ * key with them. */
+static void test_keyed_records_without_key_share_one_key(void)
+{
+    harness h;
+    setup(&h, OP_KEYED, 10, 0);
+    push(&h);                              /* 1: no key */
+    pushk(&h, OP_NO_KEY);                  /* 2: no key */
+    pushk(&h, 5);                          /* 3 */
+    done(&h, 2);
+    done(&h, 3);
+    ASSERT_STR_EQ(h.log, "r3");
+    done(&h, 1);
+    ASSERT_STR_EQ(h.log, "r3 r1 r2");
+    op_free(&h.o);
+}
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+/* 10,000 keys, 50,000 records with watermarks among them, completed in a
+ * scrambled order: every record leaves exactly once, per key in input
+ * order, never across a watermark; the key map ends empty. */
+static void test_keyed_many_keys_random_completion(void)
+{
+    enum { N = 50000, KEYS = 10000, WM_EVERY = 997 };
+    harness h;
+    setup(&h, OP_KEYED, N + N / WM_EVERY + 1, 0);
+    uint64_t *emitted = calloc(N, sizeof *emitted), *keyof = calloc(N + 1, sizeof *keyof);
+    uint64_t *order = calloc(N, sizeof *order), *segof = calloc(N + 1, sizeof *segof);
+    op_entry **by = calloc(N + 1, sizeof *by);
+    ASSERT(emitted && keyof && order && by && segof);
+    h.emitted = emitted;
+    uint64_t rs = 1, seg = 0;
+    for (uint64_t i = 1; i <= N; i++) {
+        /* keys that differ in their high bits only: the map must spread them */
+        keyof[i] = (lcg(&rs) % KEYS) << 40;
+        ASSERT_INT_EQ(op_push_keyed(&h.o, keyof[i], i, 0, NULL, &by[i]), 0);
+        segof[i] = seg;
+        if (i % WM_EVERY == 0) {
+            ASSERT_INT_EQ(op_push_watermark(&h.o, (int64_t)i), 0);
+            seg++;
+        }
+    }
+    for (uint64_t i = 0; i < N; i++)
+        order[i] = i + 1;
+    for (uint64_t i = N - 1; i > 0; i--) {
+        uint64_t j = lcg(&rs) % (i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (uint64_t i = 0; i < N; i++)
+        ASSERT_INT_EQ(op_complete(&h.o, by[order[i]], NULL, 0), 0);
+    ASSERT_INT_EQ(h.nemitted, N);
+    ASSERT_INT_EQ(op_size(&h.o), 0);
+    ASSERT_INT_EQ(h.o.keys.len, 0);
+    uint64_t *last = calloc(KEYS, sizeof *last);
+    char *seen = calloc(N + 1, 1);
+    int overtook = 0;
+    for (size_t i = 0; i < N; i++) {
+        uint64_t s = emitted[i], k = keyof[s] >> 40;
+        ASSERT(!seen[s]);
+        seen[s] = 1;
+        ASSERT(last[k] < s);               /* per key: input order */
+        last[k] = s;
+        if (i > 0)
+            ASSERT(segof[emitted[i - 1]] <= segof[s]); /* never across a watermark */
+        overtook |= s != i + 1;
+    }
+    ASSERT(overtook);
+    free(last);
+    free(seen);
+    free(emitted);
+    free(keyof);
+    free(order);
+    free(segof);
+    free(by);
+    op_free(&h.o);
+}
+
+/* The key map itself: random puts and deletes against a reference, many
+ * keys sharing a home slot (backward-shift deletion must keep each one
+ * reachable). */
+static void test_keymap_matches_a_reference(void)
+{
+    enum { K = 4096 };
+    keymap m = { 0 };
+    static void *ref[K];
+    uint64_t rs = 7;
+    for (int round = 0; round < 200000; round++) {
+        uint64_t k = lcg(&rs) % K;
+        if (lcg(&rs) % 3) {
+            void *v = (void *)(uintptr_t)(round + 1);
+            ASSERT_INT_EQ(keymap_put(&m, k, v), 0);
+            ref[k] = v;
+        } else {
+            keymap_del(&m, k);
+            ref[k] = NULL;
+        }
+    }
+    size_t n = 0;
+    for (uint64_t k = 0; k < K; k++) {
+        ASSERT(keymap_get(&m, k) == ref[k]);
+        n += ref[k] != NULL;
+    }
+    ASSERT_INT_EQ(m.len, n);
+    ASSERT(m.cap >= 2 * m.len);
+    keymap_free(&m);
+}
+
 TEST_MAIN("op",
           T(test_ordered_emits_in_input_order),
           T(test_ordered_watermark_between_neighbours),
@@ -1019,4 +1408,20 @@ TEST_MAIN("op",
           T(test_failed_operator_accepts_nothing),
           T(test_retry_of_completed_or_waiting_record_is_late),
           T(test_retry_none_or_after_timeout_is_exhausted),
-          T(test_capacity_zero_is_one))
+          T(test_capacity_zero_is_one),
+          T(test_keyed_same_key_leaves_in_input_order),
+          T(test_keyed_different_keys_overtake),
+          T(test_keyed_watermark_is_a_barrier_both_ways),
+          T(test_keyed_watermark_releases_only_firsts_of_their_key),
+          T(test_keyed_key_across_a_watermark_waits_for_it),
+          T(test_keyed_capacity_counts_held_records_and_watermarks),
+          T(test_keyed_capacity_one),
+          T(test_keyed_timeout_of_a_keys_head_releases_its_successors),
+          T(test_keyed_retry_keeps_key_order),
+          T(test_keyed_failure_reported_at_the_head),
+          T(test_keyed_restore_completed_and_pending),
+          T(test_keyed_hash_collision_only_adds_order),
+          T(test_keyed_successor_completed_during_emission_leaves_once),
+          T(test_keyed_records_without_key_share_one_key),
+          T(test_keyed_many_keys_random_completion),
+          T(test_keymap_matches_a_reference))

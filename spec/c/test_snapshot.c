@@ -94,7 +94,7 @@ static void test_every_field_of_a_snapshot(void)
     evtime_on_event(&ev, 1000); /* current 990, max 1000, 990 waiting */
     mw_source src = { &fake_source_ops, NULL, NULL, 0 };
     fake_sink out = { { &fake_sink_ops, NULL, NULL, NULL }, 100 }, dlq = { { &fake_sink_ops, NULL, NULL, NULL }, 50 };
-    snap_view v = { "/in", "/out", "/dl", OP_ORDERED, 1000, &o, &ev, &src, &out.base, &dlq.base, record_cb };
+    snap_view v = { "/in", "/out", "/dl", OP_ORDERED, 1000, &o, &ev, &src, &out.base, &dlq.base, record_cb, NULL };
     snap s;
     ASSERT_INT_EQ(snap_take(&v, 0, clock_ms, &s), 0);
     ASSERT_UINT_EQ(s.out_len, 100);
@@ -168,7 +168,7 @@ static void test_a_final_snapshot_of_an_idle_run(void)
     evtime_init(&ev, 0);
     mw_source src = { &fake_source_ops, NULL, NULL, 0 };
     fake_sink out = { { &fake_sink_ops, NULL, NULL, NULL }, 7 };
-    snap_view v = { "/in", "/out", "", OP_UNORDERED, 0, &o, &ev, &src, &out.base, NULL, record_cb };
+    snap_view v = { "/in", "/out", "", OP_UNORDERED, 0, &o, &ev, &src, &out.base, NULL, record_cb, NULL };
     snap s;
     ASSERT_INT_EQ(snap_take(&v, 1, clock_ms, &s), 0);
     ASSERT_INT_EQ(s.final, 1);

@@ -40,7 +40,7 @@ void config_defaults(config *c)
 void config_free(config *c)
 {
     char **owned[] = { &c->pipeline, &c->script, &c->input, &c->output,
-                       &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir };
+                       &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir, &c->key };
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(*owned[i]);
     memset(c, 0, sizeof *c);
@@ -135,6 +135,11 @@ static int check_combination(const config *c, char **err)
     else if (c->has_max_ooo && !c->event_time)
         m = "option '--max-out-of-orderness' needs '--event-time FIELD' "
             "(pipeline keys: max_out_of_orderness_ms, event_time)";
+    else if (c->mode == OP_KEYED && !c->key)
+        m = "option '--mode keyed' needs '--key FIELD', the field whose value orders records "
+            "(pipeline keys: mode, key)";
+    else if (c->key && c->mode != OP_KEYED)
+        m = "option '--key' is only used with '--mode keyed' (pipeline keys: key, mode)";
     if (!m)
         return 0;
     *err = strdup(m);

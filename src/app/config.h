@@ -41,6 +41,7 @@ typedef struct config {
     char *checkpoint_dir;    /* exactly-once checkpoints, or NULL */
     uint64_t checkpoint_interval_ms;
     uint64_t cpu_budget_ms;  /* longest a script may run without yielding; 0 = off */
+    char *key;               /* --mode keyed: the key field's path, or NULL */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

@@ -26,14 +26,18 @@ static int set_str(char **dst, const char *v, char *why, size_t whylen)
 static int s_script(config *c, const char *v, char *w, size_t n) { return set_str(&c->script, v, w, n); }
 static int s_input(config *c, const char *v, char *w, size_t n) { return set_str(&c->input, v, w, n); }
 static int s_output(config *c, const char *v, char *w, size_t n) { return set_str(&c->output, v, w, n); }
-static int s_event(config *c, const char *v, char *w, size_t n)
+/* A field path: a name, or names joined by dots ("a.b" for nested). */
+static int set_field(char **dst, const char *v, char *w, size_t n)
 {
-    if (*v == '.' || v[strlen(v) - 1] == '.' || strstr(v, "..")) {
+    if (*v && (*v == '.' || v[strlen(v) - 1] == '.' || strstr(v, ".."))) {
         snprintf(w, n, "expected a field name or a dotted path like 'a.b', got '%s'", v);
         return -1;
     }
-    return set_str(&c->event_time, v, w, n);
+    return set_str(dst, v, w, n);
 }
+
+static int s_event(config *c, const char *v, char *w, size_t n) { return set_field(&c->event_time, v, w, n); }
+static int s_key(config *c, const char *v, char *w, size_t n) { return set_field(&c->key, v, w, n); }
 
 /* One of `names` (NULL-terminated): its index in *out. Else the message
  * lists them ("expected 'a', 'b' or 'c', got 'v'"). */
@@ -55,7 +59,7 @@ static int choose(const char *v, const char *const *names, int *out, char *w, si
 
 static int s_mode(config *c, const char *v, char *w, size_t n)
 {
-    static const char *const names[] = { "ordered", "unordered", NULL }; /* op_mode order */
+    static const char *const names[] = { "ordered", "unordered", "keyed", NULL }; /* op_mode order */
     int k;
     if (choose(v, names, &k, w, n) != 0)
         return -1;
@@ -198,6 +202,7 @@ static const option settings[] = {
     { "checkpoint-dir", "checkpoint", OPTION_CKPT, s_ckpt_dir },
     { "checkpoint-interval", "checkpoint_interval_ms", OPTION_INT, s_ckpt_interval },
     { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget },
+    { "key", "key", OPTION_STRING, s_key },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

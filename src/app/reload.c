@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The generations' phase, following the run's: before the first open()
  * ended, running, closing (gen_close_all). */
@@ -143,6 +144,11 @@ static int gen_load(gen *g, char **err)
             *err = NULL;
         return -1;
     }
+    if (c->key && script_set_key(&g->sc, c->key, gs->key_seed) != 0) {
+        if (asprintf(err, "option '--key': bad field path '%s'", c->key) < 0)
+            *err = NULL;
+        return -1;
+    }
     script_set_tag(&g->sc, c->tag_generation, g->id);
     g->policy = config_retry(c, &g->sc.retry);
     /* Records' attempts end at the run; hooks at hook_done. */
@@ -158,6 +164,10 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
     gs->cfg = c;
     gs->lua_dir = lua_dir;
     gs->ev = *ev;
+    /* A secret per run, so input cannot choose keys that collide; a
+     * restore recomputes every key from its line. */
+    if (uv_random(NULL, NULL, &gs->key_seed, sizeof gs->key_seed, 0, NULL) != 0)
+        gs->key_seed = uv_hrtime() ^ ((uint64_t)getpid() << 32);
     script_stdin_is_input = stdin_is_input;
     gen *g = gen_alloc(gs);
     char *err = NULL;

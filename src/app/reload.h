@@ -70,6 +70,7 @@ typedef struct gens {
     int pending;              /* a reload was asked for while one could not start */
     int phase;                /* opening, running, closing (reload.c) */
     triggers trig;
+    uint64_t key_seed;        /* keyed mode: every generation hashes keys with it */
 } gens;
 
 /* Make generation 1 from the configured script. 0, or -1 (message

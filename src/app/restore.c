@@ -248,7 +248,8 @@ static int validate(const restore *r, const ckpt *k, const char *file)
     const config *c = r->cfg;
     const char *dir = c->checkpoint_dir;
     const char *in = r->id_in, *out = r->id_out, *dl = r->id_dl;
-    const char *mode = c->mode == OP_ORDERED ? "ordered" : "unordered";
+    char mode[320];
+    snap_mode_name(c->mode, c->key, mode, sizeof mode);
     if (strcmp(k->input, in) != 0 || strcmp(k->output, out) != 0 || strcmp(k->dead_letter, dl) != 0 ||
         strcmp(k->mode, mode) != 0) {
         fprintf(stderr, "moonwait: checkpoint %s belongs to another pipeline (input %s, output %s, dead letters "

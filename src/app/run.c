@@ -234,7 +234,7 @@ static int start_core(run *r)
         fprintf(stderr, "moonwait: --input %s cannot be rewound to the checkpoint's position\n", c->input);
         return -1;
     }
-    snap_view v = { .mode = c->mode, .timeout_ms = c->timeout_ms, .op = &r->op, .ev = &r->ev, .src = r->src,
+    snap_view v = { .mode = c->mode, .key = c->key, .timeout_ms = c->timeout_ms, .op = &r->op, .ev = &r->ev, .src = r->src,
                     .out = r->out, .dlq = r->dlq, .record = snap_record };
     restore_identity(&r->rs, &v.id_in, &v.id_out, &v.id_dl);
     cp_host h = { may_snapshot, checkpoint_failed, r };

@@ -3,6 +3,7 @@
  */
 #include "snapshot.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "../store/ckpt.h"
@@ -64,6 +65,14 @@ static int add_entries(const snap_view *v, uint64_t now, ckpt *k)
     return 0;
 }
 
+void snap_mode_name(op_mode mode, const char *key, char *out, size_t n)
+{
+    if (mode == OP_KEYED)
+        snprintf(out, n, "keyed by %s", key ? key : "");
+    else
+        snprintf(out, n, "%s", mode == OP_ORDERED ? "ordered" : "unordered");
+}
+
 int snap_take(const snap_view *v, int complete, uint64_t now, snap *s)
 {
     ckpt k;
@@ -72,7 +81,9 @@ int snap_take(const snap_view *v, int complete, uint64_t now, snap *s)
     k.input = (char *)v->id_in;
     k.output = (char *)v->id_out;
     k.dead_letter = (char *)v->id_dl;
-    k.mode = (char *)(v->mode == OP_ORDERED ? "ordered" : "unordered");
+    char mode[320];
+    snap_mode_name(v->mode, v->key, mode, sizeof mode);
+    k.mode = mode;
     k.complete = complete;
     s->pos = source_position(v->src);
     k.input_offset = s->pos.offset;

@@ -40,6 +40,7 @@ typedef struct snap_view {
     /* The record hung on entry e: 0 with *r, or -1 when it has none (a
      * malformed line failing the run: it is read again on restore). */
     int (*record)(const op_entry *e, snap_rec *r);
+    const char *key;                    /* keyed mode: the key field; else NULL */
 } snap_view;
 
 /* One encoded snapshot and what committing it means. */
@@ -55,5 +56,10 @@ typedef struct snap {
  * input ended and everything was emitted. 0 with *s, or -1 (out of
  * memory). */
 int snap_take(const snap_view *v, int complete, uint64_t now, snap *s);
+
+/* The mode as a checkpoint records it ("ordered", "unordered", "keyed by
+ * user.id"): a restore refuses a checkpoint of another mode or key field,
+ * as it refuses another input. Written into out (n bytes). */
+void snap_mode_name(op_mode mode, const char *key, char *out, size_t n);
 
 #endif

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(SCRIPT_NO_KEY == OP_NO_KEY, "a record without a key has the operator's no-key key");
+
 struct task {
     op_entry *e;
     int malformed;        /* a line that did not parse, routed to the dead letters */
@@ -134,7 +136,7 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
         return TASK_OK;
     }
     op_entry *e;
-    if (op_push_record(env->op, t->lineno, 0, t, &e) != 0) {
+    if (op_push_keyed(env->op, parsed.key, t->lineno, 0, t, &e) != 0) {
         /* Cannot happen: the run checks room first. Keep the record visible. */
         script_rec_free(gen_script(g), sr);
         free_task(t);
@@ -257,7 +259,8 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
     if (bad && ce->malformed)
         snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
     op_entry *e;
-    if (op_restore_record(env->op, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
+    uint64_t key = bad ? OP_NO_KEY : parsed.key; /* a malformed line has no key, as when it was read */
+    if (op_restore_keyed(env->op, key, ce->seq, ce->line, ce->attempt, ce->budget_used_ms, t, &e) != 0) {
         script_rec_free(gen_script(g), sr);
         free_task(t);
         snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
@@ -288,10 +291,15 @@ int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen)
     ce->raw = ce->last_error = NULL; /* the task owns them now */
     if (!ce->done)
         return restore_pending(env, t, ce, msg, msglen);
+    /* Its key, read again from its line (keys are hashed with this run's
+     * secret); a malformed line has none. */
+    uint64_t key = OP_NO_KEY;
+    if (!t->malformed && script_key(gen_script(gen_current(env->gens)), t->line, t->len, &key) != 0)
+        key = OP_NO_KEY;
     /* Its result passes to the entry; the task (raw line) stays for later
      * checkpoints. It may leave at once, releasing t. */
-    if (op_restore_completed(env->op, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out, ce->out_len,
-                             ce->dlq, ce->dlq_len, t, NULL) != 0) {
+    if (op_restore_completed_keyed(env->op, key, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out,
+                                   ce->out_len, ce->dlq, ce->dlq_len, t, NULL) != 0) {
         free_task(t);
         snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
         return -1;

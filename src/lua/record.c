@@ -1,7 +1,8 @@
 /*
  * record.c: a record's way into a script's VM (contract in script.h): parse
- * an input line with the codec, recognise a watermark line and read the
- * event-time field off the tape (no Lua for either), then build the record
+ * an input line with the codec, recognise a watermark line, read the
+ * event-time field and keyed mode's key field off the tape (no Lua for
+ * any of them; one field-path reader serves both), then build the record
  * and hand out its doc, which anchors the decoded table, as the caller's
  * script_rec (for script_invoke in invoke.c, or script_rec_free).
  *
@@ -14,33 +15,71 @@
 #include <stdlib.h>
 #include <string.h>
 
-int script_set_event_time(script *sc, const char *field)
+#include "../util/siphash.h"
+
+/* ---- field paths ("a.b.c") -------------------------------------------- */
+
+/* `field` split on '.', NULL-terminated (malloc'd), or NULL (an empty
+ * part, or out of memory). */
+static char **path_split(const char *field)
 {
     size_t n = 1;
     for (const char *p = field; *p; p++)
         n += *p == '.';
-    sc->ts_path = calloc(n + 1, sizeof *sc->ts_path);
+    char **path = calloc(n + 1, sizeof *path);
     char *copy = strdup(field), *save = NULL;
-    if (!sc->ts_path || !copy) {
-        free(copy);
-        return -1;
-    }
     size_t i = 0;
-    for (char *tok = strtok_r(copy, ".", &save); tok && i < n; tok = strtok_r(NULL, ".", &save)) {
-        if (!(sc->ts_path[i] = strdup(tok)))
-            break; /* out of memory: refused below */
-        i++;
-    }
+    if (path && copy)
+        for (char *tok = strtok_r(copy, ".", &save); tok && i < n; tok = strtok_r(NULL, ".", &save)) {
+            if (!(path[i] = strdup(tok)))
+                break;
+            i++;
+        }
     free(copy);
-    return i == n && i > 0 ? 0 : -1;
+    if (i != n || i == 0) {
+        script_path_free(path);
+        return NULL;
+    }
+    return path;
+}
+
+void script_path_free(char **path)
+{
+    for (char **k = path; k && *k; k++)
+        free(*k);
+    free(path);
+}
+
+/* The node at `path` in the parsed tape, or -1 when a part is missing (or
+ * a parent is not an object). */
+static int path_node(char **path, const json_tape *t, const char *text)
+{
+    int node = 0;
+    for (char **k = path; *k && node >= 0; k++)
+        node = t->nodes[node].type == JSON_OBJECT ? json_member(t, text, (uint32_t)node, *k, strlen(*k)) : -1;
+    return node;
+}
+
+/* The path written back as "a.b.c" (cut to fit), for messages. */
+static void path_name(char **path, char *out, size_t n)
+{
+    out[0] = 0;
+    for (char **k = path; *k; k++) {
+        if (k != path)
+            strncat(out, ".", n - strlen(out) - 1);
+        strncat(out, *k, n - strlen(out) - 1);
+    }
+}
+
+int script_set_event_time(script *sc, const char *field)
+{
+    return (sc->ts_path = path_split(field)) ? 0 : -1;
 }
 
 /* The event-time field's value in the parsed tape: 0 with *ms, or -1. */
 static int read_event_time(script *sc, const json_tape *t, const char *text, int64_t *ms)
 {
-    int node = 0;
-    for (char **k = sc->ts_path; *k && node >= 0; k++)
-        node = json_member(t, text, (uint32_t)node, *k, strlen(*k));
+    int node = path_node(sc->ts_path, t, text);
     if (node < 0)
         return -1;
     const json_node *x = &t->nodes[node];
@@ -49,6 +88,107 @@ static int read_event_time(script *sc, const json_tape *t, const char *text, int
         return -1;
     *ms = (int64_t)floor(x->v.d);
     return 0;
+}
+
+/* ---- keyed mode's key ------------------------------------------------------ */
+
+int script_set_key(script *sc, const char *field, uint64_t seed)
+{
+    sc->key_k0 = mw_splitmix64(seed);
+    sc->key_k1 = mw_splitmix64(sc->key_k0 ^ seed);
+    return (sc->key_path = path_split(field)) ? 0 : -1;
+}
+
+/* The hash of one canonical key: a type tag (folded into the SipHash key,
+ * so "1" the string and 1 the number differ) and its bytes. Never
+ * SCRIPT_NO_KEY. */
+static uint64_t key_hash(const script *sc, int tag, const void *p, size_t n)
+{
+    uint64_t h = mw_siphash13(sc->key_k0 + (uint64_t)tag, sc->key_k1, p, n);
+    return h == SCRIPT_NO_KEY ? 1 : h;
+}
+
+static uint64_t key_int(const script *sc, int tag, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i)); /* the same bytes on every host */
+    return key_hash(sc, tag, b, 8);
+}
+
+/* A number by its value: integers exactly (up to 64 bits, whatever their
+ * spelling: 1, 1.0 and 1e0 are one key; -0 is 0), other numbers by their
+ * double. */
+static uint64_t key_number(const script *sc, const json_node *x)
+{
+    if (x->flags & JSON_I64)
+        return key_int(sc, 'i', (uint64_t)x->v.i);
+    if (x->flags & JSON_U64)
+        return x->v.u > INT64_MAX ? key_int(sc, 'u', x->v.u) : key_int(sc, 'i', x->v.u);
+    double d = x->v.d;
+    if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+        return key_int(sc, 'i', (uint64_t)(int64_t)d);
+    if (d == floor(d) && d >= 9223372036854775808.0 && d < 18446744073709551616.0)
+        return key_int(sc, 'u', (uint64_t)d);
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    return key_int(sc, 'd', bits);
+}
+
+/* The key field's canonical key in the parsed tape: 0 with *key
+ * (SCRIPT_NO_KEY when the field is missing or null), or -1 with err for an
+ * object or an array. A string is its decoded text ("\u0061" is "a"). */
+static int read_key(script *sc, const json_tape *t, const char *text, uint64_t *key, char *err, size_t errlen)
+{
+    int node = path_node(sc->key_path, t, text);
+    const json_node *x = node >= 0 ? &t->nodes[node] : NULL;
+    if (!x || x->type == JSON_NULL) {
+        *key = SCRIPT_NO_KEY;
+        return 0;
+    }
+    switch (x->type) {
+    case JSON_TRUE:
+    case JSON_FALSE:
+        *key = key_hash(sc, x->type == JSON_TRUE ? 't' : 'f', "", 0);
+        return 0;
+    case JSON_NUMBER:
+        *key = key_number(sc, x);
+        return 0;
+    case JSON_STRING:
+        if (!(x->flags & JSON_ESCAPED)) {
+            *key = key_hash(sc, 's', text + x->off + 1, x->len - 2);
+            return 0;
+        }
+        mw_buf b = { 0 };
+        if (json_unescape(text, x, &b) != 0) {
+            free(b.p);
+            snprintf(err, errlen, "out of memory reading the key field");
+            return -1;
+        }
+        *key = key_hash(sc, 's', b.p, b.len);
+        free(b.p);
+        return 0;
+    default: {
+        char field[256];
+        path_name(sc->key_path, field, sizeof field);
+        snprintf(err, errlen, "key field '%s' is an %s; a key must be a string, a number, a boolean or null", field,
+                 x->type == JSON_OBJECT ? "object" : "array");
+        return -1;
+    }
+    }
+}
+
+int script_key(script *sc, const char *line, size_t len, uint64_t *key)
+{
+    *key = SCRIPT_NO_KEY;
+    if (!sc->key_path)
+        return 0;
+    json_tape t = { 0 };
+    char err[256];
+    int rc = json_parse(&t, line, len, JSON_TOP_OBJECT, err, sizeof err) == 0 ? read_key(sc, &t, line, key, err, sizeof err)
+                                                                             : -1;
+    json_tape_free(&t);
+    return rc;
 }
 
 /* A watermark line (the root has "$watermark"): 1 with p filled, -1 with
@@ -91,17 +231,15 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, scr
         return wm > 0 ? 0 : -1;
     if (sc->ts_path) {
         if (read_event_time(sc, t, line, &p->ts) != 0) {
-            char field[256] = "";
-            for (char **k = sc->ts_path; *k; k++) {
-                if (k != sc->ts_path)
-                    strncat(field, ".", sizeof field - strlen(field) - 1);
-                strncat(field, *k, sizeof field - strlen(field) - 1);
-            }
+            char field[256];
+            path_name(sc->ts_path, field, sizeof field);
             snprintf(err, errlen, "event-time field '%s' is missing or not a number (ms)", field);
             return -1;
         }
         p->has_ts = 1;
     }
+    if (sc->key_path && read_key(sc, t, line, &p->key, err, errlen) != 0)
+        return -1;
     *rec = build(sc);
     return 0;
 }

@@ -87,12 +87,19 @@ typedef struct script_parsed {
     int64_t watermark;
     int has_ts;        /* an event-time field was configured and read */
     int64_t ts;
+    uint64_t key;      /* keyed mode: the key field's hash, or SCRIPT_NO_KEY */
 } script_parsed;
+
+/* The key of a record whose key field is missing or null (and of every
+ * record when no key field is set): the operator's OP_NO_KEY. */
+#define SCRIPT_NO_KEY 0
 
 struct script {
     rt rt;
     char *path;             /* script file as given */
     char **ts_path;         /* event-time field path, split on '.'; NULL if none */
+    char **key_path;        /* keyed mode's key field path, likewise */
+    uint64_t key_k0, key_k1; /* the SipHash key of record keys (script_set_key) */
     codec codec;            /* records <-> Lua values */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
@@ -118,6 +125,24 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 
 /* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
 int script_set_event_time(script *sc, const char *field);
+
+/* Configure keyed mode's key field ("a.b.c"): script_parse then gives each
+ * record's key as a 64-bit SipHash, keyed from `seed`, of the field's
+ * canonical value: a string by its decoded text, a number by its value
+ * (integers exactly: 1 and 1.0 are one key), true and false; each type
+ * apart ("1" is not 1). A missing or null field is SCRIPT_NO_KEY; an object
+ * or an array makes the line malformed (script_parse fails naming the
+ * field). Every generation of a run must get the same seed, so keys agree
+ * across a reload. Returns 0 or -1 (bad path). */
+int script_set_key(script *sc, const char *field, uint64_t seed);
+
+/* The key of `line` as script_parse would give it, without decoding the
+ * record (a restored record's key): 0 with *key (SCRIPT_NO_KEY when no key
+ * field is set), or -1 when the line does not parse or its key is refused. */
+int script_key(script *sc, const char *line, size_t len, uint64_t *key);
+
+/* Free a split field path (NULL: nothing). */
+void script_path_free(char **path);
 
 /* Where the outcome of every record's attempt is reported. */
 void script_on_done(script *sc, script_record_fn done, void *ud);

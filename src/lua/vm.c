@@ -472,12 +472,9 @@ void script_free_files(char **files)
 
 void script_close(script *sc, void (*on_closed)(void *ud), void *ud)
 {
-    if (sc->ts_path) {
-        for (char **k = sc->ts_path; *k; k++)
-            free(*k);
-        free(sc->ts_path);
-        sc->ts_path = NULL;
-    }
+    script_path_free(sc->ts_path);
+    script_path_free(sc->key_path);
+    sc->ts_path = sc->key_path = NULL;
     free(sc->path);
     free(sc->tag_field);
     sc->path = sc->tag_field = NULL;

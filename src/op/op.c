@@ -5,8 +5,18 @@
  * binary min-heaps, one of the pending records keyed by deadline, one of the
  * records in back-off keyed by retry_at (deadlines are not monotone in input
  * order once budgets differ: a restored record, a retry; hence heaps rather
- * than FIFOs); in unordered mode, a ready list of the head segment's
- * completed records. Entries are recycled through a free list.
+ * than FIFOs); in unordered and keyed mode, a ready list of the head
+ * segment's completed records that may leave. Keyed mode also chains the
+ * queued records of each key (key_prev/key_next, input order) and maps a
+ * key to its chain's last record (keymap.c). Entries are recycled through
+ * a free list.
+ *
+ * The ready list's invariant: a record is on it exactly from the moment it
+ * may leave (done, in the head segment, and in keyed mode first of its
+ * key) until it leaves. Each of those three conditions turns true once and
+ * never back, and every place that turns one true (op_complete, a
+ * watermark leaving, a key's predecessor leaving) pushes the record only
+ * when the other two already hold, so no record is pushed twice.
  */
 #include "op.h"
 
@@ -98,6 +108,36 @@ static op_entry *heap_top(const op *o, int h)
     return o->heap[h].len ? o->heap[h].v[0] : NULL;
 }
 
+/* ---- the ready list (unordered, keyed) ---------------------------------- */
+
+/* Unordered, keyed: `e` may leave now (see the ready list's invariant). */
+static int may_leave(const op *o, const op_entry *e)
+{
+    return e->state == OP_DONE && e->segment == o->head_segment && (o->cfg.mode != OP_KEYED || !e->key_prev);
+}
+
+/* Unordered, keyed: queue a record that may leave for emission. */
+static void ready_push(op *o, op_entry *e)
+{
+    e->ready_next = NULL;
+    if (o->ready_tail)
+        o->ready_tail->ready_next = e;
+    else
+        o->ready_head = e;
+    o->ready_tail = e;
+}
+
+static op_entry *ready_pop(op *o)
+{
+    op_entry *e = o->ready_head;
+    if (e) {
+        o->ready_head = e->ready_next;
+        if (!o->ready_head)
+            o->ready_tail = NULL;
+    }
+    return e;
+}
+
 /* ---- entries ---------------------------------------------------------- */
 
 /* Admit a new entry at the tail of the queue (a recycled one if any):
@@ -126,10 +166,31 @@ static int admit(op *o, op_kind kind, op_entry **out)
     return 0;
 }
 
+/* Keyed: take `e` out of its key's chain (and the key out of the map when
+ * it was the key's only queued record). When `e` was the key's first, its
+ * successor becomes first, and joins the ready list if it may leave now:
+ * here, at the one place its key_prev turns NULL. */
+static void key_unlink(op *o, op_entry *e)
+{
+    if (e->key_prev)
+        e->key_prev->key_next = e->key_next;
+    if (e->key_next) {
+        e->key_next->key_prev = e->key_prev;
+        if (!e->key_prev && may_leave(o, e->key_next))
+            ready_push(o, e->key_next);
+    } else if (e->key_prev)
+        keymap_put(&o->keys, e->key, e->key_prev); /* the key is present: no allocation */
+    else
+        keymap_del(&o->keys, e->key);
+    e->key_prev = e->key_next = NULL;
+}
+
 /* Unlink `e`, let the adapter release its state, and recycle it. */
 static void entry_drop(op *o, op_entry *e)
 {
     MW_QUEUE_UNLINK(o->head, o->tail, e, prev, next);
+    if (o->cfg.mode == OP_KEYED && e->kind == OP_KIND_RECORD)
+        key_unlink(o, e);
     o->size--;
     heap_remove(o, 0, e);
     heap_remove(o, 1, e);
@@ -151,7 +212,7 @@ static void emit_record(op *o, op_entry *e)
 {
     o->stats.records_out++;
     o->cb.emit(o->ud, e);
-    entry_drop(o, e);
+    entry_drop(o, e); /* keyed: its key's next record may leave now */
 }
 
 static void emit_watermark(op *o, op_entry *e)
@@ -166,28 +227,6 @@ static void report_failure(op *o, op_entry *e)
 {
     o->failed = 1;
     o->cb.failure(o->ud, e);
-}
-
-/* Unordered mode: queue a completed record of the head segment for emission. */
-static void ready_push(op *o, op_entry *e)
-{
-    e->ready_next = NULL;
-    if (o->ready_tail)
-        o->ready_tail->ready_next = e;
-    else
-        o->ready_head = e;
-    o->ready_tail = e;
-}
-
-static op_entry *ready_pop(op *o)
-{
-    op_entry *e = o->ready_head;
-    if (e) {
-        o->ready_head = e->ready_next;
-        if (!o->ready_head)
-            o->ready_tail = NULL;
-    }
-    return e;
 }
 
 /* Move out everything the rules allow. Callbacks may call back into the
@@ -212,11 +251,13 @@ static void flush(op *o)
             /* Every record read before it has left. */
             o->head_segment = h->segment + 1;
             emit_watermark(o, h);
-            if (o->cfg.mode == OP_UNORDERED) {
+            if (o->cfg.mode != OP_ORDERED) {
                 /* The next segment becomes the head: its completed records
-                 * may leave now. Each segment is scanned once. */
+                 * (keyed: those first of their key; a key's earlier records
+                 * all were in earlier segments, which have left, or are in
+                 * this one) may leave now. Each segment is scanned once. */
                 for (op_entry *e = o->head; e && e->kind == OP_KIND_RECORD; e = e->next)
-                    if (e->state == OP_DONE)
+                    if (may_leave(o, e))
                         ready_push(o, e);
             }
             continue;
@@ -253,6 +294,8 @@ void op_free(op *o)
     o->ready_head = o->ready_tail = NULL;
     while (o->head)
         entry_drop(o, o->head);
+    o->ready_head = o->ready_tail = NULL; /* keyed: successors pushed meanwhile */
+    keymap_free(&o->keys);
     while (o->free_list) {
         op_entry *e = o->free_list;
         o->free_list = e->next;
@@ -287,10 +330,30 @@ uint64_t op_now(const op *o)
 
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
 {
+    return op_push_keyed(o, OP_NO_KEY, line, budget_used_ms, udata, out);
+}
+
+int op_push_keyed(op *o, uint64_t key, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out)
+{
     op_entry *e;
     int rc = admit(o, OP_KIND_RECORD, &e);
     if (rc != 0)
         return rc;
+    if (o->cfg.mode == OP_KEYED) {
+        /* Join the key's chain: it leaves after the key's last queued record. */
+        op_entry *last = keymap_get(&o->keys, key);
+        if (keymap_put(&o->keys, key, e) != 0) {
+            MW_QUEUE_UNLINK(o->head, o->tail, e, prev, next);
+            o->size--;
+            e->next = o->free_list;
+            o->free_list = e;
+            return OP_ENOMEM;
+        }
+        e->key = key;
+        e->key_prev = last;
+        if (last)
+            last->key_next = e;
+    }
     e->seq = o->next_seq++;
     e->line = line;
     e->udata = udata;
@@ -316,11 +379,17 @@ int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, o
 int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                       void *udata, op_entry **out)
 {
+    return op_restore_keyed(o, OP_NO_KEY, seq, line, attempt, budget_used_ms, udata, out);
+}
+
+int op_restore_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
+                     void *udata, op_entry **out)
+{
     size_t cap = o->cfg.capacity;
     o->cfg.capacity = SIZE_MAX; /* restored entries were all in the queue */
     o->next_seq = seq;
     op_entry *e = NULL;
-    int rc = op_push_record(o, line, budget_used_ms, udata, &e);
+    int rc = op_push_keyed(o, key, line, budget_used_ms, udata, &e);
     o->cfg.capacity = cap;
     if (rc == 0) {
         e->attempt = attempt ? attempt : 1;
@@ -335,15 +404,23 @@ int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint
 int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
                          size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp)
 {
+    return op_restore_completed_keyed(o, OP_NO_KEY, seq, line, attempt, timed_out, out, out_len, dlq, dlq_len,
+                                      udata, outp);
+}
+
+int op_restore_completed_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out,
+                               char *out, size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp)
+{
     op_entry *e;
-    int rc = op_restore_record(o, seq, line, attempt, 0, udata, &e);
+    int rc = op_restore_keyed(o, key, seq, line, attempt, 0, udata, &e);
     if (rc != 0)
         return rc;
     e->timed_out = timed_out;
     if (outp)
         *outp = e;
-    /* Completes it: it leaves now if it is at the head (ordered) or in the
-     * head segment (unordered), else it waits its turn. */
+    /* Completes it: it leaves now if it is at the head (ordered), in the
+     * head segment (unordered) and first of its key (keyed), else it waits
+     * its turn. */
     if (dlq) {
         e->dlq = dlq;
         e->dlq_len = dlq_len;
@@ -411,7 +488,7 @@ int op_complete(op *o, op_entry *e, char *out, size_t len)
         return OP_ELATE;
     e->out = out;
     e->out_len = len;
-    if (o->cfg.mode == OP_UNORDERED && e->segment == o->head_segment)
+    if (o->cfg.mode != OP_ORDERED && may_leave(o, e))
         ready_push(o, e);
     flush(o);
     return 0;

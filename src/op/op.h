@@ -30,6 +30,9 @@
  *  - Unordered: a record leaves as soon as it is complete, provided no
  *    watermark read before it is still queued; a watermark leaves once every
  *    record read before it has left. So nothing crosses a watermark.
+ *  - Keyed: as unordered, and a record leaves only when no record with the
+ *    same key (op_push_keyed) read before it is still queued: per key the
+ *    order is the input order, different keys overtake each other.
  *  - Timeout: fires `timeout_ms` after acceptance (minus budget already used,
  *    see op_push_record). The owner decides the outcome inside the timeout
  *    callback by calling op_complete() or op_fail() on the entry; if it
@@ -49,6 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keymap.h"
 #include "retry.h"
 
 /* Return codes: 0 or one of these negatives. */
@@ -60,7 +64,11 @@
 
 #define OP_NO_DEADLINE UINT64_MAX
 
-typedef enum { OP_ORDERED = 0, OP_UNORDERED = 1 } op_mode;
+typedef enum { OP_ORDERED = 0, OP_UNORDERED = 1, OP_KEYED = 2 } op_mode;
+
+/* Keyed mode: the key of a record pushed without one (op_push_record,
+ * op_push_failed). The host gives it to records without a key. */
+#define OP_NO_KEY 0
 
 typedef enum {
     OP_KIND_RECORD = 0,
@@ -102,7 +110,10 @@ struct op_entry {
                                     * by the caller after the push (it must
                                     * outlive the entry); NULL = no retries */
     op_entry *prev, *next; /* queue order */
-    op_entry *ready_next;  /* unordered: completed, waiting to leave */
+    op_entry *ready_next;  /* unordered, keyed: completed, waiting to leave */
+    uint64_t key;          /* keyed: the record's key (OP_NO_KEY if none) */
+    op_entry *key_prev, *key_next; /* keyed: queued records of the same key,
+                                    * input order; key_prev NULL = first */
     size_t heap_ix[2];   /* index in the deadline / back-off heap, or SIZE_MAX */
 };
 
@@ -157,12 +168,13 @@ struct op {
     size_t pending;         /* records in OP_PENDING */
     uint64_t next_seq;
     uint64_t segments;      /* watermarks pushed so far */
-    uint64_t head_segment;  /* unordered: segment whose records may leave */
+    uint64_t head_segment;  /* unordered, keyed: segment whose records may leave */
     struct op_heap {
         op_entry **v;
         size_t len, cap;
     } heap[2];              /* [0]: pending records by deadline; [1]: back-offs by retry_at */
-    op_entry *ready_head, *ready_tail; /* unordered: head-segment records to emit */
+    op_entry *ready_head, *ready_tail; /* unordered, keyed: head-segment records to emit */
+    keymap keys;            /* keyed: key -> its last queued record */
     op_entry *free_list;    /* recycled entries */
     int failed;             /* a failure was reported: emit nothing more */
     int in_flush;           /* guard: flush is not re-entered from callbacks */
@@ -190,12 +202,21 @@ size_t op_size(const op *o);
  * reported; its `policy` is NULL until the caller sets it. */
 int op_push_record(op *o, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
 
+/* op_push_record with the record's key: in keyed mode it leaves after
+ * every queued record of the same key (equal keys are one key; the host
+ * passes a seeded hash, so a collision only joins two keys' order). Other
+ * modes ignore the key. */
+int op_push_keyed(op *o, uint64_t key, uint64_t line, uint64_t budget_used_ms, void *udata, op_entry **out);
+
 /* Re-insert a record from a checkpoint: like op_push_record but with its
  * stored seq, the attempt it continues at, and its used budget; it is
  * accepted even beyond capacity (the queue held it when the checkpoint
  * was taken). Call op_restore_done() after the last restored entry. */
 int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
                       void *udata, op_entry **out);
+/* op_restore_record with the record's key (see op_push_keyed). */
+int op_restore_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, uint64_t budget_used_ms,
+                     void *udata, op_entry **out);
 /* Re-insert a record that had completed but was held in the queue (for
  * order, or behind a watermark) when the checkpoint was taken, with its
  * result: `out` (malloc'd or NULL) and, when it went to the dead letters,
@@ -204,6 +225,9 @@ int op_restore_record(op *o, uint64_t seq, uint64_t line, uint32_t attempt, uint
  * if nothing before it is pending). Returns 0 or OP_ESTATE/OP_ENOMEM. */
 int op_restore_completed(op *o, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out, char *out,
                          size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp);
+/* op_restore_completed of a record with key `key` (see op_push_keyed). */
+int op_restore_completed_keyed(op *o, uint64_t key, uint64_t seq, uint64_t line, uint32_t attempt, int timed_out,
+                               char *out, size_t out_len, char *dlq, size_t dlq_len, void *udata, op_entry **outp);
 int op_restore_watermark(op *o, int64_t wm);
 void op_restore_done(op *o, uint64_t next_seq);
 

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "siphash.h"
+
 typedef struct entry entry;
 struct entry {
     entry *hnext;          /* next in its bucket */
@@ -29,63 +31,6 @@ struct lru {
     lru_stats st;
 };
 
-/* ---- SipHash-1-3 (Aumasson and Bernstein; one compression round, three
- * finalization rounds, as Rust's and Python's hash tables use) ---------- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                             \
-    do {                                                                                                     \
-        v0 += v1;                                                                                            \
-        v1 = ROTL(v1, 13);                                                                                   \
-        v1 ^= v0;                                                                                            \
-        v0 = ROTL(v0, 32);                                                                                   \
-        v2 += v3;                                                                                            \
-        v3 = ROTL(v3, 16);                                                                                   \
-        v3 ^= v2;                                                                                            \
-        v0 += v3;                                                                                            \
-        v3 = ROTL(v3, 21);                                                                                   \
-        v3 ^= v0;                                                                                            \
-        v2 += v1;                                                                                            \
-        v1 = ROTL(v1, 17);                                                                                   \
-        v1 ^= v2;                                                                                            \
-        v2 = ROTL(v2, 32);                                                                                   \
-    } while (0)
-
-static uint64_t siphash13(uint64_t k0, uint64_t k1, const unsigned char *p, size_t n)
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t)n << 56;
-    size_t whole = n & ~(size_t)7;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = 0;
-        for (int j = 7; j >= 0; j--)
-            m = (m << 8) | p[i + (size_t)j]; /* little-endian, whatever the host */
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t j = n - whole; j > 0; j--)
-        b |= (uint64_t)p[whole + j - 1] << (8 * (j - 1));
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* splitmix64: the second half of the key from the seed. */
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 /* ---- the table and the list --------------------------------------------- */
 
 lru *lru_new(size_t max_entries, size_t max_bytes, uint64_t seed)
@@ -101,8 +46,8 @@ lru *lru_new(size_t max_entries, size_t max_bytes, uint64_t seed)
     }
     c->max_entries = max_entries;
     c->max_bytes = max_bytes;
-    c->k0 = mix(seed);
-    c->k1 = mix(c->k0 ^ seed);
+    c->k0 = mw_splitmix64(seed);
+    c->k1 = mw_splitmix64(c->k0 ^ seed);
     return c;
 }
 
@@ -204,7 +149,7 @@ static void fill(const entry *e, lru_item *out)
 
 int lru_get(lru *c, const void *key, size_t klen, uint64_t now_ms, lru_item *out)
 {
-    entry *e = find(c, key, klen, siphash13(c->k0, c->k1, key, klen));
+    entry *e = find(c, key, klen, mw_siphash13(c->k0, c->k1, key, klen));
     if (e && expired(e, now_ms)) {
         drop(c, e);
         c->st.expired++;
@@ -225,7 +170,7 @@ int lru_get(lru *c, const void *key, size_t klen, uint64_t now_ms, lru_item *out
 
 int lru_peek(const lru *c, const void *key, size_t klen, uint64_t now_ms, lru_item *out)
 {
-    entry *e = find(c, key, klen, siphash13(c->k0, c->k1, key, klen));
+    entry *e = find(c, key, klen, mw_siphash13(c->k0, c->k1, key, klen));
     if (!e || expired(e, now_ms))
         return 0;
     fill(e, out);
@@ -234,7 +179,7 @@ int lru_peek(const lru *c, const void *key, size_t klen, uint64_t now_ms, lru_it
 
 int lru_set(lru *c, const void *key, size_t klen, const void *val, size_t vlen, int negative, uint64_t expires_ms)
 {
-    uint64_t hash = siphash13(c->k0, c->k1, key, klen);
+    uint64_t hash = mw_siphash13(c->k0, c->k1, key, klen);
     entry *old = find(c, key, klen, hash);
     size_t cost = lru_entry_cost(klen, vlen);
     if (c->max_bytes && cost > c->max_bytes) {
@@ -272,7 +217,7 @@ int lru_set(lru *c, const void *key, size_t klen, const void *val, size_t vlen, 
 
 int lru_delete(lru *c, const void *key, size_t klen)
 {
-    entry *e = find(c, key, klen, siphash13(c->k0, c->k1, key, klen));
+    entry *e = find(c, key, klen, mw_siphash13(c->k0, c->k1, key, klen));
     if (!e)
         return 0;
     drop(c, e);
