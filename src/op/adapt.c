@@ -29,9 +29,10 @@ void adapt_init(adapt *a, size_t min, size_t max, uint64_t now)
     window_reset(a, now);
 }
 
+/* (every change of a->limit clamps it to [min, max]) */
 size_t adapt_limit(const adapt *a)
 {
-    return (size_t)clamp(floor(a->limit), a->min, a->max);
+    return (size_t)floor(a->limit);
 }
 
 static void decrease(adapt *a, double factor, uint64_t now)
