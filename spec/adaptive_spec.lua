@@ -64,6 +64,70 @@ describe("adaptive capacity", function()
     assert.is_true(a.busy < n / 10, "adaptive: " .. a.busy .. " 503s of " .. n)
   end)
 
+  -- 1,500 records with a watermark line after every 100th; each record's
+  -- GET may be answered 503 (the limit moves all along).
+  local function with_watermarks()
+    local b = {}
+    for i = 1, 1500 do
+      b[#b + 1] = ('{"id":%d,"ts":%d}'):format(i, i)
+      if i % 100 == 0 then b[#b + 1] = ('{"$watermark":%d}'):format(i) end
+    end
+    return table.concat(b, "\n") .. "\n"
+  end
+  local WM_SCRIPT = [[
+local http = require "moonwait.http"
+return { async_invoke = function(r)
+  local res, err = http.get(URL)
+  if not res then error(err) end
+  return { { id = r.id } }
+end }
+]]
+
+  it("keeps order and watermarks in both modes while the limit moves", function()
+    local body = WM_SCRIPT:gsub("URL", ("%q"):format(nginx.url("/ac20")))
+    local input = with_watermarks()
+    local a = H.run_script(body, input, "--mode ordered --stats --capacity 1..500", { timeout = 120 })
+    assert.equal(0, a.code, a.err)
+    local f = H.run_script(body, input, "--mode ordered --capacity 20", { timeout = 120 })
+    assert.equal(0, f.code, f.err)
+    assert.equal(f.output, a.output) -- ordered: the same lines in the same order
+    local u = H.run_script(body, input, "--mode unordered --stats --capacity 1..500", { timeout = 120 })
+    assert.equal(0, u.code, u.err)
+    local wms, n = 0, 0
+    for _, o in ipairs(H.decode_lines(u.output)) do
+      if o["$watermark"] then
+        wms = wms + 1
+        assert.equal(wms * 100, o["$watermark"])
+      else
+        n = n + 1
+        assert.equal(math.floor((o.id - 1) / 100), wms, "record " .. o.id .. " crossed a watermark")
+      end
+    end
+    assert.equal(1500, n)
+    assert.equal(15, wms)
+  end)
+
+  it("retries of 503 answers (a retry predicate) lower it too", function()
+    local body = ([[
+local http = require "moonwait.http"
+local M = {}
+M.retry_on_result = function(out) return out[1].status == 503 end
+function M.async_invoke(r, ctx)
+  local res, err = http.get(%q)
+  if not res then error(err) end
+  return { { id = r.id, status = res.status, attempt = ctx.attempt } }
+end
+return M
+]]):format(nginx.url("/ac20"))
+    local r = H.run_script(body, records(1500), "--mode unordered --stats --capacity 1..500 --retry fixed:5:20",
+      { timeout = 120 })
+    assert.equal(0, r.code, r.err)
+    local lim = summary_limit(r.err)
+    assert.is_true(lim >= 5 and lim <= 60, "final limit " .. lim)
+    local busy = select(2, r.output:gsub('"status":503', ""))
+    assert.is_true(busy < 50, busy .. " records still 503 after 5 attempts")
+  end)
+
   it("never goes below min (the pipeline file's table form)", function()
     local body = HTTP_SCRIPT:gsub("URL", ("%q"):format(nginx.url("/ac20")))
     local d = H.tmpdir()

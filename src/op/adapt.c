@@ -37,7 +37,9 @@ size_t adapt_limit(const adapt *a)
 
 static void decrease(adapt *a, double factor, uint64_t now)
 {
-    a->limit = clamp(a->limit * factor, a->min, a->max);
+    /* (an overload while probing: the limit we came from was too high) */
+    a->limit = clamp((a->probing ? a->saved : a->limit) * factor, a->min, a->max);
+    a->probing = 0;
     a->slow_start = 0;
     a->has_cut = 1;
     a->cut_at = now;
@@ -45,10 +47,36 @@ static void decrease(adapt *a, double factor, uint64_t now)
     window_reset(a, now);
 }
 
+/* Start a probe window: the limit at a quarter for one window, so the
+ * service's queue (if we built one) drains and the baseline sees its
+ * latency without our load. Samples that started before do not count. */
+static void probe_start(adapt *a, uint64_t now)
+{
+    a->saved = a->limit;
+    a->limit = clamp(a->limit / 4, a->min, a->max);
+    a->probing = 1;
+    a->since_probe = 0;
+    a->has_cut = 1;
+    a->cut_at = now;
+    window_reset(a, now);
+}
+
 /* The window is over (a round trip and enough samples): decide. */
 static void window_close(adapt *a, uint64_t now)
 {
     double mean = a->win_sum / a->win_n;
+    if (a->probing) {
+        /* What the probe measured is the baseline if it is lower (a
+         * service that was slow at first, or a queue we built while the
+         * baseline was set); then back to the limit we came from: if the
+         * baseline fell, the next windows are slow and decrease it. */
+        if (mean < a->long_rtt)
+            a->long_rtt = mean;
+        a->limit = a->saved;
+        a->probing = 0;
+        window_reset(a, now);
+        return;
+    }
     int slow = a->long_rtt > 0 && a->win_slow * 2 > a->win_n;
     int used = (double)a->win_inflight * 2 >= a->limit;
     /* The baseline (no-load latency, as in TCP Vegas): a faster window is
@@ -73,6 +101,13 @@ static void window_close(adapt *a, uint64_t now)
         a->limit = a->slow_start ? a->limit * 2 : a->limit + sqrt(a->limit);
         a->limit = clamp(a->limit, a->min, a->max);
         a->increases++;
+        /* Every ADAPT_PROBE_EVERY used windows, re-measure the baseline
+         * (BBR's ProbeRTT): a baseline only ever lowered by windows that
+         * carry our own queueing never finds the service's real one. */
+        if (!a->slow_start && ++a->since_probe >= ADAPT_PROBE_EVERY) {
+            probe_start(a, now);
+            return;
+        }
     }
     window_reset(a, now);
 }

@@ -27,8 +27,13 @@
  *    + sqrt(limit)), but only when it was used: some sample saw at least
  *    half the limit in flight. An idle pipeline keeps its limit.
  *  - The baseline follows a faster service at once (a recovering service
- *    is the new normal) and a slower one slowly (a sustained slowdown is
- *    acted on for several windows, then accepted).
+ *    is the new normal), never a slower one while the limit can still
+ *    fall (our own queueing must not become the norm), and a slower one
+ *    at min slowly (a sustained slowdown is then accepted).
+ *  - Every ADAPT_PROBE_EVERY used windows, one probe window at a quarter
+ *    of the limit re-measures the baseline (BBR's ProbeRTT): else a
+ *    service that was slow at first, or a queue we built before the
+ *    baseline was set, keeps the limit far too high.
  */
 #ifndef MW_ADAPT_H
 #define MW_ADAPT_H
@@ -40,6 +45,7 @@
 #define ADAPT_TOLERANCE 2.0  /* a sample slower than this x baseline is slow */
 #define ADAPT_MIN_SAMPLES 8  /* a window needs this many (or limit/2, if less) */
 #define ADAPT_LONG_WEIGHT 0.1 /* baseline's weight of a slow window at min */
+#define ADAPT_PROBE_EVERY 50 /* used windows between two probe windows */
 
 typedef struct adapt {
     double min, max;
@@ -48,6 +54,9 @@ typedef struct adapt {
     int has_cut;           /* a decrease happened: cut_at is valid */
     uint64_t cut_at;       /* time of the last decrease */
     double long_rtt;       /* baseline latency (ms); 0 = none yet */
+    int probing;           /* this window runs at a quarter of `saved` */
+    double saved;          /* the limit to go back to after the probe */
+    uint32_t since_probe;  /* used windows since the last probe */
     /* the latency window being filled */
     uint64_t win_start;
     uint32_t win_n;        /* samples in it */
