@@ -124,7 +124,7 @@ return { script = "enrich.lua", input = "in.jsonl", output = "out.jsonl",
     H.write(d .. "/p2.lua", 'return { script = "script.lua", capacity = "lots" }')
     r = H.run("run p2.lua", { dir = d })
     assert.equal(2, r.code)
-    assert.matches("p2.lua: key 'capacity': expected an integer, got string", r.err, 1, true)
+    assert.matches("p2.lua: key 'capacity': expected an integer or a table { min =, max =, adaptive = true }, got string", r.err, 1, true)
     H.write(d .. "/p3.lua", 'return { script = "script.lua", mode = "random" }')
     r = H.run("run p3.lua", { dir = d })
     assert.equal(2, r.code)

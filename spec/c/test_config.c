@@ -254,8 +254,16 @@ static void test_bad_flag_values_are_named(void)
     static const struct {
         const char *flag, *value, *want;
     } cases[] = {
-        { "--capacity", "0", "option '--capacity': expected an integer from 1 to 10000000, got '0'" },
-        { "--capacity", "-3", "option '--capacity': expected an integer from 1 to 10000000, got '-3'" },
+        { "--capacity", "0", "option '--capacity': expected an integer from 1 to 10000000, or MIN..MAX for adaptive capacity, got '0'" },
+        { "--capacity", "-3", "option '--capacity': expected an integer from 1 to 10000000, or MIN..MAX for adaptive capacity, got '-3'" },
+        { "--capacity", "0..10", "option '--capacity': adaptive capacity's min must be at least 1, got '0..10'" },
+        { "--capacity", "10..2", "option '--capacity': adaptive capacity's min (10) is above its max (2)" },
+        { "--capacity", "8..", "option '--capacity': expected MIN..MAX with integers from 1 to 10000000 (adaptive "
+                               "capacity, e.g. 8..1000), got '8..'" },
+        { "--capacity", "8..x", "option '--capacity': expected MIN..MAX with integers from 1 to 10000000 (adaptive "
+                                "capacity, e.g. 8..1000), got '8..x'" },
+        { "--capacity", "8...9", "option '--capacity': expected MIN..MAX with integers from 1 to 10000000 (adaptive "
+                                 "capacity, e.g. 8..1000), got '8...9'" },
         { "--mode", "sorted", "option '--mode': expected 'ordered', 'unordered' or 'keyed', got 'sorted'" },
         { "--timeout", "1.5",
           "option '--timeout': expected milliseconds as a non-negative integer (0 = no timeout), got '1.5'" },
@@ -319,13 +327,61 @@ static void test_bad_command_lines_are_named(void)
     free(err);
 }
 
+/* Adaptive capacity: the flag's MIN..MAX, the pipeline's table, a flag
+ * over the file either way. */
+static void test_adaptive_capacity_flag_and_key(void)
+{
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--capacity", "8..1000", NULL), 0);
+    ASSERT(c.adaptive);
+    ASSERT_UINT_EQ(c.cap_min, 8);
+    ASSERT_UINT_EQ(c.cap_max, 1000);
+    ASSERT_UINT_EQ(c.capacity, 8);
+    config_free(&c);
+    const char *p = pipeline("return { script = '/s.lua', capacity = { min = 4, max = 50, adaptive = true } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.adaptive);
+    ASSERT_UINT_EQ(c.cap_min, 4);
+    ASSERT_UINT_EQ(c.cap_max, 50);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, p, "--capacity", "7", NULL), 0);
+    ASSERT(!c.adaptive);
+    ASSERT_UINT_EQ(c.capacity, 7);
+    config_free(&c);
+    p = pipeline("return { script = '/s.lua', capacity = { max = 50, adaptive = true } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT_UINT_EQ(c.cap_min, 1); /* min defaults to 1 */
+    config_free(&c);
+    p = pipeline("return { script = '/s.lua', capacity = { min = 4, max = 50, adaptive = false } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(!c.adaptive);
+    ASSERT_UINT_EQ(c.capacity, 50);
+    config_free(&c);
+}
+
 /* A bad pipeline file: the file, the key and the value are named. */
 static void test_bad_pipeline_values_are_named(void)
 {
-    expect_refused_file("return { capacity = 0 }", "key 'capacity': expected an integer from 1 to 10000000, got '0'");
-    expect_refused_file("return { capacity = 2.5 }", "key 'capacity': expected an integer from 1 to 10000000, got '2.5'");
+    expect_refused_file("return { capacity = 0 }", "key 'capacity': expected an integer from 1 to 10000000, or MIN..MAX for adaptive capacity, got '0'");
+    expect_refused_file("return { capacity = 2.5 }", "key 'capacity': expected an integer from 1 to 10000000, or MIN..MAX for adaptive capacity, got '2.5'");
+    expect_refused_file("return { capacity = { min = 8, adaptive = true } }", "key 'capacity': adaptive capacity needs max");
+    expect_refused_file("return { capacity = { min = 80, max = 8, adaptive = true } }",
+                        "key 'capacity': adaptive capacity's min (80) is above its max (8)");
+    expect_refused_file("return { capacity = { min = 0, max = 8, adaptive = true } }",
+                        "key 'capacity': adaptive capacity's min must be at least 1, got '0..8'");
+    expect_refused_file("return { capacity = { min = 2.5, max = 8, adaptive = true } }",
+                        "key 'capacity': expected MIN..MAX with integers from 1 to 10000000 (adaptive capacity, e.g. "
+                        "8..1000), got '2.5..8'");
+    expect_refused_file("return { capacity = { min = 1, max = 8 } }",
+                        "key 'capacity': a table is for adaptive capacity: say adaptive = true (or give a plain integer)");
+    expect_refused_file("return { capacity = { max = 8, adaptive = 'yes' } }",
+                        "key 'capacity': expected { min = N, max = N, adaptive = true }, got key 'adaptive' (a string)");
+    expect_refused_file("return { capacity = { adaptive = false } }",
+                        "key 'capacity': adaptive = false needs max (the fixed capacity)");
     expect_refused_file("return { stats = 'yes' }", "key 'stats': expected a boolean, got string");
-    expect_refused_file("return { capacity = '3' }", "key 'capacity': expected an integer, got string");
+    expect_refused_file("return { capacity = '3' }",
+                        "key 'capacity': expected an integer or a table { min =, max =, adaptive = true }, got string");
     expect_refused_file("return { input = 3 }", "key 'input': expected a path string, got number");
     expect_refused_file("return { mode = 'x' }", "key 'mode': expected 'ordered', 'unordered' or 'keyed', got 'x'");
     expect_refused_file("return { retry = 3 }", "key 'retry': expected a retry table or string, got number");
@@ -376,5 +432,5 @@ static void test_clashing_files_are_refused(void)
 TEST_MAIN("config", T(test_defaults), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
-          T(test_bad_flag_values_are_named), T(test_bad_command_lines_are_named),
+          T(test_bad_flag_values_are_named), T(test_adaptive_capacity_flag_and_key), T(test_bad_command_lines_are_named),
           T(test_bad_pipeline_values_are_named), T(test_clashing_files_are_refused))

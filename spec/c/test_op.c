@@ -1363,7 +1363,41 @@ static void test_keymap_matches_a_reference(void)
     keymap_free(&m);
 }
 
+/* Capacity set at run time (adaptive capacity): lowering it below the
+ * queue's size cancels nothing and only stops intake until enough have
+ * left; raising it lets more in at once; a restore still goes beyond. */
+static void test_capacity_changes_at_run_time(void)
+{
+    harness h;
+    setup(&h, OP_UNORDERED, 4, 0);
+    for (int i = 0; i < 4; i++)
+        push(&h);
+    op_set_capacity(&h.o, 2);
+    ASSERT_UINT_EQ(op_capacity(&h.o), 2);
+    ASSERT(op_full(&h.o));
+    ASSERT_INT_EQ(op_size(&h.o), 4); /* nothing cancelled */
+    done(&h, 1);
+    done(&h, 2);
+    ASSERT(op_full(&h.o));           /* 2 queued, capacity 2 */
+    done(&h, 3);
+    ASSERT(!op_full(&h.o));
+    push(&h);
+    ASSERT(op_full(&h.o));
+    op_set_capacity(&h.o, 5);
+    for (int i = 0; i < 3; i++)
+        push(&h);
+    ASSERT(op_full(&h.o));
+    ASSERT_INT_EQ(op_size(&h.o), 5);
+    ASSERT_STR_EQ(h.log, "r1 r2 r3");
+    op_set_capacity(&h.o, 0);
+    ASSERT_UINT_EQ(op_capacity(&h.o), 1);
+    ASSERT_INT_EQ(op_restore_record(&h.o, 99, 99, 1, 0, NULL, NULL), 0);
+    ASSERT_INT_EQ(op_size(&h.o), 6);
+    op_free(&h.o);
+}
+
 TEST_MAIN("op",
+          T(test_capacity_changes_at_run_time),
           T(test_ordered_emits_in_input_order),
           T(test_ordered_watermark_between_neighbours),
           T(test_watermark_with_nothing_pending_leaves_at_once),

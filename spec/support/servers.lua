@@ -65,6 +65,8 @@ http {
   scgi_temp_path DIR/tmp-scgi;
   keepalive_requests 1000000;
   keepalive_timeout 60s;
+  limit_conn_zone $server_port zone=ac:1m; # adaptive capacity: /ac20
+  limit_req_zone $server_port zone=aq:1m rate=400r/s; # adaptive capacity: /q400
   server {
     listen 127.0.0.1:PORT;
     listen [::1]:PORT;
@@ -87,6 +89,12 @@ http {
       echo -n "host=$http_host ua=$http_user_agent";
     }
     location = /close { keepalive_timeout 0; return 200 'bye'; }
+    # adaptive capacity: 503 past 20 requests in flight (idle keep-alive
+    # connections do not count: the count is per request being processed)
+    location = /ac20 { limit_conn ac 20; limit_conn_status 503; echo_sleep 0.05; echo '{"ok":true}'; }
+    # ... and a service that slows down: 400 requests/s, the rest queued
+    # (latency grows with the queue), 503 past 1000 queued
+    location = /q400 { limit_req zone=aq burst=1000; limit_req_status 503; echo_sleep 0.02; echo '{"ok":true}'; }
   }
   server {
     listen 127.0.0.1:TLSPORT ssl;

@@ -25,7 +25,9 @@ typedef struct config {
     char *input;             /* "-" = stdin */
     char *output;            /* "-" = stdout */
     op_mode mode;
-    size_t capacity;
+    size_t capacity;         /* fixed; adaptive: the starting limit (= cap_min) */
+    int adaptive;            /* adaptive capacity between cap_min and cap_max */
+    size_t cap_min, cap_max;
     uint64_t timeout_ms;     /* 0 = none */
     char *event_time;        /* field path, or NULL */
     int64_t max_ooo_ms;      /* max out-of-orderness */

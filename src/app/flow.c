@@ -210,7 +210,7 @@ static int pull(run *r)
     if (op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended)
         return -1;
     /* (a broker fetches no more than this) */
-    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
+    r->src->room = op_capacity(&r->op) > op_size(&r->op) ? op_capacity(&r->op) - op_size(&r->op) : 0;
     source_record rec = { 0 };
     char msg[600];
     switch (source_next(r->src, &rec)) {
@@ -264,7 +264,7 @@ void flow_pump(run *r)
     /* What the loop took (records, watermarks) is in the queue now: a
      * broker that fetches from a callback before the next pump sees the
      * room as it is, not as it was before the last record. */
-    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
+    r->src->room = op_capacity(&r->op) > op_size(&r->op) ? op_capacity(&r->op) - op_size(&r->op) : 0;
     r->pumping = 0;
     timeouts_rearm(&r->tmo);
     flow_finish_if_done(r);

@@ -19,7 +19,7 @@
 static const char usage[] =
     "usage:\n"
     "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-|URL] [--output FILE|-|URL]\n"
-    "               [--mode ordered|unordered|keyed --key FIELD] [--capacity N] [--timeout MS]\n"
+    "               [--mode ordered|unordered|keyed --key FIELD] [--capacity N|MIN..MAX] [--timeout MS]\n"
     "               [--event-time FIELD --max-out-of-orderness MS] [--stats]\n"
     "               [--max-line-bytes N] [--cpu-budget MS]\n"
     "  moonwait check SCRIPT.lua\n"
@@ -35,6 +35,8 @@ static const char usage[] =
     "(default 1000, 0 = off). --mode keyed --key FIELD (pipeline: mode, key):\n"
     "records with the same value of FIELD ('a.b' for nested) leave in input\n"
     "order, others overtake them; watermarks are barriers.\n"
+    "--capacity MIN..MAX: adaptive capacity, the limit moves with latency\n"
+    "and overloads (HTTP 429/503, timeouts, ctx.overloaded()).\n"
     "\n"
     "Redis Streams: --input 'redis://[:PASSWORD@]HOST:PORT?stream=KEY&group=GROUP'\n"
     "reads a consumer group (several processes share it); --output and\n"

@@ -67,14 +67,40 @@ static int s_mode(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
+/* "N" (fixed) or "MIN..MAX" (adaptive between them, from MIN). */
 static int s_capacity(config *c, const char *v, char *w, size_t n)
 {
-    uint64_t x;
-    if (mw_str_u64(v, 10000000, &x) != 0 || x == 0) {
-        snprintf(w, n, "expected an integer from 1 to 10000000, got '%s'", v);
+    uint64_t x, lo, hi;
+    const char *dots = strstr(v, "..");
+    if (!dots) {
+        if (mw_str_u64(v, 10000000, &x) != 0 || x == 0) {
+            snprintf(w, n, "expected an integer from 1 to 10000000, or MIN..MAX for adaptive capacity, got '%s'", v);
+            return -1;
+        }
+        c->capacity = (size_t)x;
+        c->adaptive = 0;
+        return 0;
+    }
+    char min[32];
+    size_t ml = (size_t)(dots - v);
+    snprintf(min, sizeof min, "%.*s", (int)(ml < sizeof min ? ml : sizeof min - 1), v);
+    if (ml >= sizeof min || mw_str_u64(min, 10000000, &lo) != 0 || mw_str_u64(dots + 2, 10000000, &hi) != 0) {
+        snprintf(w, n, "expected MIN..MAX with integers from 1 to 10000000 (adaptive capacity, e.g. 8..1000), got '%s'",
+                 v);
         return -1;
     }
-    c->capacity = (size_t)x;
+    if (lo == 0) {
+        snprintf(w, n, "adaptive capacity's min must be at least 1, got '%s'", v);
+        return -1;
+    }
+    if (lo > hi) {
+        snprintf(w, n, "adaptive capacity's min (%llu) is above its max (%llu)", (unsigned long long)lo,
+                 (unsigned long long)hi);
+        return -1;
+    }
+    c->adaptive = 1;
+    c->cap_min = c->capacity = (size_t)lo;
+    c->cap_max = (size_t)hi;
     return 0;
 }
 
@@ -187,7 +213,7 @@ static const option settings[] = {
     { "input", "input", OPTION_PATH, s_input },
     { "output", "output", OPTION_PATH, s_output },
     { "mode", "mode", OPTION_STRING, s_mode },
-    { "capacity", "capacity", OPTION_INT, s_capacity },
+    { "capacity", "capacity", OPTION_CAPACITY, s_capacity },
     { "timeout", "timeout_ms", OPTION_INT, s_timeout },
     { "event-time", "event_time", OPTION_STRING, s_event },
     { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo },
@@ -235,6 +261,7 @@ void options_keys(char *out, size_t n)
 const char *options_want(option_type t)
 {
     static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
-                                        "a retry table or string", "a table { dir =, interval_ms = }" };
+                                        "a retry table or string", "a table { dir =, interval_ms = }",
+                                        "an integer or a table { min =, max =, adaptive = true }" };
     return want[t];
 }

@@ -58,6 +58,51 @@ static int apply_checkpoint(lua_State *L, config *c, const char *path, char **er
     return 0;
 }
 
+/* `capacity = { min = N, max = N, adaptive = true }`, the table at the top
+ * of L's stack, as the flag's "MIN..MAX" (min defaults to 1); with
+ * adaptive = false, a fixed capacity of max. */
+static int apply_capacity(lua_State *L, config *c, const char *path, const option *s, char **err)
+{
+    static const char shape[] = "expected { min = N, max = N, adaptive = true }";
+    int tb = lua_gettop(L), adaptive = -1;
+    double num[2] = { 1, -1 }; /* min, max */
+    const char *why = NULL;
+    char got[128] = "";
+    lua_pushnil(L);
+    while (!why && lua_next(L, tb)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        int t = lua_type(L, -1), slot = !strcmp(k, "min") ? 0 : !strcmp(k, "max") ? 1 : -1;
+        if (slot >= 0 && t == LUA_TNUMBER)
+            num[slot] = lua_tonumber(L, -1);
+        else if (!strcmp(k, "adaptive") && t == LUA_TBOOLEAN)
+            adaptive = lua_toboolean(L, -1);
+        else {
+            snprintf(got, sizeof got, ", got key '%s' (a %s)", k, luaL_typename(L, -1));
+            why = shape;
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, tb);
+    if (!why && adaptive < 0)
+        why = "a table is for adaptive capacity: say adaptive = true (or give a plain integer)";
+    else if (!why && num[1] < 0)
+        why = adaptive ? "adaptive capacity needs max" : "adaptive = false needs max (the fixed capacity)";
+    if (why) {
+        *err = mw_str_fmt("%s: key 'capacity': %s%s", path, why, got);
+        return -1;
+    }
+    char val[80], whyset[256];
+    if (adaptive)
+        snprintf(val, sizeof val, "%.17g..%.17g", num[0], num[1]);
+    else
+        snprintf(val, sizeof val, "%.17g", num[1]);
+    if (s->set(c, val, whyset, sizeof whyset) != 0) {
+        *err = mw_str_fmt("%s: key 'capacity': %s", path, whyset);
+        return -1;
+    }
+    return 0;
+}
+
 /* Append s percent-encoded (all but unreserved characters). */
 static int put_pct(mw_buf *b, const char *s, size_t n)
 {
@@ -149,7 +194,7 @@ static const char *value_text(lua_State *L, option_type t, char *val, size_t n)
         return lua_tostring(L, -1);
     if (t == OPTION_BOOL && lt == LUA_TBOOLEAN)
         return lua_toboolean(L, -1) ? "true" : "false";
-    if (t == OPTION_INT && lt == LUA_TNUMBER) {
+    if ((t == OPTION_INT || t == OPTION_CAPACITY) && lt == LUA_TNUMBER) {
         double d = lua_tonumber(L, -1);
         if (d == (double)(long long)d)
             snprintf(val, n, "%lld", (long long)d);
@@ -179,6 +224,8 @@ static int apply_key(lua_State *L, config *c, const char *path, const char *key,
     }
     if (s->type == OPTION_CKPT && lua_type(L, -1) == LUA_TTABLE)
         return apply_checkpoint(L, c, path, err);
+    if (s->type == OPTION_CAPACITY && lua_type(L, -1) == LUA_TTABLE)
+        return apply_capacity(L, c, path, s, err);
     if (s->type == OPTION_PATH && lua_type(L, -1) == LUA_TTABLE &&
         (!strcmp(key, "input") || !strcmp(key, "output") || !strcmp(key, "dead_letter"))) {
         char *url = redis_table_url(L, path, key, err);

@@ -99,6 +99,10 @@ static void stats_fill(void *ud, stats_view *v)
     v->malformed = r->route.malformed;
     v->generation = gen_last_id(&r->gens);
     gen_counts(&r->gens, &v->reloads, &v->rejected);
+    v->adaptive = r->cfg->adaptive;
+    v->limit = op_capacity(&r->op);
+    v->limit_min = r->cfg->cap_min;
+    v->limit_max = r->cfg->cap_max;
 }
 
 /* ---- signals ------------------------------------------------------------------ */
@@ -219,7 +223,9 @@ static int start_core(run *r)
     op_init(&r->op, &oc, &flow_op_callbacks, r);
     r->rng = uv_hrtime() | 1;
     route_init(&r->route, &r->op, c->on_error);
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src };
+    if (c->adaptive)
+        adapt_init(&r->adapt, c->cap_min, c->cap_max, uv_now(r->loop));
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, c->adaptive ? &r->adapt : NULL };
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;

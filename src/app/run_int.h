@@ -14,6 +14,7 @@
 
 #include "../io/sink.h"
 #include "../io/source.h"
+#include "../op/adapt.h"
 #include "../op/op.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -38,6 +39,7 @@ typedef struct run {
     const config *cfg;
     uv_loop_t *loop;
     op op;
+    adapt adapt;              /* adaptive capacity (cfg->adaptive): its controller */
     evtime ev;
     route route;
     task_env env;

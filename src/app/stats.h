@@ -20,6 +20,8 @@ typedef struct stats_view {
     uint64_t outputs;     /* output lines written */
     uint64_t skipped, malformed;
     int generation, reloads, rejected;
+    int adaptive;         /* adaptive capacity: its limit now, min and max */
+    size_t limit, limit_min, limit_max;
 } stats_view;
 
 typedef struct stats {

@@ -23,6 +23,7 @@ struct task {
     char *source_id;      /* a broker's entry id (owned), or NULL */
     uint32_t deliveries;
     uint64_t ticket;      /* the source's, for source_done */
+    uint64_t started;     /* op_now when the running attempt started */
 };
 
 static void free_task(task *t)
@@ -54,21 +55,33 @@ static uint64_t deadline_ms(const op_entry *e)
 /* Run the attempt e->attempt of t on its generation with the decoded
  * record `rec` (ownership passes). May complete (and even emit) before it
  * returns. */
-static void invoke(task *t, op_entry *e, script_rec *rec)
+static void invoke(const task_env *env, task *t, op_entry *e, script_rec *rec)
 {
+    t->started = op_now(env->op);
     script_call call = { t, &t->fiber, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
                          t->source_id, t->deliveries };
     script_invoke(gen_script(t->g), rec, &call);
 }
 
+/* Adaptive capacity: t's attempt ended now (overload: it signalled one, or
+ * timed out). The controller sets the operator's capacity; the run's pump
+ * follows it. Before the outcome is applied: that may release t. */
+static void adapt_feed(const task_env *env, const task *t, int overload)
+{
+    if (!env->adapt)
+        return;
+    size_t lim = adapt_sample(env->adapt, t->started, op_now(env->op), op_size(env->op), overload);
+    op_set_capacity(env->op, lim);
+}
+
 /* t entered the operator as e on generation g: run its attempt there. */
-static void start(task *t, gen *g, op_entry *e, script_rec *rec)
+static void start(const task_env *env, task *t, gen *g, op_entry *e, script_rec *rec)
 {
     t->e = e;
     t->g = g;
     gen_retain(g);
     e->policy = gen_policy(g);
-    invoke(t, e, rec);
+    invoke(env, t, e, rec);
 }
 
 static int is_blank(const char *s, size_t n)
@@ -153,7 +166,7 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
         fail_record(env, t, rec->refuse);
         return TASK_OK;
     }
-    start(t, g, e, sr);
+    start(env, t, g, e, sr);
     return TASK_OK;
 }
 
@@ -173,6 +186,8 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
         free(r->out);
         return TASK_LATE;
     }
+    if (!aborting)
+        adapt_feed(env, t, r->overloads > 0);
     if (r->retry && !aborting && op_retry(env->op, e) == 0) {
         /* Another attempt follows; only the final attempt's outputs count. */
         free(r->out);
@@ -195,7 +210,7 @@ void task_retry(const task_env *env, op_entry *e)
         fail_record(env, t, "out of memory decoding the record for another attempt");
         return;
     }
-    invoke(t, e, rec);
+    invoke(env, t, e, rec);
 }
 
 void task_timeout(const task_env *env, op_entry *e)
@@ -204,6 +219,7 @@ void task_timeout(const task_env *env, op_entry *e)
     /* Abandon first: whatever it waits on is cancelled and it is never
      * resumed, so a late result cannot race the timeout's outcome. */
     task_discard(t);
+    adapt_feed(env, t, 1); /* a timeout is an overload signal */
     char *out = NULL, *err = NULL;
     size_t len = 0;
     script_call a = { .seq = e->seq, .line = t->lineno, .attempt = (int)e->attempt, .deadline_ms = deadline_ms(e),
@@ -272,7 +288,7 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
         fail_record(env, t, err);
         return 0;
     }
-    start(t, g, e, sr);
+    start(env, t, g, e, sr);
     return 0;
 }
 

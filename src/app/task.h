@@ -28,6 +28,7 @@
 
 #include "../io/source.h"
 #include "../lua/script.h"
+#include "../op/adapt.h"
 #include "../op/op.h"
 #include "../store/ckpt.h"
 #include "evtime.h"
@@ -44,6 +45,8 @@ typedef struct task_env {
     const gens *gens;      /* new records run on the current generation */
     uint64_t timeout_ms;   /* for the timeout message */
     mw_source *src;        /* told when a record leaves (source_done) */
+    adapt *adapt;          /* adaptive capacity: fed each attempt's latency and
+                            * overload, it sets the operator's capacity; or NULL */
 } task_env;
 
 /* task_accept's and task_outcome's results. */

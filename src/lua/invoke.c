@@ -83,6 +83,7 @@ static void attempt_outcome(script *sc, rt_fiber *f, int status, script_result *
 {
     memset(r, 0, sizeof *r);
     *err = *msg = NULL;
+    r->overloads = f->overloads;
     if (status == RT_OK) {
         lua_State *L = sc->rt.L;
         int n = lua_gettop(f->co);
@@ -132,6 +133,7 @@ static void pred_done(void *ud, rt_fiber *f, int status)
     script *sc = c->sc;
     const char *which = c->r.ok ? "retry_on_result" : "retry_on_error";
     char *perr = NULL;
+    c->r.overloads += f->overloads; /* (a predicate may call ctx.overloaded too) */
     if (status == RT_OK) {
         c->r.retry = lua_toboolean(f->co, 1);
         rt_fiber_release(f);
@@ -211,7 +213,7 @@ static void start_with_predicates(script *sc, rt_fiber *f, const script_call *a)
         lua_settop(f->co, 0);
         *a->fiber_slot = NULL;
         rt_fiber_release(f);
-        script_result r = { 0, NULL, 0, "out of memory", "out of memory", 0 };
+        script_result r = { 0, NULL, 0, "out of memory", "out of memory", 0, 0 };
         sc->record_done(sc->record_ud, a->task, &r);
         return;
     }
@@ -228,7 +230,7 @@ void script_invoke(script *sc, script_rec *rec, const script_call *a)
     rt_fiber *f = rt_fiber_get(&sc->rt);
     if (!f) {
         script_rec_free(sc, rec);
-        script_result r = { 0, NULL, 0, "out of memory starting a coroutine", "out of memory", 0 };
+        script_result r = { 0, NULL, 0, "out of memory starting a coroutine", "out of memory", 0, 0 };
         sc->record_done(sc->record_ud, a->task, &r);
         return;
     }

@@ -138,6 +138,10 @@ static void on_done(http_req *r, const char *err, void *ud)
         return;
     }
     uv_timer_stop(&f->timer);
+    /* The service says it is overloaded: the record's attempt reports it
+     * (adaptive capacity); the script still gets the response. */
+    if (r->resp.status == 429 || r->resp.status == 503)
+        rt_overload(f);
     push_response(f->co, &r->resp);
     rt_wake(f, 1);
 }

@@ -158,6 +158,11 @@ static void fiber_destroy(rt_fiber *f)
     uv_close((uv_handle_t *)&f->timer, fiber_free_cb);
 }
 
+void rt_overload(rt_fiber *f)
+{
+    rt_root(f)->overloads++;
+}
+
 void rt_fiber_release(rt_fiber *f)
 {
     rt *r = f->rt;
@@ -173,6 +178,7 @@ void rt_fiber_release(rt_fiber *f)
     rt_kid_unlink(f);
     f->status = 0;
     f->ended = 0;
+    f->overloads = 0;
     free(f->err);
     free(f->errmsg);
     f->err = f->errmsg = NULL;

@@ -113,6 +113,9 @@ struct rt_fiber {
     int status;             /* once DONE: RT_OK, RT_ERROR or RT_ROGUE_YIELD */
     int ended;              /* this run's children and hooks are gone */
     rt_hook *hooks;         /* end hooks, newest first */
+    uint32_t overloads;     /* as a root: overload signals its family gave in
+                             * this run (an HTTP 429/503, ctx.overloaded());
+                             * read by the owner when the run ends */
 };
 
 struct rt {
@@ -185,6 +188,11 @@ void rt_hook_remove(rt_fiber *f, rt_hook *h);
 /* The fiber at the root of f's family (the record's attempt, a predicate,
  * a hook): f itself when it has no parent. */
 rt_fiber *rt_root(rt_fiber *f);
+
+/* The service f's record talks to signalled an overload (an HTTP 429 or
+ * 503, ctx.overloaded()): counted on f's root, whose owner reads it when
+ * the run ends (adaptive capacity). */
+void rt_overload(rt_fiber *f);
 
 /* After RT_OK: the owner has taken the results; return f to the pool. */
 void rt_fiber_release(rt_fiber *f);

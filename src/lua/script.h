@@ -47,6 +47,8 @@ typedef struct script_result {
     const char *err;     /* !ok: the message with its traceback */
     const char *errmsg;  /* !ok: the message alone (what retry_on_error saw) */
     int retry;           /* retry_on_result / retry_on_error said true */
+    unsigned overloads;  /* overload signals the attempt gave (an HTTP 429/503,
+                          * ctx.overloaded()), its children's included */
 } script_result;
 
 /* The caller's per-record state (src/app's task): opaque here, handed

@@ -175,12 +175,31 @@ static uint64_t running_deadline_ms(lua_State *L)
     return sc->sync_deadline_ms;
 }
 
+/* ctx.overloaded(): the service this record talks to signalled an
+ * overload in its own way (a Redis BUSY, a queue-full error): the
+ * attempt reports it with its outcome, as an HTTP 429/503 is (adaptive
+ * capacity lowers the limit; without it, nothing happens). Pushes
+ * nothing; raises outside a running attempt. */
+static int l_overloaded(lua_State *L)
+{
+    rt_fiber *f = rt_of(L)->running;
+    if (!f)
+        return luaL_error(L, "ctx.overloaded can only be called while an attempt runs (async_invoke, a retry "
+                             "predicate, or a function they spawned)");
+    rt_overload(f);
+    return 0;
+}
+
 static int ctx_index(lua_State *L)
 {
     const char *k = lua_tostring(L, 2);
     if (k && strcmp(k, "remaining_ms") == 0) {
         lua_pushnumber(L, (lua_Number)running_deadline_ms(L));
         lua_pushcclosure(L, l_remaining_ms, 1);
+        return 1;
+    }
+    if (k && strcmp(k, "overloaded") == 0) {
+        lua_pushcfunction(L, l_overloaded);
         return 1;
     }
     if (k && strcmp(k, "defer") == 0) {

@@ -318,6 +318,16 @@ size_t op_size(const op *o)
     return o->size;
 }
 
+void op_set_capacity(op *o, size_t capacity)
+{
+    o->cfg.capacity = capacity ? capacity : 1;
+}
+
+size_t op_capacity(const op *o)
+{
+    return o->cfg.capacity;
+}
+
 int op_failed(const op *o)
 {
     return o->failed;

@@ -194,6 +194,14 @@ int op_full(const op *o);
 /* Entries currently queued (records + watermarks). */
 size_t op_size(const op *o);
 
+/* Change the capacity at run time (adaptive capacity; 0 is taken as 1).
+ * Lowering it below op_size() cancels nothing: op_full() holds until
+ * enough entries have left. */
+void op_set_capacity(op *o, size_t capacity);
+
+/* The capacity now. */
+size_t op_capacity(const op *o);
+
 /* Accept a record read from input line `line`. `budget_used_ms` is timeout
  * budget it already consumed (0 for a fresh record; checkpoint restore uses
  * it). Sets its deadline to now + timeout_ms - budget_used_ms (not before
