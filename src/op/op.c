@@ -402,6 +402,7 @@ static int settle(op *o, op_entry *e, op_state st)
     heap_remove(o, 0, e);
     heap_remove(o, 1, e);
     e->in_backoff = 0;
+    e->held_start = 0;
     return 0;
 }
 
@@ -459,16 +460,51 @@ int op_retry(op *o, op_entry *e)
     return 0;
 }
 
-/* The back-off of `e` ended: its next attempt starts. */
+/* The back-off of `e` ended: its next attempt starts (or, held at its
+ * start, the attempt it was restored at). */
 static void start_retry(op *o, op_entry *e)
 {
     heap_remove(o, 1, e);
     e->in_backoff = 0;
-    e->attempt++;
-    o->stats.attempts++;
-    o->stats.retries++;
+    if (e->held_start) {
+        e->held_start = 0;
+    } else {
+        e->attempt++;
+        o->stats.attempts++;
+        o->stats.retries++;
+    }
     if (o->cb.retry)
         o->cb.retry(o->ud, e);
+}
+
+/* The rate limit, asked before `e`'s back-off ends: 0 (start it), or 1
+ * with `e` moved in the back-off heap to the time the gate gave (at least
+ * the next ms, so a gate that errs cannot spin op_expire). */
+static int gated(op *o, op_entry *e, uint64_t now)
+{
+    if (!o->cb.gate)
+        return 0;
+    uint64_t at = o->cb.gate(o->ud);
+    if (at == 0)
+        return 0;
+    o->stats.gated++;
+    e->retry_at = at > now ? at : now + 1;
+    struct op_heap *hp = &o->heap[1];
+    heap_down(hp, 1, e->heap_ix[1]);
+    heap_up(hp, 1, e->heap_ix[1]);
+    return 1;
+}
+
+int op_delay_start(op *o, op_entry *e, uint64_t at)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING || e->in_backoff)
+        return OP_ELATE;
+    e->retry_at = at;
+    if (heap_insert(o, 1, e) != 0)
+        return OP_ENOMEM;
+    e->in_backoff = 1;
+    e->held_start = 1;
+    return 0;
 }
 
 void op_retry_all_now(op *o)
@@ -492,8 +528,11 @@ void op_retry_all_now(op *o)
     }
     for (size_t i = 0; i < n && !o->failed; i++) {
         op_entry *e = v[i].e;
-        if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP)
-            start_retry(o, e);
+        if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP) {
+            e->retry_at = o->cb.now(o->ud);
+            if (!gated(o, e, e->retry_at))
+                start_retry(o, e);
+        }
     }
     free(v);
 }
@@ -518,6 +557,7 @@ size_t op_expire(op *o)
         /* A retry that was scheduled is dropped: timed out wins. */
         heap_remove(o, 1, e);
         e->in_backoff = 0;
+        e->held_start = 0;
         e->timed_out = 1;
         o->stats.timeouts++;
         fired++;
@@ -532,6 +572,7 @@ size_t op_expire(op *o)
     /* Back-offs that ended start their next attempt. An attempt may end at
      * once and emit, so take them one at a time from the heap. */
     while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now)
-        start_retry(o, e);
+        if (!gated(o, e, now))
+            start_retry(o, e);
     return fired;
 }

@@ -97,6 +97,8 @@ struct op_entry {
     int timed_out;       /* the timeout fired for this record */
     uint32_t attempt;    /* current attempt, from 1 */
     int in_backoff;      /* OP_PENDING and waiting for retry_at */
+    int held_start;      /* in_backoff for attempt `attempt` itself, not yet
+                          * started (op_delay_start): no attempt is added */
     uint64_t retry_at;   /* cb.now time the next attempt starts */
     const op_retry_policy *policy; /* the strategy this record runs under: set
                                     * by the caller after the push (it must
@@ -128,6 +130,12 @@ typedef struct op_callbacks {
     void (*retry)(void *ud, op_entry *e);
     /* A uniform number in [0, 1) for jitter; NULL means 1 (no jitter). */
     double (*random)(void *ud);
+    /* The rate limit on attempts' starts, asked before a back-off (or an
+     * op_delay_start) ends in cb.retry: 0 when the attempt may start now
+     * (the callee took its token), else the cb.now time to ask again; the
+     * record keeps waiting in back-off meanwhile, on its own deadline (a
+     * timeout still wins). NULL: no limit. */
+    uint64_t (*gate)(void *ud);
 } op_callbacks;
 
 typedef struct op_config {
@@ -146,6 +154,7 @@ typedef struct op_stats {
     uint64_t attempts;       /* calls started, first attempts included */
     uint64_t retries;        /* attempts after the first */
     uint64_t dead_lettered;  /* completed through op_complete_dead */
+    uint64_t gated;          /* starts cb.gate put off (one per refusal) */
 } op_stats;
 
 struct op {
@@ -240,6 +249,19 @@ int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len);
  * then completes or fails the record with the outcome it has. OP_ELATE when
  * `e` is not pending or already waits in back-off; OP_ENOMEM. */
 int op_retry(op *o, op_entry *e);
+
+/* Pending record `e`, whose attempt e->attempt has not started (a record
+ * restored from a checkpoint that found no token), waits in back-off until
+ * `at` (a cb.now time); then, through cb.gate, cb.retry starts that same
+ * attempt (no attempt is added). 0, OP_ELATE or OP_ENOMEM. */
+int op_delay_start(op *o, op_entry *e, uint64_t at);
+
+/* The attempt a record continues at if it is restored now: the next one
+ * when it waits in back-off, else the current one. */
+static inline uint32_t op_resume_attempt(const op_entry *e)
+{
+    return e->attempt + (e->in_backoff && !e->held_start ? 1 : 0);
+}
 
 /* Start every record waiting in back-off now (end of input: the drain
  * does not wait out long back-offs). */
