@@ -41,6 +41,8 @@ typedef struct config {
     char *checkpoint_dir;    /* exactly-once checkpoints, or NULL */
     uint64_t checkpoint_interval_ms;
     uint64_t cpu_budget_ms;  /* longest a script may run without yielding; 0 = off */
+    double rate_rps;         /* rate_limit: attempts started per second; 0 = no limit */
+    double rate_burst;       /* ... and the most started at once (>= 1 when rps is set) */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

@@ -89,6 +89,13 @@ static void cb_retry(void *ud, op_entry *e)
     task_retry(&r->env, e);
 }
 
+/* A started record's next attempt waits for the rate limit's token. */
+static uint64_t cb_gate(void *ud)
+{
+    run *r = ud;
+    return limit_gate(&r->lim, uv_now(r->loop));
+}
+
 static double cb_random(void *ud)
 {
     run *r = ud;
@@ -136,6 +143,7 @@ void flow_shutdown(void *ud)
     timeouts_stop(&r->tmo);
     stats_stop(&r->st, NULL); /* the summary, with --stats */
     timeouts_close(&r->tmo, NULL);
+    limit_close(&r->lim);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     op_free(&r->op);
@@ -209,6 +217,10 @@ static int pull(run *r)
 {
     if (op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended)
         return -1;
+    /* No token: the line stays unread (its budget has not begun) and the
+     * limit's timer pumps again when one arrives. */
+    if (!limit_ready(&r->lim))
+        return -1;
     /* (a broker fetches no more than this) */
     r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
     source_record rec = { 0 };
@@ -278,6 +290,11 @@ void flow_timeouts_fired(void *ud)
     flow_finish_if_done(r);
 }
 
+void flow_limit_ready(void *ud)
+{
+    flow_pump(ud);
+}
+
 void flow_source_ready(void *ud)
 {
     flow_pump(ud);
@@ -330,5 +347,5 @@ void flow_all_closed(run *r)
 
 const op_callbacks flow_op_callbacks = {
     .now = cb_now, .emit = cb_emit, .emit_watermark = cb_emit_watermark, .timeout = cb_timeout,
-    .failure = cb_failure, .release = cb_release, .retry = cb_retry, .random = cb_random,
+    .failure = cb_failure, .release = cb_release, .retry = cb_retry, .random = cb_random, .gate = cb_gate,
 };

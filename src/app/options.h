@@ -19,6 +19,7 @@ typedef enum {
     OPTION_BOOL,  /* a flag without a value means true */
     OPTION_RETRY, /* the flag's string form, or (pipeline only) a table */
     OPTION_CKPT,  /* the pipeline's `checkpoint = { dir =, interval_ms = }` */
+    OPTION_RATE,  /* "N[:B]", a number, or (pipeline only) `{ rps = N, burst = B }` */
 } option_type;
 
 /* Validate the text form of a value and store it in c. 0, or -1 with why

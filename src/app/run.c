@@ -99,6 +99,10 @@ static void stats_fill(void *ud, stats_view *v)
     v->malformed = r->route.malformed;
     v->generation = gen_last_id(&r->gens);
     gen_counts(&r->gens, &v->reloads, &v->rejected);
+    v->limited = r->lim.on;
+    v->limit_tokens = r->lim.on ? r->lim.b.taken : 0;
+    v->limit_pauses = r->lim.pauses;
+    v->limit_gated = v->op->gated;
 }
 
 /* ---- signals ------------------------------------------------------------------ */
@@ -219,7 +223,8 @@ static int start_core(run *r)
     op_init(&r->op, &oc, &flow_op_callbacks, r);
     r->rng = uv_hrtime() | 1;
     route_init(&r->route, &r->op, c->on_error);
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src };
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, &r->lim };
+    limit_init(&r->lim, r->loop, c->rate_rps, c->rate_burst, flow_limit_ready, r);
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;
@@ -274,6 +279,7 @@ static int loop_to_end(run *r)
  * when they were made). */
 static void close_early(run *r, int gens_made)
 {
+    limit_close(&r->lim);
     net_pool_close_all();
     if (r->src)
         source_close(r->src, NULL);

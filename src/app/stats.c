@@ -16,9 +16,21 @@ void stats_init(stats *s, uv_loop_t *loop, int enabled, void (*view)(void *ud, s
     s->last_out = 0;
 }
 
+/* With a rate limit: the tokens taken, the times intake paused for one,
+ * and the starts of retries (or restored records) it put off. */
+static const char *limit_text(const stats_view *v, char *b, size_t n)
+{
+    if (!v->limited)
+        return "";
+    snprintf(b, n, " rate_tokens=%" PRIu64 " rate_pauses=%" PRIu64 " rate_gated=%" PRIu64, v->limit_tokens,
+             v->limit_pauses, v->limit_gated);
+    return b;
+}
+
 static void print_summary(stats *s)
 {
     stats_view v;
+    char lb[128];
     s->view(s->ud, &v);
     const op_stats *o = v.op;
     double secs = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
@@ -35,16 +47,17 @@ static void print_summary(stats *s)
             "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
             " watermarks=%" PRIu64 " attempts=%" PRIu64 " retries=%" PRIu64 " timeouts=%" PRIu64
             " errors=%" PRIu64 " skipped=%" PRIu64 " dead_lettered=%" PRIu64 " malformed=%" PRIu64
-            " generation=%d reloads=%d rejected=%d elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld\n",
+            " generation=%d reloads=%d rejected=%d elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld%s\n",
             o->records_in, o->records_out, v.outputs, o->watermarks_out, o->attempts, o->retries, o->timeouts,
             o->failures, v.skipped, o->dead_lettered, v.malformed, v.generation, v.reloads, v.rejected, secs,
-            rate, cpu, rss_kb);
+            rate, cpu, rss_kb, limit_text(&v, lb, sizeof lb));
 }
 
 static void on_timer(uv_timer_t *h)
 {
     stats *s = h->data;
     stats_view v;
+    char lb[128];
     s->view(s->ud, &v);
     const op_stats *o = v.op;
     uint64_t now = uv_now(s->loop);
@@ -55,9 +68,9 @@ static void on_timer(uv_timer_t *h)
     fprintf(stderr,
             "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu backoff=%zu rate=%.0f/s attempts=%" PRIu64
             " retries=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64 " skipped=%" PRIu64
-            " dead_lettered=%" PRIu64 " generation=%d\n",
+            " dead_lettered=%" PRIu64 " generation=%d%s\n",
             o->records_in, o->records_out, v.in_flight, v.backoffs, rate, o->attempts, o->retries, o->timeouts,
-            o->failures, v.skipped, o->dead_lettered, v.generation);
+            o->failures, v.skipped, o->dead_lettered, v.generation, limit_text(&v, lb, sizeof lb));
 }
 
 void stats_start(stats *s)

@@ -20,6 +20,8 @@ typedef struct stats_view {
     uint64_t outputs;     /* output lines written */
     uint64_t skipped, malformed;
     int generation, reloads, rejected;
+    int limited;          /* a rate limit is set: the three below are shown */
+    uint64_t limit_tokens, limit_pauses, limit_gated;
 } stats_view;
 
 typedef struct stats {

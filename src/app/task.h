@@ -31,6 +31,7 @@
 #include "../op/op.h"
 #include "../store/ckpt.h"
 #include "evtime.h"
+#include "limit.h"
 #include "reload.h"
 #include "route.h"
 
@@ -44,6 +45,7 @@ typedef struct task_env {
     const gens *gens;      /* new records run on the current generation */
     uint64_t timeout_ms;   /* for the timeout message */
     mw_source *src;        /* told when a record leaves (source_done) */
+    limit *lim;            /* the rate limit: a first attempt takes its token */
 } task_env;
 
 /* task_accept's and task_outcome's results. */
