@@ -325,6 +325,7 @@ int run_pipeline(const config *c, const char *lua_dir)
         close_early(r, prep == 0);
     gen_free_all(&r->gens);
     script_cache_free_all();
+    script_limit_free_all();
     cp_free(&r->cp);
     restore_release(&r->rs);
     guard_stop();
