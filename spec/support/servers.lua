@@ -65,6 +65,12 @@ http {
   scgi_temp_path DIR/tmp-scgi;
   keepalive_requests 1000000;
   keepalive_timeout 60s;
+  # spec/ratelimit_spec.lua: 50 requests/s each (a small burst for the
+  # jitter between a start and its request); beyond that, 429.
+  limit_req_zone $binary_remote_addr zone=rla:1m rate=50r/s;
+  limit_req_zone $binary_remote_addr zone=rlb:1m rate=50r/s;
+  limit_req_zone $binary_remote_addr zone=rlc:1m rate=50r/s;
+  limit_req_status 429;
   server {
     listen 127.0.0.1:PORT;
     listen [::1]:PORT;
@@ -87,6 +93,10 @@ http {
       echo -n "host=$http_host ua=$http_user_agent";
     }
     location = /close { keepalive_timeout 0; return 200 'bye'; }
+    # (echo, not return: return answers before limit_req runs)
+    location = /rl/a { limit_req zone=rla burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
+    location = /rl/b { limit_req zone=rlb burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
+    location = /rl/c { limit_req zone=rlc burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
   }
   server {
     listen 127.0.0.1:TLSPORT ssl;
