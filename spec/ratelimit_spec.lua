@@ -128,6 +128,26 @@ return M
     assert.is_true(s.elapsed_s >= 29 / 20 - 0.05, r.err)
   end)
 
+  it("a retry whose back-off ended gets the next token before a new record (no retry starves)", function()
+    -- 40 records whose first attempt fails, at 20 tokens/s: had new records
+    -- taken every token while input lasted (2 s), the retries, waiting on
+    -- their 1.5 s budgets, would time out
+    local r = H.run_script([[
+local M = {}
+M.retry_on_error = function() return true end
+function M.async_invoke(r, ctx)
+  if ctx.attempt == 1 then error("first try fails") end
+  return { { id = r.id, attempt = ctx.attempt } }
+end
+return M
+]], recs(40), "--rate-limit 20 --retry fixed:2:0 --capacity 40 --timeout 1500 --on-error skip --stats")
+    assert.equal(0, r.code, r.err)
+    local s = summary(r.err)
+    assert.equal(0, s.timeouts, r.err)
+    assert.equal(40, #H.lines(r.output))
+    assert.equal(80, s.rate_tokens)
+  end)
+
   it("watermarks, blank and malformed lines take no token (pipeline key form)", function()
     local d = H.tmpdir()
     H.script(d, "return { async_invoke = function(r) return { r } end }")

@@ -218,7 +218,11 @@ static int pull(run *r)
     if (op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended)
         return -1;
     /* No token: the line stays unread (its budget has not begun) and the
-     * limit's timer pumps again when one arrives. */
+     * limit's timer pumps again when one arrives. A retry whose back-off
+     * ended goes first: its budget runs while it waits (the deadline timer
+     * starts it through the gate, then pumps). */
+    if (r->lim.on && op_next_backoff(&r->op) <= op_now(&r->op))
+        return -1;
     if (!limit_ready(&r->lim))
         return -1;
     /* (a broker fetches no more than this) */

@@ -270,6 +270,12 @@ void op_retry_all_now(op *o);
 /* Records waiting in back-off. */
 size_t op_backoffs(const op *o);
 
+/* The earliest back-off end (a cb.now time), or OP_NO_DEADLINE. */
+static inline uint64_t op_next_backoff(const op *o)
+{
+    return o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+}
+
 /* The earliest pending deadline or back-off end (a cb.now time), or
  * OP_NO_DEADLINE: the host arms its timer for this and calls op_expire(). */
 uint64_t op_next_deadline(const op *o);
