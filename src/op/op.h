@@ -37,6 +37,9 @@
  *  - Retries: op_retry() keeps the record in its slot and position and
  *    starts its next attempt (cb.retry) when the back-off ends, unless its
  *    deadline comes first: a timeout wins over a scheduled retry.
+ *  - Rate limit: with cb.gate set, a back-off that ended starts only when
+ *    the gate gives a token; otherwise it stays in back-off until the time
+ *    the gate names, its deadline still running (a timeout still wins).
  *  - First completion wins: a second op_complete/op_complete_dead/op_fail
  *    (or an op_retry) on an entry no longer pending returns OP_ELATE.
  *  - A failed entry is reported (cb.failure) when it reaches the head of the
