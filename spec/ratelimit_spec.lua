@@ -313,4 +313,42 @@ end }
       assert.equal(i <= 3 and 5 or 200, o.rps)
     end
   end)
+
+  describe("with a Redis Streams input", function()
+    local redis
+    local ST = require("support.streams")
+    setup(function() redis = servers.redis() end)
+    teardown(function()
+      ST.close(redis)
+      redis.stop()
+    end)
+
+    it("fetches no further ahead than the tokens there, and processes every entry once", function()
+      ST.fill(redis, "in", 30)
+      -- each record asks Redis how many entries the group has handed out
+      -- and not acked: with a broker that fetched up to the capacity, the
+      -- first record would see all 30
+      local body = ([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(r)
+  local red = assert(redis.connect("127.0.0.1", PORT))
+  local p = assert(red:xpending("in", "g"))
+  red:set_keepalive()
+  return { { id = r.id, pending = tonumber(p[1]) } }
+end }
+]]):gsub("PORT", tostring(redis.port))
+      local r = H.run_script(body, "", "--rate-limit 10 --capacity 100 --input " ..
+        H.q(redis.url("stream=in&group=g&until=empty")))
+      assert.equal(0, r.code, r.err)
+      local out = H.decode_lines(r.output)
+      assert.equal(30, #out)
+      local seen, most = {}, 0
+      for _, o in ipairs(out) do
+        assert.is_nil(seen[o.id]); seen[o.id] = true
+        most = math.max(most, o.pending)
+      end
+      assert.is_true(most <= 4, "up to " .. most .. " entries fetched ahead")
+      assert.equal(0, (ST.pending(redis, "in", "g")))
+    end)
+  end)
 end)

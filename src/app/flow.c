@@ -212,6 +212,15 @@ void flow_finish_if_done(run *r)
 
 /* ---- the pump ----------------------------------------------------------------- */
 
+/* How many records the run could take now: the operator's room, and with
+ * a rate limit no more than the tokens there (at least 1), so a broker
+ * does not fetch entries that would sit unstarted, waiting for tokens. */
+static size_t room(run *r)
+{
+    size_t n = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
+    return limit_room(&r->lim, n);
+}
+
 /* One record from the source, if there is room. 0: go on; -1: stop. */
 static int pull(run *r)
 {
@@ -226,7 +235,7 @@ static int pull(run *r)
     if (!limit_ready(&r->lim))
         return -1;
     /* (a broker fetches no more than this) */
-    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
+    r->src->room = room(r);
     source_record rec = { 0 };
     char msg[600];
     switch (source_next(r->src, &rec)) {
@@ -280,7 +289,7 @@ void flow_pump(run *r)
     /* What the loop took (records, watermarks) is in the queue now: a
      * broker that fetches from a callback before the next pump sees the
      * room as it is, not as it was before the last record. */
-    r->src->room = r->cfg->capacity > op_size(&r->op) ? r->cfg->capacity - op_size(&r->op) : 0;
+    r->src->room = room(r);
     r->pumping = 0;
     timeouts_rearm(&r->tmo);
     flow_finish_if_done(r);

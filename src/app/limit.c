@@ -61,6 +61,15 @@ uint64_t limit_gate(limit *l, uint64_t now_ms)
     return now_ms + ms_up(tbucket_wait_ns(&l->b, 1, now));
 }
 
+size_t limit_room(limit *l, size_t room)
+{
+    if (!l->on || room == 0)
+        return room;
+    double t = tbucket_tokens(&l->b, uv_hrtime());
+    size_t n = t >= 1 ? (size_t)t : 1;
+    return n < room ? n : room;
+}
+
 void limit_close(limit *l)
 {
     if (l->timer_made) {

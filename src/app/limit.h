@@ -19,6 +19,7 @@
 #ifndef MW_LIMIT_H
 #define MW_LIMIT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -49,6 +50,10 @@ void limit_take(limit *l);
  * 0 when a token was taken, else the time on the operator's clock (now_ms)
  * to ask again: the operator's cb.gate. */
 uint64_t limit_gate(limit *l, uint64_t now_ms);
+
+/* `room` capped at the tokens there now (at least 1): what a broker may
+ * fetch ahead. */
+size_t limit_room(limit *l, size_t room);
 
 /* Close the timer (the run's end). */
 void limit_close(limit *l);
