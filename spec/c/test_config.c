@@ -381,6 +381,14 @@ static void test_rate_limit_forms_and_errors(void)
     ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
     ASSERT(c.rate_rps == 40 && c.rate_burst == 4);
     config_free(&c);
+    p = pipeline("return { script = 's.lua', rate_limit = '20:3' }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 20 && c.rate_burst == 3);
+    config_free(&c);
+    p = pipeline("return { script = 's.lua', rate_limit = { rps = 0.25 } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 0.25 && c.rate_burst == 1);
+    config_free(&c);
     p = pipeline("return { script = 's.lua', rate_limit = 7.5 }");
     ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
     ASSERT(c.rate_rps == 7.5 && c.rate_burst == 1);

@@ -52,6 +52,7 @@ typedef struct handle {
 typedef struct reservation {
     limiter *l;
     double n;
+    uint64_t at_ns;        /* uv_hrtime when the tokens are covered */
 } reservation;
 
 static limiter *named; /* every named limiter, newest first */
@@ -178,9 +179,24 @@ static void take_cancel(rt_fiber *f)
     f->wait = NULL;
 }
 
+/* Whole ms, rounded up, at least 1. */
+static uint64_t ms_up(uint64_t ns)
+{
+    uint64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+    return ms ? ms : 1;
+}
+
 static void take_done(uv_timer_t *t)
 {
     rt_fiber *f = t->data;
+    reservation *rv = f->wait;
+    /* A timer of whole ms on a loop clock read at the start of the turn may
+     * fire up to a ms before the tokens are there: wait the rest. */
+    uint64_t now = uv_hrtime();
+    if (now < rv->at_ns) {
+        uv_timer_start(&f->timer, take_done, ms_up(rv->at_ns - now), 0);
+        return;
+    }
     free(f->wait);
     f->wait = NULL;
     lua_pushboolean(f->co, 1);
@@ -213,7 +229,7 @@ static int l_take(lua_State *L)
         return 1;
     }
     rt_fiber *f = rt_check_yieldable(L, "lim:take");
-    uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0);
+    uint64_t ms = ms_up(wait_ns);
     if (f->deadline_ms) {
         uint64_t loop_now = uv_now(f->rt->loop);
         if (loop_now + ms >= f->deadline_ms) {
@@ -228,8 +244,8 @@ static int l_take(lua_State *L)
     rv->l = l;
     rv->n = n;
     uint64_t covered = tbucket_reserve(&l->b, n, now);
-    ms = covered / 1000000 + (covered % 1000000 != 0);
-    uv_timer_start(&f->timer, take_done, ms ? ms : 1, 0);
+    rv->at_ns = now + covered;
+    uv_timer_start(&f->timer, take_done, ms_up(covered), 0);
     rt_park(f, take_cancel, rv);
     return rt_yield(L, f);
 }
