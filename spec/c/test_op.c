@@ -1118,6 +1118,43 @@ static void test_delay_start_keeps_the_attempt(void)
     op_free(&h.o);
 }
 
+/* Many back-offs held by the gate: one refusal holds them all (the gate is
+ * asked once per op_expire, not once per record), and they start in the
+ * order their back-offs ended, one per token. */
+static void test_gate_holds_many_and_keeps_their_order(void)
+{
+    harness h;
+    setup_gated(&h, OP_UNORDERED, 300, 0, 50);
+    op_retry_policy p = fixed(3, 100);
+    h.policy = &p;
+    h.token_at = 1000; /* no token before 1000 */
+    op_entry *e[201];
+    for (int i = 1; i <= 200; i++)
+        e[i] = push(&h);
+    /* Back-offs end in the order 200, 199, ..., 1. */
+    for (int i = 200; i >= 1; i--) {
+        ASSERT_INT_EQ(op_retry(&h.o, e[i]), 0);
+        h.clock++;
+    }
+    h.clock = 999;
+    op_expire(&h.o);
+    ASSERT_INT_EQ(h.gate_calls, 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1000);
+    op_expire(&h.o); /* still held: the gate is not asked again */
+    ASSERT_INT_EQ(h.gate_calls, 1);
+    h.clock = 1000;
+    op_expire(&h.o);
+    h.clock = 1050;
+    op_expire(&h.o);
+    h.clock = 1100;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a200.2 a199.2 a198.2");
+    ASSERT_INT_EQ(h.gate_calls, 7); /* 1 + (a token, a refusal) x 3 */
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1150);
+    ASSERT_INT_EQ(op_backoffs(&h.o), 197);
+    op_free(&h.o);
+}
+
 /* Without a gate nothing changes (the NULL callback). */
 static void test_no_gate_starts_every_due_retry(void)
 {
@@ -1186,4 +1223,5 @@ TEST_MAIN("op",
           T(test_gate_holds_retry_all_now),
           T(test_gate_refusal_moves_at_least_a_ms),
           T(test_delay_start_keeps_the_attempt),
+          T(test_gate_holds_many_and_keeps_their_order),
           T(test_no_gate_starts_every_due_retry))

@@ -477,21 +477,22 @@ static void start_retry(op *o, op_entry *e)
         o->cb.retry(o->ud, e);
 }
 
-/* The rate limit, asked before `e`'s back-off ends: 0 (start it), or 1
- * with `e` moved in the back-off heap to the time the gate gave (at least
- * the next ms, so a gate that errs cannot spin op_expire). */
-static int gated(op *o, op_entry *e, uint64_t now)
+/* The rate limit, asked before a back-off ends: 0 (start it), or 1 with
+ * every back-off held until the time the gate gave (gate_at; at least the
+ * next ms, so a gate that errs cannot spin op_expire). The entries keep
+ * their places in the heap, so a refusal costs O(1) however many wait, and
+ * they start in the order their back-offs ended. */
+static int gated(op *o, uint64_t now)
 {
+    if (now < o->gate_at)
+        return 1;
     if (!o->cb.gate)
         return 0;
     uint64_t at = o->cb.gate(o->ud);
     if (at == 0)
         return 0;
     o->stats.gated++;
-    e->retry_at = at > now ? at : now + 1;
-    struct op_heap *hp = &o->heap[1];
-    heap_down(hp, 1, e->heap_ix[1]);
-    heap_up(hp, 1, e->heap_ix[1]);
+    o->gate_at = at > now ? at : now + 1;
     return 1;
 }
 
@@ -529,9 +530,14 @@ void op_retry_all_now(op *o)
     for (size_t i = 0; i < n && !o->failed; i++) {
         op_entry *e = v[i].e;
         if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP) {
-            e->retry_at = o->cb.now(o->ud);
-            if (!gated(o, e, e->retry_at))
+            uint64_t now = o->cb.now(o->ud);
+            if (!gated(o, now)) {
                 start_retry(o, e);
+            } else if (e->retry_at > now) {
+                /* Held by the rate limit: due now, in line for its token. */
+                e->retry_at = now;
+                heap_up(&o->heap[1], 1, e->heap_ix[1]);
+            }
         }
     }
     free(v);
@@ -541,6 +547,8 @@ uint64_t op_next_deadline(const op *o)
 {
     uint64_t d = o->heap[0].len ? o->heap[0].v[0]->deadline : OP_NO_DEADLINE;
     uint64_t r = o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+    if (r != OP_NO_DEADLINE && r < o->gate_at)
+        r = o->gate_at; /* ended, held by the rate limit until then */
     return d < r ? d : r;
 }
 
@@ -571,8 +579,7 @@ size_t op_expire(op *o)
     flush(o);
     /* Back-offs that ended start their next attempt. An attempt may end at
      * once and emit, so take them one at a time from the heap. */
-    while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now)
-        if (!gated(o, e, now))
-            start_retry(o, e);
+    while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now && !gated(o, now))
+        start_retry(o, e);
     return fired;
 }

@@ -38,8 +38,9 @@
  *    starts its next attempt (cb.retry) when the back-off ends, unless its
  *    deadline comes first: a timeout wins over a scheduled retry.
  *  - Rate limit: with cb.gate set, a back-off that ended starts only when
- *    the gate gives a token; otherwise it stays in back-off until the time
- *    the gate names, its deadline still running (a timeout still wins).
+ *    the gate gives a token; otherwise every ended back-off stays in line
+ *    until the time the gate names, deadlines still running (a timeout
+ *    still wins), and they start in the order their back-offs ended.
  *  - First completion wins: a second op_complete/op_complete_dead/op_fail
  *    (or an op_retry) on an entry no longer pending returns OP_ELATE.
  *  - A failed entry is reported (cb.failure) when it reaches the head of the
@@ -178,6 +179,7 @@ struct op {
     op_entry *free_list;    /* recycled entries */
     int failed;             /* a failure was reported: emit nothing more */
     int in_flush;           /* guard: flush is not re-entered from callbacks */
+    uint64_t gate_at;       /* cb.gate refused: no back-off starts before this */
     op_stats stats;
 };
 
@@ -273,7 +275,8 @@ void op_retry_all_now(op *o);
 /* Records waiting in back-off. */
 size_t op_backoffs(const op *o);
 
-/* The earliest back-off end (a cb.now time), or OP_NO_DEADLINE. */
+/* The earliest back-off end (a cb.now time), or OP_NO_DEADLINE; at or
+ * before now while a started record waits for the rate limit's token. */
 static inline uint64_t op_next_backoff(const op *o)
 {
     return o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
