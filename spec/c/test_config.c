@@ -397,7 +397,7 @@ static void test_bad_pipeline_values_are_named(void)
                         "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
                         "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
                         "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
-                        "cpu_budget_ms, key)");
+                        "cpu_budget_ms, key, rate_limit)");
     /* Lua's own message for a file that does not load names the file. */
     const char *p = pipeline("return {");
     char *err = refused((char *)p, NULL);
@@ -429,7 +429,62 @@ static void test_clashing_files_are_refused(void)
     config_free(&c);
 }
 
-TEST_MAIN("config", T(test_defaults), T(test_every_pipeline_key_takes_effect),
+static void test_rate_limit_forms_and_errors(void)
+{
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--rate-limit", "0.5", NULL), 0);
+    ASSERT(c.rate_rps == 0.5 && c.rate_burst == 1);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--rate-limit=2500", NULL), 0);
+    ASSERT(c.rate_rps == 2500 && c.rate_burst == 25); /* 10 ms worth */
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--rate-limit", "50:5", NULL), 0);
+    ASSERT(c.rate_rps == 50 && c.rate_burst == 5);
+    config_free(&c);
+    const char *p = pipeline("return { script = 's.lua', rate_limit = { rps = 40, burst = 4 } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 40 && c.rate_burst == 4);
+    config_free(&c);
+    p = pipeline("return { script = 's.lua', rate_limit = '20:3' }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 20 && c.rate_burst == 3);
+    config_free(&c);
+    p = pipeline("return { script = 's.lua', rate_limit = { rps = 0.25 } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 0.25 && c.rate_burst == 1);
+    config_free(&c);
+    p = pipeline("return { script = 's.lua', rate_limit = 7.5 }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT(c.rate_rps == 7.5 && c.rate_burst == 1);
+    config_free(&c);
+    /* The flag wins over the file. */
+    p = pipeline("return { script = 's.lua', rate_limit = { rps = 40 } }");
+    ASSERT_INT_EQ(parse(&c, &err, p, "--rate-limit", "3:2", NULL), 0);
+    ASSERT(c.rate_rps == 3 && c.rate_burst == 2);
+    config_free(&c);
+    static const char *const bad[] = { "0", "-1", "abc", "5:0", "5:", ":5", "1e300", "nan", "inf", "5:1.5", "5:-1",
+                                       "10000001", NULL };
+    for (int i = 0; bad[i]; i++) {
+        err = refused((char *)"--script", "s.lua", "--rate-limit", bad[i], NULL);
+        ASSERT(strstr(err, "--rate-limit") && strstr(err, "expected RPS[:BURST]") && strstr(err, bad[i]));
+        free(err);
+    }
+    expect_refused_file("return { script = 's.lua', rate_limit = { rps = 0 } }",
+                        "key 'rate_limit': expected RPS[:BURST]: RPS a number above 0 and at most 10000000 "
+                        "(fractional allowed), BURST an integer from 1 to 10000000, got '0'");
+    expect_refused_file("return { script = 's.lua', rate_limit = { burst = 3 } }",
+                        "key 'rate_limit': expected { rps = N, burst = B }: rps is missing");
+    expect_refused_file("return { script = 's.lua', rate_limit = { rps = '5' } }",
+                        "key 'rate_limit': expected { rps = N, burst = B } with numbers, got string 'rps'");
+    expect_refused_file("return { script = 's.lua', rate_limit = { rsp = 5 } }",
+                        "key 'rate_limit': expected { rps = N, burst = B } with numbers, got key 'rsp'");
+    expect_refused_file("return { script = 's.lua', rate_limit = true }",
+                        "key 'rate_limit': expected a table { rps = N, burst = B }, a number or a string 'N:B', "
+                        "got boolean");
+}
+
+TEST_MAIN("config", T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
           T(test_bad_flag_values_are_named), T(test_adaptive_capacity_flag_and_key), T(test_bad_command_lines_are_named),

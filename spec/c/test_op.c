@@ -21,6 +21,9 @@ typedef struct harness {
     uint64_t *emitted;  /* when set: the seq of every emitted record, instead of the log */
     size_t nemitted;
     uint64_t complete_on_release; /* keyed re-entrancy: complete this seq from cb.release */
+    uint64_t token_at;  /* the gate: a start may go when clock >= token_at (each takes it) */
+    uint64_t token_every; /* ... and the next token comes this many ms later */
+    int gate_calls;
 } harness;
 
 static void logf_(harness *h, const char *s)
@@ -93,11 +96,22 @@ static double cb_random(void *ud)
     return ((harness *)ud)->rnd;
 }
 
+/* A rate limit of one token per token_every ms, on the manual clock. */
+static uint64_t cb_gate(void *ud)
+{
+    harness *h = ud;
+    h->gate_calls++;
+    if (h->clock < h->token_at)
+        return h->token_at;
+    h->token_at = h->clock + h->token_every;
+    return 0;
+}
+
 static void setup(harness *h, op_mode mode, size_t cap, uint64_t timeout)
 {
     memset(h, 0, sizeof *h);
     op_config cfg = { mode, cap, timeout };
-    op_callbacks cb = { cb_now, cb_emit, cb_wm, cb_timeout, cb_failure, cb_release, cb_retry, cb_random };
+    op_callbacks cb = { cb_now, cb_emit, cb_wm, cb_timeout, cb_failure, cb_release, cb_retry, cb_random, NULL };
     ASSERT_INT_EQ(op_init(&h->o, &cfg, &cb, h), 0);
 }
 
@@ -1396,6 +1410,190 @@ static void test_capacity_changes_at_run_time(void)
     op_free(&h.o);
 }
 
+static void setup_gated(harness *h, op_mode mode, size_t cap, uint64_t timeout, uint64_t every)
+{
+    setup(h, mode, cap, timeout);
+    h->o.cb.gate = cb_gate;
+    h->token_every = every;
+}
+
+/* Two back-offs end at 100 with one token there: the second waits for
+ * the next token (at 150), keeping its slot; attempts are counted when
+ * they start, not when they are refused. */
+static void test_gate_puts_off_a_retry_until_a_token(void)
+{
+    harness h;
+    setup_gated(&h, OP_ORDERED, 4, 0, 50);
+    op_retry_policy p = fixed(3, 100);
+    h.policy = &p;
+    op_entry *e1 = push(&h), *e2 = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_INT_EQ(op_retry(&h.o, e2), 0);
+    h.clock = 100;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 150);
+    ASSERT_INT_EQ(h.o.stats.gated, 1);
+    ASSERT_INT_EQ(h.o.stats.attempts, 3);
+    ASSERT_INT_EQ(e2->in_backoff, 1);
+    h.clock = 149;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");
+    h.clock = 150;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2 a2.2");
+    ASSERT_INT_EQ(op_backoffs(&h.o), 0);
+    op_free(&h.o);
+}
+
+/* Waiting for a token is charged to a started record's budget: the
+ * deadline comes first, the timeout fires, no attempt starts. */
+static void test_gate_wait_is_charged_and_timeout_wins(void)
+{
+    harness h;
+    setup_gated(&h, OP_ORDERED, 4, 120, 1000);
+    h.timeout_policy = 1;
+    op_retry_policy p = fixed(5, 10);
+    h.policy = &p;
+    h.token_at = 500; /* no token before 500 */
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    h.clock = 10;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "");
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 120); /* the deadline, before the token at 500 */
+    h.clock = 120;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "r1T");
+    ASSERT_INT_EQ(h.o.stats.retries, 0);
+    op_free(&h.o);
+}
+
+/* End of input starts waiting back-offs at once, but not past the gate. */
+static void test_gate_holds_retry_all_now(void)
+{
+    harness h;
+    setup_gated(&h, OP_ORDERED, 4, 0, 100);
+    op_retry_policy p = fixed(3, 1000);
+    h.policy = &p;
+    op_entry *e1 = push(&h), *e2 = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_INT_EQ(op_retry(&h.o, e2), 0);
+    h.clock = 5;
+    op_retry_all_now(&h.o);
+    ASSERT_INT_EQ(h.retries_started, 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 105);
+    h.clock = 105;
+    op_expire(&h.o);
+    ASSERT_INT_EQ(h.retries_started, 2);
+    op_free(&h.o);
+}
+
+/* A gate that answers "now" for a refusal does not spin op_expire: the
+ * record is put off to the next ms. */
+static uint64_t cb_gate_now(void *ud)
+{
+    harness *h = ud;
+    if (++h->gate_calls > 100)
+        FAILF("op_expire asked the gate 100 times for one due back-off (it spins)");
+    return h->clock;
+}
+
+static void test_gate_refusal_moves_at_least_a_ms(void)
+{
+    harness h;
+    setup(&h, OP_ORDERED, 4, 0);
+    h.o.cb.gate = cb_gate_now;
+    op_retry_policy p = fixed(3, 10);
+    h.policy = &p;
+    op_entry *e = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    h.clock = 10;
+    op_expire(&h.o);
+    ASSERT_INT_EQ(h.gate_calls, 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 11);
+    op_free(&h.o);
+}
+
+/* A restored record that found no token waits at its own attempt: it
+ * starts as attempt 2 (not 3), and a checkpoint meanwhile stores 2. */
+static void test_delay_start_keeps_the_attempt(void)
+{
+    harness h;
+    setup_gated(&h, OP_ORDERED, 4, 0, 100);
+    h.token_at = 40;
+    op_entry *e = NULL;
+    ASSERT_INT_EQ(op_restore_record(&h.o, 1, 1, 2, 0, NULL, &e), 0);
+    ASSERT_INT_EQ(op_delay_start(&h.o, e, 40), 0);
+    ASSERT_INT_EQ(op_resume_attempt(e), 2);
+    ASSERT_INT_EQ(op_delay_start(&h.o, e, 40), OP_ELATE);
+    h.clock = 40;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2");
+    ASSERT_INT_EQ(h.o.stats.retries, 0);
+    ASSERT_INT_EQ(h.o.stats.attempts, 2);
+    /* And a real back-off after it resumes at the next attempt. */
+    op_retry_policy p = fixed(3, 10);
+    e->policy = &p;
+    ASSERT_INT_EQ(op_retry(&h.o, e), 0);
+    ASSERT_INT_EQ(op_resume_attempt(e), 3);
+    op_free(&h.o);
+}
+
+/* Many back-offs held by the gate: one refusal holds them all (the gate is
+ * asked once per op_expire, not once per record), and they start in the
+ * order their back-offs ended, one per token. */
+static void test_gate_holds_many_and_keeps_their_order(void)
+{
+    harness h;
+    setup_gated(&h, OP_UNORDERED, 300, 0, 50);
+    op_retry_policy p = fixed(3, 100);
+    h.policy = &p;
+    h.token_at = 1000; /* no token before 1000 */
+    op_entry *e[201];
+    for (int i = 1; i <= 200; i++)
+        e[i] = push(&h);
+    /* Back-offs end in the order 200, 199, ..., 1. */
+    for (int i = 200; i >= 1; i--) {
+        ASSERT_INT_EQ(op_retry(&h.o, e[i]), 0);
+        h.clock++;
+    }
+    h.clock = 999;
+    op_expire(&h.o);
+    ASSERT_INT_EQ(h.gate_calls, 1);
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1000);
+    op_expire(&h.o); /* still held: the gate is not asked again */
+    ASSERT_INT_EQ(h.gate_calls, 1);
+    h.clock = 1000;
+    op_expire(&h.o);
+    h.clock = 1050;
+    op_expire(&h.o);
+    h.clock = 1100;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a200.2 a199.2 a198.2");
+    ASSERT_INT_EQ(h.gate_calls, 7); /* 1 + (a token, a refusal) x 3 */
+    ASSERT_UINT_EQ(op_next_deadline(&h.o), 1150);
+    ASSERT_INT_EQ(op_backoffs(&h.o), 197);
+    op_free(&h.o);
+}
+
+/* Without a gate nothing changes (the NULL callback). */
+static void test_no_gate_starts_every_due_retry(void)
+{
+    harness h;
+    setup(&h, OP_UNORDERED, 4, 0);
+    op_retry_policy p = fixed(3, 10);
+    h.policy = &p;
+    op_entry *e1 = push(&h), *e2 = push(&h);
+    ASSERT_INT_EQ(op_retry(&h.o, e1), 0);
+    ASSERT_INT_EQ(op_retry(&h.o, e2), 0);
+    h.clock = 10;
+    op_expire(&h.o);
+    ASSERT_STR_EQ(h.log, "a1.2 a2.2");
+    ASSERT_INT_EQ(h.o.stats.gated, 0);
+    op_free(&h.o);
+}
+
 TEST_MAIN("op",
           T(test_capacity_changes_at_run_time),
           T(test_ordered_emits_in_input_order),
@@ -1458,4 +1656,11 @@ TEST_MAIN("op",
           T(test_keyed_successor_completed_during_emission_leaves_once),
           T(test_keyed_records_without_key_share_one_key),
           T(test_keyed_many_keys_random_completion),
-          T(test_keymap_matches_a_reference))
+          T(test_keymap_matches_a_reference),
+          T(test_gate_puts_off_a_retry_until_a_token),
+          T(test_gate_wait_is_charged_and_timeout_wins),
+          T(test_gate_holds_retry_all_now),
+          T(test_gate_refusal_moves_at_least_a_ms),
+          T(test_delay_start_keeps_the_attempt),
+          T(test_gate_holds_many_and_keeps_their_order),
+          T(test_no_gate_starts_every_due_retry))

@@ -71,7 +71,7 @@ static void test_every_field_of_a_snapshot(void)
 {
     op o;
     op_config oc = { OP_ORDERED, 10, 1000 };
-    op_callbacks cb = { now_cb, emit_cb, wm_cb, timeout_cb, failure_cb, NULL, NULL, NULL };
+    op_callbacks cb = { now_cb, emit_cb, wm_cb, timeout_cb, failure_cb, NULL, NULL, NULL, NULL };
     clock_ms = 0;
     op_init(&o, &oc, &cb, NULL);
     static const op_retry_policy pol = { 1, RETRY_FIXED, 3, 5000, 0, 0, 1.0, 0 };
@@ -158,7 +158,7 @@ static void test_a_final_snapshot_of_an_idle_run(void)
 {
     op o;
     op_config oc = { OP_UNORDERED, 4, 0 };
-    op_callbacks cb = { now_cb, emit_cb, wm_cb, timeout_cb, failure_cb, NULL, NULL, NULL };
+    op_callbacks cb = { now_cb, emit_cb, wm_cb, timeout_cb, failure_cb, NULL, NULL, NULL, NULL };
     clock_ms = 0;
     op_init(&o, &oc, &cb, NULL);
     op_entry *e;

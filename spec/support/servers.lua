@@ -67,6 +67,12 @@ http {
   keepalive_timeout 60s;
   limit_conn_zone $server_port zone=ac:1m; # adaptive capacity: /ac20
   limit_req_zone $server_port zone=aq:1m rate=400r/s; # adaptive capacity: /q400
+  # spec/ratelimit_spec.lua: 50 requests/s each (a small burst for the
+  # jitter between a start and its request); beyond that, 429.
+  limit_req_zone $binary_remote_addr zone=rla:1m rate=50r/s;
+  limit_req_zone $binary_remote_addr zone=rlb:1m rate=50r/s;
+  limit_req_zone $binary_remote_addr zone=rlc:1m rate=50r/s;
+  limit_req_status 429;
   server {
     listen 127.0.0.1:PORT;
     listen [::1]:PORT;
@@ -95,6 +101,10 @@ http {
     # ... and a service that slows down: 400 requests/s, the rest queued
     # (latency grows with the queue), 503 past 1000 queued
     location = /q400 { limit_req zone=aq burst=1000; limit_req_status 503; echo_sleep 0.02; echo '{"ok":true}'; }
+    # (echo, not return: return answers before limit_req runs)
+    location = /rl/a { limit_req zone=rla burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
+    location = /rl/b { limit_req zone=rlb burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
+    location = /rl/c { limit_req zone=rlc burst=5 nodelay; default_type application/json; echo -n '{"ok":1}'; }
   }
   server {
     listen 127.0.0.1:TLSPORT ssl;

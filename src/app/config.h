@@ -44,6 +44,8 @@ typedef struct config {
     uint64_t checkpoint_interval_ms;
     uint64_t cpu_budget_ms;  /* longest a script may run without yielding; 0 = off */
     char *key;               /* --mode keyed: the key field's path, or NULL */
+    double rate_rps;         /* rate_limit: attempts started per second; 0 = no limit */
+    double rate_burst;       /* ... and the most started at once (>= 1 when rps is set) */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

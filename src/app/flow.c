@@ -89,6 +89,13 @@ static void cb_retry(void *ud, op_entry *e)
     task_retry(&r->env, e);
 }
 
+/* A started record's next attempt waits for the rate limit's token. */
+static uint64_t cb_gate(void *ud)
+{
+    run *r = ud;
+    return limit_gate(&r->lim, uv_now(r->loop));
+}
+
 static double cb_random(void *ud)
 {
     run *r = ud;
@@ -136,6 +143,7 @@ void flow_shutdown(void *ud)
     timeouts_stop(&r->tmo);
     stats_stop(&r->st, NULL); /* the summary, with --stats */
     timeouts_close(&r->tmo, NULL);
+    limit_close(&r->lim);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     op_free(&r->op);
@@ -204,13 +212,30 @@ void flow_finish_if_done(run *r)
 
 /* ---- the pump ----------------------------------------------------------------- */
 
+/* How many records the run could take now: the operator's room, and with
+ * a rate limit no more than the tokens there (at least 1), so a broker
+ * does not fetch entries that would sit unstarted, waiting for tokens. */
+static size_t room(run *r)
+{
+    size_t n = op_capacity(&r->op) > op_size(&r->op) ? op_capacity(&r->op) - op_size(&r->op) : 0;
+    return limit_room(&r->lim, n);
+}
+
 /* One record from the source, if there is room. 0: go on; -1: stop. */
 static int pull(run *r)
 {
     if (op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended)
         return -1;
+    /* No token: the line stays unread (its budget has not begun) and the
+     * limit's timer pumps again when one arrives. A retry whose back-off
+     * ended goes first: its budget runs while it waits (the deadline timer
+     * starts it through the gate, then pumps). */
+    if (r->lim.on && op_next_backoff(&r->op) <= op_now(&r->op))
+        return -1;
+    if (!limit_ready(&r->lim))
+        return -1;
     /* (a broker fetches no more than this) */
-    r->src->room = op_capacity(&r->op) > op_size(&r->op) ? op_capacity(&r->op) - op_size(&r->op) : 0;
+    r->src->room = room(r);
     source_record rec = { 0 };
     char msg[600];
     switch (source_next(r->src, &rec)) {
@@ -264,7 +289,7 @@ void flow_pump(run *r)
     /* What the loop took (records, watermarks) is in the queue now: a
      * broker that fetches from a callback before the next pump sees the
      * room as it is, not as it was before the last record. */
-    r->src->room = op_capacity(&r->op) > op_size(&r->op) ? op_capacity(&r->op) - op_size(&r->op) : 0;
+    r->src->room = room(r);
     r->pumping = 0;
     timeouts_rearm(&r->tmo);
     flow_finish_if_done(r);
@@ -276,6 +301,11 @@ void flow_timeouts_fired(void *ud)
     flow_pump(r);
     timeouts_rearm(&r->tmo);
     flow_finish_if_done(r);
+}
+
+void flow_limit_ready(void *ud)
+{
+    flow_pump(ud);
 }
 
 void flow_source_ready(void *ud)
@@ -330,5 +360,5 @@ void flow_all_closed(run *r)
 
 const op_callbacks flow_op_callbacks = {
     .now = cb_now, .emit = cb_emit, .emit_watermark = cb_emit_watermark, .timeout = cb_timeout,
-    .failure = cb_failure, .release = cb_release, .retry = cb_retry, .random = cb_random,
+    .failure = cb_failure, .release = cb_release, .retry = cb_retry, .random = cb_random, .gate = cb_gate,
 };

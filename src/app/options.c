@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "options.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,38 @@ static int s_ckpt_interval(config *c, const char *v, char *w, size_t n)
     return parse_positive_ms(v, &c->checkpoint_interval_ms, w, n);
 }
 
+/* --rate-limit N[:B]: N attempts started per second (fractional allowed),
+ * B at once. Without B, 10 ms worth of tokens (at least 1): the pump is
+ * woken by a timer of whole ms, so a smaller burst could not keep a high
+ * rate, and a larger one lets more through at once than a strict service
+ * (nginx's limit_req without a burst) accepts. README: "Rate limits". */
+#define RATE_MAX 10000000.0
+static int s_rate(config *c, const char *v, char *w, size_t n)
+{
+    char *end;
+    double rps = strtod(v, &end), burst = 0;
+    int ok = end != v && (*end == 0 || *end == ':') && rps > 0 && rps <= RATE_MAX;
+    if (ok && *end == ':') {
+        const char *b = end + 1;
+        uint64_t x;
+        ok = mw_str_u64(b, (uint64_t)RATE_MAX, &x) == 0 && x >= 1;
+        burst = (double)x;
+    }
+    if (!ok) {
+        snprintf(w, n, "expected RPS[:BURST]: RPS a number above 0 and at most 10000000 (fractional allowed), "
+                       "BURST an integer from 1 to 10000000, got '%s'", v);
+        return -1;
+    }
+    if (burst == 0) {
+        burst = ceil(rps / 100);
+        if (burst < 1)
+            burst = 1;
+    }
+    c->rate_rps = rps;
+    c->rate_burst = burst;
+    return 0;
+}
+
 static const option settings[] = {
     { "script", "script", OPTION_PATH, s_script },
     { "input", "input", OPTION_PATH, s_input },
@@ -229,6 +262,7 @@ static const option settings[] = {
     { "checkpoint-interval", "checkpoint_interval_ms", OPTION_INT, s_ckpt_interval },
     { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget },
     { "key", "key", OPTION_STRING, s_key },
+    { "rate-limit", "rate_limit", OPTION_RATE, s_rate },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -262,6 +296,7 @@ const char *options_want(option_type t)
 {
     static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
                                         "a retry table or string", "a table { dir =, interval_ms = }",
-                                        "an integer or a table { min =, max =, adaptive = true }" };
+                                        "an integer or a table { min =, max =, adaptive = true }",
+                                        "a table { rps = N, burst = B }, a number or a string 'N:B'" };
     return want[t];
 }

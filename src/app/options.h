@@ -21,6 +21,7 @@ typedef enum {
     OPTION_CKPT,  /* the pipeline's `checkpoint = { dir =, interval_ms = }` */
     OPTION_CAPACITY, /* an integer, "MIN..MAX" (adaptive), or (pipeline only)
                       * `{ min =, max =, adaptive = true }` */
+    OPTION_RATE,  /* "N[:B]", a number, or (pipeline only) `{ rps = N, burst = B }` */
 } option_type;
 
 /* Validate the text form of a value and store it in c. 0, or -1 with why

@@ -104,6 +104,37 @@ static int apply_capacity(lua_State *L, config *c, const char *path, const optio
 }
 
 /* Append s percent-encoded (all but unreserved characters). */
+/* `rate_limit = { rps = N, burst = B }`, the table at the top of L's
+ * stack: made into the flag's "N:B" and given to its setter. */
+static int apply_rate(lua_State *L, config *c, const char *path, const option *s, char **err)
+{
+    int tb = lua_gettop(L);
+    char rps[64] = "", burst[64] = "", why[320];
+    lua_pushnil(L);
+    while (lua_next(L, tb)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        char *dst = !strcmp(k, "rps") ? rps : !strcmp(k, "burst") ? burst : NULL;
+        if (!dst || lua_type(L, -1) != LUA_TNUMBER) {
+            *err = mw_str_fmt("%s: key 'rate_limit': expected { rps = N, burst = B } with numbers, got %s '%s'",
+                              path, dst ? luaL_typename(L, -1) : "key", k);
+            return -1;
+        }
+        snprintf(dst, 64, "%.17g", lua_tonumber(L, -1));
+        lua_pop(L, 1);
+    }
+    if (!rps[0]) {
+        *err = mw_str_fmt("%s: key 'rate_limit': expected { rps = N, burst = B }: rps is missing", path);
+        return -1;
+    }
+    char v[140];
+    snprintf(v, sizeof v, "%s%s%s", rps, burst[0] ? ":" : "", burst);
+    if (s->set(c, v, why, sizeof why) != 0) {
+        *err = mw_str_fmt("%s: key 'rate_limit': %s", path, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int put_pct(mw_buf *b, const char *s, size_t n)
 {
     int rc = 0;
@@ -194,7 +225,9 @@ static const char *value_text(lua_State *L, option_type t, char *val, size_t n)
         return lua_tostring(L, -1);
     if (t == OPTION_BOOL && lt == LUA_TBOOLEAN)
         return lua_toboolean(L, -1) ? "true" : "false";
-    if ((t == OPTION_INT || t == OPTION_CAPACITY) && lt == LUA_TNUMBER) {
+    if (t == OPTION_RATE && lt == LUA_TSTRING)
+        return lua_tostring(L, -1);
+    if ((t == OPTION_INT || t == OPTION_CAPACITY || t == OPTION_RATE) && lt == LUA_TNUMBER) {
         double d = lua_tonumber(L, -1);
         if (d == (double)(long long)d)
             snprintf(val, n, "%lld", (long long)d);
@@ -226,6 +259,8 @@ static int apply_key(lua_State *L, config *c, const char *path, const char *key,
         return apply_checkpoint(L, c, path, err);
     if (s->type == OPTION_CAPACITY && lua_type(L, -1) == LUA_TTABLE)
         return apply_capacity(L, c, path, s, err);
+    if (s->type == OPTION_RATE && lua_type(L, -1) == LUA_TTABLE)
+        return apply_rate(L, c, path, s, err);
     if (s->type == OPTION_PATH && lua_type(L, -1) == LUA_TTABLE &&
         (!strcmp(key, "input") || !strcmp(key, "output") || !strcmp(key, "dead_letter"))) {
         char *url = redis_table_url(L, path, key, err);

@@ -103,6 +103,10 @@ static void stats_fill(void *ud, stats_view *v)
     v->limit = op_capacity(&r->op);
     v->limit_min = r->cfg->cap_min;
     v->limit_max = r->cfg->cap_max;
+    v->limited = r->lim.on;
+    v->limit_tokens = r->lim.on ? r->lim.b.taken : 0;
+    v->limit_pauses = r->lim.pauses;
+    v->limit_gated = v->op->gated;
 }
 
 /* ---- signals ------------------------------------------------------------------ */
@@ -225,7 +229,9 @@ static int start_core(run *r)
     route_init(&r->route, &r->op, c->on_error);
     if (c->adaptive)
         adapt_init(&r->adapt, c->cap_min, c->cap_max, uv_now(r->loop));
-    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, c->adaptive ? &r->adapt : NULL };
+    r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, c->adaptive ? &r->adapt : NULL,
+                         &r->lim };
+    limit_init(&r->lim, r->loop, c->rate_rps, c->rate_burst, flow_limit_ready, r);
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
     r->out->on_error = flow_out_error;
@@ -280,6 +286,7 @@ static int loop_to_end(run *r)
  * when they were made). */
 static void close_early(run *r, int gens_made)
 {
+    limit_close(&r->lim);
     net_pool_close_all();
     if (r->src)
         source_close(r->src, NULL);
@@ -325,6 +332,7 @@ int run_pipeline(const config *c, const char *lua_dir)
         close_early(r, prep == 0);
     gen_free_all(&r->gens);
     script_cache_free_all();
+    script_limit_free_all();
     cp_free(&r->cp);
     restore_release(&r->rs);
     guard_stop();

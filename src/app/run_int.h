@@ -19,6 +19,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "evtime.h"
+#include "limit.h"
 #include "reload.h"
 #include "restore.h"
 #include "route.h"
@@ -48,6 +49,7 @@ typedef struct run {
     cp cp;
     stats st;
     timeouts tmo;
+    limit lim;                /* rate_limit (off without one) */
     mw_source *src;
     mw_sink *out, *dlq;       /* dlq: --dead-letter (NULL without) */
     uv_signal_t sigint, sigterm;
@@ -83,6 +85,8 @@ void flow_source_ready(void *ud);
 void flow_out_written(void *ud);
 void flow_out_error(void *ud);
 void flow_dlq_error(void *ud);
+/* The rate limit's next token is there (ud = the run). */
+void flow_limit_ready(void *ud);
 /* The deadline timer fired (ud = the run). */
 void flow_timeouts_fired(void *ud);
 

@@ -33,7 +33,7 @@ static void record_entry(const snap_view *v, const op_entry *e, uint64_t now, ck
      * failed, with --on-error fail) repeats its current one. Its budget
      * used is the time it ran: since it was accepted, plus what it had
      * used before a restore. */
-    ce->attempt = e->attempt + (e->in_backoff ? 1 : 0);
+    ce->attempt = op_resume_attempt(e);
     if (e->deadline != OP_NO_DEADLINE && v->timeout_ms) {
         uint64_t left = e->deadline > now ? e->deadline - now : 0;
         ce->budget_used_ms = left >= v->timeout_ms ? 0 : v->timeout_ms - left;

@@ -17,7 +17,7 @@ void stats_init(stats *s, uv_loop_t *loop, int enabled, void (*view)(void *ud, s
 }
 
 /* " limit=N limit_min=N limit_max=N" with adaptive capacity, else "". */
-static const char *limit_text(const stats_view *v, char *b, size_t n)
+static const char *capacity_text(const stats_view *v, char *b, size_t n)
 {
     if (!v->adaptive)
         return "";
@@ -25,10 +25,21 @@ static const char *limit_text(const stats_view *v, char *b, size_t n)
     return b;
 }
 
+/* With a rate limit: the tokens taken, the times intake paused for one,
+ * and the starts of retries (or restored records) it put off. */
+static const char *limit_text(const stats_view *v, char *b, size_t n)
+{
+    if (!v->limited)
+        return "";
+    snprintf(b, n, " rate_tokens=%" PRIu64 " rate_pauses=%" PRIu64 " rate_gated=%" PRIu64, v->limit_tokens,
+             v->limit_pauses, v->limit_gated);
+    return b;
+}
+
 static void print_summary(stats *s)
 {
     stats_view v;
-    char lim[96];
+    char lim[96], lb[128];
     s->view(s->ud, &v);
     const op_stats *o = v.op;
     double secs = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
@@ -45,17 +56,17 @@ static void print_summary(stats *s)
             "moonwait: summary: records_in=%" PRIu64 " records_out=%" PRIu64 " outputs=%" PRIu64
             " watermarks=%" PRIu64 " attempts=%" PRIu64 " retries=%" PRIu64 " timeouts=%" PRIu64
             " errors=%" PRIu64 " skipped=%" PRIu64 " dead_lettered=%" PRIu64 " malformed=%" PRIu64
-            " generation=%d reloads=%d rejected=%d elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld%s\n",
+            " generation=%d reloads=%d rejected=%d elapsed_s=%.3f rate=%.0f/s cpu_s=%.3f peak_rss_kb=%ld%s%s\n",
             o->records_in, o->records_out, v.outputs, o->watermarks_out, o->attempts, o->retries, o->timeouts,
             o->failures, v.skipped, o->dead_lettered, v.malformed, v.generation, v.reloads, v.rejected, secs,
-            rate, cpu, rss_kb, limit_text(&v, lim, sizeof lim));
+            rate, cpu, rss_kb, capacity_text(&v, lim, sizeof lim), limit_text(&v, lb, sizeof lb));
 }
 
 static void on_timer(uv_timer_t *h)
 {
     stats *s = h->data;
     stats_view v;
-    char lim[96];
+    char lim[96], lb[128];
     s->view(s->ud, &v);
     const op_stats *o = v.op;
     uint64_t now = uv_now(s->loop);
@@ -66,9 +77,10 @@ static void on_timer(uv_timer_t *h)
     fprintf(stderr,
             "moonwait: stats: in=%" PRIu64 " out=%" PRIu64 " in_flight=%zu backoff=%zu rate=%.0f/s attempts=%" PRIu64
             " retries=%" PRIu64 " timeouts=%" PRIu64 " errors=%" PRIu64 " skipped=%" PRIu64
-            " dead_lettered=%" PRIu64 " generation=%d%s\n",
+            " dead_lettered=%" PRIu64 " generation=%d%s%s\n",
             o->records_in, o->records_out, v.in_flight, v.backoffs, rate, o->attempts, o->retries, o->timeouts,
-            o->failures, v.skipped, o->dead_lettered, v.generation, limit_text(&v, lim, sizeof lim));
+            o->failures, v.skipped, o->dead_lettered, v.generation, capacity_text(&v, lim, sizeof lim),
+            limit_text(&v, lb, sizeof lb));
 }
 
 void stats_start(stats *s)

@@ -22,6 +22,8 @@ typedef struct stats_view {
     int generation, reloads, rejected;
     int adaptive;         /* adaptive capacity: its limit now, min and max */
     size_t limit, limit_min, limit_max;
+    int limited;          /* a rate limit is set: the three below are shown */
+    uint64_t limit_tokens, limit_pauses, limit_gated;
 } stats_view;
 
 typedef struct stats {

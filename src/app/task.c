@@ -166,6 +166,7 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
         fail_record(env, t, rec->refuse);
         return TASK_OK;
     }
+    limit_take(env->lim); /* its first attempt starts: the pump saw the token */
     start(env, t, g, e, sr);
     return TASK_OK;
 }
@@ -286,6 +287,22 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
         t->e = e;
         t->malformed = 1;
         fail_record(env, t, err);
+        return 0;
+    }
+    /* A restored record has started: with no token now it waits for one
+     * in the operator (on its own budget), through the rate limit's gate,
+     * then task_retry runs this same attempt. */
+    uint64_t at = limit_gate(env->lim, op_now(env->op));
+    if (at != 0) {
+        script_rec_free(gen_script(g), sr);
+        t->e = e;
+        t->g = g;
+        gen_retain(g);
+        e->policy = gen_policy(g);
+        if (op_delay_start(env->op, e, at) != 0) {
+            snprintf(msg, msglen, "restoring from the checkpoint: out of memory");
+            return -1;
+        }
         return 0;
     }
     start(env, t, g, e, sr);

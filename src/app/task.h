@@ -32,6 +32,7 @@
 #include "../op/op.h"
 #include "../store/ckpt.h"
 #include "evtime.h"
+#include "limit.h"
 #include "reload.h"
 #include "route.h"
 
@@ -47,6 +48,7 @@ typedef struct task_env {
     mw_source *src;        /* told when a record leaves (source_done) */
     adapt *adapt;          /* adaptive capacity: fed each attempt's latency and
                             * overload, it sets the operator's capacity; or NULL */
+    limit *lim;            /* the rate limit: a first attempt takes its token */
 } task_env;
 
 /* task_accept's and task_outcome's results. */

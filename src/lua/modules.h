@@ -13,6 +13,8 @@
  *                   moonwait._thread, mod_thread.c)
  *   moonwait.cache  a shared single-flight cache (lua/moonwait/cache.lua on
  *                   moonwait._cache, mod_cache.c on cache_*.c)
+ *   moonwait.limit  rate limiters: new{name=, rps=, burst=}, lim:take([n])
+ *                   (mod_limit.c on util/tbucket.c)
  *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
@@ -28,6 +30,7 @@ int mod_socket_open(lua_State *L);
 int mod_http_open(lua_State *L);
 int mod_thread_open(lua_State *L);
 int mod_cache_open(lua_State *L);
+int mod_limit_open(lua_State *L);
 
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);

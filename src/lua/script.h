@@ -218,6 +218,10 @@ extern int script_stdin_is_input;
  * every generation: once, after the last VM has closed. */
 void script_cache_free_all(void);
 
+/* Free the named limiters of moonwait.limit (mod_limit.c), which outlive
+ * every generation too: once, after the last VM has closed. */
+void script_limit_free_all(void);
+
 /* Nonzero when sc holds a VM (to be closed with script_close). */
 static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }
 

@@ -489,6 +489,7 @@ static int settle(op *o, op_entry *e, op_state st)
     heap_remove(o, 0, e);
     heap_remove(o, 1, e);
     e->in_backoff = 0;
+    e->held_start = 0;
     return 0;
 }
 
@@ -546,16 +547,52 @@ int op_retry(op *o, op_entry *e)
     return 0;
 }
 
-/* The back-off of `e` ended: its next attempt starts. */
+/* The back-off of `e` ended: its next attempt starts (or, held at its
+ * start, the attempt it was restored at). */
 static void start_retry(op *o, op_entry *e)
 {
     heap_remove(o, 1, e);
     e->in_backoff = 0;
-    e->attempt++;
-    o->stats.attempts++;
-    o->stats.retries++;
+    if (e->held_start) {
+        e->held_start = 0;
+    } else {
+        e->attempt++;
+        o->stats.attempts++;
+        o->stats.retries++;
+    }
     if (o->cb.retry)
         o->cb.retry(o->ud, e);
+}
+
+/* The rate limit, asked before a back-off ends: 0 (start it), or 1 with
+ * every back-off held until the time the gate gave (gate_at; at least the
+ * next ms, so a gate that errs cannot spin op_expire). The entries keep
+ * their places in the heap, so a refusal costs O(1) however many wait, and
+ * they start in the order their back-offs ended. */
+static int gated(op *o, uint64_t now)
+{
+    if (now < o->gate_at)
+        return 1;
+    if (!o->cb.gate)
+        return 0;
+    uint64_t at = o->cb.gate(o->ud);
+    if (at == 0)
+        return 0;
+    o->stats.gated++;
+    o->gate_at = at > now ? at : now + 1;
+    return 1;
+}
+
+int op_delay_start(op *o, op_entry *e, uint64_t at)
+{
+    if (e->kind != OP_KIND_RECORD || e->state != OP_PENDING || e->in_backoff)
+        return OP_ELATE;
+    e->retry_at = at;
+    if (heap_insert(o, 1, e) != 0)
+        return OP_ENOMEM;
+    e->in_backoff = 1;
+    e->held_start = 1;
+    return 0;
 }
 
 void op_retry_all_now(op *o)
@@ -579,8 +616,16 @@ void op_retry_all_now(op *o)
     }
     for (size_t i = 0; i < n && !o->failed; i++) {
         op_entry *e = v[i].e;
-        if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP)
-            start_retry(o, e);
+        if (e->seq == v[i].seq && e->in_backoff && e->heap_ix[1] != NOT_IN_HEAP) {
+            uint64_t now = o->cb.now(o->ud);
+            if (!gated(o, now)) {
+                start_retry(o, e);
+            } else if (e->retry_at > now) {
+                /* Held by the rate limit: due now, in line for its token. */
+                e->retry_at = now;
+                heap_up(&o->heap[1], 1, e->heap_ix[1]);
+            }
+        }
     }
     free(v);
 }
@@ -589,6 +634,8 @@ uint64_t op_next_deadline(const op *o)
 {
     uint64_t d = o->heap[0].len ? o->heap[0].v[0]->deadline : OP_NO_DEADLINE;
     uint64_t r = o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+    if (r != OP_NO_DEADLINE && r < o->gate_at)
+        r = o->gate_at; /* ended, held by the rate limit until then */
     return d < r ? d : r;
 }
 
@@ -605,6 +652,7 @@ size_t op_expire(op *o)
         /* A retry that was scheduled is dropped: timed out wins. */
         heap_remove(o, 1, e);
         e->in_backoff = 0;
+        e->held_start = 0;
         e->timed_out = 1;
         o->stats.timeouts++;
         fired++;
@@ -618,7 +666,7 @@ size_t op_expire(op *o)
     flush(o);
     /* Back-offs that ended start their next attempt. An attempt may end at
      * once and emit, so take them one at a time from the heap. */
-    while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now)
+    while (!o->failed && (e = heap_top(o, 1)) && e->retry_at <= now && !gated(o, now))
         start_retry(o, e);
     return fired;
 }

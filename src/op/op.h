@@ -40,6 +40,10 @@
  *  - Retries: op_retry() keeps the record in its slot and position and
  *    starts its next attempt (cb.retry) when the back-off ends, unless its
  *    deadline comes first: a timeout wins over a scheduled retry.
+ *  - Rate limit: with cb.gate set, a back-off that ended starts only when
+ *    the gate gives a token; otherwise every ended back-off stays in line
+ *    until the time the gate names, deadlines still running (a timeout
+ *    still wins), and they start in the order their back-offs ended.
  *  - First completion wins: a second op_complete/op_complete_dead/op_fail
  *    (or an op_retry) on an entry no longer pending returns OP_ELATE.
  *  - A failed entry is reported (cb.failure) when it reaches the head of the
@@ -105,6 +109,8 @@ struct op_entry {
     int timed_out;       /* the timeout fired for this record */
     uint32_t attempt;    /* current attempt, from 1 */
     int in_backoff;      /* OP_PENDING and waiting for retry_at */
+    int held_start;      /* in_backoff for attempt `attempt` itself, not yet
+                          * started (op_delay_start): no attempt is added */
     uint64_t retry_at;   /* cb.now time the next attempt starts */
     const op_retry_policy *policy; /* the strategy this record runs under: set
                                     * by the caller after the push (it must
@@ -139,6 +145,12 @@ typedef struct op_callbacks {
     void (*retry)(void *ud, op_entry *e);
     /* A uniform number in [0, 1) for jitter; NULL means 1 (no jitter). */
     double (*random)(void *ud);
+    /* The rate limit on attempts' starts, asked before a back-off (or an
+     * op_delay_start) ends in cb.retry: 0 when the attempt may start now
+     * (the callee took its token), else the cb.now time to ask again; the
+     * record keeps waiting in back-off meanwhile, on its own deadline (a
+     * timeout still wins). NULL: no limit. */
+    uint64_t (*gate)(void *ud);
 } op_callbacks;
 
 typedef struct op_config {
@@ -157,6 +169,7 @@ typedef struct op_stats {
     uint64_t attempts;       /* calls started, first attempts included */
     uint64_t retries;        /* attempts after the first */
     uint64_t dead_lettered;  /* completed through op_complete_dead */
+    uint64_t gated;          /* starts cb.gate put off (one per refusal) */
 } op_stats;
 
 struct op {
@@ -178,6 +191,7 @@ struct op {
     op_entry *free_list;    /* recycled entries */
     int failed;             /* a failure was reported: emit nothing more */
     int in_flush;           /* guard: flush is not re-entered from callbacks */
+    uint64_t gate_at;       /* cb.gate refused: no back-off starts before this */
     op_stats stats;
 };
 
@@ -273,12 +287,32 @@ int op_complete_dead(op *o, op_entry *e, char *dlq, size_t len);
  * `e` is not pending or already waits in back-off; OP_ENOMEM. */
 int op_retry(op *o, op_entry *e);
 
+/* Pending record `e`, whose attempt e->attempt has not started (a record
+ * restored from a checkpoint that found no token), waits in back-off until
+ * `at` (a cb.now time); then, through cb.gate, cb.retry starts that same
+ * attempt (no attempt is added). 0, OP_ELATE or OP_ENOMEM. */
+int op_delay_start(op *o, op_entry *e, uint64_t at);
+
+/* The attempt a record continues at if it is restored now: the next one
+ * when it waits in back-off, else the current one. */
+static inline uint32_t op_resume_attempt(const op_entry *e)
+{
+    return e->attempt + (e->in_backoff && !e->held_start ? 1 : 0);
+}
+
 /* Start every record waiting in back-off now (end of input: the drain
  * does not wait out long back-offs). */
 void op_retry_all_now(op *o);
 
 /* Records waiting in back-off. */
 size_t op_backoffs(const op *o);
+
+/* The earliest back-off end (a cb.now time), or OP_NO_DEADLINE; at or
+ * before now while a started record waits for the rate limit's token. */
+static inline uint64_t op_next_backoff(const op *o)
+{
+    return o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+}
 
 /* The earliest pending deadline or back-off end (a cb.now time), or
  * OP_NO_DEADLINE: the host arms its timer for this and calls op_expire(). */
