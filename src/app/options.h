@@ -19,6 +19,7 @@ typedef enum {
     OPTION_BOOL,  /* a flag without a value means true */
     OPTION_RETRY, /* the flag's string form, or (pipeline only) a table */
     OPTION_CKPT,  /* the pipeline's `checkpoint = { dir =, interval_ms = }` */
+    OPTION_BATCH, /* the flag's integer, or (pipeline only) `batch = { max_size =, max_wait_ms =, key = }` */
 } option_type;
 
 /* Validate the text form of a value and store it in c. 0, or -1 with why
@@ -27,7 +28,7 @@ typedef int (*option_setter)(config *c, const char *v, char *why, size_t whylen)
 
 typedef struct option {
     const char *flag;  /* without "--" */
-    const char *key;   /* pipeline key */
+    const char *key;   /* pipeline key, or NULL (a flag whose key is a field of another's table) */
     option_type type;
     option_setter set;
 } option;
