@@ -249,28 +249,25 @@ void flow_pump(run *r)
     char msg[600];
     if (restore_pending(&r->rs) && restore_inject(&r->rs, &r->env, &r->aborting, msg, sizeof msg) != 0)
         flow_fail(r, ABORT, "%s", msg);
-    for (;;) {
-        while (!r->stop_reading && !op_failed(&r->op)) {
-            int64_t wm;
-            if (evtime_pending(&r->ev)) {
-                if (op_full(&r->op))
-                    break;
-                if (evtime_take(&r->ev, &wm))
-                    op_push_watermark(&r->op, wm);
-                continue;
-            }
-            if (pull(r) != 0)
+    while (!r->stop_reading && !op_failed(&r->op)) {
+        int64_t wm;
+        if (evtime_pending(&r->ev)) {
+            if (op_full(&r->op))
                 break;
+            if (evtime_take(&r->ev, &wm))
+                op_push_watermark(&r->op, wm);
+            continue;
         }
-        /* A batching script's pending batches wait max_wait_ms for more
-         * records; when none can come soon (the operator is full, the
-         * output's backlog stops intake, the input ended or reading
-         * stopped) they start now. Their records may end at once and make
-         * room: read again. */
-        if (!(op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended || r->stop_reading) ||
-            r->aborting || gen_flush_batches(&r->gens) == 0)
+        if (pull(r) != 0)
             break;
     }
+    /* A batching script's pending batches wait max_wait_ms for more
+     * records; when none can come soon (the operator is full, the output's
+     * backlog stops intake, the input ended or reading stopped) they start
+     * at the end of this loop turn. */
+    if ((op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended || r->stop_reading) &&
+        !r->aborting)
+        gen_flush_batches(&r->gens);
     /* What the loop took (records, watermarks) is in the queue now: a
      * broker that fetches from a callback before the next pump sees the
      * room as it is, not as it was before the last record. */

@@ -447,20 +447,11 @@ const op_retry_policy *gen_policy(const gen *g)
     return g->policy;
 }
 
-int gen_flush_batches(gens *gs)
+void gen_flush_batches(gens *gs)
 {
-    /* A batch may end at once and close a draining generation, which
-     * unlinks it: work from a snapshot (a closed gen's memory lasts until
-     * its handles' close callbacks). */
-    gen *snap[GEN_MAX + 2];
-    size_t k = 0;
-    for (gen *g = gs->live; g && k < sizeof snap / sizeof snap[0]; g = g->next)
-        snap[k++] = g;
-    int n = 0;
-    for (size_t i = 0; i < k; i++)
-        if (script_is_open(&snap[i]->sc))
-            n += script_batch_flush(&snap[i]->sc);
-    return n;
+    for (gen *g = gs->live; g; g = g->next)
+        if (script_is_open(&g->sc))
+            script_batch_flush(&g->sc);
 }
 
 void gen_close_all(gens *gs)

@@ -71,6 +71,7 @@ struct batcher {
     uint64_t max_wait_ms;
     char **key_path;        /* split on '.', NULL-terminated; NULL = one batch for all */
     batch *head, *tail;     /* pending batches, oldest first */
+    int flush_all;          /* script_batch_flush asked: the timer starts them all */
 };
 
 static void start(batch *b);
@@ -104,7 +105,7 @@ static void arm(struct batcher *bt)
         return;
     }
     uint64_t due = bt->head->first_ms + bt->max_wait_ms, now = uv_now(bt->timer.loop);
-    uv_timer_start(&bt->timer, on_timer, due > now ? due - now : 0, 0);
+    uv_timer_start(&bt->timer, on_timer, due > now && !bt->flush_all ? due - now : 0, 0);
 }
 
 static void unlink_pending(batch *b)
@@ -130,9 +131,11 @@ static void on_timer(uv_timer_t *t)
     struct batcher *bt = t->data;
     uint64_t now = uv_now(t->loop);
     /* start() unlinks first and may run the run's callbacks (which may add
-     * and start batches): read the head again each time. */
-    for (batch *b; (b = bt->head) && b->first_ms + bt->max_wait_ms <= now;)
+     * batches, or ask for a flush again): read the head and the flag again
+     * each time. */
+    for (batch *b; (b = bt->head) && (bt->flush_all || b->first_ms + bt->max_wait_ms <= now);)
         start(b);
+    bt->flush_all = 0;
     arm(bt);
 }
 
@@ -253,15 +256,16 @@ void script_batch_add(script *sc, script_rec *rec, const script_call *a)
         start(b);
 }
 
-int script_batch_flush(script *sc)
+/* Not at once: the records of a batch that just ended are reported one by
+ * one, each making room, and a flush at each would start batches of one
+ * record. At the end of the loop turn, every record that came in it goes. */
+void script_batch_flush(script *sc)
 {
     struct batcher *bt = sc->batcher;
-    int n = 0;
-    while (bt && bt->head) {
-        start(bt->head);
-        n++;
-    }
-    return n;
+    if (!bt || !bt->head || bt->flush_all)
+        return;
+    bt->flush_all = 1;
+    arm(bt);
 }
 
 /* ---- the batch's fiber --------------------------------------------------------- */

@@ -173,9 +173,9 @@ static inline int script_batches(const script *sc) { return sc->batch_ref != LUA
  * copied). 0, or -1 on out of memory or a bad key path. */
 int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, const char *key);
 
-/* Start every pending batch now (no more records are coming soon).
- * Returns how many started. */
-int script_batch_flush(script *sc);
+/* Start every pending batch at the end of this loop turn, not waiting
+ * for max_wait_ms (no more records are coming soon). */
+void script_batch_flush(script *sc);
 
 /* The record of `it` leaves its batch without an outcome (its deadline
  * passed, or the run abandons it): a pending batch forgets it; a running
