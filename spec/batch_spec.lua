@@ -545,7 +545,7 @@ end }
       assert.truthy(r.err:find(c[2], 1, true), c[1] .. ": " .. r.err)
     end
     local scripts = {
-      { "return { }", "neither async_invoke(record, ctx) nor batch_invoke(records, ctxs)" },
+      { "return { }", "has no async_invoke(record, ctx) function (nor batch_invoke(records, ctxs))" },
       { "return { batch_invoke = 3 }", "batch_invoke must be a function, got number" },
       { "return { batch = 3, batch_invoke = function() end }", "batch must be a table" },
       { "return { batch = { max_size = 0 }, batch_invoke = function() end }", "M.batch: max_size: expected an integer from 1 to 100000, got 0" },

@@ -83,8 +83,8 @@ function M.check(mod, path)
       .. type(mod)
   end
   if mod.async_invoke == nil and mod.batch_invoke == nil then
-    return nil, where .. "the script's module has neither async_invoke(record, ctx) nor "
-      .. "batch_invoke(records, ctxs)"
+    return nil, where .. "the script's module has no async_invoke(record, ctx) function "
+      .. "(nor batch_invoke(records, ctxs))"
   end
   for _, name in ipairs({ "async_invoke", "batch_invoke" }) do
     if mod[name] ~= nil and type(mod[name]) ~= "function" then
