@@ -247,12 +247,15 @@ return {
     -- (the input ends at once: the two records flush; add a third that waits)
     assert.equal(0, r.code, r.err)
     local d = r.dir
-    local code, _, err = H.sh(string.format("cd %s && (printf '%%s\\n' '{\"id\":1}'; sleep 1) | %s", d,
-      H.cmd("run --script script.lua --input - --output out2 --timeout 100 --batch-wait 2000 --batch-size 10")))
+    -- record 1 times out waiting for its batch (2 s); record 2 comes later
+    -- into the same batch, which starts when the input ends: with 2 alone
+    local code, _, err = H.sh(string.format(
+      "cd %s && (printf '%%s\\n' '{\"id\":1}'; sleep 1; printf '%%s\\n' '{\"id\":2}') | %s", d,
+      H.cmd("run --script script.lua --input - --output out2 --timeout 300 --batch-wait 2000 --batch-size 10")))
     assert.equal(0, code, err)
-    assert.same({ { id = 1, timed_out = true } }, H.decode_lines(H.read(d .. "/out2")))
-    -- the first run's two went as one batch; the second run's record never reached batch_invoke
-    assert.equal("2\n", H.read(d .. "/called"))
+    assert.same({ { id = 1, timed_out = true }, { id = 2 } }, H.decode_lines(H.read(d .. "/out2")))
+    -- the first run's two went as one batch; the second run's record 1 never reached batch_invoke
+    assert.equal("2\n1\n", H.read(d .. "/called"))
   end)
 
   it("retries a record alone: it joins a later batch, predicates per record", function()
@@ -379,6 +382,27 @@ end }
     assert.truthy(dl[1].error:find("the batch blew up", 1, true))
     assert.truthy(dl[2].error:find("the batch blew up", 1, true))
     assert.equal("service down", dl[3].error)
+  end)
+
+  it("fails the run on a record's error (--on-error fail) while other batches are in flight", function()
+    local recs = {}
+    for i = 1, 200 do recs[i] = { id = i } end
+    local r = H.run_script([[
+local time = require "moonwait.time"
+return { batch_invoke = function(records)
+  time.sleep(0.01)
+  local out, errs = {}, {}
+  for i, rec in ipairs(records) do
+    if rec.id == 37 then errs[i] = "bad record" else out[i] = { rec } end
+  end
+  return out, errs
+end }
+]], H.jsonl(recs), "--batch-size 8 --capacity 64")
+    assert.equal(1, r.code)
+    assert.truthy(r.err:find("input line 37 (record 37) failed: bad record", 1, true), r.err)
+    local out = H.decode_lines(r.output)
+    assert.equal(36, #out)
+    for i, o in ipairs(out) do assert.equal(i, o.id) end
   end)
 
   it("names batch_invoke and the index when the results have the wrong shape", function()
