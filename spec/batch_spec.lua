@@ -451,6 +451,55 @@ end }
     assert.equal(40, total)
   end)
 
+  it("keeps a pending batch on its own generation across a hot reload (SIGHUP)", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { batch_invoke = function(records)
+  time.sleep(0.05)
+  local out = {}
+  for i, r in ipairs(records) do r.v = "V1"; r.n = #records; out[i] = { r } end
+  return out
+end }
+]])
+    -- records 1-3 wait in generation 1's batch (300 ms) while the reload
+    -- happens; 4-6 batch on generation 2
+    local code, _, err = H.sh(string.format([[cd %s && mkfifo fifo && { %s & echo $! >pid; } && exec 3>fifo &&
+      printf '%%s\n' '{"id":1}' '{"id":2}' '{"id":3}' >&3 && sleep 0.1 && sed -i 's/V1/V2/' script.lua &&
+      kill -HUP $(cat pid) && sleep 0.3 && printf '%%s\n' '{"id":4}' '{"id":5}' '{"id":6}' >&3 && sleep 0.1 &&
+      exec 3>&- && wait $(cat pid)]], d,
+      H.cmd("run --script script.lua --input fifo --output out --batch-wait 300 --tag-generation gen 2>log")))
+    assert.equal(0, code, err .. (H.read(d .. "/log") or ""))
+    local out = H.decode_lines(H.read(d .. "/out"))
+    assert.equal(6, #out)
+    for i, o in ipairs(out) do
+      assert.equal(i, o.id)
+      assert.equal(3, o.n)
+      assert.equal(i <= 3 and 1 or 2, o.gen)
+      assert.equal(i <= 3 and "V1" or "V2", o.v)
+    end
+  end)
+
+  it("finishes a pending batch at once on SIGTERM, not after max_wait_ms", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+return { batch_invoke = function(records)
+  local out = {}
+  for i, r in ipairs(records) do r.n = #records; out[i] = { r } end
+  return out
+end }
+]])
+    -- the writer keeps the FIFO open: only the signal can end the batch's wait (100 s)
+    local code, _, err = H.sh(string.format([[cd %s && mkfifo fifo && { %s & echo $! >pid; } && exec 3>fifo &&
+      printf '%%s\n' '{"id":1}' '{"id":2}' >&3 && sleep 0.3 && kill -TERM $(cat pid) &&
+      { timeout 20 tail --pid=$(cat pid) -f /dev/null; echo $? >waited; } && exec 3>&-; wait $(cat pid)]], d,
+      H.cmd("run --script script.lua --input fifo --output out --batch-wait 100000 2>log")))
+    assert.equal("0\n", H.read(d .. "/waited"), "moonwait did not end after SIGTERM")
+    assert.same({ { id = 1, n = 2 }, { id = 2, n = 2 } }, H.decode_lines(H.read(d .. "/out")))
+    assert.truthy((H.read(d .. "/log") or ""):find("interrupted by SIGTERM", 1, true))
+    local _ = code, err
+  end)
+
   it("restores the records of running batches after kill -9 and runs each exactly once", function()
     local d = H.tmpdir()
     H.script(d, [[

@@ -123,6 +123,8 @@ void flow_fail(run *r, int how, const char *fmt, ...)
     if (how == ABORT) {
         r->aborting = 1;
         abandon_all(r);
+    } else {
+        gen_flush_batches(&r->gens); /* the records in flight finish: none waits for more */
     }
 }
 
