@@ -113,8 +113,9 @@ describe("batch_invoke", function()
       end
       assert.equal(300, total)
       assert.equal(#s, mget_calls())
-      -- batching happened: far fewer calls than records (capacity 50, size 20)
-      assert.is_true(#s <= 100, #s .. " MGETs for 300 records")
+      -- batching happened: far fewer calls than records (capacity 50, size
+      -- 20: about 15 to 25; a flush at each completion made ~250)
+      assert.is_true(#s <= 60, #s .. " MGETs for 300 records")
     end)
   end
 

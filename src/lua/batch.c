@@ -471,9 +471,14 @@ static void start(batch *b)
     if (!f) {
         b->ending = 1;
         for (size_t i = 0; i < b->n; i++) {
+            codec_doc_free(&sc->codec, b->items[i]->doc);
+            b->items[i]->doc = NULL;
+        }
+        /* (each report may make the others leave: a failed run abandons all) */
+        for (size_t i = 0; i < b->n; i++) {
             script_item *it = b->items[i];
-            codec_doc_free(&sc->codec, it->doc);
-            it->doc = NULL;
+            if (it->state != IT_RUNNING)
+                continue;
             it->state = IT_DONE;
             *it->a.item_slot = NULL;
             script_attempt_ended(sc, &it->a, 0, NULL, 0, strdup("out of memory starting a coroutine"),
