@@ -82,11 +82,17 @@ function M.check(mod, path)
     return nil, where .. "the script must return a table (a module with async_invoke), got "
       .. type(mod)
   end
-  if mod.async_invoke == nil then
-    return nil, where .. "the script's module has no async_invoke(record, ctx) function"
+  if mod.async_invoke == nil and mod.batch_invoke == nil then
+    return nil, where .. "the script's module has no async_invoke(record, ctx) function "
+      .. "(nor batch_invoke(records, ctxs))"
   end
-  if type(mod.async_invoke) ~= "function" then
-    return nil, where .. "async_invoke must be a function, got " .. type(mod.async_invoke)
+  for _, name in ipairs({ "async_invoke", "batch_invoke" }) do
+    if mod[name] ~= nil and type(mod[name]) ~= "function" then
+      return nil, where .. name .. " must be a function, got " .. type(mod[name])
+    end
+  end
+  if mod.batch ~= nil and type(mod.batch) ~= "table" then
+    return nil, where .. "batch must be a table like { max_size = 100, max_wait_ms = 5 }, got " .. type(mod.batch)
   end
   for _, name in ipairs(optional) do
     local v = mod[name]

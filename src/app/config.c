@@ -43,6 +43,7 @@ void config_free(config *c)
                        &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir, &c->key };
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(*owned[i]);
+    batch_opts_free(&c->batch);
     memset(c, 0, sizeof *c);
 }
 
@@ -169,6 +170,19 @@ const op_retry_policy *config_retry(const config *c, const op_retry_policy *scri
     if (script && script->set)
         return script;
     return NULL;
+}
+
+void config_batch(const config *c, const batch_opts *script, uint32_t *max_size, uint64_t *max_wait_ms,
+                  const char **key)
+{
+    static const batch_opts none = { 0 };
+    if (!script)
+        script = &none;
+    *max_size = c->batch.has_size ? c->batch.max_size : script->has_size ? script->max_size : BATCH_DEFAULT_SIZE;
+    *max_wait_ms = c->batch.has_wait     ? c->batch.max_wait_ms
+                   : script->has_wait    ? script->max_wait_ms
+                                         : BATCH_DEFAULT_WAIT_MS;
+    *key = c->batch.has_key ? c->batch.key : script->has_key ? script->key : NULL;
 }
 
 /* Where `path` would be created: its directory resolved, then its name

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../lua/batch.h"
 #include "../op/op.h"
 #include "../op/retry.h"
 
@@ -46,6 +47,7 @@ typedef struct config {
     char *key;               /* --mode keyed: the key field's path, or NULL */
     double rate_rps;         /* rate_limit: attempts started per second; 0 = no limit */
     double rate_burst;       /* ... and the most started at once (>= 1 when rps is set) */
+    batch_opts batch;        /* --batch-size/-wait/-key and `batch = {...}`, field by field */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,
@@ -72,6 +74,13 @@ int config_check_files(const config *c, char **err);
  * (`script`, may be NULL or unset); NULL when no source set one. A source
  * that says "none" counts: it overrides the ones below it. */
 const op_retry_policy *config_retry(const config *c, const op_retry_policy *script);
+
+/* The batch settings a batching script runs under, field by field: a
+ * flag over the pipeline file (c->batch; the flag, applied last, wins)
+ * over the script's M.batch (`script`, may be NULL) over the defaults
+ * (100 records, 5 ms, no key). *key is borrowed from c or script. */
+void config_batch(const config *c, const batch_opts *script, uint32_t *max_size, uint64_t *max_wait_ms,
+                  const char **key);
 
 void config_free(config *c);
 

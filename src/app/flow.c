@@ -130,6 +130,8 @@ void flow_fail(run *r, int how, const char *fmt, ...)
     if (how == ABORT) {
         r->aborting = 1;
         abandon_all(r);
+    } else {
+        gen_flush_batches(&r->gens); /* the records in flight finish: none waits for more */
     }
 }
 
@@ -286,6 +288,13 @@ void flow_pump(run *r)
         if (pull(r) != 0)
             break;
     }
+    /* A batching script's pending batches wait max_wait_ms for more
+     * records; when none can come soon (the operator is full, the output's
+     * backlog stops intake, the input ended or reading stopped) they start
+     * at the end of this loop turn. */
+    if ((op_full(&r->op) || sink_backlog(r->out) > OUTPUT_HIGH_WATER || r->input_ended || r->stop_reading) &&
+        !r->aborting)
+        gen_flush_batches(&r->gens);
     /* What the loop took (records, watermarks) is in the queue now: a
      * broker that fetches from a callback before the next pump sees the
      * room as it is, not as it was before the last record. */

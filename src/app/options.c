@@ -241,6 +241,34 @@ static int s_rate(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
+static int s_batch_size(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (mw_str_u64(v, BATCH_MAX_SIZE, &x) != 0 || x == 0) {
+        snprintf(w, n, "expected an integer from 1 to %d, got '%s'", BATCH_MAX_SIZE, v);
+        return -1;
+    }
+    c->batch.max_size = (uint32_t)x;
+    c->batch.has_size = 1;
+    return 0;
+}
+
+static int s_batch_wait(config *c, const char *v, char *w, size_t n)
+{
+    if (parse_ms(v, BATCH_MAX_WAIT_MS, &c->batch.max_wait_ms, w, n, " up to 3600000") != 0)
+        return -1;
+    c->batch.has_wait = 1;
+    return 0;
+}
+
+static int s_batch_key(config *c, const char *v, char *w, size_t n)
+{
+    if (batch_key_check(v, w, n) != 0 || set_str(&c->batch.key, v, w, n) != 0)
+        return -1;
+    c->batch.has_key = 1;
+    return 0;
+}
+
 static const option settings[] = {
     { "script", "script", OPTION_PATH, s_script },
     { "input", "input", OPTION_PATH, s_input },
@@ -263,6 +291,9 @@ static const option settings[] = {
     { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget },
     { "key", "key", OPTION_STRING, s_key },
     { "rate-limit", "rate_limit", OPTION_RATE, s_rate },
+    { "batch-size", "batch", OPTION_BATCH, s_batch_size },
+    { "batch-wait", NULL, OPTION_INT, s_batch_wait },
+    { "batch-key", NULL, OPTION_STRING, s_batch_key },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -279,7 +310,7 @@ const option *options_by_key(const char *key)
 {
     const option *s = NULL;
     for (size_t i = 0; i < NSETTINGS; i++)
-        if (strcmp(settings[i].key, key) == 0)
+        if (settings[i].key && strcmp(settings[i].key, key) == 0)
             s = &settings[i];
     return s;
 }
@@ -289,7 +320,8 @@ void options_keys(char *out, size_t n)
     size_t len = 0;
     out[0] = 0;
     for (size_t i = 0; i < NSETTINGS && len < n; i++)
-        len += (size_t)snprintf(out + len, n - len, "%s%s", i ? ", " : "", settings[i].key);
+        if (settings[i].key)
+            len += (size_t)snprintf(out + len, n - len, "%s%s", i ? ", " : "", settings[i].key);
 }
 
 const char *options_want(option_type t)
@@ -297,6 +329,7 @@ const char *options_want(option_type t)
     static const char *const want[] = { "a string", "a path string", "an integer", "a boolean",
                                         "a retry table or string", "a table { dir =, interval_ms = }",
                                         "an integer or a table { min =, max =, adaptive = true }",
-                                        "a table { rps = N, burst = B }, a number or a string 'N:B'" };
+                                        "a table { rps = N, burst = B }, a number or a string 'N:B'",
+                                        "a table { max_size =, max_wait_ms =, key = }" };
     return want[t];
 }

@@ -22,6 +22,7 @@ typedef enum {
     OPTION_CAPACITY, /* an integer, "MIN..MAX" (adaptive), or (pipeline only)
                       * `{ min =, max =, adaptive = true }` */
     OPTION_RATE,  /* "N[:B]", a number, or (pipeline only) `{ rps = N, burst = B }` */
+    OPTION_BATCH, /* the flag's integer, or (pipeline only) `batch = { max_size =, max_wait_ms =, key = }` */
 } option_type;
 
 /* Validate the text form of a value and store it in c. 0, or -1 with why
@@ -30,7 +31,7 @@ typedef int (*option_setter)(config *c, const char *v, char *why, size_t whylen)
 
 typedef struct option {
     const char *flag;  /* without "--" */
-    const char *key;   /* pipeline key */
+    const char *key;   /* pipeline key, or NULL (a flag whose key is a field of another's table) */
     option_type type;
     option_setter set;
 } option;

@@ -103,7 +103,52 @@ static int apply_capacity(lua_State *L, config *c, const char *path, const optio
     return 0;
 }
 
-/* Append s percent-encoded (all but unreserved characters). */
+/* `batch = { max_size = N, max_wait_ms = MS, key = "FIELD" }`, the table
+ * at the top of L's stack, through the flags' setters. */
+static int apply_batch(lua_State *L, config *c, const char *path, char **err)
+{
+    static const struct {
+        const char *field, *flag;
+        int type;
+    } fields[] = { { "max_size", "batch-size", LUA_TNUMBER },
+                   { "max_wait_ms", "batch-wait", LUA_TNUMBER },
+                   { "key", "batch-key", LUA_TSTRING } };
+    int tb = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, tb)) {
+        const char *k2 = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        char why[256] = "", val[64];
+        size_t i = 0;
+        while (i < 3 && strcmp(k2, fields[i].field) != 0)
+            i++;
+        int bad = 1;
+        if (i == 3) {
+            snprintf(why, sizeof why, "expected { max_size = N, max_wait_ms = MS, key = \"FIELD\" }, got key '%s'", k2);
+        } else if (lua_type(L, -1) != fields[i].type) {
+            snprintf(why, sizeof why, "%s: expected %s, got %s", k2, fields[i].type == LUA_TNUMBER ? "an integer" : "a string",
+                     luaL_typename(L, -1));
+        } else {
+            double d = lua_tonumber(L, -1);
+            if (fields[i].type == LUA_TNUMBER && d == (double)(long long)d)
+                snprintf(val, sizeof val, "%lld", (long long)d);
+            else if (fields[i].type == LUA_TNUMBER)
+                snprintf(val, sizeof val, "%g", d);
+            const char *v = fields[i].type == LUA_TNUMBER ? val : lua_tostring(L, -1);
+            const option *o = options_by_flag(fields[i].flag, strlen(fields[i].flag));
+            char w2[200];
+            bad = o->set(c, v, w2, sizeof w2) != 0;
+            if (bad)
+                snprintf(why, sizeof why, "%s: %s", k2, w2);
+        }
+        if (bad) {
+            *err = mw_str_fmt("%s: key 'batch': %s", path, why);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* `rate_limit = { rps = N, burst = B }`, the table at the top of L's
  * stack: made into the flag's "N:B" and given to its setter. */
 static int apply_rate(lua_State *L, config *c, const char *path, const option *s, char **err)
@@ -135,6 +180,7 @@ static int apply_rate(lua_State *L, config *c, const char *path, const option *s
     return 0;
 }
 
+/* Append s percent-encoded (all but unreserved characters). */
 static int put_pct(mw_buf *b, const char *s, size_t n)
 {
     int rc = 0;
@@ -261,6 +307,12 @@ static int apply_key(lua_State *L, config *c, const char *path, const char *key,
         return apply_capacity(L, c, path, s, err);
     if (s->type == OPTION_RATE && lua_type(L, -1) == LUA_TTABLE)
         return apply_rate(L, c, path, s, err);
+    if (s->type == OPTION_BATCH) {
+        if (lua_type(L, -1) == LUA_TTABLE)
+            return apply_batch(L, c, path, err);
+        *err = mw_str_fmt("%s: key 'batch': expected %s, got %s", path, options_want(s->type), luaL_typename(L, -1));
+        return -1;
+    }
     if (s->type == OPTION_PATH && lua_type(L, -1) == LUA_TTABLE &&
         (!strcmp(key, "input") || !strcmp(key, "output") || !strcmp(key, "dead_letter"))) {
         char *url = redis_table_url(L, path, key, err);

@@ -151,6 +151,23 @@ static int gen_load(gen *g, char **err)
     }
     script_set_tag(&g->sc, c->tag_generation, g->id);
     g->policy = config_retry(c, &g->sc.retry);
+    if (script_batches(&g->sc)) {
+        uint32_t size;
+        uint64_t wait;
+        const char *key;
+        config_batch(c, &g->sc.batch, &size, &wait, &key);
+        if (script_batch_configure(&g->sc, size, wait, key) != 0) {
+            *err = strdup("out of memory setting up batches");
+            return -1;
+        }
+    } else if (c->batch.has_size || c->batch.has_wait || c->batch.has_key) {
+        /* Said rather than ignored: the settings would do nothing. */
+        if (asprintf(err, "%s: batch settings (--batch-size, --batch-wait, --batch-key or the pipeline key "
+                          "'batch') are set, but the script has no batch_invoke(records, ctxs)",
+                     c->script) < 0)
+            *err = NULL;
+        return -1;
+    }
     /* Records' attempts end at the run; hooks at hook_done. */
     script_on_done(&g->sc, gs->ev.record_done, gs->ev.ud);
     return 0;
@@ -438,6 +455,13 @@ script *gen_script(gen *g)
 const op_retry_policy *gen_policy(const gen *g)
 {
     return g->policy;
+}
+
+void gen_flush_batches(gens *gs)
+{
+    for (gen *g = gs->live; g; g = g->next)
+        if (script_is_open(&g->sc))
+            script_batch_flush(&g->sc);
 }
 
 void gen_close_all(gens *gs)

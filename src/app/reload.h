@@ -103,6 +103,10 @@ const op_retry_policy *gen_policy(const gen *g);
 
 /* The run is ending: close every generation; ev.all_closed follows. */
 void gen_close_all(gens *gs);
+
+/* Start every generation's pending batches at the end of this loop turn
+ * (the pump: no more records can come soon). */
+void gen_flush_batches(gens *gs);
 /* Start watching (--watch) and SIGHUP. */
 void gen_start_triggers(gens *gs);
 /* Stop watchers, timers and signals (shutdown). */

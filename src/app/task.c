@@ -16,6 +16,8 @@ struct task {
     int malformed;        /* a line that did not parse, routed to the dead letters */
     gen *g;               /* the generation it runs on */
     rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
+    script_item *item;    /* a batching script: its place in a batch while it
+                           * waits in one or the batch runs; NULL after */
     char *line;           /* raw input line (owned) */
     size_t len;
     uint64_t lineno;
@@ -58,7 +60,7 @@ static uint64_t deadline_ms(const op_entry *e)
 static void invoke(const task_env *env, task *t, op_entry *e, script_rec *rec)
 {
     t->started = op_now(env->op);
-    script_call call = { t, &t->fiber, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
+    script_call call = { t, &t->fiber, &t->item, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
                          t->source_id, t->deliveries };
     script_invoke(gen_script(t->g), rec, &call);
 }
@@ -245,6 +247,8 @@ void task_timeout(const task_env *env, op_entry *e)
 
 void task_discard(task *t)
 {
+    if (t && t->item)
+        script_batch_leave(t->item); /* (clears t->item) */
     if (t && t->fiber) {
         rt_fiber_discard(t->fiber);
         t->fiber = NULL;
@@ -256,8 +260,7 @@ void task_release(op_entry *e)
     task *t = e->udata;
     if (!t)
         return;
-    if (t->fiber)
-        rt_fiber_discard(t->fiber);
+    task_discard(t);
     gen *g = t->g;
     free_task(t);
     if (g)

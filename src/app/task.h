@@ -2,7 +2,8 @@
  * task.h: one record's life on the host side. A task hangs on its operator
  * entry (udata) from the moment its line is read until the entry leaves
  * the operator (task_release): it owns its copy of the raw line, the
- * previous attempt's error, and while an attempt runs, its fiber.
+ * previous attempt's error, and while an attempt runs, its fiber (or, for
+ * a batch_invoke script, its place in a batch: task_discard makes it leave).
  *
  * This file makes every per-record call into lua/script.h: decoding a line
  * (script_parse, script_reparse: a script_rec handle the task passes on to

@@ -59,10 +59,13 @@ typedef struct call {
     char *last_error; /* owned; a.last_error points at it */
     script_result r;
     char *out, *err, *errmsg; /* owned copies behind r */
+    int outputs_ref;          /* the outputs table for retry_on_result, or LUA_NOREF */
 } call;
 
 static void call_free(call *c)
 {
+    if (c->outputs_ref != LUA_NOREF && c->sc->rt.L)
+        luaL_unref(c->sc->rt.L, LUA_REGISTRYINDEX, c->outputs_ref);
     free(c->last_error);
     free(c->out);
     free(c->err);
@@ -166,8 +169,34 @@ static void bind_fiber(rt_fiber *f, const script_call *a)
     f->slot = a->fiber_slot;
 }
 
-/* async_invoke ended for a record whose script has retry predicates: run
- * the one that applies, in a fiber of its own, before reporting. */
+/* The attempt's outcome is in c: run the predicate that applies, in a
+ * fiber of its own, before reporting (or report at once when none does). */
+static void run_predicate(call *c)
+{
+    script *sc = c->sc;
+    int ref = c->r.ok ? sc->on_result_ref : sc->on_error_ref;
+    rt_fiber *pf = ref != LUA_NOREF ? rt_fiber_get(&sc->rt) : NULL;
+    if (!pf) {
+        c->out = NULL;
+        sc->record_done(sc->record_ud, c->a.task, &c->r);
+        call_free(c);
+        return;
+    }
+    lua_rawgeti(pf->co, LUA_REGISTRYINDEX, ref);
+    if (c->r.ok) {
+        lua_rawgeti(pf->co, LUA_REGISTRYINDEX, c->outputs_ref); /* the outputs table */
+        luaL_unref(sc->rt.L, LUA_REGISTRYINDEX, c->outputs_ref);
+        c->outputs_ref = LUA_NOREF;
+    } else {
+        lua_pushstring(pf->co, c->errmsg);
+    }
+    script_push_ctx(sc, pf->co, &c->a);
+    bind_fiber(pf, &c->a);
+    pf->abandoned = call_abandoned;
+    rt_fiber_start(pf, 2, pred_done, c);
+}
+
+/* async_invoke ended for a record whose script has retry predicates. */
 static void attempt_done_pred(void *ud, rt_fiber *f, int status)
 {
     call *c = ud;
@@ -175,25 +204,41 @@ static void attempt_done_pred(void *ud, rt_fiber *f, int status)
     int keep = sc->on_result_ref != LUA_NOREF;
     attempt_outcome(sc, f, status, &c->r, &c->err, &c->errmsg, keep);
     c->out = c->r.out;
-    int ref = c->r.ok ? sc->on_result_ref : sc->on_error_ref;
-    rt_fiber *pf = ref != LUA_NOREF ? rt_fiber_get(&sc->rt) : NULL;
-    if (!pf) {
-        if (c->r.ok && keep)
-            lua_pop(sc->rt.L, 1);
-        c->out = NULL;
-        sc->record_done(sc->record_ud, c->a.task, &c->r);
-        call_free(c);
+    if (c->r.ok && keep)
+        c->outputs_ref = luaL_ref(sc->rt.L, LUA_REGISTRYINDEX);
+    run_predicate(c);
+}
+
+void script_attempt_ended(script *sc, const script_call *a, int ok, char *out, size_t len, char *err, char *errmsg,
+                          int outputs_ref, uint32_t overloads)
+{
+    int ref = ok ? sc->on_result_ref : sc->on_error_ref;
+    call *c = ref != LUA_NOREF ? calloc(1, sizeof *c) : NULL;
+    char *last = c && a->last_error ? strdup(a->last_error) : NULL;
+    if (!c || (a->last_error && !last)) {
+        if (outputs_ref != LUA_NOREF)
+            luaL_unref(sc->rt.L, LUA_REGISTRYINDEX, outputs_ref);
+        script_result r = { ok, out, len, err, errmsg, 0, overloads };
+        if (ref != LUA_NOREF) { /* out of memory: no predicate can run */
+            free(out);
+            r = (script_result){ 0, NULL, 0, "out of memory", "out of memory", 0, overloads };
+        }
+        free(c);
+        sc->record_done(sc->record_ud, a->task, &r);
+        free(err);
+        free(errmsg);
         return;
     }
-    lua_rawgeti(pf->co, LUA_REGISTRYINDEX, ref);
-    if (c->r.ok)
-        lua_xmove(sc->rt.L, pf->co, 1); /* the outputs table */
-    else
-        lua_pushstring(pf->co, c->errmsg);
-    script_push_ctx(sc, pf->co, &c->a);
-    bind_fiber(pf, &c->a);
-    pf->abandoned = call_abandoned;
-    rt_fiber_start(pf, 2, pred_done, c);
+    c->sc = sc;
+    c->a = *a;
+    c->last_error = last;
+    c->a.last_error = last;
+    c->r = (script_result){ ok, out, len, err, errmsg, 0, overloads };
+    c->out = out;
+    c->err = err;
+    c->errmsg = errmsg;
+    c->outputs_ref = outputs_ref;
+    run_predicate(c);
 }
 
 /* The record's doc lives as long as its attempt's fiber. */
@@ -221,12 +266,17 @@ static void start_with_predicates(script *sc, rt_fiber *f, const script_call *a)
     c->a = *a;
     c->last_error = last;
     c->a.last_error = last;
+    c->outputs_ref = LUA_NOREF;
     f->abandoned = call_abandoned;
     rt_fiber_start(f, 2, attempt_done_pred, c);
 }
 
 void script_invoke(script *sc, script_rec *rec, const script_call *a)
 {
+    if (script_batches(sc)) {
+        script_batch_add(sc, rec, a);
+        return;
+    }
     rt_fiber *f = rt_fiber_get(&sc->rt);
     if (!f) {
         script_rec_free(sc, rec);

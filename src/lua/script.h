@@ -29,10 +29,12 @@
 #define MW_SCRIPT_H
 
 #include <stddef.h>
+#include <lauxlib.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "../util/retry_policy.h"
+#include "batch.h"
 #include "codec.h"
 #include "runtime.h"
 
@@ -70,11 +72,17 @@ typedef void (*script_hook_fn)(void *ud, script_result *r);
  * Lua stack). Recycled with the codec's docs: no allocation per record. */
 typedef struct codec_doc script_rec;
 
+/* A record's place in a batch (batch.c): opaque to the host. */
+typedef struct script_item script_item;
+
 /* One attempt of a record (script_invoke). */
 typedef struct script_call {
     struct task *task;      /* reported back through the record callback */
     rt_fiber **fiber_slot;  /* always holds the fiber running the attempt (or
                              * its retry predicate); see script_invoke */
+    script_item **item_slot; /* a batching script: holds the record's place in
+                             * its batch while it waits in one or the batch
+                             * runs (NULL after); see script_batch_leave */
     uint64_t seq, line;     /* ctx.seq, ctx.line */
     int attempt;            /* ctx.attempt, from 1 */
     uint64_t deadline_ms;   /* the record's deadline on the loop's clock, 0 = none */
@@ -105,6 +113,9 @@ struct script {
     codec codec;            /* records <-> Lua values */
     int invoke_ref, timeout_ref, open_ref, close_ref; /* LUA_NOREF if absent */
     int on_result_ref, on_error_ref; /* retry predicates; LUA_NOREF if absent */
+    int batch_ref;          /* batch_invoke, LUA_NOREF if absent */
+    batch_opts batch;       /* M.batch as the script wrote it */
+    struct batcher *batcher; /* a batching script's batches (batch.c), or NULL */
     retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
     int module_ref;         /* the script's module table */
@@ -174,6 +185,30 @@ void script_rec_free(script *sc, script_rec *rec);
  * before it starts: it may end before this returns); the outcome is
  * reported once through the record callback with call->task. */
 void script_invoke(script *sc, script_rec *rec, const script_call *call);
+
+/* Batching (batch.c). A script with batch_invoke is a batching script:
+ * script_invoke then puts the attempt into the pending batch of its key
+ * (an item, whose place *call->item_slot holds) instead of starting a
+ * fiber; a batch starts when it holds max_size records, max_wait_ms after
+ * its first one, or at script_batch_flush, as one fiber running
+ * batch_invoke(records, ctxs); each record's outcome is reported through
+ * the record callback as for async_invoke (retry predicates per record, in
+ * a fiber of its own, which *call->fiber_slot then holds). */
+static inline int script_batches(const script *sc) { return sc->batch_ref != LUA_NOREF; }
+
+/* The settings batches use from now on (max_size >= 1, key NULL for none;
+ * copied). 0, or -1 on out of memory or a bad key path. */
+int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, const char *key);
+
+/* Start every pending batch at the end of this loop turn, not waiting
+ * for max_wait_ms (no more records are coming soon). */
+void script_batch_flush(script *sc);
+
+/* The record of `it` leaves its batch without an outcome (its deadline
+ * passed, or the run abandons it): a pending batch forgets it; a running
+ * batch goes on for the others and drops its result; the batch's fiber is
+ * discarded when no record of it is left. Clears the item's slot. */
+void script_batch_leave(script_item *it);
 
 /* Run on_timeout(record, ctx) synchronously on a fresh decode of `line`;
  * `a` gives ctx (a->deadline_ms, the record's on the loop clock, gives

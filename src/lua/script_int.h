@@ -27,4 +27,24 @@ void script_push_ctx(script *sc, lua_State *L, const script_call *a);
 int script_encode_results(script *sc, const char *what, int base, codec_doc *doc, char **out, size_t *outlen,
                           char **err);
 
+/* invoke.c: an attempt's outcome is known (a batch's record, batch.c):
+ * report it, or first run the retry predicate that applies in a fiber of
+ * its own, as for async_invoke. Takes `out` and the malloc'd err and
+ * errmsg (NULL when ok); outputs_ref is a registry ref to the outputs
+ * table for retry_on_result (taken), or LUA_NOREF. */
+void script_attempt_ended(script *sc, const script_call *a, int ok, char *out, size_t len, char *err, char *errmsg,
+                          int outputs_ref, uint32_t overloads);
+
+/* vm.c: push a ctx.remaining_ms function counting down to deadline_ms
+ * (loop ms, 0 = none): a batch's ctxs each carry their record's own. */
+void script_push_remaining_ms(lua_State *L, uint64_t deadline_ms);
+
+/* batch.c: script_invoke for a batching script: `rec` joins the pending
+ * batch of its key (ownership passes). */
+void script_batch_add(script *sc, script_rec *rec, const script_call *a);
+
+/* batch.c: drop every pending batch and close the timer (script_close,
+ * before the VM closes). */
+void script_batch_close(script *sc);
+
 #endif

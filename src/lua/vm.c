@@ -164,6 +164,12 @@ static int l_remaining_ms(lua_State *L)
     return 1;
 }
 
+void script_push_remaining_ms(lua_State *L, uint64_t deadline_ms)
+{
+    lua_pushnumber(L, (lua_Number)deadline_ms);
+    lua_pushcclosure(L, l_remaining_ms, 1);
+}
+
 /* The deadline of the call running now: the fiber's (async_invoke, a
  * retry predicate, a hook: none), or on_timeout's (sc->sync_deadline_ms). */
 static uint64_t running_deadline_ms(lua_State *L)
@@ -259,6 +265,16 @@ static int setup_module(lua_State *L)
     sc->close_ref = ref_field(L, 2, "close");
     sc->on_result_ref = ref_field(L, 2, "retry_on_result");
     sc->on_error_ref = ref_field(L, 2, "retry_on_error");
+    sc->batch_ref = ref_field(L, 2, "batch_invoke");
+    lua_getfield(L, 2, "batch");
+    if (!lua_isnil(L, -1)) {
+        char why[256];
+        if (script_batch_read(L, lua_gettop(L), &sc->batch, why, sizeof why) != 0) {
+            lua_pushfstring(L, "%s: M.batch: %s", path, why);
+            return 1;
+        }
+    }
+    lua_pop(L, 1);
     lua_getfield(L, 2, "retry");
     if (!lua_isnil(L, -1)) {
         char why[256];
@@ -377,7 +393,7 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
 {
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
-    sc->on_result_ref = sc->on_error_ref = LUA_NOREF;
+    sc->on_result_ref = sc->on_error_ref = sc->batch_ref = LUA_NOREF;
     sc->previous_ref = LUA_NOREF;
     sc->generation = 1;
     *err = NULL;
@@ -393,6 +409,15 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         return -1;
     }
     lua_settop(sc->rt.L, 0);
+    /* Until the host says otherwise (script_batch_configure), batches
+     * follow M.batch and the defaults. */
+    if (script_batches(sc) &&
+        script_batch_configure(sc, sc->batch.has_size ? sc->batch.max_size : BATCH_DEFAULT_SIZE,
+                               sc->batch.has_wait ? sc->batch.max_wait_ms : BATCH_DEFAULT_WAIT_MS,
+                               sc->batch.has_key ? sc->batch.key : NULL) != 0) {
+        *err = strdup("out of memory setting up batches");
+        return -1;
+    }
     return 0;
 }
 
@@ -498,6 +523,8 @@ void script_close(script *sc, void (*on_closed)(void *ud), void *ud)
     free(sc->path);
     free(sc->tag_field);
     sc->path = sc->tag_field = NULL;
+    script_batch_close(sc); /* (pending batches hold docs: before the VM) */
+    batch_opts_free(&sc->batch);
     script_live_vms--;
     rt_close(&sc->rt, on_closed, ud);
     codec_close(&sc->codec); /* after the VM: every doc goes, live or pooled */
