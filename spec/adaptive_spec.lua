@@ -182,6 +182,30 @@ return M
     end)
   end
 
+  it("ctx.overloaded() in batch_invoke lowers it (the batch's records count it)", function()
+    local script = [[
+local time = require "moonwait.time"
+local M = {}
+function M.batch_invoke(records, ctxs)
+  time.sleep(0.01)
+  local out = {}
+  for i, r in ipairs(records) do
+    if r.busy then ctxs[i].overloaded() end
+    out[i] = { r }
+  end
+  return out
+end
+return M
+]]
+    local input = records(3000, function(i) return i > 2000 and ',"busy":true' or "" end)
+    local r = H.run_script(script, input, "--mode unordered --stats --capacity 2..64 --batch-size 4")
+    assert.equal(0, r.code, r.err)
+    assert.equal(3000, #H.lines(r.output))
+    assert.equal(2, summary_limit(r.err), r.err)
+    r = H.run_script(script, records(3000), "--mode unordered --stats --capacity 2..64 --batch-size 4")
+    assert.equal(64, summary_limit(r.err), r.err)
+  end)
+
   it("ctx.overloaded() outside an attempt raises, naming it", function()
     local r = H.run_script([[
 local M = {}

@@ -94,6 +94,26 @@ describe("keyed mode", function()
     assert.is_true(overtook(ids), "no record overtook another: keyed mode behaved as ordered")
   end)
 
+  it("keeps order per key and watermarks with batch_invoke, adaptive capacity and a rate limit", function()
+    -- batches finish in any order (each sleeps its first record's d); one
+    -- key's records are spread over several batches
+    local input = keyed_input(400, 25, 30, 40, 4242)
+    local r = H.run_script([[
+local time = require "moonwait.time"
+local M = {}
+function M.batch_invoke(records, ctxs)
+  time.sleep((records[1].d or 0) / 1000)
+  local out = {}
+  for i, rec in ipairs(records) do rec.seq = ctxs[i].seq; out[i] = { rec } end
+  return out
+end
+return M
+]], input, "--mode keyed --key u --capacity 8..60 --batch-size 5 --batch-wait 2 --rate-limit 4000")
+    assert.equal(0, r.code, r.err)
+    local ids = check_keyed(input, r.output, 400)
+    assert.is_true(overtook(ids), "no record overtook another")
+  end)
+
   it("lets a later key overtake a slow one, and holds a slow key's next record", function()
     local input = H.jsonl({ { id = 1, u = "a", d = 300 }, { id = 2, u = "a", d = 0 }, { id = 3, u = "b", d = 0 } })
     local r = H.run_script(SLEEPER, input, "--mode keyed --key u")
