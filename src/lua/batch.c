@@ -547,50 +547,18 @@ void script_batch_leave(script_item *it)
 
 /* ---- settings and the end ------------------------------------------------------ */
 
-static void free_path(char **p)
-{
-    if (!p)
-        return;
-    for (char **k = p; *k; k++)
-        free(*k);
-    free(p);
-}
-
-static char **split_path(const char *key)
-{
-    size_t n = 2;
-    for (const char *s = key; *s; s++)
-        n += *s == '.';
-    char **p = calloc(n, sizeof *p);
-    if (!p)
-        return NULL;
-    size_t i = 0;
-    for (const char *s = key;; s++) {
-        const char *e = strchr(s, '.');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (!(p[i++] = strndup(s, len))) {
-            free_path(p);
-            return NULL;
-        }
-        if (!e)
-            break;
-        s = e;
-    }
-    return p;
-}
-
 int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, const char *key)
 {
     struct batcher *bt = sc->batcher;
     char why[200];
     if (key && batch_key_check(key, why, sizeof why) != 0)
         return -1;
-    char **path = key ? split_path(key) : NULL;
+    char **path = key ? script_path_split(key) : NULL;
     if (key && !path)
         return -1;
     if (!bt) {
         if (!(bt = calloc(1, sizeof *bt))) {
-            free_path(path);
+            script_path_free(path);
             return -1;
         }
         bt->sc = sc;
@@ -598,7 +566,7 @@ int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, 
         bt->timer.data = bt;
         sc->batcher = bt;
     }
-    free_path(bt->key_path);
+    script_path_free(bt->key_path);
     bt->key_path = path;
     bt->max_size = max_size ? max_size : 1;
     bt->max_wait_ms = max_wait_ms;
@@ -608,7 +576,7 @@ int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, 
 static void batcher_closed(uv_handle_t *h)
 {
     struct batcher *bt = h->data;
-    free_path(bt->key_path);
+    script_path_free(bt->key_path);
     free(bt);
 }
 

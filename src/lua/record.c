@@ -19,9 +19,8 @@
 
 /* ---- field paths ("a.b.c") -------------------------------------------- */
 
-/* `field` split on '.', NULL-terminated (malloc'd), or NULL (an empty
- * part, or out of memory). */
-static char **path_split(const char *field)
+/* (contract in script_int.h; also batch.c's --batch-key) */
+char **script_path_split(const char *field)
 {
     size_t n = 1;
     for (const char *p = field; *p; p++)
@@ -73,7 +72,7 @@ static void path_name(char **path, char *out, size_t n)
 
 int script_set_event_time(script *sc, const char *field)
 {
-    return (sc->ts_path = path_split(field)) ? 0 : -1;
+    return (sc->ts_path = script_path_split(field)) ? 0 : -1;
 }
 
 /* The event-time field's value in the parsed tape: 0 with *ms, or -1. */
@@ -96,7 +95,7 @@ int script_set_key(script *sc, const char *field, uint64_t seed)
 {
     sc->key_k0 = mw_splitmix64(seed);
     sc->key_k1 = mw_splitmix64(sc->key_k0 ^ seed);
-    return (sc->key_path = path_split(field)) ? 0 : -1;
+    return (sc->key_path = script_path_split(field)) ? 0 : -1;
 }
 
 /* The hash of one canonical key: a type tag (folded into the SipHash key,

@@ -32,6 +32,10 @@ int script_encode_results(script *sc, const char *what, int base, codec_doc *doc
  * its own, as for async_invoke. Takes `out` and the malloc'd err and
  * errmsg (NULL when ok); outputs_ref is a registry ref to the outputs
  * table for retry_on_result (taken), or LUA_NOREF. */
+/* `field` ("a.b.c") split on '.', NULL-terminated (malloc'd; free with
+ * script_path_free), or NULL (an empty part, or out of memory). */
+char **script_path_split(const char *field);
+
 void script_attempt_ended(script *sc, const script_call *a, int ok, char *out, size_t len, char *err, char *errmsg,
                           int outputs_ref, uint32_t overloads);
 
