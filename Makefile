@@ -11,6 +11,7 @@
 #   make example-http    run examples/http-enrich (starts its own nginx)
 #   make example-redis   run examples/redis-lookup (starts its own redis-server)
 #   make example-streams run examples/streams: 3 consumers in a Redis consumer group, exactly once
+#   make example-batch   run examples/batch-quota: MGET batches under a 200 calls/s quota, keyed by user
 #                        (starts its own redis-server and nginx)
 #   make install PREFIX=/usr/local
 
@@ -71,7 +72,7 @@ CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_r
           $(BUILD)/test_adapt $(BUILD)/test_tbucket
 HELPERS := $(BUILD)/faultpeer
 
-.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams example-cache fuzz fuzz-build
+.PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams example-cache example-batch fuzz fuzz-build
 all: $(BUILD)/moonwait $(CTESTS) $(HELPERS)
 
 $(BUILD)/moonwait: $(OBJS) $(LLHTTP_OBJS)
@@ -166,6 +167,9 @@ example-cache: $(BUILD)/moonwait
 
 example-streams: $(BUILD)/moonwait
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/streams/run
+
+example-batch: $(BUILD)/moonwait
+	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) examples/batch-quota/run
 
 bench: all
 	MOONWAIT_BIN=$(abspath $(BUILD)/moonwait) scripts/bench

@@ -414,6 +414,8 @@ end }
       { "return { { records[1] } }", "batch_invoke returned no result for records[2] (results[2] is nil and errs[2] is not set)" },
       { "return { { records[1] }, 'x' }", "batch_invoke: results[2] is a string; expected an array of output records" },
       { "return { { records[1] }, records[2] }", "batch_invoke (results[2]) returned a table that is not an array" },
+      -- the hint fits batch_invoke, not async_invoke's `return { record }`
+      { "return records", "expected an array of output records (did you mean `results[i] = { records[i] }`?)" },
     }
     for _, c in ipairs(cases) do
       local r = H.run_script("return { batch_invoke = function(records) " .. c[1] .. " end }",

@@ -50,6 +50,22 @@ describe("examples", function()
     assert.equal(20, titled) -- product 5 is not seeded
   end)
 
+  it("batch-quota batches MGETs under its quota and keeps each user's events in order", function()
+    local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 60 examples/batch-quota/run")
+    assert.equal(0, code, err)
+    local got = H.decode_lines(out)
+    assert.equal(2862, #got)                -- users u41 and u42 are not seeded: skipped
+    local last = {}
+    for _, o in ipairs(got) do
+      assert.equal("User " .. o.user:sub(2), o.name)
+      assert.is_true((last[o.user] or 0) < o.click)  -- keyed: each user's events in order
+      last[o.user] = o.click
+    end
+    assert.matches("skipped=138", err, 1, true)
+    local calls = tonumber(err:match("MGET calls: (%d+)"))
+    assert.is_true(calls >= 30 and calls < 300, err)  -- batches, not one MGET per event
+  end)
+
   it("cache-and-fanout starts nginx and redis-server, loads each profile once, counts clicks", function()
     local code, out, err = H.sh("MOONWAIT_BIN=" .. H.bin .. " timeout 60 examples/cache-and-fanout/run")
     assert.equal(0, code, err)

@@ -477,8 +477,9 @@ return {
     -- record 1: the two broken defers logged, its three others still ran, its output kept
     assert.matches("%[error%] seq=1: a ctx.defer function failed: [^\n]*moonwait.time.sleep can only wait", r.err)
     -- the message names where it was called from: a ctx.defer function
-    assert.matches("moonwait.time.sleep can only wait inside async_invoke, open, close, a retry predicate or a "
-      .. "function they spawned (not at script load time, in on_timeout or in a ctx.defer function)", r.err, 1, true)
+    assert.matches("moonwait.time.sleep can only wait inside async_invoke, batch_invoke, open, close, a retry "
+      .. "predicate or a function they spawned (not at script load time, in on_timeout or in a ctx.defer function)",
+      r.err, 1, true)
     assert.matches("%[error%] seq=1: a ctx.defer function failed: [^\n]*defer broke", r.err)
     local one = {}
     for _, e in ipairs(ev) do if e:match("^1:") then one[#one + 1] = e end end

@@ -59,8 +59,9 @@ int defer_ctx(lua_State *L)
     luaL_checktype(L, 1, LUA_TFUNCTION);
     rt_fiber *f = rt_of(L)->running;
     if (!f)
-        return luaL_error(L, "ctx.defer can only be called while an attempt runs (async_invoke, a "
-                             "retry predicate, open or close, or a function they spawned)");
+        return luaL_error(L, "ctx.defer can only be called while an attempt runs (async_invoke, "
+                             "batch_invoke, a retry predicate, open or close, or a function they "
+                             "spawned)");
     f = rt_root(f);
     defers *d = NULL;
     for (rt_hook *h = f->hooks; h; h = h->next)

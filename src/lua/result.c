@@ -17,6 +17,14 @@
 #include "script_int.h"
 
 #define WRONG_RETURN_HINT "expected an array of output records (did you mean `return { record }`?)"
+#define WRONG_RESULT_HINT "expected an array of output records (did you mean `results[i] = { records[i] }`?)"
+
+/* The hint for what returned the wrong shape: one of batch_invoke's
+ * results ("batch_invoke (results[i])") is set, not returned. */
+static const char *wrong_hint(const char *what)
+{
+    return strncmp(what, "batch_invoke", 12) == 0 ? WRONG_RESULT_HINT : WRONG_RETURN_HINT;
+}
 
 /* The number of output records in `what`'s n results from base, or -1
  * with *err (malloc'd; NULL means out of memory) when they are not one
@@ -24,19 +32,19 @@
 static long check_results(lua_State *L, const char *what, int base, int n, char **err)
 {
     if (n <= 0) {
-        if (asprintf(err, "%s returned nothing; " WRONG_RETURN_HINT, what) < 0)
+        if (asprintf(err, "%s returned nothing; %s", what, wrong_hint(what)) < 0)
             *err = NULL;
         return -1;
     }
     if (lua_isnil(L, base)) {
         if (n >= 2 && !lua_isnil(L, base + 1))
             *err = rt_strdup_value(L, base + 1);
-        else if (asprintf(err, "%s returned nil without an error message; " WRONG_RETURN_HINT, what) < 0)
+        else if (asprintf(err, "%s returned nil without an error message; %s", what, wrong_hint(what)) < 0)
             *err = NULL;
         return -1;
     }
     if (lua_type(L, base) != LUA_TTABLE) {
-        if (asprintf(err, "%s returned a %s; " WRONG_RETURN_HINT, what, luaL_typename(L, base)) < 0)
+        if (asprintf(err, "%s returned a %s; %s", what, luaL_typename(L, base), wrong_hint(what)) < 0)
             *err = NULL;
         return -1;
     }
@@ -50,7 +58,7 @@ static long check_results(lua_State *L, const char *what, int base, int n, char 
         }
     }
     if (keys != count) {
-        if (asprintf(err, "%s returned a table that is not an array; " WRONG_RETURN_HINT, what) < 0)
+        if (asprintf(err, "%s returned a table that is not an array; %s", what, wrong_hint(what)) < 0)
             *err = NULL;
         return -1;
     }

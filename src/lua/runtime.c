@@ -343,9 +343,9 @@ rt_fiber *rt_check_yieldable(lua_State *L, const char *what)
             luaL_error(L, "%s cannot wait inside a coroutine of your own (coroutine.wrap/"
                           "create): call it directly from async_invoke's coroutine", what);
         else
-            luaL_error(L, "%s can only wait inside async_invoke, open, close, a retry "
-                          "predicate or a function they spawned (not at script load time, in "
-                          "on_timeout or in a ctx.defer function)", what);
+            luaL_error(L, "%s can only wait inside async_invoke, batch_invoke, open, close, a "
+                          "retry predicate or a function they spawned (not at script load time, "
+                          "in on_timeout or in a ctx.defer function)", what);
     }
     /* The fiber's own coroutine, but called back from a C function (a
      * table.sort comparator, a string.gsub function, require's chunk): its

@@ -190,8 +190,8 @@ static int l_overloaded(lua_State *L)
 {
     rt_fiber *f = rt_of(L)->running;
     if (!f)
-        return luaL_error(L, "ctx.overloaded can only be called while an attempt runs (async_invoke, a retry "
-                             "predicate, or a function they spawned)");
+        return luaL_error(L, "ctx.overloaded can only be called while an attempt runs (async_invoke, "
+                             "batch_invoke, a retry predicate, or a function they spawned)");
     rt_overload(f);
     return 0;
 }
