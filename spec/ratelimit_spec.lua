@@ -246,6 +246,32 @@ end }
     assert.equal(3, o.waits)
   end)
 
+  it("an unnamed limiter collected while a take waits on it is freed by that take, not before", function()
+    -- `return lim:take()` is a tail call: while it waits, only the yielded
+    -- C frame holds the handle, and the collector may take it. The killed
+    -- waiter then gives its tokens back to its limiter: freed, that wrote
+    -- into whatever reused the memory (here, with glibc's malloc, the next
+    -- limiter's 63-byte name; ASan names the use after free)
+    local r = H.run_script([[
+local moonwait = require "moonwait"
+local NAME = string.rep("n", 63)
+return { async_invoke = function(r)
+  local kid = moonwait.spawn(function()
+    local lim = moonwait.limit.new{ rps = 2, burst = 1 }
+    lim:take()
+    return lim:take()
+  end)
+  moonwait.time.sleep(0.05)
+  collectgarbage("collect"); collectgarbage("collect")
+  local b = moonwait.limit.new{ name = NAME, rps = 1 }
+  moonwait.kill(kid)
+  return { { same = b:stats().name == NAME } }
+end }
+]], "{}\n", "--timeout 5000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ { same = true } }, H.decode_lines(r.output))
+  end)
+
   it("SIGTERM while intake is paused for a token ends the run cleanly", function()
     local d = H.tmpdir()
     H.script(d, "return { async_invoke = function(r) return { r } end }")
