@@ -481,6 +481,31 @@ end }
     end
   end)
 
+  it("starts an old generation's pending batch at the reload: no record can join it any more", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+return { batch_invoke = function(records)
+  local out = {}
+  for i, r in ipairs(records) do r.v = "V1"; r.n = #records; out[i] = { r } end
+  return out
+end }
+]])
+    -- max_wait_ms is 100 s and the writer keeps the FIFO open: records 1-3
+    -- (generation 1's batch) are out a second after the reload, not at the
+    -- end of the input
+    local code, _, err = H.sh(string.format([[cd %s && mkfifo fifo && { %s & echo $! >pid; } && exec 3>fifo &&
+      printf '%%s\n' '{"id":1}' '{"id":2}' '{"id":3}' >&3 && sleep 0.2 && sed -i 's/V1/V2/' script.lua &&
+      kill -HUP $(cat pid) && sleep 1 && cp out mid &&
+      printf '%%s\n' '{"id":4}' '{"id":5}' >&3 && exec 3>&- && wait $(cat pid)]], d,
+      H.cmd("run --script script.lua --input fifo --output out --batch-wait 100000 --tag-generation gen 2>log")))
+    assert.equal(0, code, err .. (H.read(d .. "/log") or ""))
+    assert.same({ { id = 1, n = 3, v = "V1", gen = 1 }, { id = 2, n = 3, v = "V1", gen = 1 },
+      { id = 3, n = 3, v = "V1", gen = 1 } }, H.decode_lines(H.read(d .. "/mid")))
+    assert.same({ { id = 1, n = 3, v = "V1", gen = 1 }, { id = 2, n = 3, v = "V1", gen = 1 },
+      { id = 3, n = 3, v = "V1", gen = 1 }, { id = 4, n = 2, v = "V2", gen = 2 }, { id = 5, n = 2, v = "V2", gen = 2 } },
+      H.decode_lines(H.read(d .. "/out")))
+  end)
+
   it("finishes a pending batch at once on SIGTERM, not after max_wait_ms", function()
     local d = H.tmpdir()
     H.script(d, [[

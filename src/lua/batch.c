@@ -74,6 +74,7 @@ struct batcher {
     char **key_path;        /* split on '.', NULL-terminated; NULL = one batch for all */
     batch *head, *tail;     /* pending batches, oldest first */
     int flush_all;          /* script_batch_flush asked: the timer starts them all */
+    int draining;           /* script_batch_drain: every batch goes at the end of its turn */
 };
 
 static void start(batch *b);
@@ -256,6 +257,8 @@ void script_batch_add(script *sc, script_rec *rec, const script_call *a)
     *a->item_slot = it;
     if (b->n >= bt->max_size)
         start(b);
+    else if (bt->draining)
+        script_batch_flush(sc); /* (nothing ran: bt is still there) */
 }
 
 /* Not at once: the records of a batch that just ended are reported one by
@@ -268,6 +271,15 @@ void script_batch_flush(script *sc)
         return;
     bt->flush_all = 1;
     arm(bt);
+}
+
+void script_batch_drain(script *sc)
+{
+    struct batcher *bt = sc->batcher;
+    if (!bt)
+        return;
+    bt->draining = 1;
+    script_batch_flush(sc);
 }
 
 /* ---- the batch's fiber --------------------------------------------------------- */
