@@ -452,6 +452,25 @@ end }
     assert.equal(40, total)
   end)
 
+  it("does not take a scalar met halfway down the key path for the key ({\"user\":\"u1\"} has no user.id)", function()
+    local recs = {}
+    for i = 1, 20 do recs[i] = i % 2 == 0 and { id = i, user = "u1" } or { id = i, user = { id = "u1" } } end
+    local r = H.run_script([[
+return { batch_invoke = function(records)
+  local kinds, out = {}, {}
+  for i, rec in ipairs(records) do kinds[type(rec.user)] = true; out[i] = { rec } end
+  local f = io.open("kinds", "a") f:write(kinds.string and "s" or "", kinds.table and "t" or "", "\n") f:close()
+  return out
+end }
+]], H.jsonl(recs), "--batch-key user.id --batch-size 50 --batch-wait 50")
+    assert.equal(0, r.code, r.err)
+    assert.equal(20, #H.lines(r.output))
+    local seen = {}
+    for k in (H.read(r.dir .. "/kinds")):gmatch("(%a+)\n") do seen[#seen + 1] = k end
+    table.sort(seen)
+    assert.same({ "s", "t" }, seen) -- two batches: the records with a user.id, those without
+  end)
+
   it("keeps a pending batch on its own generation across a hot reload (SIGHUP)", function()
     local d = H.tmpdir()
     H.script(d, [[

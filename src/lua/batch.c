@@ -150,7 +150,14 @@ static void key_of(struct batcher *bt, lua_State *L, char **key, size_t *klen)
 {
     *key = NULL;
     *klen = 0;
-    for (char **k = bt->key_path; *k && lua_type(L, -1) == LUA_TTABLE; k++) {
+    for (char **k = bt->key_path; *k; k++) {
+        /* A path that meets a non-table before its end does not reach the
+         * field: {"a":"x"} has no a.b (not the key "x"). */
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            break;
+        }
         lua_pushstring(L, *k);
         lua_rawget(L, -2);
         lua_remove(L, -2);
