@@ -272,6 +272,25 @@ end }
     assert.same({ { same = true } }, H.decode_lines(r.output))
   end)
 
+  it("ends when the input ends, without waiting for a token to read the end", function()
+    -- two records at one token per 4 s: the second starts at 4 s, and the
+    -- end of the file needs no token (it took 8 s; at 0.001/s, 1000 s)
+    local r = H.run_script("return { async_invoke = function(r) return { r } end }", recs(2),
+      "--rate-limit 0.25 --stats", { timeout = 30 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 }, { id = 2 } }, H.decode_lines(r.output))
+    local s = summary(r.err)
+    assert.is_true(s.elapsed_s >= 3.9 and s.elapsed_s < 6, r.err)
+    r = H.run_script("return { async_invoke = function(r) return { r } end }", recs(1),
+      "--rate-limit 0.001", { timeout = 10 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 } }, H.decode_lines(r.output))
+    -- the same through a pipe (stdin): the end is seen by a read the pump starts
+    r = H.run("run --script " .. r.dir .. "/script.lua --rate-limit 0.001", { input = recs(1), timeout = 10 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 } }, H.decode_lines(r.out))
+  end)
+
   it("SIGTERM while intake is paused for a token ends the run cleanly", function()
     local d = H.tmpdir()
     H.script(d, "return { async_invoke = function(r) return { r } end }")
