@@ -471,6 +471,24 @@ end }
     assert.same({ "s", "t" }, seen) -- two batches: the records with a user.id, those without
   end)
 
+  it("writes another record of the batch as it came too (results[i] holding records[j])", function()
+    local input = '{"i":1, "x":  1.50,"s":"\\u0041"}\n{"i":2,"x":2.0e0,"s":"B"}\n{"i":3 ,"x":3}\n'
+    local r = H.run_script([[
+return { batch_invoke = function(records)
+  local out, n = {}, #records
+  for i = 1, n do
+    local rec = records[n - i + 1]
+    if rec.i == 1 then rec.touched = true end
+    out[i] = { rec }
+  end
+  return out
+end }
+]], input, "--batch-size 3 --batch-wait 1000")
+    assert.equal(0, r.code, r.err)
+    -- untouched: the exact line; touched: its members as they came, in their order
+    assert.equal('{"i":3 ,"x":3}\n{"i":2,"x":2.0e0,"s":"B"}\n{"i":1,"x":1.50,"s":"\\u0041","touched":true}\n', r.output)
+  end)
+
   it("keeps a pending batch on its own generation across a hot reload (SIGHUP)", function()
     local d = H.tmpdir()
     H.script(d, [[

@@ -421,6 +421,16 @@ static void take_results(batch *b, lua_State *L, int base, int n)
         free(all);
         return;
     }
+    /* results[i] may hold records[j] (sorted, grouped, one record's
+     * outputs for another): every record of the batch is written as it
+     * came where unchanged, not only records[i]. (Without the array, out of
+     * memory, only records[i] is.) */
+    codec_doc **docs = malloc(b->n * sizeof *docs);
+    if (docs) {
+        for (size_t i = 0; i < b->n; i++)
+            docs[i] = b->items[i]->doc;
+        codec_encode_also(&b->sc->codec, docs, b->n);
+    }
     for (size_t i = 0; i < b->n; i++) {
         script_item *it = b->items[i];
         if (it->state != IT_RUNNING)
@@ -428,6 +438,8 @@ static void take_results(batch *b, lua_State *L, int base, int n)
         lua_rawgeti(L, res, (int)(i + 1));
         take_one(b, L, i + 1, errs, it);
     }
+    codec_encode_also(&b->sc->codec, NULL, 0);
+    free(docs);
 }
 
 /* batch_invoke ended: read every record's outcome off the fiber (nothing
