@@ -246,6 +246,51 @@ end }
     assert.equal(3, o.waits)
   end)
 
+  it("an unnamed limiter collected while a take waits on it is freed by that take, not before", function()
+    -- `return lim:take()` is a tail call: while it waits, only the yielded
+    -- C frame holds the handle, and the collector may take it. The killed
+    -- waiter then gives its tokens back to its limiter: freed, that wrote
+    -- into whatever reused the memory (here, with glibc's malloc, the next
+    -- limiter's 63-byte name; ASan names the use after free)
+    local r = H.run_script([[
+local moonwait = require "moonwait"
+local NAME = string.rep("n", 63)
+return { async_invoke = function(r)
+  local kid = moonwait.spawn(function()
+    local lim = moonwait.limit.new{ rps = 2, burst = 1 }
+    lim:take()
+    return lim:take()
+  end)
+  moonwait.time.sleep(0.05)
+  collectgarbage("collect"); collectgarbage("collect")
+  local b = moonwait.limit.new{ name = NAME, rps = 1 }
+  moonwait.kill(kid)
+  return { { same = b:stats().name == NAME } }
+end }
+]], "{}\n", "--timeout 5000")
+    assert.equal(0, r.code, r.err)
+    assert.same({ { same = true } }, H.decode_lines(r.output))
+  end)
+
+  it("ends when the input ends, without waiting for a token to read the end", function()
+    -- two records at one token per 4 s: the second starts at 4 s, and the
+    -- end of the file needs no token (it took 8 s; at 0.001/s, 1000 s)
+    local r = H.run_script("return { async_invoke = function(r) return { r } end }", recs(2),
+      "--rate-limit 0.25 --stats", { timeout = 30 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 }, { id = 2 } }, H.decode_lines(r.output))
+    local s = summary(r.err)
+    assert.is_true(s.elapsed_s >= 3.9 and s.elapsed_s < 6, r.err)
+    r = H.run_script("return { async_invoke = function(r) return { r } end }", recs(1),
+      "--rate-limit 0.001", { timeout = 10 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 } }, H.decode_lines(r.output))
+    -- the same through a pipe (stdin): the end is seen by a read the pump starts
+    r = H.run("run --script " .. r.dir .. "/script.lua --rate-limit 0.001", { input = recs(1), timeout = 10 })
+    assert.equal(0, r.code, r.err)
+    assert.same({ { id = 1 } }, H.decode_lines(r.out))
+  end)
+
   it("SIGTERM while intake is paused for a token ends the run cleanly", function()
     local d = H.tmpdir()
     H.script(d, "return { async_invoke = function(r) return { r } end }")

@@ -234,7 +234,10 @@ static int pull(run *r)
      * starts it through the gate, then pumps). */
     if (r->lim.on && op_next_backoff(&r->op) <= op_now(&r->op))
         return -1;
-    if (!limit_ready(&r->lim))
+    /* An input that has ended needs no token to say so: without this the
+     * run would wait up to 1/RPS after its last record just to read the
+     * end (forever at a tiny rate), with everything already emitted. */
+    if (r->lim.on && !source_ended(r->src) && !limit_ready(&r->lim))
         return -1;
     /* (a broker fetches no more than this) */
     r->src->room = room(r);

@@ -251,6 +251,10 @@ static void switch_to(gen *g)
                     "older generations\n", g->id, ms_since(g->load_started), draining);
     if (old) {
         old->state = G_DRAINING;
+        /* Its pending batches can get no new record: they go now, not
+         * max_wait_ms after their first one. */
+        if (script_is_open(&old->sc))
+            script_batch_drain(&old->sc);
         if (old->records == 0)
             gen_close(old);
     }

@@ -166,6 +166,19 @@ static int fd_next(mw_source *s, source_record *r)
     }
 }
 
+/* No unread byte left and the end seen. With nothing buffered and the end
+ * not seen yet, a read finds out (the bytes it brings wait for next()). */
+static int fd_ended(mw_source *s)
+{
+    fd_source *f = (fd_source *)s;
+    if (f->l.error || f->l.start < f->l.end)
+        return 0;
+    if (f->l.eof)
+        return 1;
+    want(f);
+    return 0;
+}
+
 static void fd_strerror(const mw_source *s, char *buf, size_t len)
 {
     const fd_source *f = (const fd_source *)s;
@@ -234,5 +247,5 @@ static void fd_close(mw_source *s, void (*on_closed)(mw_source *s))
 /* No commit: a file has nothing to acknowledge. */
 static const source_ops fd_source_ops = {
     .kind = "fd", .next = fd_next, .strerror = fd_strerror, .position = fd_position, .seek = fd_seek,
-    .commit = NULL, .close = fd_close,
+    .commit = NULL, .ended = fd_ended, .close = fd_close,
 };

@@ -80,6 +80,12 @@ typedef struct source_ops {
      * outputs handed since the last call belong to no record (a
      * watermark). May be NULL. */
     void (*done)(mw_source *s, uint64_t ticket);
+    /* Whether next() would return SOURCE_END, without handing out a record:
+     * 1 when the end was seen and nothing is left; 0 otherwise (a record
+     * may come, or it is not known yet: then a fetch may start to find out,
+     * and on_ready follows). Lets a run that holds off reading (a rate
+     * limit's token) still see the end. May be NULL (0: never known). */
+    int (*ended)(mw_source *s);
     /* Stop fetching and release everything; on_closed (may be NULL) runs
      * once the source's handles are closed, then its memory is freed. */
     void (*close)(mw_source *s, void (*on_closed)(mw_source *s));
@@ -107,6 +113,7 @@ static inline void source_done(mw_source *s, uint64_t ticket)
     if (s->ops->done)
         s->ops->done(s, ticket);
 }
+static inline int source_ended(mw_source *s) { return s->ops->ended ? s->ops->ended(s) : 0; }
 static inline void source_close(mw_source *s, void (*on_closed)(mw_source *s)) { s->ops->close(s, on_closed); }
 
 #endif

@@ -38,6 +38,10 @@ typedef struct codec {
     codec_doc *free_docs;    /* recycled docs */
     codec_doc *live;         /* docs handed out and not yet freed */
     mw_buf scratch;          /* unescaped strings while building */
+    /* More docs codec_encode recognises tables of (codec_encode_also), or
+     * NULL: batch_invoke may return another record's table. */
+    codec_doc *const *also;
+    size_t nalso;
 } codec;
 
 /* Set up the codec for the VM L. 0, or -1 (out of memory). */
@@ -75,6 +79,12 @@ int codec_decode(codec *c, lua_State *L, const char *text, size_t len, char *err
  * keep their original bytes, order and shape where unchanged. 0, or -1
  * with a message in err. */
 int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, char *err, size_t errlen);
+
+/* From now on codec_encode also writes the tables of these n docs (NULL
+ * entries skipped) faithfully, as their own doc's: a batch's results may
+ * hold any of its records. The docs must outlive the encodes; call with
+ * NULL, 0 after them. */
+void codec_encode_also(codec *c, codec_doc *const *docs, size_t n);
 
 /* Push the array metatable (moonwait.json.array_mt). */
 void codec_push_array_mt(codec *c, lua_State *L);

@@ -298,7 +298,33 @@ static int encode_table(enc *e, int idx, int depth)
         if (node >= 0)
             return enc_original(e, idx, (uint32_t)node, depth);
     }
+    /* Another record's table (a batch's results): written as its doc's. */
+    for (size_t i = 0; i < e->c->nalso; i++) {
+        codec_doc *o = e->c->also[i];
+        if (!o || o == e->d || o->anchors_ref == LUA_NOREF)
+            continue;
+        enc sub = *e;
+        sub.d = o;
+        long node = enc_find_node(&sub, lua_topointer(L, idx));
+        if (node < 0)
+            continue;
+        if (!lua_checkstack(L, 1)) {
+            snprintf(e->err, e->errlen, "out of Lua stack");
+            return -1;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchors_ref);
+        sub.anchors = lua_gettop(L);
+        int rc = enc_original(&sub, idx, (uint32_t)node, depth);
+        lua_settop(L, sub.anchors - 1);
+        return rc;
+    }
     return enc_built(e, idx, depth);
+}
+
+void codec_encode_also(codec *c, codec_doc *const *docs, size_t n)
+{
+    c->also = docs;
+    c->nalso = docs ? n : 0;
 }
 
 /* A table the script built (or reshaped): the array metatable makes an
@@ -360,6 +386,18 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
         e.anchors = lua_gettop(L);
     } else {
         e.d = NULL;
+    }
+    /* Another record itself (a batch's results): its doc, so that untouched
+     * it is its exact line too. */
+    for (size_t i = 0; lua_type(L, idx) == LUA_TTABLE && i < c->nalso; i++) {
+        codec_doc *o = c->also[i];
+        if (o && o != doc && o->anchors_ref != LUA_NOREF && o->t.n && lua_topointer(L, idx) == o->t.nodes[0].user) {
+            lua_settop(L, top);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchors_ref);
+            e.d = o;
+            e.anchors = lua_gettop(L);
+            break;
+        }
     }
     size_t len = b->len;
     int rc;

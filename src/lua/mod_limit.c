@@ -19,8 +19,11 @@
  * Named limiters are process-wide, like named caches: limit.new{name=...}
  * in a later generation gets the same bucket (the newest options win) and
  * it lives until the process ends (script_limit_free_all). An unnamed one
- * belongs to its handle (freed by __gc: a fiber parked in take() holds
- * the handle on its stack, so it outlives every wait on it).
+ * belongs to its handle and to the takes waiting on it: __gc frees it
+ * unless a take still waits, and then the last waiter does. A parked
+ * take() cannot count on its handle staying reachable: in
+ * `return lim:take()` (a tail call) nothing but the yielded C frame holds
+ * it, and the collector may take it while the take waits.
  */
 #define _GNU_SOURCE
 #include <lauxlib.h>
@@ -41,6 +44,8 @@ typedef struct limiter {
     char *name;            /* NULL: unnamed */
     tbucket b;
     struct limiter *next;  /* the registry of named ones */
+    unsigned waiters;      /* takes parked on it (each holds it) */
+    int orphaned;          /* unnamed and its handle collected: the last waiter frees it */
 } limiter;
 
 typedef struct handle {
@@ -170,11 +175,19 @@ static int l_new(lua_State *L)
 
 /* ---- lim:take -------------------------------------------------------------------- */
 
+/* A waiter lets go of its limiter: an orphaned one goes with its last. */
+static void unhold(limiter *l)
+{
+    if (--l->waiters == 0 && l->orphaned)
+        limiter_free(l);
+}
+
 static void take_cancel(rt_fiber *f)
 {
     reservation *rv = f->wait;
     uv_timer_stop(&f->timer);
     tbucket_give(&rv->l->b, rv->n, uv_hrtime());
+    unhold(rv->l);
     free(rv);
     f->wait = NULL;
 }
@@ -197,6 +210,7 @@ static void take_done(uv_timer_t *t)
         uv_timer_start(&f->timer, take_done, ms_up(rv->at_ns - now), 0);
         return;
     }
+    unhold(rv->l);
     free(f->wait);
     f->wait = NULL;
     lua_pushboolean(f->co, 1);
@@ -245,6 +259,7 @@ static int l_take(lua_State *L)
     rv->n = n;
     uint64_t covered = tbucket_reserve(&l->b, n, now);
     rv->at_ns = now + covered;
+    l->waiters++;
     uv_timer_start(&f->timer, take_done, ms_up(covered), 0);
     rt_park(f, take_cancel, rv);
     return rt_yield(L, f);
@@ -277,8 +292,12 @@ static int l_stats(lua_State *L)
 static int l_gc(lua_State *L)
 {
     handle *h = luaL_checkudata(L, 1, LIMIT_MT);
-    if (h->owned && h->l)
-        limiter_free(h->l);
+    if (h->owned && h->l) {
+        if (h->l->waiters)
+            h->l->orphaned = 1;
+        else
+            limiter_free(h->l);
+    }
     h->l = NULL;
     return 0;
 }

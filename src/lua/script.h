@@ -204,6 +204,12 @@ int script_batch_configure(script *sc, uint32_t max_size, uint64_t max_wait_ms, 
  * for max_wait_ms (no more records are coming soon). */
 void script_batch_flush(script *sc);
 
+/* No new record will come to this script (a reload made another
+ * generation current): its pending batches, and those its records'
+ * retries make from now on, start at the end of the loop turn, since
+ * waiting max_wait_ms for records that cannot come only holds them. */
+void script_batch_drain(script *sc);
+
 /* The record of `it` leaves its batch without an outcome (its deadline
  * passed, or the run abandons it): a pending batch forgets it; a running
  * batch goes on for the others and drops its result; the batch's fiber is
