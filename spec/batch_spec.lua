@@ -610,12 +610,7 @@ return {
       local c = H.read(d .. "/cp/checkpoint") or ""
       return select(2, c:gsub("\nR ", "")) >= 5 and (H.read(d .. "/out") or "") ~= ""
     end, 20))
-    local pid = H.read(d .. "/pid"):match("%d+")
-    os.execute("kill -9 " .. pid)
-    assert.truthy(H.wait_for(function()
-      local st = H.read("/proc/" .. pid .. "/stat")
-      return not st or st:match("^%d+ %b() (%a)") == "Z"
-    end, 30))
+    H.kill9(d)
     local ck = H.read(d .. "/cp/checkpoint")
     local stored = {}
     for seq in ck:gmatch("\nR (%d+) ") do stored[tonumber(seq)] = true end

@@ -21,17 +21,7 @@ local SEED = SEED_ENV and assert(tonumber(SEED_ENV), "MOONWAIT_CRASH_SEED is not
 io.stderr:write(("# checkpoint crash harness: seed %d, record budget %d ms (replay with " ..
   "MOONWAIT_CRASH_SEED=%d MOONWAIT_CRASH_TIMEOUT=%d)\n"):format(SEED, C.TIMEOUT, SEED, C.TIMEOUT))
 
--- SIGKILL the moonwait whose pid is in d/pid and wait until it is gone (its
--- lock released, its files no longer written), not a fixed time.
-local function kill9(d)
-  local pid = (H.read(d .. "/pid") or ""):match("%d+")
-  assert(pid, "no pid in " .. d)
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  assert(H.wait_for(function()
-    local st = H.read("/proc/" .. pid .. "/stat")
-    return not st or st:match("^%d+ %b() (%a)") == "Z"
-  end, 30), "pid " .. pid .. " survived SIGKILL")
-end
+local kill9 = H.kill9
 
 local function run(d, args)
   local code, out, err = H.sh(string.format("cd %s && %s", d, H.cmd(args)))

@@ -127,6 +127,20 @@ function H.jsonl(list)
   return table.concat(b, "\n") .. "\n"
 end
 
+-- SIGKILL the moonwait whose pid is in dir/pid and wait until it is gone
+-- (its lock released, its files no longer written), not a fixed time.
+-- Returns the pid.
+function H.kill9(dir)
+  local pid = (H.read(dir .. "/pid") or ""):match("%d+")
+  assert(pid, "no pid in " .. dir)
+  os.execute("kill -9 " .. pid .. " 2>/dev/null")
+  assert(H.wait_for(function()
+    local st = H.read("/proc/" .. pid .. "/stat")
+    return not st or st:match("^%d+ %b() (%a)") == "Z"
+  end, 30), "pid " .. pid .. " survived SIGKILL")
+  return pid
+end
+
 -- Poll `fn` until it returns a truthy value or `secs` pass.
 function H.wait_for(fn, secs)
   local deadline = os.time() + (secs or 10)

@@ -319,12 +319,7 @@ return { async_invoke = function(r) time.sleep(0.4) return { r } end }
       local c = H.read(d .. "/cp/checkpoint") or ""
       return select(2, c:gsub("\nR ", "")) >= 4 and (H.read(d .. "/out") or "") ~= ""
     end, 30))
-    local pid = H.read(d .. "/pid"):match("%d+")
-    os.execute("kill -9 " .. pid)
-    assert.truthy(H.wait_for(function()
-      local st = H.read("/proc/" .. pid .. "/stat")
-      return not st or st:match("^%d+ %b() (%a)") == "Z"
-    end, 30))
+    H.kill9(d)
     local code, _, err = H.sh(string.format("cd %s && %s", d, H.cmd(args)))
     assert.equal(0, code, err)
     local out = H.decode_lines(H.read(d .. "/out"))
