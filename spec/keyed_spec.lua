@@ -5,17 +5,7 @@
 local H = require("helpers")
 local C = require("support.crash")
 
--- Sleeps r.d ms (if any), then emits the record with its seq.
-local SLEEPER = [[
-local time = require "moonwait.time"
-local M = {}
-function M.async_invoke(r, ctx)
-  if r.d then time.sleep(r.d / 1000) end
-  r.seq = ctx.seq
-  return { r }
-end
-return M
-]]
+local SLEEPER = require("support.scripts").SLEEPER
 
 -- A small seeded generator (the same numbers on every machine).
 local function rng(seed)

@@ -2,17 +2,7 @@
 -- barriers, capacity, backpressure, timeouts, results, failures, drain.
 local H = require("helpers")
 
--- Sleeps r.d ms, then emits the record with its seq.
-local SLEEPER = [[
-local time = require "moonwait.time"
-local M = {}
-function M.async_invoke(r, ctx)
-  if r.d then time.sleep(r.d / 1000) end
-  r.seq = ctx.seq
-  return { r }
-end
-return M
-]]
+local SLEEPER = require("support.scripts").SLEEPER
 
 local function records(n, delay)
   local t = {}

@@ -3,6 +3,7 @@
 -- against a real nginx whose limit_req answers 429 beyond 50 requests/s
 -- (spec/support/servers.lua: /rl/a, /rl/b, /rl/c, a zone each).
 local H = require("helpers")
+local FAIL_ONCE = require("support.scripts").FAIL_ONCE
 local servers = require("support.servers")
 
 local function recs(n, extra)
@@ -118,15 +119,7 @@ end }
   end)
 
   it("retries take tokens too (the pipeline's limit counts attempts)", function()
-    local r = H.run_script([[
-local M = {}
-M.retry_on_error = function() return true end
-function M.async_invoke(r, ctx)
-  if ctx.attempt == 1 then error("first try fails") end
-  return { { id = r.id, attempt = ctx.attempt } }
-end
-return M
-]], recs(15), "--rate-limit 20 --retry fixed:2:0 --capacity 15 --timeout 20000 --stats")
+    local r = H.run_script(FAIL_ONCE, recs(15), "--rate-limit 20 --retry fixed:2:0 --capacity 15 --timeout 20000 --stats")
     assert.equal(0, r.code, r.err)
     assert.equal(15, #H.lines(r.output))
     local s = summary(r.err)
@@ -140,15 +133,7 @@ return M
     -- 40 records whose first attempt fails, at 20 tokens/s: had new records
     -- taken every token while input lasted (2 s), the retries, waiting on
     -- their 1.5 s budgets, would time out
-    local r = H.run_script([[
-local M = {}
-M.retry_on_error = function() return true end
-function M.async_invoke(r, ctx)
-  if ctx.attempt == 1 then error("first try fails") end
-  return { { id = r.id, attempt = ctx.attempt } }
-end
-return M
-]], recs(40), "--rate-limit 20 --retry fixed:2:0 --capacity 40 --timeout 1500 --on-error skip --stats")
+    local r = H.run_script(FAIL_ONCE, recs(40), "--rate-limit 20 --retry fixed:2:0 --capacity 40 --timeout 1500 --on-error skip --stats")
     assert.equal(0, r.code, r.err)
     local s = summary(r.err)
     assert.equal(0, s.timeouts, r.err)
