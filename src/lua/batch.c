@@ -1,11 +1,9 @@
 /*
  * batch.c: batching across records (contract in script.h): the pending
  * batches of a batching script (one per key value, oldest first), the one
- * timer that starts a batch max_wait_ms after its first record, the
- * batch's fiber running batch_invoke(records, ctxs), and splitting its
- * results back into one outcome per record, reported through the same
- * path as async_invoke's (script_attempt_ended: the retry predicates per
- * record, then the record callback).
+ * timer that starts a batch max_wait_ms after its first record, records
+ * leaving, and the settings. batch_run.c runs a batch (its fiber, its
+ * results split back into one outcome per record).
  *
  * Ownership. A pending batch is the batcher's; an item (one record's
  * attempt) is its batch's and owns the record's doc while pending. A
@@ -26,68 +24,14 @@
 #include "script.h"
 
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../util/siphash.h"
+#include "batch_int.h"
 #include "script_int.h"
 
-enum { IT_PENDING, IT_RUNNING, IT_SETTLED, IT_DONE };
-
-struct script_item {
-    struct batch *b;
-    int state;              /* IT_* */
-    script_call a;          /* the attempt; a.last_error points at last_error */
-    char *last_error;       /* owned copy */
-    codec_doc *doc;         /* the record (owned while pending; then the fiber's) */
-    /* The outcome, between batch_done's two passes (owned). */
-    int ok;
-    char *out, *err, *errmsg;
-    size_t len;
-    int outputs_ref;        /* the outputs table for retry_on_result, or LUA_NOREF */
-};
-
-typedef struct batch {
-    struct batch *next, *prev; /* the batcher's pending list, while pending */
-    struct batch *hnext;    /* its bucket's chain in the batcher's table, while pending */
-    uint64_t hash;          /* of its key */
-    struct batcher *bt;     /* while pending */
-    script *sc;
-    char *key;              /* the key value's bytes (a type letter first), NULL = nil */
-    size_t klen;
-    uint64_t first_ms;      /* when its first record came (loop ms) */
-    script_item **items;    /* in the order of records[] */
-    size_t n, cap;
-    size_t live;            /* running: items not yet settled */
-    rt_fiber *fiber;        /* running: its fiber */
-    int running;            /* started */
-    int ending;             /* batch_done is splitting its results */
-    int abandoned;          /* its fiber was discarded: freed with the attachment */
-    uint32_t overloads;     /* overload signals batch_invoke gave (ctx.overloaded, an
-                             * HTTP 429/503): each record of the batch reports them */
-} batch;
-
-struct batcher {
-    script *sc;
-    uv_timer_t timer;       /* the oldest pending batch's max_wait_ms; freed in its close callback */
-    uint32_t max_size;
-    uint64_t max_wait_ms;
-    char **key_path;        /* split on '.', NULL-terminated; NULL = one batch for all */
-    batch *head, *tail;     /* pending batches, oldest first */
-    /* The pending batches by key: with batch.key there may be as many as
-     * records in flight (distinct keys), and a list scan per record made
-     * that quadratic (4.5 s for 40k records at --capacity 20000). SipHash
-     * with a secret per batcher, so input cannot choose collisions. */
-    batch **tab;
-    size_t tabn, count;     /* buckets (a power of 2), pending batches */
-    uint64_t k0, k1;
-    int flush_all;          /* script_batch_flush asked: the timer starts them all */
-    int draining;           /* script_batch_drain: every batch goes at the end of its turn */
-};
-
-static void start(batch *b);
 static void on_timer(uv_timer_t *t);
 
 /* ---- batches ------------------------------------------------------------------- */
@@ -101,7 +45,7 @@ static void item_free(script_item *it)
     free(it);
 }
 
-static void batch_free(batch *b)
+void batch_free(batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
         item_free(b->items[i]);
@@ -121,7 +65,7 @@ static void arm(struct batcher *bt)
     uv_timer_start(&bt->timer, on_timer, due > now && !bt->flush_all ? due - now : 0, 0);
 }
 
-static void unlink_pending(batch *b)
+void batch_unlink_pending(batch *b)
 {
     struct batcher *bt = b->bt;
     int was_head = bt->head == b;
@@ -150,11 +94,11 @@ static void on_timer(uv_timer_t *t)
 {
     struct batcher *bt = t->data;
     uint64_t now = uv_now(t->loop);
-    /* start() unlinks first and may run the run's callbacks (which may add
+    /* batch_start() unlinks first and may run the run's callbacks (which may add
      * batches, or ask for a flush again): read the head and the flag again
      * each time. */
     for (batch *b; (b = bt->head) && (bt->flush_all || b->first_ms + bt->max_wait_ms <= now);)
-        start(b);
+        batch_start(b);
     bt->flush_all = 0;
     arm(bt);
 }
@@ -285,7 +229,7 @@ void script_batch_add(script *sc, script_rec *rec, const script_call *a)
     }
     if (!b || b->n == b->cap) {
         if (b && b->n == 0) {
-            unlink_pending(b);
+            batch_unlink_pending(b);
             batch_free(b);
         }
         free(it);
@@ -305,7 +249,7 @@ void script_batch_add(script *sc, script_rec *rec, const script_call *a)
     b->items[b->n++] = it;
     *a->item_slot = it;
     if (b->n >= bt->max_size)
-        start(b);
+        batch_start(b);
     else if (bt->draining)
         script_batch_flush(sc); /* (nothing ran: bt is still there) */
 }
@@ -331,267 +275,6 @@ void script_batch_drain(script *sc)
     script_batch_flush(sc);
 }
 
-/* ---- the batch's fiber --------------------------------------------------------- */
-
-/* The fiber's attachment: the records' docs, after its end hooks ran. A
- * batch whose fiber was discarded goes with them. */
-static void free_attached(rt_fiber *f)
-{
-    batch *b = f->attach;
-    codec *c = codec_of(f->rt->L);
-    for (size_t i = 0; i < b->n; i++) {
-        codec_doc_free(c, b->items[i]->doc);
-        b->items[i]->doc = NULL;
-    }
-    if (b->abandoned)
-        batch_free(b);
-}
-
-/* The fiber was discarded mid-run: every record left (or the VM closes,
- * when those still in it are forgotten: the run abandons them too). */
-static void batch_abandoned(void *ud)
-{
-    batch *b = ud;
-    b->abandoned = 1;
-    b->fiber = NULL;
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        if (it->state == IT_RUNNING) {
-            it->state = IT_SETTLED;
-            *it->a.item_slot = NULL;
-        }
-    }
-}
-
-static void set_failed(script_item *it, char *err)
-{
-    it->ok = 0;
-    it->err = err;
-    it->errmsg = err ? strdup(err) : NULL;
-}
-
-/* Every record still in the batch fails with the same message. */
-static void fail_all(batch *b, const char *err, const char *errmsg)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        if (it->state != IT_RUNNING)
-            continue;
-        it->ok = 0;
-        it->err = err ? strdup(err) : NULL;
-        it->errmsg = errmsg ? strdup(errmsg) : NULL;
-    }
-}
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *m = NULL;
-    va_list ap;
-    va_start(ap, f);
-    if (vasprintf(&m, f, ap) < 0)
-        m = NULL;
-    va_end(ap);
-    return m;
-}
-
-/* One record's entry of the results (results[i] at the top of L's stack,
- * popped; errs at index errs, or 0). */
-static void take_one(batch *b, lua_State *L, size_t i, int errs, script_item *it)
-{
-    script *sc = b->sc;
-    int t = lua_type(L, -1);
-    if (t == LUA_TTABLE) {
-        if (sc->on_result_ref != LUA_NOREF) {
-            lua_pushvalue(L, -1);
-            it->outputs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        }
-        char what[64];
-        snprintf(what, sizeof what, "batch_invoke (results[%zu])", i);
-        char *err = NULL;
-        if (script_encode_results(sc, what, lua_gettop(L), it->doc, &it->out, &it->len, &err) == 0) {
-            it->ok = 1;
-        } else {
-            set_failed(it, err);
-            if (it->outputs_ref != LUA_NOREF) {
-                luaL_unref(L, LUA_REGISTRYINDEX, it->outputs_ref);
-                it->outputs_ref = LUA_NOREF;
-            }
-        }
-        return;
-    }
-    lua_pop(L, 1);
-    if (t != LUA_TNIL) {
-        set_failed(it, fmt("batch_invoke: results[%zu] is a %s; expected an array of output records ({} for none)",
-                           i, lua_typename(L, t)));
-        return;
-    }
-    char *err = NULL;
-    if (errs) {
-        lua_rawgeti(L, errs, (int)i);
-        if (!lua_isnil(L, -1))
-            err = rt_strdup_value(L, -1);
-        lua_pop(L, 1);
-    }
-    set_failed(it, err ? err
-                       : fmt("batch_invoke returned no result for records[%zu] (results[%zu] is nil and errs[%zu] "
-                             "is not set)",
-                             i, i, i));
-}
-
-/* batch_invoke returned the n values at base of L: each record's outcome. */
-static void take_results(batch *b, lua_State *L, int base, int n)
-{
-    int res = base, errs = n >= 2 && lua_type(L, base + 1) == LUA_TTABLE ? base + 1 : 0;
-    char *all = NULL;
-    if (n == 0 || lua_isnil(L, res)) {
-        all = n >= 2 && !lua_isnil(L, base + 1)
-                  ? rt_strdup_value(L, base + 1)
-                  : strdup("batch_invoke returned nil without an error message; expected an array with one "
-                           "output array per record (results[i] for records[i])");
-    } else if (lua_type(L, res) != LUA_TTABLE) {
-        all = fmt("batch_invoke returned a %s; expected an array with one output array per record (results[i] "
-                  "for records[i])",
-                  luaL_typename(L, res));
-    } else if (lua_objlen(L, res) > b->n) {
-        all = fmt("batch_invoke returned %zu results for %zu records; expected one per record (results[i] for "
-                  "records[i])",
-                  (size_t)lua_objlen(L, res), b->n);
-    }
-    if (all || n == 0 || lua_type(L, res) != LUA_TTABLE) {
-        fail_all(b, all ? all : "out of memory", all ? all : "out of memory");
-        free(all);
-        return;
-    }
-    /* results[i] may hold records[j] (sorted, grouped, one record's
-     * outputs for another): every record of the batch is written as it
-     * came where unchanged, not only records[i]. (Without the array, out of
-     * memory, only records[i] is.) */
-    codec_doc **docs = malloc(b->n * sizeof *docs);
-    if (docs) {
-        for (size_t i = 0; i < b->n; i++)
-            docs[i] = b->items[i]->doc;
-        codec_encode_also(&b->sc->codec, docs, b->n);
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        if (it->state != IT_RUNNING)
-            continue;
-        lua_rawgeti(L, res, (int)(i + 1));
-        take_one(b, L, i + 1, errs, it);
-    }
-    codec_encode_also(&b->sc->codec, NULL, 0);
-    free(docs);
-}
-
-/* batch_invoke ended: read every record's outcome off the fiber (nothing
- * is reported meanwhile, so the VM's stack is ours), release the fiber,
- * then report each record still in the batch (which may run the whole
- * run's machinery, down to closing this VM). */
-static void batch_done(void *ud, rt_fiber *f, int status)
-{
-    batch *b = ud;
-    script *sc = b->sc;
-    lua_State *L = sc->rt.L;
-    b->ending = 1;
-    b->fiber = NULL;
-    b->overloads = f->overloads;
-    if (status == RT_OK) {
-        int n = lua_gettop(f->co);
-        int base = lua_gettop(L) + 1;
-        lua_xmove(f->co, L, n);
-        take_results(b, L, base, n);
-        lua_settop(L, base - 1);
-        rt_fiber_release(f);
-    } else {
-        fail_all(b, f->err, f->errmsg);
-        rt_fiber_discard(f);
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        int ref = it->outputs_ref;
-        it->outputs_ref = LUA_NOREF;
-        if (it->state != IT_RUNNING) {
-            if (ref != LUA_NOREF && sc->rt.L)
-                luaL_unref(sc->rt.L, LUA_REGISTRYINDEX, ref);
-            continue;
-        }
-        it->state = IT_DONE;
-        *it->a.item_slot = NULL;
-        char *out = it->out, *err = it->err, *msg = it->errmsg;
-        it->out = it->err = it->errmsg = NULL;
-        script_attempt_ended(sc, &it->a, it->ok, out, it->len, err, msg, ref, b->overloads);
-    }
-    batch_free(b);
-}
-
-/* Run b: unlink it from the pending list and start batch_invoke on its
- * records in a fiber. b may be gone when this returns. */
-static void start(batch *b)
-{
-    script *sc = b->sc;
-    unlink_pending(b);
-    b->running = 1;
-    b->live = b->n;
-    uint64_t deadline = 0;
-    int unbounded = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        it->state = IT_RUNNING;
-        if (!it->a.deadline_ms)
-            unbounded = 1;
-        else if (it->a.deadline_ms > deadline)
-            deadline = it->a.deadline_ms;
-    }
-    rt_fiber *f = rt_fiber_get(&sc->rt);
-    if (!f) {
-        b->ending = 1;
-        for (size_t i = 0; i < b->n; i++) {
-            codec_doc_free(&sc->codec, b->items[i]->doc);
-            b->items[i]->doc = NULL;
-        }
-        /* (each report may make the others leave: a failed run abandons all) */
-        for (size_t i = 0; i < b->n; i++) {
-            script_item *it = b->items[i];
-            if (it->state != IT_RUNNING)
-                continue;
-            it->state = IT_DONE;
-            *it->a.item_slot = NULL;
-            script_attempt_ended(sc, &it->a, 0, NULL, 0, strdup("out of memory starting a coroutine"),
-                                 strdup("out of memory"), LUA_NOREF, 0);
-        }
-        batch_free(b);
-        return;
-    }
-    lua_State *co = f->co;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, sc->batch_ref);
-    lua_createtable(co, (int)b->n, 0);
-    for (size_t i = 0; i < b->n; i++) {
-        codec_doc_push(b->items[i]->doc, co);
-        lua_rawseti(co, -2, (int)(i + 1));
-    }
-    lua_createtable(co, (int)b->n, 0);
-    for (size_t i = 0; i < b->n; i++) {
-        script_item *it = b->items[i];
-        script_push_ctx(sc, co, &it->a);
-        /* Each record's own deadline (the fiber's is the batch's latest). */
-        script_push_remaining_ms(co, it->a.deadline_ms);
-        lua_setfield(co, -2, "remaining_ms");
-        lua_rawseti(co, -2, (int)(i + 1));
-    }
-    /* The batch's I/O waits end at its latest record's deadline: the
-     * records due earlier time out on their own timers meanwhile. */
-    f->deadline_ms = unbounded ? 0 : deadline;
-    f->seq = 0;
-    f->task = NULL;
-    b->fiber = f;
-    f->slot = &b->fiber;
-    f->attach = b;
-    f->attach_free = free_attached;
-    f->abandoned = batch_abandoned;
-    rt_fiber_start(f, 2, batch_done, b);
-}
-
 void script_batch_leave(script_item *it)
 {
     batch *b = it->b;
@@ -605,7 +288,7 @@ void script_batch_leave(script_item *it)
         codec_doc_free(&b->sc->codec, it->doc);
         item_free(it);
         if (b->n == 0) {
-            unlink_pending(b);
+            batch_unlink_pending(b);
             batch_free(b);
         }
         return;
