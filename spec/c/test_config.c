@@ -6,6 +6,8 @@
  */
 #define _GNU_SOURCE
 #include "../../src/app/config.h"
+#include "../../src/app/options.h"
+#include "../../src/util/str.h"
 #include "test.h"
 
 #include <stdarg.h>
@@ -294,7 +296,7 @@ static void test_bad_flag_values_are_named(void)
 static void test_bad_command_lines_are_named(void)
 {
     char *err = refused("--capacty", "3", NULL);
-    ASSERT_STR_EQ(err, "unknown option '--capacty' (see moonwait --help)");
+    ASSERT_STR_EQ(err, "unknown option '--capacty' (did you mean '--capacity'? see moonwait --help)");
     free(err);
     err = refused("--script=s.lua", "-x", NULL);
     ASSERT_STR_EQ(err, "unknown option '-x' (see moonwait --help)");
@@ -484,7 +486,40 @@ static void test_rate_limit_forms_and_errors(void)
                         "got boolean");
 }
 
-TEST_MAIN("config", T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
+/* "Did you mean": the edit distance (a swap of neighbours is one edit,
+ * '-' and '_' are one letter) and the nearest flag or key, none when
+ * nothing is near. */
+static void test_did_you_mean(void)
+{
+    ASSERT_UINT_EQ(mw_str_distance("script", 6, "script", 6), 0);
+    ASSERT_UINT_EQ(mw_str_distance("scirpt", 6, "script", 6), 1);
+    ASSERT_UINT_EQ(mw_str_distance("capcity", 7, "capacity", 8), 1);
+    ASSERT_UINT_EQ(mw_str_distance("event_time", 10, "event-time", 10), 0);
+    ASSERT_UINT_EQ(mw_str_distance("", 0, "abc", 3), 3);
+    ASSERT_STR_EQ(options_suggest_flag("scirpt", 6), "script");
+    ASSERT_STR_EQ(options_suggest_flag("timeout_ms", 10), "timeout");  /* the pipeline key's spelling */
+    ASSERT_STR_EQ(options_suggest_flag("rate_limit", 10), "rate-limit");
+    ASSERT(options_suggest_flag("xyz", 3) == NULL);
+    ASSERT(options_suggest_flag("verbose", 7) == NULL);
+    ASSERT_STR_EQ(options_suggest_key("capacty"), "capacity");
+    ASSERT_STR_EQ(options_suggest_key("timeout"), "timeout_ms");           /* the flag's spelling */
+    ASSERT_STR_EQ(options_suggest_key("ratelimit"), "rate_limit");
+    ASSERT(options_suggest_key("colour") == NULL);
+    char *err = refused((char *)"--scirpt", "s.lua", NULL);
+    ASSERT_STR_EQ(err, "unknown option '--scirpt' (did you mean '--script'? see moonwait --help)");
+    free(err);
+    err = refused((char *)"--xyz", "1", NULL);
+    ASSERT_STR_EQ(err, "unknown option '--xyz' (see moonwait --help)");
+    free(err);
+    const char *p = pipeline("return { capacty = 3 }");
+    err = refused((char *)p, "--script", "s.lua", NULL);
+    char want[1024];
+    snprintf(want, sizeof want, "%s: unknown key 'capacty' (did you mean 'capacity'? known keys: ", p);
+    ASSERT(strncmp(err, want, strlen(want)) == 0);
+    free(err);
+}
+
+TEST_MAIN("config", T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
           T(test_bad_flag_values_are_named), T(test_adaptive_capacity_flag_and_key), T(test_bad_command_lines_are_named),

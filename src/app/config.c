@@ -55,8 +55,12 @@ static const option *flag_of(const char *a, const char **eq, char **err)
     *eq = strchr(name, '=');
     size_t nlen = *eq ? (size_t)(*eq - name) : strlen(name);
     const option *s = options_by_flag(name, nlen);
-    if (!s)
-        *err = mw_str_fmt("unknown option '--%.*s' (see moonwait --help)", (int)nlen, name);
+    if (!s) {
+        const char *near = options_suggest_flag(name, nlen);
+        *err = near ? mw_str_fmt("unknown option '--%.*s' (did you mean '--%s'? see moonwait --help)", (int)nlen,
+                                 name, near)
+                    : mw_str_fmt("unknown option '--%.*s' (see moonwait --help)", (int)nlen, name);
+    }
     return s;
 }
 

@@ -315,6 +315,38 @@ const option *options_by_key(const char *key)
     return s;
 }
 
+/* The nearest of the table's flags (keys: 0) or keys (1) to name[0..n):
+ * a flag is also near through its pipeline key's spelling. */
+static const char *suggest(const char *name, size_t n, int keys)
+{
+    size_t best = n / 3 > 1 ? n / 3 : 1;
+    const char *hit = NULL;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *cand[2] = { settings[i].flag, settings[i].key };
+        for (int k = 0; k < 2; k++) {
+            if (!cand[k])
+                continue;
+            size_t d = mw_str_distance(name, n, cand[k], strlen(cand[k]));
+            const char *give = keys ? settings[i].key : settings[i].flag;
+            if (give && d <= best && (!hit || d < best)) {
+                best = d;
+                hit = give;
+            }
+        }
+    }
+    return hit;
+}
+
+const char *options_suggest_flag(const char *name, size_t n)
+{
+    return suggest(name, n, 0);
+}
+
+const char *options_suggest_key(const char *name)
+{
+    return suggest(name, strlen(name), 1);
+}
+
 void options_keys(char *out, size_t n)
 {
     size_t len = 0;

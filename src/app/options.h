@@ -42,6 +42,13 @@ const option *options_by_flag(const char *name, size_t n);
 /* The setting of pipeline key `key`, or NULL. */
 const option *options_by_key(const char *key);
 
+/* "Did you mean": the flag (without "--") or the pipeline key nearest to
+ * name[0..n), or NULL when none is near enough (an edit distance of at
+ * most a third of the name's length, at least 1; a pipeline key's spelling
+ * of a flag, timeout_ms for --timeout, is near too). */
+const char *options_suggest_flag(const char *name, size_t n);
+const char *options_suggest_key(const char *name);
+
 /* Every pipeline key, comma-separated, in table order, into out. */
 void options_keys(char *out, size_t n);
 

@@ -291,7 +291,9 @@ static int apply_key(lua_State *L, config *c, const char *path, const char *key,
     if (!s) {
         char known[512];
         options_keys(known, sizeof known);
-        *err = mw_str_fmt("%s: unknown key '%s' (known keys: %s)", path, key, known);
+        const char *near = options_suggest_key(key);
+        *err = near ? mw_str_fmt("%s: unknown key '%s' (did you mean '%s'? known keys: %s)", path, key, near, known)
+                    : mw_str_fmt("%s: unknown key '%s' (known keys: %s)", path, key, known);
         return -1;
     }
     char why[256], val[64];
