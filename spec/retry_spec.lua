@@ -93,6 +93,26 @@ return {
     assert.equal(1, #r.lines)
   end)
 
+  it("warns when a retry strategy is set but the script has no retry predicate (nothing would be retried)", function()
+    local body = 'return { async_invoke = function(r, ctx) error("boom") end }'
+    local r = run(body, { { id = 1 } }, "--retry fixed:3:0 --on-error skip --stats")
+    assert.equal(0, r.code, r.err)
+    assert.matches("warning: script.lua: a retry strategy is set (--retry, the pipeline's retry or M.retry) but the " ..
+      "script defines neither retry_on_error(err, ctx) nor retry_on_result(outputs, ctx): no attempt will be retried",
+      r.err, 1, true)
+    assert.matches("attempts=1 retries=0", r.err, 1, true)
+    -- M.retry alone too; none for "none", for no strategy, or with a predicate
+    r = run('return { retry = { max_attempts = 2 }, async_invoke = function(r) return { r } end }', { { id = 1 } })
+    assert.matches("no attempt will be retried", r.err, 1, true)
+    for _, c in ipairs({ { body, "--retry none" }, { body, "" },
+                         { 'return { retry_on_error = function() return false end,' ..
+                           ' async_invoke = function(r) return { r } end }', "--retry fixed:3:0" } }) do
+      r = run(c[1], { { id = 1 } }, c[2] .. " --on-error skip")
+      assert.equal(0, r.code, r.err)
+      assert.is_nil(r.err:find("warning", 1, true), r.err)
+    end
+  end)
+
   it("does not retry errors when only retry_on_result is given, nor empty results with only retry_on_error", function()
     local r = run([[
 local retry = require "moonwait.retry"
