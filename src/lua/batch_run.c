@@ -10,11 +10,11 @@
 #include "script.h"
 
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/str.h"
 #include "batch_int.h"
 #include "script_int.h"
 
@@ -70,18 +70,6 @@ static void fail_all(batch *b, const char *err, const char *errmsg)
     }
 }
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *m = NULL;
-    va_list ap;
-    va_start(ap, f);
-    if (vasprintf(&m, f, ap) < 0)
-        m = NULL;
-    va_end(ap);
-    return m;
-}
-
 /* One record's entry of the results (results[i] at the top of L's stack,
  * popped; errs at index errs, or 0). */
 static void take_one(batch *b, lua_State *L, size_t i, int errs, script_item *it)
@@ -109,7 +97,7 @@ static void take_one(batch *b, lua_State *L, size_t i, int errs, script_item *it
     }
     lua_pop(L, 1);
     if (t != LUA_TNIL) {
-        set_failed(it, fmt("batch_invoke: results[%zu] is a %s; expected an array of output records ({} for none)",
+        set_failed(it, mw_str_fmt("batch_invoke: results[%zu] is a %s; expected an array of output records ({} for none)",
                            i, lua_typename(L, t)));
         return;
     }
@@ -121,7 +109,7 @@ static void take_one(batch *b, lua_State *L, size_t i, int errs, script_item *it
         lua_pop(L, 1);
     }
     set_failed(it, err ? err
-                       : fmt("batch_invoke returned no result for records[%zu] (results[%zu] is nil and errs[%zu] "
+                       : mw_str_fmt("batch_invoke returned no result for records[%zu] (results[%zu] is nil and errs[%zu] "
                              "is not set)",
                              i, i, i));
 }
@@ -137,11 +125,11 @@ static void take_results(batch *b, lua_State *L, int base, int n)
                   : strdup("batch_invoke returned nil without an error message; expected an array with one "
                            "output array per record (results[i] for records[i])");
     } else if (lua_type(L, res) != LUA_TTABLE) {
-        all = fmt("batch_invoke returned a %s; expected an array with one output array per record (results[i] "
+        all = mw_str_fmt("batch_invoke returned a %s; expected an array with one output array per record (results[i] "
                   "for records[i])",
                   luaL_typename(L, res));
     } else if (lua_objlen(L, res) > b->n) {
-        all = fmt("batch_invoke returned %zu results for %zu records; expected one per record (results[i] for "
+        all = mw_str_fmt("batch_invoke returned %zu results for %zu records; expected one per record (results[i] for "
                   "records[i])",
                   (size_t)lua_objlen(L, res), b->n);
     }
