@@ -34,6 +34,8 @@ typedef struct option {
     const char *key;   /* pipeline key, or NULL (a flag whose key is a field of another's table) */
     option_type type;
     option_setter set;
+    const char *arg;   /* the value's name in --help ("MS", "FILE"), NULL for a bare flag */
+    const char *help;  /* what it does, for --help, `moonwait help FLAG` and the man page */
 } option;
 
 /* The setting of flag name[0..n) (without "--"), or NULL. */
