@@ -97,4 +97,33 @@ describe("adversarial", function()
       '{"k":5, "o":{}, "e":[], "a":[1.50,"\\u0041"]}',
     }, "\n") .. "\n", r.output)
   end)
+  it("survives a script finalizer that raises (ffi.gc, ffi.metatype, newproxy): a warning, no abort", function()
+    -- A raising finalizer run by a GC step inside the host's C code was an
+    -- unprotected error: LuaJIT printed PANIC and the process died with
+    -- every record in flight. Now it is a counted warning.
+    local script = [[
+      local ffi = require "ffi"
+      ffi.cdef "typedef struct { int x; } mw_gc_probe;"
+      local T = ffi.metatype("mw_gc_probe", { __gc = function() error("boom metatype") end })
+      return { async_invoke = function(r)
+        for i = 1, 300 do
+          ffi.gc(ffi.new("int[1]"), function() error("boom ffi.gc") end)
+          T()
+          local u = newproxy(true)
+          getmetatable(u).__gc = function() error("boom newproxy") end
+        end
+        return { r }
+      end }]]
+    local input = {}
+    for i = 1, 300 do input[#input + 1] = '{"i":' .. i .. ',"pad":"' .. string.rep("p", 200) .. '"}\n' end
+    local r = run(script, table.concat(input))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(table.concat(input), r.output)
+    assert.matches("a finalizer %(__gc%) failed: [^\n]*boom", r.err)
+    assert.not_matches("PANIC", r.err)
+    -- Counted, not one line per failure (900 finalizers per record).
+    local lines = select(2, r.err:gsub("\n", ""))
+    assert.is_true(lines < 12, r.err)
+    assert.matches("failures so far", r.err)
+  end)
 end)

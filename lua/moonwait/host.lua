@@ -26,7 +26,65 @@ end
 -- stdin from the script would take lines meant for moonwait (and race its
 -- reads): io.read, io.lines() and io.stdin raise; io.open of a file and
 -- io.lines(file) still work.
+-- A finalizer that raises propagates into whatever allocation ran the GC
+-- step. In the host's own C code that is an unprotected error and LuaJIT
+-- aborts the whole process ("PANIC: unprotected error"), losing every
+-- record in flight. Finalizers a script can set (ffi.gc, ffi.metatype's
+-- __gc, newproxy's __gc; a table's __gc never runs in LuaJIT) are wrapped
+-- so that an error is logged as a warning and goes no further.
+local failed = 0
+
+-- Said at the 1st, 10th, 100th... failure, with the count: a finalizer that
+-- always fails must not flood stderr. Outside any record's coroutine and
+-- through pcall (a C caller), so the line names neither the record whose
+-- allocation happened to run the GC step nor this file.
+local function finalizer_failed(err)
+  failed = failed + 1
+  local n = failed
+  while n % 10 == 0 do n = n / 10 end
+  if n ~= 1 then return end
+  local msg = "a finalizer (__gc) failed: " .. tostring(err)
+    .. (failed > 1 and " (" .. failed .. " failures so far)" or "")
+  local okl, log = pcall(require, "moonwait.log")
+  if not okl then io.stderr:write("moonwait: [warn] ", msg, "\n") return end
+  coroutine.wrap(function() pcall(log.warn, msg) end)()
+end
+
+local function safe_finalizer(f)
+  if type(f) ~= "function" then return f end
+  return function(...)
+    local ok, err = pcall(f, ...)
+    if not ok then finalizer_failed(err) end
+  end
+end
+
+local function guard_finalizers()
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    local gc, metatype = ffi.gc, ffi.metatype
+    ffi.gc = function(cd, f) return gc(cd, safe_finalizer(f)) end
+    ffi.metatype = function(ct, mt)
+      if type(mt) == "table" and mt.__gc ~= nil then rawset(mt, "__gc", safe_finalizer(mt.__gc)) end
+      return metatype(ct, mt)
+    end
+  end
+  local np = newproxy
+  if np then
+    -- A new metatable's __gc is wrapped when it is set.
+    local wrap = { __newindex = function(t, k, v)
+      if k == "__gc" then v = safe_finalizer(v) end
+      rawset(t, k, v)
+    end }
+    rawset(_G, "newproxy", function(arg)
+      local u = np(arg)
+      if arg == true then setmetatable(getmetatable(u), wrap) end
+      return u
+    end)
+  end
+end
+
 function M.guard(stdin_is_input)
+  guard_finalizers()
   os.exit = function()
     error("os.exit is not allowed in a script; return nil, err to fail a record"
       .. " (or raise an error)", 2)
