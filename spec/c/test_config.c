@@ -223,6 +223,35 @@ static void test_flag_overrides_pipeline_file(void)
     config_free(&c);
 }
 
+/* A flag that replaces the file's keyed mode takes the file's key with it
+ * (and --on-error, the file's dead_letter); the flag pair is still refused. */
+static void test_mode_flag_takes_the_files_key(void)
+{
+    const char *p = pipeline("return { script = '/s.lua', mode = 'keyed', key = 'user',\n"
+                             "  on_error = 'dead-letter', dead_letter = '/tmp/dl.jsonl' }\n");
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, p, "--mode", "unordered", NULL), 0);
+    ASSERT_INT_EQ(c.mode, OP_UNORDERED);
+    ASSERT(c.key == NULL);
+    ASSERT_STR_EQ(c.dead_letter, "/tmp/dl.jsonl");
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, p, "--on-error=skip", NULL), 0);
+    ASSERT_INT_EQ(c.mode, OP_KEYED);
+    ASSERT_STR_EQ(c.key, "user");
+    ASSERT(c.dead_letter == NULL);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, p, "--mode", "keyed", NULL), 0);
+    ASSERT_STR_EQ(c.key, "user");
+    config_free(&c);
+    err = refused((char *)p, "--mode", "unordered", "--key", "user", NULL);
+    ASSERT(strstr(err, "'--key' is only used with '--mode keyed'") != NULL);
+    free(err);
+    err = refused((char *)p, "--on-error", "fail", "--dead-letter", "/tmp/x", NULL);
+    ASSERT(strstr(err, "'--dead-letter' is only used") != NULL);
+    free(err);
+}
+
 /* The retry strategy: flag > pipeline file > the script's M.retry; a
  * "none" at a higher level overrides a strategy below it. */
 static void test_retry_precedence_flag_pipeline_script(void)
@@ -521,6 +550,6 @@ static void test_did_you_mean(void)
 
 TEST_MAIN("config", T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
-          T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
+          T(test_flag_overrides_pipeline_file), T(test_mode_flag_takes_the_files_key), T(test_retry_precedence_flag_pipeline_script),
           T(test_bad_flag_values_are_named), T(test_adaptive_capacity_flag_and_key), T(test_bad_command_lines_are_named),
           T(test_bad_pipeline_values_are_named), T(test_clashing_files_are_refused))

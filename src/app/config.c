@@ -97,6 +97,10 @@ static int find_pipeline(int argc, char **argv, const char **pipeline, char **er
 /* Second pass: every flag, over what the pipeline file set. */
 static int apply_flags(config *c, int argc, char **argv, char **err)
 {
+    option_setter key_setter = options_by_flag("key", 3)->set, mode_setter = options_by_flag("mode", 4)->set,
+                  dl_setter = options_by_flag("dead-letter", 11)->set,
+                  on_error_setter = options_by_flag("on-error", 8)->set;
+    int given = 0; /* bits: --key, --mode, --dead-letter, --on-error */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *eq, *v;
         if (strncmp(a, "--", 2) != 0)
@@ -119,6 +123,20 @@ static int apply_flags(config *c, int argc, char **argv, char **err)
             *err = mw_str_fmt("option '--%s': %s", s->flag, why);
             return -1;
         }
+        given |= s->set == key_setter ? 1 : s->set == mode_setter ? 2 : s->set == dl_setter ? 4
+                 : s->set == on_error_setter ? 8 : 0;
+    }
+    /* A flag that overrides the pipeline file's mode (or on_error) takes the
+     * file's key (dead_letter) with it: that setting belonged to the mode
+     * the flag replaced, and refusing the pair would make the file's keyed
+     * pipeline impossible to run unordered from the command line. */
+    if ((given & 2) && !(given & 1) && c->mode != OP_KEYED && c->key) {
+        free(c->key);
+        c->key = NULL;
+    }
+    if ((given & 8) && !(given & 4) && c->on_error != ON_ERROR_DEAD_LETTER && c->dead_letter) {
+        free(c->dead_letter);
+        c->dead_letter = NULL;
     }
     return 0;
 }
