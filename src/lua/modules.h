@@ -32,6 +32,11 @@ int mod_thread_open(lua_State *L);
 int mod_cache_open(lua_State *L);
 int mod_limit_open(lua_State *L);
 
+/* moonwait._test (mod_test.c): preloaded only while script_testing is set
+ * (`moonwait test`), never in a run. */
+int mod_test_open(lua_State *L);
+extern int script_testing;
+
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);
 
