@@ -13,7 +13,7 @@ function M.open(ctx)
     if s == 1 then package.path = package.path:sub(e + 1) end
   end
   io.stdout:setvbuf("line")
-  local ok = require("moonwait.test").run_spec(os.getenv("MOONWAIT_TEST_SPEC"), ctx, io.stdout)
+  local ok = require("moonwait.test")._run_spec(os.getenv("MOONWAIT_TEST_SPEC"), ctx, io.stdout)
   if not ok then return nil, "" end
   return true
 end
