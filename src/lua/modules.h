@@ -16,6 +16,9 @@
  *   moonwait.limit  rate limiters: new{name=, rps=, burst=}, lim:take([n])
  *                   (mod_limit.c on util/tbucket.c)
  *
+ *   moonwait._test  (`moonwait test` only) attempts in root fibers with a
+ *                   deadline, calls outside any fiber (mod_test.c)
+ *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
 #ifndef MW_MODULES_H
