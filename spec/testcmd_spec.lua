@@ -187,6 +187,33 @@ end)
     assert.equal(0, r.code, r.out .. r.err)
   end)
 
+  it("reports a predicate's error, an output that cannot be JSON, and a wait in the spec's own coroutine", function()
+    local r = spec_run({ ["p_spec.lua"] = [[
+local M = load_script("p.lua")
+it("predicate", function() assert.failed(invoke(M, { mode = "pred" }), "^retry_on_error raised an error: .*pred boom") end)
+it("encode", function() assert.failed(invoke(M, { mode = "fn" }), "cannot encode output record 1 as JSON") end)
+it("coroutine", function()
+  local ok, err = coroutine.wrap(function() return pcall(invoke, M, {}) end)()
+  assert.falsy(ok)
+  assert.matches("coroutine of your own", err)
+end)
+it("json line in, exact integers out", function()
+  assert.equal('{"id":12345678901234567890}', invoke(M, '{"id":12345678901234567890}').lines[1])
+end)
+]], ["p.lua"] = [[
+local M = {}
+function M.retry_on_error(err) if err == "no" then error("pred boom") end return false end
+function M.async_invoke(r)
+  if r.mode == "pred" then return nil, "no" end
+  if r.mode == "fn" then r.f = print end
+  return { r }
+end
+return M
+]] })
+    assert.equal(0, r.code, r.out .. r.err)
+    assert.matches("4 tests, 4 passed, 0 failed", r.out, 1, true)
+  end)
+
   it("runs batch_invoke with per-record results", function()
     local r = spec_run({ ["h_spec.lua"] = [[
 local M = load_script("batch.lua")

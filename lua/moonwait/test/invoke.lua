@@ -201,7 +201,7 @@ function M.invoke(mod, record, opts)
       if p[1] == "timeout" then return timed_out() end
       if p[1] == "raised" then
         res.ok, res.outputs, res.lines = false, nil, nil
-        res.err, res.traceback = which .. " raised: " .. tostring(p[4]), p[5]
+        res.err, res.traceback = which .. " raised an error: " .. tostring(p[4]), p[5]
         return res
       end
       again = p[3] >= 1 and p[4] and true or false
