@@ -47,7 +47,7 @@ end
 function M.it(name, fn)
   local info = debug.getinfo(2, "Sl")
   current.items[#current.items + 1] = { name = tostring(name), fn = fn, parent = current,
-    where = (info.short_src or "?") .. ":" .. (info.currentline or 0) }
+    where = (info.source:match("^@(.*)") or info.short_src or "?") .. ":" .. (info.currentline or 0) }
 end
 function M.before_each(fn) current.before[#current.before + 1] = fn end
 function M.after_each(fn) current.after[#current.after + 1] = fn end
