@@ -178,6 +178,13 @@ install: $(BUILD)/moonwait
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait
 	install -m 755 $(BUILD)/moonwait $(DESTDIR)$(PREFIX)/bin/moonwait
 	install -m 644 lua/moonwait/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait/
+	install -d $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait/test
+	install -m 644 lua/moonwait/test/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/lua/moonwait/test/
+	install -d $(DESTDIR)$(PREFIX)/share/moonwait/types/library/moonwait $(DESTDIR)$(PREFIX)/share/moonwait/types/spec-env
+	install -m 644 types/library/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/library/
+	install -m 644 types/library/moonwait/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/library/moonwait/
+	install -m 644 types/spec-env/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/spec-env/
+	install -m 644 types/luarc.json $(DESTDIR)$(PREFIX)/share/moonwait/types/luarc.json
 
 clean:
 	rm -rf build build-asan

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "check.h"
 #include "run.h"
+#include "spectest.h"
 
 static const char usage[] =
     "usage:\n"
@@ -174,6 +175,8 @@ int main(int argc, char **argv)
     int code;
     if (strcmp(cmd, "check") == 0) {
         code = cmd_check(argc - 1, argv + 1, lua_dir);
+    } else if (strcmp(cmd, "test") == 0) {
+        code = spectest_main(argc - 1, argv + 1, lua_dir);
     } else if (strcmp(cmd, "run") == 0) {
         for (int i = 2; i < argc; i++)
             if (strcmp(argv[i], "--help") == 0) {

@@ -16,6 +16,9 @@
  *   moonwait.limit  rate limiters: new{name=, rps=, burst=}, lim:take([n])
  *                   (mod_limit.c on util/tbucket.c)
  *
+ *   moonwait._test  (`moonwait test` only) attempts in root fibers with a
+ *                   deadline, calls outside any fiber (mod_test.c)
+ *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
 #ifndef MW_MODULES_H
@@ -31,6 +34,11 @@ int mod_http_open(lua_State *L);
 int mod_thread_open(lua_State *L);
 int mod_cache_open(lua_State *L);
 int mod_limit_open(lua_State *L);
+
+/* moonwait._test (mod_test.c): preloaded only while script_testing is set
+ * (`moonwait test`), never in a run. */
+int mod_test_open(lua_State *L);
+extern int script_testing;
 
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);

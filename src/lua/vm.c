@@ -315,6 +315,8 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     preload(L, "moonwait._thread", mod_thread_open);
     preload(L, "moonwait._cache", mod_cache_open);
     preload(L, "moonwait.limit", mod_limit_open);
+    if (script_testing)
+        preload(L, "moonwait._test", mod_test_open);
 
     /* Modules: the script's directory first, then the shipped lua/ dir. */
     char *sdir = dir_of(sc->path);
