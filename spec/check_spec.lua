@@ -1,5 +1,6 @@
--- moonwait check and script loading: every problem is reported as
--- file:line: message with exit status 2.
+-- moonwait check and script loading: each check printed on stdout with its
+-- result ("ok", "FAIL", "warn"), every problem as file:line: message, exit
+-- status 2 when a check failed.
 local H = require("helpers")
 
 describe("moonwait check", function()
@@ -23,7 +24,8 @@ return M
     local p = H.script(d, "local M = {}\nfunction M.async_invoke(r)\n  return { r \nend\nreturn M\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("script.lua:4: '}' expected", r.err, 1, true)
+    assert.matches("FAIL  it compiles: ", r.out, 1, true)
+    assert.matches("script.lua:4: '}' expected", r.out, 1, true)
   end)
 
   it("reports a missing async_invoke at the module's return", function()
@@ -31,7 +33,7 @@ return M
     local p = H.script(d, "local M = {}\nfunction M.invoke(r) return { r } end\nreturn M\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("script.lua:3: the script's module has no async_invoke", r.err, 1, true)
+    assert.matches("script.lua:3: the script's module has no async_invoke", r.out, 1, true)
   end)
 
   it("reports a hook of the wrong type", function()
@@ -39,7 +41,8 @@ return M
     local p = H.script(d, "return { async_invoke = function() end, on_timeout = 5 }\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("script.lua:1: on_timeout must be a function, got number", r.err, 1, true)
+    assert.matches("FAIL  its hooks are functions: ", r.out, 1, true)
+    assert.matches("script.lua:1: on_timeout must be a function, got number", r.out, 1, true)
   end)
 
   it("reports a script that does not return a table", function()
@@ -47,7 +50,7 @@ return M
     local p = H.script(d, "local x = 1\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("must return a table", r.err, 1, true)
+    assert.matches("must return a table", r.out, 1, true)
   end)
 
   it("reports an error raised at load time with its line", function()
@@ -55,7 +58,8 @@ return M
     local p = H.script(d, "local M = {}\nerror('no config')\nreturn M\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("script.lua:2: no config", r.err, 1, true)
+    assert.matches("FAIL  its main chunk runs: ", r.out, 1, true)
+    assert.matches("script.lua:2: no config", r.out, 1, true)
   end)
 
   it("names an accidental global and its line", function()
@@ -63,13 +67,15 @@ return M
     local p = H.script(d, "local M = {}\ncounter = 0\nM.async_invoke = function(r) return {r} end\nreturn M\n")
     local r = H.run("check " .. H.q(p))
     assert.equal(2, r.code)
-    assert.matches("script.lua:2: assignment to undeclared global 'counter'", r.err, 1, true)
+    assert.matches("FAIL  its main chunk writes no global: ", r.out, 1, true)
+    assert.matches("script.lua:2: assignment to undeclared global 'counter'", r.out, 1, true)
   end)
 
   it("reports a missing file", function()
     local r = H.run("check /nonexistent/x.lua")
     assert.equal(2, r.code)
-    assert.matches("/nonexistent/x.lua", r.err, 1, true)
+    assert.matches("FAIL  the file can be read: cannot open /nonexistent/x.lua: No such file or directory", r.out, 1, true)
+    assert.matches("/nonexistent/x.lua: FAILED: 1 of 1 checks failed", r.out, 1, true)
   end)
 
   it("finds user modules next to the script", function()
