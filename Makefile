@@ -104,7 +104,8 @@ $(BUILD)/test_json: $(BUILD)/spec/c/test_json.o $(JSON_OBJS)
 # and the retry table reader) and the command line.
 CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src/app/pipefile.o \
                $(BUILD)/src/lua/retry_table.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
-               $(BUILD)/src/util/retry_policy.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/lua/batch_opts.o
+               $(BUILD)/src/util/retry_policy.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/lua/batch_opts.o \
+               $(BUILD)/src/app/usage.o $(BUILD)/src/util/log.o
 
 $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
