@@ -292,6 +292,10 @@ return { async_invoke = function(r) return { r } end, retry = { max_attempts = 3
     assert.equal(0, r.code, r.err)
     local dl = H.decode_lines(H.read(d .. "/dl.jsonl"))
     assert.equal("script.lua:2: module 'mylib' not found: searched ./mylib.lua, ./mylib/init.lua and 12 more", dl[1].error)
+    r = H.run("run --script script.lua", { dir = d, input = '{"a":1}\n' })
+    assert.equal(1, r.code)
+    assert.equal("moonwait: input line 1 (record 1) failed: script.lua:2: module 'mylib' not found: searched "
+      .. "./mylib.lua, ./mylib/init.lua and 12 more\n", r.err)
     -- a module that exists but fails keeps its own message and traceback
     H.write(d .. "/mylib.lua", "error('mylib is broken')\n")
     r = H.run("run --script script.lua --on-error dead-letter --dead-letter dl.jsonl", { dir = d, input = '{"a":1}\n' })
