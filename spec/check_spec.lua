@@ -76,6 +76,10 @@ return M
     assert.equal(2, r.code)
     assert.matches("FAIL  the file can be read: cannot open /nonexistent/x.lua: No such file or directory", r.out, 1, true)
     assert.matches("/nonexistent/x.lua: FAILED: 1 of 1 checks failed", r.out, 1, true)
+    local d = H.tmpdir()
+    r = H.run("check " .. H.q(d))   -- a directory
+    assert.equal(2, r.code)
+    assert.matches("FAIL  the file can be read: cannot open " .. d .. ": it is a directory", r.out, 1, true)
   end)
 
   it("finds user modules next to the script", function()

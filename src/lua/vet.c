@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../util/buf.h"
 #include "guard.h"
@@ -100,9 +101,12 @@ int script_vet(script *sc, uv_loop_t *loop, const char *path, const char *lua_di
     }
     lua_State *L = sc->rt.L;
     FILE *f = fopen(path, "r");
-    if (!f) {
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || S_ISDIR(st.st_mode)) {
         char why[512];
-        snprintf(why, sizeof why, "cannot open %s: %s", path, strerror(errno));
+        snprintf(why, sizeof why, "cannot open %s: %s", path, f ? "it is a directory" : strerror(errno));
+        if (f)
+            fclose(f);
         report(ud, SCRIPT_VET_FAIL, "the file can be read", why);
         return -1;
     }
