@@ -604,7 +604,22 @@ static void test_help_explains_one_setting(void)
     fclose(f);
 }
 
-TEST_MAIN("config", T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
+/* The warning for a strategy that retries nothing: only a strategy that
+ * retries, and only without a predicate. */
+static void test_retry_without_predicate_is_said(void)
+{
+    op_retry_policy none = { 0 }, fixed = { 0 };
+    char why[128];
+    ASSERT_INT_EQ(op_retry_parse("none", &none, why, sizeof why), 0);
+    ASSERT_INT_EQ(op_retry_parse("fixed:3:10", &fixed, why, sizeof why), 0);
+    ASSERT(config_retry_unused(NULL, 0) == NULL);
+    ASSERT(config_retry_unused(&none, 0) == NULL);
+    ASSERT(config_retry_unused(&fixed, 1) == NULL);
+    const char *w = config_retry_unused(&fixed, 0);
+    ASSERT(w != NULL && strstr(w, "no attempt will be retried") != NULL);
+}
+
+TEST_MAIN("config", T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
           T(test_help_explains_one_setting), T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_retry_precedence_flag_pipeline_script),
