@@ -170,6 +170,13 @@ return M
     r = H.run("run --script " .. H.q(p), { input = '{"a":1}\n{"x":1}\n' })
     assert.equal(1, r.code)
     assert.matches("script.lua:6: assignment to undeclared global 'seen_count'", r.err, 1, true)
+    -- in a module next to the script, too
+    H.write(d .. "/mylib.lua", "local L = {}\nfunction L.bump()\n  hits = (hits or 0) + 1\nend\nreturn L\n")
+    H.script(d, 'local lib = require "mylib"\nreturn { async_invoke = function(r) lib.bump(); return { r } end }\n')
+    r = H.run("check script.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("FAIL  its functions write no undeclared global: ", r.out, 1, true)
+    assert.matches("mylib.lua:3: 'hits'", r.out, 1, true)
   end)
 
   it("warns about a function under a near-miss hook name, which moonwait never calls", function()

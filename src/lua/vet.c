@@ -31,35 +31,53 @@ static const char *chunk_check(const char *m)
     return "its main chunk runs";
 }
 
-/* host.global_writes(chunk) for the chunk at `chunk`: the undeclared
- * globals its functions assign, as one detail, or NULL for none
- * (malloc'd). */
-static char *global_writes(lua_State *L, int host, int chunk, const char *path)
+/* host.global_writes(chunk) for the chunk at `chunk` of file `path`: the
+ * undeclared globals its functions assign, appended to b as
+ * "; path:line: 'name'". */
+static void global_writes(lua_State *L, int host, int chunk, const char *path, mw_buf *b)
 {
     int top = lua_gettop(L);
-    char *out = NULL;
     lua_getfield(L, host, "global_writes");
     lua_pushvalue(L, chunk);
-    if (script_pcall(L, 1, 1) == 0 && lua_istable(L, -1) && lua_objlen(L, -1) > 0) {
-        mw_buf b = { 0 };
+    if (script_pcall(L, 1, 1) == 0 && lua_istable(L, -1)) {
         size_t n = lua_objlen(L, -1);
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, (int)i);
             lua_getfield(L, -1, "name");
             lua_getfield(L, -2, "line");
             char one[512];
-            int len = snprintf(one, sizeof one, "%s%s:%d: '%s'", i > 1 ? "; " : "", path, (int)lua_tointeger(L, -1),
+            int len = snprintf(one, sizeof one, "%s%s:%d: '%s'", b->len ? "; " : "", path, (int)lua_tointeger(L, -1),
                                lua_tostring(L, -2));
-            mw_buf_add(&b, one, len > 0 && (size_t)len < sizeof one ? (size_t)len : 0);
+            mw_buf_add(b, one, len > 0 && (size_t)len < sizeof one ? (size_t)len : 0);
             lua_pop(L, 3);
         }
-        static const char tail[] = " (assigned in a function, it raises when that runs: declare it local, or "
-                                   "rawset(_G, name, value) at load)";
-        mw_buf_add(&b, tail, sizeof tail); /* with its NUL */
-        out = b.p;
     }
     lua_settop(L, top);
-    return out;
+}
+
+/* The undeclared globals assigned by the functions of the script (its
+ * compiled chunk at `chunk`) and of the modules it loaded from its own
+ * directory, as one detail, or NULL for none (malloc'd). */
+static char *all_global_writes(script *sc, int host, int chunk)
+{
+    lua_State *L = sc->rt.L;
+    mw_buf b = { 0 };
+    global_writes(L, host, chunk, sc->path, &b);
+    char **files = script_loaded_files(sc);
+    for (char **f = files && files[0] ? files + 1 : NULL; f && *f; f++)
+        if (luaL_loadfile(L, *f) == 0) {
+            global_writes(L, host, lua_gettop(L), *f, &b);
+            lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+        }
+    script_free_files(files);
+    if (!b.len)
+        return NULL;
+    static const char tail[] = " (assigned in a function, it raises when that runs: declare it local, or "
+                               "rawset(_G, name, value) at load)";
+    mw_buf_add(&b, tail, sizeof tail); /* with its NUL */
+    return b.p;
 }
 
 /* Report host.contract(mod, path)'s list. 0 when none failed. */
@@ -128,7 +146,7 @@ int script_vet(script *sc, uv_loop_t *loop, const char *path, const char *lua_di
     report(ud, SCRIPT_VET_OK, "its main chunk returns within the CPU budget", NULL);
     report(ud, SCRIPT_VET_OK, "its main chunk writes no global", NULL);
     int mod = lua_gettop(L);
-    char *globals = global_writes(L, host, chunk, path);
+    char *globals = all_global_writes(sc, host, chunk);
     report(ud, globals ? SCRIPT_VET_FAIL : SCRIPT_VET_OK, "its functions write no undeclared global", globals);
     failed |= globals != NULL;
     free(globals);
