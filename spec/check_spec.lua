@@ -177,6 +177,11 @@ return M
     assert.equal(2, r.code)
     assert.matches("FAIL  its functions write no undeclared global: ", r.out, 1, true)
     assert.matches("mylib.lua:3: 'hits'", r.out, 1, true)
+    -- a module that sets its own environment (setfenv, module) is not judged: its
+    -- "globals" go to its table
+    H.write(d .. "/mylib.lua", "local L = {}\nsetfenv(1, L)\nfunction bump() hits = 1 end\nreturn L\n")
+    r = H.run("check script.lua", { dir = d })
+    assert.equal(0, r.code, r.out)
   end)
 
   it("warns about a function under a near-miss hook name, which moonwait never calls", function()

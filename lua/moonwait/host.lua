@@ -263,21 +263,25 @@ function M.global_writes(chunk)
   local vmdef_ok, vmdef = pcall(require, "jit.vmdef")
   if not vmdef_ok then return {} end
   local names, found, seen = vmdef.bcnames, {}, {}
-  local gset
-  for i = 0, #names / 6 - 1 do
-    if names:sub(i * 6 + 1, i * 6 + 6):match("^%S+") == "GSET" then gset = i end
-  end
-  if not gset then return {} end
+  local op = {}
+  for i = 0, #names / 6 - 1 do op[names:sub(i * 6 + 1, i * 6 + 6):match("^%S+")] = i end
+  local gset, gget = op.GSET, op.GGET
+  if not gset or not gget then return {} end
+  -- A file that reads setfenv or module changes where its "globals" go
+  -- (a module table): what it assigns cannot be told from here.
+  local own_env = false
   local function scan(fn)
     local info = jutil.funcinfo(fn)
     for pc = 1, info.bytecodes or 0 do
       local ins = jutil.funcbc(fn, pc)
       if not ins then break end
-      if bit.band(ins, 0xff) == gset then
-        local d = bit.rshift(ins, 16)
-        local name = jutil.funck(fn, -d - 1)
+      local o = bit.band(ins, 0xff)
+      if o == gset or o == gget then
+        local name = jutil.funck(fn, -bit.rshift(ins, 16) - 1)
         local line = jutil.funcinfo(fn, pc).currentline
-        if type(name) == "string" and rawget(_G, name) == nil and not seen[name .. ":" .. tostring(line)] then
+        if o == gget then
+          if name == "setfenv" or name == "module" then own_env = true end
+        elseif type(name) == "string" and rawget(_G, name) == nil and not seen[name .. ":" .. tostring(line)] then
           seen[name .. ":" .. tostring(line)] = true
           found[#found + 1] = { name = name, line = line }
         end
@@ -290,6 +294,7 @@ function M.global_writes(chunk)
     end
   end
   scan(chunk)
+  if own_env then return {} end
   table.sort(found, function(a, b) return (a.line or 0) < (b.line or 0) end)
   return found
 end
