@@ -107,8 +107,11 @@ function M.short_require()
   local loaders, searchpath = package.loaders, package.searchpath
   local pkg = package
   local function findable(name)
+    if type(pkg.loaded) ~= "table" or type(pkg.preload) ~= "table" or type(pkg.path) ~= "string"
+      or type(pkg.cpath) ~= "string" then
+      return true -- replaced by the script: the real require says what it says
+    end
     if pkg.loaded[name] ~= nil or pkg.preload[name] ~= nil then return true end
-    if type(pkg.path) ~= "string" or type(pkg.cpath) ~= "string" then return true end
     if searchpath(name, pkg.path) or searchpath(name, pkg.cpath) then return true end
     local root = name:match("^([^.]+)%.")
     return root ~= nil and searchpath(root, pkg.cpath) ~= nil
@@ -117,7 +120,7 @@ function M.short_require()
     local out, total, rel = {}, 0, name:gsub("%.", "/")
     for tmpl in (pkg.path .. ";" .. pkg.cpath):gmatch("[^;]+") do
       total = total + 1
-      if #out < 2 then out[#out + 1] = (tmpl:gsub("%?", rel)) end
+      if #out < 2 then out[#out + 1] = (tmpl:gsub("%?", function() return rel end)) end
     end
     return out, total
   end
