@@ -9,10 +9,12 @@ local function table_rows()
   local src = H.read(ROOT .. "/src/app/options.c")
   local body = src:match("static const option settings%[%] = {(.-)\n};")
   local rows = {}
-  for flag, key, arg in body:gmatch('{ "([%w%-]+)", ([%w_"]+), OPTION_%w+, [%w_]+, ([%w_"|%.%[%]:%-]+),') do
+  for flag, key, arg in body:gmatch('{%s*"([%w%-]+)",%s*([%w_"]+),%s*OPTION_[%w_]+,%s*[%w_]+,%s*([^,]+),') do
     rows[#rows + 1] = { flag = flag, key = key ~= "NULL" and key:gsub('"', "") or nil,
                         arg = arg ~= "NULL" and arg:gsub('"', "") or nil }
   end
+  local _, n = body:gsub('\n%s*{%s*"', "")
+  assert(n == #rows, "read " .. #rows .. " of the table's " .. n .. " rows from options.c")
   return rows
 end
 
