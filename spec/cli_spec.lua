@@ -2,6 +2,22 @@
 -- that name the flag or key.
 local H = require("helpers")
 
+-- The option table's rows, read from the source (not from --help): flag,
+-- pipeline key (or nil), value name (or nil for a bare flag).
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
+local function table_rows()
+  local src = H.read(ROOT .. "/src/app/options.c")
+  local body = src:match("static const option settings%[%] = {(.-)\n};")
+  local rows = {}
+  for flag, key, arg in body:gmatch('{%s*"([%w%-]+)",%s*([%w_"]+),%s*OPTION_[%w_]+,%s*[%w_]+,%s*([^,]+),') do
+    rows[#rows + 1] = { flag = flag, key = key ~= "NULL" and key:gsub('"', "") or nil,
+                        arg = arg ~= "NULL" and arg:gsub('"', "") or nil }
+  end
+  local _, n = body:gsub('\n%s*{%s*"', "")
+  assert(n == #rows, "read " .. #rows .. " of the table's " .. n .. " rows from options.c")
+  return rows
+end
+
 local PASS = [[
 local M = {}
 function M.async_invoke(r, ctx) return { r } end
@@ -18,6 +34,118 @@ describe("moonwait CLI", function()
     r = H.run("--version")
     assert.equal(0, r.code)
     assert.matches("^moonwait %d+%.%d+%.%d+", r.out)
+  end)
+
+  it("--help lists every flag of the option table with its value name and pipeline key", function()
+    local rows = table_rows()
+    assert.is_true(#rows >= 24, "rows read from options.c: " .. #rows)
+    local r = H.run("--help")
+    assert.equal(0, r.code)
+    for _, row in ipairs(rows) do
+      local form = "\n  --" .. row.flag .. (row.arg and " " .. row.arg or "")
+      local at = r.out:find(form, 1, true)
+      assert.is_truthy(at, "--help lacks " .. form)
+      local line = r.out:match("[^\n]*", at + 1)
+      if row.key then assert.equal(" " .. row.key, line:sub(-#row.key - 1), line) end
+      -- and a help text under it
+      assert.matches("^\n      %S", r.out:sub(at + 1 + #line))
+    end
+    for _, part in ipairs({ "moonwait check SCRIPT.lua [PIPELINE.lua]", "exit status:", "environment:",
+                            "MOONWAIT_LUA_DIR", "130, 143" }) do
+      assert.matches(part, r.out, 1, true)
+    end
+    -- the same text for `help` alone and `run --help`; on stderr with exit 2 for no arguments
+    assert.equal(r.out, H.run("help").out)
+    assert.equal(r.out, H.run("run --help").out)
+    local none = H.run("")
+    assert.equal(2, none.code)
+    assert.equal(r.out, none.err)
+  end)
+
+  it("help FLAG explains one setting: flag, value, pipeline key, default, help", function()
+    local r = H.run("help capacity")
+    assert.equal(0, r.code, r.err)
+    assert.equal([[
+--capacity N|MIN..MAX
+  pipeline key: capacity (an integer or a table { min =, max =, adaptive = true })
+  default: 100
+]], r.out:match("^.-\n.-\n.-\n"))
+    assert.matches("Most records in flight at once", r.out, 1, true)
+    assert.matches('README "Adaptive capacity"', r.out, 1, true)
+    assert.equal(r.out, H.run("help --capacity").out)
+    r = H.run("help timeout_ms")   -- by its pipeline key
+    assert.equal(0, r.code)
+    assert.matches("^%-%-timeout MS\n  pipeline key: timeout_ms %(an integer%)\n  default: 10000\n", r.out)
+    r = H.run("help stats")        -- a bare flag
+    assert.matches("^%-%-stats\n", r.out)
+    r = H.run("help batch-wait")   -- no key of its own
+    assert.matches("pipeline key: none of its own", r.out, 1, true)
+    assert.matches("batch.max_wait_ms", r.out, 1, true)
+    r = H.run("help check")        -- a command
+    assert.matches("^moonwait check SCRIPT.lua %[PIPELINE.lua%]\n", r.out)
+    for _, row in ipairs(table_rows()) do
+      r = H.run("help " .. row.flag)
+      assert.equal(0, r.code, row.flag)
+      assert.matches("--" .. row.flag, r.out, 1, true)
+    end
+  end)
+
+  it("help with an unknown name says so, suggests the nearest setting, exits 2", function()
+    local r = H.run("help --capcity")
+    assert.equal(2, r.code)
+    assert.equal("", r.out)
+    assert.equal("moonwait: unknown setting '--capcity' (did you mean '--capacity'? see moonwait --help)\n", r.err)
+    r = H.run("help timeout-ms")
+    assert.equal(2, r.code)
+    assert.matches("did you mean '--timeout'?", r.err, 1, true)
+    r = H.run("help frobnicate")
+    assert.equal(2, r.code)
+    assert.equal("moonwait: unknown setting 'frobnicate' (see moonwait --help)\n", r.err)
+    r = H.run("help ''")
+    assert.equal(2, r.code)
+    r = H.run("help capacity timeout")
+    assert.equal(2, r.code)
+    assert.matches("usage: moonwait help", r.err, 1, true)
+  end)
+
+  it("the man page renders without warnings and lists every flag", function()
+    local d = H.tmpdir()
+    local code = H.sh(H.cmd("help --man") .. " >" .. H.q(d .. "/moonwait.1"))
+    assert.equal(0, code)
+    local roff = H.read(d .. "/moonwait.1")
+    assert.matches("^%.TH MOONWAIT 1 ", roff)
+    local c, _, warn = H.sh("groff -man -Tutf8 -ww -z " .. H.q(d .. "/moonwait.1"))
+    assert.equal(0, c)
+    assert.equal("", warn)
+    local c2, page, err2 = H.sh("MANWIDTH=100 man --warnings -l " .. H.q(d .. "/moonwait.1"))
+    assert.equal(0, c2, err2)
+    assert.equal("", err2)
+    for _, row in ipairs(table_rows()) do
+      assert.matches("--" .. row.flag .. (row.arg and " " .. row.arg or ""), page, 1, true)
+      if row.key then assert.matches("Pipeline key: " .. row.key, page, 1, true) end
+    end
+    for _, part in ipairs({ "SYNOPSIS", "COMMANDS", "OPTIONS", "EXIT STATUS", "ENVIRONMENT" }) do
+      assert.matches(part, page, 1, true)
+    end
+    -- the build's copy is the same page
+    local built = os.getenv("CTEST_DIR") and H.read(os.getenv("CTEST_DIR") .. "/moonwait.1")
+    if built then assert.equal(roff, built) end
+  end)
+
+  it("make install puts the man page where man finds it", function()
+    local d = H.tmpdir()
+    local c, out, err = H.sh("make -s -C " .. H.q(ROOT) .. " BUILD=" .. H.q(os.getenv("CTEST_DIR") or "build")
+      .. " install PREFIX=" .. H.q(d) .. " 2>&1")
+    assert.equal(0, c, out .. err)
+    local c2, where = H.sh("MANPATH=" .. H.q(d .. "/share/man") .. " man -w moonwait")
+    assert.equal(0, c2)
+    assert.equal(d .. "/share/man/man1/moonwait.1\n", where)
+  end)
+
+  it("an unknown command suggests the nearest", function()
+    local r = H.run("chekc x.lua")
+    assert.equal(2, r.code)
+    assert.equal("moonwait: unknown command 'chekc' (did you mean 'check'? see moonwait --help)\n", r.err)
   end)
 
   it("exits 2 on an unknown command or option, naming it", function()

@@ -317,7 +317,7 @@ return M
     H.script(d, "return { async_invoke = function(r) return { r } end, retry = { max_attempts = 0 } }")
     local r = H.run("check script.lua", { dir = d })
     assert.equal(2, r.code)
-    assert.matches("script.lua: M.retry.max_attempts must be an integer >= 1", r.err, 1, true)
+    assert.matches("script.lua: M.retry.max_attempts must be an integer >= 1", r.out, 1, true)
     H.script(d, "return { async_invoke = function(r) return { r } end }")
     r = H.run("run --script script.lua --retry fixed:3", { dir = d })
     assert.equal(2, r.code)

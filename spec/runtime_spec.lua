@@ -68,7 +68,7 @@ return { async_invoke = function(rec) return { rec } end }
 ]])
     local r = H.run("check script.lua", { dir = d })
     assert.equal(2, r.code)
-    assert.matches("script.lua:2: moonwait.time.sleep can only wait inside async_invoke", r.err, 1, true)
+    assert.matches("script.lua:2: moonwait.time.sleep can only wait inside async_invoke", r.out, 1, true)
   end)
 
   it("lets a script use its own coroutines that do not wait on the host", function()

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "../../src/app/config.h"
 #include "../../src/app/options.h"
+#include "../../src/app/usage.h"
 #include "../../src/util/str.h"
 #include "test.h"
 
@@ -548,7 +549,107 @@ static void test_did_you_mean(void)
     free(err);
 }
 
-TEST_MAIN("config", T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
+/* Every row of the option table says what it does and names its value
+ * (a bare flag, a boolean, has no value), so --help, `moonwait help` and
+ * the man page, which print the table, say something for each. */
+static void test_every_setting_has_help(void)
+{
+    const option *o;
+    size_t i = 0;
+    for (; (o = options_at(i)) != NULL; i++) {
+        if (!o->help || strlen(o->help) < 20 || o->help[strlen(o->help) - 1] != '.')
+            FAILF("--%s: help missing or not a sentence: '%s'", o->flag, o->help ? o->help : "(null)");
+        if ((o->arg == NULL) != (o->type == OPTION_BOOL))
+            FAILF("--%s: arg '%s' (a value name unless it is a bare flag)", o->flag, o->arg ? o->arg : "(null)");
+    }
+    ASSERT(i >= 24);
+    ASSERT(options_at(i + 1) == NULL);
+}
+
+/* The text f's printer writes, malloc'd. */
+static char *printed(void (*print)(FILE *))
+{
+    static char *text; /* (static: open_memstream keeps its address) */
+    static size_t len;
+    text = NULL;
+    FILE *f = open_memstream(&text, &len);
+    ASSERT(f != NULL);
+    print(f);
+    fclose(f);
+    return text;
+}
+
+/* --help and the man page list every row: its flag with its value name
+ * and its pipeline key; every flag a group names exists. */
+static void test_help_and_man_list_every_setting(void)
+{
+    char *help = printed(usage_print_help), *man = printed(usage_print_man);
+    const option *o;
+    for (size_t i = 0; (o = options_at(i)) != NULL; i++) {
+        char want[320], esc[256];
+        snprintf(want, sizeof want, "\n  --%s%s%s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "");
+        const char *at = strstr(help, want);
+        if (!at || (at[strlen(want)] != ' ' && at[strlen(want)] != '\n'))
+            FAILF("--help lacks '%s'", want + 1);
+        if (o->key && !strstr(help, o->key))
+            FAILF("--help lacks the key '%s'", o->key);
+        size_t n = 0;
+        for (const char *p = o->flag; *p && n + 3 < sizeof esc; p++) {
+            if (*p == '-')
+                esc[n++] = '\\';
+            esc[n++] = *p;
+        }
+        esc[n] = 0;
+        snprintf(want, sizeof want, "\\-\\-%s", esc);
+        if (!strstr(man, want))
+            FAILF("the man page lacks '%s'", want);
+    }
+    for (const usage_group *g = usage_groups; g->title; g++)
+        for (const char *const *f = g->flags; *f; f++)
+            if (!options_by_flag(*f, strlen(*f)))
+                FAILF("group '%s' lists '--%s', which is not in the table", g->title, *f);
+    ASSERT(strstr(man, ".TH MOONWAIT 1") == man);
+    free(help);
+    free(man);
+}
+
+/* `moonwait help NAME`: by flag, --flag or key; unknown: 2. */
+static void test_help_explains_one_setting(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ASSERT_INT_EQ(usage_explain(f, "capacity"), 0);
+    ASSERT_INT_EQ(usage_explain(f, "--timeout"), 0);
+    ASSERT_INT_EQ(usage_explain(f, "max_line_bytes"), 0);
+    fclose(f);
+    ASSERT(strstr(text, "--capacity N|MIN..MAX\n  pipeline key: capacity (an integer or a table") != NULL);
+    ASSERT(strstr(text, "--timeout MS\n  pipeline key: timeout_ms (an integer)\n  default: 10000\n") != NULL);
+    ASSERT(strstr(text, "--max-line-bytes N\n") != NULL);
+    free(text);
+    f = fopen("/dev/null", "w");
+    ASSERT_INT_EQ(usage_explain(f, "--capcity"), 2);
+    ASSERT_INT_EQ(usage_explain(f, "nothing-like-it"), 2);
+    fclose(f);
+}
+
+/* The warning for a strategy that retries nothing: only a strategy that
+ * retries, and only without a predicate. */
+static void test_retry_without_predicate_is_said(void)
+{
+    op_retry_policy none = { 0 }, fixed = { 0 };
+    char why[128];
+    ASSERT_INT_EQ(op_retry_parse("none", &none, why, sizeof why), 0);
+    ASSERT_INT_EQ(op_retry_parse("fixed:3:10", &fixed, why, sizeof why), 0);
+    ASSERT(config_retry_unused(NULL, 0) == NULL);
+    ASSERT(config_retry_unused(&none, 0) == NULL);
+    ASSERT(config_retry_unused(&fixed, 1) == NULL);
+    const char *w = config_retry_unused(&fixed, 0);
+    ASSERT(w != NULL && strstr(w, "no attempt will be retried") != NULL);
+}
+
+TEST_MAIN("config", T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
+          T(test_help_explains_one_setting), T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_mode_flag_takes_the_files_key), T(test_retry_precedence_flag_pipeline_script),
           T(test_bad_flag_values_are_named), T(test_adaptive_capacity_flag_and_key), T(test_bad_command_lines_are_named),

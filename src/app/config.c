@@ -194,6 +194,14 @@ const op_retry_policy *config_retry(const config *c, const op_retry_policy *scri
     return NULL;
 }
 
+const char *config_retry_unused(const op_retry_policy *policy, int has_predicate)
+{
+    if (policy && policy->backoff != RETRY_NONE && !has_predicate)
+        return "a retry strategy is set (--retry, the pipeline's retry or M.retry) but the script defines neither "
+               "retry_on_error(err, ctx) nor retry_on_result(outputs, ctx): no attempt will be retried";
+    return NULL;
+}
+
 void config_batch(const config *c, const batch_opts *script, uint32_t *max_size, uint64_t *max_wait_ms,
                   const char **key)
 {

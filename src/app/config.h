@@ -75,6 +75,14 @@ int config_check_files(const config *c, char **err);
  * that says "none" counts: it overrides the ones below it. */
 const op_retry_policy *config_retry(const config *c, const op_retry_policy *script);
 
+/* A retry strategy that can retry nothing: `policy` (config_retry's)
+ * schedules attempts, but a strategy only schedules the attempts a
+ * predicate asks for, and the script defines neither retry_on_error nor
+ * retry_on_result (has_predicate = 0). The warning's text (static, without
+ * the script's name), or NULL when there is nothing to say. Said by each
+ * load (reload.c) and by `moonwait check`. */
+const char *config_retry_unused(const op_retry_policy *policy, int has_predicate);
+
 /* The batch settings a batching script runs under, field by field: a
  * flag over the pipeline file (c->batch; the flag, applied last, wins)
  * over the script's M.batch (`script`, may be NULL) over the defaults

@@ -1,6 +1,7 @@
 /*
- * main.c: the command line. Dispatches `run`, `check`, --help, --version,
- * and finds the shipped Lua modules (lua/) relative to the executable.
+ * main.c: the command line. Dispatches `run`, `check`, `help`, --help,
+ * --version (the texts: usage.c), and finds the shipped Lua modules (lua/)
+ * relative to the executable.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,59 +17,9 @@
 #include "check.h"
 #include "run.h"
 #include "spectest.h"
-
-static const char usage[] =
-    "usage:\n"
-    "  moonwait run [PIPELINE.lua] [--script FILE] [--input FILE|-|URL] [--output FILE|-|URL]\n"
-    "               [--mode ordered|unordered|keyed --key FIELD] [--capacity N|MIN..MAX] [--timeout MS]\n"
-    "               [--event-time FIELD --max-out-of-orderness MS] [--stats]\n"
-    "               [--retry none|fixed:ATTEMPTS:DELAY_MS|exponential:ATTEMPTS:INITIAL_MS:MAX_MS:MULTIPLIER[:full]]\n"
-    "               [--on-error fail|skip|dead-letter] [--dead-letter FILE]\n"
-    "               [--watch] [--tag-generation FIELD] [--reload-open-timeout MS]\n"
-    "               [--checkpoint-dir DIR] [--checkpoint-interval MS]\n"
-    "               [--max-line-bytes N] [--cpu-budget MS] [--rate-limit RPS[:BURST]]\n"
-    "               [--batch-size N] [--batch-wait MS] [--batch-key FIELD]\n"
-    "  moonwait check SCRIPT.lua\n"
-    "  moonwait --help | --version\n"
-    "\n"
-    "Streams JSON lines from --input through async_invoke(record, ctx) of a Lua\n"
-    "script, at most --capacity records in flight, and writes the results to\n"
-    "--output. Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms\n"
-    "(0 = none). A pipeline file returns a table of the same settings (script,\n"
-    "input, output, mode, key, capacity, timeout_ms, event_time,\n"
-    "max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error,\n"
-    "dead_letter, watch, tag_generation, reload_open_timeout_ms, checkpoint,\n"
-    "checkpoint_interval_ms, cpu_budget_ms, rate_limit, batch); flags\n"
-    "override it. --cpu-budget: CPU ms script code may run without yielding\n"
-    "(default 1000, 0 = off). --mode keyed --key FIELD (pipeline: mode, key):\n"
-    "records with the same value of FIELD ('a.b' for nested) leave in input\n"
-    "order, others overtake them; watermarks are barriers.\n"
-    "--capacity MIN..MAX (capacity = { min =, max =, adaptive = true }):\n"
-    "adaptive capacity, the limit moves with latency and overloads (HTTP\n"
-    "429/503, timeouts, ctx.overloaded()); --stats shows it as limit=N\n"
-    "(README.md, \"Adaptive capacity\").\n"
-    "--rate-limit RPS[:BURST] (rate_limit = { rps =, burst = }): at most RPS\n"
-    "record attempts started per second, BURST at once (each record of a batch\n"
-    "takes one; to limit calls, see moonwait.limit); intake pauses for a token\n"
-    "(README.md, \"Rate limits\").\n"
-    "\n"
-    "Batching: a script with batch_invoke(records, ctxs) gets up to --batch-size N\n"
-    "records (100) per call, waiting at most --batch-wait MS (5) for a batch to\n"
-    "fill; --batch-key FIELD batches only records with the same value (pipeline:\n"
-    "batch = { max_size =, max_wait_ms =, key = }). README.md, \"Batching\".\n"
-    "\n"
-    "Redis Streams: --input 'redis://[:PASSWORD@]HOST:PORT?stream=KEY&group=GROUP'\n"
-    "reads a consumer group (several processes share it); --output and\n"
-    "--dead-letter 'redis://HOST:PORT?stream=KEY' add entries; exactly once when\n"
-    "they are on the input's server. A cluster:\n"
-    "'redis+cluster://H:P,H:P?stream=KEY&partitions=P&group=GROUP'.\n"
-    "Parameters: README.md, \"Redis Streams\".\n"
-    "\n"
-    "Exit status: 0 input ended and everything was emitted; 1 the run failed;\n"
-    "2 bad usage or a script that does not load; 130/143 SIGINT/SIGTERM (a second\n"
-    "one, or the first with --checkpoint-dir); 141 the output's reader went away.\n"
-    "Environment: MOONWAIT_LUA_DIR (shipped Lua modules), MOONWAIT_LOG_LEVEL\n"
-    "(debug|info|warn|error).\n";
+#include "usage.h"
+#include "../util/log.h"
+#include "../util/str.h"
 
 static int file_exists(const char *path)
 {
@@ -118,11 +69,42 @@ static void set_log_level(void)
 
 static int cmd_check(int argc, char **argv, const char *lua_dir)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "moonwait: usage: moonwait check SCRIPT.lua\n");
+    if (argc < 2 || argc > 3 || argv[1][0] == '-' || (argc == 3 && argv[2][0] == '-')) {
+        mw_log(MW_LOG_ERROR, "usage: moonwait check SCRIPT.lua [PIPELINE.lua] (see moonwait help check)");
         return 2;
     }
-    return check_script(argv[1], lua_dir);
+    return check_script(argv[1], argc == 3 ? argv[2] : NULL, lua_dir);
+}
+
+/* moonwait help [NAME | --man] */
+static int cmd_help(int argc, char **argv)
+{
+    if (argc == 1) {
+        usage_print_help(stdout);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--man") == 0) {
+        usage_print_man(stdout);
+        return 0;
+    }
+    if (argc == 2)
+        return usage_explain(stdout, argv[1]);
+    mw_log(MW_LOG_ERROR, "usage: moonwait help [FLAG|KEY|COMMAND] or moonwait help --man");
+    return 2;
+}
+
+/* An unknown command, with the nearest one when it is near. */
+static void unknown_command(const char *cmd)
+{
+    static const char *const names[] = { "run", "check", "help" };
+    const char *near = NULL;
+    for (size_t i = 0; i < 3 && !near; i++)
+        if (mw_str_distance(cmd, strlen(cmd), names[i], strlen(names[i])) <= 1)
+            near = names[i];
+    if (near)
+        mw_log(MW_LOG_ERROR, "unknown command '%s' (did you mean '%s'? see moonwait --help)", cmd, near);
+    else
+        mw_log(MW_LOG_ERROR, "unknown command '%s' (see moonwait --help)", cmd);
 }
 
 /* A standard descriptor the caller closed (`moonwait ... >&-`) is opened
@@ -158,14 +140,16 @@ int main(int argc, char **argv)
     int closed[3];
     reserve_std_fds(closed);
     if (argc < 2) {
-        fputs(usage, stderr);
+        usage_print_help(stderr);
         return 2;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage, stdout);
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage_print_help(stdout);
         return 0;
     }
+    if (strcmp(cmd, "help") == 0)
+        return cmd_help(argc - 1, argv + 1);
     if (strcmp(cmd, "--version") == 0) {
         printf("moonwait %s (LuaJIT, libuv %s)\n", MW_VERSION, uv_version_string());
         return 0;
@@ -180,7 +164,7 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "run") == 0) {
         for (int i = 2; i < argc; i++)
             if (strcmp(argv[i], "--help") == 0) {
-                fputs(usage, stdout);
+                usage_print_help(stdout);
                 free(lua_dir);
                 return 0;
             }
@@ -200,7 +184,7 @@ int main(int argc, char **argv)
         }
         config_free(&c);
     } else {
-        fprintf(stderr, "moonwait: unknown command '%s'\n%s", cmd, usage);
+        unknown_command(cmd);
         code = 2;
     }
     free(lua_dir);

@@ -270,32 +270,80 @@ static int s_batch_key(config *c, const char *v, char *w, size_t n)
 }
 
 static const option settings[] = {
-    { "script", "script", OPTION_PATH, s_script, NULL, NULL },
-    { "input", "input", OPTION_PATH, s_input, NULL, NULL },
-    { "output", "output", OPTION_PATH, s_output, NULL, NULL },
-    { "mode", "mode", OPTION_STRING, s_mode, NULL, NULL },
-    { "capacity", "capacity", OPTION_CAPACITY, s_capacity, NULL, NULL },
-    { "timeout", "timeout_ms", OPTION_INT, s_timeout, NULL, NULL },
-    { "event-time", "event_time", OPTION_STRING, s_event, NULL, NULL },
-    { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo, NULL, NULL },
-    { "stats", "stats", OPTION_BOOL, s_stats, NULL, NULL },
-    { "max-line-bytes", "max_line_bytes", OPTION_INT, s_maxline, NULL, NULL },
-    { "retry", "retry", OPTION_RETRY, s_retry, NULL, NULL },
-    { "on-error", "on_error", OPTION_STRING, s_on_error, NULL, NULL },
-    { "dead-letter", "dead_letter", OPTION_PATH, s_dead_letter, NULL, NULL },
-    { "watch", "watch", OPTION_BOOL, s_watch, NULL, NULL },
-    { "tag-generation", "tag_generation", OPTION_STRING, s_tag_gen, NULL, NULL },
-    { "reload-open-timeout", "reload_open_timeout_ms", OPTION_INT, s_open_timeout, NULL, NULL },
-    { "checkpoint-dir", "checkpoint", OPTION_CKPT, s_ckpt_dir, NULL, NULL },
-    { "checkpoint-interval", "checkpoint_interval_ms", OPTION_INT, s_ckpt_interval, NULL, NULL },
-    { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget, NULL, NULL },
-    { "key", "key", OPTION_STRING, s_key, NULL, NULL },
-    { "rate-limit", "rate_limit", OPTION_RATE, s_rate, NULL, NULL },
-    { "batch-size", "batch", OPTION_BATCH, s_batch_size, NULL, NULL },
-    { "batch-wait", NULL, OPTION_INT, s_batch_wait, NULL, NULL },
-    { "batch-key", NULL, OPTION_STRING, s_batch_key, NULL, NULL },
+    { "script", "script", OPTION_PATH, s_script, "FILE",
+      "The Lua script: a module whose async_invoke(record, ctx) (or batch_invoke(records, ctxs)) handles "
+      "each record. Required." },
+    { "input", "input", OPTION_PATH, s_input, "FILE|-|URL",
+      "Where JSON lines are read: a file, a FIFO, a pipe, - for stdin, or a Redis stream's consumer group, "
+      "redis://HOST:PORT?stream=KEY&group=GROUP (README \"Redis Streams\"). Default: -." },
+    { "output", "output", OPTION_PATH, s_output, "FILE|-|URL",
+      "Where output lines are written: a file (truncated), - for stdout, or a Redis stream, "
+      "redis://HOST:PORT?stream=KEY. Default: -." },
+    { "mode", "mode", OPTION_STRING, s_mode, "ordered|unordered|keyed",
+      "The order records leave in: input order; as they complete (watermarks stay barriers); or input order "
+      "among records with the same --key. Default: ordered." },
+    { "capacity", "capacity", OPTION_CAPACITY, s_capacity, "N|MIN..MAX",
+      "Most records in flight at once, 1 to 10000000; MIN..MAX: adaptive, the limit moves with latency and "
+      "overloads (pipeline: { min =, max =, adaptive = true }; README \"Adaptive capacity\"). Default: 100." },
+    { "timeout", "timeout_ms", OPTION_INT, s_timeout, "MS",
+      "Each record's time budget in milliseconds, its retries included; when it runs out, "
+      "on_timeout(record, ctx) answers for it, else it fails. 0 = none. Default: 10000." },
+    { "event-time", "event_time", OPTION_STRING, s_event, "FIELD",
+      "Generate watermarks from this record field, milliseconds since the epoch ('a.b' for nested)." },
+    { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo, "MS",
+      "How far behind the highest event time seen the watermark stays; needs --event-time. Default: 0." },
+    { "stats", "stats", OPTION_BOOL, s_stats, NULL,
+      "Progress on stderr every second and a summary at the end (README \"--stats\"). Default: off." },
+    { "max-line-bytes", "max_line_bytes", OPTION_INT, s_maxline, "N",
+      "Longest accepted input line, 16 to 4294967296 bytes. Default: 16777216 (16 MiB)." },
+    { "retry", "retry", OPTION_RETRY, s_retry, "SPEC",
+      "The retry strategy: none, fixed:ATTEMPTS:DELAY_MS or "
+      "exponential:ATTEMPTS:INITIAL_MS:MAX_MS:MULTIPLIER[:full]; the script's retry_on_error and "
+      "retry_on_result decide what is retried (pipeline: the string or a table; README \"Retries and "
+      "failures\"). Default: the script's M.retry, else none." },
+    { "on-error", "on_error", OPTION_STRING, s_on_error, "fail|skip|dead-letter",
+      "What happens to a record that failed for good: the run fails, it is dropped, or it is written to "
+      "--dead-letter. Default: fail." },
+    { "dead-letter", "dead_letter", OPTION_PATH, s_dead_letter, "FILE|-|URL",
+      "Where --on-error dead-letter writes failed records with their error: a file, - for stdout, or a "
+      "Redis stream." },
+    { "watch", "watch", OPTION_BOOL, s_watch, NULL,
+      "Reload the script when it or a module next to it changes; SIGHUP reloads too (README \"Hot "
+      "reload\"). Default: off." },
+    { "tag-generation", "tag_generation", OPTION_STRING, s_tag_gen, "FIELD",
+      "Set the top-level field FIELD of every output record to the generation (reload) of the script that "
+      "made it." },
+    { "reload-open-timeout", "reload_open_timeout_ms", OPTION_INT, s_open_timeout, "MS",
+      "Time limit for a reloaded script's open(ctx); past it the reload is rejected. Default: 10000." },
+    { "checkpoint-dir", "checkpoint", OPTION_CKPT, s_ckpt_dir, "DIR",
+      "Exactly-once: take checkpoints in DIR and continue from the last one after a crash or a signal "
+      "(pipeline: checkpoint = { dir =, interval_ms = }; README \"Exactly-once\")." },
+    { "checkpoint-interval", "checkpoint_interval_ms", OPTION_INT, s_ckpt_interval, "MS",
+      "How often a checkpoint is taken (pipeline: also checkpoint.interval_ms). Default: 1000." },
+    { "cpu-budget", "cpu_budget_ms", OPTION_INT, s_cpu_budget, "MS",
+      "Longest CPU time script code may run without yielding or returning; past it that call fails. 0 = off "
+      "(README \"Runaway scripts\"). Default: 1000." },
+    { "key", "key", OPTION_STRING, s_key, "FIELD",
+      "With --mode keyed: records with the same value of FIELD ('a.b' for nested) leave in input order; "
+      "others overtake them." },
+    { "rate-limit", "rate_limit", OPTION_RATE, s_rate, "RPS[:BURST]",
+      "At most RPS record attempts started per second (fractional allowed), BURST at once; default BURST: "
+      "10 ms worth, at least 1 (pipeline: { rps =, burst = }; README \"Rate limits\")." },
+    { "batch-size", "batch", OPTION_BATCH, s_batch_size, "N",
+      "A batch_invoke script: most records in one batch, 1 to 100000 (pipeline: batch = { max_size = }; "
+      "README \"Batching\"). Default: 100." },
+    { "batch-wait", NULL, OPTION_INT, s_batch_wait, "MS",
+      "Longest a batch waits to fill after its first record, 0 to 3600000; 0 = until the end of the loop "
+      "turn (pipeline: batch.max_wait_ms). Default: 5." },
+    { "batch-key", NULL, OPTION_STRING, s_batch_key, "FIELD",
+      "Batch together only records with the same value of FIELD (pipeline: batch.key)." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
+
+const option *options_at(size_t i)
+{
+    return i < NSETTINGS ? &settings[i] : NULL;
+}
 
 const option *options_by_flag(const char *name, size_t n)
 {

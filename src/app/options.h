@@ -38,6 +38,10 @@ typedef struct option {
     const char *help;  /* what it does, for --help, `moonwait help FLAG` and the man page */
 } option;
 
+/* The i-th setting in table order, or NULL past the last: for --help, `moonwait
+ * help` and the man page (usage.c), which list every row without knowing them. */
+const option *options_at(size_t i);
+
 /* The setting of flag name[0..n) (without "--"), or NULL. */
 const option *options_by_flag(const char *name, size_t n);
 

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../util/log.h"
+
 /* The generations' phase, following the run's: before the first open()
  * ended, running, closing (gen_close_all). */
 enum { GS_OPENING, GS_RUNNING, GS_CLOSING };
@@ -151,15 +153,11 @@ static int gen_load(gen *g, char **err)
     }
     script_set_tag(&g->sc, c->tag_generation, g->id);
     g->policy = config_retry(c, &g->sc.retry);
-    if (g->policy && g->policy->backoff != RETRY_NONE && g->sc.on_result_ref == LUA_NOREF &&
-        g->sc.on_error_ref == LUA_NOREF)
-        /* Said, not silent: a strategy only schedules the attempts a
-         * predicate asks for, so without one nothing is retried. */
-        fprintf(stderr,
-                "moonwait: warning: %s: a retry strategy is set (--retry, the pipeline's retry or M.retry) but the "
-                "script defines neither retry_on_error(err, ctx) nor retry_on_result(outputs, ctx): no attempt "
-                "will be retried\n",
-                c->script);
+    /* Said, not silent: without a predicate nothing is retried. */
+    const char *unused = config_retry_unused(
+        g->policy, g->sc.on_result_ref != LUA_NOREF || g->sc.on_error_ref != LUA_NOREF);
+    if (unused)
+        mw_log(MW_LOG_WARN, "warning: %s: %s", c->script, unused);
     if (script_batches(&g->sc)) {
         uint32_t size;
         uint64_t wait;

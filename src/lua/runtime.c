@@ -237,9 +237,21 @@ void rt_fiber_start(rt_fiber *f, int nargs, rt_done_fn done, void *ud)
     resume(f, nargs);
 }
 
+int rt_untraced(lua_State *L, const char *msg)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "moonwait.untraced");
+    const char *mark = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int same = mark && msg && strcmp(mark, msg) == 0;
+    lua_pop(L, 1);
+    return same;
+}
+
 void rt_push_traceback(lua_State *L, lua_State *co, const char *msg)
 {
-    luaL_traceback(L, co, msg, 0);
+    if (rt_untraced(L, msg))
+        lua_pushstring(L, msg);
+    else
+        luaL_traceback(L, co, msg, 0);
 }
 
 char *rt_strdup_value(lua_State *L, int idx)

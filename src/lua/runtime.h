@@ -248,7 +248,13 @@ void rt_wake_held(rt_fiber *f, int nres, void (*held)(rt_fiber *f, int resumed),
 /* Convert the value at `idx` of L to a malloc'd string (errors of any type). */
 char *rt_strdup_value(lua_State *L, int idx);
 
-/* Push the standard traceback of `co` after `msg` on L. */
+/* Push the standard traceback of `co` after `msg` on L; only msg when
+ * msg is the one the script's host marked complete in itself (rt_untraced). */
 void rt_push_traceback(lua_State *L, lua_State *co, const char *msg);
+
+/* Whether `msg` is the error lua/moonwait/host.lua last marked as needing
+ * no traceback (registry["moonwait.untraced"]: a missing module's one-line
+ * message, which already names the script's file:line). */
+int rt_untraced(lua_State *L, const char *msg);
 
 #endif

@@ -136,6 +136,18 @@ struct script {
  * script_is_open() says a VM was made. */
 int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err);
 
+/* `moonwait check`: load `path` as script_load does, one check at a time,
+ * reporting each (`check` names what was checked, `detail` says why it
+ * failed or warns, or is NULL; both valid during the call only): the file
+ * reads, compiles, its main chunk runs, returns within the CPU budget (the
+ * caller started the guard) and writes no global, no function of it
+ * assigns an undeclared global, then host.lua's contract list, M.batch and
+ * M.retry. Returns 0 when every check passed and sc is loaded as by
+ * script_load, or -1 (as script_load, close sc when script_is_open()). */
+typedef enum { SCRIPT_VET_OK, SCRIPT_VET_FAIL, SCRIPT_VET_WARN } script_vet_status;
+typedef void (*script_vet_fn)(void *ud, script_vet_status st, const char *check, const char *detail);
+int script_vet(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, script_vet_fn report, void *ud);
+
 /* Configure the event-time field ("a.b.c"). Returns 0 or -1 (bad path). */
 int script_set_event_time(script *sc, const char *field);
 

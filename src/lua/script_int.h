@@ -14,6 +14,15 @@
  * Returns lua_pcall's code; the results or the message are on L. */
 int script_pcall(lua_State *L, int nargs, int nres);
 
+/* vm.c, the steps of script_load (vet.c takes them one by one): a fresh VM
+ * with the host modules and host.lua's policy (moonwait.host left at
+ * *host on the stack); the module at index `mod` checked and its hooks
+ * taken; the end of the load. Each 0, or -1 with *err (malloc'd, NULL =
+ * out of memory). */
+int script_vm_open(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int *host, char **err);
+int script_take_module(script *sc, int host, int mod, char **err);
+int script_load_done(script *sc, char **err);
+
 /* invoke.c: push a record's ctx table (seq, line, attempt, deadline when
  * deadline_ms > 0, in rt_now seconds; last_error when non-NULL) with the
  * ctx metatable. */

@@ -37,7 +37,10 @@ static int traceback_handler(lua_State *L)
     const char *msg = lua_tostring(L, 1);
     if (!msg)
         msg = luaL_typename(L, 1);
-    luaL_traceback(L, L, msg, 1);
+    if (rt_untraced(L, msg))
+        lua_pushstring(L, msg);
+    else
+        luaL_traceback(L, L, msg, 1);
     return 1;
 }
 
@@ -337,7 +340,8 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* Policy from lua/moonwait/host.lua: os.exit and (when moonwait reads
-     * stdin) io.read refused, then the strict globals. */
+     * stdin) io.read refused, require's short message for a missing
+     * module, then the strict globals. */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "moonwait.host");
     if (script_pcall(L, 1, 1) != 0) {
@@ -349,6 +353,10 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     lua_pushboolean(L, script_stdin_is_input);
     int grc = script_pcall(L, 1, 0);
     if (grc == 0) {
+        lua_getfield(L, *host, "short_require");
+        grc = script_pcall(L, 0, 0);
+    }
+    if (grc == 0) {
         lua_getfield(L, *host, "strict");
         lua_pushvalue(L, LUA_GLOBALSINDEX);
         grc = script_pcall(L, 1, 0);
@@ -357,6 +365,25 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
         *err = fmt_err("cannot set up the script's VM: %s", lua_tostring(L, -1));
         return -1;
     }
+    return 0;
+}
+
+int script_take_module(script *sc, int host, int mod, char **err)
+{
+    lua_State *L = sc->rt.L;
+    lua_pushvalue(L, mod);
+    sc->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, setup_module);
+    lua_pushvalue(L, host);
+    lua_pushvalue(L, mod);
+    lua_pushlightuserdata(L, sc);
+    lua_pushstring(L, sc->path);
+    if (script_pcall(L, 4, 1) != 0 || !lua_isnil(L, -1)) {
+        const char *m = lua_tostring(L, -1);
+        *err = strdup(m ? m : "the script's module could not be checked");
+        return -1;
+    }
+    lua_pop(L, 1);
     return 0;
 }
 
@@ -375,23 +402,10 @@ static int load_module(script *sc, int host, char **err)
         *err = strdup(lua_tostring(L, -1));
         return -1;
     }
-    int mod = lua_gettop(L);
-    lua_pushvalue(L, mod);
-    sc->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushcfunction(L, setup_module);
-    lua_pushvalue(L, host);
-    lua_pushvalue(L, mod);
-    lua_pushlightuserdata(L, sc);
-    lua_pushstring(L, sc->path);
-    if (script_pcall(L, 4, 1) != 0 || !lua_isnil(L, -1)) {
-        const char *m = lua_tostring(L, -1);
-        *err = strdup(m ? m : "the script's module could not be checked");
-        return -1;
-    }
-    return 0;
+    return script_take_module(sc, host, lua_gettop(L), err);
 }
 
-int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
+int script_vm_open(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int *host, char **err)
 {
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
@@ -404,12 +418,16 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         return -1;
     }
     script_live_vms++;
-    int host;
-    if (!(sc->path = strdup(path)) || setup_vm(sc, lua_dir, &host, err) != 0 || load_module(sc, host, err) != 0) {
+    if (!(sc->path = strdup(path)) || setup_vm(sc, lua_dir, host, err) != 0) {
         if (!*err)
             *err = strdup("out of memory");
         return -1;
     }
+    return 0;
+}
+
+int script_load_done(script *sc, char **err)
+{
     lua_settop(sc->rt.L, 0);
     /* Until the host says otherwise (script_batch_configure), batches
      * follow M.batch and the defaults. */
@@ -421,6 +439,19 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         return -1;
     }
     return 0;
+}
+
+int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
+{
+    int host;
+    if (script_vm_open(sc, loop, path, lua_dir, &host, err) != 0)
+        return -1;
+    if (load_module(sc, host, err) != 0) {
+        if (!*err)
+            *err = strdup("out of memory");
+        return -1;
+    }
+    return script_load_done(sc, err);
 }
 
 void script_on_done(script *sc, script_record_fn done, void *ud)
