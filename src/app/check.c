@@ -11,6 +11,7 @@
 
 #include "../lua/guard.h"
 #include "../lua/script.h"
+#include "../util/log.h"
 
 static void check_closed(void *ud)
 {
@@ -25,12 +26,12 @@ int check_script(const char *path, const char *lua_dir)
      * a spinning one from hanging `check` too. */
     int grc = guard_start(&loop, 1000);
     if (grc != 0)
-        fprintf(stderr, "moonwait: warning: the CPU budget is off: %s\n", uv_strerror(grc));
+        mw_warn("the CPU budget is off: %s", uv_strerror(grc));
     script sc;
     char *err = NULL;
     int code = 0;
     if (script_load(&sc, &loop, path, lua_dir, &err) != 0) {
-        fprintf(stderr, "%s\n", err);
+        mw_log_plain(MW_LOG_ERROR, err); /* "file:line: message", as editors read it */
         free(err);
         code = 2;
         if (script_is_open(&sc))

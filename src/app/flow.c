@@ -22,6 +22,7 @@
 #include "../net/dns.h"
 #include "../net/pool.h"
 #include "../net/tls.h"
+#include "../util/log.h"
 #include "run_int.h"
 
 /* ---- operator callbacks ------------------------------------------------------- */
@@ -122,7 +123,7 @@ void flow_fail(run *r, int how, const char *fmt, ...)
         if (vasprintf(&msg, fmt, ap) < 0)
             msg = NULL;
         va_end(ap);
-        fprintf(stderr, "moonwait: %s\n", msg ? msg : "run failed");
+        mw_log(MW_LOG_ERROR, "%s", msg ? msg : "run failed");
         free(msg);
         r->exit_code = 1;
     }

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../util/log.h"
+
 /* The generations' phase, following the run's: before the first open()
  * ended, running, closing (gen_close_all). */
 enum { GS_OPENING, GS_RUNNING, GS_CLOSING };
@@ -137,7 +139,7 @@ static int gen_load(gen *g, char **err)
 {
     gens *gs = g->gs;
     const config *c = gs->cfg;
-    if (script_load(&g->sc, gs->loop, c->script, gs->lua_dir, err) != 0)
+    if (script_load_gen(&g->sc, gs->loop, c->script, gs->lua_dir, g->id, err) != 0)
         return -1;
     if (c->event_time && script_set_event_time(&g->sc, c->event_time) != 0) {
         if (asprintf(err, "option '--event-time': bad field path '%s'", c->event_time) < 0)
@@ -155,10 +157,10 @@ static int gen_load(gen *g, char **err)
         g->sc.on_error_ref == LUA_NOREF)
         /* Said, not silent: a strategy only schedules the attempts a
          * predicate asks for, so without one nothing is retried. */
-        fprintf(stderr,
-                "moonwait: warning: %s: a retry strategy is set (--retry, the pipeline's retry or M.retry) but the "
+        mw_warn(
+                "%s: a retry strategy is set (--retry, the pipeline's retry or M.retry) but the "
                 "script defines neither retry_on_error(err, ctx) nor retry_on_result(outputs, ctx): no attempt "
-                "will be retried\n",
+                "will be retried",
                 c->script);
     if (script_batches(&g->sc)) {
         uint32_t size;
@@ -198,13 +200,13 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
     gen *g = gen_alloc(gs);
     char *err = NULL;
     if (!g) {
-        fprintf(stderr, "moonwait: out of memory\n");
+        mw_log(MW_LOG_ERROR, "out of memory");
         return -1;
     }
     gs->cur = g;
     gs->last_id = g->id;
     if (gen_load(g, &err) != 0) {
-        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot load the script");
+        mw_log(MW_LOG_ERROR, "%s", err ? err : "cannot load the script");
         free(err);
         gen_dispose(g);
         return -1;
@@ -231,7 +233,7 @@ static void reject(gen *g, const char *why)
 {
     gens *gs = g->gs;
     gs->rejected++;
-    fprintf(stderr, "moonwait: reload rejected (generation %d; generation %d keeps running): %s\n", g->id,
+    mw_log(MW_LOG_WARN, "reload rejected (generation %d; generation %d keeps running): %s", g->id,
             gen_current_id(gs), why);
     gen_dispose(g);
 }
@@ -256,8 +258,8 @@ static void switch_to(gen *g)
     for (gen *o = gs->live; o; o = o->next)
         if (o != g)
             draining += o->records;
-    fprintf(stderr, "moonwait: reload: generation %d loaded in %.1f ms; %zu records still draining on "
-                    "older generations\n", g->id, ms_since(g->load_started), draining);
+    mw_log(MW_LOG_INFO, "reload: generation %d loaded in %.1f ms; %zu records still draining on "
+                    "older generations", g->id, ms_since(g->load_started), draining);
     if (old) {
         old->state = G_DRAINING;
         /* Its pending batches can get no new record: they go now, not
@@ -289,14 +291,14 @@ static void hand_over_state(gens *gs, gen *g)
 {
     char *json = NULL;
     if (gs->cur && script_export_state(&gs->cur->sc, &json) != 0) {
-        fprintf(stderr, "moonwait: reload: generation %d: %s (ctx.previous will be nil)\n", gs->cur->id,
+        mw_log(MW_LOG_WARN, "reload: generation %d: %s (ctx.previous will be nil)", gs->cur->id,
                 json ? json : "export_state failed");
         free(json);
         json = NULL;
     }
     if (script_set_previous(&g->sc, json) != 0)
-        fprintf(stderr, "moonwait: reload: generation %d: the previous generation's state could not be "
-                        "copied (out of memory); ctx.previous will be nil\n", g->id);
+        mw_log(MW_LOG_WARN, "reload: generation %d: the previous generation's state could not be "
+                        "copied (out of memory); ctx.previous will be nil", g->id);
     free(json);
 }
 
@@ -305,12 +307,12 @@ static void do_reload(gens *gs, const char *trigger)
     gen *g = gen_alloc(gs);
     if (!g) {
         gs->rejected++;
-        fprintf(stderr, "moonwait: reload (%s) rejected: out of memory; generation %d keeps running\n", trigger,
+        mw_log(MW_LOG_WARN, "reload (%s) rejected: out of memory; generation %d keeps running", trigger,
                 gen_current_id(gs));
         return;
     }
     g->load_started = uv_hrtime();
-    fprintf(stderr, "moonwait: reload (%s): loading %s as generation %d\n", trigger, gs->cfg->script, g->id);
+    mw_log(MW_LOG_INFO, "reload (%s): loading %s as generation %d", trigger, gs->cfg->script, g->id);
     char *err = NULL;
     if (gen_load(g, &err) != 0) {
         reject(g, err ? err : "cannot load the script");
@@ -341,8 +343,8 @@ void gen_trigger_reload(gens *gs, const char *trigger)
         }
     size_t n = live_count(gs);
     if (n >= GEN_MAX) {
-        fprintf(stderr, "moonwait: reload (%s) waits: %zu generations are live (at most %d); it "
-                        "starts when an older one has drained\n", trigger, n, GEN_MAX);
+        mw_log(MW_LOG_INFO, "reload (%s) waits: %zu generations are live (at most %d); it "
+                        "starts when an older one has drained", trigger, n, GEN_MAX);
         gs->pending = 1;
         return;
     }
@@ -404,7 +406,7 @@ static void hook_done(void *ud, script_result *r)
                 gs->ev.failed(gs->ev.ud, msg ? msg : "close failed");
                 free(msg);
             } else {
-                fprintf(stderr, "moonwait: generation %d: close failed: %s\n", g->id, r->err);
+                mw_log(MW_LOG_WARN, "generation %d: close failed: %s", g->id, r->err);
             }
         }
         gen_dispose(g);

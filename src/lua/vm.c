@@ -391,16 +391,22 @@ static int load_module(script *sc, int host, char **err)
 
 int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
 {
+    return script_load_gen(sc, loop, path, lua_dir, 1, err);
+}
+
+int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, char **err)
+{
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
     sc->on_result_ref = sc->on_error_ref = sc->batch_ref = LUA_NOREF;
     sc->previous_ref = LUA_NOREF;
-    sc->generation = 1;
+    sc->generation = generation;
     *err = NULL;
     if (rt_init(&sc->rt, loop) != 0) {
         *err = strdup("out of memory creating the Lua VM");
         return -1;
     }
+    sc->rt.generation = generation;
     script_live_vms++;
     int host;
     if (!(sc->path = strdup(path)) || setup_vm(sc, lua_dir, &host, err) != 0 || load_module(sc, host, err) != 0) {
@@ -432,6 +438,7 @@ void script_set_tag(script *sc, const char *field, int generation)
     free(sc->tag_field);
     sc->tag_field = field ? strdup(field) : NULL;
     sc->generation = generation;
+    sc->rt.generation = generation;
 }
 
 /* ---- the files to watch ------------------------------------------------------ */
