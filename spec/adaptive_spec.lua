@@ -140,7 +140,7 @@ return M
     local ls = limits(r.err)
     assert.is_true(#ls >= 1, r.err)
     for _, l in ipairs(ls) do assert.is_true(l >= 30 and l <= 200, "limit " .. l) end
-    assert.matches("limit_min=30 limit_max=200", r.err, 1, true)
+    assert.matches("capacity_min=30 capacity_max=200", r.err, 1, true)
     -- past 20, the service rejects: at 30 and up there are 503s, and the
     -- limit sits at its min (stays within 1.5x of it)
     assert.is_true(summary_limit(r.err) <= 45, r.err)

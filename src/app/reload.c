@@ -233,7 +233,7 @@ static void reject(gen *g, const char *why)
 {
     gens *gs = g->gs;
     gs->rejected++;
-    mw_log(MW_LOG_WARN, "reload rejected (generation %d; generation %d keeps running): %s", g->id,
+    mw_logx(MW_LOG_WARN, &(mw_log_ctx){ .generation = g->id }, "reload rejected (generation %d; generation %d keeps running): %s", g->id,
             gen_current_id(gs), why);
     gen_dispose(g);
 }
@@ -258,7 +258,7 @@ static void switch_to(gen *g)
     for (gen *o = gs->live; o; o = o->next)
         if (o != g)
             draining += o->records;
-    mw_log(MW_LOG_INFO, "reload: generation %d loaded in %.1f ms; %zu records still draining on "
+    mw_logx(MW_LOG_INFO, &(mw_log_ctx){ .generation = g->id }, "reload: generation %d loaded in %.1f ms; %zu records still draining on "
                     "older generations", g->id, ms_since(g->load_started), draining);
     if (old) {
         old->state = G_DRAINING;
@@ -312,7 +312,7 @@ static void do_reload(gens *gs, const char *trigger)
         return;
     }
     g->load_started = uv_hrtime();
-    mw_log(MW_LOG_INFO, "reload (%s): loading %s as generation %d", trigger, gs->cfg->script, g->id);
+    mw_logx(MW_LOG_INFO, &(mw_log_ctx){ .generation = g->id }, "reload (%s): loading %s as generation %d", trigger, gs->cfg->script, g->id);
     char *err = NULL;
     if (gen_load(g, &err) != 0) {
         reject(g, err ? err : "cannot load the script");
@@ -406,7 +406,7 @@ static void hook_done(void *ud, script_result *r)
                 gs->ev.failed(gs->ev.ud, msg ? msg : "close failed");
                 free(msg);
             } else {
-                mw_log(MW_LOG_WARN, "generation %d: close failed: %s", g->id, r->err);
+                mw_logx(MW_LOG_WARN, &(mw_log_ctx){ .generation = g->id }, "generation %d: close failed: %s", g->id, r->err);
             }
         }
         gen_dispose(g);

@@ -145,6 +145,9 @@ static void on_timer(uv_timer_t *h)
         s->rate = dt > 0 ? (double)(o->records_out - s->last_out) / dt : 0;
         s->last_ms = now;
         s->last_out = o->records_out;
+    } else if (s->last_ms == s->start_ms && now > s->start_ms) {
+        /* The live line's first second: the rate so far. */
+        s->rate = (double)o->records_out / ((double)(now - s->start_ms) / 1000.0);
     }
     /* Percent done and ETA: bytes read against the input's size, the
      * speed measured from where this run started reading. */
