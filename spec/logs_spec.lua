@@ -309,7 +309,12 @@ return M
     local d = H.tmpdir()
     H.script(d, [[
 local time = require "moonwait.time"
-return { async_invoke = function(r) time.sleep(0.002) return { r } end }
+local log = require "moonwait.log"
+return { async_invoke = function(r)
+  time.sleep(0.002)
+  if r.id == 450 then log.info("three quarters") end
+  return { r }
+end }
 ]])
     H.write(d .. "/in", records(600))
     -- script(1) runs moonwait on a pseudo-terminal; its stdout is the terminal's output
@@ -331,6 +336,8 @@ return { async_invoke = function(r) time.sleep(0.002) return { r } end }
       assert.matches("^rate=%d+/s in_flight=%d+ errors=0 records_out=%d+ generation=1$", l[3])
     end
     assert.matches("^%d+:%d%d$", live[#live][2])
+    -- another message while the live line shows: over it, then the live line again
+    assert.matches("\r\27%[Kmoonwait: %[info%] [^\n]*script.lua:5: seq=450: three quarters\r?\nmoonwait: [%d.]+%% ETA", tty)
     -- the live line is erased, and the summary is a line of its own
     assert.matches("\r\27%[Kmoonwait: summary: records_in=600 records_out=600 ", tty)
     assert.is_nil(tty:match("moonwait: summary:.*\27%["))
@@ -364,6 +371,60 @@ return { async_invoke = function(r) time.sleep(0.003) return { r } end }
     assert.equal(0, code, out)
     assert.matches("moonwait: stats: records_in=", out, 1, true)
     assert.is_nil(out:find("percent=", 1, true))
+  end)
+
+  it("progress counts records waiting behind an earlier one as queued; the summary agrees with the last line",
+    function()
+    local body = [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) if r.id == 1 then time.sleep(1.6) end return { r } end }
+]]
+    local r = H.run_script(body, records(8), "--stats --capacity 10 --log-format json")
+    assert.equal(0, r.code, r.err)
+    local objs = json_lines(r.err)
+    local st, sum = all(objs, "stats"), all(objs, "summary")[1]
+    assert.is_true(#st >= 1, r.err)
+    -- record 1 holds up the 7 behind it (ordered mode)
+    assert.same({ 8, 7, 0, 0 }, { st[1].in_flight, st[1].queued, st[1].records_out, st[1].backoff })
+    for k, v in pairs(st[#st]) do
+      if type(v) == "number" and k ~= "rate" and not k:match("^input") and k ~= "percent" and k ~= "eta_s" then
+        assert.is_number(sum[k], k)
+      end
+    end
+    assert.same({ 8, 8, 0, 0 }, { sum.records_in, sum.records_out, sum.in_flight, sum.queued })
+  end)
+
+  it("after a checkpoint restore: percent from where the input was, ETA from this run's speed", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r)
+  if os.getenv("SLOW") then time.sleep(1) elseif r.id == 6 then time.sleep(100) end
+  return { r }
+end }
+]])
+    H.write(d .. "/in", records(10))
+    local args = "--script script.lua --input in --output out --capacity 1 --checkpoint-dir cp --stats --log-format json"
+    local pid, wait = start(d, args)
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/out") or "") >= 5 end, 30))
+    os.execute("kill -INT " .. pid)
+    local rc, _, err = wait()
+    assert.equal(130, rc, err)
+    local code, _, err2 = H.sh(string.format("cd %s && SLOW=1 %s run %s", d, H.cmd(""), args))
+    assert.equal(0, code, err2)
+    assert.equal(10, #H.lines(H.read(d .. "/out")))
+    local st = all(json_lines(err2), "stats")
+    assert.is_true(#st >= 1, err2)
+    -- it read on from record 6's end: at least 6 of the 10 records' bytes
+    local six = #records(6)
+    assert.is_true(st[1].input_bytes >= six and st[1].percent >= 100 * six / #records(10), err2)
+    -- 4 records at 1 s each remain, about 1 read a second: seconds left
+    -- (timed from what this run read; the bytes read before the restart,
+    -- counted as this run's, would make it look 7 times as fast)
+    local first
+    for _, s in ipairs(st) do if s.eta_s and s.percent < 100 then first = first or s end end
+    assert.truthy(first, err2)
+    assert.is_true(first.eta_s >= 1.2, err2)
   end)
 
   it("no fprintf(stderr, ...) in src/ outside util/log.c: every message goes through mw_log", function()
