@@ -262,12 +262,13 @@ end }
     local function version(v, broken)
       return ([[
 local log = require "moonwait.log"
+log.info("loading v%d")
 local M = {}
 function M.async_invoke(r) log.info("v%d") return { { id = r.id, v = %d } } end
 function M.open(ctx) if ctx.generation == 1 then io.stderr:write("READY\n") end end
 %s
 return M
-]]):format(v, v, broken and "error('broken v" .. v .. "')" or "")
+]]):format(v, v, v, broken and "error('broken v" .. v .. "')" or "")
     end
     H.script(d, version(1))
     os.execute("mkfifo " .. d .. "/fifo")
@@ -299,7 +300,11 @@ return M
     local rej = find(objs, "^reload rejected %(generation 4; generation 3 keeps running%)")
     assert.same({ "warn", 4 }, { rej.level, rej.generation })
     assert.matches("broken v4", rej.msg, 1, true)
-    local v1 = find(objs, "v1", true)
+    -- from the first line of its main chunk on, a generation's lines say which
+    assert.equal(2, find(objs, "loading v2", true).generation)
+    assert.equal(3, find(objs, "loading v3", true).generation)
+    assert.equal(4, find(objs, "loading v4", true).generation)
+    local v1 = find(objs, "^v1$")
     assert.same({ 1, 1 }, { v1.generation, v1.seq })
     local sum = all(objs, "summary")[1]
     assert.same({ 3, 2, 1 }, { sum.generation, sum.reloads, sum.reloads_rejected })
