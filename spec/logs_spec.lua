@@ -346,6 +346,7 @@ end }
     -- the live line is erased, and the summary is a line of its own
     assert.matches("\r\27%[Kmoonwait: summary: records_in=600 records_out=600 ", tty)
     assert.is_nil(tty:match("moonwait: summary:.*\27%["))
+    assert.matches("moonwait: summary: [^\r\n]*\r?\n?$", tty) -- and the last thing on the terminal
   end)
 
   it("on a terminal with --log-format json, or on a pipe: lines, never rewritten", function()
