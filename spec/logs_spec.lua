@@ -349,6 +349,61 @@ end }
     assert.matches("moonwait: summary: [^\r\n]*\r?\n?$", tty) -- and the last thing on the terminal
   end)
 
+  it("on a terminal, SIGINT: the message over the live line, the summary last, and no live line from a pipe",
+    function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(0.01) return { r } end }
+]])
+    local cmd = string.format("cd %s && (i=0; while [ $i -lt 100000 ]; do echo '{\"a\":1}'; i=$((i+1)); done) | "
+      .. "timeout --foreground --preserve-status -s INT 1.5 %s run --script script.lua --output out --capacity 1 --stats; echo rc=$?", d, H.cmd(""))
+    local code, tty = H.sh("script -qfec " .. H.q(cmd) .. " /dev/null")
+    assert.equal(0, code, tty)
+    assert.matches("rc=1\r?\n", tty) -- (the first SIGINT without a checkpoint dir: 1)
+    -- from a pipe the size is unknown: the live line has no percent
+    assert.matches("\r\27%[Kmoonwait: rate=%d+/s in_flight=%d+ errors=0 records_out=%d+ generation=1", tty)
+    assert.is_nil(tty:find("%% ETA"))
+    assert.matches("\r\27%[Kmoonwait: interrupted by SIGINT after input line %d+[^\n]*\r?\nmoonwait: rate=", tty)
+    assert.matches("\r\27%[Kmoonwait: summary: [^\r\n]*\r?\nrc=1", tty)
+  end)
+
+  it("the second signal's message, written from its handler, is a JSON line too", function()
+    -- "2026-12-01T03:04:05.678Z" as seconds since the epoch, counted by hand
+    -- (the handler converts the other way, without gmtime_r)
+    local function epoch(t)
+      local y, mo, d, h, mi, s = t:match("^(%d+)%-(%d+)%-(%d+)T(%d+):(%d+):(%d+)")
+      y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+      local days = 0
+      for yy = 1970, y - 1 do days = days + ((yy % 4 == 0 and yy % 100 ~= 0 or yy % 400 == 0) and 366 or 365) end
+      local mdays = { 31, (y % 4 == 0 and y % 100 ~= 0 or y % 400 == 0) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30 }
+      for m = 1, mo - 1 do days = days + mdays[m] end
+      return ((days + d - 1) * 24 + tonumber(h)) * 3600 + tonumber(mi) * 60 + tonumber(s)
+    end
+    for _, sig in ipairs({ "INT", "TERM" }) do
+      local d = H.tmpdir()
+      H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) time.sleep(30) return { r } end }
+]])
+      H.write(d .. "/in", records(3))
+      local pid, wait = start(d, "--script script.lua --input in --output out --log-format json")
+      -- the first signal: it waits for the record in flight; the second ends it
+      assert.truthy(H.wait_for(function() return H.exists("/proc/" .. pid) end, 5))
+      os.execute("sleep 0.3; kill -" .. sig .. " " .. pid)
+      wait_err(d, "interrupted by SIG" .. sig)
+      os.execute("kill -" .. sig .. " " .. pid)
+      local rc, _, err = wait()
+      assert.equal(sig == "INT" and 130 or 143, rc, err)
+      local objs = json_lines(err)
+      local last = objs[#objs]
+      assert.same({ "warn", "second SIG" .. sig .. ": exiting at once" }, { last.level, last.msg })
+      assert.matches(RFC3339_MS, last.time)
+      assert.is_true(math.abs(epoch(last.time) - os.time()) < 120, last.time)
+      assert.is_true(math.abs(epoch(last.time) - epoch(objs[1].time)) < 60)
+    end
+  end)
+
   it("on a terminal with --log-format json, or on a pipe: lines, never rewritten", function()
     local d = H.tmpdir()
     H.script(d, [[
@@ -431,6 +486,20 @@ end }
     for _, s in ipairs(st) do if s.eta_s and s.percent < 100 then first = first or s end end
     assert.truthy(first, err2)
     assert.is_true(first.eta_s >= 1.2, err2)
+  end)
+
+  it("moonwait check: file:line: message, as text (for editors) or as a JSON line", function()
+    local d = H.tmpdir()
+    H.script(d, "local x = \nreturn {", "bad.lua")
+    local r = H.run("check bad.lua", { dir = d })
+    assert.equal(2, r.code)
+    assert.matches("^bad.lua:%d+: ", r.err)
+    r = H.run("check bad.lua", { dir = d, env = "export MOONWAIT_LOG_FORMAT=json; " })
+    assert.equal(2, r.code)
+    local o = json_lines(r.err)
+    assert.equal(1, #o)
+    assert.equal("error", o[1].level)
+    assert.matches("^bad.lua:%d+: ", o[1].msg)
   end)
 
   it("no fprintf(stderr, ...) in src/ outside util/log.c: every message goes through mw_log", function()

@@ -228,6 +228,96 @@ void mw_log_stats(const char *msg, const char *text, const mw_log_num *nums, siz
         emit(MW_LOG_INFO, STYLE_HOST, NULL, text, strlen(text), NULL, 0);
 }
 
+/* ---- from a signal handler -------------------------------------------------- */
+
+/* Append s to b[*n .. cap), cut at cap. */
+static void sput(char *b, size_t *n, size_t cap, const char *s)
+{
+    while (*s && *n < cap)
+        b[(*n)++] = *s++;
+}
+
+/* Append v with at least `width` digits. */
+static void sput_u(char *b, size_t *n, size_t cap, uint64_t v, int width)
+{
+    char d[24];
+    int k = 0;
+    do {
+        d[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v || k < width);
+    while (k && *n < cap)
+        b[(*n)++] = d[--k];
+}
+
+size_t mw_log_format_time(char out[32], int64_t unix_ms)
+{
+    int64_t secs = unix_ms / 1000, ms = unix_ms % 1000;
+    if (ms < 0)
+        ms += 1000, secs--;
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0)
+        sod += 86400, days--;
+    /* The civil date of a day count (H. Hinnant's civil_from_days): gmtime_r
+     * is not async-signal-safe. */
+    int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097, yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9, y = yoe + era * 400 + (m <= 2);
+    size_t n = 0, cap = 31;
+    sput_u(out, &n, cap, (uint64_t)y, 4);
+    sput(out, &n, cap, "-");
+    sput_u(out, &n, cap, (uint64_t)m, 2);
+    sput(out, &n, cap, "-");
+    sput_u(out, &n, cap, (uint64_t)d, 2);
+    sput(out, &n, cap, "T");
+    sput_u(out, &n, cap, (uint64_t)(sod / 3600), 2);
+    sput(out, &n, cap, ":");
+    sput_u(out, &n, cap, (uint64_t)(sod / 60 % 60), 2);
+    sput(out, &n, cap, ":");
+    sput_u(out, &n, cap, (uint64_t)(sod % 60), 2);
+    sput(out, &n, cap, ".");
+    sput_u(out, &n, cap, (uint64_t)ms, 3);
+    sput(out, &n, cap, "Z");
+    out[n] = 0;
+    return n;
+}
+
+void mw_log_from_signal(mw_log_level level, const char *msg)
+{
+    char b[1024];
+    size_t n = 0, cap = sizeof b - 1;
+    if (status)
+        sput(b, &n, cap, erase);
+    if (format == MW_LOG_JSON) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char t[32];
+        mw_log_format_time(t, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        sput(b, &n, cap, "{\"time\":\"");
+        sput(b, &n, cap, t);
+        sput(b, &n, cap, "\",\"level\":\"");
+        sput(b, &n, cap, mw_log_level_name(level));
+        sput(b, &n, cap, "\",\"msg\":\"");
+        /* A fixed message of the host's: printable ASCII; '"' and '\\'
+         * escaped, anything else below 0x20 or above 0x7e dropped. */
+        for (const char *s = msg; *s && n + 2 < cap; s++) {
+            unsigned char c = (unsigned char)*s;
+            if (c == '"' || c == '\\')
+                b[n++] = '\\';
+            if (c >= 0x20 && c < 0x7f)
+                b[n++] = (char)c;
+        }
+        sput(b, &n, cap, "\"}");
+    } else {
+        sput(b, &n, cap, "moonwait: ");
+        sput(b, &n, cap, msg);
+    }
+    b[n++] = '\n';
+    ssize_t w = write(2, b, n);
+    (void)w;
+}
+
 void mw_log_status(const char *text)
 {
     mw_buf b = { 0 };

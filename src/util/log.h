@@ -103,6 +103,16 @@ void mw_log_stats(const char *msg, const char *text, const mw_log_num *nums, siz
  * it after. NULL clears it for good. */
 void mw_log_status(const char *text);
 
+/* unix_ms as RFC 3339 UTC with milliseconds ("2026-12-01T03:04:05.678Z",
+ * years 0 to 9999), async-signal-safe (no gmtime_r): its length. */
+size_t mw_log_format_time(char out[32], int64_t unix_ms);
+
+/* A fixed message from a signal handler: async-signal-safe (no malloc, no
+ * stdio, no locale: clock_gettime, arithmetic and one write(2)), in the
+ * current format; clears the status line first. For the second signal's
+ * "exiting at once", which cannot wait for the loop. */
+void mw_log_from_signal(mw_log_level level, const char *msg);
+
 /* Whether stderr is a terminal (the status line makes sense there). */
 int mw_log_is_tty(void);
 
