@@ -57,7 +57,8 @@ LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llht
 CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/keymap.o $(BUILD)/src/op/wmgen.o $(BUILD)/src/op/retry.o $(BUILD)/src/util/str.o \
              $(BUILD)/src/util/retry_policy.o $(BUILD)/src/util/siphash.o
 
-JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c))
+# (logline.c names util/log.c's level names.)
+JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c)) $(BUILD)/src/util/log.o
 # The record codec (src/lua/codec.h), without the rest of the Lua adapter.
 CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
@@ -111,7 +112,7 @@ $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o \
-		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o
+		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o $(BUILD)/src/util/log.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_http: $(BUILD)/spec/c/test_http.o $(NET_HTTP_OBJS) $(LLHTTP_OBJS)
@@ -210,7 +211,7 @@ FUZZ_TARGETS := fuzz_json fuzz_codec fuzz_http fuzz_resp fuzz_ckpt fuzz_redis
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -MMD -MP \
                 $(shell pkg-config --cflags luajit) -I$(LLHTTP_INC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
-FUZZ_JSON_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(wildcard src/json/*.c))
+FUZZ_JSON_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(wildcard src/json/*.c)) $(FUZZ_BUILD)/src/util/log.o
 # llhttp's generated C, instrumented for coverage and the sanitizers, without -Werror.
 FUZZ_LLHTTP_OBJS := $(FUZZ_BUILD)/llhttp/api.o $(FUZZ_BUILD)/llhttp/http.o $(FUZZ_BUILD)/llhttp/llhttp.o
 

@@ -6,14 +6,14 @@
 local H = require("helpers")
 local servers = require("support.servers")
 
--- Every `limit=N` --stats printed (progress lines and the summary), in order.
+-- Every `capacity_limit=N` --stats printed (progress lines and the summary), in order.
 local function limits(err)
   local t = {}
-  for n in err:gmatch(" limit=(%d+)") do t[#t + 1] = tonumber(n) end
+  for n in err:gmatch(" capacity_limit=(%d+)") do t[#t + 1] = tonumber(n) end
   return t
 end
 local function summary_limit(err)
-  return tonumber(err:match("summary:.* limit=(%d+)"))
+  return tonumber(err:match("summary:.* capacity_limit=(%d+)"))
 end
 
 local function records(n, extra)
@@ -140,7 +140,7 @@ return M
     local ls = limits(r.err)
     assert.is_true(#ls >= 1, r.err)
     for _, l in ipairs(ls) do assert.is_true(l >= 30 and l <= 200, "limit " .. l) end
-    assert.matches("limit_min=30 limit_max=200", r.err, 1, true)
+    assert.matches("capacity_min=30 capacity_max=200", r.err, 1, true)
     -- past 20, the service rejects: at 30 and up there are 503s, and the
     -- limit sits at its min (stays within 1.5x of it)
     assert.is_true(summary_limit(r.err) <= 45, r.err)
@@ -333,7 +333,7 @@ return { async_invoke = function(r) time.sleep(0.3) r.gen2 = true return { r } e
       line = (H.read(d .. "/log") or ""):match("stats:[^\n]*generation=2[^\n]*\n")
       return line
     end, 30), H.read(d .. "/log"))
-    assert.matches("limit=64 ", line, 1, true)
+    assert.matches(" capacity_limit=64 ", line, 1, true)
     assert.truthy(H.wait_for(function() return H.read(d .. "/rc") end, 60))
     assert.equal("0", H.read(d .. "/rc"):match("%d+"), H.read(d .. "/log"))
     assert.equal(1500, #H.lines(H.read(d .. "/out")))

@@ -295,8 +295,10 @@ return M
     local r = H.run("run --script script.lua --stats --capacity 2",
       { dir = d, input = H.jsonl({ { a = 1 }, { a = 2 }, { a = 3 }, { a = 4 }, { a = 5 }, { a = 6 }, { a = 7 }, { a = 8 } }) })
     assert.equal(0, r.code, r.err)
-    assert.matches("moonwait: stats: in=%d+ out=%d+ in_flight=%d+ backoff=0 rate=%d+/s attempts=%d+ retries=0 timeouts=0 errors=0", r.err)
+    assert.matches("moonwait: stats: records_in=%d+ records_out=%d+ outputs=%d+ watermarks=0 attempts=%d+ retries=0 "
+      .. "timeouts=0 errors=0 skipped=0 dead_lettered=0 malformed=0 reloads=0 reloads_rejected=0 in_flight=%d+ "
+      .. "queued=%d+ backoff=0 generation=1 rate=%d+/s", r.err)
     assert.matches("moonwait: summary: records_in=8 records_out=8 outputs=8", r.err)
-    assert.matches("moonwait: summary: .* generation=1 reloads=0 rejected=0 ", r.err)
+    assert.matches("moonwait: summary: .* reloads=0 reloads_rejected=0 in_flight=0 queued=0 backoff=0 generation=1 ", r.err)
   end)
 end)

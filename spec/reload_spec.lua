@@ -417,6 +417,6 @@ return M
     end_input()
     local rc, _, err = wait()
     assert.equal(0, rc, err)
-    assert.matches("moonwait: summary: .* generation=2 reloads=1 rejected=0 ", err)
+    assert.matches("moonwait: summary: .* reloads=1 reloads_rejected=0 .* generation=2 ", err)
   end)
 end)

@@ -429,7 +429,7 @@ static void test_bad_pipeline_values_are_named(void)
                         "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
                         "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
                         "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
-                        "cpu_budget_ms, key, rate_limit, batch)");
+                        "cpu_budget_ms, key, rate_limit, batch, log_format)");
     /* Lua's own message for a file that does not load names the file. */
     const char *p = pipeline("return {");
     char *err = refused((char *)p, NULL);
@@ -648,7 +648,27 @@ static void test_retry_without_predicate_is_said(void)
     ASSERT(w != NULL && strstr(w, "no attempt will be retried") != NULL);
 }
 
-TEST_MAIN("config", T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
+/* --log-format and log_format: 0 unset, 1 text, 2 json; the flag over the key. */
+static void test_log_format(void)
+{
+    config c;
+    char *err = NULL;
+    ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", NULL), 0);
+    ASSERT_INT_EQ(c.log_format, 0);
+    config_free(&c);
+    const char *p = pipeline("return { script = 's.lua', log_format = 'json' }");
+    ASSERT_INT_EQ(parse(&c, &err, (char *)p, NULL), 0);
+    ASSERT_INT_EQ(c.log_format, 2);
+    config_free(&c);
+    ASSERT_INT_EQ(parse(&c, &err, (char *)p, "--log-format", "text", NULL), 0);
+    ASSERT_INT_EQ(c.log_format, 1);
+    config_free(&c);
+    err = refused("--script", "s.lua", "--log-format", "JSON", NULL);
+    ASSERT_STR_EQ(err, "option '--log-format': expected 'text' or 'json', got 'JSON'");
+    free(err);
+}
+
+TEST_MAIN("config", T(test_log_format), T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
           T(test_help_explains_one_setting), T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_mode_flag_takes_the_files_key), T(test_retry_precedence_flag_pipeline_script),

@@ -221,6 +221,47 @@ static void t_put_bytes_is_always_json(void)
     free(b.p);
 }
 
+/* A log line: the fields in order, the time in RFC 3339 UTC with ms, the
+ * message escaped whatever its bytes, unknown fields left out. */
+static void t_logline(void)
+{
+    mw_buf b = { NULL, 0, 0 };
+    mw_log_ctx at = { .file = "s\"q.lua", .line = 12, .seq = 5, .generation = 2, .script = 1 };
+    mw_log_rec r = { MW_LOG_WARN, 1764558245678LL, "hi\0\n\xff", 5, &at, NULL, 0 };
+    ASSERT_INT_EQ(json_logline(&b, &r), 0);
+    mw_buf_add(&b, "", 1);
+    ASSERT_STR_EQ(b.p, "{\"time\":\"2025-12-01T03:04:05.678Z\",\"level\":\"warn\",\"msg\":\"hi\\u0000\\n\\u00ff\","
+                       "\"file\":\"s\\\"q.lua\",\"line\":12,\"seq\":5,\"generation\":2}");
+    b.len = 0;
+    mw_log_num nums[] = { { "records_in", 3 }, { "rate", 2.5 }, { "eta_s", 1.0 / 0.0 } };
+    mw_log_rec s = { MW_LOG_INFO, 0, "stats", 5, NULL, nums, 3 };
+    ASSERT_INT_EQ(json_logline(&b, &s), 0);
+    mw_buf_add(&b, "", 1);
+    ASSERT_STR_EQ(b.p, "{\"time\":\"1970-01-01T00:00:00.000Z\",\"level\":\"info\",\"msg\":\"stats\","
+                       "\"records_in\":3,\"rate\":2.5,\"eta_s\":null}");
+    char t[32];
+    ASSERT_INT_EQ(json_format_time(t, -1), 24);
+    ASSERT_STR_EQ(t, "1969-12-31T23:59:59.999Z");
+    free(b.p);
+}
+
+/* util/log.c's signal-safe clock text agrees with gmtime_r's (through
+ * json_format_time) on every day from 1970 to 2100 (leap days, 2000, the
+ * turn of each month and year), at odd times of day and before 1970. */
+static void t_signal_safe_time(void)
+{
+    char a[32], b[32];
+    for (int64_t day = -800; day < 47500; day++) {
+        int64_t ms = day * 86400000LL + (day * 7919 % 86400000 + 86400000) % 86400000;
+        ASSERT_INT_EQ((int)mw_log_format_time(a, ms), json_format_time(b, ms));
+        ASSERT_STR_EQ(a, b);
+    }
+    mw_log_format_time(a, 951782400000LL + 999); /* 2000-02-29 */
+    ASSERT_STR_EQ(a, "2000-02-29T00:00:00.999Z");
+    mw_log_format_time(a, -1);
+    ASSERT_STR_EQ(a, "1969-12-31T23:59:59.999Z");
+}
+
 TEST_MAIN("json", T(t_int64_edges), T(t_rejects_leading_zero), T(t_errors_name_the_byte), T(t_depth_limit),
           T(t_numbers_read_exactly), T(t_fmt_double_round_trips), T(t_unescape_and_duplicates),
-          T(t_many_duplicates_sorted_path), T(t_put_bytes_is_always_json))
+          T(t_many_duplicates_sorted_path), T(t_put_bytes_is_always_json), T(t_logline), T(t_signal_safe_time))

@@ -94,7 +94,7 @@ int check_script(const char *path, const char *pipeline, const char *lua_dir)
      * the run's default) keeps a spinning one from hanging `check`. */
     int grc = guard_start(&loop, c.cpu_budget_ms ? c.cpu_budget_ms : 1000);
     if (grc != 0)
-        mw_log(MW_LOG_WARN, "warning: the CPU budget is off: %s", uv_strerror(grc));
+        mw_warn("the CPU budget is off: %s", uv_strerror(grc));
     script sc;
     if (script_vet(&sc, &loop, path, lua_dir, report, &t) == 0)
         check_together(&c, &sc, &t);

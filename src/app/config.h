@@ -48,6 +48,8 @@ typedef struct config {
     double rate_rps;         /* rate_limit: attempts started per second; 0 = no limit */
     double rate_burst;       /* ... and the most started at once (>= 1 when rps is set) */
     batch_opts batch;        /* --batch-size/-wait/-key and `batch = {...}`, field by field */
+    int log_format;          /* --log-format: 0 not set (MOONWAIT_LOG_FORMAT, else text),
+                              * else 1 + util/log.h's mw_log_format */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

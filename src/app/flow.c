@@ -22,6 +22,7 @@
 #include "../net/dns.h"
 #include "../net/pool.h"
 #include "../net/tls.h"
+#include "../util/log.h"
 #include "run_int.h"
 
 /* ---- operator callbacks ------------------------------------------------------- */
@@ -70,7 +71,8 @@ static void cb_failure(void *ud, op_entry *e)
     const task *t = e->udata;
     size_t len = 0;
     char *msg = route_fatal_message(e, t && task_lineno(t) && e->seq && task_line(t, &len));
-    flow_fail(r, ABORT, "%s", msg ? msg : "run failed");
+    mw_log_ctx about = { .seq = e->seq, .generation = t ? task_generation(t) : 0 };
+    flow_fail_about(r, ABORT, &about, "%s", msg ? msg : "run failed");
     free(msg);
 }
 
@@ -113,16 +115,13 @@ static void abandon_all(run *r)
         task_discard(e->udata);
 }
 
-void flow_fail(run *r, int how, const char *fmt, ...)
+static void vfail(run *r, int how, const mw_log_ctx *about, const char *fmt, va_list ap)
 {
     if (r->exit_code == 0) {
         char *msg = NULL;
-        va_list ap;
-        va_start(ap, fmt);
         if (vasprintf(&msg, fmt, ap) < 0)
             msg = NULL;
-        va_end(ap);
-        fprintf(stderr, "moonwait: %s\n", msg ? msg : "run failed");
+        mw_logx(MW_LOG_ERROR, about, "%s", msg ? msg : "run failed");
         free(msg);
         r->exit_code = 1;
     }
@@ -133,6 +132,22 @@ void flow_fail(run *r, int how, const char *fmt, ...)
     } else {
         gen_flush_batches(&r->gens); /* the records in flight finish: none waits for more */
     }
+}
+
+void flow_fail(run *r, int how, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(r, how, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void flow_fail_about(run *r, int how, const mw_log_ctx *about, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(r, how, about, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- the end ------------------------------------------------------------------ */

@@ -12,7 +12,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../json/json.h"
 #include "../lua/modules.h"
+#include "../util/log.h"
 #include "config.h"
 #include "check.h"
 #include "run.h"
@@ -56,15 +58,34 @@ static char *find_lua_dir(void)
     return strdup(MW_LUA_DIR);
 }
 
-static void set_log_level(void)
+/* The log's settings from the environment, before anything is said:
+ * MOONWAIT_LOG_FORMAT (text|json; --log-format and the pipeline's
+ * log_format override it) and MOONWAIT_LOG_LEVEL (one threshold for
+ * moonwait.log and the host's messages). Unset or empty: text, info. A bad
+ * value: 0 after saying which variable and what it expected (in text, as
+ * the format is not known), else 1. */
+static int log_from_env(void)
 {
+    mw_log_set_json_writer(json_logline);
+    const char *f = getenv("MOONWAIT_LOG_FORMAT");
+    mw_log_format fmt;
+    if (f && *f) {
+        if (mw_log_parse_format(f, &fmt) != 0) {
+            mw_log(MW_LOG_ERROR, "MOONWAIT_LOG_FORMAT: expected 'text' or 'json', got '%s'", f);
+            return 0;
+        }
+        mw_log_set_format(fmt);
+    }
     const char *l = getenv("MOONWAIT_LOG_LEVEL");
-    if (!l)
-        return;
-    static const char *const names[] = { "debug", "info", "warn", "error" };
-    for (int i = 0; i < 4; i++)
-        if (strcmp(l, names[i]) == 0)
-            mod_log_level = i;
+    mw_log_level lvl;
+    if (l && *l) {
+        if (mw_log_parse_level(l, &lvl) != 0) {
+            mw_log(MW_LOG_ERROR, "MOONWAIT_LOG_LEVEL: expected 'debug', 'info', 'warn' or 'error', got '%s'", l);
+            return 0;
+        }
+        mw_log_set_level(lvl);
+    }
+    return 1;
 }
 
 static int cmd_check(int argc, char **argv, const char *lua_dir)
@@ -96,9 +117,9 @@ static int cmd_help(int argc, char **argv)
 /* An unknown command, with the nearest one when it is near. */
 static void unknown_command(const char *cmd)
 {
-    static const char *const names[] = { "run", "check", "help" };
+    static const char *const names[] = { "run", "check", "test", "help" };
     const char *near = NULL;
-    for (size_t i = 0; i < 3 && !near; i++)
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !near; i++)
         if (mw_str_distance(cmd, strlen(cmd), names[i], strlen(names[i])) <= 1)
             near = names[i];
     if (near)
@@ -154,7 +175,8 @@ int main(int argc, char **argv)
         printf("moonwait %s (LuaJIT, libuv %s)\n", MW_VERSION, uv_version_string());
         return 0;
     }
-    set_log_level();
+    if (!log_from_env())
+        return 2;
     char *lua_dir = find_lua_dir();
     int code;
     if (strcmp(cmd, "check") == 0) {
@@ -173,13 +195,15 @@ int main(int argc, char **argv)
         char *err = NULL;
         const char *std_err = NULL;
         if (config_parse_run(&c, argc - 1, argv + 1, &err) != 0 || config_check_files(&c, &err) != 0) {
-            fprintf(stderr, "moonwait: %s\n", err ? err : "bad arguments");
+            mw_log(MW_LOG_ERROR, "%s", err ? err : "bad arguments");
             free(err);
             code = 2;
         } else if ((std_err = closed_std_use(&c, closed)) != NULL) {
-            fprintf(stderr, "moonwait: %s\n", std_err);
+            mw_log(MW_LOG_ERROR, "%s", std_err);
             code = 2;
         } else {
+            if (c.log_format)
+                mw_log_set_format((mw_log_format)(c.log_format - 1));
             code = run_pipeline(&c, lua_dir);
         }
         config_free(&c);

@@ -269,6 +269,16 @@ static int s_batch_key(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
+static int s_log_format(config *c, const char *v, char *w, size_t n)
+{
+    static const char *const names[] = { "text", "json", NULL }; /* mw_log_format order */
+    int k;
+    if (choose(v, names, &k, w, n) != 0)
+        return -1;
+    c->log_format = 1 + k;
+    return 0;
+}
+
 static const option settings[] = {
     { "script", "script", OPTION_PATH, s_script, "FILE",
       "The Lua script: a module whose async_invoke(record, ctx) (or batch_invoke(records, ctxs)) handles "
@@ -337,6 +347,9 @@ static const option settings[] = {
       "turn (pipeline: batch.max_wait_ms). Default: 5." },
     { "batch-key", NULL, OPTION_STRING, s_batch_key, "FIELD",
       "Batch together only records with the same value of FIELD (pipeline: batch.key)." },
+    { "log-format", "log_format", OPTION_STRING, s_log_format, "text|json",
+      "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' (the "
+      "default) or 'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

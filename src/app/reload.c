@@ -139,7 +139,7 @@ static int gen_load(gen *g, char **err)
 {
     gens *gs = g->gs;
     const config *c = gs->cfg;
-    if (script_load(&g->sc, gs->loop, c->script, gs->lua_dir, err) != 0)
+    if (script_load_gen(&g->sc, gs->loop, c->script, gs->lua_dir, g->id, err) != 0)
         return -1;
     if (c->event_time && script_set_event_time(&g->sc, c->event_time) != 0) {
         if (asprintf(err, "option '--event-time': bad field path '%s'", c->event_time) < 0)
@@ -157,7 +157,7 @@ static int gen_load(gen *g, char **err)
     const char *unused = config_retry_unused(
         g->policy, g->sc.on_result_ref != LUA_NOREF || g->sc.on_error_ref != LUA_NOREF);
     if (unused)
-        mw_log(MW_LOG_WARN, "warning: %s: %s", c->script, unused);
+        mw_warn("%s: %s", c->script, unused);
     if (script_batches(&g->sc)) {
         uint32_t size;
         uint64_t wait;
@@ -196,13 +196,13 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
     gen *g = gen_alloc(gs);
     char *err = NULL;
     if (!g) {
-        fprintf(stderr, "moonwait: out of memory\n");
+        mw_log(MW_LOG_ERROR, "out of memory");
         return -1;
     }
     gs->cur = g;
     gs->last_id = g->id;
     if (gen_load(g, &err) != 0) {
-        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot load the script");
+        mw_log(MW_LOG_ERROR, "%s", err ? err : "cannot load the script");
         free(err);
         gen_dispose(g);
         return -1;
@@ -229,7 +229,7 @@ static void reject(gen *g, const char *why)
 {
     gens *gs = g->gs;
     gs->rejected++;
-    fprintf(stderr, "moonwait: reload rejected (generation %d; generation %d keeps running): %s\n", g->id,
+    mw_logx(MW_LOG_WARN, &(mw_log_ctx){ .generation = g->id }, "reload rejected (generation %d; generation %d keeps running): %s", g->id,
             gen_current_id(gs), why);
     gen_dispose(g);
 }
@@ -254,8 +254,8 @@ static void switch_to(gen *g)
     for (gen *o = gs->live; o; o = o->next)
         if (o != g)
             draining += o->records;
-    fprintf(stderr, "moonwait: reload: generation %d loaded in %.1f ms; %zu records still draining on "
-                    "older generations\n", g->id, ms_since(g->load_started), draining);
+    mw_logx(MW_LOG_INFO, &(mw_log_ctx){ .generation = g->id }, "reload: generation %d loaded in %.1f ms; %zu records still draining on "
+                    "older generations", g->id, ms_since(g->load_started), draining);
     if (old) {
         old->state = G_DRAINING;
         /* Its pending batches can get no new record: they go now, not
@@ -287,14 +287,14 @@ static void hand_over_state(gens *gs, gen *g)
 {
     char *json = NULL;
     if (gs->cur && script_export_state(&gs->cur->sc, &json) != 0) {
-        fprintf(stderr, "moonwait: reload: generation %d: %s (ctx.previous will be nil)\n", gs->cur->id,
+        mw_log(MW_LOG_WARN, "reload: generation %d: %s (ctx.previous will be nil)", gs->cur->id,
                 json ? json : "export_state failed");
         free(json);
         json = NULL;
     }
     if (script_set_previous(&g->sc, json) != 0)
-        fprintf(stderr, "moonwait: reload: generation %d: the previous generation's state could not be "
-                        "copied (out of memory); ctx.previous will be nil\n", g->id);
+        mw_log(MW_LOG_WARN, "reload: generation %d: the previous generation's state could not be "
+                        "copied (out of memory); ctx.previous will be nil", g->id);
     free(json);
 }
 
@@ -303,12 +303,12 @@ static void do_reload(gens *gs, const char *trigger)
     gen *g = gen_alloc(gs);
     if (!g) {
         gs->rejected++;
-        fprintf(stderr, "moonwait: reload (%s) rejected: out of memory; generation %d keeps running\n", trigger,
+        mw_log(MW_LOG_WARN, "reload (%s) rejected: out of memory; generation %d keeps running", trigger,
                 gen_current_id(gs));
         return;
     }
     g->load_started = uv_hrtime();
-    fprintf(stderr, "moonwait: reload (%s): loading %s as generation %d\n", trigger, gs->cfg->script, g->id);
+    mw_logx(MW_LOG_INFO, &(mw_log_ctx){ .generation = g->id }, "reload (%s): loading %s as generation %d", trigger, gs->cfg->script, g->id);
     char *err = NULL;
     if (gen_load(g, &err) != 0) {
         reject(g, err ? err : "cannot load the script");
@@ -339,8 +339,8 @@ void gen_trigger_reload(gens *gs, const char *trigger)
         }
     size_t n = live_count(gs);
     if (n >= GEN_MAX) {
-        fprintf(stderr, "moonwait: reload (%s) waits: %zu generations are live (at most %d); it "
-                        "starts when an older one has drained\n", trigger, n, GEN_MAX);
+        mw_log(MW_LOG_INFO, "reload (%s) waits: %zu generations are live (at most %d); it "
+                        "starts when an older one has drained", trigger, n, GEN_MAX);
         gs->pending = 1;
         return;
     }
@@ -402,7 +402,7 @@ static void hook_done(void *ud, script_result *r)
                 gs->ev.failed(gs->ev.ud, msg ? msg : "close failed");
                 free(msg);
             } else {
-                fprintf(stderr, "moonwait: generation %d: close failed: %s\n", g->id, r->err);
+                mw_logx(MW_LOG_WARN, &(mw_log_ctx){ .generation = g->id }, "generation %d: close failed: %s", g->id, r->err);
             }
         }
         gen_dispose(g);

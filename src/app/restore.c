@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../util/log.h"
 #include "checkpoint.h"
 
 /* The identity of a file: its absolute path. realpath when it exists; for
@@ -96,12 +97,12 @@ static int lock_dir(restore *r, const char *dir)
 {
     char *path = cp_path(dir, "lock");
     if (!path) {
-        fprintf(stderr, "moonwait: --checkpoint-dir %s: out of memory\n", dir);
+        mw_log(MW_LOG_ERROR, "--checkpoint-dir %s: out of memory", dir);
         return -1;
     }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        fprintf(stderr, "moonwait: --checkpoint-dir %s: cannot open its lock file %s: %s\n", dir, path,
+        mw_log(MW_LOG_ERROR, "--checkpoint-dir %s: cannot open its lock file %s: %s", dir, path,
                 strerror(errno));
         free(path);
         return -1;
@@ -113,11 +114,11 @@ static int lock_dir(restore *r, const char *dir)
         pid[n > 0 ? n : 0] = 0;
         pid[strcspn(pid, "\n")] = 0;
         if (e == EWOULDBLOCK)
-            fprintf(stderr, "moonwait: checkpoint dir %s is in use by another moonwait (pid %s): two runs on one "
+            mw_log(MW_LOG_ERROR, "checkpoint dir %s is in use by another moonwait (pid %s): two runs on one "
                             "checkpoint would tear each other's output. Wait for it to end (or stop it), or use "
-                            "another --checkpoint-dir\n", dir, *pid ? pid : "unknown");
+                            "another --checkpoint-dir", dir, *pid ? pid : "unknown");
         else
-            fprintf(stderr, "moonwait: --checkpoint-dir %s: cannot lock %s: %s\n", dir, path, strerror(e));
+            mw_log(MW_LOG_ERROR, "--checkpoint-dir %s: cannot lock %s: %s", dir, path, strerror(e));
         close(fd);
         free(path);
         return -1;
@@ -154,22 +155,22 @@ static int check_committed(const char *flag, const char *path, uint64_t committe
     struct stat st;
     if (stat(path, &st) != 0) {
         if (errno != ENOENT) {
-            fprintf(stderr, "moonwait: %s %s: %s\n", flag, path, strerror(errno));
+            mw_log(MW_LOG_ERROR, "%s %s: %s", flag, path, strerror(errno));
             return -1;
         }
         if (committed == 0)
             return 0;
-        fprintf(stderr, "moonwait: %s %s is gone, but the checkpoint in %s committed %" PRIu64 " bytes of it: "
+        mw_log(MW_LOG_ERROR, "%s %s is gone, but the checkpoint in %s committed %" PRIu64 " bytes of it: "
                         "it was removed or moved after the checkpoint was taken, so a restore cannot be "
                         "exactly-once. Put the file back, or remove %s to start over (the whole input is "
-                        "processed again)\n", flag, path, dir, committed, dir);
+                        "processed again)", flag, path, dir, committed, dir);
         return -1;
     }
     if ((uint64_t)st.st_size < committed) {
-        fprintf(stderr, "moonwait: %s %s has %" PRIu64 " bytes, shorter than the %" PRIu64 " bytes the "
+        mw_log(MW_LOG_ERROR, "%s %s has %" PRIu64 " bytes, shorter than the %" PRIu64 " bytes the "
                         "checkpoint committed: it was truncated or replaced after the checkpoint in %s was "
                         "taken, so a restore cannot be exactly-once. Put the complete file back, or remove %s "
-                        "to start over (the whole input is processed again)\n", flag, path,
+                        "to start over (the whole input is processed again)", flag, path,
                 (uint64_t)st.st_size, committed, dir, dir);
         return -1;
     }
@@ -181,14 +182,14 @@ static int open_dir(restore *r, const config *c, const char *dir)
 {
     if (strcmp(c->input, "-") == 0 || strcmp(c->output, "-") == 0 || !is_regular(c->input) ||
         is_pipe(c->output) || is_pipe(c->dead_letter)) {
-        fprintf(stderr, "moonwait: --checkpoint-dir needs a regular input file and an output file: stdin, "
+        mw_log(MW_LOG_ERROR, "--checkpoint-dir needs a regular input file and an output file: stdin, "
                         "stdout, pipes and FIFOs cannot be rewound or truncated, so a restore could not be "
-                        "exactly-once (input %s, output %s)\n", c->input, c->output);
+                        "exactly-once (input %s, output %s)", c->input, c->output);
         return -1;
     }
     /* Checkpoints hold raw records: private to the user. */
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "moonwait: --checkpoint-dir %s: %s\n", dir, strerror(errno));
+        mw_log(MW_LOG_ERROR, "--checkpoint-dir %s: %s", dir, strerror(errno));
         return -1;
     }
     if (lock_dir(r, dir) != 0)
@@ -198,7 +199,7 @@ static int open_dir(restore *r, const config *c, const char *dir)
     r->id_out = identity(c->output);
     r->id_dl = c->dead_letter ? identity(c->dead_letter) : strdup("");
     if (!r->id_in || !r->id_out || !r->id_dl) {
-        fprintf(stderr, "moonwait: --checkpoint-dir %s: out of memory\n", dir);
+        mw_log(MW_LOG_ERROR, "--checkpoint-dir %s: out of memory", dir);
         return -1;
     }
     return 0;
@@ -215,7 +216,7 @@ static int read_checkpoint(const char *dir, const char *file, ckpt **out)
     if (rc == -ENOENT)
         return 0;
     if (rc != 0) {
-        fprintf(stderr, "moonwait: %s/checkpoint: %s\n", dir, strerror(-rc));
+        mw_log(MW_LOG_ERROR, "%s/checkpoint: %s", dir, strerror(-rc));
         return -1;
     }
     ckpt *k = calloc(1, sizeof *k);
@@ -223,16 +224,16 @@ static int read_checkpoint(const char *dir, const char *file, ckpt **out)
     int drc = k ? ckpt_decode(buf, len, k, why, sizeof why) : -1;
     free(buf);
     if (!k) {
-        fprintf(stderr, "moonwait: %s: out of memory\n", file);
+        mw_log(MW_LOG_ERROR, "%s: out of memory", file);
         return -1;
     }
     if (drc == CKPT_EVERSION)
-        fprintf(stderr, "moonwait: checkpoint %s is refused: %s. Finish that run with the moonwait that "
-                        "wrote it, or remove %s to start over\n", file, why, dir);
+        mw_log(MW_LOG_ERROR, "checkpoint %s is refused: %s. Finish that run with the moonwait that "
+                        "wrote it, or remove %s to start over", file, why, dir);
     else if (drc != 0)
-        fprintf(stderr, "moonwait: checkpoint %s is refused: %s. The previous good checkpoint is kept in "
+        mw_log(MW_LOG_ERROR, "checkpoint %s is refused: %s. The previous good checkpoint is kept in "
                         "%s/checkpoint.prev: move it to %s to restore from it (or remove %s to start "
-                        "over)\n", file, why, dir, file, dir);
+                        "over)", file, why, dir, file, dir);
     if (drc != 0) {
         free(k);
         return -1;
@@ -252,17 +253,17 @@ static int validate(const restore *r, const ckpt *k, const char *file)
     snap_mode_name(c->mode, c->key, mode, sizeof mode);
     if (strcmp(k->input, in) != 0 || strcmp(k->output, out) != 0 || strcmp(k->dead_letter, dl) != 0 ||
         strcmp(k->mode, mode) != 0) {
-        fprintf(stderr, "moonwait: checkpoint %s belongs to another pipeline (input %s, output %s, dead letters "
+        mw_log(MW_LOG_ERROR, "checkpoint %s belongs to another pipeline (input %s, output %s, dead letters "
                         "%s, mode %s); this one is (input %s, output %s, dead letters %s, mode %s). Use another "
-                        "--checkpoint-dir\n", file, k->input, k->output, *k->dead_letter ? k->dead_letter : "none",
+                        "--checkpoint-dir", file, k->input, k->output, *k->dead_letter ? k->dead_letter : "none",
                 k->mode, in, out, *dl ? dl : "none", mode);
         return -1;
     }
     struct stat st;
     if (stat(c->input, &st) != 0 || (uint64_t)st.st_size < k->input_offset) {
-        fprintf(stderr, "moonwait: the input %s has %" PRIu64 " bytes, but the checkpoint read it to byte %" PRIu64
+        mw_log(MW_LOG_ERROR, "the input %s has %" PRIu64 " bytes, but the checkpoint read it to byte %" PRIu64
                         " (line %" PRIu64 "): it was truncated or replaced after the checkpoint in %s was taken. "
-                        "Put the original input back, or remove %s to start over\n", c->input,
+                        "Put the original input back, or remove %s to start over", c->input,
                 (uint64_t)st.st_size, k->input_offset, k->input_line, dir, dir);
         return -1;
     }
@@ -293,24 +294,24 @@ int restore_prepare(restore *r, const config *c)
     char *file = cp_path(dir, "checkpoint");
     ckpt *k = NULL;
     if (!file) {
-        fprintf(stderr, "moonwait: %s/checkpoint: %s\n", dir, strerror(ENOMEM));
+        mw_log(MW_LOG_ERROR, "%s/checkpoint: %s", dir, strerror(ENOMEM));
         return -1;
     }
     int rc = read_checkpoint(dir, file, &k);
     if (rc == 0 && k && validate(r, k, file) != 0)
         rc = -1;
     if (rc == 0 && k && k->complete) {
-        fprintf(stderr, "moonwait: checkpoint %s says this pipeline already completed: nothing to do "
-                        "(remove %s to run it again)\n", file, dir);
+        mw_log(MW_LOG_INFO, "checkpoint %s says this pipeline already completed: nothing to do "
+                        "(remove %s to run it again)", file, dir);
         rc = 1;
     }
     if (rc == 0 && k) {
         size_t held = 0;
         for (size_t i = 0; i < k->n; i++)
             held += k->entries[i].kind == CKPT_RECORD && k->entries[i].done;
-        fprintf(stderr, "moonwait: restoring from %s: %zu entries in flight (%zu of them completed and held, "
+        mw_log(MW_LOG_INFO, "restoring from %s: %zu entries in flight (%zu of them completed and held, "
                         "emitted without calling the script again), input from line %" PRIu64
-                        " (byte %" PRIu64 "), output kept to %" PRIu64 " bytes\n",
+                        " (byte %" PRIu64 "), output kept to %" PRIu64 " bytes",
                 file, k->n, held, k->input_line + 1, k->input_offset, k->output_len);
         r->k = k;
         k = NULL;

@@ -21,6 +21,7 @@
 #include "../io/io.h"
 #include "../lua/guard.h"
 #include "../net/pool.h"
+#include "../util/log.h"
 #include "run_int.h"
 
 /* ---- what the generations, the checkpoint and --stats ask ---------------------- */
@@ -72,7 +73,7 @@ static void checkpoint_failed(void *ud, const char *msg)
     run *r = ud;
     /* Said even when another message came first. */
     if (r->exit_code != 0)
-        fprintf(stderr, "moonwait: %s\n", msg);
+        mw_log(MW_LOG_ERROR, "%s", msg);
     flow_fail(r, ABORT, "%s", msg);
     flow_finish_if_done(r);
 }
@@ -94,6 +95,13 @@ static void stats_fill(void *ud, stats_view *v)
     v->op = op_counters(&r->op);
     v->in_flight = op_size(&r->op);
     v->backoffs = op_backoffs(&r->op);
+    /* Finished and waiting to leave: a walk of the queue, at most once a
+     * line (--capacity entries). */
+    v->queued = 0;
+    for (const op_entry *e = op_first(&r->op); e; e = op_next(e))
+        v->queued += e->kind == OP_KIND_RECORD && e->state != OP_PENDING;
+    v->has_size = r->src && source_size(r->src, &v->input_size) == 0;
+    v->input_bytes = v->has_size ? source_position(r->src).offset : 0;
     v->outputs = r->outputs;
     v->skipped = r->route.skipped;
     v->malformed = r->route.malformed;
@@ -125,7 +133,7 @@ static void on_signal(uv_signal_t *h, int signum)
     run *r = h->data;
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
     if (++r->signals > 1) { /* (guard_second_signal's handler exits first) */
-        fprintf(stderr, "moonwait: second %s: exiting at once\n", name);
+        mw_log(MW_LOG_WARN, "second %s: exiting at once", name);
         exit(second_signal_code(r) ? second_signal_code(r) : 128 + signum);
     }
     uint64_t line = source_position(r->src).line;
@@ -198,11 +206,11 @@ static int open_io(run *r)
     }
     int rc = io_sink_open(&r->out, r->loop, c->output, keep_out, &err);
     if (rc != 0)
-        fprintf(stderr, "moonwait: --output %s\n", err ? err : "cannot open output");
+        mw_log(MW_LOG_ERROR, "--output %s", err ? err : "cannot open output");
     if (rc == 0 && c->on_error == ON_ERROR_DEAD_LETTER) {
         rc = io_sink_open(&r->dlq, r->loop, c->dead_letter, keep_dlq, &err);
         if (rc != 0)
-            fprintf(stderr, "moonwait: --dead-letter %s\n", err ? err : "cannot open the dead-letter file");
+            mw_log(MW_LOG_ERROR, "--dead-letter %s", err ? err : "cannot open the dead-letter file");
     }
     if (rc == 0) {
         /* SIGHUP's handler goes in before a FIFO input can block us in
@@ -210,10 +218,10 @@ static int open_io(run *r)
         gen_start_triggers(&r->gens);
         rc = io_source_open(&r->src, r->loop, c->input, c->max_line, &err);
         if (rc != 0)
-            fprintf(stderr, "moonwait: %s\n", err ? err : "cannot open input");
+            mw_log(MW_LOG_ERROR, "%s", err ? err : "cannot open input");
     }
     if (rc == 0 && (rc = io_bind(r->src, r->out, r->dlq, &err)) != 0)
-        fprintf(stderr, "moonwait: %s\n", err ? err : "cannot start the output");
+        mw_log(MW_LOG_ERROR, "%s", err ? err : "cannot start the output");
     free(err);
     return rc == 0 ? 0 : -1;
 }
@@ -243,7 +251,7 @@ static int start_core(run *r)
         r->dlq->ud = r;
     }
     if (restore_apply(&r->rs, r->src, &r->ev) != 0) {
-        fprintf(stderr, "moonwait: --input %s cannot be rewound to the checkpoint's position\n", c->input);
+        mw_log(MW_LOG_ERROR, "--input %s cannot be rewound to the checkpoint's position", c->input);
         return -1;
     }
     snap_view v = { .mode = c->mode, .key = c->key, .timeout_ms = c->timeout_ms, .op = &r->op, .ev = &r->ev, .src = r->src,
@@ -267,8 +275,8 @@ static int loop_to_end(run *r)
     if (r->phase != DONE) {
         /* The loop ran dry while work remained: a script waiting on
          * nothing. Say so rather than exit silently. */
-        fprintf(stderr, "moonwait: internal error: the event loop stopped with %zu records in "
-                        "flight (phase %d)\n", op_size(&r->op), r->phase);
+        mw_log(MW_LOG_ERROR, "internal error: the event loop stopped with %zu records in "
+                        "flight (phase %d)", op_size(&r->op), r->phase);
         r->exit_code = 1;
         flow_shutdown(r);
         uv_run(r->loop, UV_RUN_DEFAULT);
@@ -305,7 +313,7 @@ int run_pipeline(const config *c, const char *lua_dir)
 {
     run *r = calloc(1, sizeof *r);
     if (!r) {
-        fprintf(stderr, "moonwait: out of memory\n");
+        mw_log(MW_LOG_ERROR, "out of memory");
         return 1;
     }
     uv_loop_t loop;
@@ -317,7 +325,7 @@ int run_pipeline(const config *c, const char *lua_dir)
     /* Before the first VM: the newest VM takes LuaJIT's profiler. */
     int grc = guard_start(&loop, c->cpu_budget_ms);
     if (grc != 0)
-        fprintf(stderr, "moonwait: warning: --cpu-budget is off: %s\n", uv_strerror(grc));
+        mw_warn("--cpu-budget is off: %s", uv_strerror(grc));
     gen_events ev = { ev_opened, ev_failed, ev_all_closed, ev_record_done, r };
     int code;
     int prep = restore_prepare(&r->rs, c);
@@ -337,7 +345,7 @@ int run_pipeline(const config *c, const char *lua_dir)
     restore_release(&r->rs);
     guard_stop();
     if (uv_loop_close(&loop) != 0 && code == 0) {
-        fprintf(stderr, "moonwait: internal error: handles left open at exit\n");
+        mw_log(MW_LOG_ERROR, "internal error: handles left open at exit");
         code = 1;
     }
     free(r);

@@ -16,6 +16,7 @@
 #include "../io/source.h"
 #include "../op/adapt.h"
 #include "../op/op.h"
+#include "../util/log.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "evtime.h"
@@ -76,6 +77,9 @@ void flow_pump(run *r);
 void flow_finish_if_done(run *r);
 /* Fail the run (exit 1), printing the message unless one came first. */
 void flow_fail(run *r, int how, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same about a record (its seq and generation in a JSON log line). */
+void flow_fail_about(run *r, int how, const mw_log_ctx *about, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Every generation has closed (CLOSING): flush the sinks. */
 void flow_all_closed(run *r);
 /* Close every handle (DONE). */

@@ -355,6 +355,11 @@ uint64_t task_lineno(const task *t)
     return t->lineno;
 }
 
+int task_generation(const task *t)
+{
+    return t->g ? gen_script(t->g)->generation : 0;
+}
+
 int task_malformed(const task *t)
 {
     return t->malformed;

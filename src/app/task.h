@@ -93,6 +93,8 @@ const char *task_line(const task *t, size_t *len);
 uint64_t task_lineno(const task *t);
 int task_malformed(const task *t);
 const char *task_last_error(const task *t);
+/* The generation t's record runs on, for log lines; 0 for none. */
+int task_generation(const task *t);
 /* The source's ticket for t's record (source_done), 0 for none. */
 uint64_t task_ticket(const task *t);
 

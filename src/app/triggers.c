@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../util/log.h"
+
 #define DEBOUNCE_MS 100
 
 struct trig_dir {
@@ -27,7 +29,7 @@ static void on_debounced(uv_timer_t *t)
     /* An editor that deletes and recreates: wait for the file to be back
      * (its creation is another event) instead of rejecting a reload. */
     if (access(w->script, R_OK) != 0) {
-        fprintf(stderr, "moonwait: --watch: %s is gone; reloading when it reappears\n", w->script);
+        mw_log(MW_LOG_WARN, "--watch: %s is gone; reloading when it reappears", w->script);
         return;
     }
     w->fire(w->ud, "file change");
@@ -101,7 +103,7 @@ static trig_dir *dir_for(triggers *w, const char *dir)
     char **names = wdir ? calloc(1, sizeof *names) : NULL;
     if (!names || uv_fs_event_init(w->loop, &d->h) != 0) {
         if (!names)
-            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", dir);
+            mw_log(MW_LOG_WARN, "--watch: out of memory; not watching %s", dir);
         free(names);
         free(wdir);
         free(d);
@@ -113,7 +115,7 @@ static trig_dir *dir_for(triggers *w, const char *dir)
     d->h.data = d;
     int rc = uv_fs_event_start(&d->h, on_fs_event, d->dir, 0);
     if (rc != 0)
-        fprintf(stderr, "moonwait: --watch: cannot watch %s: %s\n", d->dir, uv_strerror(rc));
+        mw_log(MW_LOG_WARN, "--watch: cannot watch %s: %s", d->dir, uv_strerror(rc));
     uv_unref((uv_handle_t *)&d->h);
     d->next = w->dirs;
     w->dirs = d;
@@ -141,15 +143,15 @@ void trig_watch(triggers *w, char **files)
 {
     unwatch(w);
     if (!files)
-        fprintf(stderr, "moonwait: --watch: out of memory listing the script's files; not watching\n");
+        mw_log(MW_LOG_WARN, "--watch: out of memory listing the script's files; not watching");
     for (char **f = files; f && *f; f++) {
         char *d1 = strdup(*f), *b1 = strdup(*f);
         if (!d1 || !b1) {
-            fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
+            mw_log(MW_LOG_WARN, "--watch: out of memory; not watching %s", *f);
         } else {
             trig_dir *d = dir_for(w, dirname(d1));
             if (d && add_name(d, basename(b1)) != 0)
-                fprintf(stderr, "moonwait: --watch: out of memory; not watching %s\n", *f);
+                mw_log(MW_LOG_WARN, "--watch: out of memory; not watching %s", *f);
         }
         free(d1);
         free(b1);

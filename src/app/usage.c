@@ -2,7 +2,7 @@
  * usage.c: --help, `moonwait help NAME` and the man page (contract in
  * usage.h). Every setting comes from the option table through options_at;
  * nothing here names a setting's value or text, so a row appended to the
- * table is listed (under "Other settings") with no change here.
+ * table is listed (under the last group) with no change here.
  */
 #define _GNU_SOURCE
 #include "usage.h"
@@ -56,8 +56,11 @@ static const entry statuses[] = {
 static const entry environment[] = {
     { "MOONWAIT_LUA_DIR", "Where the shipped Lua modules (moonwait/*.lua) are; by default next to the "
                           "binary (../lua, ../share/moonwait/lua)." },
-    { "MOONWAIT_LOG_LEVEL", "debug, info, warn or error: the lowest level moonwait.log writes. Default: "
-                            "info." },
+    { "MOONWAIT_LOG_LEVEL", "debug, info, warn or error: the lowest level written, by moonwait.log and by "
+                            "moonwait's own messages alike (the error that ends a run and --stats lines are "
+                            "always written). Default: info." },
+    { "MOONWAIT_LOG_FORMAT", "text or json: how messages are written when neither --log-format nor the "
+                             "pipeline's log_format says. Default: text." },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -74,8 +77,8 @@ static const char *const g_fail[] = { "timeout", "retry", "on-error", "dead-lett
 static const char *const g_batch[] = { "batch-size", "batch-wait", "batch-key", NULL };
 static const char *const g_reload[] = { "watch", "tag-generation", "reload-open-timeout", NULL };
 static const char *const g_ckpt[] = { "checkpoint-dir", "checkpoint-interval", NULL };
-/* Nothing listed: --stats and every row appended to the table later. */
-static const char *const g_other[] = { NULL };
+/* Last: also every row appended to the table that no group lists. */
+static const char *const g_other[] = { "stats", "log-format", NULL };
 
 const usage_group usage_groups[] = {
     { "Input and output", g_io },
@@ -84,7 +87,7 @@ const usage_group usage_groups[] = {
     { "Batching", g_batch },
     { "Hot reload", g_reload },
     { "Checkpoints", g_ckpt },
-    { "Other settings", g_other }, /* last: also every flag no group lists */
+    { "Observing the run, other settings", g_other }, /* last: also every flag no group lists */
     { NULL, NULL },
 };
 

@@ -27,7 +27,7 @@ void usage_print_man(FILE *f);
 
 /* The section a flag is listed under in --help and the man page; a flag
  * in none of the listed groups (a row added to the table later) goes to
- * the last, "Other settings". Exposed for the unit test that every listed
+ * the last ("Observing the run, other settings"). Exposed for the unit test that every listed
  * flag exists. NULL-terminated; `flags` too. */
 typedef struct usage_group {
     const char *title;

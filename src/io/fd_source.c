@@ -244,8 +244,19 @@ static void fd_close(mw_source *s, void (*on_closed)(mw_source *s))
     finish_close(f);
 }
 
+/* A regular file's size now (it may still grow); a stream's is unknown. */
+static int fd_size(const mw_source *s, uint64_t *size)
+{
+    const fd_source *f = (const fd_source *)s;
+    struct stat st;
+    if (!f->is_file || fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return -1;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
 /* No commit: a file has nothing to acknowledge. */
 static const source_ops fd_source_ops = {
     .kind = "fd", .next = fd_next, .strerror = fd_strerror, .position = fd_position, .seek = fd_seek,
-    .commit = NULL, .ended = fd_ended, .close = fd_close,
+    .commit = NULL, .ended = fd_ended, .close = fd_close, .size = fd_size,
 };

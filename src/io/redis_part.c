@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../net/redis_cluster.h"
+#include "../util/log.h"
 #include "redis_int.h"
 
 #define MAX_REPLY (256u * 1024 * 1024)
@@ -50,7 +51,7 @@ static void announce(rs_source *s, int up, const char *why)
 {
     if (!up && !s->announced_down && !s->closing) {
         s->announced_down = 1;
-        fprintf(stderr, "moonwait: --input %s: connection lost (%s); reconnecting, in-flight records kept\n",
+        mw_log(MW_LOG_WARN, "--input %s: connection lost (%s); reconnecting, in-flight records kept",
                 s->name, why);
     } else if (up && s->announced_down) {
         int all = 1;
@@ -58,7 +59,7 @@ static void announce(rs_source *s, int up, const char *why)
             all &= s->parts[i].rd_up && s->parts[i].cmd_up;
         if (all) {
             s->announced_down = 0;
-            fprintf(stderr, "moonwait: --input %s: reconnected\n", s->name);
+            mw_log(MW_LOG_INFO, "--input %s: reconnected", s->name);
         }
     }
 }
@@ -134,8 +135,8 @@ int rs_redirected(rs_part *p, const char *err)
     if (redis_redirect_parse(err, &ask, &slot, host, sizeof host, &port)) {
         if (!host[0])
             snprintf(host, sizeof host, "%s", p->host); /* (the node asked) */
-        fprintf(stderr, ask ? "moonwait: --input %s: %s is migrating to %s:%d (ASK)\n"
-                            : "moonwait: --input %s: %s moved to %s:%d (MOVED)\n",
+        mw_log(MW_LOG_INFO, ask ? "--input %s: %s is migrating to %s:%d (ASK)"
+                            : "--input %s: %s moved to %s:%d (MOVED)",
                 p->src->name, p->key, host, port);
         if (!ask)
             p->src->slots_stale = 1; /* (the map is read again once p is back) */
@@ -175,7 +176,7 @@ static void too_big(rs_part *p, const char *why, const char *what, size_t sent, 
     *cap = sent / 2 < fit ? sent / 2 : fit;
     if (!*cap)
         *cap = 1;
-    fprintf(stderr, "moonwait: --input %s: %s of %zu entries was over the reply limit; asking for %zu at a time\n",
+    mw_log(MW_LOG_WARN, "--input %s: %s of %zu entries was over the reply limit; asking for %zu at a time",
             p->src->name, what, sent, *cap);
 }
 
@@ -213,7 +214,7 @@ static void slots_read(void *ud, const resp_reader *r, const char *d, const char
         rs_part *q = &s->parts[i];
         const redis_slot_range *n = redis_slots_find(&m, redis_key_slot(q->key, strlen(q->key)));
         if (n && !q->asking && (strcmp(n->host, q->host) != 0 || n->port != q->port)) {
-            fprintf(stderr, "moonwait: --input %s: %s moved to %s:%d (CLUSTER SLOTS)\n", s->name, q->key, n->host,
+            mw_log(MW_LOG_INFO, "--input %s: %s moved to %s:%d (CLUSTER SLOTS)", s->name, q->key, n->host,
                     n->port);
             move_part(q, n->host, n->port, 0);
         }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/log.h"
 #include "redis_int.h"
 #include "redis_source.h"
 
@@ -85,7 +86,7 @@ static void on_flush_timeout(uv_timer_t *t)
     char what[80];
     snprintf(what, sizeof what, "%d ms at the end%s", RS_FLUSH_WAIT_MS, k->up ? "" : " (the connection is down)");
     fail_sink(k, "no answer to an XADD for %s; the lines not written are not in the stream", what);
-    fprintf(stderr, "moonwait: %s %s: %s\n", k->which ? "--dead-letter" : "--output", k->name, k->errmsg);
+    mw_log(MW_LOG_ERROR, "%s %s: %s", k->which ? "--dead-letter" : "--output", k->name, k->errmsg);
     maybe_flushed(k);
 }
 
@@ -155,7 +156,7 @@ static void conn_state(void *ud, int state, const char *why)
     k->up = state == REDIS_UP;
     if (!k->up) {
         if (!k->closing)
-            fprintf(stderr, "moonwait: %s %s: connection lost (%s); reconnecting\n",
+            mw_log(MW_LOG_WARN, "%s %s: connection lost (%s); reconnecting",
                     k->which ? "--dead-letter" : "--output", k->name, why);
         k->sent = 0;
         k->inflight = 0;

@@ -17,6 +17,7 @@
 
 #include "../net/redis_cluster.h"
 #include "../util/list.h"
+#include "../util/log.h"
 #include "redis_int.h"
 #include "redis_sink.h"
 
@@ -185,7 +186,7 @@ static void on_tick(uv_timer_t *t)
                  "committed stay pending for a claim", RS_FLUSH_WAIT_MS, down ? " (the connection is down)" : "");
         s->sink_failed = 1;
         /* (said here too: after a signal the run reports only the signal) */
-        fprintf(stderr, "moonwait: --input %s: %s\n", s->name, s->sink_err);
+        mw_log(MW_LOG_ERROR, "--input %s: %s", s->name, s->sink_err);
         if (s->out && s->out->on_error)
             s->out->on_error(s->out->ud);
         rs_commit_flushed(s);
@@ -212,14 +213,14 @@ static void src_close(mw_source *b, void (*on_closed)(mw_source *s))
     s->closing = 1;
     s->on_closed = on_closed;
     if (s->lost_ownership)
-        fprintf(stderr, "moonwait: --input %s: %" PRIu64 " entries were claimed by another consumer while they ran "
+        mw_log(MW_LOG_WARN, "--input %s: %" PRIu64 " entries were claimed by another consumer while they ran "
                         "here (they idled past claim_idle_ms=%" PRIu64 "); their outputs here were dropped, the "
-                        "other consumer's count\n",
+                        "other consumer's count",
                 s->name, s->lost_ownership, s->u.claim_idle_ms);
     if (s->already_acked)
-        fprintf(stderr, "moonwait: --input %s: %" PRIu64 " entries were acked already when their commit ran (sent "
+        mw_log(MW_LOG_WARN, "--input %s: %" PRIu64 " entries were acked already when their commit ran (sent "
                         "again after a lost reply, or claimed and committed by another consumer); their outputs "
-                        "here were dropped\n",
+                        "here were dropped",
                 s->name, s->already_acked);
     /* Unpaired: ack what the sinks wrote; the rest stays pending for a
      * claim. The sinks close after this: forget them. */
@@ -355,12 +356,12 @@ int redis_source_bind(mw_source *b, mw_sink *out, mw_sink *dlq, char **err)
     }
     /* Say which guarantee holds: it depends on where the outputs go. */
     if (why)
-        fprintf(stderr, "moonwait: --input %s: consumer %s; at least once (%s: an entry is acked after its outputs "
-                        "are written, and one may be written twice after a crash)\n",
+        mw_log(MW_LOG_INFO, "--input %s: consumer %s; at least once (%s: an entry is acked after its outputs "
+                        "are written, and one may be written twice after a crash)",
                 s->name, s->consumer, why);
     else
-        fprintf(stderr, "moonwait: --input %s: consumer %s; exactly once (an entry's outputs and its ack are "
-                        "committed together)\n",
+        mw_log(MW_LOG_INFO, "--input %s: consumer %s; exactly once (an entry's outputs and its ack are "
+                        "committed together)",
                 s->name, s->consumer);
     return 0;
 }

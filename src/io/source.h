@@ -89,6 +89,10 @@ typedef struct source_ops {
     /* Stop fetching and release everything; on_closed (may be NULL) runs
      * once the source's handles are closed, then its memory is freed. */
     void (*close)(mw_source *s, void (*on_closed)(mw_source *s));
+    /* The input's whole size in the units of source_pos.offset, when it is
+     * known (a regular file: its bytes now): 0 with *size, or -1. For
+     * --stats' percent done and ETA. May be NULL (never known). */
+    int (*size)(const mw_source *s, uint64_t *size);
 } source_ops;
 
 struct mw_source {
@@ -114,6 +118,10 @@ static inline void source_done(mw_source *s, uint64_t ticket)
         s->ops->done(s, ticket);
 }
 static inline int source_ended(mw_source *s) { return s->ops->ended ? s->ops->ended(s) : 0; }
+static inline int source_size(const mw_source *s, uint64_t *size)
+{
+    return s->ops->size ? s->ops->size(s, size) : -1;
+}
 static inline void source_close(mw_source *s, void (*on_closed)(mw_source *s)) { s->ops->close(s, on_closed); }
 
 #endif

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../util/buf.h"
+#include "../util/log.h"
 
 enum json_type {
     JSON_NULL = 1,
@@ -120,5 +121,15 @@ int json_fmt_double(char *out, double d);
 /* Format integers. Return the length written (out: at least 24 bytes). */
 int json_fmt_i64(char *out, int64_t v);
 int json_fmt_u64(char *out, uint64_t v);
+
+/* ---- logline.c: the JSON form of a log line ---------------------------- */
+
+/* Append r as one JSON object, no newline (an mw_log_json_fn, installed in
+ * util/log.c by main.c): 0, or -1 when out of memory. */
+int json_logline(mw_buf *b, const mw_log_rec *r);
+
+/* unix_ms as RFC 3339 UTC with milliseconds ("2026-12-01T03:04:05.678Z")
+ * into out: its length, or -1. */
+int json_format_time(char out[32], int64_t unix_ms);
 
 #endif

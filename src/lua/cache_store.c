@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/log.h"
 #include "cache_int.h"
 #include "modules.h"
 #include "script.h"
@@ -144,7 +145,7 @@ static void apply(store *s, const cache_opts *o, int say)
     uint64_t ttl_ms = cache_store_ms(o->ttl), neg_ms = cache_store_ms(o->neg_ttl);
     char line[512] = "";
     size_t at = 0; /* (each part is short: line never fills) */
-    if (say && mod_log_level <= LOG_INFO) {
+    if (say && mw_log_enabled(MW_LOG_INFO)) {
         char a[32], b[32];
         if (o->size != s->size)
             at += (size_t)snprintf(line + at, sizeof line - at, ", size %zu -> %zu", s->size, o->size);
@@ -171,8 +172,8 @@ static void apply(store *s, const cache_opts *o, int say)
     s->neg_ttl_ms = neg_ms;
     if (at) {
         uint64_t evicted = after.evictions - before.evictions;
-        fprintf(stderr, "moonwait: [info] cache \"%s\": new options from cache.new: %s%s; %llu entries evicted to "
-                        "fit, %zu kept\n",
+        mw_logx(MW_LOG_INFO, &(mw_log_ctx){ .script = 1 },
+                "cache \"%s\": new options from cache.new: %s%s; %llu entries evicted to fit, %zu kept",
                 s->name, line + 2, ttls ? " (a new ttl applies to entries stored from now on)" : "",
                 (unsigned long long)evicted, after.entries);
     }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../util/log.h"
 #include "guard.h"
 #include "modules.h"
 #include "runtime.h"
@@ -39,11 +40,9 @@ static void run_defers(rt_hook *h, rt_fiber *f, rt_end how)
         for (int i = d->n; i >= 1; i--) {
             lua_rawgeti(L, top + 1, i);
             lua_pushstring(L, how_names[how]);
-            if (script_pcall(L, 1, 0) != 0 && mod_log_level <= LOG_ERROR) {
-                char seq[48] = "";
-                if (f->seq)
-                    snprintf(seq, sizeof seq, "seq=%llu: ", (unsigned long long)f->seq);
-                fprintf(stderr, "moonwait: [error] %sa ctx.defer function failed: %s\n", seq,
+            if (script_pcall(L, 1, 0) != 0) {
+                mw_log_ctx at = { .seq = f->seq, .generation = f->rt->generation, .script = 1 };
+                mw_logx(MW_LOG_ERROR, &at, "a ctx.defer function failed: %s",
                         lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
                 lua_pop(L, 1);
             }

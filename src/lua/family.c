@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "../util/list.h"
+#include "../util/log.h"
 #include "modules.h"
 #include "runtime.h"
 #include "runtime_int.h"
@@ -48,13 +49,8 @@ static void kid_drop_done(rt_fiber *k)
         rt_fiber_release(k);
         return;
     }
-    if (mod_log_level <= LOG_WARN) {
-        char seq[48] = "";
-        if (k->seq)
-            snprintf(seq, sizeof seq, "seq=%llu: ", (unsigned long long)k->seq);
-        fprintf(stderr, "moonwait: [warn] %sa spawned function failed and was never waited on: %s\n", seq,
-                k->err ? k->err : "?");
-    }
+    mw_log_ctx at = { .seq = k->seq, .generation = k->rt->generation, .script = 1 };
+    mw_logx(MW_LOG_WARN, &at, "a spawned function failed and was never waited on: %s", k->err ? k->err : "?");
     rt_fiber_discard(k);
 }
 

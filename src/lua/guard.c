@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../util/log.h"
+
 #define NUDGE_SIGNAL SIGURG /* ignored by default; libuv does not use it */
 #define MAX_VMS 16
 
@@ -300,10 +302,8 @@ static int second_code; /* set before the handler is installed */
 static void on_stop_signal(int sig, siginfo_t *si, void *uc)
 {
     if (atomic_fetch_add(&stop_signals, 1) >= 1) {
-        static const char m_int[] = "moonwait: second SIGINT: exiting at once\n";
-        static const char m_term[] = "moonwait: second SIGTERM: exiting at once\n";
-        ssize_t w = sig == SIGINT ? write(2, m_int, sizeof m_int - 1) : write(2, m_term, sizeof m_term - 1);
-        (void)w;
+        mw_log_from_signal(MW_LOG_WARN, sig == SIGINT ? "second SIGINT: exiting at once"
+                                                      : "second SIGTERM: exiting at once");
         _exit(second_code ? second_code : 128 + sig);
     }
     const struct sigaction *p = sig == SIGINT ? &prev_int : &prev_term;

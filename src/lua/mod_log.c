@@ -1,22 +1,22 @@
 /*
- * mod_log.c: moonwait.log. Each call writes one line to stderr:
- *   moonwait: [warn] script.lua:12: seq=5: message
- * with the caller's file:line and, inside a record's coroutine, its seq.
+ * mod_log.c: moonwait.log. Each call writes one line to stderr through
+ * util/log.c, so it follows --log-format and MOONWAIT_LOG_LEVEL:
+ *   text: moonwait: [warn] script.lua:12: seq=5: message
+ *   json: {"time":"...","level":"warn","msg":"message","file":"script.lua",
+ *          "line":12,"seq":5,"generation":1}
+ * with the caller's file:line, inside a record's coroutine its seq, and
+ * the generation of the VM it runs in.
  */
 #include <lauxlib.h>
-#include <stdio.h>
 
+#include "../util/log.h"
 #include "modules.h"
 #include "runtime.h"
 
-int mod_log_level = LOG_INFO;
-
-static const char *const level_names[] = { "debug", "info", "warn", "error" };
-
-static int log_at(lua_State *L, int level)
+static int log_at(lua_State *L, mw_log_level level)
 {
-    if (level < mod_log_level)
-        return 0;
+    if (!mw_log_enabled(level))
+        return 0; /* not even tostring'd */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     int n = lua_gettop(L);
@@ -29,27 +29,29 @@ static int log_at(lua_State *L, int level)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
+    mw_log_ctx at = { .script = 1 };
     lua_Debug ar;
-    char where[256] = "";
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
-        snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline);
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+        at.file = ar.short_src;
+        at.line = ar.currentline;
+    }
     rt_fiber *f = rt_current(L);
-    char seq[48] = "";
-    if (f && f->seq)
-        snprintf(seq, sizeof seq, "seq=%llu: ", (unsigned long long)f->seq);
+    if (f)
+        at.seq = f->seq;
+    rt *r = rt_of(L);
+    if (r)
+        at.generation = r->generation;
     /* The message by its length: a NUL byte in it must not cut the line. */
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
-    fprintf(stderr, "moonwait: [%s] %s%s", level_names[level], where, seq);
-    fwrite(msg, 1, len, stderr);
-    fputc('\n', stderr);
+    mw_log_bytes(level, &at, msg, len);
     return 0;
 }
 
-static int l_debug(lua_State *L) { return log_at(L, LOG_DEBUG); }
-static int l_info(lua_State *L) { return log_at(L, LOG_INFO); }
-static int l_warn(lua_State *L) { return log_at(L, LOG_WARN); }
-static int l_error(lua_State *L) { return log_at(L, LOG_ERROR); }
+static int l_debug(lua_State *L) { return log_at(L, MW_LOG_DEBUG); }
+static int l_info(lua_State *L) { return log_at(L, MW_LOG_INFO); }
+static int l_warn(lua_State *L) { return log_at(L, MW_LOG_WARN); }
+static int l_error(lua_State *L) { return log_at(L, MW_LOG_ERROR); }
 
 int mod_log_open(lua_State *L)
 {

@@ -43,8 +43,7 @@ extern int script_testing;
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);
 
-/* Log levels for moonwait.log and the host's own messages. */
-enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
-extern int mod_log_level;
+/* moonwait.log's levels are util/log.h's (MW_LOG_DEBUG ... MW_LOG_ERROR);
+ * MOONWAIT_LOG_LEVEL sets one threshold for it and the host's messages. */
 
 #endif

@@ -136,6 +136,8 @@ struct rt {
     void (*on_closed)(void *ud); /* called once every handle has closed */
     void *closed_ud;
     int handles_open;
+    int generation;         /* the script generation this VM runs, for log
+                             * lines (moonwait.log's "generation"); 0 = none */
 };
 
 /* Create the VM with the standard libraries. Returns 0 or a negative

@@ -405,18 +405,22 @@ static int load_module(script *sc, int host, char **err)
     return script_take_module(sc, host, lua_gettop(L), err);
 }
 
-int script_vm_open(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int *host, char **err)
+/* A new VM for the script, set up but not yet loaded, as generation
+ * `generation` (its log lines carry it from the first one). */
+static int vm_open_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, int *host,
+                       char **err)
 {
     memset(sc, 0, sizeof *sc);
     sc->invoke_ref = sc->timeout_ref = sc->open_ref = sc->close_ref = LUA_NOREF;
     sc->on_result_ref = sc->on_error_ref = sc->batch_ref = LUA_NOREF;
     sc->previous_ref = LUA_NOREF;
-    sc->generation = 1;
+    sc->generation = generation;
     *err = NULL;
     if (rt_init(&sc->rt, loop) != 0) {
         *err = strdup("out of memory creating the Lua VM");
         return -1;
     }
+    sc->rt.generation = generation;
     script_live_vms++;
     if (!(sc->path = strdup(path)) || setup_vm(sc, lua_dir, host, err) != 0) {
         if (!*err)
@@ -424,6 +428,11 @@ int script_vm_open(script *sc, uv_loop_t *loop, const char *path, const char *lu
         return -1;
     }
     return 0;
+}
+
+int script_vm_open(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int *host, char **err)
+{
+    return vm_open_gen(sc, loop, path, lua_dir, 1, host, err);
 }
 
 int script_load_done(script *sc, char **err)
@@ -441,10 +450,10 @@ int script_load_done(script *sc, char **err)
     return 0;
 }
 
-int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
+int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, char **err)
 {
     int host;
-    if (script_vm_open(sc, loop, path, lua_dir, &host, err) != 0)
+    if (vm_open_gen(sc, loop, path, lua_dir, generation, &host, err) != 0)
         return -1;
     if (load_module(sc, host, err) != 0) {
         if (!*err)
@@ -452,6 +461,11 @@ int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_d
         return -1;
     }
     return script_load_done(sc, err);
+}
+
+int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
+{
+    return script_load_gen(sc, loop, path, lua_dir, 1, err);
 }
 
 void script_on_done(script *sc, script_record_fn done, void *ud)
@@ -465,6 +479,7 @@ void script_set_tag(script *sc, const char *field, int generation)
     free(sc->tag_field);
     sc->tag_field = field ? strdup(field) : NULL;
     sc->generation = generation;
+    sc->rt.generation = generation;
 }
 
 /* ---- the files to watch ------------------------------------------------------ */
