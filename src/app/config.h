@@ -48,6 +48,9 @@ typedef struct config {
     double rate_rps;         /* rate_limit: attempts started per second; 0 = no limit */
     double rate_burst;       /* ... and the most started at once (>= 1 when rps is set) */
     batch_opts batch;        /* --batch-size/-wait/-key and `batch = {...}`, field by field */
+    char *metrics;           /* --metrics HOST:PORT as given, or NULL: no endpoint */
+    char *metrics_host;      /* ... its numeric address (brackets of IPv6 removed) */
+    int metrics_port;        /* ... and port (0: the kernel picks one) */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

@@ -15,6 +15,8 @@
  *                   moonwait._cache, mod_cache.c on cache_*.c)
  *   moonwait.limit  rate limiters: new{name=, rps=, burst=}, lim:take([n])
  *                   (mod_limit.c on util/tbucket.c)
+ *   moonwait.metrics counter/gauge/histogram(name, help, labels[, buckets])
+ *                   (mod_metrics.c on util/metrics.c)
  *
  * And ctx.defer (defer.c), which vm.c's ctx metatable hands out.
  */
@@ -31,6 +33,7 @@ int mod_http_open(lua_State *L);
 int mod_thread_open(lua_State *L);
 int mod_cache_open(lua_State *L);
 int mod_limit_open(lua_State *L);
+int mod_metrics_open(lua_State *L);
 
 /* ctx.defer(fn) (defer.c). */
 int defer_ctx(lua_State *L);
