@@ -359,10 +359,12 @@ int run_pipeline(const config *c, const char *lua_dir)
     r->started_ms = uv_now(&loop);
     if (prep != 0)
         code = prep < 0 ? 2 : 0;
-    /* Before the script and any input: a port in use is exit 2 at once. */
-    else if ((c->metrics && expose_start(&r->mx, &loop, c->metrics, c->metrics_host, c->metrics_port, expose_fill,
+    /* The endpoint before any input is opened: a port in use is exit 2
+     * with nothing read. */
+    else if (gen_init(&r->gens, &loop, c, lua_dir, strcmp(c->input, "-") == 0, &ev) != 0 ||
+             (c->metrics && expose_start(&r->mx, &loop, c->metrics, c->metrics_host, c->metrics_port, expose_fill,
                                          r) != 0) ||
-             gen_init(&r->gens, &loop, c, lua_dir, strcmp(c->input, "-") == 0, &ev) != 0 || open_io(r) != 0 ||
+             open_io(r) != 0 ||
              start_core(r) != 0)
         code = 2;
     else
