@@ -19,15 +19,18 @@ end
 -- a handle: port, pid, scrape(path), end_input(), wait().
 local function start(dir, args, opts)
   opts = opts or {}
-  os.execute("mkfifo " .. dir .. "/fifo")
+  local input = opts.input or "fifo"
+  if not opts.input then os.execute("mkfifo " .. dir .. "/fifo") end
   os.execute(string.format(
-    "cd %s && { %s run --input fifo --output out %s 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
-    dir, H.cmd(""), args))
+    "cd %s && { %s run --input %s --output out %s 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+    dir, H.cmd(""), H.q(input), args))
   local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 30)
   assert(pid, "moonwait did not start")
   -- (the writer's output away from busted's: it must not hold busted's pipes)
-  os.execute(string.format("cd %s && { (cat in; exec sleep 300) >fifo & echo $! >wpid; } </dev/null >/dev/null 2>&1",
-    dir))
+  if not opts.input then
+    os.execute(string.format("cd %s && { (cat in; exec sleep 300) >fifo & echo $! >wpid; } </dev/null >/dev/null 2>&1",
+      dir))
+  end
   local port = H.wait_for(function()
     local e = H.read(dir .. "/err") or ""
     return tonumber(e:match("metrics on http://127%.0%.0%.1:(%d+)/metrics")) or (H.read(dir .. "/rc") and -1)
@@ -61,6 +64,7 @@ local function start(dir, args, opts)
     return v, body
   end
   function self.end_input()
+    if opts.input then os.execute("kill -TERM " .. pid) return end
     local w = H.wait_for(function() return (H.read(dir .. "/wpid") or ""):match("%d+") end, 10)
     os.execute("kill " .. w .. " 2>/dev/null")
   end
@@ -584,5 +588,25 @@ end }
     assert(ans, "Prometheus never had moonwait_records_in_total = 3: " .. prom.query("moonwait_records_in_total") ..
       " up: " .. up)
     assert.truthy(ans:find('"job":"moonwait"', 1, true))
+  end)
+
+  it("reports a Redis stream source's lag and pending entries (XINFO GROUPS)", function()
+    local redis = servers.redis()
+    local ok, err = pcall(function()
+      for i = 1, 12 do redis.cli(string.format("XADD in '*' data '{\"id\":%d,\"s\":0.15}'", i)) end
+      local d = prepare(nil, "")
+      local m = start(d, "--script script.lua --metrics 127.0.0.1:0 --capacity 2 --timeout 0",
+        { input = redis.url("stream=in&group=g") })
+      local lag = 'moonwait_source_lag{stream="in",group="g"}'
+      local pend = 'moonwait_source_pending{stream="in",group="g"}'
+      local seen, v = m.until_(function(v) return v[lag] and v[lag] > 0 and v[pend] and v[pend] > 0 end)
+      assert(seen, "no lag while entries wait: " .. tostring(v and v[lag]))
+      seen, v = m.until_(function(v) return v.moonwait_records_out_total == 12 and v[lag] == 0 and v[pend] == 0 end)
+      assert(seen, "lag and pending never went to 0: " .. tostring(v and v[lag]) .. " " .. tostring(v and v[pend]))
+      m.end_input()
+      assert.equal(143, (m.wait()))
+    end)
+    redis.stop()
+    assert(ok, err)
   end)
 end)

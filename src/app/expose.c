@@ -58,6 +58,9 @@ static const struct {
 
 struct expose {
     httpd *srv;
+    uv_timer_t poll;          /* asks the source for its backlog every second */
+    int closing;              /* the server and the timer: 2 to close */
+    metric *lag, *pending;    /* moonwait_source_lag / _pending, made on the first value */
     metrics *reg;
     metric_series *c[NCOUNTERS], *g[NGAUGES], *h[NHISTS];
     void (*view)(void *ud, expose_view *v);
@@ -93,6 +96,42 @@ static void refresh(expose *x, expose_view *v)
         metrics_set(x->g[i], g[i]);
 }
 
+/* A partition's backlog (source_lag's each). */
+static void on_lag(void *ud, const char *stream, const char *group, double lag, double pending)
+{
+    expose *x = ud;
+    char err[200];
+    if (!x->lag) {
+        static const char *const labels[] = { "stream", "group" };
+        x->lag = metrics_family(x->reg, METRIC_GAUGE, "moonwait_source_lag",
+                                "Entries of the input stream not yet delivered to the consumer group (Redis 7's "
+                                "XINFO GROUPS lag), as of the last poll (at most a second old).",
+                                2, labels, 0, NULL, err, sizeof err);
+        x->pending = metrics_family(x->reg, METRIC_GAUGE, "moonwait_source_pending",
+                                    "Entries delivered to the consumer group and not yet acknowledged (XINFO "
+                                    "GROUPS pending), as of the last poll.",
+                                    2, labels, 0, NULL, err, sizeof err);
+        if (!x->lag || !x->pending)
+            return;
+    }
+    const char *v[2] = { stream, group };
+    size_t l[2] = { strlen(stream), strlen(group) };
+    metric_series *s;
+    if (lag >= 0 && (s = metrics_series(x->lag, 2, v, l, err, sizeof err)))
+        metrics_set(s, lag);
+    if (pending >= 0 && (s = metrics_series(x->pending, 2, v, l, err, sizeof err)))
+        metrics_set(s, pending);
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    expose *x = t->data;
+    expose_view v = { 0 };
+    x->view(x->ud, &v);
+    if (v.src)
+        source_lag(v.src, NULL, NULL);
+}
+
 static void handle(void *ud, const char *path, httpd_response *res)
 {
     expose *x = ud;
@@ -100,6 +139,8 @@ static void handle(void *ud, const char *path, httpd_response *res)
     x->view(x->ud, &v);
     if (strcmp(path, "/metrics") == 0) {
         refresh(x, &v);
+        if (v.src)
+            source_lag(v.src, on_lag, x);
         res->content_type = "text/plain; version=0.0.4; charset=utf-8";
         if (metrics_render(x->reg, res->body) != 0 || script_metrics_render(res->body) != 0) {
             res->status = 503;
@@ -142,6 +183,10 @@ int expose_start(expose **out, uv_loop_t *loop, const char *flag_value, const ch
         free(x);
         return -1;
     }
+    uv_timer_init(loop, &x->poll);
+    x->poll.data = x;
+    uv_timer_start(&x->poll, on_poll, 1000, 1000);
+    uv_unref((uv_handle_t *)&x->poll);
     int v6 = strchr(host, ':') != NULL;
     mw_log(MW_LOG_INFO, "metrics on http://%s%s%s:%d/metrics", v6 ? "[" : "", host, v6 ? "]" : "", bound);
     script_metrics_enable(1);
@@ -152,8 +197,15 @@ int expose_start(expose **out, uv_loop_t *loop, const char *flag_value, const ch
 static void freed(void *ud)
 {
     expose *x = ud;
+    if (--x->closing)
+        return;
     metrics_free(x->reg);
     free(x);
+}
+
+static void poll_closed(uv_handle_t *h)
+{
+    freed(h->data);
 }
 
 void expose_close(expose *x)
@@ -161,6 +213,8 @@ void expose_close(expose *x)
     if (!x)
         return;
     script_metrics_enable(0);
+    x->closing = 2;
+    uv_close((uv_handle_t *)&x->poll, poll_closed);
     httpd_close(x->srv, freed, x);
 }
 

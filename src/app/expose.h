@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../io/source.h"
 #include "../op/op.h"
 
 /* What a scrape reads from the run, as of now. */
@@ -36,6 +37,7 @@ typedef struct expose_view {
     double checkpoint_age_s;  /* since the last checkpoint written (or the run's start) */
     int healthy;              /* reading or about to: 200 on /healthz */
     const char *state;        /* /healthz's word: "running", "opening", "draining", "failing" */
+    mw_source *src;           /* asked for its backlog (source_lag), or NULL */
 } expose_view;
 
 typedef struct expose expose;

@@ -135,6 +135,7 @@ static void expose_fill(void *ud, expose_view *v)
     if (!at)
         at = r->started_ms;
     v->checkpoint_age_s = v->checkpoints && now > at ? (double)(now - at) / 1000.0 : 0;
+    v->src = r->phase < DONE ? r->src : NULL;
     v->healthy = r->exit_code == 0 && !r->stop_reading && r->phase <= RUNNING;
     v->state = r->exit_code != 0 || r->aborting ? "failing"
                : r->phase == OPENING            ? "opening"
