@@ -127,7 +127,8 @@ static void expose_fill(void *ud, expose_view *v)
     v->queued = v->in_flight - r->op.pending;
     v->backoffs = op_backoffs(&r->op);
     v->capacity = op_capacity(&r->op);
-    v->generation = gen_last_id(&r->gens);
+    int newest = gen_last_id(&r->gens); /* (the newest generation, as --stats says) */
+    v->generation = newest;
     v->generations_live = gen_live_count(&r->gens);
     v->checkpoints = r->cfg->checkpoint_dir != NULL;
     uint64_t at = cp_last_written_ms(&r->cp);
