@@ -39,6 +39,16 @@ static metrics *reg;       /* the scripts' and the HTTP client's; made on first 
 static int http_on;        /* --metrics is set: the HTTP client observes */
 static metric *http_reqs, *http_secs;
 
+/* The last host's series (a run talks to few hosts, often one): found
+ * again without formatting or hashing its label values. */
+static struct {
+    char host[300];           /* "host:port" */
+    size_t len;
+    int port;
+    metric_series *secs, *code[6]; /* 1xx .. 5xx, error; NULL: not looked up yet */
+} last;
+
+
 static metrics *registry(void)
 {
     if (!reg)
@@ -66,7 +76,16 @@ void script_metrics_free_all(void)
     metrics_free(reg);
     reg = NULL;
     http_reqs = http_secs = NULL;
+    memset(&last, 0, sizeof last);
     http_on = 0;
+}
+
+static metric_series *lookup(metric *f, size_t n, const char *code)
+{
+    char err[160];
+    const char *v[2] = { last.host, code };
+    size_t l[2] = { last.len, code ? strlen(code) : 0 };
+    return metrics_series(f, n, v, l, err, sizeof err);
 }
 
 void script_metrics_http(const char *host, int port, int status, double secs)
@@ -85,22 +104,26 @@ void script_metrics_http(const char *host, int port, int status, double secs)
                                    1, h, 0, NULL, err, sizeof err);
         if (!http_reqs || !http_secs)
             return;
+        memset(&last, 0, sizeof last);
     }
-    char hp[300], code[8];
-    int hl = snprintf(hp, sizeof hp, "%s:%d", host, port);
-    if (hl < 0 || (size_t)hl >= sizeof hp)
-        hl = (int)sizeof hp - 1;
-    if (status >= 100 && status < 600)
-        snprintf(code, sizeof code, "%dxx", status / 100);
-    else
-        snprintf(code, sizeof code, "error");
-    const char *v[2] = { hp, code };
-    size_t l[2] = { (size_t)hl, strlen(code) };
-    metric_series *s = metrics_series(http_reqs, 2, v, l, err, sizeof err);
-    if (s)
-        metrics_add(s, 1);
-    if ((s = metrics_series(http_secs, 1, v, l, err, sizeof err)))
-        metrics_observe(s, secs);
+    size_t hl = strlen(host);
+    if (port != last.port || hl + 8 > sizeof last.host || last.len <= hl || last.host[hl] != ':' ||
+        memcmp(last.host, host, hl) != 0) {
+        memset(&last, 0, sizeof last);
+        last.port = port;
+        int n = snprintf(last.host, sizeof last.host, "%s:%d", host, port);
+        last.len = n < 0 ? 0 : (size_t)n >= sizeof last.host ? sizeof last.host - 1 : (size_t)n;
+    }
+    static const char *const codes[] = { "1xx", "2xx", "3xx", "4xx", "5xx", "error" };
+    int k = status >= 100 && status < 600 ? status / 100 - 1 : 5;
+    if (!last.code[k])
+        last.code[k] = lookup(http_reqs, 2, codes[k]);
+    if (!last.secs)
+        last.secs = lookup(http_secs, 1, NULL);
+    if (last.code[k])
+        metrics_add(last.code[k], 1);
+    if (last.secs)
+        metrics_observe(last.secs, secs);
 }
 
 /* ---- registering ------------------------------------------------------------------- */
