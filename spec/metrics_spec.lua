@@ -262,6 +262,46 @@ return M
   end)
 end)
 
+describe("--metrics with signals and checkpoints", function()
+  after_each(H.cleanup)
+
+  it("answers /healthz 503 draining after SIGTERM while records finish, then the run ends", function()
+    local d = prepare(nil, H.jsonl({ { id = 1, s = 1.5 }, { id = 2, s = 1.5 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0 --timeout 0")
+    assert(m.until_(function(v) return v.moonwait_in_flight == 2 end))
+    os.execute("kill -TERM " .. m.pid)
+    local st, body
+    assert(H.wait_for(function()
+      st, body = m.get("/healthz")
+      return st == 503
+    end, 10), "healthz stayed " .. tostring(st))
+    assert.equal("draining\n", body)
+    local code, out = m.wait()
+    assert.equal(1, code) -- interrupted (no checkpoint dir): records already emitted are complete
+    assert.equal(2, #H.lines(out))
+  end)
+
+  it("reports the checkpoint's age, and a run restored after kill -9 with --metrics completes", function()
+    local d = prepare(nil, H.jsonl({ { id = 1 }, { id = 2, s = 30 }, { id = 3 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0 --timeout 0 --checkpoint-dir ck " ..
+      "--checkpoint-interval 200", { input = "in" })
+    local ok = m.until_(function(v) return v.moonwait_records_in_total == 3 end)
+    assert(ok)
+    assert(H.wait_for(function() return m.scrape().moonwait_checkpoint_age_seconds < 0.5 end, 10))
+    os.execute("sleep 0.5")
+    local v = m.scrape()
+    assert(v.moonwait_checkpoint_age_seconds < 1, "age " .. v.moonwait_checkpoint_age_seconds)
+    assert(v.moonwait_checkpoint_age_seconds > 0)
+    H.kill9(d)
+    -- restore: record 2 runs again, this time without sleeping
+    H.script(d, (HOLD:gsub("if r%.s and r%.s > 0 then time%.sleep%(r%.s%) end", "")))
+    local r = H.run("run --script script.lua --input in --output out --timeout 0 --checkpoint-dir ck " ..
+      "--metrics 127.0.0.1:0", { dir = d })
+    assert.equal(0, r.code, r.err)
+    assert.equal(3, #H.lines(H.read(d .. "/out")))
+  end)
+end)
+
 describe("--metrics refuses", function()
   after_each(H.cleanup)
 

@@ -137,11 +137,14 @@ static void expose_fill(void *ud, expose_view *v)
         at = r->started_ms;
     v->checkpoint_age_s = v->checkpoints && now > at ? (double)(now - at) / 1000.0 : 0;
     v->src = r->phase < DONE ? r->src : NULL;
-    v->healthy = r->exit_code == 0 && !r->stop_reading && r->phase <= RUNNING;
-    v->state = r->exit_code != 0 || r->aborting ? "failing"
+    /* failing: the run failed and abandons what is in flight; draining:
+     * reading stopped (the input ended, a signal) and the records in
+     * flight finish. */
+    v->healthy = r->exit_code == 0 && !r->stop_reading && r->phase == RUNNING;
+    v->state = r->aborting || op_failed(&r->op) ? "failing"
                : r->phase == OPENING            ? "opening"
-               : r->phase == RUNNING && !r->stop_reading ? "running"
-                                                          : "draining";
+               : r->phase == RUNNING && !r->stop_reading && r->exit_code == 0 ? "running"
+                                                                              : "draining";
 }
 
 /* ---- signals ------------------------------------------------------------------ */
