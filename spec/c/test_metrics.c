@@ -186,6 +186,29 @@ static void test_text_escapes_and_order(void)
     metrics_free(m);
 }
 
+/* Prometheus refuses a scrape whose label value or HELP is not UTF-8: none
+ * gets in. */
+static void test_label_values_and_help_must_be_utf8(void)
+{
+    metrics *m = metrics_new(10);
+    const char *l[] = { "v" };
+    ASSERT(!metrics_family(m, METRIC_GAUGE, "g", "bad \xff help", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(strstr(err, "help text is not UTF-8"));
+    metric *f = metrics_family(m, METRIC_COUNTER, "c", "h", 1, l, 0, NULL, err, sizeof err);
+    static const char *const bad[] = { "\xff", "a\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                       "\xe2\x82", "\x80", NULL };
+    for (int i = 0; bad[i]; i++) {
+        if (series(f, bad[i], NULL))
+            FAILF("took label value %d", i);
+        ASSERT(strstr(err, "label value 1 is not UTF-8"));
+    }
+    static const char *const good[] = { "plain", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "", NULL };
+    for (int i = 0; good[i]; i++)
+        if (!series(f, good[i], NULL))
+            FAILF("refused label value %d: %s", i, err);
+    metrics_free(m);
+}
+
 static void test_number_format(void)
 {
     char b[40];
@@ -211,4 +234,4 @@ static void test_number_format(void)
 
 TEST_MAIN("metrics", T(test_bad_names_are_refused), T(test_same_family_again_and_conflicts),
           T(test_series_by_values_and_cap), T(test_histogram_buckets), T(test_text_escapes_and_order),
-          T(test_number_format))
+          T(test_label_values_and_help_must_be_utf8), T(test_number_format))

@@ -59,6 +59,32 @@ int metrics_valid_name(const char *s)
     return 1;
 }
 
+/* Is s[0..n) UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF)? Prometheus refuses a scrape with a label value or HELP text
+ * that is not, so none gets in. */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+        if (!k || i + k >= n)
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+        if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] > 0x9F) || (c == 0xF0 && s[i + 1] < 0x90) ||
+            (c == 0xF4 && s[i + 1] > 0x8F))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
 static int valid_label(const char *s)
 {
     return metrics_valid_name(s) && !strchr(s, ':') && strncmp(s, "__", 2) != 0;
@@ -184,6 +210,10 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
             snprintf(err, errlen, "metric '%s': buckets must be finite numbers in increasing order", name);
             return NULL;
         }
+    if (help && !utf8_ok((const unsigned char *)help, strlen(help))) {
+        snprintf(err, errlen, "metric '%s': its help text is not UTF-8", name);
+        return NULL;
+    }
     metric *f = metrics_find(m, name);
     if (f) {
         if (f->type != t) {
@@ -302,6 +332,11 @@ metric_series *metrics_series(metric *f, size_t n, const char *const *values, co
                 i++;
             if (i == n)
                 return s;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (!utf8_ok((const unsigned char *)values[i], lens[i])) {
+            snprintf(err, errlen, "metric '%s': label value %zu is not UTF-8", f->name, i + 1);
+            return NULL;
         }
     if (f->nseries >= f->max_series) {
         snprintf(err, errlen, "metric '%s' has reached its limit of %zu label sets", f->name, f->max_series);
