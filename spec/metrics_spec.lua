@@ -403,6 +403,7 @@ describe("--metrics against a hostile client", function()
   it("holds at most 32 connections of 1000, and serves again once they go", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    assert(H.wait_for(function() return m.get("/healthz") == 200 end, 10))
     local before = nfds(m.pid)
     local fds = {}
     for i = 1, 1000 do fds[i] = T.connect(m.port, { nowait = true }) end
@@ -420,6 +421,8 @@ describe("--metrics against a hostile client", function()
   it("closes a slow client and one that stops reading, with bounded memory, serving others meanwhile", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    -- (running: the input is open too, so the descriptors counted are all there)
+    assert(H.wait_for(function() return m.get("/healthz") == 200 end, 10))
     local base, base_fds = rss_kb(m.pid), nfds(m.pid)
     -- pipelined scrapes it never reads
     local reader = assert(T.connect(m.port, { rcvbuf = 4096 }))
