@@ -70,7 +70,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
           $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru \
-          $(BUILD)/test_adapt $(BUILD)/test_tbucket
+          $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan valgrind bench install clean quickstart example-http example-redis example-streams example-cache example-batch fuzz fuzz-build
@@ -133,6 +133,9 @@ $(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o $(BUILD)/s
 
 $(BUILD)/test_adapt: $(BUILD)/spec/c/test_adapt.o $(BUILD)/src/op/adapt.o
 $(BUILD)/test_tbucket: $(BUILD)/spec/c/test_tbucket.o $(BUILD)/src/util/tbucket.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+$(BUILD)/test_metrics: $(BUILD)/spec/c/test_metrics.o $(BUILD)/src/util/metrics.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o

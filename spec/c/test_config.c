@@ -429,7 +429,7 @@ static void test_bad_pipeline_values_are_named(void)
                         "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
                         "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
                         "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
-                        "cpu_budget_ms, key, rate_limit, batch, log_format)");
+                        "cpu_budget_ms, key, rate_limit, batch, log_format, metrics)");
     /* Lua's own message for a file that does not load names the file. */
     const char *p = pipeline("return {");
     char *err = refused((char *)p, NULL);
@@ -668,7 +668,39 @@ static void test_log_format(void)
     free(err);
 }
 
-TEST_MAIN("config", T(test_log_format), T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
+/* --metrics HOST:PORT: the address and port apart; [IPv6]; localhost;
+ * port 0; the pipeline key; what is refused, naming the flag. */
+static void test_metrics_address(void)
+{
+    config c;
+    char *err = NULL;
+    static const struct { const char *v, *host; int port; } good[] = {
+        { "127.0.0.1:9090", "127.0.0.1", 9090 }, { "0.0.0.0:0", "0.0.0.0", 0 }, { "[::1]:65535", "::1", 65535 },
+        { "localhost:80", "127.0.0.1", 80 },     { "[::]:1", "::", 1 },
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        ASSERT_INT_EQ(parse(&c, &err, "--script", "s.lua", "--metrics", good[i].v, NULL), 0);
+        ASSERT_STR_EQ(c.metrics, good[i].v);
+        ASSERT_STR_EQ(c.metrics_host, good[i].host);
+        ASSERT_INT_EQ(c.metrics_port, good[i].port);
+        config_free(&c);
+    }
+    const char *p = pipeline("return { script = 's.lua', metrics = '127.0.0.1:9100' }");
+    ASSERT_INT_EQ(parse(&c, &err, p, NULL), 0);
+    ASSERT_INT_EQ(c.metrics_port, 9100);
+    config_free(&c);
+    static const char *const bad[] = { "", "9090", "127.0.0.1", "127.0.0.1:", ":9090", "127.0.0.1:65536",
+                                       "127.0.0.1:-1", "127.0.0.1:x", "example.com:80", "::1:9090", "[::1]", "[::1]9090",
+                                       "[127.0.0.1:80", "1.2.3:80", "127.0.0.1:80:80", NULL };
+    for (int i = 0; bad[i]; i++) {
+        char *e = refused((char *)"--script", "s.lua", "--metrics", bad[i], NULL);
+        if (!strstr(e, "--metrics") || !strstr(e, "expected HOST:PORT"))
+            FAILF("'%s': %s", bad[i], e);
+        free(e);
+    }
+}
+
+TEST_MAIN("config", T(test_log_format), T(test_metrics_address), T(test_retry_without_predicate_is_said), T(test_every_setting_has_help), T(test_help_and_man_list_every_setting),
           T(test_help_explains_one_setting), T(test_did_you_mean), T(test_defaults), T(test_rate_limit_forms_and_errors), T(test_every_pipeline_key_takes_effect),
           T(test_remaining_pipeline_forms_take_effect), T(test_every_flag_takes_effect),
           T(test_flag_overrides_pipeline_file), T(test_mode_flag_takes_the_files_key), T(test_retry_precedence_flag_pipeline_script),

@@ -346,4 +346,46 @@ function S.with_faultpeer(mode, ...)
   if not ok then error(err, 0) end
 end
 
+-- A real Prometheus server (Debian's prometheus) on a free 127.0.0.1 port
+-- with a private data dir, scraping `target` ("127.0.0.1:PORT") every
+-- second; nil, why when it is not installed or does not come up.
+function S.prometheus(target)
+  if not sh_ok("command -v prometheus >/dev/null 2>&1") then return nil, "prometheus is not installed" end
+  local dir = H.tmpdir()
+  H.write(dir .. "/prometheus.yml", string.format([[
+global: { scrape_interval: 1s, evaluation_interval: 1s }
+scrape_configs:
+  - job_name: moonwait
+    static_configs: [ { targets: ["%s"] } ]
+]], target))
+  for _ = 1, 10 do
+    local port = random_port()
+    os.execute(string.format("cd %s && { prometheus --config.file=prometheus.yml --storage.tsdb.path=data " ..
+      "--web.listen-address=127.0.0.1:%d >log 2>&1 & echo $! >pid; } </dev/null >/dev/null 2>&1", dir, port))
+    local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 5)
+    reap_with_us(pid)
+    local up = H.wait_for(function()
+      local log = H.read(dir .. "/log") or ""
+      if log:find("Server is ready to receive web requests", 1, true) then return "up" end
+      if log:find("address already in use", 1, true) or not sh_ok("kill -0 " .. pid .. " 2>/dev/null") then
+        return "busy"
+      end
+    end, 30)
+    if up == "up" then
+      local self = { port = port, dir = dir, pid = pid }
+      -- The JSON answer of /api/v1/query for `q`.
+      function self.query(q)
+        local p = io.popen(string.format("curl -s 'http://127.0.0.1:%d/api/v1/query?query=%s'", port, q))
+        local out = p:read("*a")
+        p:close()
+        return out
+      end
+      function self.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
+      return self
+    end
+    os.execute("kill " .. pid .. " 2>/dev/null")
+  end
+  return nil, "prometheus did not start"
+end
+
 return S

@@ -103,6 +103,7 @@ int check_script(const char *path, const char *pipeline, const char *lua_dir)
     uv_run(&loop, UV_RUN_DEFAULT);
     script_cache_free_all();
     script_limit_free_all();
+    script_metrics_free_all();
     guard_stop();
     uv_loop_close(&loop);
     config_free(&c);

@@ -263,6 +263,7 @@ static void after_work(uv_work_t *w, int status)
     drop_cur(c);
     if (status == 0 && j->err == 0) {
         c->written++;
+        c->written_at_ms = uv_now(c->loop);
         source_commit((mw_source *)c->view.src, pos);
     } else {
         fail(c, "checkpoint in %s not written: %s: %s", j->dir, j->what[0] ? j->what : "cancelled",
@@ -366,4 +367,9 @@ void cp_free(cp *c)
 {
     free(c->next.buf);
     c->next.buf = NULL;
+}
+
+uint64_t cp_last_written_ms(const cp *c)
+{
+    return c->written_at_ms;
 }

@@ -52,6 +52,7 @@ typedef struct cp {
     snap next;                /* the one waiting for it */
     uv_work_t work;
     uint64_t written;         /* checkpoints written so far */
+    uint64_t written_at_ms;   /* uv_now when the last was written (0: none yet) */
     int failed;               /* a checkpoint could not be taken or written */
     void (*idle)(void *ud);   /* when none is in progress or queued */
 } cp;
@@ -77,6 +78,8 @@ void cp_finish(cp *c, void (*idle)(void *ud));
 void cp_when_idle(cp *c, void (*idle)(void *ud));
 /* Nonzero once a checkpoint could not be taken or written. */
 int cp_failed(const cp *c);
+/* uv_now when the last checkpoint was written, 0 if none was. */
+uint64_t cp_last_written_ms(const cp *c);
 /* Stop the timer (shutdown). */
 void cp_stop(cp *c);
 /* Free what is left (after the loop ended). */

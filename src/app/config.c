@@ -40,7 +40,8 @@ void config_defaults(config *c)
 void config_free(config *c)
 {
     char **owned[] = { &c->pipeline, &c->script, &c->input, &c->output,
-                       &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir, &c->key };
+                       &c->event_time, &c->dead_letter, &c->tag_generation, &c->checkpoint_dir, &c->key,
+                       &c->metrics, &c->metrics_host };
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(*owned[i]);
     batch_opts_free(&c->batch);

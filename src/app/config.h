@@ -50,6 +50,9 @@ typedef struct config {
     batch_opts batch;        /* --batch-size/-wait/-key and `batch = {...}`, field by field */
     int log_format;          /* --log-format: 0 not set (MOONWAIT_LOG_FORMAT, else text),
                               * else 1 + util/log.h's mw_log_format */
+    char *metrics;           /* --metrics HOST:PORT as given, or NULL: no endpoint */
+    char *metrics_host;      /* ... its numeric address (brackets of IPv6 removed) */
+    int metrics_port;        /* ... and port (0: the kernel picks one) */
 } config;
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,

@@ -37,6 +37,12 @@ static uint64_t cb_now(void *ud)
 static void cb_emit(void *ud, op_entry *e)
 {
     run *r = ud;
+    if (r->mx) {
+        uint64_t read_ns, done_ns;
+        task_times(e->udata, &read_ns, &done_ns);
+        int at_once = e->udata && e->udata == expose_completing_task(r->mx);
+        expose_emit(r->mx, read_ns, done_ns, at_once, at_once ? done_ns : expose_now());
+    }
     if (e->dlq_len)
         sink_write(r->dlq, e->dlq, e->dlq_len);
     if (e->out_len) {
@@ -156,6 +162,8 @@ void flow_shutdown(void *ud)
 {
     run *r = ud;
     r->phase = DONE;
+    expose_close(r->mx);
+    r->mx = NULL;
     cp_stop(&r->cp);
     timeouts_stop(&r->tmo);
     stats_stop(&r->st, NULL); /* the summary, with --stats */

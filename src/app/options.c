@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "options.h"
 
+#include <arpa/inet.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +280,49 @@ static int s_log_format(config *c, const char *v, char *w, size_t n)
     return 0;
 }
 
+/* --metrics HOST:PORT: a numeric IPv4 address, [IPv6] in brackets, or
+ * localhost (127.0.0.1); port 0 to 65535 (0: any free one, said at start).
+ * Names are refused: resolving one would block, and an endpoint on an
+ * address that moves is not what a scrape config expects. */
+static int s_metrics(config *c, const char *v, char *w, size_t n)
+{
+    const char *given = v;
+    char host[64];
+    const char *colon = NULL;
+    size_t hl = 0;
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end && end[1] == ':') {
+            colon = end + 1;
+            hl = (size_t)(end - v - 1);
+            v++;
+        }
+    } else if ((colon = strrchr(v, ':')) && memchr(v, ':', (size_t)(colon - v))) {
+        colon = NULL; /* an IPv6 address without brackets */
+    }
+    if (colon && colon[-1] != ']')
+        hl = (size_t)(colon - v);
+    uint64_t port;
+    unsigned char addr[16];
+    int ok = colon && hl > 0 && hl < sizeof host && mw_str_u64(colon + 1, 65535, &port) == 0;
+    if (ok) {
+        memcpy(host, v, hl);
+        host[hl] = 0;
+        if (strcmp(host, "localhost") == 0)
+            strcpy(host, "127.0.0.1");
+        ok = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    }
+    if (!ok) {
+        snprintf(w, n, "expected HOST:PORT with HOST a numeric address (127.0.0.1, [::1], 0.0.0.0) or localhost "
+                       "and PORT from 0 to 65535 (0: any free port), got '%s'", given);
+        return -1;
+    }
+    if (set_str(&c->metrics_host, host, w, n) != 0)
+        return -1;
+    c->metrics_port = (int)port;
+    return set_str(&c->metrics, given, w, n);
+}
+
 static const option settings[] = {
     { "script", "script", OPTION_PATH, s_script, "FILE",
       "The Lua script: a module whose async_invoke(record, ctx) (or batch_invoke(records, ctxs)) handles "
@@ -350,6 +394,9 @@ static const option settings[] = {
     { "log-format", "log_format", OPTION_STRING, s_log_format, "text|json",
       "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' (the "
       "default) or 'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT." },
+    { "metrics", "metrics", OPTION_STRING, s_metrics, "HOST:PORT",
+      "Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz while the run runs "
+      "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr)." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -438,6 +438,11 @@ int gen_last_id(const gens *gs)
     return gs->last_id;
 }
 
+int gen_live_count(const gens *gs)
+{
+    return (int)live_count(gs);
+}
+
 void gen_counts(const gens *gs, int *reloads, int *rejected)
 {
     *reloads = gs->reloads;

@@ -93,6 +93,8 @@ int gen_current_id(const gens *gs);
 int gen_last_id(const gens *gs);
 /* Reloads done and rejected so far (--stats). */
 void gen_counts(const gens *gs, int *reloads, int *rejected);
+/* Generations alive now: the current one, those draining, one opening. */
+int gen_live_count(const gens *gs);
 /* A record now runs on g / was released (its record left the operator). */
 void gen_retain(gen *g);
 void gen_release(gen *g);

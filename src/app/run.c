@@ -117,6 +117,44 @@ static void stats_fill(void *ud, stats_view *v)
     v->limit_gated = v->op->gated;
 }
 
+/* What a scrape of --metrics reads (expose.h). */
+static void expose_fill(void *ud, expose_view *v)
+{
+    run *r = ud;
+    const op_stats *o = op_counters(&r->op);
+    int reloads, rejected;
+    v->op = o;
+    v->outputs = r->outputs;
+    v->skipped = r->route.skipped;
+    v->malformed = r->route.malformed;
+    gen_counts(&r->gens, &reloads, &rejected);
+    v->reloads = (uint64_t)reloads;
+    v->rejected = (uint64_t)rejected;
+    size_t wms = (size_t)(o->watermarks_in - o->watermarks_out);
+    v->in_flight = op_size(&r->op) - wms;
+    v->queued = v->in_flight - r->op.pending;
+    v->backoffs = op_backoffs(&r->op);
+    v->capacity = op_capacity(&r->op);
+    int newest = gen_last_id(&r->gens); /* (the newest generation, as --stats says) */
+    v->generation = newest;
+    v->generations_live = gen_live_count(&r->gens);
+    v->checkpoints = r->cfg->checkpoint_dir != NULL;
+    uint64_t at = cp_last_written_ms(&r->cp);
+    uint64_t now = uv_now(r->loop);
+    if (!at)
+        at = r->started_ms;
+    v->checkpoint_age_s = v->checkpoints && now > at ? (double)(now - at) / 1000.0 : 0;
+    v->src = r->phase < DONE ? r->src : NULL;
+    /* failing: the run failed and abandons what is in flight; draining:
+     * reading stopped (the input ended, a signal) and the records in
+     * flight finish. */
+    v->healthy = r->exit_code == 0 && !r->stop_reading && r->phase == RUNNING;
+    v->state = r->aborting || op_failed(&r->op) ? "failing"
+               : r->phase == OPENING            ? "opening"
+               : r->phase == RUNNING && !r->stop_reading && r->exit_code == 0 ? "running"
+                                                                              : "draining";
+}
+
 /* ---- signals ------------------------------------------------------------------ */
 
 /* The second signal's exit status (0: 128 + the signal). With a checkpoint
@@ -238,7 +276,7 @@ static int start_core(run *r)
     if (c->adaptive)
         adapt_init(&r->adapt, c->cap_min, c->cap_max, uv_now(r->loop));
     r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, c->adaptive ? &r->adapt : NULL,
-                         &r->lim };
+                         &r->lim, r->mx };
     limit_init(&r->lim, r->loop, c->rate_rps, c->rate_burst, flow_limit_ready, r);
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
@@ -294,6 +332,8 @@ static int loop_to_end(run *r)
  * when they were made). */
 static void close_early(run *r, int gens_made)
 {
+    expose_close(r->mx);
+    r->mx = NULL;
     limit_close(&r->lim);
     net_pool_close_all();
     if (r->src)
@@ -329,9 +369,15 @@ int run_pipeline(const config *c, const char *lua_dir)
     gen_events ev = { ev_opened, ev_failed, ev_all_closed, ev_record_done, r };
     int code;
     int prep = restore_prepare(&r->rs, c);
+    r->started_ms = uv_now(&loop);
     if (prep != 0)
         code = prep < 0 ? 2 : 0;
-    else if (gen_init(&r->gens, &loop, c, lua_dir, strcmp(c->input, "-") == 0, &ev) != 0 || open_io(r) != 0 ||
+    /* The endpoint before any input is opened: a port in use is exit 2
+     * with nothing read. */
+    else if (gen_init(&r->gens, &loop, c, lua_dir, strcmp(c->input, "-") == 0, &ev) != 0 ||
+             (c->metrics && expose_start(&r->mx, &loop, c->metrics, c->metrics_host, c->metrics_port, expose_fill,
+                                         r) != 0) ||
+             open_io(r) != 0 ||
              start_core(r) != 0)
         code = 2;
     else
@@ -341,6 +387,7 @@ int run_pipeline(const config *c, const char *lua_dir)
     gen_free_all(&r->gens);
     script_cache_free_all();
     script_limit_free_all();
+    script_metrics_free_all();
     cp_free(&r->cp);
     restore_release(&r->rs);
     guard_stop();

@@ -20,6 +20,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "evtime.h"
+#include "expose.h"
 #include "limit.h"
 #include "reload.h"
 #include "restore.h"
@@ -66,6 +67,8 @@ typedef struct run {
     int drains_left;          /* sinks still flushing at the end */
     uint64_t outputs;         /* output lines written */
     uint64_t rng;             /* xorshift state for retry jitter */
+    expose *mx;               /* --metrics: the endpoint and the histograms, or NULL */
+    uint64_t started_ms;      /* uv_now at the start (checkpoint age before the first) */
 } run;
 
 /* flow.c, for run.c */

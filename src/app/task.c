@@ -26,7 +26,39 @@ struct task {
     uint32_t deliveries;
     uint64_t ticket;      /* the source's, for source_done */
     uint64_t started;     /* op_now when the running attempt started */
+    /* --metrics only (env->mx), uv_hrtime: */
+    uint64_t read_ns;     /* the line was read */
+    uint64_t attempt_ns;  /* the running attempt started (0: none runs) */
+    uint64_t done_ns;     /* the record finished (its outcome was decided) */
 };
+
+/* --metrics: the running attempt of t ended now (returns now, 0 without). */
+static uint64_t attempt_ended(const task_env *env, task *t)
+{
+    if (!env->mx)
+        return 0;
+    uint64_t now = expose_now();
+    expose_attempt(env->mx, t->attempt_ns, now);
+    t->attempt_ns = 0;
+    return now;
+}
+
+/* --metrics: t's outcome is being applied (now_ns: its time, 0 to read the
+ * clock): a record the operator emits in this call other than t waited
+ * behind it. Call finished(env) after. */
+static void finishing(const task_env *env, task *t, uint64_t now_ns)
+{
+    if (!env->mx)
+        return;
+    t->done_ns = now_ns ? now_ns : expose_now();
+    expose_completing(env->mx, t);
+}
+
+static void finished(const task_env *env)
+{
+    if (env->mx)
+        expose_completing(env->mx, NULL);
+}
 
 static void free_task(task *t)
 {
@@ -44,7 +76,10 @@ static route_rec rec_of(const task *t)
 static void fail_record(const task_env *env, task *t, const char *err)
 {
     route_rec rec = rec_of(t);
+    if (env->mx && !t->done_ns)
+        finishing(env, t, 0);
     route_failure(env->route, t->e, &rec, err, op_now(env->op));
+    finished(env);
 }
 
 /* The record's deadline as the script takes it: the operator's, on the
@@ -60,6 +95,8 @@ static uint64_t deadline_ms(const op_entry *e)
 static void invoke(const task_env *env, task *t, op_entry *e, script_rec *rec)
 {
     t->started = op_now(env->op);
+    if (env->mx)
+        t->attempt_ns = e->attempt == 1 && t->read_ns ? t->read_ns : expose_now();
     script_call call = { t, &t->fiber, &t->item, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
                          t->source_id, t->deliveries };
     script_invoke(gen_script(t->g), rec, &call);
@@ -133,6 +170,8 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     t->lineno = rec->line;
     t->ticket = rec->ticket;
     t->deliveries = rec->deliveries;
+    if (env->mx)
+        t->read_ns = expose_now();
     if (rec->id && !(t->source_id = strdup(rec->id))) {
         free_task(t);
         snprintf(msg, msglen, "input line %" PRIu64 ": out of memory", rec->line);
@@ -191,15 +230,19 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
     }
     if (!aborting)
         adapt_feed(env, t, r->overloads > 0);
+    uint64_t now_ns = attempt_ended(env, t);
     if (r->retry && !aborting && op_retry(env->op, e) == 0) {
         /* Another attempt follows; only the final attempt's outputs count. */
         free(r->out);
         free(t->last_error);
         t->last_error = r->ok ? NULL : strdup(r->errmsg ? r->errmsg : r->err);
     } else if (r->ok) {
+        finishing(env, t, now_ns);
         if (op_complete(env->op, e, r->out, r->len) != 0)
             free(r->out);
+        finished(env);
     } else if (e->state == OP_PENDING) {
+        finishing(env, t, now_ns);
         fail_record(env, t, r->err);
     }
     return TASK_OK;
@@ -223,13 +266,16 @@ void task_timeout(const task_env *env, op_entry *e)
      * resumed, so a late result cannot race the timeout's outcome. */
     task_discard(t);
     adapt_feed(env, t, 1); /* a timeout is an overload signal */
+    uint64_t now_ns = env->mx && t->attempt_ns ? attempt_ended(env, t) : 0;
     char *out = NULL, *err = NULL;
     size_t len = 0;
     script_call a = { .seq = e->seq, .line = t->lineno, .attempt = (int)e->attempt, .deadline_ms = deadline_ms(e),
                       .source_id = t->source_id, .deliveries = t->deliveries };
     int rc = script_on_timeout(gen_script(t->g), t->line, t->len, &a, &out, &len, &err);
+    finishing(env, t, now_ns);
     if (rc == 1) {
         op_complete(env->op, e, out, len);
+        finished(env);
     } else if (rc == 0) {
         char msg[160];
         snprintf(msg, sizeof msg, "timed out after %" PRIu64 " ms%s (the script has no on_timeout)",
@@ -368,6 +414,12 @@ int task_malformed(const task *t)
 const char *task_last_error(const task *t)
 {
     return t->last_error;
+}
+
+void task_times(const task *t, uint64_t *read_ns, uint64_t *done_ns)
+{
+    *read_ns = t ? t->read_ns : 0;
+    *done_ns = t ? t->done_ns : 0;
 }
 
 uint64_t task_ticket(const task *t)

@@ -33,6 +33,7 @@
 #include "../op/op.h"
 #include "../store/ckpt.h"
 #include "evtime.h"
+#include "expose.h"
 #include "limit.h"
 #include "reload.h"
 #include "route.h"
@@ -50,6 +51,7 @@ typedef struct task_env {
     adapt *adapt;          /* adaptive capacity: fed each attempt's latency and
                             * overload, it sets the operator's capacity; or NULL */
     limit *lim;            /* the rate limit: a first attempt takes its token */
+    expose *mx;            /* --metrics: the histograms are observed; or NULL */
 } task_env;
 
 /* task_accept's and task_outcome's results. */
@@ -97,5 +99,8 @@ const char *task_last_error(const task *t);
 int task_generation(const task *t);
 /* The source's ticket for t's record (source_done), 0 for none. */
 uint64_t task_ticket(const task *t);
+/* --metrics: when t's record was read and finished (uv_hrtime; 0: not
+ * stamped: no --metrics, a restored record, a malformed line). */
+void task_times(const task *t, uint64_t *read_ns, uint64_t *done_ns);
 
 #endif

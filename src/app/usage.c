@@ -78,7 +78,7 @@ static const char *const g_batch[] = { "batch-size", "batch-wait", "batch-key", 
 static const char *const g_reload[] = { "watch", "tag-generation", "reload-open-timeout", NULL };
 static const char *const g_ckpt[] = { "checkpoint-dir", "checkpoint-interval", NULL };
 /* Last: also every row appended to the table that no group lists. */
-static const char *const g_other[] = { "stats", "log-format", NULL };
+static const char *const g_other[] = { "stats", "log-format", "metrics", NULL };
 
 const usage_group usage_groups[] = {
     { "Input and output", g_io },

@@ -119,6 +119,9 @@ struct rs_part {
     size_t nacks_out;             /* XACK ids sent, not answered */
     rs_entry **acking;
     size_t nacking;
+    /* the backlog (redis_lag.c, --metrics) */
+    int lag_out;                  /* an XINFO GROUPS is out */
+    double lag, pending;          /* its last answer (lag -1: not known) */
 };
 
 struct rs_source {
@@ -157,6 +160,7 @@ struct rs_source {
     /* settings of the paired sinks */
     char *out_field, *dlq_field;
     uint64_t out_maxlen, dlq_maxlen;
+    uint64_t lag_polled_ms;       /* uv_now of the last backlog poll (redis_lag.c) */
     redis_url out_u, dlq_u;
 };
 
@@ -226,5 +230,9 @@ int rs_probe(const redis_url *u, int role, char run_id[48], char *err, size_t er
 /* A cluster's slot map, from the first seed host that answers. */
 struct redis_slots;
 int rs_probe_slots(const redis_url *u, struct redis_slots *slots, char *err, size_t errlen);
+
+/* The source's `lag` op (redis_lag.c). */
+void rs_lag(mw_source *b, void (*each)(void *ud, const char *stream, const char *group, double lag, double pending),
+            void *ud);
 
 #endif

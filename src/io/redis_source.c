@@ -278,6 +278,7 @@ void rs_source_unref(rs_source *s)
 static const source_ops redis_source_ops = {
     .kind = "redis", .next = src_next, .strerror = src_strerror, .position = src_position,
     .seek = src_seek, .commit = src_commit, .done = src_done, .close = src_close,
+    .lag = rs_lag,
 };
 
 /* ---- binding ------------------------------------------------------------------------ */
@@ -443,6 +444,7 @@ int redis_source_open(mw_source **out, uv_loop_t *loop, const char *url, size_t 
         p->ix = i;
         strcpy(p->claim_cursor, "0-0");
         p->claim_due = 1; /* a round at the start */
+        p->lag = p->pending = -1; /* (not polled yet) */
         p->key = redis_url_key(&s->u, i);
         const redis_slot_range *node = p->key && s->u.cluster
                                            ? redis_slots_find(&slots, redis_key_slot(p->key, strlen(p->key)))

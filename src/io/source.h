@@ -86,6 +86,13 @@ typedef struct source_ops {
      * and on_ready follows). Lets a run that holds off reading (a rate
      * limit's token) still see the end. May be NULL (0: never known). */
     int (*ended)(mw_source *s);
+    /* A broker's backlog (--metrics): each(ud, stream, group, lag, pending)
+     * per partition, with the values of the last poll (lag < 0: not known:
+     * Redis before 7, a stream trimmed past the group, no poll answered
+     * yet); a new poll starts when the last one is a second old and none
+     * is out. Never waits. May be NULL (no backlog to tell). */
+    void (*lag)(mw_source *s, void (*each)(void *ud, const char *stream, const char *group, double lag,
+                                           double pending), void *ud);
     /* Stop fetching and release everything; on_closed (may be NULL) runs
      * once the source's handles are closed, then its memory is freed. */
     void (*close)(mw_source *s, void (*on_closed)(mw_source *s));
@@ -121,6 +128,15 @@ static inline int source_ended(mw_source *s) { return s->ops->ended ? s->ops->en
 static inline int source_size(const mw_source *s, uint64_t *size)
 {
     return s->ops->size ? s->ops->size(s, size) : -1;
+}
+
+static inline void source_lag(mw_source *s,
+                              void (*each)(void *ud, const char *stream, const char *group, double lag,
+                                           double pending),
+                              void *ud)
+{
+    if (s->ops->lag)
+        s->ops->lag(s, each, ud);
 }
 static inline void source_close(mw_source *s, void (*on_closed)(mw_source *s)) { s->ops->close(s, on_closed); }
 

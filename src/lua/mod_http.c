@@ -38,6 +38,7 @@
 #include "../net/http.h"
 #include "modules.h"
 #include "runtime.h"
+#include "script.h"
 
 #define DEFAULT_TIMEOUT_MS 60000
 
@@ -121,6 +122,13 @@ static void push_response(lua_State *co, const http_resp *resp)
     lua_setfield(co, -2, "body");
 }
 
+/* --metrics: the request's host, status class (0: no response) and time. */
+static void observe(const http_req *r, int status)
+{
+    if (r->started_ns)
+        script_metrics_http(r->host, r->port, status, (double)(uv_hrtime() - r->started_ns) / 1e9);
+}
+
 static void wake_err(rt_fiber *f, const char *err)
 {
     uv_timer_stop(&f->timer);
@@ -133,6 +141,7 @@ static void wake_err(rt_fiber *f, const char *err)
 static void on_done(http_req *r, const char *err, void *ud)
 {
     rt_fiber *f = ud;
+    observe(r, err ? 0 : r->resp.status);
     if (err) {
         wake_err(f, err);
         return;
@@ -150,6 +159,7 @@ static void on_done(http_req *r, const char *err, void *ud)
 static void on_cancel(rt_fiber *f)
 {
     uv_timer_stop(&f->timer);
+    observe(f->wait, 0);
     http_req_free(f->wait);
 }
 
@@ -161,6 +171,7 @@ static void on_timer(uv_timer_t *t)
         return;
     char msg[sizeof r->failbuf];
     snprintf(msg, sizeof msg, "%s", http_req_error(r, "timeout"));
+    observe(r, 0);
     http_req_free(r);
     wake_err(f, msg);
 }
@@ -349,6 +360,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     uint64_t ms = rt_wait_ms(f, timeout);
     if (ms)
         uv_timer_start(&f->timer, on_timer, ms, 0);
+    r->started_ns = script_metrics_http_on() ? uv_hrtime() : 0;
     http_req_start(r, f->rt->loop, on_done, f);
     return rt_yield(L, f);
 }

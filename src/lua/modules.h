@@ -15,6 +15,8 @@
  *                   moonwait._cache, mod_cache.c on cache_*.c)
  *   moonwait.limit  rate limiters: new{name=, rps=, burst=}, lim:take([n])
  *                   (mod_limit.c on util/tbucket.c)
+ *   moonwait.metrics counter/gauge/histogram(name, help, labels[, buckets])
+ *                   (mod_metrics.c on util/metrics.c)
  *
  *   moonwait._test  (`moonwait test` only) attempts in root fibers with a
  *                   deadline, calls outside any fiber (mod_test.c)
@@ -34,6 +36,7 @@ int mod_http_open(lua_State *L);
 int mod_thread_open(lua_State *L);
 int mod_cache_open(lua_State *L);
 int mod_limit_open(lua_State *L);
+int mod_metrics_open(lua_State *L);
 
 /* moonwait._test (mod_test.c): preloaded only while script_testing is set
  * (`moonwait test`), never in a run. */

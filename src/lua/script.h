@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../util/buf.h"
 #include "../util/retry_policy.h"
 #include "batch.h"
 #include "codec.h"
@@ -277,6 +278,21 @@ void script_cache_free_all(void);
 /* Free the named limiters of moonwait.limit (mod_limit.c), which outlive
  * every generation too: once, after the last VM has closed. */
 void script_limit_free_all(void);
+
+/* moonwait.metrics (mod_metrics.c): the scripts' metrics and the HTTP
+ * client's, one process-wide registry that outlives every generation.
+ * Each metric holds at most SCRIPT_METRICS_MAX_SERIES label sets. */
+#define SCRIPT_METRICS_MAX_SERIES 1000
+/* --metrics is set: moonwait.http counts its requests per host. */
+void script_metrics_enable(int on);
+int script_metrics_http_on(void);
+/* Append the registry's exposition text (util/metrics.h). 0, or -1. */
+int script_metrics_render(mw_buf *out);
+/* A moonwait.http request to host:port ended: status (0: no response) and
+ * its duration in seconds. Nothing unless enabled. */
+void script_metrics_http(const char *host, int port, int status, double secs);
+/* Free the registry: once, after the last VM has closed. */
+void script_metrics_free_all(void);
 
 /* Nonzero when sc holds a VM (to be closed with script_close). */
 static inline int script_is_open(const script *sc) { return sc->rt.L != NULL; }

@@ -119,7 +119,7 @@ static int open_moonwait(lua_State *L)
     lua_setfield(L, -2, "null");
     lua_pushcfunction(L, l_runtime_stats);
     lua_setfield(L, -2, "runtime_stats");
-    static const char *const subs[] = { "time", "json", "log", "socket", "http", "cache", "limit" };
+    static const char *const subs[] = { "time", "json", "log", "socket", "http", "cache", "limit", "metrics" };
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         lua_getglobal(L, "require");
         lua_pushfstring(L, "moonwait.%s", subs[i]);
@@ -318,6 +318,7 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     preload(L, "moonwait._thread", mod_thread_open);
     preload(L, "moonwait._cache", mod_cache_open);
     preload(L, "moonwait.limit", mod_limit_open);
+    preload(L, "moonwait.metrics", mod_metrics_open);
     if (script_testing)
         preload(L, "moonwait._test", mod_test_open);
 

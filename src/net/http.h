@@ -122,6 +122,7 @@ struct http_req {
     int reused, retried;     /* conn came from the pool; the retry was used */
     char method[NET_WHERE_METHOD + 8]; /* as given (cut beyond), for messages */
     char failbuf[1024];      /* the error message given to done, where included */
+    uint64_t started_ns;     /* the binding's: uv_hrtime at its start (metrics) */
 };
 
 /* A request (recycled: its buffers' memory kept), or NULL when out of

@@ -1,0 +1,508 @@
+/*
+ * metrics.c: the metrics registry and its exposition text (contract in
+ * metrics.h). Families are a list in registration order; a family's series
+ * are a list in creation order (the text is stable from scrape to scrape)
+ * and a chained hash table on their label values (FNV-1a: the cap on
+ * series bounds every chain's worst case, and values come from the
+ * script, not from input a stranger controls).
+ */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const double metrics_default_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                           0.25,   0.5,   1,      2.5,   5,    10,    30,    60 };
+const size_t metrics_default_nbuckets = sizeof metrics_default_buckets / sizeof metrics_default_buckets[0];
+
+struct metric_series {
+    metric_series *hnext;     /* next in its hash chain */
+    metric_series *next;      /* creation order */
+    uint64_t hash;
+    char **values;            /* the label values (owned), lens in vlens */
+    size_t *vlens;
+    double value;             /* counter, gauge */
+    double sum;               /* histogram */
+    uint64_t count;
+    uint64_t *buckets;        /* histogram: per bound, not cumulative; [nb] is +Inf */
+    const metric *fam;
+};
+
+struct metric {
+    metric *next;             /* registration order */
+    metric_type type;
+    char *name, *help;
+    size_t nlabels;
+    char *labels[METRICS_MAX_LABELS];
+    size_t nb;                /* histogram bounds */
+    double *bounds;
+    metric_series *first, *last;
+    metric_series **table;    /* hash chains, ntable a power of two */
+    size_t ntable, nseries, max_series;
+};
+
+struct metrics {
+    metric *first, *last;
+    size_t max_series;
+};
+
+int metrics_valid_name(const char *s)
+{
+    if (!s || !*s || (*s >= '0' && *s <= '9'))
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == ':'))
+            return 0;
+    return 1;
+}
+
+/* Is s[0..n) UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF)? Prometheus refuses a scrape with a label value or HELP text
+ * that is not, so none gets in. */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+        if (!k || i + k >= n)
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+        if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] > 0x9F) || (c == 0xF0 && s[i + 1] < 0x90) ||
+            (c == 0xF4 && s[i + 1] > 0x8F))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static int valid_label(const char *s)
+{
+    return metrics_valid_name(s) && !strchr(s, ':') && strncmp(s, "__", 2) != 0;
+}
+
+metrics *metrics_new(size_t max_series)
+{
+    metrics *m = calloc(1, sizeof *m);
+    if (m)
+        m->max_series = max_series ? max_series : 1;
+    return m;
+}
+
+static void free_series(metric_series *s, size_t nlabels)
+{
+    for (size_t i = 0; i < nlabels; i++)
+        free(s->values[i]);
+    free(s->values);
+    free(s->vlens);
+    free(s->buckets);
+    free(s);
+}
+
+static void free_family(metric *f)
+{
+    for (metric_series *s = f->first, *n; s; s = n) {
+        n = s->next;
+        free_series(s, f->nlabels);
+    }
+    for (size_t i = 0; i < f->nlabels; i++)
+        free(f->labels[i]);
+    free(f->table);
+    free(f->bounds);
+    free(f->name);
+    free(f->help);
+    free(f);
+}
+
+void metrics_free(metrics *m)
+{
+    if (!m)
+        return;
+    for (metric *f = m->first, *n; f; f = n) {
+        n = f->next;
+        free_family(f);
+    }
+    free(m);
+}
+
+metric *metrics_find(const metrics *m, const char *name)
+{
+    for (metric *f = m->first; f; f = f->next)
+        if (strcmp(f->name, name) == 0)
+            return f;
+    return NULL;
+}
+
+metric_type metrics_type(const metric *f) { return f->type; }
+size_t metrics_nlabels(const metric *f) { return f->nlabels; }
+const char *metrics_name(const metric *f) { return f->name; }
+
+static const char *type_name(metric_type t)
+{
+    return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
+}
+
+/* Does f have exactly these labels and bounds? */
+static int same_shape(const metric *f, size_t nlabels, const char *const *labels, size_t nb, const double *b)
+{
+    if (f->nlabels != nlabels || f->nb != nb)
+        return 0;
+    for (size_t i = 0; i < nlabels; i++)
+        if (strcmp(f->labels[i], labels[i]) != 0)
+            return 0;
+    for (size_t i = 0; i < nb; i++)
+        if (f->bounds[i] != b[i])
+            return 0;
+    return 1;
+}
+
+static metric_series *new_series(metric *f);
+
+metric *metrics_family(metrics *m, metric_type t, const char *name, const char *help, size_t nlabels,
+                       const char *const *labels, size_t nbuckets, const double *buckets, char *err, size_t errlen)
+{
+    if (!metrics_valid_name(name)) {
+        snprintf(err, errlen, "bad metric name '%s': expected letters, digits, '_' or ':', not starting with a digit",
+                 name ? name : "");
+        return NULL;
+    }
+    if (nlabels > METRICS_MAX_LABELS) {
+        snprintf(err, errlen, "metric '%s': at most %d labels", name, METRICS_MAX_LABELS);
+        return NULL;
+    }
+    for (size_t i = 0; i < nlabels; i++) {
+        if (!valid_label(labels[i])) {
+            snprintf(err, errlen, "metric '%s': bad label name '%s': expected letters, digits or '_', not starting "
+                                  "with a digit or '__'", name, labels[i] ? labels[i] : "");
+            return NULL;
+        }
+        if (t == METRIC_HISTOGRAM && strcmp(labels[i], "le") == 0) {
+            snprintf(err, errlen, "metric '%s': the label 'le' is reserved for a histogram's buckets", name);
+            return NULL;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(labels[i], labels[j]) == 0) {
+                snprintf(err, errlen, "metric '%s': label '%s' given twice", name, labels[i]);
+                return NULL;
+            }
+    }
+    if (t != METRIC_HISTOGRAM) {
+        nbuckets = 0;
+    } else if (nbuckets == 0 || !buckets) {
+        buckets = metrics_default_buckets;
+        nbuckets = metrics_default_nbuckets;
+    }
+    if (nbuckets > METRICS_MAX_BUCKETS) {
+        snprintf(err, errlen, "metric '%s': at most %d buckets", name, METRICS_MAX_BUCKETS);
+        return NULL;
+    }
+    for (size_t i = 0; i < nbuckets; i++)
+        if (!isfinite(buckets[i]) || (i > 0 && !(buckets[i] > buckets[i - 1]))) {
+            snprintf(err, errlen, "metric '%s': buckets must be finite numbers in increasing order", name);
+            return NULL;
+        }
+    if (help && !utf8_ok((const unsigned char *)help, strlen(help))) {
+        snprintf(err, errlen, "metric '%s': its help text is not UTF-8", name);
+        return NULL;
+    }
+    metric *f = metrics_find(m, name);
+    if (f) {
+        if (f->type != t) {
+            snprintf(err, errlen, "metric '%s' is already registered as a %s", name, type_name(f->type));
+            return NULL;
+        }
+        if (!same_shape(f, nlabels, labels, nbuckets, buckets)) {
+            snprintf(err, errlen, "metric '%s' is already registered with other %s", name,
+                     f->nb != nbuckets || nlabels == f->nlabels ? "labels or buckets" : "labels");
+            return NULL;
+        }
+        return f;
+    }
+    f = calloc(1, sizeof *f);
+    if (!f)
+        goto oom;
+    f->type = t;
+    f->max_series = m->max_series;
+    f->name = strdup(name);
+    f->help = strdup(help ? help : "");
+    f->nlabels = nlabels;
+    f->nb = nbuckets;
+    int ok = f->name && f->help;
+    for (size_t i = 0; i < nlabels; i++)
+        ok = ok && (f->labels[i] = strdup(labels[i])) != NULL;
+    if (ok && nbuckets) {
+        ok = (f->bounds = malloc(nbuckets * sizeof *f->bounds)) != NULL;
+        if (ok)
+            memcpy(f->bounds, buckets, nbuckets * sizeof *f->bounds);
+    }
+    /* Without labels, its one series exists from the start. */
+    if (!ok || (nlabels == 0 && !new_series(f))) {
+        free_family(f);
+        goto oom;
+    }
+    if (m->last)
+        m->last->next = f;
+    else
+        m->first = f;
+    m->last = f;
+    return f;
+oom:
+    snprintf(err, errlen, "metric '%s': out of memory", name);
+    return NULL;
+}
+
+/* ---- series ------------------------------------------------------------- */
+
+static uint64_t hash_values(size_t n, const char *const *v, const size_t *lens)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < lens[i]; k++)
+            h = (h ^ (unsigned char)v[i][k]) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull; /* ("a","" ) and ("", "a") differ */
+    }
+    return h;
+}
+
+static int grow_table(metric *f)
+{
+    size_t n = f->ntable ? f->ntable * 2 : 8;
+    metric_series **t = calloc(n, sizeof *t);
+    if (!t)
+        return -1;
+    for (metric_series *s = f->first; s; s = s->next) {
+        size_t i = s->hash & (n - 1);
+        s->hnext = t[i];
+        t[i] = s;
+    }
+    free(f->table);
+    f->table = t;
+    f->ntable = n;
+    return 0;
+}
+
+/* A new series at the end of f's list (its label values still unset). */
+static metric_series *new_series(metric *f)
+{
+    metric_series *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->fam = f;
+    if ((f->nlabels && (!(s->values = calloc(f->nlabels, sizeof *s->values)) ||
+                        !(s->vlens = calloc(f->nlabels, sizeof *s->vlens)))) ||
+        (f->type == METRIC_HISTOGRAM && !(s->buckets = calloc(f->nb + 1, sizeof *s->buckets)))) {
+        free_series(s, 0);
+        return NULL;
+    }
+    if (f->last)
+        f->last->next = s;
+    else
+        f->first = s;
+    f->last = s;
+    f->nseries++;
+    return s;
+}
+
+metric_series *metrics_series(metric *f, size_t n, const char *const *values, const size_t *lens, char *err,
+                              size_t errlen)
+{
+    if (n != f->nlabels) {
+        snprintf(err, errlen, "metric '%s' has %zu label%s, got %zu value%s", f->name, f->nlabels,
+                 f->nlabels == 1 ? "" : "s", n, n == 1 ? "" : "s");
+        return NULL;
+    }
+    if (n == 0)
+        return f->first;
+    uint64_t h = hash_values(n, values, lens);
+    if (f->ntable)
+        for (metric_series *s = f->table[h & (f->ntable - 1)]; s; s = s->hnext) {
+            if (s->hash != h)
+                continue;
+            size_t i = 0;
+            while (i < n && s->vlens[i] == lens[i] && memcmp(s->values[i], values[i], lens[i]) == 0)
+                i++;
+            if (i == n)
+                return s;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (!utf8_ok((const unsigned char *)values[i], lens[i])) {
+            snprintf(err, errlen, "metric '%s': label value %zu is not UTF-8", f->name, i + 1);
+            return NULL;
+        }
+    if (f->nseries >= f->max_series) {
+        snprintf(err, errlen, "metric '%s' has reached its limit of %zu label sets", f->name, f->max_series);
+        return NULL;
+    }
+    if (f->nseries + 1 > f->ntable && grow_table(f) != 0)
+        goto oom;
+    metric_series *s = new_series(f);
+    if (!s)
+        goto oom;
+    s->hash = h;
+    for (size_t i = 0; i < n; i++) {
+        if (!(s->values[i] = malloc(lens[i] + 1))) {
+            /* unlink the half-made one (it is the last) */
+            metric_series **pp = &f->first;
+            while (*pp != s)
+                pp = &(*pp)->next;
+            *pp = NULL;
+            f->last = NULL;
+            for (metric_series *p = f->first; p; p = p->next)
+                f->last = p;
+            f->nseries--;
+            free_series(s, n);
+            goto oom;
+        }
+        memcpy(s->values[i], values[i], lens[i]);
+        s->values[i][lens[i]] = 0;
+        s->vlens[i] = lens[i];
+    }
+    size_t i = h & (f->ntable - 1);
+    s->hnext = f->table[i];
+    f->table[i] = s;
+    return s;
+oom:
+    snprintf(err, errlen, "metric '%s': out of memory", f->name);
+    return NULL;
+}
+
+void metrics_add(metric_series *s, double v)
+{
+    s->value += v;
+}
+
+void metrics_set(metric_series *s, double v)
+{
+    s->value = v;
+}
+
+void metrics_observe(metric_series *s, double v)
+{
+    const metric *f = s->fam;
+    /* The first bound >= v (le: less or equal), or +Inf. NaN counts in +Inf. */
+    size_t lo = 0, hi = f->nb;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v <= f->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    s->buckets[lo]++;
+    s->sum += v;
+    s->count++;
+}
+
+double metrics_value(const metric_series *s)
+{
+    return s->fam->type == METRIC_HISTOGRAM ? (double)s->count : s->value;
+}
+
+/* ---- the text format ------------------------------------------------------ */
+
+size_t metrics_fmt_double(char *b, size_t n, double v)
+{
+    int len;
+    if (isnan(v))
+        len = snprintf(b, n, "NaN");
+    else if (isinf(v))
+        len = snprintf(b, n, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        len = snprintf(b, n, "%.0f", v);
+    else {
+        /* The shortest of %.15g .. %.17g that reads back the same. */
+        len = 0;
+        for (int p = 15; p <= 17; p++) {
+            len = snprintf(b, n, "%.*g", p, v);
+            if (strtod(b, NULL) == v)
+                break;
+        }
+    }
+    return len < 0 ? 0 : (size_t)len;
+}
+
+static int add_str(mw_buf *o, const char *s)
+{
+    return mw_buf_add(o, s, strlen(s));
+}
+
+/* HELP text: backslash and newline escaped. */
+static int add_help(mw_buf *o, const char *s)
+{
+    for (; *s; s++) {
+        int rc = *s == '\\' ? mw_buf_add(o, "\\\\", 2) : *s == '\n' ? mw_buf_add(o, "\\n", 2) : mw_buf_add(o, s, 1);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static int add_value(mw_buf *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = s[i] == '\\' ? mw_buf_add(o, "\\\\", 2)
+                 : s[i] == '"' ? mw_buf_add(o, "\\\"", 2)
+                 : s[i] == '\n' ? mw_buf_add(o, "\\n", 2)
+                                : mw_buf_add(o, s + i, 1);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* `name{labels[,le="x"]} value\n` */
+static int add_sample(mw_buf *o, const metric *f, const metric_series *s, const char *suffix, const char *le,
+                      double v)
+{
+    char num[40];
+    int rc = add_str(o, f->name) | add_str(o, suffix);
+    if (f->nlabels || le) {
+        rc |= mw_buf_add(o, "{", 1);
+        for (size_t i = 0; i < f->nlabels; i++) {
+            rc |= add_str(o, i ? "," : "") | add_str(o, f->labels[i]) | mw_buf_add(o, "=\"", 2) |
+                  add_value(o, s->values[i], s->vlens[i]) | mw_buf_add(o, "\"", 1);
+        }
+        if (le)
+            rc |= add_str(o, f->nlabels ? ",le=\"" : "le=\"") | add_str(o, le) | mw_buf_add(o, "\"", 1);
+        rc |= mw_buf_add(o, "}", 1);
+    }
+    size_t n = metrics_fmt_double(num, sizeof num, v);
+    rc |= mw_buf_add(o, " ", 1) | mw_buf_add(o, num, n) | mw_buf_add(o, "\n", 1);
+    return rc ? -1 : 0;
+}
+
+int metrics_render(const metrics *m, mw_buf *o)
+{
+    int rc = 0;
+    char le[40];
+    for (const metric *f = m->first; f && !rc; f = f->next) {
+        rc |= add_str(o, "# HELP ") | add_str(o, f->name) | mw_buf_add(o, " ", 1) | add_help(o, f->help) |
+              add_str(o, "\n# TYPE ") | add_str(o, f->name) | mw_buf_add(o, " ", 1) | add_str(o, type_name(f->type)) |
+              mw_buf_add(o, "\n", 1);
+        for (const metric_series *s = f->first; s && !rc; s = s->next) {
+            if (f->type != METRIC_HISTOGRAM) {
+                rc |= add_sample(o, f, s, "", NULL, s->value);
+                continue;
+            }
+            uint64_t cum = 0;
+            for (size_t i = 0; i < f->nb; i++) {
+                cum += s->buckets[i];
+                metrics_fmt_double(le, sizeof le, f->bounds[i]);
+                rc |= add_sample(o, f, s, "_bucket", le, (double)cum);
+            }
+            rc |= add_sample(o, f, s, "_bucket", "+Inf", (double)s->count) |
+                  add_sample(o, f, s, "_sum", NULL, s->sum) | add_sample(o, f, s, "_count", NULL, (double)s->count);
+        }
+    }
+    return rc ? -1 : 0;
+}
