@@ -45,6 +45,7 @@ local socket = require "moonwait.socket"
 api["moonwait.socket.tcpsock"] = keys(debug.getmetatable(socket.tcp()).__index)
 api["moonwait.limit.limiter"] = keys(debug.getmetatable(require("moonwait.limit").new { rps = 1 }).__index)
 api["moonwait.cache.cache"] = keys(debug.getmetatable(require("moonwait.cache").new {}).__index)
+api["moonwait.metrics.metric"] = keys(debug.getmetatable(assert(require("moonwait.metrics").counter("types_walker_total", "The walker's probe."))).__index)
 local function upvalue(fn, name)
   for i = 1, 200 do
     local n, v = debug.getupvalue(fn, i)

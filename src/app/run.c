@@ -89,17 +89,22 @@ static int snap_record(const op_entry *e, snap_rec *out)
     return 0;
 }
 
+/* The records in the operator (watermarks not counted), and of those the
+ * ones finished and waiting behind earlier ones to leave: one definition
+ * for --stats and --metrics. */
+static void in_flight(const run *r, size_t *records, size_t *queued)
+{
+    const op_stats *o = op_counters(&r->op);
+    *records = op_size(&r->op) - (size_t)(o->watermarks_in - o->watermarks_out);
+    *queued = *records - r->op.pending;
+}
+
 static void stats_fill(void *ud, stats_view *v)
 {
     run *r = ud;
     v->op = op_counters(&r->op);
-    v->in_flight = op_size(&r->op);
+    in_flight(r, &v->in_flight, &v->queued);
     v->backoffs = op_backoffs(&r->op);
-    /* Finished and waiting to leave: a walk of the queue, at most once a
-     * line (--capacity entries). */
-    v->queued = 0;
-    for (const op_entry *e = op_first(&r->op); e; e = op_next(e))
-        v->queued += e->kind == OP_KIND_RECORD && e->state != OP_PENDING;
     v->has_size = r->src && source_size(r->src, &v->input_size) == 0;
     v->input_bytes = v->has_size ? source_position(r->src).offset : 0;
     v->outputs = r->outputs;
@@ -130,9 +135,7 @@ static void expose_fill(void *ud, expose_view *v)
     gen_counts(&r->gens, &reloads, &rejected);
     v->reloads = (uint64_t)reloads;
     v->rejected = (uint64_t)rejected;
-    size_t wms = (size_t)(o->watermarks_in - o->watermarks_out);
-    v->in_flight = op_size(&r->op) - wms;
-    v->queued = v->in_flight - r->op.pending;
+    in_flight(r, &v->in_flight, &v->queued);
     v->backoffs = op_backoffs(&r->op);
     v->capacity = op_capacity(&r->op);
     int newest = gen_last_id(&r->gens); /* (the newest generation, as --stats says) */

@@ -15,6 +15,7 @@
 ---@field http moonwait.http
 ---@field cache moonwait.cache
 ---@field limit moonwait.limit
+---@field metrics moonwait.metrics
 ---@field thread moonwait.thread
 local M = {}
 
@@ -58,9 +59,5 @@ function M.kill(t) end
 ---@return string? err
 ---@return integer? position
 function M.all(...) end
-
--- (issue 15 item 1: moonwait.metrics, the script's own Prometheus metrics,
--- is added here and in moonwait/metrics.lua when that helper's work is
--- merged: ---@field metrics moonwait.metrics)
 
 return M
