@@ -290,7 +290,8 @@ static int s_metrics(config *c, const char *v, char *w, size_t n)
     char host[64];
     const char *colon = NULL;
     size_t hl = 0;
-    if (v[0] == '[') {
+    int bracketed = v[0] == '[';
+    if (bracketed) {
         const char *end = strchr(v, ']');
         if (end && end[1] == ':') {
             colon = end + 1;
@@ -300,7 +301,7 @@ static int s_metrics(config *c, const char *v, char *w, size_t n)
     } else if ((colon = strrchr(v, ':')) && memchr(v, ':', (size_t)(colon - v))) {
         colon = NULL; /* an IPv6 address without brackets */
     }
-    if (colon && colon[-1] != ']')
+    if (colon && !bracketed) /* (":9090": colon is v itself, hl 0, refused) */
         hl = (size_t)(colon - v);
     uint64_t port;
     unsigned char addr[16];
