@@ -81,6 +81,16 @@ describe("moonwait CLI", function()
     r = H.run("help batch-wait")   -- no key of its own
     assert.matches("pipeline key: none of its own", r.out, 1, true)
     assert.matches("batch.max_wait_ms", r.out, 1, true)
+    -- a field of a table key, as the README's table writes it (regression: unknown setting)
+    for field, flag in pairs({ ["batch.max_wait_ms"] = "batch-wait", ["batch.key"] = "batch-key",
+                               ["batch.max_size"] = "batch-size", ["checkpoint.interval_ms"] = "checkpoint-interval",
+                               ["checkpoint.dir"] = "checkpoint-dir", ["rate_limit.rps"] = "rate-limit",
+                               ["capacity.min"] = "capacity" }) do
+      r = H.run("help " .. field)
+      assert.equal(0, r.code, field .. ": " .. r.err)
+      assert.matches("^%-%-" .. flag:gsub("%-", "%%-") .. " ", r.out)
+    end
+    assert.equal(2, H.run("help mode.x").code)   -- mode is not a table
     r = H.run("help check")        -- a command
     assert.matches("^moonwait check SCRIPT.lua %[PIPELINE.lua%]\n", r.out)
     for _, row in ipairs(table_rows()) do

@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "usage.h"
 
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +39,8 @@ static const entry commands[] = {
       "when every test passed, 1 when one failed (or a spec did not load), 2 for bad usage. README.md, "
       "\"Testing a script\"." },
     { "help [FLAG|KEY|COMMAND]",
-      "Explains one setting, named by its flag (with or without --) or its pipeline key, or one command; "
+      "Explains one setting, named by its flag (with or without --), its pipeline key or a field of one "
+      "(batch.max_wait_ms), or one command; "
       "alone, this text. help --man prints the man page (roff)." },
     { "--help | --version", "Prints this text, or the version." },
 };
@@ -189,11 +192,49 @@ void usage_print_help(FILE *f)
 
 /* ---- one setting -------------------------------------------------------------- */
 
+/* Does text mention word (not as part of a longer name)? */
+static int mentions(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = text; (p = strstr(p, word)) != NULL; p++) {
+        int before = p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '.');
+        int after = isalnum((unsigned char)p[n]) || p[n] == '_';
+        if (!before && !after)
+            return 1;
+    }
+    return 0;
+}
+
+/* A field of a table-valued key, as the README's table writes it
+ * (batch.max_wait_ms, checkpoint.dir): the setting whose help names that
+ * field, else the setting of the table's key. */
+static const option *find_field(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot || dot == name || !dot[1])
+        return NULL;
+    const option *o;
+    for (size_t i = 0; (o = options_at(i)) != NULL; i++)
+        if (o->help && mentions(o->help, name))
+            return o;
+    char table[64];
+    if ((size_t)(dot - name) >= sizeof table)
+        return NULL;
+    snprintf(table, sizeof table, "%.*s", (int)(dot - name), name);
+    o = options_by_key(table);
+    return o && (o->type == OPTION_CKPT || o->type == OPTION_CAPACITY || o->type == OPTION_RATE ||
+                 o->type == OPTION_BATCH || o->type == OPTION_RETRY)
+               ? o
+               : NULL;
+}
+
 static const option *find(const char *name)
 {
     const char *n = strncmp(name, "--", 2) == 0 ? name + 2 : name;
     const option *o = options_by_flag(n, strlen(n));
-    return o ? o : options_by_key(n);
+    if (!o)
+        o = options_by_key(n);
+    return o ? o : find_field(n);
 }
 
 int usage_explain(FILE *f, const char *name)
