@@ -30,7 +30,8 @@ static const entry commands[] = {
     { "check SCRIPT.lua [PIPELINE.lua]",
       "Checks a script without reading input and prints each check: it compiles, its main chunk runs within "
       "the CPU budget and writes no global, it returns a module table with async_invoke or batch_invoke, no "
-      "function of it writes an undeclared global, its hooks are functions, M.retry and M.batch are valid, and "
+      "function of it writes an undeclared global (one that reads a global nothing sets is a warning), its hooks "
+      "are functions, M.retry and M.batch are valid, and "
       "a retry strategy has a predicate; with a pipeline file, its keys and values too. Exit 0 when every "
       "check passes, 2 otherwise." },
     { "test SPEC.lua [SPEC.lua ...]",
