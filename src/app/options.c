@@ -347,7 +347,8 @@ static const option settings[] = {
     { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo, "MS",
       "How far behind the highest event time seen the watermark stays; needs --event-time. Default: 0." },
     { "stats", "stats", OPTION_BOOL, s_stats, NULL,
-      "Progress on stderr every second and a summary at the end (README \"--stats\"). Default: off." },
+      "Progress on stderr (a live line with percent done and ETA on a terminal, a line a second "
+      "elsewhere) and a summary at the end (README \"--stats\"). Default: off." },
     { "max-line-bytes", "max_line_bytes", OPTION_INT, s_maxline, "N",
       "Longest accepted input line, 16 to 4294967296 bytes. Default: 16777216 (16 MiB)." },
     { "retry", "retry", OPTION_RETRY, s_retry, "SPEC",
