@@ -393,11 +393,12 @@ static const option settings[] = {
     { "batch-key", NULL, OPTION_STRING, s_batch_key, "FIELD",
       "Batch together only records with the same value of FIELD (pipeline: batch.key)." },
     { "log-format", "log_format", OPTION_STRING, s_log_format, "text|json",
-      "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' (the "
-      "default) or 'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT." },
+      "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' or "
+      "'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT (README \"Logs\"). Default: text." },
     { "metrics", "metrics", OPTION_STRING, s_metrics, "HOST:PORT",
       "Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz while the run runs "
-      "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr)." },
+      "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr; README \"Metrics\": "
+      "every metric, what to watch)." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

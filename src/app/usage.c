@@ -49,11 +49,13 @@ static const entry commands[] = {
 static const entry statuses[] = {
     { "0", "The input ended and everything was emitted (check: every check passed)." },
     { "1", "The run failed: a record failed with --on-error fail, a malformed line, an output that could not "
-           "be written, a checkpoint that could not be written." },
+           "be written, a checkpoint that could not be written, or a first SIGINT or SIGTERM stopped the input "
+           "(what was in flight was finished first)." },
     { "2", "Bad usage, a script that does not load (or a check that failed), an input or output that cannot "
            "be opened, a checkpoint that cannot be restored from." },
     { "130, 143", "SIGINT, SIGTERM: with --checkpoint-dir, the checkpoint was written (run the same command "
-                  "to continue); otherwise a second signal ended the process at once." },
+                  "to continue); with a Redis Streams input, reading stopped and the records in flight were "
+                  "finished and committed; otherwise a second signal ended the process at once." },
     { "141", "The output's reader went away (a broken pipe)." },
 };
 
