@@ -211,6 +211,19 @@ return M
     assert.matches("4 tests, 4 passed, 0 failed", r.out, 1, true)
   end)
 
+  it("ends several spec files with one total line naming the files that failed", function()
+    local r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n',
+                         ["m2_spec.lua"] = 'it("b", function() assert.equal(1, 2) end)\n',
+                         ["m3_spec.lua"] = 'it("c", function() end)\n' })
+    assert.equal(1, r.code)
+    assert.matches("\n3 spec files: 2 passed, 1 failed %(%S*m2_spec%.lua%)\n$", r.out)
+    r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n', ["m3_spec.lua"] = 'it("c", function() end)\n' })
+    assert.equal(0, r.code)
+    assert.matches("\n2 spec files: 2 passed, 0 failed\n$", r.out)
+    r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n' })   -- one file: its own line is the total
+    assert.is_nil(r.out:find("spec files", 1, true))
+  end)
+
   it("refuses a script that writes a global or breaks the contract, as a run would", function()
     local r = spec_run({ ["f_spec.lua"] = [[
 it("global", function() load_script("g.lua") end)
