@@ -27,8 +27,8 @@ enum { H_ATTEMPT, H_RECORD, H_HOL, NHISTS };
 static const struct {
     const char *name, *help;
 } counters[NCOUNTERS] = {
-    { "moonwait_records_in_total", "Records taken into the operator (not watermarks; a malformed line only when "
-      "dead-lettered or failing the run, not when skipped)." },
+    { "moonwait_records_in_total", "Records taken into the operator (every input line but watermarks and blank "
+      "lines, malformed ones included)." },
     { "moonwait_records_out_total", "Records that left the operator, whatever their outcome." },
     { "moonwait_outputs_total", "Output lines written (a record has 0..N)." },
     { "moonwait_watermarks_total", "Watermarks that left the operator." },

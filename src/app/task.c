@@ -139,9 +139,7 @@ static int malformed(const task_env *env, task *t, const char *err)
     int rc = route_malformed(env->route, &rec, err, t, op_now(env->op));
     if (rc == ROUTE_QUEUED)
         return TASK_OK; /* t is the entry's now, and may be gone already:
-                         * a dead letter at the head leaves at once */
-    if (rc == ROUTE_DROPPED)
-        source_done(env->src, t->ticket); /* skipped: it is done with */
+                         * a dead letter (or skipped line) at the head leaves at once */
     free_task(t);
     return rc == ROUTE_STOP ? TASK_STOP : TASK_OK;
 }
