@@ -376,6 +376,13 @@ int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen)
     uint64_t key = OP_NO_KEY;
     if (!t->malformed && script_key(gen_script(gen_current(env->gens)), t->line, t->len, &key) != 0)
         key = OP_NO_KEY;
+    /* The format writes "no dead letter" as length 0 and reads it back as
+     * "" (a dead-letter line is never empty): passed on, the operator would
+     * count every restored held record as dead-lettered. */
+    if (ce->dlq && ce->dlq_len == 0) {
+        free(ce->dlq);
+        ce->dlq = NULL;
+    }
     /* Its result passes to the entry; the task (raw line) stays for later
      * checkpoints. It may leave at once, releasing t. */
     if (op_restore_completed_keyed(env->op, key, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out,
