@@ -91,6 +91,12 @@ describe("moonwait CLI", function()
       assert.matches("^%-%-" .. flag:gsub("%-", "%%-") .. " ", r.out)
     end
     assert.equal(2, H.run("help mode.x").code)   -- mode is not a table
+    -- an environment variable --help lists (regression: unknown setting)
+    for _, var in ipairs({ "MOONWAIT_LOG_FORMAT", "MOONWAIT_LOG_LEVEL", "MOONWAIT_LUA_DIR" }) do
+      r = H.run("help " .. var)
+      assert.equal(0, r.code, var)
+      assert.matches("^" .. var .. " %(environment%)\n  %S", r.out)
+    end
     r = H.run("help check")        -- a command
     assert.matches("^moonwait check SCRIPT.lua %[PIPELINE.lua%]\n", r.out)
     for _, row in ipairs(table_rows()) do

@@ -41,7 +41,7 @@ static const entry commands[] = {
       "\"Testing a script\"." },
     { "help [FLAG|KEY|COMMAND]",
       "Explains one setting, named by its flag (with or without --), its pipeline key or a field of one "
-      "(batch.max_wait_ms), or one command; "
+      "(batch.max_wait_ms), one environment variable, or one command; "
       "alone, this text. help --man prints the man page (roff)." },
     { "--help | --version", "Prints this text, or the version." },
 };
@@ -250,6 +250,13 @@ int usage_explain(FILE *f, const char *name)
             return 0;
         }
     }
+    /* The environment variables --help lists: asked for by name too. */
+    for (size_t i = 0; i < COUNT(environment); i++)
+        if (strcmp(name, environment[i].term) == 0) {
+            fprintf(f, "%s (environment)\n", environment[i].term);
+            wrap(f, 2, environment[i].text);
+            return 0;
+        }
     const option *o = find(name);
     if (!o) {
         const char *n = strncmp(name, "--", 2) == 0 ? name + 2 : name;
