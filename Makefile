@@ -13,7 +13,7 @@
 #   make example-streams run examples/streams: 3 consumers in a Redis consumer group, exactly once
 #   make example-batch   run examples/batch-quota: MGET batches under a 200 calls/s quota, keyed by user
 #                        (starts its own redis-server and nginx)
-#   make install PREFIX=/usr/local   the binary, lua/ modules, the man page (moonwait.1)
+#   make install PREFIX=/usr/local   the binary, lua/ modules, the man page (moonwait.1), the LuaLS types
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
@@ -196,7 +196,10 @@ install: $(BUILD)/moonwait $(BUILD)/moonwait.1
 	install -m 644 types/library/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/library/
 	install -m 644 types/library/moonwait/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/library/moonwait/
 	install -m 644 types/spec-env/*.lua $(DESTDIR)$(PREFIX)/share/moonwait/types/spec-env/
-	install -m 644 types/luarc.json $(DESTDIR)$(PREFIX)/share/moonwait/types/luarc.json
+	# luarc.json names the library by its installed path: this PREFIX's, not /usr/local's.
+	sed 's|/usr/local/share/moonwait/|$(PREFIX)/share/moonwait/|' types/luarc.json \
+	    >$(DESTDIR)$(PREFIX)/share/moonwait/types/luarc.json
+	chmod 644 $(DESTDIR)$(PREFIX)/share/moonwait/types/luarc.json
 
 clean:
 	rm -rf build build-asan

@@ -184,6 +184,38 @@ return M
     assert.equal(0, r.code, r.out)
   end)
 
+  it("warns about a global read in a function that nothing declares (regression: moonwait.time without require passed)", function()
+    local d = H.tmpdir()
+    local p = H.script(d, [[
+local M = {}
+rawset(_G, "declared", 1)
+local count = 0
+function M.async_invoke(r)
+  r.t = moonwait.time.now()
+  r.n = declared + count + (typo_count or 0)
+  r.s = tostring(r.n)
+  return { r }
+end
+return M
+]])
+    local r = H.run("check script.lua", { dir = d })
+    assert.equal(0, r.code, r.out)   -- a warning: reading nil is not always a mistake
+    assert.matches("warn  its functions read no undeclared global: script.lua:5: 'moonwait'; script.lua:6: 'typo_count' (",
+      r.out, 1, true)
+    assert.is_nil(r.out:find("'declared'", 1, true))
+    assert.is_nil(r.out:find("'tostring'", 1, true))
+    assert.matches("script.lua: ok (9 checks passed, 1 warning)", r.out, 1, true)
+    -- the run indeed fails there
+    r = H.run("run --script " .. H.q(p), { input = '{"a":1}\n' })
+    assert.equal(1, r.code)
+    assert.matches("attempt to index global 'moonwait'", r.err, 1, true)
+    -- a global the script assigns (an error of its own) is not also said as read
+    p = H.script(d, "local M = {}\nfunction M.async_invoke(r) n = (n or 0) + 1; return { r } end\nreturn M\n")
+    r = H.run("check " .. H.q(p))
+    assert.equal(2, r.code)
+    assert.is_nil(r.out:find("read no undeclared", 1, true))
+  end)
+
   it("warns about a function under a near-miss hook name, which moonwait never calls", function()
     local d = H.tmpdir()
     local p = H.script(d, [[

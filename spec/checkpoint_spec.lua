@@ -337,6 +337,31 @@ return {
     assert.is_true(held >= 5, "held " .. held)
   end)
 
+  it("counts restored held records as what they were, not as dead letters (regression: dead_lettered=3 with none)", function()
+    local d = H.tmpdir()
+    H.script(d, [[
+local time = require "moonwait.time"
+return { async_invoke = function(r) if r.s then time.sleep(r.s) end return { r } end }
+]])
+    H.write(d .. "/in", '{"i":1,"s":3}\n{"i":2}\n{"i":3}\n{"i":4}\n')
+    local args = "run --script script.lua --input in --output out --checkpoint-dir cp --checkpoint-interval 20 --stats"
+    start(d, args)
+    -- a checkpoint with the three fast records done and held behind the slow head
+    local function ripe(c)
+      local n = 0
+      for _, e in ipairs(C.entries(c or "")) do if e.done then n = n + 1 end end
+      return n == 3
+    end
+    assert.truthy(H.wait_for(function() return ripe(H.read(d .. "/cp/checkpoint")) end, 15))
+    os.execute("kill -9 $(cat " .. d .. "/pid) 2>/dev/null")
+    wait_rc(d)
+    local code, _, err = run(d, args)
+    assert.equal(0, code, err)
+    assert.matches("3 of them completed and held", err, 1, true)
+    assert.matches("summary: records_in=4 records_out=4 outputs=4 .* skipped=0 dead_lettered=0 ", err)
+    assert.equal(4, #H.lines(H.read(d .. "/out")))
+  end)
+
   for _, sig in ipairs({ { "INT", 130 }, { "TERM", 143 } }) do
     it(("Ctrl-C throws work away: SIG%s checkpoints what is in flight and exits %d"):format(sig[1], sig[2]), function()
       local d = H.tmpdir()

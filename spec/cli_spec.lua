@@ -81,6 +81,22 @@ describe("moonwait CLI", function()
     r = H.run("help batch-wait")   -- no key of its own
     assert.matches("pipeline key: none of its own", r.out, 1, true)
     assert.matches("batch.max_wait_ms", r.out, 1, true)
+    -- a field of a table key, as the README's table writes it (regression: unknown setting)
+    for field, flag in pairs({ ["batch.max_wait_ms"] = "batch-wait", ["batch.key"] = "batch-key",
+                               ["batch.max_size"] = "batch-size", ["checkpoint.interval_ms"] = "checkpoint-interval",
+                               ["checkpoint.dir"] = "checkpoint-dir", ["rate_limit.rps"] = "rate-limit",
+                               ["capacity.min"] = "capacity" }) do
+      r = H.run("help " .. field)
+      assert.equal(0, r.code, field .. ": " .. r.err)
+      assert.matches("^%-%-" .. flag:gsub("%-", "%%-") .. " ", r.out)
+    end
+    assert.equal(2, H.run("help mode.x").code)   -- mode is not a table
+    -- an environment variable --help lists (regression: unknown setting)
+    for _, var in ipairs({ "MOONWAIT_LOG_FORMAT", "MOONWAIT_LOG_LEVEL", "MOONWAIT_LUA_DIR" }) do
+      r = H.run("help " .. var)
+      assert.equal(0, r.code, var)
+      assert.matches("^" .. var .. " %(environment%)\n  %S", r.out)
+    end
     r = H.run("help check")        -- a command
     assert.matches("^moonwait check SCRIPT.lua %[PIPELINE.lua%]\n", r.out)
     for _, row in ipairs(table_rows()) do
@@ -282,6 +298,14 @@ return { script = "enrich.lua", input = "in.jsonl", output = "out.jsonl",
     r = H.run("run --script script.lua --output /nonexistent/dir/out", { dir = d })
     assert.equal(2, r.code)
     assert.matches("--output /nonexistent/dir/out:", r.err, 1, true)
+    -- and the script, from the flag or the pipeline key (regression: "cannot open nope.lua" alone)
+    r = H.run("run --script nope.lua", { dir = d, input = "" })
+    assert.equal(2, r.code)
+    assert.equal("moonwait: --script: cannot open nope.lua: No such file or directory\n", r.err)
+    H.write(d .. "/p.lua", 'return { script = "nope.lua" }')
+    r = H.run("run p.lua", { dir = d, input = "" })
+    assert.equal(2, r.code)
+    assert.matches("^moonwait: %-%-script: cannot open %S*nope%.lua: No such file", r.err)
   end)
 
   it("prints progress and a summary with --stats", function()

@@ -145,6 +145,44 @@ return {
     assert.same({ timed_out = true }, H.json.decode(r.lines[1]))
   end)
 
+  it("takes timeout_ms = ctx.remaining_ms() under --timeout 0 (math.huge: no limit of its own), and so does a socket", function()
+    -- regression: "http: option 'timeout_ms' must be >= 0" for the README's own idiom
+    local r = run_urls([[
+local http = require "moonwait.http"
+local socket = require "moonwait.socket"
+return { async_invoke = function(r, ctx)
+  local res, err = http.get(r.url, { timeout_ms = ctx.remaining_ms() })
+  if not res then return nil, err end
+  local s = socket.tcp()
+  s:settimeout(ctx.remaining_ms())
+  s:settimeouts(0, math.huge, 1e300)
+  local host, port = r.url:match("^http://([^:/]+):(%d+)")
+  assert(s:connect(host, tonumber(port)))
+  assert(s:send("GET /sleep50 HTTP/1.0\r\nHost: x\r\n\r\n"))
+  local line = assert(s:receive("*l"))
+  s:close()
+  return { { status = res.status, line = line, huge = ctx.remaining_ms() == math.huge } }
+end }
+]], { nginx.url("/sleep50") }, "--timeout 0")   -- (50 ms: a wrong bound of a few ms would show)
+    assert.equal(0, r.code, r.err)
+    local out = H.json.decode(r.lines[1])
+    assert.same({ status = 200, huge = true }, { status = out.status, huge = out.huge })
+    assert.matches("^HTTP/1%.1 200", out.line)
+    -- what is not a timeout still raises
+    r = run_urls([[
+local http = require "moonwait.http"
+return { async_invoke = function(r) http.get(r.url, { timeout_ms = -1 }); return {} end }
+]], { nginx.url("/user/1") })
+    assert.equal(1, r.code)
+    assert.matches("http: option 'timeout_ms' must be >= 0", r.err, 1, true)
+    r = run_urls([[
+local socket = require "moonwait.socket"
+return { async_invoke = function(r) socket.tcp():settimeout(0 / 0); return {} end }
+]], { nginx.url("/user/1") })
+    assert.equal(1, r.code)
+    assert.matches("timeout must be >= 0 ms", r.err, 1, true)
+  end)
+
   it("reports connection refused, a bad url and an unknown host", function()
     local r = run_urls(GET, { "http://127.0.0.1:1/x", "ftp://127.0.0.1/x", "http://no-such-host.invalid/x" })
     assert.equal(0, r.code, r.err)

@@ -141,6 +141,33 @@ describe("--metrics", function()
     assert.equal(5, #H.lines(out))
   end)
 
+  it("examples/metrics/alerts.yml: promtool accepts and unit-tests it, and it names only metrics moonwait serves", function()
+    local dir = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or ".") .. "/examples/metrics"
+    local code, out, err = H.sh("cd " .. H.q(dir) .. " && promtool check rules alerts.yml && promtool test rules alerts_test.yml")
+    assert(code == 0, out .. err)
+    -- every moonwait_ metric the rules name is one a run serves (a renamed
+    -- metric would leave an alert that never fires); the per-host and the
+    -- stream's appear only with requests or a stream, and are in the README
+    local d = prepare(nil, H.jsonl({ { id = 1 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    local _, body = m.scrape()
+    local readme = H.read((dir:gsub("/examples/metrics$", "")) .. "/README.md")
+    local rules = H.read(dir .. "/alerts.yml")
+    local n = 0
+    for name in rules:gmatch("moonwait_[%w_]+") do
+      n = n + 1
+      local family = name:gsub("_bucket$", ""):gsub("_sum$", ""):gsub("_count$", "")
+      if family:match("^moonwait_http_client_") or family:match("^moonwait_source_") then
+        assert(readme:find("`" .. family .. "{", 1, true), family .. " is not in the README's table")
+      else
+        assert(body:find("\n# TYPE " .. family .. " ", 1, true), family .. " is not served")
+      end
+    end
+    assert(n >= 10, "too few metrics in alerts.yml")
+    m.end_input()
+    assert.equal(0, (m.wait()))
+  end)
+
   it("observes no head-of-line blocking when every record leaves at once, and counts watermarks", function()
     local d = prepare(nil, H.jsonl({ { id = 1 }, { id = 2 }, { ["$watermark"] = 5 }, { id = 3 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")

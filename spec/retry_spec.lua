@@ -408,10 +408,12 @@ return {
     assert.equal('{"id": nope}', dl.raw)
     assert.equal(2, dl.line)
     assert.matches("^malformed JSON", dl.error)
+    assert.matches("summary: records_in=3 records_out=3 outputs=2 .*dead_lettered=1 malformed=1", r.err)
     r = run([[return { async_invoke = function(r) return { r } end }]], input, "--on-error skip --stats")
     assert.equal(0, r.code, r.err)
     assert.equal(2, #r.lines)
-    assert.matches("skipped=1 .*malformed=1", r.err)
+    -- counted as any skipped record (regression: in skipped, not in records_in or records_out)
+    assert.matches("summary: records_in=3 records_out=3 outputs=2 .*skipped=1 dead_lettered=0 malformed=1", r.err)
   end)
 
   it("requires --dead-letter with --on-error dead-letter", function()

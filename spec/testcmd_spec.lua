@@ -167,6 +167,63 @@ end)
     assert.matches("it failed: timeout %(GET http://svc/price/1%)", r.out)
   end)
 
+  it("reads a call's timeout_ms as the clients do: math.huge (ctx.remaining_ms() without a deadline) and 0 are no limit, redis's default 5000", function()
+    local r = spec_run({ ["h_spec.lua"] = [[
+local M = load_script("rem.lua")
+it("math.huge: the record's deadline cuts a fake timeout (regression: time.sleep raised)", function()
+  http.on("GET", "/", { timeout = true })
+  assert.timed_out(invoke(M, { url = "http://svc/" }, { timeout_ms = 100 }))
+end)
+it("math.huge: a slow answer is no timeout of the call's own", function()
+  http.on("GET", "/", { delay = 0.05, body = "ok" })
+  local res = invoke(M, { url = "http://svc/" }, { timeout_ms = 0 })
+  assert.ok(res, 1)
+  assert.equal("ok", res.outputs[1].body)
+end)
+it("0: no limit of the call's own either", function()
+  http.on("GET", "/", { delay = 0.05, body = "ok" })
+  assert.ok(invoke(M, { url = "http://svc/", ms = 0 }, { timeout_ms = 0 }), 1)
+end)
+it("redis: 5000 ms by default, as redis.connect", function()
+  redis.on("GET", nil, { timeout = true })
+  local res = invoke(M, { redis = true }, { timeout_ms = 5300 })
+  assert.failed(res, "^timeout")
+end)
+]], ["rem.lua"] = [[
+local http = require "moonwait.http"
+local redis = require "moonwait.redis"
+local M = {}
+function M.async_invoke(r, ctx)
+  if r.redis then
+    local c = assert(redis.connect("127.0.0.1", 6379))
+    local v, err = c:get("k")
+    if v == nil then return nil, err end
+    return { { v = v } }
+  end
+  local res, err = http.get(r.url, { timeout_ms = r.ms or ctx.remaining_ms() })
+  if not res then return nil, err end
+  return { { body = res.body } }
+end
+function M.on_timeout(r) return { { timed_out = true } } end
+return M
+]] })
+    assert.equal(0, r.code, r.out .. r.err)
+    assert.matches("4 tests, 4 passed, 0 failed", r.out, 1, true)
+  end)
+
+  it("ends several spec files with one total line naming the files that failed", function()
+    local r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n',
+                         ["m2_spec.lua"] = 'it("b", function() assert.equal(1, 2) end)\n',
+                         ["m3_spec.lua"] = 'it("c", function() end)\n' })
+    assert.equal(1, r.code)
+    assert.matches("\n3 spec files: 2 passed, 1 failed %(%S*m2_spec%.lua%)\n$", r.out)
+    r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n', ["m3_spec.lua"] = 'it("c", function() end)\n' })
+    assert.equal(0, r.code)
+    assert.matches("\n2 spec files: 2 passed, 0 failed\n$", r.out)
+    r = spec_run({ ["m1_spec.lua"] = 'it("a", function() end)\n' })   -- one file: its own line is the total
+    assert.is_nil(r.out:find("spec files", 1, true))
+  end)
+
   it("refuses a script that writes a global or breaks the contract, as a run would", function()
     local r = spec_run({ ["f_spec.lua"] = [[
 it("global", function() load_script("g.lua") end)

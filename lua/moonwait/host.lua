@@ -317,13 +317,17 @@ end
 -- { name =, line = }. Read from LuaJIT's bytecode (GSET), so it finds the
 -- assignment inside a function that only runs with the first record,
 -- which the strict guard would raise at only then. Called after the main
--- chunk ran: what it declared (rawset) is not reported.
+-- chunk ran: what it declared (rawset) is not reported. Second, the same
+-- list for globals read (GGET) that do not exist and are not assigned
+-- anywhere in the chunk: a misspelt local or a module used without its
+-- require (`moonwait.time.now()`) reads nil, which the guard lets pass.
 function M.global_writes(chunk)
   local ok, jutil = pcall(require, "jit.util")
   if not ok then return {} end
   local vmdef_ok, vmdef = pcall(require, "jit.vmdef")
   if not vmdef_ok then return {} end
   local names, found, seen = vmdef.bcnames, {}, {}
+  local reads, written = {}, {}
   local op = {}
   for i = 0, #names / 6 - 1 do op[names:sub(i * 6 + 1, i * 6 + 6):match("^%S+")] = i end
   local gset, gget = op.GSET, op.GGET
@@ -342,10 +346,15 @@ function M.global_writes(chunk)
         local line = jutil.funcinfo(fn, pc).currentline
         if o == gget then
           if name == "setfenv" or name == "module" then own_env = true end
+          if type(name) == "string" and rawget(_G, name) == nil and not seen["r:" .. name .. ":" .. tostring(line)] then
+            seen["r:" .. name .. ":" .. tostring(line)] = true
+            reads[#reads + 1] = { name = name, line = line }
+          end
         elseif type(name) == "string" and rawget(_G, name) == nil and not seen[name .. ":" .. tostring(line)] then
           seen[name .. ":" .. tostring(line)] = true
           found[#found + 1] = { name = name, line = line }
         end
+        if o == gset and type(name) == "string" then written[name] = true end
       end
     end
     for k = -1, -1000000, -1 do
@@ -355,9 +364,15 @@ function M.global_writes(chunk)
     end
   end
   scan(chunk)
-  if own_env then return {} end
-  table.sort(found, function(a, b) return (a.line or 0) < (b.line or 0) end)
-  return found
+  if own_env then return {}, {} end
+  local by_line = function(a, b) return (a.line or 0) < (b.line or 0) end
+  table.sort(found, by_line)
+  local unset = {}
+  for _, r in ipairs(reads) do
+    if not written[r.name] then unset[#unset + 1] = r end
+  end
+  table.sort(unset, by_line)
+  return found, unset
 end
 
 return M

@@ -27,7 +27,8 @@ enum { H_ATTEMPT, H_RECORD, H_HOL, NHISTS };
 static const struct {
     const char *name, *help;
 } counters[NCOUNTERS] = {
-    { "moonwait_records_in_total", "Records read into the operator (not blank, watermark or malformed lines)." },
+    { "moonwait_records_in_total", "Records taken into the operator (every input line but watermarks and blank "
+      "lines, malformed ones included)." },
     { "moonwait_records_out_total", "Records that left the operator, whatever their outcome." },
     { "moonwait_outputs_total", "Output lines written (a record has 0..N)." },
     { "moonwait_watermarks_total", "Watermarks that left the operator." },
@@ -35,9 +36,10 @@ static const struct {
     { "moonwait_retries_total", "Attempts after the first." },
     { "moonwait_timeouts_total", "Records whose total timeout fired." },
     { "moonwait_errors_total", "Records failed for good under --on-error fail (the run failed)." },
-    { "moonwait_skipped_total", "Records that failed and were skipped (--on-error skip)." },
+    { "moonwait_skipped_total", "Records (and malformed lines) that failed and were skipped (--on-error skip)." },
     { "moonwait_dead_lettered_total", "Records written to the dead-letter file." },
-    { "moonwait_malformed_total", "Input lines that were not a JSON object." },
+    { "moonwait_malformed_total", "Input lines that were not a JSON object, skipped or dead-lettered (under "
+      "--on-error fail the first one ends the run and counts in moonwait_errors_total)." },
     { "moonwait_reloads_total", "Hot reloads that became current." },
     { "moonwait_reloads_rejected_total", "Hot reloads rejected (the running generation kept)." },
 }, gauges[NGAUGES] = {

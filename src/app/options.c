@@ -348,7 +348,8 @@ static const option settings[] = {
     { "max-out-of-orderness", "max_out_of_orderness_ms", OPTION_INT, s_ooo, "MS",
       "How far behind the highest event time seen the watermark stays; needs --event-time. Default: 0." },
     { "stats", "stats", OPTION_BOOL, s_stats, NULL,
-      "Progress on stderr every second and a summary at the end (README \"--stats\"). Default: off." },
+      "Progress on stderr (a live line with percent done and ETA on a terminal, a line a second "
+      "elsewhere) and a summary at the end (README \"--stats\"). Default: off." },
     { "max-line-bytes", "max_line_bytes", OPTION_INT, s_maxline, "N",
       "Longest accepted input line, 16 to 4294967296 bytes. Default: 16777216 (16 MiB)." },
     { "retry", "retry", OPTION_RETRY, s_retry, "SPEC",
@@ -393,11 +394,12 @@ static const option settings[] = {
     { "batch-key", NULL, OPTION_STRING, s_batch_key, "FIELD",
       "Batch together only records with the same value of FIELD (pipeline: batch.key)." },
     { "log-format", "log_format", OPTION_STRING, s_log_format, "text|json",
-      "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' (the "
-      "default) or 'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT." },
+      "How moonwait writes its messages, moonwait.log's lines and the --stats lines on stderr: 'text' or "
+      "'json', one JSON object per line. Overrides MOONWAIT_LOG_FORMAT (README \"Logs\"). Default: text." },
     { "metrics", "metrics", OPTION_STRING, s_metrics, "HOST:PORT",
       "Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz while the run runs "
-      "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr)." },
+      "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr; README \"Metrics\": "
+      "every metric, what to watch)." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -139,8 +139,16 @@ static int gen_load(gen *g, char **err)
 {
     gens *gs = g->gs;
     const config *c = gs->cfg;
-    if (script_load_gen(&g->sc, gs->loop, c->script, gs->lua_dir, g->id, err) != 0)
+    if (script_load_gen(&g->sc, gs->loop, c->script, gs->lua_dir, g->id, err) != 0) {
+        /* Name the setting, as --input and --output do: from a pipeline
+         * file's `script` key the path alone does not say which file it is. */
+        char *named;
+        if (*err && strncmp(*err, "cannot open ", 12) == 0 && asprintf(&named, "--script: %s", *err) >= 0) {
+            free(*err);
+            *err = named;
+        }
         return -1;
+    }
     if (c->event_time && script_set_event_time(&g->sc, c->event_time) != 0) {
         if (asprintf(err, "option '--event-time': bad field path '%s'", c->event_time) < 0)
             *err = NULL;

@@ -178,14 +178,12 @@ int route_malformed(route *r, const route_rec *rec, const char *err, void *udata
         snprintf(msg, sizeof msg, "input line %" PRIu64 ": %s", rec->lineno, err);
         op_push_failed(r->op, rec->lineno, msg, NULL);
         return ROUTE_STOP;
-    case ON_ERROR_SKIP:
-        r->skipped++;
-        r->malformed++;
-        return ROUTE_DROPPED;
     default:
         /* It takes a slot and leaves in its turn, so the dead-letter file
          * keeps pace with the output; the caller's record keeps the raw
-         * line for checkpoints. */
+         * line for checkpoints. A skipped one too: it counts as a record in
+         * and out like any skipped record (records_in = records_out +
+         * in_flight), and a stream's entry is acknowledged in its turn. */
         if (op_push_record(r->op, rec->lineno, 0, udata, &e) != 0)
             return ROUTE_NOROOM;
         r->malformed++;

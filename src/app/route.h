@@ -44,10 +44,9 @@ void route_failure(route *r, op_entry *e, const route_rec *rec, const char *err,
 
 /* What route_malformed did with the line. */
 enum {
-    ROUTE_DROPPED,  /* skipped: the caller frees its record */
     ROUTE_STOP,     /* queued as a failed entry (fails the run in its turn):
                      * stop reading; the caller frees its record */
-    ROUTE_QUEUED,   /* queued as a dead letter with `udata` (the caller's
+    ROUTE_QUEUED,   /* queued as a dead letter or a skipped record with `udata` (the caller's
                      * record, released through op's release callback,
                      * perhaps before this returns: touch it no more) */
     ROUTE_NOROOM,   /* the operator refused it: the caller frees its record */

@@ -102,6 +102,18 @@ int spectest_main(int argc, char **argv, const char *lua_dir)
         }
     int failed = 0;
     for (int i = 1; i < argc; i++)
-        failed += run_one(argv[i], lua_dir);
+        if (run_one(argv[i], lua_dir)) {
+            failed++;
+            argv[failed] = argv[i]; /* the failed ones, in order, for the total */
+        }
+    /* With several files (a glob in CI), one last line says whether all
+     * passed without scrolling back through each file's own line. */
+    if (argc > 2) {
+        printf("%d spec files: %d passed, %d failed", argc - 1, argc - 1 - failed, failed);
+        for (int i = 1; i <= failed; i++)
+            printf("%s%s", i == 1 ? " (" : ", ", argv[i]);
+        printf("%s\n", failed ? ")" : "");
+    }
+    fflush(stdout);
     return failed ? 1 : 0;
 }

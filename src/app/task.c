@@ -139,9 +139,7 @@ static int malformed(const task_env *env, task *t, const char *err)
     int rc = route_malformed(env->route, &rec, err, t, op_now(env->op));
     if (rc == ROUTE_QUEUED)
         return TASK_OK; /* t is the entry's now, and may be gone already:
-                         * a dead letter at the head leaves at once */
-    if (rc == ROUTE_DROPPED)
-        source_done(env->src, t->ticket); /* skipped: it is done with */
+                         * a dead letter (or skipped line) at the head leaves at once */
     free_task(t);
     return rc == ROUTE_STOP ? TASK_STOP : TASK_OK;
 }
@@ -378,6 +376,13 @@ int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen)
     uint64_t key = OP_NO_KEY;
     if (!t->malformed && script_key(gen_script(gen_current(env->gens)), t->line, t->len, &key) != 0)
         key = OP_NO_KEY;
+    /* The format writes "no dead letter" as length 0 and reads it back as
+     * "" (a dead-letter line is never empty): passed on, the operator would
+     * count every restored held record as dead-lettered. */
+    if (ce->dlq && ce->dlq_len == 0) {
+        free(ce->dlq);
+        ce->dlq = NULL;
+    }
     /* Its result passes to the entry; the task (raw line) stays for later
      * checkpoints. It may leave at once, releasing t. */
     if (op_restore_completed_keyed(env->op, key, ce->seq, ce->line, ce->attempt, ce->timed_out, ce->out,

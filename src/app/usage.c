@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "usage.h"
 
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +30,8 @@ static const entry commands[] = {
     { "check SCRIPT.lua [PIPELINE.lua]",
       "Checks a script without reading input and prints each check: it compiles, its main chunk runs within "
       "the CPU budget and writes no global, it returns a module table with async_invoke or batch_invoke, no "
-      "function of it writes an undeclared global, its hooks are functions, M.retry and M.batch are valid, and "
+      "function of it writes an undeclared global (one that reads a global nothing sets is a warning), its hooks "
+      "are functions, M.retry and M.batch are valid, and "
       "a retry strategy has a predicate; with a pipeline file, its keys and values too. Exit 0 when every "
       "check passes, 2 otherwise." },
     { "test SPEC.lua [SPEC.lua ...]",
@@ -37,7 +40,8 @@ static const entry commands[] = {
       "when every test passed, 1 when one failed (or a spec did not load), 2 for bad usage. README.md, "
       "\"Testing a script\"." },
     { "help [FLAG|KEY|COMMAND]",
-      "Explains one setting, named by its flag (with or without --) or its pipeline key, or one command; "
+      "Explains one setting, named by its flag (with or without --), its pipeline key or a field of one "
+      "(batch.max_wait_ms), one environment variable, or one command; "
       "alone, this text. help --man prints the man page (roff)." },
     { "--help | --version", "Prints this text, or the version." },
 };
@@ -45,11 +49,13 @@ static const entry commands[] = {
 static const entry statuses[] = {
     { "0", "The input ended and everything was emitted (check: every check passed)." },
     { "1", "The run failed: a record failed with --on-error fail, a malformed line, an output that could not "
-           "be written, a checkpoint that could not be written." },
+           "be written, a checkpoint that could not be written, or a first SIGINT or SIGTERM stopped the input "
+           "(what was in flight was finished first)." },
     { "2", "Bad usage, a script that does not load (or a check that failed), an input or output that cannot "
            "be opened, a checkpoint that cannot be restored from." },
     { "130, 143", "SIGINT, SIGTERM: with --checkpoint-dir, the checkpoint was written (run the same command "
-                  "to continue); otherwise a second signal ended the process at once." },
+                  "to continue); with a Redis Streams input, reading stopped and the records in flight were "
+                  "finished and committed; otherwise a second signal ended the process at once." },
     { "141", "The output's reader went away (a broken pipe)." },
 };
 
@@ -189,11 +195,49 @@ void usage_print_help(FILE *f)
 
 /* ---- one setting -------------------------------------------------------------- */
 
+/* Does text mention word (not as part of a longer name)? */
+static int mentions(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = text; (p = strstr(p, word)) != NULL; p++) {
+        int before = p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '.');
+        int after = isalnum((unsigned char)p[n]) || p[n] == '_';
+        if (!before && !after)
+            return 1;
+    }
+    return 0;
+}
+
+/* A field of a table-valued key, as the README's table writes it
+ * (batch.max_wait_ms, checkpoint.dir): the setting whose help names that
+ * field, else the setting of the table's key. */
+static const option *find_field(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot || dot == name || !dot[1])
+        return NULL;
+    const option *o;
+    for (size_t i = 0; (o = options_at(i)) != NULL; i++)
+        if (o->help && mentions(o->help, name))
+            return o;
+    char table[64];
+    if ((size_t)(dot - name) >= sizeof table)
+        return NULL;
+    snprintf(table, sizeof table, "%.*s", (int)(dot - name), name);
+    o = options_by_key(table);
+    return o && (o->type == OPTION_CKPT || o->type == OPTION_CAPACITY || o->type == OPTION_RATE ||
+                 o->type == OPTION_BATCH || o->type == OPTION_RETRY)
+               ? o
+               : NULL;
+}
+
 static const option *find(const char *name)
 {
     const char *n = strncmp(name, "--", 2) == 0 ? name + 2 : name;
     const option *o = options_by_flag(n, strlen(n));
-    return o ? o : options_by_key(n);
+    if (!o)
+        o = options_by_key(n);
+    return o ? o : find_field(n);
 }
 
 int usage_explain(FILE *f, const char *name)
@@ -206,6 +250,13 @@ int usage_explain(FILE *f, const char *name)
             return 0;
         }
     }
+    /* The environment variables --help lists: asked for by name too. */
+    for (size_t i = 0; i < COUNT(environment); i++)
+        if (strcmp(name, environment[i].term) == 0) {
+            fprintf(f, "%s (environment)\n", environment[i].term);
+            wrap(f, 2, environment[i].text);
+            return 0;
+        }
     const option *o = find(name);
     if (!o) {
         const char *n = strncmp(name, "--", 2) == 0 ? name + 2 : name;

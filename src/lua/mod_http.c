@@ -276,7 +276,15 @@ static void read_opts(lua_State *L, int o, http_opts *opts, uint64_t *timeout)
     opts->verify = opt_bool(L, o, "ssl_verify", 1);
     opts->pool_size = (size_t)opt_int(L, o, "pool_size", HTTP_DEFAULT_POOL_SIZE, 1);
     opts->max_body = (size_t)opt_int(L, o, "max_body", HTTP_DEFAULT_MAX_BODY, 0);
-    *timeout = (uint64_t)opt_int(L, o, "timeout_ms", DEFAULT_TIMEOUT_MS, 0);
+    *timeout = DEFAULT_TIMEOUT_MS;
+    if (o) {
+        lua_getfield(L, o, "timeout_ms");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "http: option 'timeout_ms' must be a number");
+        if (!lua_isnil(L, -1) && rt_lua_ms(L, -1, timeout) != 0)
+            luaL_error(L, "http: option 'timeout_ms' must be >= 0 (math.huge: no limit but the record's)");
+        lua_pop(L, 1);
+    }
     opts->max_header_bytes = (size_t)opt_int(L, o, "max_header_bytes", HTTP_DEFAULT_MAX_HEADER_BYTES, 1);
     opts->max_headers = (size_t)opt_int(L, o, "max_headers", HTTP_DEFAULT_MAX_HEADERS, 1);
     opts->ca_file = NULL;

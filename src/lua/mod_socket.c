@@ -394,22 +394,26 @@ static int l_sslhandshake(lua_State *L)
 static int l_settimeout(lua_State *L)
 {
     sock *s = check_sock(L);
-    lua_Integer ms = luaL_checkinteger(L, 2);
-    if (ms < 0)
+    uint64_t ms;
+    luaL_checknumber(L, 2);
+    if (rt_lua_ms(L, 2, &ms) != 0)
         return luaL_argerror(L, 2, "timeout must be >= 0 ms");
-    s->connect_ms = s->send_ms = s->read_ms = (uint64_t)ms;
+    s->connect_ms = s->send_ms = s->read_ms = ms;
     return 0;
 }
 
 static int l_settimeouts(lua_State *L)
 {
     sock *s = check_sock(L);
-    lua_Integer c = luaL_checkinteger(L, 2), w = luaL_checkinteger(L, 3), r = luaL_checkinteger(L, 4);
-    if (c < 0 || w < 0 || r < 0)
+    uint64_t c, w, r;
+    luaL_checknumber(L, 2);
+    luaL_checknumber(L, 3);
+    luaL_checknumber(L, 4);
+    if (rt_lua_ms(L, 2, &c) != 0 || rt_lua_ms(L, 3, &w) != 0 || rt_lua_ms(L, 4, &r) != 0)
         return luaL_error(L, "bad argument to 'settimeouts' (timeouts must be >= 0 ms)");
-    s->connect_ms = (uint64_t)c;
-    s->send_ms = (uint64_t)w;
-    s->read_ms = (uint64_t)r;
+    s->connect_ms = c;
+    s->send_ms = w;
+    s->read_ms = r;
     return 0;
 }
 

@@ -402,6 +402,15 @@ uint64_t rt_wait_ms(const rt_fiber *f, uint64_t timeout_ms)
     return left + 1;
 }
 
+int rt_lua_ms(lua_State *L, int idx, uint64_t *ms)
+{
+    lua_Number n = lua_tonumber(L, idx);
+    if (!(n >= 0)) /* NaN too */
+        return -1;
+    *ms = n >= 9007199254740992.0 ? 0 : (uint64_t)n;
+    return 0;
+}
+
 void rt_park(rt_fiber *f, rt_cancel_fn cancel, void *wait)
 {
     f->state = RT_FIBER_PARKED;

@@ -227,6 +227,14 @@ void rt_unpark(rt_fiber *f);
  * moment) fire first. Returns 0 for "no limit". */
 uint64_t rt_wait_ms(const rt_fiber *f, uint64_t timeout_ms);
 
+/* A call's own timeout from the Lua number at idx into *ms: an integer of
+ * 0 or more as is; math.huge (what ctx.remaining_ms() gives a record
+ * without a deadline, so `timeout_ms = ctx.remaining_ms()` works under
+ * --timeout 0) or anything from 2^53 up is no limit of its own: 0, as
+ * rt_wait_ms reads it. -1 for a negative number or NaN (the caller raises);
+ * the caller has checked it is a number. */
+int rt_lua_ms(lua_State *L, int idx, uint64_t *ms);
+
 /* The last step of a parking primitive: `return rt_yield(L, f);`. If the
  * request already completed during the call (its callback ran
  * synchronously and woke f), return its results directly instead of

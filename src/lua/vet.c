@@ -31,47 +31,67 @@ static const char *chunk_check(const char *m)
     return "its main chunk runs";
 }
 
-/* host.global_writes(chunk) for the chunk at `chunk` of file `path`: the
- * undeclared globals its functions assign, appended to b as
+/* Append list (a host.global_writes list at the top of L) to b as
  * "; path:line: 'name'". */
-static void global_writes(lua_State *L, int host, int chunk, const char *path, mw_buf *b)
+static void add_names(lua_State *L, const char *path, mw_buf *b)
+{
+    if (!lua_istable(L, -1))
+        return;
+    size_t n = lua_objlen(L, -1);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        lua_getfield(L, -1, "name");
+        lua_getfield(L, -2, "line");
+        char one[512];
+        int len = snprintf(one, sizeof one, "%s%s:%d: '%s'", b->len ? "; " : "", path, (int)lua_tointeger(L, -1),
+                           lua_tostring(L, -2));
+        mw_buf_add(b, one, len > 0 && (size_t)len < sizeof one ? (size_t)len : 0);
+        lua_pop(L, 3);
+    }
+}
+
+/* host.global_writes(chunk) for the chunk at `chunk` of file `path`: the
+ * undeclared globals its functions assign, appended to w, and those they
+ * read that nothing declares or assigns, appended to r. */
+static void global_writes(lua_State *L, int host, int chunk, const char *path, mw_buf *w, mw_buf *r)
 {
     int top = lua_gettop(L);
     lua_getfield(L, host, "global_writes");
     lua_pushvalue(L, chunk);
-    if (script_pcall(L, 1, 1) == 0 && lua_istable(L, -1)) {
-        size_t n = lua_objlen(L, -1);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, (int)i);
-            lua_getfield(L, -1, "name");
-            lua_getfield(L, -2, "line");
-            char one[512];
-            int len = snprintf(one, sizeof one, "%s%s:%d: '%s'", b->len ? "; " : "", path, (int)lua_tointeger(L, -1),
-                               lua_tostring(L, -2));
-            mw_buf_add(b, one, len > 0 && (size_t)len < sizeof one ? (size_t)len : 0);
-            lua_pop(L, 3);
-        }
+    if (script_pcall(L, 1, 2) == 0) {
+        add_names(L, path, r);
+        lua_pop(L, 1);
+        add_names(L, path, w);
     }
     lua_settop(L, top);
 }
 
 /* The undeclared globals assigned by the functions of the script (its
  * compiled chunk at `chunk`) and of the modules it loaded from its own
- * directory, as one detail, or NULL for none (malloc'd). */
-static char *all_global_writes(script *sc, int host, int chunk)
+ * directory, as one detail, or NULL for none (malloc'd); *reads: the same
+ * for the undeclared globals they read (a warning). */
+static char *all_global_writes(script *sc, int host, int chunk, char **reads)
 {
     lua_State *L = sc->rt.L;
-    mw_buf b = { 0 };
-    global_writes(L, host, chunk, sc->path, &b);
+    mw_buf b = { 0 }, r = { 0 };
+    global_writes(L, host, chunk, sc->path, &b, &r);
     char **files = script_loaded_files(sc);
     for (char **f = files && files[0] ? files + 1 : NULL; f && *f; f++)
         if (luaL_loadfile(L, *f) == 0) {
-            global_writes(L, host, lua_gettop(L), *f, &b);
+            global_writes(L, host, lua_gettop(L), *f, &b, &r);
             lua_pop(L, 1);
         } else {
             lua_pop(L, 1);
         }
     script_free_files(files);
+    *reads = NULL;
+    if (r.len) {
+        static const char rtail[] = " (read in a function and nil when it runs, nothing declares or assigns it: "
+                                    "a misspelt local? a module used without require? `local time = require "
+                                    "\"moonwait.time\"`)";
+        mw_buf_add(&r, rtail, sizeof rtail); /* with its NUL */
+        *reads = r.p;
+    }
     if (!b.len)
         return NULL;
     static const char tail[] = " (assigned in a function, it raises when that runs: declare it local, or "
@@ -146,10 +166,14 @@ int script_vet(script *sc, uv_loop_t *loop, const char *path, const char *lua_di
     report(ud, SCRIPT_VET_OK, "its main chunk returns within the CPU budget", NULL);
     report(ud, SCRIPT_VET_OK, "its main chunk writes no global", NULL);
     int mod = lua_gettop(L);
-    char *globals = all_global_writes(sc, host, chunk);
+    char *reads = NULL;
+    char *globals = all_global_writes(sc, host, chunk, &reads);
     report(ud, globals ? SCRIPT_VET_FAIL : SCRIPT_VET_OK, "its functions write no undeclared global", globals);
+    if (reads)
+        report(ud, SCRIPT_VET_WARN, "its functions read no undeclared global", reads);
     failed |= globals != NULL;
     free(globals);
+    free(reads);
     if (contract(L, host, mod, path, report, ud) != 0)
         return -1;
     if (script_take_module(sc, host, mod, &err) != 0) {

@@ -32,8 +32,18 @@ local function next_answer(route)
   return a
 end
 
-local function limit_ms(opts_timeout)
-  return opts_timeout or 60000
+-- A call's own limit in ms, read as the real clients read it: nil their
+-- default (moonwait.http 60000, moonwait.redis 5000); 0, or math.huge (what
+-- ctx.remaining_ms() gives without a record deadline), no limit of its own.
+local function limit_ms(opts_timeout, default)
+  if opts_timeout == nil then return default end
+  if opts_timeout == 0 or opts_timeout >= 2 ^ 53 then return math.huge end
+  return opts_timeout
+end
+
+-- Wait out a limit; an endless one until the record's deadline cuts it.
+local function sleep_ms(limit)
+  time.sleep(limit == math.huge and 1e9 or limit / 1000)
 end
 
 -- moonwait.http's fake: http.on(method, url_pattern, answer), http.calls.
@@ -79,14 +89,14 @@ local function new_http()
       if r == nil then return nil, err end
       a = r
     end
-    local limit = limit_ms(opts.timeout_ms)
+    local limit = limit_ms(opts.timeout_ms, 60000)
     if a.timeout then
-      time.sleep(limit / 1000)
+      sleep_ms(limit)
       return nil, "timeout" .. where
     end
     if a.delay then
       if a.delay * 1000 >= limit then
-        time.sleep(limit / 1000)
+        sleep_ms(limit)
         return nil, "timeout" .. where
       end
       time.sleep(a.delay)
@@ -173,9 +183,9 @@ local function new_redis()
     local a = route.answer
     if type(a) == "function" then return a(unpack(flat, 1, args.n)) end
     if not is_spec(a) then return a end
-    local limit = self._timeout_ms or 60000
+    local limit = limit_ms(self._timeout_ms, 5000)
     if a.timeout or (a.delay and a.delay * 1000 >= limit) then
-      time.sleep(limit / 1000)
+      sleep_ms(limit)
       self._closed = true
       return nil, "timeout (" .. peer .. ")"
     end

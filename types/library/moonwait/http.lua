@@ -9,7 +9,7 @@ local M = {}
 ---@field method? string default "GET"
 ---@field headers? table<string, string>
 ---@field body? string
----@field timeout_ms? integer the whole request (default 60000), never past the record's deadline
+---@field timeout_ms? number the whole request (default 60000), never past the record's deadline; 0 or math.huge (`ctx.remaining_ms()` without a deadline): no limit of its own
 ---@field keepalive? boolean return the connection to the pool afterwards (default true)
 ---@field pool_size? integer
 ---@field max_body? integer bytes (default 16 MiB)

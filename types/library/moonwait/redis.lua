@@ -10,7 +10,7 @@
 local M = {}
 
 ---@class moonwait.redis.connect_opts
----@field timeout_ms? integer connect, send and read (ms)
+---@field timeout_ms? number connect, send and read (ms; default 5000; 0 or math.huge: no limit of its own)
 ---@field pool? string the pool's name (default host:port)
 ---@field pool_size? integer
 ---@field user? string Redis 6 ACL user (with password)

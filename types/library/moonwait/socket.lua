@@ -53,13 +53,13 @@ function tcpsock:receive(pattern) end
 ---@return fun(): string|nil, string?, string?
 function tcpsock:receiveuntil(pattern) end
 
---- One timeout for connect, send and read (ms).
----@param ms integer
+--- One timeout for connect, send and read (ms; 0 or math.huge: none of its own).
+---@param ms number
 function tcpsock:settimeout(ms) end
 
----@param connect_ms integer
----@param send_ms integer
----@param read_ms integer
+---@param connect_ms number
+---@param send_ms number
+---@param read_ms number
 function tcpsock:settimeouts(connect_ms, send_ms, read_ms) end
 
 --- `"ca_file"` (a CA file for verification) or `"max_buffer"` (bytes; default 16 MiB).
