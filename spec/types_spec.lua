@@ -78,11 +78,11 @@ local function lua_modules()
   return out
 end
 
--- Names ctx's metatable answers, from vm.c's ctx_index (probed at runtime),
+-- Names ctx's metatable answers, from ctx.c's script_ctx_index (probed at runtime),
 -- and fields set on a ctx only in some runs (a stream's entry, a reload).
 local function ctx_sources()
   local probes = {}
-  for name in H.read("src/lua/vm.c"):match("static int ctx_index.-\n}\n"):gmatch('strcmp%(k, "([%w_]+)"%)') do
+  for name in H.read("src/lua/ctx.c"):match("int script_ctx_index.-\n}\n"):gmatch('strcmp%(k, "([%w_]+)"%)') do
     probes[#probes + 1] = name
   end
   local sometimes = {}

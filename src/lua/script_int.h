@@ -52,6 +52,10 @@ void script_attempt_ended(script *sc, const script_call *a, int ok, char *out, s
  * (loop ms, 0 = none): a batch's ctxs each carry their record's own. */
 void script_push_remaining_ms(lua_State *L, uint64_t deadline_ms);
 
+/* ctx's __index (ctx.c): remaining_ms, overloaded, defer, log on access;
+ * its upvalue is the script. */
+int script_ctx_index(lua_State *L);
+
 /* batch.c: script_invoke for a batching script: `rec` joins the pending
  * batch of its key (ownership passes). */
 void script_batch_add(script *sc, script_rec *rec, const script_call *a);

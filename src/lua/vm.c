@@ -3,7 +3,7 @@
  * lua_State with the host modules in package.preload, the script's
  * directory first on package.path, the policy of lua/moonwait/host.lua
  * (os.exit and, when moonwait reads stdin, io.read refused; strict
- * globals) and the ctx metatable; check the module's contract and take
+ * globals) and the ctx metatable (its __index: ctx.c); check the module's contract and take
  * refs to its functions; list the files it loaded for the watcher; close.
  * Also the one protected call with a traceback that every synchronous
  * call into the script goes through (script_pcall).
@@ -148,82 +148,6 @@ static void preload(lua_State *L, const char *name, lua_CFunction fn)
     lua_pop(L, 2);
 }
 
-/* ---- ctx's metatable --------------------------------------------------------- */
-
-/* ctx's __index: remaining_ms and log are built on first access, so a
- * record that never reads them pays nothing. */
-static int l_remaining_ms(lua_State *L)
-{
-    /* The record's deadline in loop ms (0 = none), on the loop's whole-ms
-     * clock that the record's timer counts: a call given remaining_ms() as
-     * its timeout ends exactly at the record's deadline. */
-    double deadline_ms = lua_tonumber(L, lua_upvalueindex(1));
-    if (deadline_ms <= 0) {
-        lua_pushnumber(L, HUGE_VAL);
-        return 1;
-    }
-    double left = deadline_ms - (double)uv_now(rt_of(L)->loop);
-    lua_pushnumber(L, left > 0 ? left : 0);
-    return 1;
-}
-
-void script_push_remaining_ms(lua_State *L, uint64_t deadline_ms)
-{
-    lua_pushnumber(L, (lua_Number)deadline_ms);
-    lua_pushcclosure(L, l_remaining_ms, 1);
-}
-
-/* The deadline of the call running now: the fiber's (async_invoke, a
- * retry predicate, a hook: none), or on_timeout's (sc->sync_deadline_ms). */
-static uint64_t running_deadline_ms(lua_State *L)
-{
-    rt_fiber *f = rt_of(L)->running;
-    if (f)
-        return f->deadline_ms;
-    const script *sc = lua_touserdata(L, lua_upvalueindex(1));
-    return sc->sync_deadline_ms;
-}
-
-/* ctx.overloaded(): the service this record talks to signalled an
- * overload in its own way (a Redis BUSY, a queue-full error): the
- * attempt reports it with its outcome, as an HTTP 429/503 is (adaptive
- * capacity lowers the limit; without it, nothing happens). Pushes
- * nothing; raises outside a running attempt. */
-static int l_overloaded(lua_State *L)
-{
-    rt_fiber *f = rt_of(L)->running;
-    if (!f)
-        return luaL_error(L, "ctx.overloaded can only be called while an attempt runs (async_invoke, "
-                             "batch_invoke, a retry predicate, or a function they spawned)");
-    rt_overload(f);
-    return 0;
-}
-
-static int ctx_index(lua_State *L)
-{
-    const char *k = lua_tostring(L, 2);
-    if (k && strcmp(k, "remaining_ms") == 0) {
-        lua_pushnumber(L, (lua_Number)running_deadline_ms(L));
-        lua_pushcclosure(L, l_remaining_ms, 1);
-        return 1;
-    }
-    if (k && strcmp(k, "overloaded") == 0) {
-        lua_pushcfunction(L, l_overloaded);
-        return 1;
-    }
-    if (k && strcmp(k, "defer") == 0) {
-        lua_pushcfunction(L, defer_ctx);
-        return 1;
-    }
-    if (k && strcmp(k, "log") == 0) {
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "moonwait.log");
-        lua_call(L, 1, 1);
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- loading ----------------------------------------------------------------- */
 
 static char *dir_of(const char *path)
@@ -336,7 +260,7 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
 
     lua_newtable(L);
     lua_pushlightuserdata(L, sc);
-    lua_pushcclosure(L, ctx_index, 1);
+    lua_pushcclosure(L, script_ctx_index, 1);
     lua_setfield(L, -2, "__index");
     sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
