@@ -152,4 +152,28 @@ function H.wait_for(fn, secs)
   return fn()
 end
 
+-- Start `moonwait run ARGS` in the background in dir (stdout to dir/out,
+-- stderr to dir/err, its pid in dir/pid, its exit status in dir/rc once it
+-- ends), with `env` (shell assignments) before it. Returns the pid and a
+-- wait(secs) that gives the exit status, the output and stderr.
+function H.start_run(dir, args, env)
+  os.execute(string.format(
+    "cd %s && { %s %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+    dir, env or "", H.cmd(""), args))
+  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 30)
+  assert(pid, "moonwait did not start")
+  local function wait(secs)
+    local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
+    return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
+  end
+  return pid, wait
+end
+
+-- Wait (up to a generous bound that only matters when something is wrong)
+-- until moonwait's stderr in dir/err has `text`; fails naming it otherwise.
+function H.wait_err(dir, text, secs)
+  local ok = H.wait_for(function() return (H.read(dir .. "/err") or ""):find(text, 1, true) end, secs or 30)
+  assert(ok, "waited for '" .. text .. "' in:\n" .. (H.read(dir .. "/err") or ""))
+end
+
 return H

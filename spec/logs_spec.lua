@@ -40,25 +40,7 @@ local function records(n)
   return table.concat(t, "\n") .. "\n"
 end
 
--- Start moonwait in the background in dir (stderr to dir/err); returns pid
--- and a wait().
-local function start(dir, args, env)
-  os.execute(string.format(
-    "cd %s && { %s %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
-    dir, env or "", H.cmd(""), args))
-  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 30)
-  assert(pid, "moonwait did not start")
-  local function wait(secs)
-    local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
-    return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
-  end
-  return pid, wait
-end
-
-local function wait_err(dir, text, secs)
-  local ok = H.wait_for(function() return (H.read(dir .. "/err") or ""):find(text, 1, true) end, secs or 30)
-  assert(ok, "waited for '" .. text .. "' in:\n" .. (H.read(dir .. "/err") or ""))
-end
+local start, wait_err = H.start_run, H.wait_err
 
 describe("logs", function()
   after_each(H.cleanup)

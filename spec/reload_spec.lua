@@ -3,29 +3,16 @@ local H = require("helpers")
 
 -- Start moonwait in the background in dir; returns pid and a wait().
 local function start(dir, args, before_ready)
-  os.execute(string.format(
-    "cd %s && { %s run %s >out 2>err & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
-    dir, H.cmd(""), args))
-  local pid = H.wait_for(function() return (H.read(dir .. "/pid") or ""):match("%d+") end, 30)
-  assert(pid, "moonwait did not start")
+  local pid, wait = H.start_run(dir, args)
   if before_ready then before_ready(pid) end -- e.g. the writer of a FIFO input
   -- ready: the first generation's open ran (its handlers are installed;
   -- under valgrind start-up takes a while)
   assert(H.wait_for(function() return (H.read(dir .. "/err") or ""):find("READY", 1, true) end, 60),
     "no READY: " .. (H.read(dir .. "/err") or ""))
-  local function wait(secs)
-    local rc = H.wait_for(function() return H.read(dir .. "/rc") end, secs or 60)
-    return tonumber(rc and rc:match("%d+")), H.read(dir .. "/out") or "", H.read(dir .. "/err") or ""
-  end
   return pid, wait
 end
 
--- Wait (up to a generous bound that only matters when something is wrong)
--- until moonwait's stderr in dir has `text`; fails naming it otherwise.
-local function wait_err(dir, text, secs)
-  local ok = H.wait_for(function() return (H.read(dir .. "/err") or ""):find(text, 1, true) end, secs or 30)
-  assert(ok, "waited for '" .. text .. "' in:\n" .. (H.read(dir .. "/err") or ""))
-end
+local wait_err = H.wait_err
 
 -- The input as a FIFO fed from dir/in and then kept open (no end of input,
 -- so the run cannot end early) until the returned end_input() is called.
