@@ -245,6 +245,23 @@ return M
     assert.equal(0, (m.wait()))
   end)
 
+  it("reads each request's own path on a kept-alive connection, not the tail of a longer earlier one", function()
+    local d = prepare(nil, H.jsonl({ { id = 1 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    local fd = assert(T.connect(m.port))
+    -- /healthz over the buffer that held /metrics/and/more would read "/healthz/and/more"
+    T.send(fd, "GET /metrics/and/more HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" ..
+      "GET /healthz?x=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local r, closed = T.read_all(fd, 5)
+    T.close(fd)
+    assert.is_true(closed)
+    local statuses = {}
+    for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = tonumber(s) end
+    assert.same({ 404, 200, 200, 200 }, statuses)
+    m.end_input()
+    assert.equal(0, (m.wait()))
+  end)
+
   it("ends the run when the input ends, with a scraper still connected", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
