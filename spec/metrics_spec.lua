@@ -531,6 +531,38 @@ return M
     assert.equal(7, #errs) -- the same registration again is the same metric
   end)
 
+  it("refuses a metric named as a histogram's samples: promtool still accepts the scrape", function()
+    local d = prepare([[
+local m = require "moonwait.metrics"
+local M = {}
+local h = assert(m.histogram("lat", "Latency."))
+local errs = {}
+for _, name in ipairs({ "lat_count", "lat_sum", "lat_bucket" }) do
+  local g, err = m.gauge(name, "collides")
+  errs[#errs + 1] = g and "taken" or err
+end
+local odd = assert(m.counter("odd_total", "Odd label values.", { "v" }))
+function M.async_invoke(r)
+  h:observe(0.01)
+  odd:inc(1, { "nul\0,quote\",back\\,nl\n,end" }) -- (no space: the spec's parser splits on it)
+  return { { errs = errs } }
+end
+return M
+]], H.jsonl({ { id = 1 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    local ok, v = m.until_(function(v) return v.moonwait_records_out_total == 1 end) -- promtool checks each
+    assert(ok)
+    assert.equal(1, v.lat_count)
+    m.end_input()
+    local code, out = m.wait()
+    assert.equal(0, code)
+    local errs = H.json.decode(H.lines(out)[1]).errs
+    for i = 1, 3 do
+      assert.truthy(errs[i]:find("collides with the histogram 'lat'", 1, true), errs[i])
+    end
+    assert.equal(3, #errs)
+  end)
+
   it("caps a metric's label sets at 1000 (nil, err past it) and raises on misused types", function()
     local d = prepare([[
 local m = require "moonwait.metrics"
