@@ -563,6 +563,28 @@ return M
     assert.equal(3, #errs)
   end)
 
+  it("caps the metrics a script registers at 1000 (a name made per record is nil, err past them)", function()
+    local d = prepare([[
+local m = require "moonwait.metrics"
+local M = {}
+function M.async_invoke(r)
+  local first_err
+  for i = 1, 1005 do
+    local c, err = m.counter("user_" .. i .. "_total", "Per user.")
+    if not c and not first_err then first_err = i .. ": " .. err end
+  end
+  return { { first = first_err, again = m.counter("user_7_total", "Per user.") ~= nil } }
+end
+return M
+]], H.jsonl({ { id = 1 } }))
+    local r = H.run("run --script script.lua --input in --output out", { dir = d })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(H.read(d .. "/out"))
+    assert.truthy(o.first:find("^1001: metric 'user_1001_total': the registry has reached its limit of 1000 metrics"),
+      o.first)
+    assert.is_true(o.again)
+  end)
+
   it("caps a metric's label sets at 1000 (nil, err past it) and raises on misused types", function()
     local d = prepare([[
 local m = require "moonwait.metrics"

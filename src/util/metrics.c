@@ -45,6 +45,7 @@ struct metric {
 
 struct metrics {
     metric *first, *last;
+    size_t nfamilies;
     size_t max_series;
 };
 
@@ -268,6 +269,11 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
                  "and _sum after its name)", name, type_name(other->type), other->name);
         return NULL;
     }
+    if (m->nfamilies >= METRICS_MAX_FAMILIES) {
+        snprintf(err, errlen, "metric '%s': the registry has reached its limit of %d metrics", name,
+                 METRICS_MAX_FAMILIES);
+        return NULL;
+    }
     f = calloc(1, sizeof *f);
     if (!f)
         goto oom;
@@ -295,6 +301,7 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
     else
         m->first = f;
     m->last = f;
+    m->nfamilies++;
     return f;
 oom:
     snprintf(err, errlen, "metric '%s': out of memory", name);
