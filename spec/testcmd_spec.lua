@@ -131,6 +131,19 @@ end)
     assert.matches("b_spec.lua: 2 tests, 1 passed, 1 failed", r.out, 1, true)
   end)
 
+  it("gives each test its own CPU budget: many quick tests past a second in sum all pass", function()
+    local r = spec_run({ ["cpu_spec.lua"] = [[
+for i = 1, 15 do
+  it("busy " .. i, function()
+    local t = os.clock()
+    while os.clock() - t < 0.1 do end -- a tenth of the 1 s budget; 1.5 s in all
+  end)
+end
+]] })
+    assert.equal(0, r.code, r.out .. r.err)
+    assert.matches("cpu_spec.lua: 15 tests, 15 passed, 0 failed", r.out, 1, true)
+  end)
+
   it("reports a record's script error through the result, and an error in the spec at its line", function()
     local r = spec_run({ ["c_spec.lua"] = [[
 local M = load_script("script.lua")
