@@ -272,6 +272,23 @@ return M
     assert.equal(0, (m.wait()))
   end)
 
+  it("reads each request's own path on a kept-alive connection, not the tail of a longer earlier one", function()
+    local d = prepare(nil, H.jsonl({ { id = 1 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    local fd = assert(T.connect(m.port))
+    -- /healthz over the buffer that held /metrics/and/more would read "/healthz/and/more"
+    T.send(fd, "GET /metrics/and/more HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" ..
+      "GET /healthz?x=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local r, closed = T.read_all(fd, 5)
+    T.close(fd)
+    assert.is_true(closed)
+    local statuses = {}
+    for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = tonumber(s) end
+    assert.same({ 404, 200, 200, 200 }, statuses)
+    m.end_input()
+    assert.equal(0, (m.wait()))
+  end)
+
   it("ends the run when the input ends, with a scraper still connected", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
@@ -539,6 +556,60 @@ return M
     assert.truthy(errs[6]:find("has 1 label, got 0 values", 1, true))
     assert.truthy(errs[7]:find("only goes up", 1, true))
     assert.equal(7, #errs) -- the same registration again is the same metric
+  end)
+
+  it("refuses a metric named as a histogram's samples: promtool still accepts the scrape", function()
+    local d = prepare([[
+local m = require "moonwait.metrics"
+local M = {}
+local h = assert(m.histogram("lat", "Latency."))
+local errs = {}
+for _, name in ipairs({ "lat_count", "lat_sum", "lat_bucket" }) do
+  local g, err = m.gauge(name, "collides")
+  errs[#errs + 1] = g and "taken" or err
+end
+local odd = assert(m.counter("odd_total", "Odd label values.", { "v" }))
+function M.async_invoke(r)
+  h:observe(0.01)
+  odd:inc(1, { "nul\0,quote\",back\\,nl\n,end" }) -- (no space: the spec's parser splits on it)
+  return { { errs = errs } }
+end
+return M
+]], H.jsonl({ { id = 1 } }))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
+    local ok, v = m.until_(function(v) return v.moonwait_records_out_total == 1 end) -- promtool checks each
+    assert(ok)
+    assert.equal(1, v.lat_count)
+    m.end_input()
+    local code, out = m.wait()
+    assert.equal(0, code)
+    local errs = H.json.decode(H.lines(out)[1]).errs
+    for i = 1, 3 do
+      assert.truthy(errs[i]:find("collides with the histogram 'lat'", 1, true), errs[i])
+    end
+    assert.equal(3, #errs)
+  end)
+
+  it("caps the metrics a script registers at 1000 (a name made per record is nil, err past them)", function()
+    local d = prepare([[
+local m = require "moonwait.metrics"
+local M = {}
+function M.async_invoke(r)
+  local first_err
+  for i = 1, 1005 do
+    local c, err = m.counter("user_" .. i .. "_total", "Per user.")
+    if not c and not first_err then first_err = i .. ": " .. err end
+  end
+  return { { first = first_err, again = m.counter("user_7_total", "Per user.") ~= nil } }
+end
+return M
+]], H.jsonl({ { id = 1 } }))
+    local r = H.run("run --script script.lua --input in --output out", { dir = d })
+    assert.equal(0, r.code, r.err)
+    local o = H.json.decode(H.read(d .. "/out"))
+    assert.truthy(o.first:find("^1001: metric 'user_1001_total': the registry has reached its limit of 1000 metrics"),
+      o.first)
+    assert.is_true(o.again)
   end)
 
   it("caps a metric's label sets at 1000 (nil, err past it) and raises on misused types", function()

@@ -131,6 +131,39 @@ end)
     assert.matches("b_spec.lua: 2 tests, 1 passed, 1 failed", r.out, 1, true)
   end)
 
+  it("gives each test its own CPU budget: many quick tests past a second in sum all pass", function()
+    local r = spec_run({ ["cpu_spec.lua"] = [[
+for i = 1, 15 do
+  it("busy " .. i, function()
+    local t = os.clock()
+    while os.clock() - t < 0.1 do end -- a tenth of the 1 s budget; 1.5 s in all
+  end)
+end
+]] })
+    assert.equal(0, r.code, r.out .. r.err)
+    assert.matches("cpu_spec.lua: 15 tests, 15 passed, 0 failed", r.out, 1, true)
+  end)
+
+  it("fails a test that spins past the CPU budget by itself: the tests after it run", function()
+    local r = spec_run({ ["spin_spec.lua"] = [[
+it("spins", function() while true do end end)
+describe("after", function()
+  it("still runs", function() assert.equal(1, 1) end)
+end)
+describe("a spinning before_each", function()
+  before_each(function() while true do end end)
+  it("fails", function() end)
+end)
+it("runs last", function() end)
+]] })
+    assert.equal(1, r.code, r.out .. r.err)
+    assert.matches("FAIL [^\n]*spin_spec.lua:1: spins\n%s+[^\n]*exceeded the CPU budget", r.out)
+    assert.matches("ok   [^\n]*spin_spec.lua:3: after still runs", r.out)
+    assert.matches("FAIL [^\n]*spin_spec.lua:7: a spinning before_each fails", r.out)
+    assert.matches("ok   [^\n]*spin_spec.lua:9: runs last", r.out)
+    assert.matches("spin_spec.lua: 4 tests, 2 passed, 2 failed", r.out, 1, true)
+  end)
+
   it("reports a record's script error through the result, and an error in the spec at its line", function()
     local r = spec_run({ ["c_spec.lua"] = [[
 local M = load_script("script.lua")

@@ -86,6 +86,16 @@ local function explain(spec, err, tb)
   return msg
 end
 
+-- xpcall(f, handler) in a child fiber: a test (or before_each, after_each)
+-- that spins past the CPU budget fails by itself, not the runner with
+-- every test after it (the budget's error stays raised until the fiber
+-- that ran too long ends).
+local function protected(f, handler)
+  local wok, ok, err = moonwait.wait(moonwait.spawn(function() return xpcall(f, handler) end))
+  if wok then return ok, err end
+  return false, ok
+end
+
 local function run_test(spec, t, out)
   M.http.reset()
   M.redis.reset()
@@ -96,13 +106,13 @@ local function run_test(spec, t, out)
   end
   local ok, err = true, nil
   for _, f in ipairs(chain(t, "before")) do
-    ok, err = xpcall(f, handler)
+    ok, err = protected(f, handler)
     if not ok then break end
   end
-  if ok then ok, err = xpcall(t.fn, handler) end
+  if ok then ok, err = protected(t.fn, handler) end
   local after = chain(t, "after")
   for i = #after, 1, -1 do
-    local aok, aerr = xpcall(after[i], handler)
+    local aok, aerr = protected(after[i], handler)
     if ok and not aok then ok, err = false, aerr end
   end
   if ok and (#M.http.unmatched > 0 or #M.redis.unmatched > 0) then

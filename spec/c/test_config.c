@@ -608,6 +608,15 @@ static void test_help_and_man_list_every_setting(void)
         for (const char *const *f = g->flags; *f; f++)
             if (!options_by_flag(*f, strlen(*f)))
                 FAILF("group '%s' lists '--%s', which is not in the table", g->title, *f);
+    /* A row no group lists (one appended later) is shown under the last
+     * group only. */
+    const option unlisted = { "not-listed-anywhere", NULL, OPTION_BOOL, NULL, NULL, "A row no group lists." };
+    const usage_group *last = usage_groups;
+    while (last[1].title)
+        last++;
+    ASSERT(usage_in_group(last, &unlisted));
+    for (const usage_group *g = usage_groups; g != last; g++)
+        ASSERT(!usage_in_group(g, &unlisted));
     ASSERT(strstr(man, ".TH MOONWAIT 1") == man);
     free(help);
     free(man);

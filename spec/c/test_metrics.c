@@ -86,6 +86,45 @@ static void test_same_family_again_and_conflicts(void)
     metrics_free(m);
 }
 
+/* A histogram's samples are name_bucket, name_count and name_sum: a family
+ * of one of those names beside it, in either order, is refused (the text
+ * would be ambiguous: Prometheus refuses the whole scrape). */
+static void test_histogram_sample_names_collide(void)
+{
+    metrics *m = metrics_new(10);
+    ASSERT(metrics_family(m, METRIC_HISTOGRAM, "lat", "h", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(!metrics_family(m, METRIC_GAUGE, "lat_count", "g", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(strstr(err, "collides with the histogram 'lat'"));
+    ASSERT(!metrics_family(m, METRIC_COUNTER, "lat_sum", "c", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(!metrics_family(m, METRIC_HISTOGRAM, "lat_bucket", "c", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(metrics_family(m, METRIC_GAUGE, "lat_total", "g", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(metrics_family(m, METRIC_GAUGE, "_sum", "g", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(metrics_family(m, METRIC_COUNTER, "q_count", "c", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(!metrics_family(m, METRIC_HISTOGRAM, "q", "h", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(strstr(err, "collides with the counter 'q_count'"));
+    ASSERT(metrics_family(m, METRIC_HISTOGRAM, "lat", "h", 0, NULL, 0, NULL, err, sizeof err)); /* itself again */
+    char *t = render(m);
+    ASSERT(!strstr(t, "# TYPE lat_count") && !strstr(t, "# TYPE q "));
+    free(t);
+    metrics_free(m);
+}
+
+/* Names made per record would grow the registry without bound: past
+ * METRICS_MAX_FAMILIES a new one is refused; those there are still found. */
+static void test_family_cap(void)
+{
+    metrics *m = metrics_new(10);
+    char name[32];
+    for (int i = 0; i < METRICS_MAX_FAMILIES; i++) {
+        snprintf(name, sizeof name, "f%d", i);
+        ASSERT(metrics_family(m, METRIC_COUNTER, name, "h", 0, NULL, 0, NULL, err, sizeof err));
+    }
+    ASSERT(!metrics_family(m, METRIC_COUNTER, "one_more", "h", 0, NULL, 0, NULL, err, sizeof err));
+    ASSERT(strstr(err, "limit of 1000 metrics"));
+    ASSERT(metrics_family(m, METRIC_COUNTER, "f7", "h", 0, NULL, 0, NULL, err, sizeof err));
+    metrics_free(m);
+}
+
 static void test_series_by_values_and_cap(void)
 {
     metrics *m = metrics_new(3);
@@ -233,5 +272,6 @@ static void test_number_format(void)
 }
 
 TEST_MAIN("metrics", T(test_bad_names_are_refused), T(test_same_family_again_and_conflicts),
+          T(test_histogram_sample_names_collide), T(test_family_cap),
           T(test_series_by_values_and_cap), T(test_histogram_buckets), T(test_text_escapes_and_order),
           T(test_label_values_and_help_must_be_utf8), T(test_number_format))

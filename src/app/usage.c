@@ -106,7 +106,7 @@ static int listed_in(const usage_group *g, const char *flag)
 }
 
 /* Whether option o is shown under group g. */
-static int in_group(const usage_group *g, const option *o)
+int usage_in_group(const usage_group *g, const option *o)
 {
     if (listed_in(g, o->flag))
         return 1;
@@ -174,7 +174,7 @@ void usage_print_help(FILE *f)
         fprintf(f, "\n %s:\n", g->title);
         const option *o;
         for (size_t i = 0; (o = options_at(i)) != NULL; i++) {
-            if (!in_group(g, o))
+            if (!usage_in_group(g, o))
                 continue;
             char form[128];
             flag_form(o, form, sizeof form);
@@ -351,7 +351,7 @@ void usage_print_man(FILE *f)
         fputc('\n', f);
         const option *o;
         for (size_t i = 0; (o = options_at(i)) != NULL; i++) {
-            if (!in_group(g, o))
+            if (!usage_in_group(g, o))
                 continue;
             fputs(".TP\n", f);
             if (o->arg) {

@@ -11,6 +11,8 @@
 
 #include <stdio.h>
 
+#include "options.h"
+
 /* The whole --help text: commands, every setting of the table grouped
  * (flag, value name, pipeline key, help), exit statuses, environment. */
 void usage_print_help(FILE *f);
@@ -34,5 +36,9 @@ typedef struct usage_group {
     const char *const *flags;
 } usage_group;
 extern const usage_group usage_groups[];
+
+/* Whether option o is shown under group g (listed there, or listed
+ * nowhere and g is the last group). */
+int usage_in_group(const usage_group *g, const option *o);
 
 #endif

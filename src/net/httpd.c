@@ -116,6 +116,7 @@ static int on_message_begin(llhttp_t *p)
 {
     conn *c = p->data;
     c->req_bytes = c->url_len = 0;
+    c->url[0] = 0;
     c->nheaders = 0;
     return 0;
 }
@@ -127,6 +128,9 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
         return -1;
     memcpy(c->url + c->url_len, at, n); /* (url_len + n <= req_bytes <= the cap) */
     c->url_len += n;
+    /* Ended here: the buffer still holds the connection's previous URL,
+     * and a shorter one must not be read with that one's tail. */
+    c->url[c->url_len] = 0;
     return 0;
 }
 

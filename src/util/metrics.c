@@ -45,6 +45,7 @@ struct metric {
 
 struct metrics {
     metric *first, *last;
+    size_t nfamilies;
     size_t max_series;
 };
 
@@ -167,6 +168,39 @@ static int same_shape(const metric *f, size_t nlabels, const char *const *labels
 
 static metric_series *new_series(metric *f);
 
+/* A histogram's samples are named name_bucket, name_count and name_sum:
+ * another family of one of those names makes the text ambiguous, and
+ * Prometheus's parser (promtool check metrics) refuses the whole scrape
+ * ("second HELP line for metric name"). The family that would collide
+ * with a new one of type t named `name`, or NULL; *suffix says how. */
+static const metric *collision(const metrics *m, metric_type t, const char *name, const char **suffix)
+{
+    static const char *const sfx[] = { "_bucket", "_count", "_sum" };
+    size_t n = strlen(name);
+    char other[512];
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        size_t k = strlen(sfx[i]);
+        *suffix = sfx[i];
+        /* a new histogram whose samples take an existing family's name */
+        if (t == METRIC_HISTOGRAM && n + k < sizeof other) {
+            memcpy(other, name, n);
+            memcpy(other + n, sfx[i], k + 1);
+            const metric *f = metrics_find(m, other);
+            if (f)
+                return f;
+        }
+        /* a new family named as an existing histogram's samples */
+        if (n > k && n - k < sizeof other && strcmp(name + n - k, sfx[i]) == 0) {
+            memcpy(other, name, n - k);
+            other[n - k] = 0;
+            const metric *f = metrics_find(m, other);
+            if (f && f->type == METRIC_HISTOGRAM)
+                return f;
+        }
+    }
+    return NULL;
+}
+
 metric *metrics_family(metrics *m, metric_type t, const char *name, const char *help, size_t nlabels,
                        const char *const *labels, size_t nbuckets, const double *buckets, char *err, size_t errlen)
 {
@@ -227,6 +261,19 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
         }
         return f;
     }
+    const char *sfx;
+    const metric *other = collision(m, t, name, &sfx);
+    if (other) {
+        snprintf(err, errlen,
+                 "metric '%s' collides with the %s '%s' (a histogram's samples are named with _bucket, _count "
+                 "and _sum after its name)", name, type_name(other->type), other->name);
+        return NULL;
+    }
+    if (m->nfamilies >= METRICS_MAX_FAMILIES) {
+        snprintf(err, errlen, "metric '%s': the registry has reached its limit of %d metrics", name,
+                 METRICS_MAX_FAMILIES);
+        return NULL;
+    }
     f = calloc(1, sizeof *f);
     if (!f)
         goto oom;
@@ -254,6 +301,7 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
     else
         m->first = f;
     m->last = f;
+    m->nfamilies++;
     return f;
 oom:
     snprintf(err, errlen, "metric '%s': out of memory", name);

@@ -26,6 +26,10 @@ typedef enum { METRIC_COUNTER = 0, METRIC_GAUGE, METRIC_HISTOGRAM } metric_type;
  * histogram. */
 #define METRICS_MAX_LABELS 16
 #define METRICS_MAX_BUCKETS 64
+/* At most this many families in a registry: a name made per record (a
+ * user id in it) would otherwise grow memory, each registration's lookup
+ * and every scrape without bound, as label sets past their cap do not. */
+#define METRICS_MAX_FAMILIES 1000
 
 typedef struct metrics metrics;
 typedef struct metric metric;
