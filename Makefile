@@ -135,7 +135,7 @@ $(BUILD)/test_adapt: $(BUILD)/spec/c/test_adapt.o $(BUILD)/src/op/adapt.o
 $(BUILD)/test_tbucket: $(BUILD)/spec/c/test_tbucket.o $(BUILD)/src/util/tbucket.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
-$(BUILD)/test_metrics: $(BUILD)/spec/c/test_metrics.o $(BUILD)/src/util/metrics.o
+$(BUILD)/test_metrics: $(BUILD)/spec/c/test_metrics.o $(BUILD)/src/util/metrics.o $(BUILD)/src/util/metrics_text.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o

@@ -1,6 +1,6 @@
 /*
- * metrics.c: the metrics registry and its exposition text (contract in
- * metrics.h). Families are a list in registration order; a family's series
+ * metrics.c: the metrics registry (contract in metrics.h; its text
+ * format is metrics_text.c). Families are a list in registration order; a family's series
  * are a list in creation order (the text is stable from scrape to scrape)
  * and a chained hash table on their label values (FNV-1a: the cap on
  * series bounds every chain's worst case, and values come from the
@@ -17,37 +17,8 @@ const double metrics_default_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
                                            0.25,   0.5,   1,      2.5,   5,    10,    30,    60 };
 const size_t metrics_default_nbuckets = sizeof metrics_default_buckets / sizeof metrics_default_buckets[0];
 
-struct metric_series {
-    metric_series *hnext;     /* next in its hash chain */
-    metric_series *next;      /* creation order */
-    uint64_t hash;
-    char **values;            /* the label values (owned), lens in vlens */
-    size_t *vlens;
-    double value;             /* counter, gauge */
-    double sum;               /* histogram */
-    uint64_t count;
-    uint64_t *buckets;        /* histogram: per bound, not cumulative; [nb] is +Inf */
-    const metric *fam;
-};
+#include "metrics_int.h"
 
-struct metric {
-    metric *next;             /* registration order */
-    metric_type type;
-    char *name, *help;
-    size_t nlabels;
-    char *labels[METRICS_MAX_LABELS];
-    size_t nb;                /* histogram bounds */
-    double *bounds;
-    metric_series *first, *last;
-    metric_series **table;    /* hash chains, ntable a power of two */
-    size_t ntable, nseries, max_series;
-};
-
-struct metrics {
-    metric *first, *last;
-    size_t nfamilies;
-    size_t max_series;
-};
 
 int metrics_valid_name(const char *s)
 {
@@ -146,11 +117,6 @@ metric *metrics_find(const metrics *m, const char *name)
 metric_type metrics_type(const metric *f) { return f->type; }
 size_t metrics_nlabels(const metric *f) { return f->nlabels; }
 const char *metrics_name(const metric *f) { return f->name; }
-
-static const char *type_name(metric_type t)
-{
-    return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
-}
 
 /* Does f have exactly these labels and bounds? */
 static int same_shape(const metric *f, size_t nlabels, const char *const *labels, size_t nb, const double *b)
@@ -251,7 +217,7 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
     metric *f = metrics_find(m, name);
     if (f) {
         if (f->type != t) {
-            snprintf(err, errlen, "metric '%s' is already registered as a %s", name, type_name(f->type));
+            snprintf(err, errlen, "metric '%s' is already registered as a %s", name, metrics_type_name(f->type));
             return NULL;
         }
         if (!same_shape(f, nlabels, labels, nbuckets, buckets)) {
@@ -266,7 +232,7 @@ metric *metrics_family(metrics *m, metric_type t, const char *name, const char *
     if (other) {
         snprintf(err, errlen,
                  "metric '%s' collides with the %s '%s' (a histogram's samples are named with _bucket, _count "
-                 "and _sum after its name)", name, type_name(other->type), other->name);
+                 "and _sum after its name)", name, metrics_type_name(other->type), other->name);
         return NULL;
     }
     if (m->nfamilies >= METRICS_MAX_FAMILIES) {
@@ -453,104 +419,4 @@ void metrics_observe(metric_series *s, double v)
 double metrics_value(const metric_series *s)
 {
     return s->fam->type == METRIC_HISTOGRAM ? (double)s->count : s->value;
-}
-
-/* ---- the text format ------------------------------------------------------ */
-
-size_t metrics_fmt_double(char *b, size_t n, double v)
-{
-    int len;
-    if (isnan(v))
-        len = snprintf(b, n, "NaN");
-    else if (isinf(v))
-        len = snprintf(b, n, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 1e15)
-        len = snprintf(b, n, "%.0f", v);
-    else {
-        /* The shortest of %.15g .. %.17g that reads back the same. */
-        len = 0;
-        for (int p = 15; p <= 17; p++) {
-            len = snprintf(b, n, "%.*g", p, v);
-            if (strtod(b, NULL) == v)
-                break;
-        }
-    }
-    return len < 0 ? 0 : (size_t)len;
-}
-
-static int add_str(mw_buf *o, const char *s)
-{
-    return mw_buf_add(o, s, strlen(s));
-}
-
-/* HELP text: backslash and newline escaped. */
-static int add_help(mw_buf *o, const char *s)
-{
-    for (; *s; s++) {
-        int rc = *s == '\\' ? mw_buf_add(o, "\\\\", 2) : *s == '\n' ? mw_buf_add(o, "\\n", 2) : mw_buf_add(o, s, 1);
-        if (rc)
-            return -1;
-    }
-    return 0;
-}
-
-/* A label value: backslash, double quote and newline escaped. */
-static int add_value(mw_buf *o, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        int rc = s[i] == '\\' ? mw_buf_add(o, "\\\\", 2)
-                 : s[i] == '"' ? mw_buf_add(o, "\\\"", 2)
-                 : s[i] == '\n' ? mw_buf_add(o, "\\n", 2)
-                                : mw_buf_add(o, s + i, 1);
-        if (rc)
-            return -1;
-    }
-    return 0;
-}
-
-/* `name{labels[,le="x"]} value\n` */
-static int add_sample(mw_buf *o, const metric *f, const metric_series *s, const char *suffix, const char *le,
-                      double v)
-{
-    char num[40];
-    int rc = add_str(o, f->name) | add_str(o, suffix);
-    if (f->nlabels || le) {
-        rc |= mw_buf_add(o, "{", 1);
-        for (size_t i = 0; i < f->nlabels; i++) {
-            rc |= add_str(o, i ? "," : "") | add_str(o, f->labels[i]) | mw_buf_add(o, "=\"", 2) |
-                  add_value(o, s->values[i], s->vlens[i]) | mw_buf_add(o, "\"", 1);
-        }
-        if (le)
-            rc |= add_str(o, f->nlabels ? ",le=\"" : "le=\"") | add_str(o, le) | mw_buf_add(o, "\"", 1);
-        rc |= mw_buf_add(o, "}", 1);
-    }
-    size_t n = metrics_fmt_double(num, sizeof num, v);
-    rc |= mw_buf_add(o, " ", 1) | mw_buf_add(o, num, n) | mw_buf_add(o, "\n", 1);
-    return rc ? -1 : 0;
-}
-
-int metrics_render(const metrics *m, mw_buf *o)
-{
-    int rc = 0;
-    char le[40];
-    for (const metric *f = m->first; f && !rc; f = f->next) {
-        rc |= add_str(o, "# HELP ") | add_str(o, f->name) | mw_buf_add(o, " ", 1) | add_help(o, f->help) |
-              add_str(o, "\n# TYPE ") | add_str(o, f->name) | mw_buf_add(o, " ", 1) | add_str(o, type_name(f->type)) |
-              mw_buf_add(o, "\n", 1);
-        for (const metric_series *s = f->first; s && !rc; s = s->next) {
-            if (f->type != METRIC_HISTOGRAM) {
-                rc |= add_sample(o, f, s, "", NULL, s->value);
-                continue;
-            }
-            uint64_t cum = 0;
-            for (size_t i = 0; i < f->nb; i++) {
-                cum += s->buckets[i];
-                metrics_fmt_double(le, sizeof le, f->bounds[i]);
-                rc |= add_sample(o, f, s, "_bucket", le, (double)cum);
-            }
-            rc |= add_sample(o, f, s, "_bucket", "+Inf", (double)s->count) |
-                  add_sample(o, f, s, "_sum", NULL, s->sum) | add_sample(o, f, s, "_count", NULL, (double)s->count);
-        }
-    }
-    return rc ? -1 : 0;
 }
