@@ -97,6 +97,19 @@ end
 return M
 ]]
 
+-- Send `requests` at once on one connection (the last says Connection:
+-- close) and read until moonwait closes it: the status of each response.
+local function pipelined(port, requests)
+  local fd = assert(T.connect(port))
+  T.send(fd, requests)
+    local r, closed = T.read_all(fd, 5)
+    T.close(fd)
+    assert.is_true(closed)
+    local statuses = {}
+    for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = tonumber(s) end
+  return statuses
+end
+
 local function prepare(body, input)
   local d = H.tmpdir()
   H.script(d, body or HOLD)
@@ -259,14 +272,8 @@ return M
   it("serves keep-alive and pipelined requests in order on one connection", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
-    local fd = assert(T.connect(m.port))
-    T.send(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n" ..
+    local statuses = pipelined(m.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n" ..
       "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    local r, closed = T.read_all(fd, 5)
-    T.close(fd)
-    assert.is_true(closed)
-    local statuses = {}
-    for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = tonumber(s) end
     assert.same({ 200, 404, 200, 200 }, statuses)
     m.end_input()
     assert.equal(0, (m.wait()))
@@ -275,15 +282,9 @@ return M
   it("reads each request's own path on a kept-alive connection, not the tail of a longer earlier one", function()
     local d = prepare(nil, H.jsonl({ { id = 1 } }))
     local m = start(d, "--script script.lua --metrics 127.0.0.1:0")
-    local fd = assert(T.connect(m.port))
     -- /healthz over the buffer that held /metrics/and/more would read "/healthz/and/more"
-    T.send(fd, "GET /metrics/and/more HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" ..
+    local statuses = pipelined(m.port, "GET /metrics/and/more HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" ..
       "GET /healthz?x=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    local r, closed = T.read_all(fd, 5)
-    T.close(fd)
-    assert.is_true(closed)
-    local statuses = {}
-    for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = tonumber(s) end
     assert.same({ 404, 200, 200, 200 }, statuses)
     m.end_input()
     assert.equal(0, (m.wait()))
