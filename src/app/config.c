@@ -30,6 +30,7 @@ void config_defaults(config *c)
     c->output = strdup("-");
     c->mode = OP_ORDERED;
     c->capacity = 100;
+    c->workers = 1;
     c->timeout_ms = 10000;
     c->max_line = 16 * 1024 * 1024;
     c->reload_open_timeout_ms = 10000;

@@ -53,7 +53,11 @@ typedef struct config {
     char *metrics;           /* --metrics HOST:PORT as given, or NULL: no endpoint */
     char *metrics_host;      /* ... its numeric address (brackets of IPv6 removed) */
     int metrics_port;        /* ... and port (0: the kernel picks one) */
+    int workers;             /* threads running the script, 1..WORKERS_MAX (1: the loop's own) */
 } config;
+
+/* The most --workers. */
+#define WORKERS_MAX 64
 
 /* Defaults: stdin, stdout, ordered, capacity 100, timeout 10000 ms,
  * max line 16 MiB, reload open timeout 10000 ms, checkpoint interval

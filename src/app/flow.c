@@ -169,6 +169,7 @@ void flow_shutdown(void *ud)
     stats_stop(&r->st, NULL); /* the summary, with --stats */
     timeouts_close(&r->tmo, NULL);
     limit_close(&r->lim);
+    wk_close(r->wk);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     op_free(&r->op);

@@ -120,6 +120,17 @@ static int s_timeout(config *c, const char *v, char *w, size_t n)
     return parse_ms(v, (uint64_t)1 << 40, &c->timeout_ms, w, n, " (0 = no timeout)");
 }
 
+static int s_workers(config *c, const char *v, char *w, size_t n)
+{
+    uint64_t x;
+    if (mw_str_u64(v, WORKERS_MAX, &x) != 0 || x < 1) {
+        snprintf(w, n, "expected an integer from 1 to %d (threads running the script), got '%s'", WORKERS_MAX, v);
+        return -1;
+    }
+    c->workers = (int)x;
+    return 0;
+}
+
 static int s_cpu_budget(config *c, const char *v, char *w, size_t n)
 {
     return parse_ms(v, 24 * 3600 * 1000, &c->cpu_budget_ms, w, n, " (0 = off)");
@@ -400,6 +411,10 @@ static const option settings[] = {
       "Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz while the run runs "
       "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr; README \"Metrics\": "
       "every metric, what to watch)." },
+    { "workers", "workers", OPTION_INT, s_workers, "N",
+      "Run the script in N threads, each with its own event loop and Lua VM per generation, fed by one "
+      "reader and merged by one writer: every ordering, timeout and checkpoint rule holds as with one; "
+      "module-level Lua state is per worker (README \"Workers\"). Default: 1." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -35,6 +35,11 @@ struct gen {
     int timer_open;
     int handles;             /* open handles: VM + timer; freed at 0 with records == 0 */
     uint64_t load_started;   /* uv_hrtime() when the reload began */
+    int parts;               /* open or close: parts still running (this
+                              * thread's hook, and the other workers' as one) */
+    char *part_err;          /* ... the first one's error (owned) */
+    int remote;              /* --workers: the other workers load it too */
+    int remote_closing;      /* ... and were told to close it */
     gen *next;
 };
 
@@ -42,6 +47,7 @@ static void rewatch(gens *gs);
 static void hook_done(void *ud, script_result *r);
 static void gen_close(gen *g);
 static void after_reload(gens *gs);
+static void remote_closed(void *ud, const char *err);
 
 static void unlink_gen(gen **list, gen *g)
 {
@@ -125,6 +131,13 @@ static void gen_dispose(gen *g)
         g->handles++;
         script_close(&g->sc, vm_closed, g);
     }
+    if (g->remote && !g->remote_closing) {
+        g->remote_closing = 1;
+        g->handles++;
+        wk_gen_close(gs->wk, g->id, 0, remote_closed, g);
+    }
+    free(g->part_err);
+    g->part_err = NULL;
     if (gs->phase == GS_CLOSING && !gs->live)
         gs->ev.all_closed(gs->ev.ud);
     else if (gs->pending && gs->phase == GS_RUNNING && live_count(gs) < GEN_MAX) {
@@ -134,12 +147,10 @@ static void gen_dispose(gen *g)
     maybe_free(g);
 }
 
-/* Load the configured script into g. 0, or -1 with *err (malloc'd). */
-static int gen_load(gen *g, char **err)
+int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, uint64_t key_seed,
+                char **err)
 {
-    gens *gs = g->gs;
-    const config *c = gs->cfg;
-    if (script_load_gen(&g->sc, gs->loop, c->script, gs->lua_dir, g->id, err) != 0) {
+    if (script_load_gen(sc, loop, c->script, lua_dir, id, err) != 0) {
         /* Name the setting, as --input and --output do: from a pipeline
          * file's `script` key the path alone does not say which file it is. */
         char *named;
@@ -149,29 +160,23 @@ static int gen_load(gen *g, char **err)
         }
         return -1;
     }
-    if (c->event_time && script_set_event_time(&g->sc, c->event_time) != 0) {
+    if (c->event_time && script_set_event_time(sc, c->event_time) != 0) {
         if (asprintf(err, "option '--event-time': bad field path '%s'", c->event_time) < 0)
             *err = NULL;
         return -1;
     }
-    if (c->key && script_set_key(&g->sc, c->key, gs->key_seed) != 0) {
+    if (c->key && script_set_key(sc, c->key, key_seed) != 0) {
         if (asprintf(err, "option '--key': bad field path '%s'", c->key) < 0)
             *err = NULL;
         return -1;
     }
-    script_set_tag(&g->sc, c->tag_generation, g->id);
-    g->policy = config_retry(c, &g->sc.retry);
-    /* Said, not silent: without a predicate nothing is retried. */
-    const char *unused = config_retry_unused(
-        g->policy, g->sc.on_result_ref != LUA_NOREF || g->sc.on_error_ref != LUA_NOREF);
-    if (unused)
-        mw_warn("%s: %s", c->script, unused);
-    if (script_batches(&g->sc)) {
+    script_set_tag(sc, c->tag_generation, id);
+    if (script_batches(sc)) {
         uint32_t size;
         uint64_t wait;
         const char *key;
-        config_batch(c, &g->sc.batch, &size, &wait, &key);
-        if (script_batch_configure(&g->sc, size, wait, key) != 0) {
+        config_batch(c, &sc->batch, &size, &wait, &key);
+        if (script_batch_configure(sc, size, wait, key) != 0) {
             *err = strdup("out of memory setting up batches");
             return -1;
         }
@@ -183,9 +188,79 @@ static int gen_load(gen *g, char **err)
             *err = NULL;
         return -1;
     }
+    return 0;
+}
+
+/* Load the configured script into g. 0, or -1 with *err (malloc'd). */
+static int gen_load(gen *g, char **err)
+{
+    gens *gs = g->gs;
+    const config *c = gs->cfg;
+    if (gen_prepare(&g->sc, gs->loop, c, gs->lua_dir, g->id, gs->key_seed, err) != 0)
+        return -1;
+    g->policy = config_retry(c, &g->sc.retry);
+    /* Said, not silent: without a predicate nothing is retried. */
+    const char *unused = config_retry_unused(
+        g->policy, g->sc.on_result_ref != LUA_NOREF || g->sc.on_error_ref != LUA_NOREF);
+    if (unused)
+        mw_warn("%s: %s", c->script, unused);
     /* Records' attempts end at the run; hooks at hook_done. */
     script_on_done(&g->sc, gs->ev.record_done, gs->ev.ud);
     return 0;
+}
+
+/* ---- parts: this thread's hook and the other workers' ------------------- */
+
+static void phase_done(gen *g, script_result *r);
+
+/* A part of g's open or close ended (err: why it failed, or NULL); the
+ * last one decides, with the first error. */
+static void part_done(gen *g, const char *err)
+{
+    if (err && !g->part_err)
+        g->part_err = strdup(err);
+    if (--g->parts > 0)
+        return;
+    char *e = g->part_err;
+    g->part_err = NULL;
+    script_result r = { .ok = !e, .err = e ? e : NULL };
+    phase_done(g, &r);
+    free(e);
+}
+
+/* The other workers answered an open or a close of g. */
+static void remote_part(void *ud, const char *err)
+{
+    gen *g = ud;
+    g->handles--;
+    if (g->state == G_CLOSED) {
+        maybe_free(g);
+        return;
+    }
+    part_done(g, err);
+}
+
+static void remote_closed(void *ud, const char *err)
+{
+    (void)err; /* a close without close(): nothing can fail */
+    gen *g = ud;
+    g->handles--;
+    maybe_free(g);
+}
+
+/* Start g's open() here and on the other workers; phase_done follows once
+ * both ended (maybe now). */
+static void start_open(gen *g)
+{
+    gens *gs = g->gs;
+    g->parts = 1 + (gs->wk != NULL);
+    if (gs->wk) {
+        g->remote = 1;
+        g->handles++;
+        wk_gen_open(gs->wk, g->id, remote_part, g);
+    }
+    if (script_run_hook(&g->sc, "open", &g->hook_fiber, hook_done, g) != 0)
+        part_done(g, NULL);
 }
 
 int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, int stdin_is_input,
@@ -218,14 +293,14 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
     return 0;
 }
 
+void gen_set_workers(gens *gs, workers *wk)
+{
+    gs->wk = wk;
+}
+
 void gen_open_first(gens *gs)
 {
-    gen *g = gs->cur;
-    if (script_run_hook(&g->sc, "open", &g->hook_fiber, hook_done, g) != 0) {
-        g->state = G_CURRENT;
-        gs->phase = GS_RUNNING;
-        gs->ev.opened(gs->ev.ud, NULL);
-    }
+    start_open(gs->cur);
 }
 
 static double ms_since(uint64_t t0)
@@ -268,8 +343,11 @@ static void switch_to(gen *g)
         old->state = G_DRAINING;
         /* Its pending batches can get no new record: they go now, not
          * max_wait_ms after their first one. */
-        if (script_is_open(&old->sc))
+        if (script_is_open(&old->sc)) {
             script_batch_drain(&old->sc);
+            if (old->remote && script_batches(&old->sc))
+                wk_gen_drain(gs->wk, old->id);
+        }
         if (old->records == 0)
             gen_close(old);
     }
@@ -324,11 +402,8 @@ static void do_reload(gens *gs, const char *trigger)
         return;
     }
     hand_over_state(gs, g);
-    if (script_run_hook(&g->sc, "open", &g->hook_fiber, hook_done, g) != 0) {
-        switch_to(g);
-        return;
-    }
-    if (g->state == G_OPENING && g->hook_fiber)
+    start_open(g);
+    if (g->state == G_OPENING)
         uv_timer_start(&g->open_timer, open_timed_out, gs->cfg->reload_open_timeout_ms, 0);
 }
 
@@ -380,12 +455,18 @@ static void first_opened(gen *g, script_result *r)
     gs->ev.opened(gs->ev.ud, NULL);
 }
 
-/* A hook of g finished (open or close). */
+/* This thread's hook of g finished (open or close). */
 static void hook_done(void *ud, script_result *r)
 {
     gen *g = ud;
-    gens *gs = g->gs;
     g->hook_fiber = NULL;
+    part_done(g, r->ok ? NULL : r->err ? r->err : "failed");
+}
+
+/* g's open or close ended here and on every worker. */
+static void phase_done(gen *g, script_result *r)
+{
+    gens *gs = g->gs;
     if (g->state == G_OPENING && gs->phase == GS_OPENING && g == gs->cur) {
         first_opened(g, r);
         return;
@@ -427,8 +508,15 @@ static void gen_close(gen *g)
         return;
     }
     g->state = G_CLOSING;
+    gens *gs = g->gs;
+    g->parts = 1 + g->remote;
+    if (g->remote) {
+        g->remote_closing = 1;
+        g->handles++;
+        wk_gen_close(gs->wk, g->id, 1, remote_part, g);
+    }
     if (script_run_hook(&g->sc, "close", &g->hook_fiber, hook_done, g) != 0)
-        gen_dispose(g);
+        part_done(g, NULL);
 }
 
 gen *gen_current(const gens *gs)
@@ -484,8 +572,11 @@ const op_retry_policy *gen_policy(const gen *g)
 void gen_flush_batches(gens *gs)
 {
     for (gen *g = gs->live; g; g = g->next)
-        if (script_is_open(&g->sc))
+        if (script_is_open(&g->sc)) {
             script_batch_flush(&g->sc);
+            if (g->remote && script_batches(&g->sc))
+                wk_gen_flush(gs->wk, g->id);
+        }
 }
 
 void gen_close_all(gens *gs)

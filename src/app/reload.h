@@ -34,6 +34,7 @@
 #include "../op/retry.h"
 #include "config.h"
 #include "triggers.h"
+#include "workers.h"
 
 /* At most this many generations (the current one and those draining). */
 #define GEN_MAX 4
@@ -71,12 +72,25 @@ typedef struct gens {
     int phase;                /* opening, running, closing (reload.c) */
     triggers trig;
     uint64_t key_seed;        /* keyed mode: every generation hashes keys with it */
+    workers *wk;              /* --workers N >= 2: every generation also loads
+                               * on the other workers (gen_set_workers), or NULL */
 } gens;
 
 /* Make generation 1 from the configured script. 0, or -1 (message
  * printed). `stdin_is_input`: VMs refuse io.read and friends. */
 int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, int stdin_is_input,
              const gen_events *ev);
+
+/* Load generation `id` of the configured script into sc on `loop` with
+ * the run's settings (event time, key, tag, batches): the main thread's
+ * generations and every worker's (workers.c) are made alike. 0, or -1
+ * with *err (malloc'd). */
+int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, uint64_t key_seed,
+                char **err);
+
+/* --workers: from now on every generation is also loaded, opened and
+ * closed on the other workers (before gen_open_first). */
+void gen_set_workers(gens *gs, workers *wk);
 
 /* Start the first generation's open(); ev.opened follows (maybe now). */
 void gen_open_first(gens *gs);

@@ -278,8 +278,13 @@ static int start_core(run *r)
     route_init(&r->route, &r->op, c->on_error);
     if (c->adaptive)
         adapt_init(&r->adapt, c->cap_min, c->cap_max, uv_now(r->loop));
+    if (c->workers > 1) {
+        if (wk_start(&r->wk, r->loop, c, r->lua_dir, r->gens.key_seed, ev_record_done, r) != 0)
+            return -1;
+        gen_set_workers(&r->gens, r->wk);
+    }
     r->env = (task_env){ &r->op, &r->route, &r->ev, &r->gens, c->timeout_ms, r->src, c->adaptive ? &r->adapt : NULL,
-                         &r->lim, r->mx };
+                         &r->lim, r->mx, r->wk, &r->main_busy };
     limit_init(&r->lim, r->loop, c->rate_rps, c->rate_burst, flow_limit_ready, r);
     r->src->on_ready = flow_source_ready;
     r->src->ud = r;
@@ -338,6 +343,7 @@ static void close_early(run *r, int gens_made)
     expose_close(r->mx);
     r->mx = NULL;
     limit_close(&r->lim);
+    wk_close(r->wk);
     net_pool_close_all();
     if (r->src)
         source_close(r->src, NULL);
@@ -362,6 +368,7 @@ int run_pipeline(const config *c, const char *lua_dir)
     uv_loop_t loop;
     uv_loop_init(&loop);
     r->cfg = c;
+    r->lua_dir = lua_dir;
     r->loop = &loop;
     stats_init(&r->st, &loop, c->stats, stats_fill, r);
     signal(SIGPIPE, SIG_IGN);
@@ -387,6 +394,7 @@ int run_pipeline(const config *c, const char *lua_dir)
         code = loop_to_end(r);
     if (r->phase != DONE)
         close_early(r, prep == 0);
+    wk_free(r->wk); /* (its threads are stopped and joined) */
     gen_free_all(&r->gens);
     script_cache_free_all();
     script_limit_free_all();

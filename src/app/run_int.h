@@ -28,6 +28,7 @@
 #include "stats.h"
 #include "task.h"
 #include "timeouts.h"
+#include "workers.h"
 
 /* Stop reading while this much output is waiting to be written. */
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)
@@ -69,6 +70,9 @@ typedef struct run {
     uint64_t rng;             /* xorshift state for retry jitter */
     expose *mx;               /* --metrics: the endpoint and the histograms, or NULL */
     uint64_t started_ms;      /* uv_now at the start (checkpoint age before the first) */
+    const char *lua_dir;      /* the shipped Lua modules (workers load from it) */
+    workers *wk;              /* --workers N >= 2: the other workers, or NULL */
+    size_t main_busy;         /* attempts running on this thread (task.c) */
 } run;
 
 /* flow.c, for run.c */

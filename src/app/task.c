@@ -13,6 +13,10 @@ _Static_assert(SCRIPT_NO_KEY == OP_NO_KEY, "a record without a key has the opera
 
 struct task {
     op_entry *e;
+    const task_env *env;  /* the run's (--workers: where attempts are sent) */
+    int worker;           /* --workers: the worker its attempts run on (0: this thread) */
+    int busy;             /* an attempt of it runs on this thread (main_busy) */
+    wk_job *job;          /* an attempt of it runs on another worker; NULL after */
     int malformed;        /* a line that did not parse, routed to the dead letters */
     gen *g;               /* the generation it runs on */
     rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
@@ -99,7 +103,51 @@ static void invoke(const task_env *env, task *t, op_entry *e, script_rec *rec)
         t->attempt_ns = e->attempt == 1 && t->read_ns ? t->read_ns : expose_now();
     script_call call = { t, &t->fiber, &t->item, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
                          t->source_id, t->deliveries };
+    if (t->worker > 0) {
+        /* Its worker decodes the line itself, in its own VM. */
+        t->job = wk_invoke(env->wk, t->worker, gen_script(t->g)->generation, t->line, t->len, &call);
+        if (!t->job)
+            fail_record(env, t, "out of memory sending the record to its worker");
+        return;
+    }
+    t->busy = 1;
+    (*env->main_busy)++;
     script_invoke(gen_script(t->g), rec, &call);
+}
+
+/* This thread's attempt of t ended or was abandoned. */
+static void not_busy(task *t)
+{
+    if (t->busy) {
+        t->busy = 0;
+        (*t->env->main_busy)--;
+    }
+}
+
+/* Read `line` (t's) on generation g: what it is, and for a record the
+ * worker its attempts run on and, when that is this thread, its decoded
+ * record (*sr). 0, or -1 with err (a malformed line). With one worker
+ * this is script_parse; with several, the line is decoded only where it
+ * runs, and a key always runs on the same worker (keyed mode's order
+ * needs no more: the operator starts a key's records one after another). */
+static int classify(const task_env *env, task *t, gen *g, script_parsed *p, script_rec **sr, char *err,
+                    size_t errlen)
+{
+    *sr = NULL;
+    t->worker = 0;
+    if (!env->wk)
+        return script_parse(gen_script(g), t->line, t->len, p, sr, err, errlen);
+    if (script_classify(gen_script(g), t->line, t->len, p, err, errlen) != 0)
+        return -1;
+    if (p->is_watermark)
+        return 0;
+    int n = wk_count(env->wk);
+    t->worker = p->key != SCRIPT_NO_KEY ? (int)(p->key % (uint64_t)n) : wk_pick(env->wk, *env->main_busy);
+    if (t->worker == 0 && script_reparse(gen_script(g), t->line, t->len, sr) != 0) {
+        snprintf(err, errlen, "out of memory decoding the record");
+        return -1;
+    }
+    return 0;
 }
 
 /* Adaptive capacity: t's attempt ended now (overload: it signalled one, or
@@ -163,6 +211,7 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     }
     memcpy(copy, rec->data, rec->len);
     copy[rec->len] = 0;
+    t->env = env;
     t->line = copy;
     t->len = rec->len;
     t->lineno = rec->line;
@@ -178,7 +227,7 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     char err[512];
     script_parsed parsed;
     script_rec *sr;
-    if (script_parse(gen_script(g), t->line, t->len, &parsed, &sr, err, sizeof err) != 0)
+    if (classify(env, t, g, &parsed, &sr, err, sizeof err) != 0)
         return malformed(env, t, err);
     if (parsed.is_watermark) {
         source_done(env->src, t->ticket);
@@ -214,6 +263,8 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
 {
     op_entry *e = t->e;
     t->fiber = NULL;
+    t->job = NULL;
+    not_busy(t);
     if (!r->ok && !r->err)
         r->err = "out of memory"; /* the message itself could not be made */
     if (e->state == OP_PENDING && !e->in_backoff && e->deadline != OP_NO_DEADLINE &&
@@ -249,8 +300,8 @@ int task_outcome(const task_env *env, task *t, script_result *r, int aborting)
 void task_retry(const task_env *env, op_entry *e)
 {
     task *t = e->udata;
-    script_rec *rec;
-    if (script_reparse(gen_script(t->g), t->line, t->len, &rec) != 0) {
+    script_rec *rec = NULL;
+    if (t->worker == 0 && script_reparse(gen_script(t->g), t->line, t->len, &rec) != 0) {
         fail_record(env, t, "out of memory decoding the record for another attempt");
         return;
     }
@@ -291,12 +342,19 @@ void task_timeout(const task_env *env, op_entry *e)
 
 void task_discard(task *t)
 {
-    if (t && t->item)
+    if (!t)
+        return;
+    if (t->job) {
+        wk_discard(t->env->wk, t->job);
+        t->job = NULL;
+    }
+    if (t->item)
         script_batch_leave(t->item); /* (clears t->item) */
-    if (t && t->fiber) {
+    if (t->fiber) {
         rt_fiber_discard(t->fiber);
         t->fiber = NULL;
     }
+    not_busy(t);
 }
 
 void task_release(op_entry *e)
@@ -319,7 +377,7 @@ static int restore_pending(const task_env *env, task *t, ckpt_entry *ce, char *m
     char err[512];
     script_parsed parsed;
     script_rec *sr = NULL;
-    int bad = ce->malformed || script_parse(gen_script(g), t->line, t->len, &parsed, &sr, err, sizeof err) != 0;
+    int bad = ce->malformed || classify(env, t, g, &parsed, &sr, err, sizeof err) != 0;
     if (bad && ce->malformed)
         snprintf(err, sizeof err, "malformed JSON (restored from a checkpoint)");
     op_entry *e;
@@ -363,6 +421,7 @@ int task_restore(const task_env *env, ckpt_entry *ce, char *msg, size_t msglen)
         snprintf(msg, msglen, "out of memory restoring the checkpoint's record at input line %" PRIu64, ce->line);
         return -1;
     }
+    t->env = env;
     t->line = ce->raw;
     t->len = ce->raw_len;
     t->lineno = ce->line;

@@ -37,6 +37,7 @@
 #include "limit.h"
 #include "reload.h"
 #include "route.h"
+#include "workers.h"
 
 typedef struct task task;
 
@@ -52,6 +53,8 @@ typedef struct task_env {
                             * overload, it sets the operator's capacity; or NULL */
     limit *lim;            /* the rate limit: a first attempt takes its token */
     expose *mx;            /* --metrics: the histograms are observed; or NULL */
+    workers *wk;           /* --workers N >= 2: the other workers, or NULL */
+    size_t *main_busy;     /* attempts running on this thread (wk_pick weighs it) */
 } task_env;
 
 /* task_accept's and task_outcome's results. */

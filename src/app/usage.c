@@ -78,7 +78,7 @@ static const char summary[] = "streams JSON lines through a bounded asynchronous
 
 static const char *const g_io[] = { "script", "input", "output", "max-line-bytes", NULL };
 static const char *const g_order[] = { "mode", "key", "capacity", "event-time", "max-out-of-orderness",
-                                       "rate-limit", NULL };
+                                       "rate-limit", "workers", NULL };
 static const char *const g_fail[] = { "timeout", "retry", "on-error", "dead-letter", "cpu-budget", NULL };
 static const char *const g_batch[] = { "batch-size", "batch-wait", "batch-key", NULL };
 static const char *const g_reload[] = { "watch", "tag-generation", "reload-open-timeout", NULL };

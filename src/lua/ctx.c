@@ -78,6 +78,15 @@ int script_ctx_index(lua_State *L)
         lua_pushcfunction(L, defer_ctx);
         return 1;
     }
+    if (k && strcmp(k, "worker") == 0) {
+        /* --workers: which one runs this VM (script_set_worker), 1 without */
+        lua_getfield(L, LUA_REGISTRYINDEX, "moonwait.worker");
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushinteger(L, 1);
+        }
+        return 1;
+    }
     if (k && strcmp(k, "log") == 0) {
         lua_getglobal(L, "require");
         lua_pushliteral(L, "moonwait.log");
@@ -85,4 +94,10 @@ int script_ctx_index(lua_State *L)
         return 1;
     }
     return 0;
+}
+
+void script_set_worker(script *sc, int worker)
+{
+    lua_pushinteger(sc->rt.L, worker);
+    lua_setfield(sc->rt.L, LUA_REGISTRYINDEX, "moonwait.worker");
 }

@@ -217,11 +217,9 @@ static script_rec *build(script *sc)
     return d;
 }
 
-int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
-                 size_t errlen)
+int script_classify(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
-    *rec = NULL;
     if (codec_parse(&sc->codec, line, len, err, errlen) != 0)
         return -1;
     const json_tape *t = codec_pending(&sc->codec);
@@ -239,7 +237,17 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, scr
     }
     if (sc->key_path && read_key(sc, t, line, &p->key, err, errlen) != 0)
         return -1;
-    *rec = build(sc);
+    return 0;
+}
+
+int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
+                 size_t errlen)
+{
+    *rec = NULL;
+    if (script_classify(sc, line, len, p, err, errlen) != 0)
+        return -1;
+    if (!p->is_watermark)
+        *rec = build(sc); /* the tape classify left pending */
     return 0;
 }
 

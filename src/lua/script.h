@@ -186,6 +186,12 @@ void script_on_done(script *sc, script_record_fn done, void *ud);
 int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
                  size_t errlen);
 
+/* script_parse without building the record: what the line is (a
+ * watermark, its event time, its key), or -1 with err for a malformed
+ * line, exactly as script_parse says it. Where the record's attempt runs
+ * on another worker's VM (--workers), the main thread needs only this. */
+int script_classify(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
+
 /* Decode `line` again for another attempt: 0 with *rec as script_parse
  * gives it (`line` must stay valid as there), or -1 (it parsed before, so
  * only on out of memory). */
@@ -244,6 +250,10 @@ int script_on_timeout(script *sc, const char *line, size_t len, const script_cal
  * Returns 0 if it was started (`done` follows, once, with ud), 1 if the
  * script has no such hook. One hook at a time. */
 int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script_hook_fn done, void *ud);
+
+/* --workers: this VM runs on worker `worker` (1..N), which ctx.worker
+ * gives (1 when never set). */
+void script_set_worker(script *sc, int worker);
 
 /* Tag every output record (a table) with field = generation. */
 void script_set_tag(script *sc, const char *field, int generation);
