@@ -1,124 +1,27 @@
 /*
- * workers.c: --workers N (contract in workers.h).
- *
- * Two kinds of code live here, and they never share state but through the
- * queues: the main thread's side (wk_*, on_answers), which keeps the jobs
- * and the generation operations waiting for answers; and a worker's side
- * (w_*), which runs on its own thread and loop and owns its generations'
- * VMs. A job's fields are written by one side at a time: the main thread
- * before it sends INVOKE, the worker until it sends DONE, the main thread
- * again after it took DONE; the queue's mutex orders each hand-over.
+ * workers.c: --workers N, the main thread's side (contract in workers.h):
+ * starting and stopping the threads, the queues, sending attempts and
+ * generation operations, and taking the answers (on_answers), which it
+ * keeps until they come. A worker's side is wk_thread.c; the two share
+ * nothing but the queues and what a message hands over. A job's fields
+ * are written by one side at a time: this thread before it sends INVOKE,
+ * the worker until it sends DONE, this thread again after it took DONE;
+ * the queue's mutex orders each hand-over.
  */
 #define _GNU_SOURCE
-#include "workers.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../net/dns.h"
-#include "../net/pool.h"
 #include "../util/list.h"
 #include "../util/log.h"
-#include "reload.h"
-
-/* To a worker, then the answers to the main thread. */
-enum { M_INVOKE, M_DISCARD, M_OPEN, M_CLOSE, M_CLOSE_QUIET, M_FLUSH, M_DRAIN, M_STOP,
-       A_DONE, A_DISCARDED, A_OPENED, A_CLOSED };
-
-typedef struct msg {
-    int type;
-    int id;      /* a generation */
-    void *p;     /* a wk_job, or a genop */
-    char *err;   /* an answer's error (malloc'd), or NULL */
-} msg;
-
-/* A locked queue, drained by its consumer's async handle a batch at a time:
- * the consumer swaps its spare array for the queue's, so nothing is
- * allocated once both arrays have grown. */
-typedef struct mqueue {
-    uv_mutex_t mu;
-    msg *v;
-    size_t n, cap;
-    uv_async_t async;
-} mqueue;
-
-struct wk_job {
-    wk_job *prev, *next;     /* main: every job not yet freed (wk_free) */
-    struct task *task;       /* main's, handed back with the outcome */
-    int worker, gen_id;
-    int discarded;           /* main: wk_discard was sent */
-    script_call call;        /* ctx's fields; its strings point at the copies below */
-    char *last_error, *source_id;
-    rt_fiber *fiber;         /* worker: the attempt's fiber while it runs */
-    script_item *item;       /* worker: its place in a batch */
-    /* The outcome, filled by the worker before DONE. */
-    int ok, retry;
-    unsigned overloads;
-    char *out, *err, *errmsg;
-    size_t out_len;
-    size_t len;
-    char line[];             /* the record's line (a copy: the task may go first) */
-};
-
-/* A generation's open or close on every worker, waiting for answers. */
-typedef struct genop {
-    struct genop *prev, *next; /* main: every operation not yet answered (wk_free) */
-    wk_gen_fn done;
-    void *ud;
-    int left;
-    char *err;               /* the first error (malloc'd) */
-} genop;
-
-typedef struct worker worker;
-
-/* A generation on a worker. */
-typedef struct wgen {
-    worker *wk;
-    int id;
-    script sc;
-    int opened;              /* open() succeeded: close() runs at its close */
-    rt_fiber *hook;          /* open or close while it runs */
-    genop *open_op, *close_op; /* the operation to answer when it ends */
-    char *close_err;         /* close() failed (malloc'd) */
-    struct wgen *next;
-} wgen;
-
-struct worker {
-    workers *w;
-    int k;                   /* 1..n-1 */
-    uv_thread_t th;
-    int started;
-    uv_loop_t loop;
-    mqueue in;
-    msg *spare;
-    size_t spare_cap;
-    wgen *gens;
-    int latest;              /* newest generation that opened here (export_state's source) */
-};
-
-struct workers {
-    int n;
-    worker *ws;              /* n - 1 of them: ws[k - 1] */
-    uv_loop_t *loop;
-    mqueue out;
-    msg *spare;
-    size_t spare_cap;
-    const config *cfg;
-    const char *lua_dir;
-    uint64_t key_seed;
-    script_record_fn done;
-    void *ud;
-    size_t *busy;            /* attempts sent to each worker and not answered */
-    size_t outstanding;      /* jobs and operations waiting: the handle is ref'd while > 0 */
-    unsigned next_pick;
-    wk_job *jobs;            /* every job not yet freed */
-    genop *ops;              /* every operation not yet answered */
-};
+#include "workers_int.h"
 
 /* ---- queues ------------------------------------------------------------ */
 
-static int mq_init(mqueue *q, uv_loop_t *loop, uv_async_cb cb, void *data)
+int wk_mq_init(mqueue *q, uv_loop_t *loop, uv_async_cb cb, void *data)
 {
     memset(q, 0, sizeof *q);
     if (uv_mutex_init(&q->mu) != 0)
@@ -133,7 +36,7 @@ static int mq_init(mqueue *q, uv_loop_t *loop, uv_async_cb cb, void *data)
 
 /* Append (any thread) and wake the consumer. Out of memory aborts: a lost
  * message would lose a record or hang the run, and there is no one to tell. */
-static void mq_push(mqueue *q, msg m)
+void wk_mq_push(mqueue *q, msg m)
 {
     uv_mutex_lock(&q->mu);
     if (q->n == q->cap) {
@@ -153,7 +56,7 @@ static void mq_push(mqueue *q, msg m)
 }
 
 /* Take everything queued: *spare becomes the batch (n messages). */
-static size_t mq_take(mqueue *q, msg **spare, size_t *spare_cap)
+size_t wk_mq_take(mqueue *q, msg **spare, size_t *spare_cap)
 {
     uv_mutex_lock(&q->mu);
     msg *v = q->v;
@@ -167,250 +70,8 @@ static size_t mq_take(mqueue *q, msg **spare, size_t *spare_cap)
     return n;
 }
 
-/* ---- a worker's side (its own thread) -------------------------------------- */
-
-static void answer(worker *wk, int type, int id, void *p, char *err)
-{
-    mq_push(&wk->w->out, (msg){ type, id, p, err });
-}
-
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static wgen *w_find(worker *wk, int id)
-{
-    for (wgen *g = wk->gens; g; g = g->next)
-        if (g->id == id)
-            return g;
-    return NULL;
-}
-
-static void w_unlink(worker *wk, wgen *g)
-{
-    for (wgen **pp = &wk->gens; *pp; pp = &(*pp)->next)
-        if (*pp == g) {
-            *pp = g->next;
-            return;
-        }
-}
-
-/* An attempt ended on this worker: its outcome goes back in the job. */
-static void w_record_done(void *ud, struct task *t, script_result *r)
-{
-    worker *wk = ud;
-    wk_job *j = (wk_job *)t;
-    j->fiber = NULL;
-    j->ok = r->ok;
-    j->out = r->out; /* ours now (script_record_fn), the main thread's at DONE */
-    j->out_len = r->len;
-    j->err = dup_or_null(r->err);
-    j->errmsg = dup_or_null(r->errmsg);
-    j->retry = r->retry;
-    j->overloads = r->overloads;
-    answer(wk, A_DONE, j->gen_id, j, NULL);
-}
-
-static void w_fail_job(worker *wk, wk_job *j, const char *why)
-{
-    script_result r = { .ok = 0, .err = why, .errmsg = why };
-    w_record_done(wk, (struct task *)j, &r);
-}
-
-static void w_invoke(worker *wk, wk_job *j)
-{
-    wgen *g = w_find(wk, j->gen_id);
-    if (!g || !script_is_open(&g->sc)) {
-        char why[96];
-        snprintf(why, sizeof why, "generation %d is not loaded on worker %d", j->gen_id, wk->k + 1);
-        w_fail_job(wk, j, why);
-        return;
-    }
-    script_rec *rec;
-    if (script_reparse(&g->sc, j->line, j->len, &rec) != 0) {
-        w_fail_job(wk, j, "out of memory decoding the record");
-        return;
-    }
-    j->call.task = (struct task *)j;
-    j->call.fiber_slot = &j->fiber;
-    j->call.item_slot = &j->item;
-    script_invoke(&g->sc, rec, &j->call);
-}
-
-static void w_discard(worker *wk, wk_job *j)
-{
-    if (j->item)
-        script_batch_leave(j->item); /* (clears j->item) */
-    if (j->fiber) {
-        rt_fiber_discard(j->fiber);
-        j->fiber = NULL;
-    }
-    answer(wk, A_DISCARDED, j->gen_id, j, NULL);
-}
-
-static void w_vm_closed(void *ud)
-{
-    wgen *g = ud;
-    worker *wk = g->wk;
-    if (g->close_op)
-        answer(wk, A_CLOSED, g->id, g->close_op, g->close_err);
-    else
-        free(g->close_err);
-    free(g);
-}
-
-/* Close g's VM; g leaves the list now and is freed when the VM closed. */
-static void w_close_vm(wgen *g)
-{
-    worker *wk = g->wk;
-    w_unlink(wk, g);
-    if (g->hook) {
-        rt_fiber_discard(g->hook);
-        g->hook = NULL;
-    }
-    if (script_is_open(&g->sc))
-        script_close(&g->sc, w_vm_closed, g);
-    else
-        w_vm_closed(g);
-}
-
-static void w_hook_done(void *ud, script_result *r)
-{
-    wgen *g = ud;
-    worker *wk = g->wk;
-    g->hook = NULL;
-    if (g->open_op) {
-        genop *op = g->open_op;
-        g->open_op = NULL;
-        if (r->ok) {
-            g->opened = 1;
-            wk->latest = g->id;
-        }
-        answer(wk, A_OPENED, g->id, op, r->ok ? NULL : dup_or_null(r->err ? r->err : "open failed"));
-        return;
-    }
-    if (!r->ok)
-        g->close_err = dup_or_null(r->err ? r->err : "close failed");
-    w_close_vm(g);
-}
-
-static void w_open(worker *wk, int id, genop *op)
-{
-    const workers *w = wk->w;
-    wgen *g = calloc(1, sizeof *g);
-    if (!g) {
-        answer(wk, A_OPENED, id, op, strdup("out of memory"));
-        return;
-    }
-    g->wk = wk;
-    g->id = id;
-    g->next = wk->gens;
-    wk->gens = g;
-    char *err = NULL;
-    if (gen_prepare(&g->sc, &wk->loop, w->cfg, w->lua_dir, id, w->key_seed, &err) != 0) {
-        answer(wk, A_OPENED, id, op, err ? err : strdup("cannot load the script"));
-        return; /* closed by the M_CLOSE_QUIET the main thread sends */
-    }
-    script_on_done(&g->sc, w_record_done, wk);
-    script_set_worker(&g->sc, wk->k + 1);
-    /* ctx.previous: this worker's newest generation's state, as the main
-     * thread hands its own (reload.c); a failing export gives nil. */
-    wgen *prev = w_find(wk, wk->latest);
-    if (prev && prev != g && script_is_open(&prev->sc)) {
-        char *json = NULL;
-        if (script_export_state(&prev->sc, &json) != 0) {
-            free(json);
-            json = NULL;
-        }
-        script_set_previous(&g->sc, json);
-        free(json);
-    }
-    g->open_op = op;
-    if (script_run_hook(&g->sc, "open", &g->hook, w_hook_done, g) != 0) {
-        script_result ok = { .ok = 1 };
-        w_hook_done(g, &ok);
-    }
-}
-
-static void w_close(worker *wk, int id, genop *op, int run_close)
-{
-    wgen *g = w_find(wk, id);
-    if (!g) {
-        answer(wk, A_CLOSED, id, op, NULL);
-        return;
-    }
-    if (g->open_op) { /* still opening: that open ends here, unanswered by its hook */
-        answer(wk, A_OPENED, id, g->open_op, strdup("closed while opening"));
-        g->open_op = NULL;
-    }
-    g->close_op = op;
-    if (run_close && g->opened && !g->hook &&
-        script_run_hook(&g->sc, "close", &g->hook, w_hook_done, g) == 0)
-        return;
-    w_close_vm(g);
-}
-
-static void w_on_messages(uv_async_t *a)
-{
-    worker *wk = a->data;
-    size_t n = mq_take(&wk->in, &wk->spare, &wk->spare_cap);
-    for (size_t i = 0; i < n; i++) {
-        msg m = wk->spare[i];
-        wgen *g;
-        switch (m.type) {
-        case M_INVOKE:
-            w_invoke(wk, m.p);
-            break;
-        case M_DISCARD:
-            w_discard(wk, m.p);
-            break;
-        case M_OPEN:
-            w_open(wk, m.id, m.p);
-            break;
-        case M_CLOSE:
-        case M_CLOSE_QUIET:
-            w_close(wk, m.id, m.p, m.type == M_CLOSE);
-            break;
-        case M_FLUSH:
-        case M_DRAIN:
-            if ((g = w_find(wk, m.id)) && script_is_open(&g->sc)) {
-                if (m.type == M_FLUSH)
-                    script_batch_flush(&g->sc);
-                else
-                    script_batch_drain(&g->sc);
-            }
-            break;
-        case M_STOP:
-            while (wk->gens) {
-                wk->gens->close_op = NULL; /* nobody waits any more */
-                w_close_vm(wk->gens);
-            }
-            uv_close((uv_handle_t *)&wk->in.async, NULL);
-            break;
-        }
-    }
-}
-
-static void w_close_any(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-static void w_main(void *arg)
-{
-    worker *wk = arg;
-    uv_run(&wk->loop, UV_RUN_DEFAULT);
-    /* The VMs are closed; what they pooled on this thread goes with them. */
-    net_pool_close_all();
-    dns_cache_clear();
-    while (uv_loop_close(&wk->loop) == UV_EBUSY) {
-        uv_walk(&wk->loop, w_close_any, NULL);
-        uv_run(&wk->loop, UV_RUN_DEFAULT);
-    }
-}
+/* How much busier the main thread counts itself in wk_pick. */
+#define WK_MAIN_BIAS 2
 
 /* ---- the main thread's side ------------------------------------------------ */
 
@@ -457,7 +118,6 @@ static void job_done(workers *w, wk_job *j)
 {
     if (j->discarded)
         return; /* its DISCARDED follows; the outcome is dropped then */
-    w->busy[j->worker]--;
     struct task *t = j->task;
     script_result r = { j->ok, j->out, j->out_len, j->err, j->errmsg, j->retry, j->overloads };
     j->out = NULL; /* the callee takes it */
@@ -469,7 +129,7 @@ static void job_done(workers *w, wk_job *j)
 static void on_answers(uv_async_t *a)
 {
     workers *w = a->data;
-    size_t n = mq_take(&w->out, &w->spare, &w->spare_cap);
+    size_t n = wk_mq_take(&w->out, &w->spare, &w->spare_cap);
     for (size_t i = 0; i < n; i++) {
         msg m = w->spare[i];
         switch (m.type) {
@@ -503,10 +163,8 @@ int wk_start(workers **out, uv_loop_t *loop, const config *c, const char *lua_di
     w->done = done;
     w->ud = ud;
     w->ws = calloc((size_t)w->n - 1, sizeof *w->ws);
-    w->busy = calloc((size_t)w->n, sizeof *w->busy);
-    if (!w->ws || !w->busy || mq_init(&w->out, loop, on_answers, w) != 0) {
+    if (!w->ws || wk_mq_init(&w->out, loop, on_answers, w) != 0) {
         free(w->ws);
-        free(w->busy);
         free(w);
         goto oom;
     }
@@ -517,9 +175,9 @@ int wk_start(workers **out, uv_loop_t *loop, const config *c, const char *lua_di
         wk->w = w;
         wk->k = k;
         int rc = uv_loop_init(&wk->loop);
-        if (rc == 0 && (rc = mq_init(&wk->in, &wk->loop, w_on_messages, wk)) != 0)
+        if (rc == 0 && (rc = wk_mq_init(&wk->in, &wk->loop, wk_thread_messages, wk)) != 0)
             uv_loop_close(&wk->loop);
-        if (rc == 0 && (rc = uv_thread_create(&wk->th, w_main, wk)) != 0) {
+        if (rc == 0 && (rc = uv_thread_create(&wk->th, wk_thread_main, wk)) != 0) {
             uv_close((uv_handle_t *)&wk->in.async, NULL);
             uv_run(&wk->loop, UV_RUN_DEFAULT);
             uv_loop_close(&wk->loop);
@@ -543,13 +201,19 @@ int wk_count(const workers *w)
 
 int wk_pick(const workers *w, size_t main_busy)
 {
-    /* The least busy, starting after the last pick so that ties spread. */
+    /* The least loaded, the main thread counted WK_MAIN_BIAS attempts
+     * busier than it is: it also reads, decides and writes, and a script
+     * that never yields leaves main_busy at 0 however much it runs. So the
+     * others are kept fed (while one has fewer than WK_MAIN_BIAS attempts
+     * waiting or running, it gets the record) and the main thread runs
+     * the rest itself. Ties spread from a rotating start. */
     unsigned start = ((workers *)w)->next_pick++ % (unsigned)w->n;
     int best = -1;
     size_t least = 0;
     for (int i = 0; i < w->n; i++) {
         int k = (int)((start + (unsigned)i) % (unsigned)w->n);
-        size_t b = k == 0 ? main_busy : w->busy[k];
+        size_t b = k == 0 ? main_busy + WK_MAIN_BIAS
+                          : atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
         if (best < 0 || b < least) {
             best = k;
             least = b;
@@ -567,8 +231,8 @@ wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, c
     j->worker = k;
     j->gen_id = gen_id;
     j->call = *call;
-    j->last_error = dup_or_null(call->last_error);
-    j->source_id = dup_or_null(call->source_id);
+    j->last_error = wk_strdup_or_null(call->last_error);
+    j->source_id = wk_strdup_or_null(call->source_id);
     if ((call->last_error && !j->last_error) || (call->source_id && !j->source_id)) {
         free(j->last_error);
         free(j->source_id);
@@ -580,9 +244,9 @@ wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, c
     j->len = len;
     memcpy(j->line, line, len);
     MW_LIST_PUSH(w->jobs, j, prev, next);
-    w->busy[k]++;
+    atomic_fetch_add_explicit(&w->ws[k - 1].pending, 1, memory_order_relaxed);
     hold(w, +1);
-    mq_push(&w->ws[k - 1].in, (msg){ M_INVOKE, gen_id, j, NULL });
+    wk_mq_push(&w->ws[k - 1].in, (msg){ M_INVOKE, gen_id, j, NULL });
     return j;
 }
 
@@ -591,8 +255,7 @@ void wk_discard(workers *w, wk_job *j)
     if (j->discarded)
         return;
     j->discarded = 1;
-    w->busy[j->worker]--;
-    mq_push(&w->ws[j->worker - 1].in, (msg){ M_DISCARD, j->gen_id, j, NULL });
+    wk_mq_push(&w->ws[j->worker - 1].in, (msg){ M_DISCARD, j->gen_id, j, NULL });
 }
 
 static void gen_op(workers *w, int type, int id, wk_gen_fn done, void *ud)
@@ -608,7 +271,7 @@ static void gen_op(workers *w, int type, int id, wk_gen_fn done, void *ud)
     MW_LIST_PUSH(w->ops, op, prev, next);
     hold(w, +1);
     for (int k = 1; k < w->n; k++)
-        mq_push(&w->ws[k - 1].in, (msg){ type, id, op, NULL });
+        wk_mq_push(&w->ws[k - 1].in, (msg){ type, id, op, NULL });
 }
 
 void wk_gen_open(workers *w, int id, wk_gen_fn done, void *ud)
@@ -624,7 +287,7 @@ void wk_gen_close(workers *w, int id, int run_close, wk_gen_fn done, void *ud)
 static void broadcast(workers *w, int type, int id)
 {
     for (int k = 1; k < w->n; k++)
-        mq_push(&w->ws[k - 1].in, (msg){ type, id, NULL, NULL });
+        wk_mq_push(&w->ws[k - 1].in, (msg){ type, id, NULL, NULL });
 }
 
 void wk_gen_flush(workers *w, int id)
@@ -651,7 +314,7 @@ void wk_free(workers *w)
         worker *wk = &w->ws[k - 1];
         if (!wk->started)
             continue;
-        mq_push(&wk->in, (msg){ M_STOP, 0, NULL, NULL });
+        wk_mq_push(&wk->in, (msg){ M_STOP, 0, NULL, NULL });
         uv_thread_join(&wk->th);
         uv_mutex_destroy(&wk->in.mu);
         free(wk->in.v);
@@ -659,7 +322,7 @@ void wk_free(workers *w)
     }
     /* Answers nobody took (the run ended first), then every job and
      * operation left. */
-    size_t n = mq_take(&w->out, &w->spare, &w->spare_cap);
+    size_t n = wk_mq_take(&w->out, &w->spare, &w->spare_cap);
     for (size_t i = 0; i < n; i++)
         free(w->spare[i].err);
     while (w->jobs)
@@ -674,6 +337,5 @@ void wk_free(workers *w)
     free(w->out.v);
     free(w->spare);
     free(w->ws);
-    free(w->busy);
     free(w);
 }

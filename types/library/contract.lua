@@ -42,6 +42,7 @@ function ctx.overloaded() end
 ---@field generation integer the generation (1, then one more per hot reload)
 ---@field previous any? open only: a copy of the previous generation's export_state()
 ---@field log moonwait.log
+---@field worker integer which worker runs this VM, 1..N with `--workers N` (open and close run once on each)
 local hook_ctx = {}
 
 ---@return number
