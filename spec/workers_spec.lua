@@ -160,13 +160,18 @@ return {
       return ([[
 local time = require "moonwait.time"
 local M = {}
-function M.open(ctx) local f = io.open("opens", "a") f:write("v%d\n") f:close() end
+function M.open(ctx)
+  local f = io.open("opens", "a")
+  f:write("v%d prev=", tostring(ctx.previous and ctx.previous.v), " w=", ctx.worker, "\n")
+  f:close()
+end
+function M.export_state() return { v = %d } end
 function M.async_invoke(r, ctx)
   time.sleep(0.002)
   return { { id = r.id, v = %d, w = ctx.worker } }
 end
 return M
-]]):format(v, v)
+]]):format(v, v, v)
     end
     H.script(d, script(1))
     os.execute("mkfifo " .. d .. "/in")
@@ -192,11 +197,12 @@ return M
       end
     end
     assert.truthy(v2_workers[1] and (v2_workers[2] or v2_workers[3]), "the new generation ran on several workers")
-    local opens = H.read(d .. "/opens")
-    local _, n1 = opens:gsub("v1", "")
-    local _, n2 = opens:gsub("v2", "")
-    assert.equal(3, n1, opens)
-    assert.equal(3, n2, opens)
+    -- open ran once on each worker, each new one with its worker's old state
+    local opens = {}
+    for _, l in ipairs(H.lines(H.read(d .. "/opens"))) do opens[#opens + 1] = l end
+    table.sort(opens)
+    assert.same({ "v1 prev=nil w=1", "v1 prev=nil w=2", "v1 prev=nil w=3",
+                  "v2 prev=1 w=1", "v2 prev=1 w=2", "v2 prev=1 w=3" }, opens)
     assert.equal("", out)
   end)
 
@@ -229,6 +235,21 @@ return M
     assert.equal(1, r.code)
     assert.truthy(r.err:find("open failed", 1, true), r.err)
     assert.truthy(r.err:find("cannot connect", 1, true), r.err)
+  end)
+
+  it("runs no record on a worker before its open() ended there", function()
+    local r = H.run_script([[
+local time = require "moonwait.time"
+local ready = false
+return {
+  open = function(ctx) time.sleep(0.2 * ctx.worker) ready = true end,
+  async_invoke = function(r, ctx)
+    if not ready then error("ran before open ended on worker " .. ctx.worker) end
+    return { { id = r.id, w = ctx.worker } }
+  end,
+}]], ids(200), "--workers 3 --capacity 40")
+    assert.equal(0, r.code, r.err)
+    assert.equal(200, #H.lines(r.output))
   end)
 
   it("runs close on every worker at the end", function()

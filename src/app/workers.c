@@ -71,7 +71,7 @@ size_t wk_mq_take(mqueue *q, msg **spare, size_t *spare_cap)
 }
 
 /* How much busier the main thread counts itself in wk_pick. */
-#define WK_MAIN_BIAS 2
+#define WK_MAIN_BIAS 64
 
 /* ---- the main thread's side ------------------------------------------------ */
 
