@@ -50,7 +50,8 @@ int script_pcall(lua_State *L, int nargs, int nres)
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
     guard_mark gm;
-    guard_enter(L, &gm);
+    rt *r = rt_of(L); /* (the guard wants the VM's main state) */
+    guard_enter(r ? r->L : L, &gm);
     int rc = lua_pcall(L, nargs, nres, base);
     if (guard_leave(&gm) && rc != 0) {
         /* Out of budget: say so, whatever the script made of the error. */
