@@ -117,9 +117,9 @@ store *cache_store_open(const cache_opts *o);
 void cache_store_release(store *s);
 
 /* Free s and its entries (no flight may be open). */
-/* Stores not yet freed, named or not: what moonwait.runtime_stats().caches
- * says, for leak checks. */
-extern size_t cache_store_live;
+/* Stores of this thread not yet freed, named or not: what
+ * moonwait.runtime_stats().caches says, for leak checks. */
+extern _Thread_local size_t cache_store_live;
 
 void cache_store_free(store *s);
 
@@ -178,7 +178,7 @@ void cache_value_none(cache_encoded *e);
  * may change meanwhile. Raises when out of memory. */
 int cache_value_push(lua_State *L, const void *p, size_t n, int negative);
 
-/* Free the scratch buffer (at exit). */
+/* Free this thread's scratch buffer (at its exit). */
 void cache_value_free_all(void);
 
 #endif

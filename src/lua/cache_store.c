@@ -5,9 +5,13 @@
  * cache_flight.c (an orphan's last flight) and, at exit, the app
  * (script_cache_free_all).
  *
- * Named stores are process-wide: cache.new{name=...} in a later generation
- * gets the same store (its newest options win), and it lives until the
- * process ends (script_cache_free_all). An unnamed store belongs to its
+ * Named stores are per loop thread: cache.new{name=...} in a later
+ * generation on the same thread gets the same store (its newest options
+ * win), and it lives until that thread frees them (script_cache_free_all,
+ * after its last VM closed). With --workers N each worker has its own store
+ * of each name: a store's single flight parks fibers of one loop and wakes
+ * them on it, and its LRU is not locked, so sharing one across threads
+ * would need both redone; per thread, nothing here is shared. An unnamed store belongs to its
  * handle: freed when the handle is collected (at the latest when its VM
  * closes), or, when loads are still in flight then, with the last of them.
  */
@@ -23,8 +27,8 @@
 #include "modules.h"
 #include "script.h"
 
-static store *named;     /* every named store, newest first */
-size_t cache_store_live; /* stores not yet freed, named or not (runtime_stats) */
+static _Thread_local store *named;     /* this thread's named stores, newest first */
+_Thread_local size_t cache_store_live; /* this thread's stores not yet freed, named or not (runtime_stats) */
 
 static store *store_new(const char *name)
 {
@@ -201,6 +205,8 @@ store *cache_store_open(const cache_opts *o)
     return s;
 }
 
+/* The calling thread's named stores and scratch buffer (each loop thread,
+ * after its last VM closed). */
 void script_cache_free_all(void)
 {
     while (named) {

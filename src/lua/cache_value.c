@@ -15,7 +15,9 @@
 #include "cache_int.h"
 #include "lvalue.h"
 
-static mw_buf scratch;   /* encoded values on their way in (see encode) */
+/* Encoded values on their way in (see encode); per loop thread, as the
+ * stores are. */
+static _Thread_local mw_buf scratch;
 
 /* lval_push of a private copy (pushing.p), in a protected call so that the
  * copy is freed however decoding ends. */
@@ -75,7 +77,7 @@ int cache_value_push(lua_State *L, const void *p, size_t n, int negative)
  * encoded). */
 int cache_value_encode(lua_State *L, int idx, const char *root, cache_encoded *e, char *err, size_t errlen)
 {
-    static int busy;
+    static _Thread_local int busy;
     memset(&e->own, 0, sizeof e->own);
     e->b = busy ? &e->own : &scratch;
     e->b->len = 0;

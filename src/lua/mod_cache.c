@@ -97,7 +97,7 @@ static uint64_t expiry(const handle *h, uint64_t ttl_ms)
  * may run finalizers. */
 static void gc_account(lua_State *L, const store *s, size_t bytes)
 {
-    static size_t unreported; /* (one thread; any VM's GC may do the step) */
+    static _Thread_local size_t unreported; /* (any of this thread's VMs may do the step) */
     if (s->name)
         return;
     unreported += bytes;

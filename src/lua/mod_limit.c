@@ -24,10 +24,20 @@
  * take() cannot count on its handle staying reachable: in
  * `return lim:take()` (a tail call) nothing but the yielded C frame holds
  * it, and the collector may take it while the take waits.
+ *
+ * Threads (--workers N): a named limiter is one for the process, so 100
+ * rps stays 100 rps across every worker. Its bucket arithmetic (take,
+ * reserve, give back, new options, stats) and the registry are under
+ * lim_mu, with the clock read inside it (tbucket wants its times in
+ * order); nothing that may raise runs under it. The wait is on the
+ * caller's own fiber timer, on its own loop, outside the lock. An unnamed
+ * limiter belongs to one VM, hence one thread, but takes the same lock
+ * (one code path; uncontended it costs a few ns).
  */
 #define _GNU_SOURCE
 #include <lauxlib.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +70,8 @@ typedef struct reservation {
     uint64_t at_ns;        /* uv_hrtime when the tokens are covered */
 } reservation;
 
-static limiter *named; /* every named limiter, newest first */
+static pthread_mutex_t lim_mu = PTHREAD_MUTEX_INITIALIZER;
+static limiter *named; /* every named limiter, newest first (lim_mu) */
 
 static void limiter_free(limiter *l)
 {
@@ -68,13 +79,16 @@ static void limiter_free(limiter *l)
     free(l);
 }
 
+/* At exit, after every worker thread ended. */
 void script_limit_free_all(void)
 {
+    pthread_mutex_lock(&lim_mu);
     while (named) {
         limiter *l = named;
         named = l->next;
         limiter_free(l);
     }
+    pthread_mutex_unlock(&lim_mu);
 }
 
 /* ---- limit.new ----------------------------------------------------------------- */
@@ -150,8 +164,9 @@ static int l_new(lua_State *L)
     h->owned = 0;
     luaL_getmetatable(L, LIMIT_MT);
     lua_setmetatable(L, -2);
-    uint64_t now = uv_hrtime();
     limiter *l = NULL;
+    pthread_mutex_lock(&lim_mu);
+    uint64_t now = uv_hrtime();
     if (name)
         for (l = named; l && strcmp(l->name, name) != 0; l = l->next)
             ;
@@ -159,6 +174,7 @@ static int l_new(lua_State *L)
         tbucket_set(&l->b, rps, burst, now);
     } else {
         if (!(l = calloc(1, sizeof *l)) || (name && !(l->name = strdup(name)))) {
+            pthread_mutex_unlock(&lim_mu);
             free(l);
             return luaL_error(L, "moonwait.limit.new: out of memory");
         }
@@ -168,6 +184,7 @@ static int l_new(lua_State *L)
             named = l;
         }
     }
+    pthread_mutex_unlock(&lim_mu);
     h->l = l;
     h->owned = name == NULL;
     return 1;
@@ -175,7 +192,8 @@ static int l_new(lua_State *L)
 
 /* ---- lim:take -------------------------------------------------------------------- */
 
-/* A waiter lets go of its limiter: an orphaned one goes with its last. */
+/* A waiter lets go of its limiter: an orphaned one goes with its last.
+ * (lim_mu held) */
 static void unhold(limiter *l)
 {
     if (--l->waiters == 0 && l->orphaned)
@@ -186,8 +204,10 @@ static void take_cancel(rt_fiber *f)
 {
     reservation *rv = f->wait;
     uv_timer_stop(&f->timer);
+    pthread_mutex_lock(&lim_mu);
     tbucket_give(&rv->l->b, rv->n, uv_hrtime());
     unhold(rv->l);
+    pthread_mutex_unlock(&lim_mu);
     free(rv);
     f->wait = NULL;
 }
@@ -210,7 +230,9 @@ static void take_done(uv_timer_t *t)
         uv_timer_start(&f->timer, take_done, ms_up(rv->at_ns - now), 0);
         return;
     }
+    pthread_mutex_lock(&lim_mu);
     unhold(rv->l);
+    pthread_mutex_unlock(&lim_mu);
     free(f->wait);
     f->wait = NULL;
     lua_pushboolean(f->co, 1);
@@ -232,34 +254,51 @@ static int l_take(lua_State *L)
     handle *h = luaL_checkudata(L, 1, LIMIT_MT);
     limiter *l = h->l;
     double n = luaL_optnumber(L, 2, 1);
-    if (!(n >= 1 && n <= l->b.burst) || n != floor(n))
-        return luaL_error(L, "bad argument #1 to 'take' (n: expected an integer from 1 to the burst, %.0f, got %s)",
-                          l->b.burst, shown(L, 2));
+    pthread_mutex_lock(&lim_mu);
+    double burst = l->b.burst;
     uint64_t now = uv_hrtime();
-    uint64_t wait_ns = tbucket_wait_ns(&l->b, n, now);
-    if (wait_ns == 0) {
+    uint64_t wait_ns = n >= 1 && n <= burst ? tbucket_wait_ns(&l->b, n, now) : 1;
+    if (wait_ns == 0 && n == floor(n)) {
         tbucket_reserve(&l->b, n, now);
+        pthread_mutex_unlock(&lim_mu);
         lua_pushboolean(L, 1);
         return 1;
     }
+    pthread_mutex_unlock(&lim_mu);
+    /* It must wait (or n is bad): what may raise, outside the lock. */
+    if (!(n >= 1 && n <= burst) || n != floor(n))
+        return luaL_error(L, "bad argument #1 to 'take' (n: expected an integer from 1 to the burst, %.0f, got %s)",
+                          burst, shown(L, 2));
     rt_fiber *f = rt_check_yieldable(L, "lim:take");
-    uint64_t ms = ms_up(wait_ns);
-    if (f->deadline_ms) {
-        uint64_t loop_now = uv_now(f->rt->loop);
-        if (loop_now + ms >= f->deadline_ms) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "rate limit '%s': no token before the record's deadline", label(l));
-            return 2;
-        }
-    }
     reservation *rv = malloc(sizeof *rv);
     if (!rv)
         return luaL_error(L, "lim:take: out of memory");
+    /* Again under the lock: another thread may have taken or given back
+     * tokens meanwhile. */
+    pthread_mutex_lock(&lim_mu);
+    now = uv_hrtime();
+    wait_ns = tbucket_wait_ns(&l->b, n, now);
+    uint64_t covered = 0;
+    int late = wait_ns && f->deadline_ms && uv_now(f->rt->loop) + ms_up(wait_ns) >= f->deadline_ms;
+    if (!late) {
+        covered = tbucket_reserve(&l->b, n, now);
+        if (wait_ns)
+            l->waiters++;
+    }
+    pthread_mutex_unlock(&lim_mu);
+    if (late || !wait_ns) {
+        free(rv);
+        if (!late) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        lua_pushnil(L);
+        lua_pushfstring(L, "rate limit '%s': no token before the record's deadline", label(l));
+        return 2;
+    }
     rv->l = l;
     rv->n = n;
-    uint64_t covered = tbucket_reserve(&l->b, n, now);
     rv->at_ns = now + covered;
-    l->waiters++;
     uv_timer_start(&f->timer, take_done, ms_up(covered), 0);
     rt_park(f, take_cancel, rv);
     return rt_yield(L, f);
@@ -271,20 +310,24 @@ static int l_stats(lua_State *L)
 {
     handle *h = luaL_checkudata(L, 1, LIMIT_MT);
     limiter *l = h->l;
+    pthread_mutex_lock(&lim_mu);
+    double tokens = tbucket_tokens(&l->b, uv_hrtime());
+    tbucket b = l->b;
+    pthread_mutex_unlock(&lim_mu);
     lua_createtable(L, 0, 6);
     if (l->name) {
         lua_pushstring(L, l->name);
         lua_setfield(L, -2, "name");
     }
-    lua_pushnumber(L, l->b.rate);
+    lua_pushnumber(L, b.rate);
     lua_setfield(L, -2, "rps");
-    lua_pushnumber(L, l->b.burst);
+    lua_pushnumber(L, b.burst);
     lua_setfield(L, -2, "burst");
-    lua_pushnumber(L, tbucket_tokens(&l->b, uv_hrtime()));
+    lua_pushnumber(L, tokens);
     lua_setfield(L, -2, "tokens");
-    lua_pushnumber(L, (lua_Number)l->b.taken);
+    lua_pushnumber(L, (lua_Number)b.taken);
     lua_setfield(L, -2, "taken");
-    lua_pushnumber(L, (lua_Number)l->b.waits);
+    lua_pushnumber(L, (lua_Number)b.waits);
     lua_setfield(L, -2, "waits");
     return 1;
 }
@@ -293,9 +336,12 @@ static int l_gc(lua_State *L)
 {
     handle *h = luaL_checkudata(L, 1, LIMIT_MT);
     if (h->owned && h->l) {
-        if (h->l->waiters)
+        pthread_mutex_lock(&lim_mu);
+        int waited = h->l->waiters != 0;
+        if (waited)
             h->l->orphaned = 1;
-        else
+        pthread_mutex_unlock(&lim_mu);
+        if (!waited)
             limiter_free(h->l);
     }
     h->l = NULL;
@@ -305,7 +351,10 @@ static int l_gc(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     handle *h = luaL_checkudata(L, 1, LIMIT_MT);
-    lua_pushfstring(L, "moonwait.limit '%s' (%f/s, burst %d)", label(h->l), h->l->b.rate, (int)h->l->b.burst);
+    pthread_mutex_lock(&lim_mu);
+    tbucket b = h->l->b;
+    pthread_mutex_unlock(&lim_mu);
+    lua_pushfstring(L, "moonwait.limit '%s' (%f/s, burst %d)", label(h->l), b.rate, (int)b.burst);
     return 1;
 }
 

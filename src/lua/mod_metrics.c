@@ -22,10 +22,22 @@
  * values: a wrong number of label values, a negative counter increment,
  * a metric past its cap of label sets (SCRIPT_METRICS_MAX_SERIES: the
  * value is not counted). Success returns true. Nothing here yields.
+ *
+ * Threads (--workers N): the registry is one for the process, so every
+ * worker's increments land in the same series and a scrape (on the main
+ * thread) sums them by construction. Every touch of it (registering, a
+ * series' lookup and its update, rendering, freeing) is under reg_mu; a
+ * method reads its Lua arguments (which may raise) before taking it, so
+ * the lock is never held across a Lua error, and holds it only for the
+ * lookup and the update (no allocation once the series exists). The HTTP
+ * client's last-host cache is per thread (`last`), checked against the
+ * registry's epoch, so a thread never keeps series of a freed registry.
  */
 #define _GNU_SOURCE
 #include <lauxlib.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,13 +47,17 @@
 
 #define METRIC_MT "moonwait.metric"
 
-static metrics *reg;       /* the scripts' and the HTTP client's; made on first use */
-static int http_on;        /* --metrics is set: the HTTP client observes */
-static metric *http_reqs, *http_secs;
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static metrics *reg;       /* the scripts' and the HTTP client's; made on first use (reg_mu) */
+static atomic_int http_on; /* --metrics is set: the HTTP client observes */
+static metric *http_reqs, *http_secs; /* (reg_mu) */
+static uint64_t epoch = 1; /* (reg_mu) counts registries: a thread's `last` names one */
 
-/* The last host's series (a run talks to few hosts, often one): found
- * again without formatting or hashing its label values. */
-static struct {
+/* The last host's series on this thread (a run talks to few hosts, often
+ * one): found again without formatting or hashing its label values. Read
+ * and filled under reg_mu (the series belong to the registry of `epoch`). */
+static _Thread_local struct {
+    uint64_t epoch;           /* the registry these series are of; 0: none */
     char host[300];           /* "host:port" */
     size_t len;
     int port;
@@ -49,6 +65,7 @@ static struct {
 } last;
 
 
+/* (reg_mu held) */
 static metrics *registry(void)
 {
     if (!reg)
@@ -58,26 +75,34 @@ static metrics *registry(void)
 
 void script_metrics_enable(int on)
 {
-    http_on = on;
+    atomic_store_explicit(&http_on, on, memory_order_relaxed);
 }
 
 int script_metrics_http_on(void)
 {
-    return http_on;
+    return atomic_load_explicit(&http_on, memory_order_relaxed);
 }
 
 int script_metrics_render(mw_buf *out)
 {
-    return reg ? metrics_render(reg, out) : 0;
+    pthread_mutex_lock(&reg_mu);
+    int rc = reg ? metrics_render(reg, out) : 0;
+    pthread_mutex_unlock(&reg_mu);
+    return rc;
 }
 
+/* At exit, after every worker thread ended (a metric object of a VM still
+ * open would name a freed family). */
 void script_metrics_free_all(void)
 {
+    pthread_mutex_lock(&reg_mu);
     metrics_free(reg);
     reg = NULL;
     http_reqs = http_secs = NULL;
+    epoch++;
+    pthread_mutex_unlock(&reg_mu);
     memset(&last, 0, sizeof last);
-    http_on = 0;
+    atomic_store_explicit(&http_on, 0, memory_order_relaxed);
 }
 
 static metric_series *lookup(metric *f, size_t n, const char *code)
@@ -88,11 +113,25 @@ static metric_series *lookup(metric *f, size_t n, const char *code)
     return metrics_series(f, n, v, l, err, sizeof err);
 }
 
+static void http_locked(const char *host, int port, int status, double secs);
+
 void script_metrics_http(const char *host, int port, int status, double secs)
 {
-    if (!http_on || !registry())
+    if (!script_metrics_http_on())
         return;
+    pthread_mutex_lock(&reg_mu);
+    if (registry())
+        http_locked(host, port, status, secs);
+    pthread_mutex_unlock(&reg_mu);
+}
+
+/* (reg_mu held) */
+static void http_locked(const char *host, int port, int status, double secs)
+{
     char err[160];
+    if (last.epoch != epoch)
+        memset(&last, 0, sizeof last);
+    last.epoch = epoch;
     if (!http_reqs) {
         static const char *const hc[] = { "host", "code" }, *const h[] = { "host" };
         http_reqs = metrics_family(reg, METRIC_COUNTER, "moonwait_http_client_requests_total",
@@ -104,12 +143,12 @@ void script_metrics_http(const char *host, int port, int status, double secs)
                                    1, h, 0, NULL, err, sizeof err);
         if (!http_reqs || !http_secs)
             return;
-        memset(&last, 0, sizeof last);
     }
     size_t hl = strlen(host);
     if (port != last.port || hl + 8 > sizeof last.host || last.len <= hl || last.host[hl] != ':' ||
         memcmp(last.host, host, hl) != 0) {
         memset(&last, 0, sizeof last);
+        last.epoch = epoch;
         last.port = port;
         int n = snprintf(last.host, sizeof last.host, "%s:%d", host, port);
         last.len = n < 0 ? 0 : (size_t)n >= sizeof last.host ? sizeof last.host - 1 : (size_t)n;
@@ -171,12 +210,14 @@ static int define(lua_State *L, metric_type t)
     }
     char err[300];
     metric *f = NULL;
+    pthread_mutex_lock(&reg_mu);
     if (strncmp(name, "moonwait_", 9) == 0)
         snprintf(err, sizeof err, "metric '%s': the prefix 'moonwait_' is the host's", name);
     else if (!registry())
         snprintf(err, sizeof err, "metric '%s': out of memory", name);
     else
         f = metrics_family(reg, t, name, help, nl, labels, nb, nb ? buckets : NULL, err, sizeof err);
+    pthread_mutex_unlock(&reg_mu);
     if (!f) {
         lua_pushnil(L);
         lua_pushstring(L, err);
@@ -195,9 +236,13 @@ static int l_histogram(lua_State *L) { return define(L, METRIC_HISTOGRAM); }
 
 /* ---- the methods ------------------------------------------------------------------- */
 
-/* The series of the label values at index li (a table, or none), or NULL
- * with nil, err pushed. */
-static metric_series *series_at(lua_State *L, metric *f, int li)
+enum { OP_ADD, OP_SET, OP_OBSERVE };
+
+/* Apply op with x to the series of the label values at index li (a table,
+ * or none). Pushes true, or nil, err (a wrong count, the series cap). The
+ * values are read first (a bad one raises), then the lookup and the update
+ * are done under reg_mu. */
+static int update(lua_State *L, metric *f, int li, int op, double x)
 {
     const char *v[METRICS_MAX_LABELS];
     size_t lens[METRICS_MAX_LABELS], n = 0;
@@ -218,23 +263,27 @@ static metric_series *series_at(lua_State *L, metric *f, int li)
         }
     }
     char err[300];
+    pthread_mutex_lock(&reg_mu);
     metric_series *s = metrics_series(f, n, v, lens, err, sizeof err);
+    if (s && op == OP_ADD)
+        metrics_add(s, x);
+    else if (s && op == OP_SET)
+        metrics_set(s, x);
+    else if (s)
+        metrics_observe(s, x);
+    pthread_mutex_unlock(&reg_mu);
     if (!s) {
         lua_pushnil(L);
         lua_pushstring(L, err);
+        return 2;
     }
-    return s;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static metric *check_metric(lua_State *L)
 {
     return *(metric **)luaL_checkudata(L, 1, METRIC_MT);
-}
-
-static int ok(lua_State *L)
-{
-    lua_pushboolean(L, 1);
-    return 1;
 }
 
 /* m:inc([n], [labelvalues]) on a counter or gauge; m:dec on a gauge. */
@@ -251,11 +300,7 @@ static int add(lua_State *L, double sign)
         lua_pushfstring(L, "metric '%s' is a counter: it only goes up (got %f)", metrics_name(f), n);
         return 2;
     }
-    metric_series *s = series_at(L, f, 3);
-    if (!s)
-        return 2;
-    metrics_add(s, n);
-    return ok(L);
+    return update(L, f, 3, OP_ADD, n);
 }
 
 static int l_inc(lua_State *L) { return add(L, 1); }
@@ -267,11 +312,7 @@ static int l_set(lua_State *L)
     double v = luaL_checknumber(L, 2);
     if (metrics_type(f) != METRIC_GAUGE)
         return luaL_error(L, "metrics: '%s' is not a gauge: it has no set", metrics_name(f));
-    metric_series *s = series_at(L, f, 3);
-    if (!s)
-        return 2;
-    metrics_set(s, v);
-    return ok(L);
+    return update(L, f, 3, OP_SET, v);
 }
 
 static int l_observe(lua_State *L)
@@ -280,11 +321,7 @@ static int l_observe(lua_State *L)
     double v = luaL_checknumber(L, 2);
     if (metrics_type(f) != METRIC_HISTOGRAM)
         return luaL_error(L, "metrics: '%s' is not a histogram: it has no observe", metrics_name(f));
-    metric_series *s = series_at(L, f, 3);
-    if (!s)
-        return 2;
-    metrics_observe(s, v);
-    return ok(L);
+    return update(L, f, 3, OP_OBSERVE, v);
 }
 
 static int l_tostring(lua_State *L)

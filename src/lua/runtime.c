@@ -284,7 +284,7 @@ static void resume(rt_fiber *f, int nargs)
     r->running = f;
     f->state = RT_FIBER_RUNNING;
     guard_mark gm;
-    guard_enter(f->co, &gm);
+    guard_enter(r->L, &gm);
     int st = lua_resume(f->co, nargs);
     int over_budget = guard_leave(&gm);
     if (over_budget)

@@ -275,18 +275,34 @@ char **script_loaded_files(script *sc);
 void script_free_files(char **files);
 
 /* VMs loaded and not yet closed, process-wide (for leak checks). */
-extern int script_live_vms;
+extern _Atomic int script_live_vms;
 
 /* Set when the run's input is stdin: VMs made afterwards refuse io.read,
  * io.lines() and io.stdin (they would take lines meant for moonwait). */
-extern int script_stdin_is_input;
+extern _Atomic int script_stdin_is_input;
+
+/* Threads (--workers N; ARCHITECTURE.md "Threads"): any number of threads
+ * may each run a uv loop and VMs on it (script_load_gen with that thread's
+ * loop, and every other call on a script from that thread). Per thread:
+ * moonwait.cache's named stores, the HTTP client's idle connections, free
+ * requests and DNS cache. Shared and locked: moonwait.limit's named
+ * limiters, moonwait.metrics' registry, TLS contexts, log output. */
 
 /* Free the named caches of moonwait.cache (cache_store.c), which outlive
- * every generation: once, after the last VM has closed. */
+ * every generation: the calling thread's (each thread has its own), after
+ * its last VM has closed. */
 void script_cache_free_all(void);
 
+/* A loop thread other than the main one ends: free what the layers below
+ * keep for it (its named caches, idle connections, DNS cache, the HTTP
+ * client's free requests), after its last VM has closed and before its
+ * loop closes: idle connections close their handles on that loop, so run
+ * it (UV_RUN_DEFAULT) once more after this. */
+void script_thread_free(void);
+
 /* Free the named limiters of moonwait.limit (mod_limit.c), which outlive
- * every generation too: once, after the last VM has closed. */
+ * every generation too and are shared by every thread: once, after the
+ * last VM of every thread has closed. */
 void script_limit_free_all(void);
 
 /* moonwait.metrics (mod_metrics.c): the scripts' metrics and the HTTP
@@ -301,7 +317,7 @@ int script_metrics_render(mw_buf *out);
 /* A moonwait.http request to host:port ended: status (0: no response) and
  * its duration in seconds. Nothing unless enabled. */
 void script_metrics_http(const char *host, int port, int status, double secs);
-/* Free the registry: once, after the last VM has closed. */
+/* Free the registry: once, after the last VM of every thread has closed. */
 void script_metrics_free_all(void);
 
 /* Nonzero when sc holds a VM (to be closed with script_close). */

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../net/dns.h"
+#include "../net/http.h"
 #include "../net/pool.h"
 #include "cache_int.h"
 #include "guard.h"
@@ -27,8 +29,8 @@
 #include "retry_table.h"
 #include "script_int.h"
 
-int script_live_vms;
-int script_stdin_is_input;
+_Atomic int script_live_vms;
+_Atomic int script_stdin_is_input;
 
 /* ---- protected calls --------------------------------------------------------- */
 
@@ -50,7 +52,8 @@ int script_pcall(lua_State *L, int nargs, int nres)
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
     guard_mark gm;
-    guard_enter(L, &gm);
+    rt *r = rt_of(L); /* (the guard wants the VM's main state) */
+    guard_enter(r ? r->L : L, &gm);
     int rc = lua_pcall(L, nargs, nres, base);
     if (guard_leave(&gm) && rc != 0) {
         /* Out of budget: say so, whatever the script made of the error. */
@@ -501,4 +504,14 @@ void script_close(script *sc, void (*on_closed)(void *ud), void *ud)
     script_live_vms--;
     rt_close(&sc->rt, on_closed, ud);
     codec_close(&sc->codec); /* after the VM: every doc goes, live or pooled */
+}
+
+/* ---- a loop thread's end ------------------------------------------------------------- */
+
+void script_thread_free(void)
+{
+    script_cache_free_all();
+    net_pool_close_all();
+    dns_cache_clear();
+    http_req_free_cached();
 }

@@ -2,7 +2,10 @@
  * dns.c: asynchronous resolution with a small cache (contract in dns.h).
  *
  * The cache is a fixed array with round-robin replacement: enough for the
- * handful of services a pipeline talks to, and no unbounded growth.
+ * handful of services a pipeline talks to, and no unbounded growth. One per
+ * loop thread (--workers N): its expiry is on that loop's clock, and a
+ * lookup stays a few compares with no lock; a name is resolved once per
+ * worker.
  */
 #define _GNU_SOURCE
 #include "dns.h"
@@ -21,8 +24,8 @@ typedef struct cache_entry {
     uint64_t expires;
 } cache_entry;
 
-static cache_entry cache[CACHE_SLOTS];
-static size_t cache_next;
+static _Thread_local cache_entry cache[CACHE_SLOTS];
+static _Thread_local size_t cache_next;
 
 struct dns_query {
     uv_getaddrinfo_t req;

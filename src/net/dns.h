@@ -33,7 +33,7 @@ int dns_resolve(uv_loop_t *loop, const char *host, int port, dns_result *now,
  * pool lets go of the request. */
 void dns_cancel(dns_query *q);
 
-/* Drop the cache (at exit). */
+/* Drop the calling thread's cache (at its exit). */
 void dns_cache_clear(void);
 
 #endif

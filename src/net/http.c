@@ -194,11 +194,13 @@ void http_req_end(http_req *r, const char *body, size_t blen)
 /* ---- recycling --------------------------------------------------------------------- */
 
 /* Finished requests are kept (up to a bound) with their buffers, so a
- * steady stream of requests does not go through malloc for each one. */
+ * steady stream of requests does not go through malloc for each one. Per
+ * loop thread (a request is made and freed on its loop's thread): no lock
+ * on the way. */
 #define FREE_REQS_MAX 256
 #define KEEP_BUF_MAX (64 * 1024)
-static http_req *free_reqs[FREE_REQS_MAX];
-static size_t n_free_reqs;
+static _Thread_local http_req *free_reqs[FREE_REQS_MAX];
+static _Thread_local size_t n_free_reqs;
 
 http_req *http_req_new(void)
 {
@@ -219,6 +221,17 @@ static void buf_free(mw_buf *b)
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
+}
+
+void http_req_free_cached(void)
+{
+    while (n_free_reqs) {
+        http_req *r = free_reqs[--n_free_reqs];
+        buf_free(&r->req);
+        buf_free(&r->resp.hdrs);
+        buf_free(&r->resp.body);
+        free(r);
+    }
 }
 
 void http_req_free(http_req *r)

@@ -156,4 +156,8 @@ const char *http_req_error(http_req *r, const char *err);
  * connection closed, never pooled; done never runs. */
 void http_req_free(http_req *r);
 
+/* Free the finished requests the calling thread keeps for reuse (at its
+ * exit). */
+void http_req_free_cached(void);
+
 #endif

@@ -2,9 +2,12 @@
 #include "http_resp.h"
 
 #include <ctype.h>
+#include <pthread.h>
 
+/* The parser's callbacks: one table for the process, filled once (the
+ * first response on any thread) and only read after. */
 static llhttp_settings_t settings;
-static int settings_ready;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 
 /* ---- parser callbacks --------------------------------------------------------- */
 
@@ -95,19 +98,21 @@ static int on_message_complete(llhttp_t *p)
 
 /* ---- feeding ----------------------------------------------------------------------- */
 
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
 void http_resp_init(http_resp *h, int is_head)
 {
-    if (!settings_ready) {
-        llhttp_settings_init(&settings);
-        settings.on_header_field = on_header_field;
-        settings.on_header_field_complete = on_header_field_complete;
-        settings.on_header_value = on_header_value;
-        settings.on_header_value_complete = on_header_value_complete;
-        settings.on_headers_complete = on_headers_complete;
-        settings.on_body = on_body;
-        settings.on_message_complete = on_message_complete;
-        settings_ready = 1;
-    }
+    pthread_once(&settings_once, settings_init);
     llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
     h->parser.data = h;
     h->is_head = is_head;

@@ -10,6 +10,7 @@
 #include "httpd.h"
 
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,10 @@ struct conn {
     uv_write_t wr;
 };
 
+/* The parser's callbacks: filled once for the process (pthread_once: any
+ * thread may start a server), only read after. */
 static llhttp_settings_t settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 
 static void server_maybe_freed(httpd *s)
 {
@@ -337,6 +341,18 @@ static void listener_closed(uv_handle_t *h)
     server_maybe_freed(s);
 }
 
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_bytes;
+    settings.on_header_value = on_bytes;
+    settings.on_body = on_bytes;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_message_complete = on_message_complete;
+}
+
 int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port, httpd_handler h, void *ud,
                 int *bound_port)
 {
@@ -345,18 +361,7 @@ int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port, httpd_
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa) != 0)
         return UV_EINVAL;
-    static int settings_ready;
-    if (!settings_ready) {
-        llhttp_settings_init(&settings);
-        settings.on_message_begin = on_message_begin;
-        settings.on_url = on_url;
-        settings.on_header_field = on_bytes;
-        settings.on_header_value = on_bytes;
-        settings.on_body = on_bytes;
-        settings.on_header_field_complete = on_header_field_complete;
-        settings.on_message_complete = on_message_complete;
-        settings_ready = 1;
-    }
+    pthread_once(&settings_once, settings_init);
     httpd *s = calloc(1, sizeof *s);
     if (!s)
         return UV_ENOMEM;

@@ -1,4 +1,8 @@
-/* pool.c: idle keep-alive connections (contract in pool.h). */
+/* pool.c: idle keep-alive connections (contract in pool.h).
+ *
+ * Per loop thread: a connection's handles belong to the loop that opened
+ * it, so each thread (--workers N) pools its own, and nothing here is
+ * shared or locked. */
 #define _GNU_SOURCE
 #include "pool.h"
 
@@ -12,7 +16,7 @@ typedef struct bucket {
     struct bucket *next;
 } bucket;
 
-static bucket *buckets;
+static _Thread_local bucket *buckets;
 
 static bucket *find(const char *key, int create)
 {

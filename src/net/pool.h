@@ -26,7 +26,8 @@ void net_pool_put(net_conn *c, const char *key, uint64_t idle_ms, size_t size);
 /* Idle connections held for `key` (NULL: all keys). */
 size_t net_pool_count(const char *key);
 
-/* Close every idle connection (at exit, before the loop closes). */
+/* Close every idle connection of the calling thread's pool (at its exit,
+ * before its loop closes). */
 void net_pool_close_all(void);
 
 #endif

@@ -1,7 +1,13 @@
-/* tls.c: OpenSSL client contexts (contract in tls.h). */
+/* tls.c: OpenSSL client contexts (contract in tls.h).
+ *
+ * One table for the process, under ctx_mu: an SSL_CTX is safe to share
+ * between threads once set up (OpenSSL >= 1.1 locks its own reference
+ * counts and session cache), so every worker's connections use the same
+ * context per CA file, and each is loaded once. */
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +19,7 @@ static struct {
     SSL_CTX *ctx;
 } ctxs[MAX_CTX];
 static int nctx;
+static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void tls_last_error(char *buf, size_t len)
 {
@@ -25,7 +32,18 @@ void tls_last_error(char *buf, size_t len)
     ERR_clear_error();
 }
 
+static SSL_CTX *client_ctx(const char *ca_file, char *err, size_t errlen);
+
 SSL_CTX *tls_client_ctx(const char *ca_file, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&ctx_mu);
+    SSL_CTX *ctx = client_ctx(ca_file, err, errlen);
+    pthread_mutex_unlock(&ctx_mu);
+    return ctx;
+}
+
+/* (ctx_mu held) */
+static SSL_CTX *client_ctx(const char *ca_file, char *err, size_t errlen)
 {
     for (int i = 0; i < nctx; i++) {
         if ((!ca_file && !ctxs[i].ca_file) ||
@@ -59,9 +77,11 @@ SSL_CTX *tls_client_ctx(const char *ca_file, char *err, size_t errlen)
 
 void tls_cleanup(void)
 {
+    pthread_mutex_lock(&ctx_mu);
     for (int i = 0; i < nctx; i++) {
         SSL_CTX_free(ctxs[i].ctx);
         free(ctxs[i].ca_file);
     }
     nctx = 0;
+    pthread_mutex_unlock(&ctx_mu);
 }

@@ -3,11 +3,20 @@
  * format, the level threshold and the terminal's status line; each line
  * goes out in one fwrite, so concurrent writers on the same stderr do not
  * interleave inside it.
+ *
+ * Threads (--workers N): any loop thread logs. The settings are atomics
+ * (set at start-up, read everywhere); the status line and every write to
+ * stderr are under out_mu, so a line and the status redrawn after it go
+ * out together and two threads' lines never mix. A line is formatted
+ * before the lock is taken. The signal handler's line takes no lock (it
+ * cannot): it reads only `shown` and the format, and exits right after.
  */
 #define _GNU_SOURCE
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static mw_log_format format = MW_LOG_TEXT;
-static mw_log_level threshold = MW_LOG_INFO;
-static mw_log_json_fn json_writer;
-static char *status;      /* the live line's text (owned), or NULL */
-static int tty = -1;      /* stderr is a terminal: -1 not asked yet */
+static _Atomic mw_log_format format = MW_LOG_TEXT;
+static _Atomic mw_log_level threshold = MW_LOG_INFO;
+static _Atomic(mw_log_json_fn) json_writer;
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *status;      /* the live line's text (owned), or NULL; under out_mu */
+static atomic_int shown;  /* status is set (for the signal handler) */
+static atomic_int tty = -1; /* stderr is a terminal: -1 not asked yet */
 
 /* How a host line reads in text. */
 enum { STYLE_HOST, STYLE_WARN, STYLE_PLAIN };
@@ -31,10 +42,10 @@ const char *mw_log_level_name(mw_log_level level)
     return level >= MW_LOG_DEBUG && level <= MW_LOG_ERROR ? level_names[level] : "info";
 }
 
-void mw_log_set_format(mw_log_format f) { format = f; }
-mw_log_format mw_log_get_format(void) { return format; }
-void mw_log_set_level(mw_log_level min) { threshold = min; }
-void mw_log_set_json_writer(mw_log_json_fn fn) { json_writer = fn; }
+void mw_log_set_format(mw_log_format f) { atomic_store_explicit(&format, f, memory_order_relaxed); }
+mw_log_format mw_log_get_format(void) { return atomic_load_explicit(&format, memory_order_relaxed); }
+void mw_log_set_level(mw_log_level min) { atomic_store_explicit(&threshold, min, memory_order_relaxed); }
+void mw_log_set_json_writer(mw_log_json_fn fn) { atomic_store(&json_writer, fn); }
 
 int mw_log_parse_format(const char *s, mw_log_format *out)
 {
@@ -59,19 +70,22 @@ int mw_log_parse_level(const char *s, mw_log_level *out)
 
 int mw_log_enabled(mw_log_level level)
 {
-    return level >= threshold;
+    return level >= atomic_load_explicit(&threshold, memory_order_relaxed);
 }
 
 int mw_log_is_tty(void)
 {
-    if (tty < 0)
-        tty = isatty(2);
-    return tty;
+    int t = atomic_load_explicit(&tty, memory_order_relaxed);
+    if (t < 0) {
+        t = isatty(2); /* (two threads asking at once both get the same answer) */
+        atomic_store_explicit(&tty, t, memory_order_relaxed);
+    }
+    return t;
 }
 
 static int json_on(void)
 {
-    return format == MW_LOG_JSON && json_writer;
+    return mw_log_get_format() == MW_LOG_JSON && atomic_load(&json_writer);
 }
 
 static int64_t now_ms(void)
@@ -101,9 +115,10 @@ static void add_status(mw_buf *b)
 }
 
 /* Write b's line (without its newline yet), keeping the status line
- * below it. Frees nothing: b is the caller's. */
+ * below it. Frees nothing: b is the caller's. Takes out_mu. */
 static void put_line(mw_buf *b)
 {
+    pthread_mutex_lock(&out_mu);
     if (status) {
         /* The line first, over the status line; then the status again. */
         mw_buf out = { 0 };
@@ -113,11 +128,13 @@ static void put_line(mw_buf *b)
         add_status(&out);
         if (out.p)
             fwrite(out.p, 1, out.len, stderr);
+        pthread_mutex_unlock(&out_mu);
         free(out.p);
         return;
     }
     if (mw_buf_add(b, "\n", 1) == 0)
         fwrite(b->p, 1, b->len, stderr);
+    pthread_mutex_unlock(&out_mu);
 }
 
 static void emit(mw_log_level level, int style, const mw_log_ctx *ctx, const char *msg, size_t len,
@@ -126,7 +143,7 @@ static void emit(mw_log_level level, int style, const mw_log_ctx *ctx, const cha
     mw_buf b = { 0 };
     if (json_on()) {
         mw_log_rec r = { level, now_ms(), msg, len, ctx, nums, nnums };
-        if (json_writer(&b, &r) != 0) {
+        if (atomic_load(&json_writer)(&b, &r) != 0) {
             free(b.p);
             return;
         }
@@ -287,9 +304,9 @@ void mw_log_from_signal(mw_log_level level, const char *msg)
 {
     char b[1024];
     size_t n = 0, cap = sizeof b - 1;
-    if (status)
+    if (atomic_load_explicit(&shown, memory_order_relaxed))
         sput(b, &n, cap, erase);
-    if (format == MW_LOG_JSON) {
+    if (mw_log_get_format() == MW_LOG_JSON) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         char t[32];
@@ -321,21 +338,24 @@ void mw_log_from_signal(mw_log_level level, const char *msg)
 void mw_log_status(const char *text)
 {
     mw_buf b = { 0 };
+    char *s = text ? strdup(text) : NULL;
+    if (text && !s)
+        return;
+    pthread_mutex_lock(&out_mu);
     if (!text) {
         if (status)
             mw_buf_add(&b, erase, sizeof erase - 1);
         free(status);
         status = NULL;
     } else {
-        char *s = strdup(text);
-        if (!s)
-            return;
         free(status);
         status = s;
         mw_buf_add(&b, erase, sizeof erase - 1);
         add_status(&b);
     }
+    atomic_store_explicit(&shown, status != NULL, memory_order_relaxed);
     if (b.p)
         fwrite(b.p, 1, b.len, stderr);
+    pthread_mutex_unlock(&out_mu);
     free(b.p);
 }
