@@ -27,7 +27,7 @@ end }
 local function ids(n, wm_every)
   local t = {}
   for i = 1, n do
-    t[#t + 1] = ('{"id":%d,"u":"k%d"}'):format(i, i % 7)
+    t[#t + 1] = ('{"id":%d,"u":"k%d"}'):format(i, i % 40)
     if wm_every and i % wm_every == 0 then t[#t + 1] = ('{"$watermark":%d}'):format(i) end
   end
   return table.concat(t, "\n") .. "\n"

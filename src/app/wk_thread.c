@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../net/dns.h"
-#include "../net/pool.h"
+#include "../lua/guard.h"
+#include "../util/log.h"
 #include "reload.h"
 #include "workers_int.h"
 
@@ -255,13 +255,19 @@ static void w_close_any(uv_handle_t *h, void *arg)
 void wk_thread_main(void *arg)
 {
     worker *wk = arg;
+    /* The CPU budget covers this thread's entries into Lua too. */
+    int grc = guard_thread_start();
+    if (grc != 0)
+        mw_warn("worker %d: the CPU budget is off on it: %s", wk->k + 1, uv_strerror(grc));
     uv_run(&wk->loop, UV_RUN_DEFAULT);
-    /* The VMs are closed; what they pooled on this thread goes with them. */
-    net_pool_close_all();
-    dns_cache_clear();
+    /* Its VMs are closed: what the layers below keep for this thread
+     * (caches, idle connections, DNS) goes, and its handles close. */
+    script_thread_free();
+    uv_run(&wk->loop, UV_RUN_DEFAULT);
     while (uv_loop_close(&wk->loop) == UV_EBUSY) {
         uv_walk(&wk->loop, w_close_any, NULL);
         uv_run(&wk->loop, UV_RUN_DEFAULT);
     }
+    guard_thread_stop();
 }
 

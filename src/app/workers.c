@@ -70,7 +70,7 @@ size_t wk_mq_take(mqueue *q, msg **spare, size_t *spare_cap)
     return n;
 }
 
-/* How much busier the main thread counts itself in wk_pick. */
+/* How much busier the main thread counts itself in wk_pick, at most. */
 #define WK_MAIN_BIAS 64
 
 /* ---- the main thread's side ------------------------------------------------ */
@@ -199,20 +199,24 @@ int wk_count(const workers *w)
     return w ? w->n : 1;
 }
 
-int wk_pick(const workers *w, size_t main_busy)
+int wk_pick(const workers *w, size_t main_busy, size_t capacity)
 {
-    /* The least loaded, the main thread counted WK_MAIN_BIAS attempts
-     * busier than it is: it also reads, decides and writes, and a script
-     * that never yields leaves main_busy at 0 however much it runs. So the
-     * others are kept fed (while one has fewer than WK_MAIN_BIAS attempts
-     * waiting or running, it gets the record) and the main thread runs
-     * the rest itself. Ties spread from a rotating start. */
+    /* The least loaded, the main thread counted `bias` attempts busier
+     * than it is: it also reads, decides and writes, and a script that
+     * never yields leaves main_busy at 0 however much it runs. So each
+     * other worker is kept fed (its queue never runs dry while the main
+     * thread runs a record itself, which hides the time a sleeping thread
+     * takes to wake) and the main thread runs the rest. The bias is at
+     * most a worker's share of the capacity, so that a small capacity
+     * still leaves the main thread some records. Ties spread from a
+     * rotating start. */
+    size_t share = capacity / (size_t)w->n, bias = share < WK_MAIN_BIAS ? share : WK_MAIN_BIAS;
     unsigned start = ((workers *)w)->next_pick++ % (unsigned)w->n;
     int best = -1;
     size_t least = 0;
     for (int i = 0; i < w->n; i++) {
         int k = (int)((start + (unsigned)i) % (unsigned)w->n);
-        size_t b = k == 0 ? main_busy + WK_MAIN_BIAS
+        size_t b = k == 0 ? main_busy + bias
                           : atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
         if (best < 0 || b < least) {
             best = k;

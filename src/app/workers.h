@@ -53,8 +53,9 @@ int wk_start(workers **out, uv_loop_t *loop, const config *c, const char *lua_di
 int wk_count(const workers *w);
 
 /* The worker a record with no key goes to: the least busy (0 = the main
- * thread, whose own busy count the caller gives). */
-int wk_pick(const workers *w, size_t main_busy);
+ * thread, whose own busy count the caller gives, with the operator's
+ * capacity now). */
+int wk_pick(const workers *w, size_t main_busy, size_t capacity);
 
 /* Run attempt call->attempt of `line` on worker `k` (1..n-1) on
  * generation `gen_id`: the line and the call's strings are copied. The
