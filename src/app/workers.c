@@ -129,6 +129,10 @@ static void job_done(workers *w, wk_job *j)
 static void on_answers(uv_async_t *a)
 {
     workers *w = a->data;
+    /* An outcome is judged against its record's deadline on the loop's
+     * clock: read it now, not at the start of a turn this thread may have
+     * spent running a script of its own while the worker ran on. */
+    uv_update_time(w->loop);
     size_t n = wk_mq_take(&w->out, &w->spare, &w->spare_cap);
     for (size_t i = 0; i < n; i++) {
         msg m = w->spare[i];
