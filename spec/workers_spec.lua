@@ -354,6 +354,33 @@ return { async_invoke = function(r) time.sleep(0.05) return { r } end }]])
     assert.equal(n_in, #H.lines(H.read(d .. "/res")), err)
   end)
 
+  it("stops a script spinning on another worker with the CPU budget; the others go on", function()
+    local r = H.run_script([[
+return { async_invoke = function(r, ctx)
+  if r.id % 4 == 0 then while true do end end
+  return { { id = r.id } }
+end }]], ids(40), "--workers 3 --cpu-budget 200 --timeout 0 --on-error dead-letter --dead-letter dl")
+    assert.equal(0, r.code, r.err)
+    assert.equal(30, #H.lines(r.output))
+    local dl = H.decode_lines(H.read(r.dir .. "/dl"))
+    assert.equal(10, #dl)
+    for _, o in ipairs(dl) do
+      assert.equal(0, o.record.id % 4)
+      assert.truthy(o.error:find("exceeded the CPU budget of 200 ms", 1, true), o.error)
+    end
+  end)
+
+  it("exits at once on a second SIGTERM while scripts spin on every worker (budget off)", function()
+    local d = H.tmpdir()
+    H.script(d, "return { async_invoke = function(r) while true do end end }")
+    H.write(d .. "/in", ids(10))
+    local pid, wait = H.start_run(d, "--script script.lua --input in --output res --workers 3 --cpu-budget 0 --timeout 0")
+    os.execute("sleep 0.5; kill -TERM " .. pid .. "; sleep 0.2; kill -TERM " .. pid)
+    local code, _, err = wait(10)
+    assert.equal(143, code, err)
+    assert.truthy(err:find("exiting at once", 1, true), err)
+  end)
+
   it("refuses a bad --workers with the flag's name", function()
     for _, v in ipairs({ "0", "-1", "65", "two", "1.5", "" }) do
       local r = H.run("run --script x.lua --workers '" .. v .. "'")
