@@ -143,10 +143,8 @@ static int classify(const task_env *env, task *t, gen *g, script_parsed *p, scri
         return 0;
     int n = wk_count(env->wk);
     t->worker = p->key != SCRIPT_NO_KEY ? (int)(p->key % (uint64_t)n) : wk_pick(env->wk, *env->main_busy, op_capacity(env->op));
-    if (t->worker == 0 && script_reparse(gen_script(g), t->line, t->len, sr) != 0) {
-        snprintf(err, errlen, "out of memory decoding the record");
-        return -1;
-    }
+    if (t->worker == 0)
+        *sr = script_build(gen_script(g)); /* from the tape just read */
     return 0;
 }
 

@@ -240,6 +240,11 @@ int script_classify(script *sc, const char *line, size_t len, script_parsed *p, 
     return 0;
 }
 
+script_rec *script_build(script *sc)
+{
+    return build(sc);
+}
+
 int script_parse(script *sc, const char *line, size_t len, script_parsed *p, script_rec **rec, char *err,
                  size_t errlen)
 {

@@ -192,6 +192,11 @@ int script_parse(script *sc, const char *line, size_t len, script_parsed *p, scr
  * on another worker's VM (--workers), the main thread needs only this. */
 int script_classify(script *sc, const char *line, size_t len, script_parsed *p, char *err, size_t errlen);
 
+/* The record of the line script_classify read last (a record, not a
+ * watermark), without reading it again: script_parse's *rec. Only right
+ * after that script_classify, before anything else parses on sc. */
+script_rec *script_build(script *sc);
+
 /* Decode `line` again for another attempt: 0 with *rec as script_parse
  * gives it (`line` must stay valid as there), or -1 (it parsed before, so
  * only on out of memory). */
