@@ -120,6 +120,29 @@ end
 describe("--metrics", function()
   after_each(H.cleanup)
 
+  it("with --workers: one scrape sums every worker, and shows each worker's attempts", function()
+    -- every record sleeps until the input ends: 12 in flight over 3 workers
+    local lines = {}
+    for i = 1, 12 do lines[i] = { id = i, s = 30 } end
+    local d = prepare(nil, H.jsonl(lines))
+    local m = start(d, "--script script.lua --metrics 127.0.0.1:0 --timeout 600 --workers 3 --capacity 12")
+    local ok, v = m.until_(function(v) return v.moonwait_in_flight == 12 end)
+    assert(ok, "records never came in")
+    assert.equal(3, v.moonwait_workers)
+    local sum, used = 0, 0
+    for k = 1, 3 do
+      local n = v['moonwait_worker_attempts{worker="' .. k .. '"}']
+      assert.truthy(n, "worker " .. k .. " missing")
+      sum = sum + n
+      if n > 0 then used = used + 1 end
+    end
+    assert.equal(12, sum)
+    assert.is_true(used >= 2, "attempts on one worker only")
+    m.end_input()
+    os.execute("kill -TERM " .. m.pid .. "; sleep 0.2; kill -TERM " .. m.pid)
+    m.wait()
+  end)
+
   it("counts the run: records in and out, outputs, the queue, and histograms at the end", function()
     -- ordered: record 1 sleeps 0.4 s, 2..5 finish at once and wait behind it
     local d = prepare(nil, H.jsonl({ { id = 1, s = 0.4 }, { id = 2 }, { id = 3 }, { id = 4 }, { id = 5 } }))

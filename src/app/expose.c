@@ -21,7 +21,7 @@ enum {
     C_IN, C_OUT, C_OUTPUTS, C_WATERMARKS, C_ATTEMPTS, C_RETRIES, C_TIMEOUTS, C_ERRORS, C_SKIPPED, C_DEAD,
     C_MALFORMED, C_RELOADS, C_REJECTED, NCOUNTERS
 };
-enum { G_IN_FLIGHT, G_QUEUED, G_BACKOFF, G_CAPACITY, G_GENERATION, G_LIVE, G_CKPT_AGE, NGAUGES };
+enum { G_IN_FLIGHT, G_QUEUED, G_BACKOFF, G_CAPACITY, G_GENERATION, G_LIVE, G_CKPT_AGE, G_WORKERS, NGAUGES };
 enum { H_ATTEMPT, H_RECORD, H_HOL, NHISTS };
 
 static const struct {
@@ -50,6 +50,7 @@ static const struct {
     { "moonwait_generation", "The newest script generation." },
     { "moonwait_generations_live", "Script generations alive (the current one and those draining)." },
     { "moonwait_checkpoint_age_seconds", "Seconds since the last checkpoint was written (with --checkpoint-dir)." },
+    { "moonwait_workers", "Threads running the script (--workers)." },
 }, hists[NHISTS] = {
     { "moonwait_attempt_duration_seconds", "Duration of an attempt, from its start to its outcome or timeout." },
     { "moonwait_record_duration_seconds", "Time from a record's read to its leaving the operator." },
@@ -63,6 +64,7 @@ struct expose {
     uv_timer_t poll;          /* asks the source for its backlog every second */
     int closing;              /* the server and the timer: 2 to close */
     metric *lag, *pending;    /* moonwait_source_lag / _pending, made on the first value */
+    metric *wattempts;        /* moonwait_worker_attempts{worker}, with --workers 2 or more */
     metrics *reg;
     metric_series *c[NCOUNTERS], *g[NGAUGES], *h[NHISTS];
     void (*view)(void *ud, expose_view *v);
@@ -75,6 +77,32 @@ static metric_series *family(expose *x, metric_type t, const char *name, const c
     char err[200];
     metric *f = metrics_family(x->reg, t, name, help, 0, NULL, 0, NULL, err, sizeof err);
     return f ? metrics_series(f, 0, NULL, NULL, err, sizeof err) : NULL;
+}
+
+/* --workers: the attempts running on each worker, which shows one that
+ * lags behind (a key that hashes to it, a slow shard of the script). */
+static void per_worker(expose *x, const expose_view *v)
+{
+    char err[200];
+    if (v->workers < 2)
+        return;
+    if (!x->wattempts) {
+        static const char *const labels[] = { "worker" };
+        x->wattempts = metrics_family(x->reg, METRIC_GAUGE, "moonwait_worker_attempts",
+                                      "Attempts running on each worker now (--workers; 1 is the main thread).",
+                                      1, labels, 0, NULL, err, sizeof err);
+        if (!x->wattempts)
+            return;
+    }
+    for (int k = 0; k < v->workers && k < 64; k++) {
+        char name[8];
+        snprintf(name, sizeof name, "%d", k + 1);
+        const char *lv[1] = { name };
+        size_t ll[1] = { strlen(name) };
+        metric_series *s = metrics_series(x->wattempts, 1, lv, ll, err, sizeof err);
+        if (s)
+            metrics_set(s, (double)v->worker_attempts[k]);
+    }
 }
 
 /* Copy the run's counters into the registry. */
@@ -91,11 +119,12 @@ static void refresh(expose *x, expose_view *v)
     double g[NGAUGES] = { [G_IN_FLIGHT] = (double)v->in_flight, [G_QUEUED] = (double)v->queued,
                           [G_BACKOFF] = (double)v->backoffs, [G_CAPACITY] = (double)v->capacity,
                           [G_GENERATION] = v->generation, [G_LIVE] = v->generations_live,
-                          [G_CKPT_AGE] = v->checkpoint_age_s };
+                          [G_CKPT_AGE] = v->checkpoint_age_s, [G_WORKERS] = v->workers };
     for (int i = 0; i < NCOUNTERS; i++)
         metrics_set(x->c[i], c[i]);
     for (int i = 0; i < NGAUGES; i++)
         metrics_set(x->g[i], g[i]);
+    per_worker(x, v);
 }
 
 /* A partition's backlog (source_lag's each). */
@@ -163,7 +192,10 @@ int expose_start(expose **out, uv_loop_t *loop, const char *flag_value, const ch
 {
     *out = NULL;
     expose *x = calloc(1, sizeof *x);
-    if (!x || !(x->reg = metrics_new(1))) {
+    /* Label sets per family: one for the run's own; a worker each for
+     * moonwait_worker_attempts, a partition each for the source's lag
+     * (a Redis cluster's streams), so enough for both. */
+    if (!x || !(x->reg = metrics_new(1024))) {
         free(x);
         mw_log(MW_LOG_ERROR, "--metrics %s: out of memory", flag_value);
         return -1;

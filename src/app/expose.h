@@ -38,6 +38,8 @@ typedef struct expose_view {
     int healthy;              /* reading or about to: 200 on /healthz */
     const char *state;        /* /healthz's word: "running", "opening", "draining", "failing" */
     mw_source *src;           /* asked for its backlog (source_lag), or NULL */
+    int workers;              /* --workers */
+    size_t worker_attempts[64]; /* attempts running on each worker now ([0]: worker 1) */
 } expose_view;
 
 typedef struct expose expose;

@@ -148,6 +148,10 @@ static void expose_fill(void *ud, expose_view *v)
         at = r->started_ms;
     v->checkpoint_age_s = v->checkpoints && now > at ? (double)(now - at) / 1000.0 : 0;
     v->src = r->phase < DONE ? r->src : NULL;
+    _Static_assert(WORKERS_MAX <= 64, "expose_view holds 64 workers' attempts");
+    v->workers = r->cfg->workers;
+    for (int k = 0; k < v->workers && k < 64; k++)
+        v->worker_attempts[k] = k == 0 ? r->main_busy : wk_running(r->wk, k);
     /* failing: the run failed and abandons what is in flight; draining:
      * reading stopped (the input ended, a signal) and the records in
      * flight finish. */

@@ -230,6 +230,11 @@ int wk_pick(const workers *w, size_t main_busy, size_t capacity)
     return best;
 }
 
+size_t wk_running(const workers *w, int k)
+{
+    return atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
+}
+
 wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, const script_call *call)
 {
     wk_job *j = calloc(1, sizeof *j + len + 1);

@@ -57,6 +57,9 @@ int wk_count(const workers *w);
  * capacity now). */
 int wk_pick(const workers *w, size_t main_busy, size_t capacity);
 
+/* Attempts running on worker k (1..n-1) now: sent and not ended there. */
+size_t wk_running(const workers *w, int k);
+
 /* Run attempt call->attempt of `line` on worker `k` (1..n-1) on
  * generation `gen_id`: the line and the call's strings are copied. The
  * outcome comes through `done` with call->task, unless wk_discard comes
