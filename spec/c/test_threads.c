@@ -42,6 +42,23 @@ static char *write_script(const char *code)
     return path;
 }
 
+/* Wait for child `pid` at most `secs` seconds (then kill it and fail):
+ * its exit status. */
+static int wait_child(pid_t pid, int secs)
+{
+    for (int i = 0; i < secs * 100; i++) {
+        int st = 0;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return st;
+        struct timespec ts = { 0, 10 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    FAILF("the child still ran after %d s", secs);
+    return -1;
+}
+
 /* ---- one worker: a loop, a VM, records ------------------------------------------------ */
 
 typedef struct worker {
@@ -333,6 +350,7 @@ static const char *spin_line(worker *w, int i, char *buf, size_t n)
  * (two VMs in compiled loops: the profiler serves one, then the other). */
 static void test_budget_stops_spins_on_worker_threads(void)
 {
+    alarm(60); /* a spin nobody stops fails the test rather than hanging it */
     ASSERT_INT_EQ(guard_start(NULL, 100), 0);
     char *path = write_script(spin_script);
     worker ws[3];
@@ -403,8 +421,7 @@ static void test_last_resort_ends_a_run_a_c_call_holds(void)
         run_workers(ws, 2);
         _exit(0); /* (not reached: the guard exits first) */
     }
-    int st = 0;
-    waitpid(pid, &st, 0);
+    int st = wait_child(pid, 60);
     char msg[2048] = "";
     ssize_t n = pread(efd, msg, sizeof msg - 1, 0);
     msg[n > 0 ? n : 0] = 0;
@@ -466,7 +483,7 @@ static void test_second_sigint_exits_while_a_worker_spins(void)
     int st = 0;
     ASSERT_INT_EQ(waitpid(pid, &st, WNOHANG), 0); /* the first one does not end it */
     kill(pid, SIGINT);
-    waitpid(pid, &st, 0);
+    st = wait_child(pid, 10);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 130)
         FAILF("the child ended with status %d, wanted exit 130", st);
 }
