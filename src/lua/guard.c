@@ -151,12 +151,15 @@ int guard_leave(const guard_mark *saved)
     if (!t)
         return 0;
     uint64_t id = atomic_load_explicit(&t->cur_id, memory_order_relaxed);
-    atomic_store_explicit(&t->cur_id, 0, memory_order_relaxed);
+    /* seq_cst, with the load of prof below: pairs with the watchdog's
+     * store of prof and load of cur_id (see point_profiler), so either it
+     * sees this entry ended or this sees the profiler it points here. */
+    atomic_store(&t->cur_id, 0);
     int over = id && atomic_load_explicit(&t->expired_id, memory_order_relaxed) == id;
     lua_State *vm = atomic_load_explicit(&t->cur_vm, memory_order_relaxed);
     if (over && vm)
         lua_sethook(vm, NULL, 0, 0);
-    if (atomic_load_explicit(&t->prof, memory_order_relaxed)) {
+    if (atomic_load(&t->prof)) {
         pthread_mutex_lock(&prof_mu);
         if (prof_owner == t)
             prof_release(1);
@@ -188,6 +191,28 @@ static void give_up(const guard_thread *t, uint64_t used_ns)
            "or compiled code the profiler could not reach): exiting",
            where, message, (unsigned long long)(used_ns / 1000000u));
     _exit(1);
+}
+
+/* Point the profiler at vm, where t's entry `id` runs over (wd_mu and
+ * prof_mu held). Only while that entry still runs: the thread gives the
+ * profiler back when an entry ends (guard_leave), and once it has left
+ * this one it might not end another for long, holding the profiler from
+ * every other thread. So prof is set first, then cur_id read (both
+ * seq_cst, against guard_leave's store of cur_id and load of prof): an
+ * entry that ended is seen here, or its guard_leave sees prof and, once
+ * prof_mu is free, gives back what this did. */
+static void point_profiler(guard_thread *t, uint64_t id, lua_State *vm)
+{
+    atomic_store(&t->prof, 1);
+    if (atomic_load(&t->cur_id) != id) {
+        atomic_store(&t->prof, 0);
+        return;
+    }
+    luaJIT_profile_stop(holder);
+    /* No "l": that would flush the running VM's traces from here. */
+    luaJIT_profile_start(vm, HOLD_MODE, prof_cb, NULL);
+    prof_owner = t;
+    prof_vm = vm;
 }
 
 /* One thread's sample (wd_mu held). */
@@ -224,14 +249,8 @@ static void check(guard_thread *t, uint64_t budget_ns)
     if (lua_gethook(vm) != budget_hook || !(lua_gethookmask(vm) & LUA_MASKCOUNT))
         lua_sethook(vm, budget_hook, LUA_MASKCOUNT, 1);
     pthread_mutex_lock(&prof_mu);
-    if (holder && !prof_owner) {
-        luaJIT_profile_stop(holder);
-        /* No "l": that would flush the running VM's traces from here. */
-        luaJIT_profile_start(vm, HOLD_MODE, prof_cb, NULL);
-        prof_owner = t;
-        prof_vm = vm;
-        atomic_store_explicit(&t->prof, 1, memory_order_relaxed);
-    }
+    if (holder && !prof_owner)
+        point_profiler(t, id, vm);
     if (prof_owner == t)
         pthread_kill(pthread_self(), SIGPROF); /* LuaJIT's handler sets the traces' flag */
     pthread_mutex_unlock(&prof_mu);
