@@ -25,6 +25,10 @@
 
 #include "test.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #ifndef MW_TEST_LUA_DIR
 #define MW_TEST_LUA_DIR "lua"
 #endif
@@ -314,6 +318,11 @@ static void test_workers_share_limiter_and_metrics(void)
     ASSERT_INT_EQ(lines, MAX_THREADS * PER_WORKER / 10);
     unlink(path);
     free(path);
+#if defined(__SANITIZE_ADDRESS__)
+    /* The workers have exited: what they kept per thread and did not free
+     * (script_thread_free) is unreachable now. */
+    ASSERT_INT_EQ(__lsan_do_recoverable_leak_check(), 0);
+#endif
 }
 
 /* ---- the CPU budget on a worker thread ----------------------------------------------- */

@@ -9,9 +9,9 @@
  *   prof            the profiler points at one of its VMs (the watchdog
  *                   sets it; the thread gives the profiler back)
  *   next_id         that thread only; seen, since: the watchdog only
- * Process-wide: the list of threads and the watchdog's state under wd_mu
- * (a VM is removed under it too, so the watchdog never touches a closed
- * VM); LuaJIT's profiler (one static state in LuaJIT) under prof_mu, taken
+ * Process-wide: the list of threads, the watchdog's state and every hook
+ * update of ours under wd_mu (a VM is removed under it too, so the
+ * watchdog never touches a closed VM); LuaJIT's profiler (one static state in LuaJIT) under prof_mu, taken
  * after wd_mu when both are; budget_ms and the message are set before any
  * other thread registers.
  */
@@ -97,7 +97,12 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         lua_concat(L, 2);
         lua_error(L);
     }
-    lua_sethook(L, NULL, 0, 0); /* a stale one: its entry had ended */
+    /* A stale one: its entry had ended. Under wd_mu, as every other hook
+     * update of ours: two threads rewriting one VM's dispatch table at
+     * once could leave it half hooked. */
+    pthread_mutex_lock(&wd_mu);
+    lua_sethook(L, NULL, 0, 0);
+    pthread_mutex_unlock(&wd_mu);
 }
 
 /* LuaJIT's profiler callback: nothing to record. Its ticks matter only
@@ -157,8 +162,11 @@ int guard_leave(const guard_mark *saved)
     atomic_store(&t->cur_id, 0);
     int over = id && atomic_load_explicit(&t->expired_id, memory_order_relaxed) == id;
     lua_State *vm = atomic_load_explicit(&t->cur_vm, memory_order_relaxed);
-    if (over && vm)
+    if (over && vm) {
+        pthread_mutex_lock(&wd_mu); /* (see budget_hook) */
         lua_sethook(vm, NULL, 0, 0);
+        pthread_mutex_unlock(&wd_mu);
+    }
     if (atomic_load(&t->prof)) {
         pthread_mutex_lock(&prof_mu);
         if (prof_owner == t)
@@ -243,11 +251,10 @@ static void check(guard_thread *t, uint64_t budget_ns)
     if (!vm)
         return;
     atomic_store_explicit(&t->expired_id, id, memory_order_relaxed);
-    /* Again at every tick until the entry ends (a hook update racing with
-     * the VM's own may be lost), but only when it is not set: each update
-     * rewrites the VM's dispatch table. */
-    if (lua_gethook(vm) != budget_hook || !(lua_gethookmask(vm) & LUA_MASKCOUNT))
-        lua_sethook(vm, budget_hook, LUA_MASKCOUNT, 1);
+    /* Again at every tick until the entry ends: an update racing with one
+     * the VM makes itself (LuaJIT's profiler hook on that thread) may be
+     * lost, and each call rebuilds the whole dispatch table from the mask. */
+    lua_sethook(vm, budget_hook, LUA_MASKCOUNT, 1);
     pthread_mutex_lock(&prof_mu);
     if (holder && !prof_owner)
         point_profiler(t, id, vm);
