@@ -133,7 +133,7 @@ static void *run_worker(void *arg)
 {
     worker *w = arg;
     if (w->use_guard)
-        ASSERT_INT_EQ(guard_thread_start(), 0);
+        ASSERT_INT_EQ(guard_thread_start(w->id), 0);
     ASSERT_INT_EQ(uv_loop_init(&w->loop), 0);
     char *err = NULL;
     if (script_load_gen(&w->sc, &w->loop, w->path, MW_TEST_LUA_DIR, 1, &err) != 0)

@@ -321,7 +321,7 @@ static void make_key(void)
     pthread_key_create(&self_key, at_thread_exit);
 }
 
-int guard_thread_start(void)
+static int thread_start(int worker)
 {
     if (!budget() || self)
         return 0;
@@ -336,13 +336,19 @@ int guard_thread_start(void)
         return -rc;
     }
     pthread_mutex_lock(&wd_mu);
-    t->index = nthreads_made++;
+    t->index = worker >= 0 ? worker : nthreads_made;
+    nthreads_made++;
     t->next = threads;
     threads = t;
     pthread_mutex_unlock(&wd_mu);
     self = t;
     pthread_setspecific(self_key, t);
     return 0;
+}
+
+int guard_thread_start(int worker)
+{
+    return thread_start(worker < 0 ? 0 : worker);
 }
 
 void guard_thread_stop(void)
@@ -380,7 +386,7 @@ int guard_start(uv_loop_t *loop, uint64_t ms)
     pthread_mutex_lock(&wd_mu);
     nthreads_made = 0;
     pthread_mutex_unlock(&wd_mu);
-    int rc = guard_thread_start();
+    int rc = thread_start(0);
     if (rc != 0)
         return rc;
     pthread_condattr_t ca;
@@ -434,7 +440,7 @@ void guard_vm_add(lua_State *L)
     if (!budget())
         return;
     if (!self)
-        guard_thread_start(); /* (at_thread_exit unregisters it) */
+        thread_start(-1); /* (numbered in order; at_thread_exit unregisters it) */
     /* Line mode: compiled code checks the profiler's flag at every source
      * line change, so even `while true do end` leaves its trace when the
      * profiler points here. The holder has the profiler: this only sets
