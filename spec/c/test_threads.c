@@ -325,6 +325,50 @@ static void test_workers_share_limiter_and_metrics(void)
 #endif
 }
 
+/* ---- the HTTP client's per-host series from several threads ------------------------- */
+
+static void *http_observer(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    char host[32];
+    for (int i = 0; i < 1000; i++) {
+        /* two hosts per thread, one shared by all (the even i, a tenth of
+         * them 503): the per-thread last-host cache switches between them */
+        snprintf(host, sizeof host, i % 2 ? "h%d" : "shared", id);
+        script_metrics_http(host, 80, i % 10 ? 200 : 503, 0.001);
+    }
+    return NULL;
+}
+
+static void test_http_series_from_several_threads(void)
+{
+    for (int round = 0; round < 2; round++) {
+        /* (the second round: a new registry; no thread keeps the old one's
+         * series in its last-host cache) */
+        script_metrics_enable(1);
+        pthread_t th[MAX_THREADS];
+        for (int i = 0; i < MAX_THREADS; i++)
+            ASSERT_INT_EQ(pthread_create(&th[i], NULL, http_observer, (void *)(intptr_t)i), 0);
+        http_observer((void *)(intptr_t)MAX_THREADS);
+        for (int i = 0; i < MAX_THREADS; i++)
+            pthread_join(th[i], NULL);
+        mw_buf out = { 0 };
+        ASSERT_INT_EQ(script_metrics_render(&out), 0);
+        ASSERT_INT_EQ(mw_buf_add(&out, "", 1), 0);
+        const char *want[] = {
+            "moonwait_http_client_requests_total{host=\"shared:80\",code=\"2xx\"} 2000\n",
+            "moonwait_http_client_requests_total{host=\"shared:80\",code=\"5xx\"} 500\n",
+            "moonwait_http_client_requests_total{host=\"h3:80\",code=\"2xx\"} 500\n",
+            "moonwait_http_client_request_duration_seconds_count{host=\"h0:80\"} 500\n",
+        };
+        for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+            if (!strstr(out.p, want[i]))
+                FAILF("round %d: no '%s' in\n%s", round, want[i], out.p);
+        free(out.p);
+        script_metrics_free_all();
+    }
+}
+
 /* ---- the CPU budget on a worker thread ----------------------------------------------- */
 
 static const char spin_script[] =
@@ -498,6 +542,7 @@ static void test_second_sigint_exits_while_a_worker_spins(void)
 }
 
 TEST_MAIN("threads", { "test_workers_share_limiter_and_metrics", test_workers_share_limiter_and_metrics },
+          { "test_http_series_from_several_threads", test_http_series_from_several_threads },
           { "test_budget_stops_spins_on_worker_threads", test_budget_stops_spins_on_worker_threads },
           { "test_last_resort_ends_a_run_a_c_call_holds", test_last_resort_ends_a_run_a_c_call_holds },
           { "test_second_sigint_exits_while_a_worker_spins", test_second_sigint_exits_while_a_worker_spins })
