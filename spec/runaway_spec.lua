@@ -233,6 +233,22 @@ return M
     end
   end)
 
+  it("ends the run with status 1, naming the budget, when one C call holds a record far past it (it does not hang)", function()
+    local d = H.tmpdir()
+    -- A pattern that backtracks for hours inside one string.find: no hook
+    -- fires inside a C function.
+    H.script(d, [[
+return { async_invoke = function(r)
+  string.find(string.rep("a", 60), ".-.-.-.-.-.-.-.-.-.-.-.-b")
+  return { r }
+end }
+]])
+    local r = H.run("run --script script.lua --cpu-budget 100", { dir = d, input = H.jsonl({ { a = 1 } }) })
+    assert.equal(1, r.code, r.err)
+    assert.matches("a script on the main loop thread exceeded the CPU budget of 100 ms without yielding and "
+      .. "could not be stopped after", r.err, 1, true)
+  end)
+
   it("stops a compiled loop in the older generation's VM while it drains after a reload (every VM in line mode)", function()
     local d = H.tmpdir()
     -- Generation 1's record sleeps across the reload, then spins in a compiled
