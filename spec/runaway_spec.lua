@@ -233,6 +233,63 @@ return M
     end
   end)
 
+  it("ends the run with status 1, naming the budget, when one C call holds a record far past it (it does not hang)", function()
+    local d = H.tmpdir()
+    -- A pattern that backtracks for hours inside one string.find: no hook
+    -- fires inside a C function.
+    H.script(d, [[
+return { async_invoke = function(r)
+  string.find(string.rep("a", 60), ".-.-.-.-.-.-.-.-.-.-.-.-b")
+  return { r }
+end }
+]])
+    local r = H.run("run --script script.lua --cpu-budget 100", { dir = d, input = H.jsonl({ { a = 1 } }) })
+    assert.equal(1, r.code, r.err)
+    assert.matches("a script on the main loop thread exceeded the CPU budget of 100 ms without yielding and "
+      .. "could not be stopped after", r.err, 1, true)
+  end)
+
+  it("stops a compiled loop in the older generation's VM while it drains after a reload (every VM in line mode)", function()
+    local d = H.tmpdir()
+    -- Generation 1's record sleeps across the reload, then spins in a compiled
+    -- loop in generation 1's VM, no longer the newest one.
+    H.script(d, [[
+local time = require "moonwait.time"
+local M = {}
+function M.open() io.stderr:write("READY 1\n") end
+function M.async_invoke(r)
+  if r.late_spin then
+    time.sleep(1.5)
+    local x = 0
+    while true do x = x + 1 end
+  end
+  r.v = 1
+  return { r }
+end
+return M
+]])
+    H.write(d .. "/feed", '{"a":1}\n{"late_spin":true}\n')
+    os.execute("mkfifo " .. d .. "/fifo")
+    os.execute(string.format(
+      "cd %s && { %s run --script script.lua --input fifo --cpu-budget 200 --on-error dead-letter --dead-letter dl >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+      d, H.cmd("")))
+    os.execute(string.format("cd %s && { tail -n +1 -f feed >fifo & echo $! >wpid; }", d))
+    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
+    local function lines(name) return #H.lines(H.read(d .. "/" .. name) or "") end
+    assert.truthy(H.wait_for(function() return lines("out") == 1 end, 60), "no first output")
+    H.script(d, "return { async_invoke = function(r) r.v = 2; return { r } end, open = function() io.stderr:write('READY 2\\n') end }\n")
+    os.execute("kill -HUP " .. pid)
+    assert.truthy(H.wait_for(function() return (H.read(d .. "/err") or ""):find("READY 2", 1, true) end, 60))
+    local f = assert(io.open(d .. "/feed", "a")); f:write('{"a":2}\n'); f:close()
+    assert.truthy(H.wait_for(function() return lines("out") == 2 and lines("dl") == 1 end, 60),
+      "generation 1's compiled loop kept spinning: " .. (H.read(d .. "/err") or ""))
+    stop_writer(d)
+    local rc = H.wait_for(function() return H.read(d .. "/rc") end, 60)
+    assert.equal("0", (rc or ""):match("%d+"), H.read(d .. "/err"))
+    assert.same({ { a = 1, v = 1 }, { a = 2, v = 2 } }, H.decode_lines(H.read(d .. "/out")))
+    assert.matches(BUDGET_MSG, H.decode_lines(H.read(d .. "/dl"))[1].error, 1, true)
+  end)
+
   for _, sig in ipairs({ { "INT", 130 }, { "TERM", 143 } }) do
     it("a second SIG" .. sig[1] .. " exits at once (" .. sig[2] .. ") while a script spins without a budget", function()
       local d = H.tmpdir()

@@ -256,7 +256,7 @@ void wk_thread_main(void *arg)
 {
     worker *wk = arg;
     /* The CPU budget covers this thread's entries into Lua too. */
-    int grc = guard_thread_start();
+    int grc = guard_thread_start(wk->k + 1);
     if (grc != 0)
         mw_warn("worker %d: the CPU budget is off on it: %s", wk->k + 1, uv_strerror(grc));
     uv_run(&wk->loop, UV_RUN_DEFAULT);

@@ -9,9 +9,9 @@
  *   prof            the profiler points at one of its VMs (the watchdog
  *                   sets it; the thread gives the profiler back)
  *   next_id         that thread only; seen, since: the watchdog only
- * Process-wide: the list of threads and the watchdog's state under wd_mu
- * (a VM is removed under it too, so the watchdog never touches a closed
- * VM); LuaJIT's profiler (one static state in LuaJIT) under prof_mu, taken
+ * Process-wide: the list of threads, the watchdog's state and every hook
+ * update of ours under wd_mu (a VM is removed under it too, so the
+ * watchdog never touches a closed VM); LuaJIT's profiler (one static state in LuaJIT) under prof_mu, taken
  * after wd_mu when both are; budget_ms and the message are set before any
  * other thread registers.
  */
@@ -97,7 +97,12 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         lua_concat(L, 2);
         lua_error(L);
     }
-    lua_sethook(L, NULL, 0, 0); /* a stale one: its entry had ended */
+    /* A stale one: its entry had ended. Under wd_mu, as every other hook
+     * update of ours: two threads rewriting one VM's dispatch table at
+     * once could leave it half hooked. */
+    pthread_mutex_lock(&wd_mu);
+    lua_sethook(L, NULL, 0, 0);
+    pthread_mutex_unlock(&wd_mu);
 }
 
 /* LuaJIT's profiler callback: nothing to record. Its ticks matter only
@@ -151,12 +156,18 @@ int guard_leave(const guard_mark *saved)
     if (!t)
         return 0;
     uint64_t id = atomic_load_explicit(&t->cur_id, memory_order_relaxed);
-    atomic_store_explicit(&t->cur_id, 0, memory_order_relaxed);
+    /* seq_cst, with the load of prof below: pairs with the watchdog's
+     * store of prof and load of cur_id (see point_profiler), so either it
+     * sees this entry ended or this sees the profiler it points here. */
+    atomic_store(&t->cur_id, 0);
     int over = id && atomic_load_explicit(&t->expired_id, memory_order_relaxed) == id;
     lua_State *vm = atomic_load_explicit(&t->cur_vm, memory_order_relaxed);
-    if (over && vm)
+    if (over && vm) {
+        pthread_mutex_lock(&wd_mu); /* (see budget_hook) */
         lua_sethook(vm, NULL, 0, 0);
-    if (atomic_load_explicit(&t->prof, memory_order_relaxed)) {
+        pthread_mutex_unlock(&wd_mu);
+    }
+    if (atomic_load(&t->prof)) {
         pthread_mutex_lock(&prof_mu);
         if (prof_owner == t)
             prof_release(1);
@@ -190,6 +201,28 @@ static void give_up(const guard_thread *t, uint64_t used_ns)
     _exit(1);
 }
 
+/* Point the profiler at vm, where t's entry `id` runs over (wd_mu and
+ * prof_mu held). Only while that entry still runs: the thread gives the
+ * profiler back when an entry ends (guard_leave), and once it has left
+ * this one it might not end another for long, holding the profiler from
+ * every other thread. So prof is set first, then cur_id read (both
+ * seq_cst, against guard_leave's store of cur_id and load of prof): an
+ * entry that ended is seen here, or its guard_leave sees prof and, once
+ * prof_mu is free, gives back what this did. */
+static void point_profiler(guard_thread *t, uint64_t id, lua_State *vm)
+{
+    atomic_store(&t->prof, 1);
+    if (atomic_load(&t->cur_id) != id) {
+        atomic_store(&t->prof, 0);
+        return;
+    }
+    luaJIT_profile_stop(holder);
+    /* No "l": that would flush the running VM's traces from here. */
+    luaJIT_profile_start(vm, HOLD_MODE, prof_cb, NULL);
+    prof_owner = t;
+    prof_vm = vm;
+}
+
 /* One thread's sample (wd_mu held). */
 static void check(guard_thread *t, uint64_t budget_ns)
 {
@@ -218,20 +251,13 @@ static void check(guard_thread *t, uint64_t budget_ns)
     if (!vm)
         return;
     atomic_store_explicit(&t->expired_id, id, memory_order_relaxed);
-    /* Again at every tick until the entry ends (a hook update racing with
-     * the VM's own may be lost), but only when it is not set: each update
-     * rewrites the VM's dispatch table. */
-    if (lua_gethook(vm) != budget_hook || !(lua_gethookmask(vm) & LUA_MASKCOUNT))
-        lua_sethook(vm, budget_hook, LUA_MASKCOUNT, 1);
+    /* Again at every tick until the entry ends: an update racing with one
+     * the VM makes itself (LuaJIT's profiler hook on that thread) may be
+     * lost, and each call rebuilds the whole dispatch table from the mask. */
+    lua_sethook(vm, budget_hook, LUA_MASKCOUNT, 1);
     pthread_mutex_lock(&prof_mu);
-    if (holder && !prof_owner) {
-        luaJIT_profile_stop(holder);
-        /* No "l": that would flush the running VM's traces from here. */
-        luaJIT_profile_start(vm, HOLD_MODE, prof_cb, NULL);
-        prof_owner = t;
-        prof_vm = vm;
-        atomic_store_explicit(&t->prof, 1, memory_order_relaxed);
-    }
+    if (holder && !prof_owner)
+        point_profiler(t, id, vm);
     if (prof_owner == t)
         pthread_kill(pthread_self(), SIGPROF); /* LuaJIT's handler sets the traces' flag */
     pthread_mutex_unlock(&prof_mu);
@@ -295,7 +321,7 @@ static void make_key(void)
     pthread_key_create(&self_key, at_thread_exit);
 }
 
-int guard_thread_start(void)
+static int thread_start(int worker)
 {
     if (!budget() || self)
         return 0;
@@ -310,13 +336,19 @@ int guard_thread_start(void)
         return -rc;
     }
     pthread_mutex_lock(&wd_mu);
-    t->index = nthreads_made++;
+    t->index = worker >= 0 ? worker : nthreads_made;
+    nthreads_made++;
     t->next = threads;
     threads = t;
     pthread_mutex_unlock(&wd_mu);
     self = t;
     pthread_setspecific(self_key, t);
     return 0;
+}
+
+int guard_thread_start(int worker)
+{
+    return thread_start(worker < 0 ? 0 : worker);
 }
 
 void guard_thread_stop(void)
@@ -354,7 +386,7 @@ int guard_start(uv_loop_t *loop, uint64_t ms)
     pthread_mutex_lock(&wd_mu);
     nthreads_made = 0;
     pthread_mutex_unlock(&wd_mu);
-    int rc = guard_thread_start();
+    int rc = thread_start(0);
     if (rc != 0)
         return rc;
     pthread_condattr_t ca;
@@ -408,7 +440,7 @@ void guard_vm_add(lua_State *L)
     if (!budget())
         return;
     if (!self)
-        guard_thread_start(); /* (at_thread_exit unregisters it) */
+        thread_start(-1); /* (numbered in order; at_thread_exit unregisters it) */
     /* Line mode: compiled code checks the profiler's flag at every source
      * line change, so even `while true do end` leaves its trace when the
      * profiler points here. The holder has the profiler: this only sets

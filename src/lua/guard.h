@@ -48,12 +48,13 @@ int guard_start(uv_loop_t *loop, uint64_t budget_ms);
  * and unregister the calling thread. */
 void guard_stop(void);
 
-/* Register the calling thread (a worker's loop thread), before its first
- * VM: its entries get the budget. No-op while the budget is off or when the
- * thread is registered already. 0 or a negative errno. A thread that opens
- * a VM without it is registered then (guard_vm_add), and unregistered when
- * it exits. */
-int guard_thread_start(void);
+/* Register the calling thread (worker `worker`'s loop thread, 1..N-1: the
+ * number the last resort's message names), before its first VM: its
+ * entries get the budget. No-op while the budget is off or when the thread
+ * is registered already. 0 or a negative errno. A thread that opens a VM
+ * without it is registered then (guard_vm_add, numbered in order), and
+ * unregistered when it exits. */
+int guard_thread_start(int worker);
 
 /* Unregister the calling thread, after its last VM closed. */
 void guard_thread_stop(void);
