@@ -1,0 +1,60 @@
+-- Adversarial cases of --workers (issue 16) and of the signals around a run
+-- with workers: what a hostile peer or a careless supervisor does.
+local H = require("helpers")
+
+local function sighup_loop(pid, dir)
+  -- Until the run has ended (its exit status written): a supervisor, or a
+  -- config-management tool, asking for reloads in a loop.
+  os.execute(string.format(
+    "while [ ! -e %s/rc ] && kill -HUP %s 2>/dev/null; do sleep 0.01; done", dir, pid))
+end
+
+describe("--workers, signals", function()
+  it("a SIGHUP while the first generation loads does not end the run", function()
+    -- The main chunk's first load (the main thread's VM, before the reload
+    -- handler is in) takes a while; a SIGHUP then killed the process (129).
+    local d = H.tmpdir()
+    H.script(d, [[
+local f = io.open("loading", "r")
+if not f then
+  f = io.open("loading", "w") f:write("x") f:close()
+  local t = os.clock() while os.clock() - t < 1.5 do end
+else
+  f:close()
+end
+return { async_invoke = function(r, ctx) return { { id = r.id, w = ctx.worker } } end }
+]])
+    H.write(d .. "/in", '{"id":1}\n{"id":2}\n')
+    local pid, wait = H.start_run(d, "--script script.lua --input in --output res --workers 2 --cpu-budget 0")
+    assert.truthy(H.wait_for(function() return H.read(d .. "/loading") end, 30))
+    os.execute("kill -HUP " .. pid)
+    local code, _, err = wait()
+    assert.equal(0, code, err)
+    assert.equal(2, #H.lines(H.read(d .. "/res") or ""))
+  end)
+
+  it("SIGHUPs in a loop while the run ends (a worker still busy, joined at the end) leave its exit status 0", function()
+    -- The record on worker 2 spins past its timeout: on_timeout answers,
+    -- the input ends and the run ends, but that worker takes its messages
+    -- (discard, close, stop) only when the spin ends, and the main thread
+    -- joins it after the reload handler is gone. A SIGHUP then ended the
+    -- run with 129 after every record had been written.
+    local d = H.tmpdir()
+    H.script(d, [[
+return {
+  async_invoke = function(r, ctx)
+    if ctx.worker ~= 1 then local t = os.clock() while os.clock() - t < 1.5 do end end
+    return { { id = r.id } }
+  end,
+  on_timeout = function(r) return { { id = r.id, timed_out = true } } end,
+}
+]])
+    H.write(d .. "/in", '{"id":1}\n')
+    local pid, wait = H.start_run(d, "--script script.lua --input in --output res --workers 2 --cpu-budget 0 --timeout 200")
+    assert.truthy(H.wait_for(function() return #H.lines(H.read(d .. "/res") or "") >= 1 end, 60))
+    sighup_loop(pid, d)
+    local code, _, err = wait()
+    assert.equal(0, code, err)
+    assert.same({ { id = 1, timed_out = true } }, H.decode_lines(H.read(d .. "/res")))
+  end)
+end)
