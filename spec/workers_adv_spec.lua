@@ -58,3 +58,28 @@ return {
     assert.same({ { id = 1, timed_out = true } }, H.decode_lines(H.read(d .. "/res")))
   end)
 end)
+
+describe("--workers, the per-record paths", function()
+  it("time.sleep of a huge number of seconds sleeps until the record's deadline, on every worker", function()
+    -- 1e308 s is past 2^64 ms: the conversion gave 0 and sleep returned at
+    -- once; 2^53 s and the like still slept.
+    local body = [[
+local time = require "moonwait.time"
+return {
+  async_invoke = function(r, ctx)
+    time.sleep(({ 1e308, 1e17, 2^64 / 1000, 2^53 })[r.id % 4 + 1])
+    return { { id = r.id, woke = true } }
+  end,
+  on_timeout = function(r) return { { id = r.id, timed_out = true } } end,
+}]]
+    local input = {}
+    for i = 1, 16 do input[#input + 1] = ('{"id":%d}'):format(i) end
+    for _, n in ipairs({ 1, 3 }) do
+      local r = H.run_script(body, table.concat(input, "\n") .. "\n", "--timeout 200 --capacity 16 --workers " .. n)
+      assert.equal(0, r.code, r.err)
+      local out = H.decode_lines(r.output)
+      assert.equal(16, #out)
+      for i, o in ipairs(out) do assert.same({ id = i, timed_out = true }, o) end
+    end
+  end)
+end)
