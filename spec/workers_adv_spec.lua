@@ -82,4 +82,30 @@ return {
       for i, o in ipairs(out) do assert.same({ id = i, timed_out = true }, o) end
     end
   end)
+
+  it("refuses M.retry delays past 2^40 ms, naming the field (a delay of 1e308 ms retried at once)", function()
+    for _, f in ipairs({ "delay_ms = 1e308", "initial_delay_ms = 2^64", "max_delay_ms = math.huge",
+                         "delay_ms = 2^40 + 1" }) do
+      local backoff = f:find("^delay") and "fixed" or "exponential"
+      local r = H.run_script(([[
+return { retry = { max_attempts = 2, backoff = "%s", %s },
+  retry_on_error = function() return true end,
+  async_invoke = function(r, ctx) if ctx.attempt == 1 then return nil, "again" end return { r } end }]]):format(
+        backoff, f), '{"id":1}\n', "--timeout 300 --workers 2")
+      assert.equal(2, r.code, f .. ": " .. r.err)
+      local name = f:match("^(%w+_?%w*_?%w*)")
+      assert.truthy(r.err:find("retry." .. name .. " must be a number of ms from 0 to 1099511627776", 1, true), r.err)
+    end
+    -- 2^40 is accepted (--retry's bound): with the input still open, the
+    -- retry waits its delay and the timeout answers (1e308 was 0: at once).
+    local d = H.tmpdir()
+    H.script(d, [[
+return { retry = { max_attempts = 2, delay_ms = 2^40 }, retry_on_error = function() return true end,
+  async_invoke = function(r, ctx) if ctx.attempt == 1 then return nil, "again" end return { r } end,
+  on_timeout = function(r) return { { id = r.id, timed_out = true } } end }]])
+    local code, out, err = H.sh(string.format("cd %s && (echo '{\"id\":1}'; sleep 1) | %s", d,
+      H.cmd("run --script script.lua --input - --output - --timeout 200 --workers 2")))
+    assert.equal(0, code, err)
+    assert.equal('{"id":1,"timed_out":true}\n', out)
+  end)
 end)
