@@ -376,6 +376,12 @@ int run_pipeline(const config *c, const char *lua_dir)
     r->loop = &loop;
     stats_init(&r->st, &loop, c->stats, stats_fill, r);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGHUP asks for a reload (triggers.c's handle, from open_io on). Before
+     * that handle is in (the first generation's load, which a big module
+     * can make take seconds) and after it is closed (the end of the run:
+     * closing VMs, joining --workers' threads), its default action would end
+     * a healthy run with 129: a reload asked for then has nothing to do. */
+    signal(SIGHUP, SIG_IGN);
     /* Before the first VM: the newest VM takes LuaJIT's profiler. */
     int grc = guard_start(&loop, c->cpu_budget_ms);
     if (grc != 0)

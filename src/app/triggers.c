@@ -166,4 +166,8 @@ void trig_stop(triggers *w)
     unwatch(w);
     uv_close((uv_handle_t *)&w->debounce, NULL);
     uv_close((uv_handle_t *)&w->sighup, NULL);
+    /* libuv puts back the default action (the end of the process) when its
+     * last handle of a signal closes: the run is ending, a reload asked for
+     * now has nothing to do (run.c ignores it until the handle is in, too). */
+    signal(SIGHUP, SIG_IGN);
 }

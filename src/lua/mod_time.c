@@ -5,6 +5,7 @@
  */
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "modules.h"
 #include "runtime.h"
@@ -28,7 +29,11 @@ static int l_sleep(lua_State *L)
     if (!(s >= 0) || isinf(s))
         return luaL_argerror(L, 1, "a finite, non-negative number of seconds expected");
     rt_fiber *f = rt_check_yieldable(L, "moonwait.time.sleep");
-    uint64_t ms = (uint64_t)ceil(s * 1000.0);
+    /* Converting a double at or past 2^64 to an integer is undefined (x86
+     * gave 0: sleep(1e308) returned at once): longer than any deadline is
+     * the longest timer, which libuv clamps to never. */
+    double msd = ceil(s * 1000.0);
+    uint64_t ms = msd < 18446744073709551616.0 ? (uint64_t)msd : UINT64_MAX;
     if (ms == 0) {
         rt_park(f, NULL, NULL);
         rt_wake(f, 0);

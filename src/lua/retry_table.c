@@ -22,6 +22,22 @@ static int field_num(lua_State *L, int t, const char *name, double dflt, double 
     return 0;
 }
 
+/* A delay field: whole or fractional ms from 0 to 2^40 (--retry's bound).
+ * Past 2^64 the conversion to an integer is undefined (1e308 gave 0 on
+ * x86: a delay of "forever" retried at once). */
+static int field_ms(lua_State *L, int t, const char *name, double dflt, uint64_t *out, char *err, size_t n)
+{
+    double v;
+    if (field_num(L, t, name, dflt, &v, err, n))
+        return -1;
+    if (!(v <= 1099511627776.0)) {
+        snprintf(err, n, "retry.%s must be a number of ms from 0 to 1099511627776 (2^40), got %.17g", name, v);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
 int retry_table_parse(lua_State *L, int idx, retry_policy *p, char *err, size_t n)
 {
     static const char *const known[] = { "max_attempts", "backoff", "delay_ms", "initial_delay_ms",
@@ -66,15 +82,12 @@ int retry_table_parse(lua_State *L, int idx, retry_policy *p, char *err, size_t 
         return -1;
     }
     p->max_attempts = (uint32_t)v;
-    if (field_num(L, t, "delay_ms", 100, &v, err, n))
+    if (field_ms(L, t, "delay_ms", 100, &p->delay_ms, err, n))
         return -1;
-    p->delay_ms = (uint64_t)v;
-    if (field_num(L, t, "initial_delay_ms", 10, &v, err, n))
+    if (field_ms(L, t, "initial_delay_ms", 10, &p->initial_ms, err, n))
         return -1;
-    p->initial_ms = (uint64_t)v;
-    if (field_num(L, t, "max_delay_ms", 1000, &v, err, n))
+    if (field_ms(L, t, "max_delay_ms", 1000, &p->max_ms, err, n))
         return -1;
-    p->max_ms = (uint64_t)v;
     if (field_num(L, t, "multiplier", 2, &p->multiplier, err, n))
         return -1;
     lua_getfield(L, t, "jitter");
