@@ -429,7 +429,7 @@ static void test_bad_pipeline_values_are_named(void)
                         "unknown key 'colour' (known keys: script, input, output, mode, capacity, timeout_ms, "
                         "event_time, max_out_of_orderness_ms, stats, max_line_bytes, retry, on_error, dead_letter, "
                         "watch, tag_generation, reload_open_timeout_ms, checkpoint, checkpoint_interval_ms, "
-                        "cpu_budget_ms, key, rate_limit, batch, log_format, metrics)");
+                        "cpu_budget_ms, key, rate_limit, batch, log_format, metrics, workers)");
     /* Lua's own message for a file that does not load names the file. */
     const char *p = pipeline("return {");
     char *err = refused((char *)p, NULL);
