@@ -83,8 +83,10 @@ int net_conn_read_start(net_conn *c, net_read_cb on_read, void *ud);
 void net_conn_read_stop(net_conn *c);
 
 /* Stop delivering to on_read but keep reading into the buffer (bounded by
- * max_buffer): for handing a connection between owners (request, pool)
- * without an epoll_ctl each way. */
+ * max_buffer; a plaintext connection whose buffer fills stops reading
+ * without an error until the next net_conn_read_start): for handing a
+ * connection between owners (request, pool) and between a cosocket's
+ * receives without an epoll_ctl each way. */
 void net_conn_read_detach(net_conn *c);
 
 /* Bytes buffered and not consumed. */

@@ -128,7 +128,13 @@ static void on_readable(net_conn *c, void *ud)
     int m = net_recv_match(&s->rx, s->conn);
     if (m == NET_RECV_MORE)
         return;
-    net_conn_read_stop(s->conn);
+    /* Plaintext keeps reading between receives (uv_read_stop and the next
+     * uv_read_start cost two epoll_ctl calls per reply); TLS stops, since
+     * its decrypted bytes could not be held back once the buffer is full. */
+    if (s->conn->ssl)
+        net_conn_read_stop(s->conn);
+    else
+        net_conn_read_detach(s->conn);
     end_op(s, m == NET_RECV_END ? s->rx.err : NULL);
     net_sock_taken(s, m);
 }
