@@ -71,6 +71,12 @@ static void t_url_ports(void)
     ASSERT_INT_EQ(http_url_parse("http://h:/", &u), -1);
     ASSERT_INT_EQ(http_url_parse("http://h:abc/", &u), -1);
     ASSERT_INT_EQ(http_url_parse("http://h:80x/", &u), -1);
+    /* digits only (strtol took a sign and leading blanks) */
+    ASSERT_INT_EQ(http_url_parse("http://h:+80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h: 80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:-80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:080/", &u), 0);
+    ASSERT_INT_EQ(u.port, 80);
 }
 
 static void t_url_ipv6_literal(void)
