@@ -62,6 +62,7 @@ struct net_conn {
     char *pool_key;          /* owned */
     net_conn *pool_next;
     uint64_t reuses;
+    uint64_t idle_deadline;  /* uv_now when it has been idle too long; 0: never */
     void *pool;
 };
 
