@@ -307,4 +307,31 @@ end }
       assert.is_true(ns[i], "arrival " .. i)
     end
   end)
+
+  -- Issue 16: connect takes the cosocket of an earlier set_keepalive (no
+  -- new userdata per connect). The object that gave it up stays closed:
+  -- none of its methods may reach the new connection through it.
+  it("keeps an object closed after set_keepalive while its socket serves the next connect", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local a = assert(redis.connect("127.0.0.1", rec.port))
+  assert(a:set("spare", "one"))
+  assert(a:set_keepalive(10000, 10))
+  local b = assert(redis.connect("127.0.0.1", rec.port, { db = 0 }))
+  local out = { b_reused = b:get_reused_times() }
+  out.a_reused, out.a_reused_err = a:get_reused_times()
+  out.a_get, out.a_get_err = a:get("spare")
+  out.a_close, out.a_close_err = a:close()
+  out.a_keep, out.a_keep_err = a:set_keepalive()
+  out.b_get = b:get("spare")
+  b:close()
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    local closed = "closed (127.0.0.1:" .. redis.port .. ")"
+    assert.same({ b_reused = 1, a_reused_err = closed, a_get_err = closed, a_close_err = closed,
+                  a_keep_err = closed, b_get = "one" }, H.json.decode(r.lines[1]))
+  end)
 end)
