@@ -334,4 +334,26 @@ end }
     assert.same({ b_reused = 1, a_reused_err = closed, a_get_err = closed, a_close_err = closed,
                   a_keep_err = closed, b_get = "one" }, H.json.decode(r.lines[1]))
   end)
+
+  -- Issue 16: a recycled cosocket is set again only where this connect
+  -- differs from the one before: each connect's timeout and reply limit
+  -- still hold.
+  it("applies each connect's timeout and reply limit to a recycled cosocket", function()
+    redis.cli("SET big1000 " .. string.rep("x", 1000))
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local a = assert(redis.connect("127.0.0.1", rec.port, { max_reply_bytes = 100, timeout_ms = 10000 }))
+  assert(a:get("no-such-key"))
+  assert(a:set_keepalive(10000, 10))
+  local b = assert(redis.connect("127.0.0.1", rec.port, { timeout_ms = 100 }))
+  local out = { reused = b:get_reused_times(), big = #assert(b:get("big1000")) }
+  local v, err = b:blpop("issue16-empty-list", 2)   -- the server waits 2 s; our 100 ms end it
+  out.err = err and err:match("^%a+")
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    assert.same({ reused = 1, big = 1000, err = "timeout" }, H.json.decode(r.lines[1]))
+  end)
 end)

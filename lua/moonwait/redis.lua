@@ -307,6 +307,7 @@ end
 -- was ~10% of a pooled GET). The object that gave it up is closed: its
 -- methods look at _closed before they touch _sock.
 local spare, nspare = {}, 0
+local spare_timeout, spare_max = {}, {} -- what each was last set to
 local MAX_SPARE = 64
 
 function Redis:set_keepalive(idle_ms, pool_size)
@@ -321,8 +322,9 @@ function Redis:set_keepalive(idle_ms, pool_size)
   end
   local ok, err = sock:setkeepalive(idle_ms, pool_size)
   if ok and nspare < MAX_SPARE then
+    local lim = rawget(self, "_limits")
     nspare = nspare + 1
-    spare[nspare] = sock
+    spare[nspare], spare_timeout[nspare], spare_max[nspare] = sock, lim.timeout, lim.max_bytes
   end
   return ok, err
 end
@@ -426,15 +428,18 @@ function M.connect(host, port, opts)
     max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
     peer = names and names[2] or peer_of(host, port),
   }
-  local sock
+  local timeout = opts.timeout_ms or 5000
+  limits.timeout = timeout
+  local sock, was_timeout, was_max
   if nspare > 0 then
-    sock = spare[nspare]
+    sock, was_timeout, was_max = spare[nspare], spare_timeout[nspare], spare_max[nspare]
     spare[nspare] = nil
     nspare = nspare - 1
   else
     sock = socket.tcp()
   end
-  sock:settimeout(opts.timeout_ms or 5000)
+  -- (a spare one set as this connect wants needs neither call)
+  if timeout ~= was_timeout then sock:settimeout(timeout) end
   -- (sock:connect reads its options before it returns or yields, so one
   -- table serves every call)
   connect_opts.pool = names and names[1] or pool_key(pool_name, host, port, db, user, password)
@@ -443,7 +448,7 @@ function M.connect(host, port, opts)
   if not ok then return nil, err end
   -- One bulk must fit the socket's buffer (a longer line is a bad reply);
   -- set on the connection, fresh or pooled.
-  sock:setoption("max_buffer", limits.max_bytes + 16)
+  if limits.max_bytes ~= was_max then sock:setoption("max_buffer", limits.max_bytes + 16) end
   local self = setmetatable({ _sock = sock, _limits = limits }, mt)
   -- (a fresh connection needs AUTH or SELECT only with a password or a db)
   if (password or db ~= 0) and sock:getreusedtimes() == 0 then
