@@ -422,14 +422,17 @@ function M.connect(host, port, opts)
   end
   local pool_name = opts.pool
   local names = not (user or password or pool_name) and port == port and plain_names(host, port, db)
+  local timeout = opts.timeout_ms or 5000
+  -- (every field it will hold, so it is made at its final size: a table
+  -- that grows is rehashed)
   local limits = {
     max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
     max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
     max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
     peer = names and names[2] or peer_of(host, port),
+    timeout = timeout,
+    bytes = 0, elements = 0, cmd = false, -- read_reply's
   }
-  local timeout = opts.timeout_ms or 5000
-  limits.timeout = timeout
   local sock, was_timeout, was_max
   if nspare > 0 then
     sock, was_timeout, was_max = spare[nspare], spare_timeout[nspare], spare_max[nspare]
@@ -449,7 +452,7 @@ function M.connect(host, port, opts)
   -- One bulk must fit the socket's buffer (a longer line is a bad reply);
   -- set on the connection, fresh or pooled.
   if limits.max_bytes ~= was_max then sock:setoption("max_buffer", limits.max_bytes + 16) end
-  local self = setmetatable({ _sock = sock, _limits = limits }, mt)
+  local self = setmetatable({ _sock = sock, _limits = limits, _closed = false }, mt)
   -- (a fresh connection needs AUTH or SELECT only with a password or a db)
   if (password or db ~= 0) and sock:getreusedtimes() == 0 then
     if password then

@@ -37,14 +37,20 @@ static void end_op(net_sock *s, const char *err)
 int net_sock_target(net_sock *s, const char *host, int port, const char *pool, size_t pool_size)
 {
     net_sock_close(s);
-    free(s->host);
-    s->host = strdup(host);
+    /* (a socket aimed again at the same host and pool -- moonwait.redis
+     * reuses its cosockets -- keeps its copies) */
+    if (!s->host || strcmp(s->host, host) != 0) {
+        free(s->host);
+        s->host = strdup(host);
+    }
     s->port = port;
-    free(s->pool_key);
-    if (pool)
-        s->pool_key = strdup(pool);
-    else if (asprintf(&s->pool_key, "%s:%d", host, port) < 0)
-        s->pool_key = NULL;
+    if (!pool || !s->pool_key || strcmp(s->pool_key, pool) != 0) {
+        free(s->pool_key);
+        if (pool)
+            s->pool_key = strdup(pool);
+        else if (asprintf(&s->pool_key, "%s:%d", host, port) < 0)
+            s->pool_key = NULL;
+    }
     if (pool_size)
         s->pool_size = pool_size;
     net_conn *c = s->pool_key ? net_pool_get(s->pool_key) : NULL;
