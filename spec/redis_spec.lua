@@ -307,4 +307,53 @@ end }
       assert.is_true(ns[i], "arrival " .. i)
     end
   end)
+
+  -- Issue 16: connect takes the cosocket of an earlier set_keepalive (no
+  -- new userdata per connect). The object that gave it up stays closed:
+  -- none of its methods may reach the new connection through it.
+  it("keeps an object closed after set_keepalive while its socket serves the next connect", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local a = assert(redis.connect("127.0.0.1", rec.port))
+  assert(a:set("spare", "one"))
+  assert(a:set_keepalive(10000, 10))
+  local b = assert(redis.connect("127.0.0.1", rec.port, { db = 0 }))
+  local out = { b_reused = b:get_reused_times() }
+  out.a_reused, out.a_reused_err = a:get_reused_times()
+  out.a_get, out.a_get_err = a:get("spare")
+  out.a_close, out.a_close_err = a:close()
+  out.a_keep, out.a_keep_err = a:set_keepalive()
+  out.b_get = b:get("spare")
+  b:close()
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    local closed = "closed (127.0.0.1:" .. redis.port .. ")"
+    assert.same({ b_reused = 1, a_reused_err = closed, a_get_err = closed, a_close_err = closed,
+                  a_keep_err = closed, b_get = "one" }, H.json.decode(r.lines[1]))
+  end)
+
+  -- Issue 16: a recycled cosocket is set again only where this connect
+  -- differs from the one before: each connect's timeout and reply limit
+  -- still hold.
+  it("applies each connect's timeout and reply limit to a recycled cosocket", function()
+    redis.cli("SET big1000 " .. string.rep("x", 1000))
+    local r = run([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(rec)
+  local a = assert(redis.connect("127.0.0.1", rec.port, { max_reply_bytes = 100, timeout_ms = 10000 }))
+  assert(a:get("no-such-key"))
+  assert(a:set_keepalive(10000, 10))
+  local b = assert(redis.connect("127.0.0.1", rec.port, { timeout_ms = 100 }))
+  local out = { reused = b:get_reused_times(), big = #assert(b:get("big1000")) }
+  local v, err = b:blpop("issue16-empty-list", 2)   -- the server waits 2 s; our 100 ms end it
+  out.err = err and err:match("^%a+")
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    assert.same({ reused = 1, big = 1000, err = "timeout" }, H.json.decode(r.lines[1]))
+  end)
 end)

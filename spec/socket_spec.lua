@@ -317,4 +317,63 @@ end }
     assert.equal(0, r.code, r.err)
     assert.same({ ok = true }, o)
   end)
+
+  -- Issue 16: between receives a plaintext connection keeps reading (no
+  -- uv_read_stop/start per reply); once its buffer is full it must stop
+  -- and wait, not fail, while nobody is receiving.
+  it("holds a peer back while the script is not receiving, past max_buffer", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+return { async_invoke = function(rec)
+  local s = socket.tcp()
+  s:setoption("max_buffer", 65536)
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:send("GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+  local len
+  repeat
+    local line = assert(s:receive())
+    len = len or tonumber(line:match("^[Cc]ontent%-[Ll]ength: (%d+)"))
+  until line == ""
+  local got, pieces = 0, 0
+  while got < len do
+    time.sleep(0.002)                      -- the 1.5 MiB arrive meanwhile
+    local piece, err = s:receive(math.min(32768, len - got))
+    if not piece then return { { err = err, got = got } } end
+    got, pieces = got + #piece, pieces + 1
+  end
+  s:close()
+  return { { got = got, len = len, pieces = pieces } }
+end }
+]], { port = nginx.port })
+    assert.equal(0, r.code, r.err)
+    assert.is_nil(o.err)
+    assert.equal(o.len, o.got)
+    assert.is_true(o.pieces >= 40)
+  end)
+
+  -- Issue 16: the pool's idle timer is no longer stopped while a
+  -- connection is lent out; pooled again with a shorter idle time, it must
+  -- still close at the shorter one.
+  it("closes a pooled connection at its latest, shorter idle time", function()
+    local r, o = run_one([[
+local socket = require "moonwait.socket"
+local time = require "moonwait.time"
+return { async_invoke = function(rec)
+  local key = "127.0.0.1:" .. rec.port
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  assert(s:setkeepalive(60000))
+  s = socket.tcp()
+  assert(s:connect("127.0.0.1", rec.port))
+  local reused = s:getreusedtimes()
+  assert(s:setkeepalive(50))
+  local before = socket.pool_count(key)
+  time.sleep(0.4)
+  return { { reused = reused, before = before, after = socket.pool_count(key) } }
+end }
+]], { port = redis.port })
+    assert.equal(0, r.code, r.err)
+    assert.same({ reused = 1, before = 1, after = 0 }, o)
+  end)
 end)

@@ -60,30 +60,44 @@ local function fail(self, err)
   return nil, err
 end
 
--- "*n\r\n$len\r\narg\r\n..." for one command.
+-- One argument as the bytes Redis gets (i: its position, for the error;
+-- raised at the caller of call: arg < serialize < call < the script).
+local function arg(a, i)
+  local t = type(a)
+  if t == "string" then return a end
+  if t == "number" then
+    -- tostring(1e15) is "1e+15", which Redis takes for a string, not
+    -- the integer; and tostring keeps 14 digits of a double
+    if a == floor(a) and a >= -TWO53 and a <= TWO53 then
+      return format("%d", a)
+    end
+    local s = tostring(a)
+    return tonumber(s) == a and s or format("%.17g", a)
+  elseif t == "boolean" then
+    return a and "1" or "0"
+  elseif t == "cdata" and (istype("int64_t", a) or istype("uint64_t", a)) then
+    return (gsub(tostring(a), "U?LL$", "")) -- a record's exact 64-bit integer
+  end
+  error("redis: argument " .. i .. " is a " .. t .. " (strings, numbers, booleans and 64-bit integers only)", 4)
+end
+
+-- "*n\r\n$len\r\narg\r\n..." for one command. One to three arguments
+-- (GET k, SET k v, ...: most calls) are one concatenation, without the
+-- table and table.concat of the general case.
 local function serialize(n, ...)
+  if n <= 3 then
+    local a, b, c = ...
+    if type(a) ~= "string" then a = arg(a, 1) end
+    if n == 1 then return "*1\r\n$" .. #a .. "\r\n" .. a .. "\r\n" end
+    if type(b) ~= "string" then b = arg(b, 2) end
+    if n == 2 then return "*2\r\n$" .. #a .. "\r\n" .. a .. "\r\n$" .. #b .. "\r\n" .. b .. "\r\n" end
+    if type(c) ~= "string" then c = arg(c, 3) end
+    return "*3\r\n$" .. #a .. "\r\n" .. a .. "\r\n$" .. #b .. "\r\n" .. b .. "\r\n$" .. #c .. "\r\n" .. c .. "\r\n"
+  end
   local out = { "*", n, "\r\n" }
   for i = 1, n do
     local a = select(i, ...)
-    local t = type(a)
-    if t ~= "string" then
-      if t == "number" then
-        -- tostring(1e15) is "1e+15", which Redis takes for a string, not
-        -- the integer; and tostring keeps 14 digits of a double
-        if a == floor(a) and a >= -TWO53 and a <= TWO53 then
-          a = format("%d", a)
-        else
-          local s = tostring(a)
-          a = tonumber(s) == a and s or format("%.17g", a)
-        end
-      elseif t == "boolean" then
-        a = a and "1" or "0"
-      elseif t == "cdata" and (istype("int64_t", a) or istype("uint64_t", a)) then
-        a = gsub(tostring(a), "U?LL$", "") -- a record's exact 64-bit integer
-      else
-        error("redis: argument " .. i .. " is a " .. t .. " (strings, numbers, booleans and 64-bit integers only)", 3)
-      end
-    end
+    if type(a) ~= "string" then a = arg(a, i) end
     out[#out + 1] = "$"
     out[#out + 1] = #a
     out[#out + 1] = "\r\n"
@@ -288,16 +302,31 @@ function Redis:commit_pipeline()
   return results
 end
 
+-- Cosockets whose connection went back to the pool, for the next connect
+-- to aim again (a new one per connect -- a userdata with a finalizer --
+-- was ~10% of a pooled GET). The object that gave it up is closed: its
+-- methods look at _closed before they touch _sock.
+local spare, nspare = {}, 0
+local spare_timeout, spare_max = {}, {} -- what each was last set to
+local MAX_SPARE = 64
+
 function Redis:set_keepalive(idle_ms, pool_size)
   if rawget(self, "_closed") then return closed(self) end
   if rawget(self, "_pipeline") then return refused(self, "pipeline not committed") end
   rawset(self, "_closed", true)
+  local sock = rawget(self, "_sock")
   if rawget(self, "_stateful") then
     -- SELECT/AUTH/HELLO/RESET by the script: its pool key no longer says
     -- what this connection is; close it rather than pool it.
-    return rawget(self, "_sock"):close()
+    return sock:close()
   end
-  return rawget(self, "_sock"):setkeepalive(idle_ms, pool_size)
+  local ok, err = sock:setkeepalive(idle_ms, pool_size)
+  if ok and nspare < MAX_SPARE then
+    local lim = rawget(self, "_limits")
+    nspare = nspare + 1
+    spare[nspare], spare_timeout[nspare], spare_max[nspare] = sock, lim.timeout, lim.max_bytes
+  end
+  return ok, err
 end
 
 function Redis:close()
@@ -307,22 +336,26 @@ function Redis:close()
 end
 
 function Redis:get_reused_times()
+  if rawget(self, "_closed") then return closed(self) end
   return rawget(self, "_sock"):getreusedtimes()
 end
 
 -- Any other method name is a command: r:hget(k, f) == r:call("HGET", k, f).
+-- (The closure is made in a function of its own: a closure created inside
+-- __index made LuaJIT abort every trace through it -- "NYI: bytecode 50",
+-- UCLO -- so each r:get(), r:call() and r:set_keepalive() ran interpreted.)
 local cache = {}
+local function command(name)
+  local cmd = upper(name)
+  return function(self, ...) return self:call(cmd, ...) end
+end
 local mt = {
   __index = function(_, name)
-    local f = Redis[name]
+    local f = Redis[name] or cache[name]
     if f then return f end
     if type(name) ~= "string" then return nil end
-    f = cache[name]
-    if not f then
-      local cmd = upper(name)
-      f = function(self, ...) return self:call(cmd, ...) end
-      cache[name] = f
-    end
+    f = command(name)
+    cache[name] = f
     return f
   end,
 }
@@ -340,6 +373,42 @@ local function limit(opts, name, default, most)
   return v
 end
 
+-- host:port as moonwait.socket names it in its errors, for ours.
+local function peer_of(host, port)
+  return (find(host, ":", 1, true) and "[" .. host .. "]" or host) .. ":" .. format("%d", port)
+end
+
+-- The pool key says everything a pooled connection was set up with: a
+-- connection authenticated or SELECTed for one connect never serves
+-- another with other credentials or another db.
+local function pool_key(pool, host, port, db, user, password)
+  return format("%s|db=%d|user=%s|password=%s", pool or ("redis:" .. host .. ":" .. port), db,
+    user and hex(user) or "-", password and hex(password) or "-")
+end
+
+-- { pool key, peer } for a connect without credentials or a pool name,
+-- made once per host, port and db (at most 256 of them, then afresh): the
+-- two strings cost more than the rest of a pooled connect.
+local names_cache, names_count = {}, 0
+local function plain_names(host, port, db)
+  local by_port = names_cache[host]
+  local by_db = by_port and by_port[port]
+  local names = by_db and by_db[db]
+  if names then return names end
+  if names_count >= 256 then names_cache, names_count = {}, 0 end
+  by_port = names_cache[host] or {}
+  names_cache[host] = by_port
+  by_db = by_port[port] or {}
+  by_port[port] = by_db
+  names = { pool_key(nil, host, port, db), peer_of(host, port) }
+  by_db[db] = names
+  names_count = names_count + 1
+  return names
+end
+
+local connect_opts = {}
+local SOCKET_POOL_SIZE = 30 -- moonwait.socket's default pool_size
+
 function M.connect(host, port, opts)
   opts = opts or {}
   if type(host) ~= "string" then error("redis.connect: host must be a string", 2) end
@@ -351,29 +420,41 @@ function M.connect(host, port, opts)
   if type(db) ~= "number" or db < 0 or db ~= floor(db) then
     error("redis.connect: db must be a non-negative integer", 2)
   end
+  local pool_name = opts.pool
+  local names = not (user or password or pool_name) and port == port and plain_names(host, port, db)
+  local timeout = opts.timeout_ms or 5000
+  -- (every field it will hold, so it is made at its final size: a table
+  -- that grows is rehashed)
   local limits = {
     max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
     max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
     max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
-    -- host:port as moonwait.socket names it in its errors, for ours
-    peer = (find(host, ":", 1, true) and "[" .. host .. "]" or host) .. ":" .. format("%d", port),
+    peer = names and names[2] or peer_of(host, port),
+    timeout = timeout,
+    bytes = 0, elements = 0, cmd = false, -- read_reply's
   }
-  local sock = socket.tcp()
-  sock:settimeout(opts.timeout_ms or 5000)
-  -- The pool key says everything a pooled connection was set up with: a
-  -- connection authenticated or SELECTed for one connect never serves
-  -- another with other credentials or another db.
-  local ok, err = sock:connect(host, port, {
-    pool = format("%s|db=%d|user=%s|password=%s", opts.pool or ("redis:" .. host .. ":" .. port), db,
-      user and hex(user) or "-", password and hex(password) or "-"),
-    pool_size = opts.pool_size,
-  })
+  local sock, was_timeout, was_max
+  if nspare > 0 then
+    sock, was_timeout, was_max = spare[nspare], spare_timeout[nspare], spare_max[nspare]
+    spare[nspare] = nil
+    nspare = nspare - 1
+  else
+    sock = socket.tcp()
+  end
+  -- (a spare one set as this connect wants needs neither call)
+  if timeout ~= was_timeout then sock:settimeout(timeout) end
+  -- (sock:connect reads its options before it returns or yields, so one
+  -- table serves every call)
+  connect_opts.pool = names and names[1] or pool_key(pool_name, host, port, db, user, password)
+  connect_opts.pool_size = opts.pool_size or SOCKET_POOL_SIZE -- (a spare one keeps its last)
+  local ok, err = sock:connect(host, port, connect_opts)
   if not ok then return nil, err end
   -- One bulk must fit the socket's buffer (a longer line is a bad reply);
   -- set on the connection, fresh or pooled.
-  sock:setoption("max_buffer", limits.max_bytes + 16)
-  local self = setmetatable({ _sock = sock, _limits = limits }, mt)
-  if sock:getreusedtimes() == 0 then
+  if limits.max_bytes ~= was_max then sock:setoption("max_buffer", limits.max_bytes + 16) end
+  local self = setmetatable({ _sock = sock, _limits = limits, _closed = false }, mt)
+  -- (a fresh connection needs AUTH or SELECT only with a password or a db)
+  if (password or db ~= 0) and sock:getreusedtimes() == 0 then
     if password then
       local v, e
       if user then v, e = self:call("AUTH", user, password) else v, e = self:call("AUTH", password) end

@@ -71,6 +71,12 @@ static void t_url_ports(void)
     ASSERT_INT_EQ(http_url_parse("http://h:/", &u), -1);
     ASSERT_INT_EQ(http_url_parse("http://h:abc/", &u), -1);
     ASSERT_INT_EQ(http_url_parse("http://h:80x/", &u), -1);
+    /* digits only (strtol took a sign and leading blanks) */
+    ASSERT_INT_EQ(http_url_parse("http://h:+80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h: 80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:-80/", &u), -1);
+    ASSERT_INT_EQ(http_url_parse("http://h:080/", &u), 0);
+    ASSERT_INT_EQ(u.port, 80);
 }
 
 static void t_url_ipv6_literal(void)
@@ -407,6 +413,68 @@ static void t_response_in_any_split(void)
     }
 }
 
+/* Issue 16: a whole plain Content-Length response takes the fast path
+ * (no llhttp); what it keeps and says is what llhttp gives for the same
+ * bytes one at a time; anything else goes to llhttp. */
+static void t_response_fast_path(void)
+{
+    static const struct {
+        const char *wire;
+        int fast, keep_alive, status;
+        const char *body;
+    } cases[] = {
+        { "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nokNEXT", 1, 1, 200, "ok" },
+        { "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nConnection: Close\r\n\r\n", 1, 0, 404, "" },
+        { "HTTP/1.1 200 OK\r\nX-Y:z\r\nContent-Length: 3\r\n\r\nabc", 1, 1, 200, "abc" },
+        /* llhttp's: chunked, no length, HTTP/1.0, two lengths, 204, a value with blanks around it */
+        { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", 0, 1, 200, "ab" },
+        { "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nab", 0, 0, 200, "ab" },
+        { "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\nab", 0, -1, 200, "ab" },
+        { "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 0, 1, 204, "" },
+        { "HTTP/1.1 200 OK\r\nA:  b \r\nContent-Length: 1\r\n\r\nx", 0, 1, 200, "x" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_resp *h = resp_new(0);
+        size_t used, used1;
+        const char *wire = cases[i].wire;
+        ASSERT_INT_EQ(http_resp_feed(h, wire, strlen(wire), &used), HTTP_RESP_OK);
+        ASSERT_INT_EQ(h->complete, 1);
+        ASSERT_INT_EQ(h->fast, cases[i].fast);
+        ASSERT_INT_EQ(h->status, cases[i].status);
+        ASSERT_SPAN_EQ(h->body.p, h->body.len, cases[i].body);
+        int keep = http_resp_keep_alive(h);
+        if (cases[i].keep_alive >= 0)
+            ASSERT_INT_EQ(keep, cases[i].keep_alive);
+        char hdrs[256];
+        size_t hl = h->hdrs.len, nh = h->nheaders;
+        memcpy(hdrs, h->hdrs.p, hl);
+        /* the same bytes one at a time: llhttp alone */
+        h = resp_new(0);
+        ASSERT_INT_EQ(feed(h, wire, 1, &used1), HTTP_RESP_OK);
+        ASSERT_INT_EQ(h->fast, 0);
+        ASSERT_UINT_EQ(used1, used);
+        ASSERT_UINT_EQ(h->nheaders, nh);
+        ASSERT_UINT_EQ(h->hdrs.len, hl);
+        ASSERT(memcmp(h->hdrs.p, hdrs, hl) == 0);
+        ASSERT_INT_EQ(http_resp_keep_alive(h), keep);
+    }
+    /* a length with chunked: llhttp's to judge, whole or in pieces alike */
+    const char *both = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+    http_resp *w = resp_new(0);
+    size_t wu;
+    int we = http_resp_feed(w, both, strlen(both), &wu);
+    ASSERT_INT_EQ(w->fast, 0);
+    int wc = w->complete;
+    w = resp_new(0);
+    ASSERT_INT_EQ(feed(w, both, 1, &wu), we);
+    ASSERT_INT_EQ(w->complete, wc);
+    /* a cap passed: llhttp refuses it, as before */
+    http_resp *h = resp_new(0);
+    size_t used;
+    const char *big = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nContent-Length: 0\r\n\r\n";
+    ASSERT_INT_EQ(http_resp_feed(h, big, strlen(big), &used), HTTP_RESP_HEADERS_TOO_LARGE);
+}
+
 static void t_response_caps(void)
 {
     size_t used;
@@ -555,5 +623,5 @@ TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_por
           T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
           T(t_bad_url_and_recycling), T(t_where_request_plain_and_redacted), T(t_where_refused_hides_a_raw_password),
           T(t_where_request_capped),
-          T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_caps),
+          T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_fast_path), T(t_response_caps),
           T(t_response_interim_head_and_eof), T(t_response_interim_bytes_in_any_split), T(t_recv_patterns), T(t_recv_pattern_strings))

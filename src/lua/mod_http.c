@@ -44,14 +44,17 @@
 
 #define HDR_MT "moonwait.http.headers"
 #define RES_MT "moonwait.http.response"
-#define RAW_KEY "moonwait.http.raw_headers"
 
-/* Turn a "name\0value\0..." block (at index -1 of L) into the headers
- * table, replacing it. Repeated names are joined with ", " (RFC 9110). */
+/* Registry keys by address (a pointer hashes faster than the names, which
+ * are looked up on every response). Constant: no per-process state. */
+static const char raw_key, res_mt_key;
+
+/* Turn a "name\0value\0..." block (a userdata at index -1 of L) into the
+ * headers table, replacing it. Repeated names are joined with ", " (RFC 9110). */
 static void build_headers(lua_State *L)
 {
-    size_t len;
-    const char *raw = lua_tolstring(L, -1, &len);
+    size_t len = lua_objlen(L, -1);
+    const char *raw = lua_touserdata(L, -1);
     lua_newtable(L);
     for (size_t i = 0; i < len;) {
         const char *name = raw + i;
@@ -86,11 +89,14 @@ static int l_res_index(lua_State *L)
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
     if (!k || kl != 7 || memcmp(k, "headers", 7) != 0)
         return 0;
-    lua_getfield(L, LUA_REGISTRYINDEX, RAW_KEY);
+    lua_pushlightuserdata(L, (void *)&raw_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 1);
     lua_rawget(L, -2);
-    if (lua_isnil(L, -1))
+    if (lua_type(L, -1) != LUA_TUSERDATA) {
+        lua_pushnil(L);
         return 1;
+    }
     build_headers(L);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
@@ -110,12 +116,17 @@ static void push_response(lua_State *co, const http_resp *resp)
     lua_pushinteger(co, resp->status);
     lua_setfield(co, -2, "status");
     /* res.headers is built on first access (most lookups never read it):
-     * until then the raw block waits in a weak table keyed by res. */
-    luaL_getmetatable(co, RES_MT);
+     * until then the raw block waits in a weak table keyed by res, as a
+     * userdata (a copy; a Lua string would be hashed and interned). */
+    lua_pushlightuserdata(co, (void *)&res_mt_key);
+    lua_rawget(co, LUA_REGISTRYINDEX);
     lua_setmetatable(co, -2);
-    lua_getfield(co, LUA_REGISTRYINDEX, RAW_KEY);
+    lua_pushlightuserdata(co, (void *)&raw_key);
+    lua_rawget(co, LUA_REGISTRYINDEX);
     lua_pushvalue(co, -2);
-    lua_pushlstring(co, resp->hdrs.p ? resp->hdrs.p : "", resp->hdrs.len);
+    void *raw = lua_newuserdata(co, resp->hdrs.len);
+    if (resp->hdrs.len)
+        memcpy(raw, resp->hdrs.p, resp->hdrs.len);
     lua_rawset(co, -3);
     lua_pop(co, 1);
     lua_pushlstring(co, resp->body.p ? resp->body.p : "", resp->body.len);
@@ -418,13 +429,17 @@ int mod_http_open(lua_State *L)
     luaL_newmetatable(L, RES_MT);
     lua_pushcfunction(L, l_res_index);
     lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lua_pushlightuserdata(L, (void *)&res_mt_key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_newtable(L); /* raw[res] = header block, until res.headers is read */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, RAW_KEY);
+    lua_pushlightuserdata(L, (void *)&raw_key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {
         { "request", l_request }, { "get", l_get }, { "post", l_post }, { NULL, NULL },
     };

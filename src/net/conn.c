@@ -320,9 +320,15 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n == 0)
         return;
     if (n == UV_ENOBUFS || (n > 0 && !c->ssl && buf->base == NULL)) {
-        c->rerr = UV_ENOBUFS;
         uv_read_stop(s);
         c->reading = 0;
+        /* Detached (nobody waits for a pattern): the buffer is full, so
+         * stop reading until a consumer takes bytes and starts again; the
+         * peer is held back by TCP. Only a consumer whose pattern cannot
+         * fit gets "buffer too large". */
+        if (!c->on_read)
+            return;
+        c->rerr = UV_ENOBUFS;
         notify(c);
         return;
     }

@@ -62,6 +62,7 @@ struct net_conn {
     char *pool_key;          /* owned */
     net_conn *pool_next;
     uint64_t reuses;
+    uint64_t idle_deadline;  /* uv_now when it has been idle too long; 0: never */
     void *pool;
 };
 
@@ -83,8 +84,10 @@ int net_conn_read_start(net_conn *c, net_read_cb on_read, void *ud);
 void net_conn_read_stop(net_conn *c);
 
 /* Stop delivering to on_read but keep reading into the buffer (bounded by
- * max_buffer): for handing a connection between owners (request, pool)
- * without an epoll_ctl each way. */
+ * max_buffer; a plaintext connection whose buffer fills stops reading
+ * without an error until the next net_conn_read_start): for handing a
+ * connection between owners (request, pool) and between a cosocket's
+ * receives without an epoll_ctl each way. */
 void net_conn_read_detach(net_conn *c);
 
 /* Bytes buffered and not consumed. */

@@ -1,6 +1,26 @@
 /* dial.c: resolve and connect, address after address (contract in dial.h). */
 #include "dial.h"
 
+#include <stdlib.h>
+
+/* The addresses are held only while dialing: a dial is embedded in every
+ * cosocket and request, and most of those take a pooled connection. */
+static void release(net_dial *d)
+{
+    free(d->addrs);
+    d->addrs = NULL;
+}
+
+/* Keep res as the addresses to try. 0, or -1 out of memory. */
+static int hold(net_dial *d, const dns_result *res)
+{
+    if (!d->addrs && !(d->addrs = malloc(sizeof *d->addrs)))
+        return -1;
+    *d->addrs = *res;
+    d->ix = 0;
+    return 0;
+}
+
 static void attempt(net_dial *d);
 
 /* A refused or unreachable address: the name's next one may answer. */
@@ -14,15 +34,17 @@ static void on_connected(net_conn *c, int status, void *ud)
 {
     net_dial *d = ud;
     if (status == 0) {
+        release(d);
         d->cb(d->ud, NULL);
         return;
     }
     net_conn_close(c);
     *d->slot = NULL;
-    if (++d->ix < d->addrs.n && try_next(status)) {
+    if (d->addrs && ++d->ix < d->addrs->n && try_next(status)) {
         attempt(d);
         return;
     }
+    release(d);
     d->cb(d->ud, net_strerror(status));
 }
 
@@ -31,13 +53,15 @@ static void attempt(net_dial *d)
     net_conn *c = net_conn_new(d->loop, d->max_buffer);
     *d->slot = c;
     if (!c) {
+        release(d);
         d->cb(d->ud, "out of memory");
         return;
     }
-    int rc = net_conn_connect(c, (struct sockaddr *)&d->addrs.addrs[d->ix], on_connected, d);
+    int rc = net_conn_connect(c, (struct sockaddr *)&d->addrs->addrs[d->ix], on_connected, d);
     if (rc != 0) {
         net_conn_close(c);
         *d->slot = NULL;
+        release(d);
         d->cb(d->ud, net_strerror(rc));
     }
 }
@@ -50,8 +74,10 @@ static void on_resolved(void *ud, int status, const dns_result *res)
         d->cb(d->ud, net_strerror(status));
         return;
     }
-    d->addrs = *res;
-    d->ix = 0;
+    if (hold(d, res) != 0) {
+        d->cb(d->ud, "out of memory");
+        return;
+    }
     attempt(d);
 }
 
@@ -73,8 +99,8 @@ int net_dial_start(net_dial *d, const char *host, int port, int cached_only)
         net_dial_cancel(d);
         return UV_EAGAIN;
     }
-    d->addrs = now;
-    d->ix = 0;
+    if (hold(d, &now) != 0)
+        return UV_ENOMEM;
     attempt(d);
     return 0;
 }
@@ -85,4 +111,5 @@ void net_dial_cancel(net_dial *d)
         dns_cancel(d->dnsq);
         d->dnsq = NULL;
     }
+    release(d);
 }

@@ -8,7 +8,9 @@
  * attempt in the holder's pointer *slot (so the holder sees a connection
  * in progress, and closes it itself to give up), and when an attempt
  * fails it closes it and sets *slot to NULL. The dial owns only its DNS
- * query, released when the answer comes or by net_dial_cancel.
+ * query and the addresses it tries, released when the answer comes (the
+ * query), when the dial ends (the addresses) or by net_dial_cancel, which
+ * a holder that gives up (or is freed) while dialing must call.
  */
 #ifndef MW_DIAL_H
 #define MW_DIAL_H
@@ -31,7 +33,8 @@ typedef struct net_dial {
     net_dial_cb cb;
     void *ud;
     dns_query *dnsq;      /* while the name is being resolved */
-    dns_result addrs;     /* the name's addresses */
+    dns_result *addrs;    /* owned: the name's addresses, while dialing (1 KiB: not
+                           * embedded, so a cosocket or request is small) */
     size_t ix;            /* the one being tried */
 } net_dial;
 

@@ -7,6 +7,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,12 +58,16 @@ int http_url_parse(const char *url, http_url *u)
     u->host = h;
     u->host_len = (size_t)(host_end - h);
     if (*p == ':') {
-        char *end;
-        long port = strtol(p + 1, &end, 10);
-        if (end == p + 1 || port < 1 || port > 65535)
+        /* (digits by hand: strtol, with its locale and sign handling, was a
+         * tenth of this function's cost) */
+        const char *d = p + 1;
+        long port = 0;
+        while (*d >= '0' && *d <= '9' && port <= 65535)
+            port = port * 10 + (*d++ - '0');
+        if (d == p + 1 || port < 1 || port > 65535)
             return -1;
         u->port = (int)port;
-        p = end;
+        p = d;
     }
     if (*p && *p != '/' && *p != '?')
         return -1;
@@ -102,29 +107,34 @@ static void add(http_req *r, const char *s, size_t n)
     mw_buf_add(&r->req, s, n);
 }
 
-/* The pool key: the URL up to its path, plus for TLS what decides whether
- * a connection may be shared. Owned by r. */
-static char *pool_key(const http_req *r, const char *url, size_t prefix_len)
+/* Append s (n bytes) and a NUL to r->strs; its offset there, or -1 out of
+ * memory. */
+static long str_add(http_req *r, const char *s, size_t n)
 {
-    mw_buf key = { 0 };
-    mw_buf_add(&key, url, prefix_len);
-    if (r->https) {
-        mw_buf_add(&key, r->verify ? "|verify|" : "|noverify|", r->verify ? 8 : 10);
-        if (r->ca_file)
-            mw_buf_add(&key, r->ca_file, strlen(r->ca_file));
-    }
-    mw_buf_add(&key, "", 1);
-    return key.p;
+    size_t at = r->strs.len;
+    if (mw_buf_reserve(&r->strs, n + 1) != 0)
+        return -1;
+    memcpy(r->strs.p + at, s, n);
+    r->strs.p[at + n] = '\0';
+    r->strs.len += n + 1;
+    return (long)at;
 }
 
 int http_req_prepare(http_req *r, const char *url, const char *method, const http_opts *o)
 {
     http_url u;
-    r->url = strdup(url);
-    snprintf(r->method, sizeof r->method, "%s", method);
-    if (http_url_parse(url, &u) != 0)
+    /* url, host and the pool key live in r->strs, whose memory is kept
+     * when r is recycled (three strdups and frees per request before) */
+    r->strs.len = 0;
+    long url_at = str_add(r, url, strlen(url));
+    r->url = url_at < 0 ? NULL : r->strs.p + url_at;
+    size_t ml = strlen(method); /* kept for messages, cut to fit (a memcpy: snprintf cost ~550 instructions) */
+    if (ml >= sizeof r->method)
+        ml = sizeof r->method - 1;
+    memcpy(r->method, method, ml);
+    r->method[ml] = '\0';
+    if (url_at < 0 || http_url_parse(url, &u) != 0)
         return -1;
-    r->host = strndup(u.host, u.host_len);
     r->port = u.port;
     r->https = u.https;
     r->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
@@ -137,7 +147,22 @@ int http_req_prepare(http_req *r, const char *url, const char *method, const htt
     r->resp.max_header_bytes = o->max_header_bytes;
     r->resp.max_headers = o->max_headers;
     r->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
-    r->pool_key = pool_key(r, url, u.prefix_len);
+    long host_at = str_add(r, u.host, u.host_len);
+    /* The pool key: the URL up to its path, plus for TLS what decides
+     * whether a connection may be shared. */
+    long key_at = str_add(r, url, u.prefix_len);
+    if (key_at >= 0 && r->https) {
+        r->strs.len--; /* (its NUL) */
+        const char *tls = r->verify ? "|verify|" : "|noverify|";
+        const char *ca = r->ca_file ? r->ca_file : "";
+        if (mw_buf_add(&r->strs, tls, strlen(tls)) != 0 || str_add(r, ca, strlen(ca)) < 0)
+            key_at = -1;
+    }
+    if (host_at < 0 || key_at < 0)
+        return -1;
+    r->url = r->strs.p + url_at; /* (strs may have moved) */
+    r->host = r->strs.p + host_at;
+    r->pool_key = r->strs.p + key_at;
     add(r, method, strlen(method));
     add(r, *u.path == '?' ? " /" : " ", *u.path == '?' ? 2 : 1);
     add(r, u.path, u.path_len);
@@ -207,9 +232,11 @@ http_req *http_req_new(void)
     if (n_free_reqs == 0)
         return calloc(1, sizeof(http_req));
     http_req *r = free_reqs[--n_free_reqs];
-    mw_buf req = r->req, hdrs = r->resp.hdrs, body = r->resp.body;
-    memset(r, 0, sizeof *r);
+    mw_buf req = r->req, hdrs = r->resp.hdrs, body = r->resp.body, strs = r->strs;
+    memset(r, 0, offsetof(http_req, failbuf)); /* (failbuf, 1 KiB, is written before it is read) */
+    r->started_ns = 0;
     r->req = req;
+    r->strs = strs;
     r->resp.hdrs = hdrs;
     r->resp.body = body;
     r->req.len = r->resp.hdrs.len = r->resp.body.len = 0;
@@ -239,17 +266,15 @@ void http_req_free(http_req *r)
     net_dial_cancel(&r->dial);
     if (r->conn)
         net_conn_close(r->conn);
-    free(r->url);
-    free(r->host);
-    free(r->ca_file);
-    free(r->pool_key);
+    free(r->ca_file); /* (url, host and pool_key are in strs) */
     r->url = r->host = r->ca_file = r->pool_key = NULL;
-    if (n_free_reqs < FREE_REQS_MAX && r->resp.body.cap <= KEEP_BUF_MAX && r->req.cap <= KEEP_BUF_MAX &&
+    if (n_free_reqs < FREE_REQS_MAX && r->resp.body.cap <= KEEP_BUF_MAX && r->req.cap <= KEEP_BUF_MAX && r->strs.cap <= KEEP_BUF_MAX &&
         r->resp.hdrs.cap <= KEEP_BUF_MAX) {
         free_reqs[n_free_reqs++] = r;
         return;
     }
     buf_free(&r->req);
+    buf_free(&r->strs);
     buf_free(&r->resp.hdrs);
     buf_free(&r->resp.body);
     free(r);

@@ -104,10 +104,11 @@ struct http_req {
     void *ud;
     net_conn *conn;          /* owned: the connection in use, until pooled or closed */
     net_dial dial;           /* connects a fresh one into conn */
-    char *url;               /* owned: as given, for messages */
-    char *host;              /* owned: to resolve; also the TLS server name */
+    char *url;               /* in strs: as given, for messages */
+    char *host;              /* in strs: to resolve; also the TLS server name */
     char *ca_file;           /* owned, or NULL */
-    char *pool_key;          /* owned */
+    char *pool_key;          /* in strs */
+    mw_buf strs;             /* url, host, pool_key (memory kept when recycled) */
     const char *authority;   /* host[:port] as written: points into url */
     size_t authority_len;
     int port, https, verify, keepalive;

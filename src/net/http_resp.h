@@ -49,6 +49,8 @@ typedef struct http_resp {
     int status;
     int complete;
     int err;              /* HTTP_RESP_*: why a callback stopped the parser */
+    int fast;             /* parsed whole by the fast path, not llhttp */
+    int fast_keep_alive;  /* ... and the connection may be reused */
     mw_buf hdrs;          /* "name\0value\0" pairs, names lower-cased */
     mw_buf body;
 } http_resp;

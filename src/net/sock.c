@@ -37,14 +37,20 @@ static void end_op(net_sock *s, const char *err)
 int net_sock_target(net_sock *s, const char *host, int port, const char *pool, size_t pool_size)
 {
     net_sock_close(s);
-    free(s->host);
-    s->host = strdup(host);
+    /* (a socket aimed again at the same host and pool -- moonwait.redis
+     * reuses its cosockets -- keeps its copies) */
+    if (!s->host || strcmp(s->host, host) != 0) {
+        free(s->host);
+        s->host = strdup(host);
+    }
     s->port = port;
-    free(s->pool_key);
-    if (pool)
-        s->pool_key = strdup(pool);
-    else if (asprintf(&s->pool_key, "%s:%d", host, port) < 0)
-        s->pool_key = NULL;
+    if (!pool || !s->pool_key || strcmp(s->pool_key, pool) != 0) {
+        free(s->pool_key);
+        if (pool)
+            s->pool_key = strdup(pool);
+        else if (asprintf(&s->pool_key, "%s:%d", host, port) < 0)
+            s->pool_key = NULL;
+    }
     if (pool_size)
         s->pool_size = pool_size;
     net_conn *c = s->pool_key ? net_pool_get(s->pool_key) : NULL;
@@ -128,7 +134,13 @@ static void on_readable(net_conn *c, void *ud)
     int m = net_recv_match(&s->rx, s->conn);
     if (m == NET_RECV_MORE)
         return;
-    net_conn_read_stop(s->conn);
+    /* Plaintext keeps reading between receives (uv_read_stop and the next
+     * uv_read_start cost two epoll_ctl calls per reply); TLS stops, since
+     * its decrypted bytes could not be held back once the buffer is full. */
+    if (s->conn->ssl)
+        net_conn_read_stop(s->conn);
+    else
+        net_conn_read_detach(s->conn);
     end_op(s, m == NET_RECV_END ? s->rx.err : NULL);
     net_sock_taken(s, m);
 }
