@@ -69,7 +69,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
-          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru \
+          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru $(BUILD)/test_timers \
           $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics
 HELPERS := $(BUILD)/faultpeer
 
@@ -111,7 +111,7 @@ CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src
 $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o \
+$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/timers.o $(BUILD)/src/lua/guard.o \
 		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o $(BUILD)/src/util/log.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -127,6 +127,9 @@ $(BUILD)/test_resp: $(BUILD)/spec/c/test_resp.o $(BUILD)/src/net/resp.o
 $(BUILD)/test_redis_url: $(BUILD)/spec/c/test_redis_url.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/net/redis_cluster.o \
 		$(BUILD)/src/net/resp.o
 	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/test_timers: $(BUILD)/spec/c/test_timers.o $(BUILD)/src/lua/timers.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o $(BUILD)/src/util/siphash.o
 	$(CC) $(LDFLAGS) -o $@ $^
