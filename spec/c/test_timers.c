@@ -84,8 +84,8 @@ static void test_nothing_armed_lets_the_loop_end(void)
     uv_loop_t loop;
     rt_timers ts;
     setup(&loop, &ts, 2);
-    rt_timer_start(&tm[0], note, 100000);
-    rt_timer_start(&tm[1], note, 50000);
+    rt_timer_start(&tm[0], note, 3000);
+    rt_timer_start(&tm[1], note, 2000);
     rt_timer_stop(&tm[1]);
     rt_timer_stop(&tm[0]);
     uint64_t t0 = uv_hrtime();
@@ -102,9 +102,20 @@ static void on_prepare(uv_prepare_t *p)
     passes++;
 }
 
+static uv_timer_t other;
+static int other_saw = -1;
+
+static void on_other(uv_timer_t *h)
+{
+    (void)h;
+    other_saw = norder;
+}
+
 static void again(rt_timer *t)
 {
     note(t);
+    if (norder == 1) /* a plain libuv timer due now, started before the re-arm */
+        uv_timer_start(&other, on_other, 0, 0);
     if (--again_left > 0)
         rt_timer_start(t, again, 0);
 }
@@ -121,13 +132,18 @@ static void test_zero_ms_from_a_callback_waits_a_pass(void)
     uv_prepare_init(&loop, &prep);
     uv_prepare_start(&prep, on_prepare);
     uv_unref((uv_handle_t *)&prep);
+    uv_timer_init(&loop, &other);
     again_left = 5;
     passes = 0;
     rt_timer_start(&tm[0], again, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_INT_EQ(norder, 5);
     ASSERT(passes >= 1);
+    /* the first pass ended after one firing: the other timer ran before
+     * the second */
+    ASSERT_INT_EQ(other_saw, 1);
     uv_close((uv_handle_t *)&prep, NULL);
+    uv_close((uv_handle_t *)&other, NULL);
     teardown(&loop, &ts);
 }
 
