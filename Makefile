@@ -69,7 +69,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
-          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru $(BUILD)/test_timers \
+          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru $(BUILD)/test_timers $(BUILD)/test_fd_source \
           $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics
 HELPERS := $(BUILD)/faultpeer
 
@@ -140,6 +140,10 @@ $(BUILD)/test_tbucket: $(BUILD)/spec/c/test_tbucket.o $(BUILD)/src/util/tbucket.
 
 $(BUILD)/test_metrics: $(BUILD)/spec/c/test_metrics.o $(BUILD)/src/util/metrics.o $(BUILD)/src/util/metrics_text.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+$(BUILD)/test_fd_source: $(BUILD)/spec/c/test_fd_source.o $(BUILD)/src/io/fd_source.o $(BUILD)/src/io/lines.o \
+		$(BUILD)/src/io/stream.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o
 	$(CC) $(LDFLAGS) -o $@ $^
