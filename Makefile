@@ -135,6 +135,8 @@ $(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o $(BUILD)/s
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/test_adapt: $(BUILD)/spec/c/test_adapt.o $(BUILD)/src/op/adapt.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
 $(BUILD)/test_tbucket: $(BUILD)/spec/c/test_tbucket.o $(BUILD)/src/util/tbucket.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
