@@ -74,7 +74,7 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
-          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru \
+          $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru $(BUILD)/test_timers $(BUILD)/test_fd_source \
           $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics $(BUILD)/test_threads
 HELPERS := $(BUILD)/faultpeer
 
@@ -116,7 +116,7 @@ CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src
 $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/guard.o \
+$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/timers.o $(BUILD)/src/lua/guard.o \
 		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o $(BUILD)/src/util/log.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -132,6 +132,9 @@ $(BUILD)/test_resp: $(BUILD)/spec/c/test_resp.o $(BUILD)/src/net/resp.o
 $(BUILD)/test_redis_url: $(BUILD)/spec/c/test_redis_url.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/net/redis_cluster.o \
 		$(BUILD)/src/net/resp.o
 	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/test_timers: $(BUILD)/spec/c/test_timers.o $(BUILD)/src/lua/timers.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_lru: $(BUILD)/spec/c/test_lru.o $(BUILD)/src/util/lru.o $(BUILD)/src/util/siphash.o
 	$(CC) $(LDFLAGS) -o $@ $^
@@ -150,6 +153,9 @@ LIB_OBJS := $(filter-out $(BUILD)/src/app/%,$(OBJS)) $(LLHTTP_OBJS)
 $(BUILD)/spec/c/test_threads.o: CFLAGS += -DMW_TEST_LUA_DIR='"$(abspath lua)"'
 $(BUILD)/test_threads: $(BUILD)/spec/c/test_threads.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/test_fd_source: $(BUILD)/spec/c/test_fd_source.o $(BUILD)/src/io/fd_source.o $(BUILD)/src/io/lines.o \
+		$(BUILD)/src/io/stream.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_lines: $(BUILD)/spec/c/test_lines.o $(BUILD)/src/io/lines.o
 	$(CC) $(LDFLAGS) -o $@ $^

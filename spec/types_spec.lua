@@ -89,6 +89,9 @@ local function ctx_sources()
   for _, f in ipairs({ "src/lua/invoke.c", "src/lua/hooks.c" }) do
     for name in H.read(f):gmatch('lua_setfield%([%w_>-]+, %-2, "([%w_]+)"%)') do sometimes[name] = true end
   end
+  -- a record's ctx fields: names interned once (invoke.c's script_ctx_keys)
+  local keys = H.read("src/lua/invoke.c"):match("script_ctx_keys%[%] = (%b{})") or ""
+  for name in keys:gmatch('"([%w_]+)"') do sometimes[name] = true end
   return probes, sometimes
 end
 

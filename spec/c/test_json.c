@@ -131,6 +131,66 @@ static void t_numbers_read_exactly(void)
     json_tape_free(&t);
 }
 
+/* What json_fmt_double wrote for non-integers before its printf-free
+ * path: the fewest of 15, 16, 17 digits of "%.*g" that read back. */
+static void fmt_reference(char *out, double d)
+{
+    for (int prec = fabs(d) < 2.2250738585072014e-308 ? 1 : 15; prec <= 17; prec++) {
+        snprintf(out, 40, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            break;
+    }
+}
+
+static void check_like_printf(double d)
+{
+    if (!isfinite(d) || d == floor(d))
+        return;
+    char got[40], want[40];
+    json_fmt_double(got, d);
+    fmt_reference(want, d);
+    if (strcmp(got, want) != 0)
+        FAILF("%.17g written as %s, printf's way gives %s", d, got, want);
+}
+
+/* The printf-free path gives printf's bytes: short decimals of every
+ * length and scale (m / 10^k), their neighbours one ulp away, computed
+ * values, both signs, the ends of its range. */
+static void t_fmt_double_short_is_printf_exact(void)
+{
+    uint64_t x = 0x2545f4914f6cdd1dULL;
+    for (int i = 0; i < 300000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int digits = 1 + (int)(x % 17), k = (int)((x >> 8) % 21);
+        uint64_t m = (x >> 16) % 100000000000000000ULL;
+        uint64_t lim = 1;
+        for (int j = 0; j < digits; j++)
+            lim *= 10;
+        m %= lim;
+        double d = (double)m;
+        for (int j = 0; j < k; j++)
+            d /= 10;
+        if (x & 1)
+            d = -d;
+        check_like_printf(d);
+        check_like_printf(nextafter(d, INFINITY));
+        check_like_printf(nextafter(d, -INFINITY));
+        check_like_printf(d * 1.1);
+        check_like_printf(d / 7);
+    }
+    for (int i = 1; i < 100000; i++) {
+        check_like_printf(i * 0.1);
+        check_like_printf(i * 0.001 + 0.0002);
+        check_like_printf(1.0 / i);
+    }
+    double edges[] = { 1e-4, 0.00010000000000000002, 9.9999999999999e-5, 999999999999999.9, 99999999999999.98,
+                       1e15 - 0.5, 0.1 + 0.2, 123456.789, 0.30000000000000004, 5e-324, 2.2250738585072014e-308 };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        check_like_printf(edges[i]);
+        check_like_printf(-edges[i]);
+    }
+}
+
 static void t_fmt_double_round_trips(void)
 {
     uint64_t x = 0x9e3779b97f4a7c15ULL;
@@ -263,5 +323,5 @@ static void t_signal_safe_time(void)
 }
 
 TEST_MAIN("json", T(t_int64_edges), T(t_rejects_leading_zero), T(t_errors_name_the_byte), T(t_depth_limit),
-          T(t_numbers_read_exactly), T(t_fmt_double_round_trips), T(t_unescape_and_duplicates),
+          T(t_numbers_read_exactly), T(t_fmt_double_round_trips), T(t_fmt_double_short_is_printf_exact), T(t_unescape_and_duplicates),
           T(t_many_duplicates_sorted_path), T(t_put_bytes_is_always_json), T(t_logline), T(t_signal_safe_time))

@@ -21,10 +21,10 @@ static int cancels, closed_calls, abandoned_calls, done_calls;
 static void on_cancel(rt_fiber *f)
 {
     cancels++;
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
 }
 
-static void never(uv_timer_t *t)
+static void never(rt_timer *t)
 {
     (void)t;
     FAILF("a parked fiber's timer fired after rt_close");
@@ -35,7 +35,7 @@ static int l_park(lua_State *L)
 {
     rt_fiber *f = rt_check_yieldable(L, "park");
     rt_park(f, on_cancel, NULL);
-    uv_timer_start(&f->timer, never, 100000, 0);
+    rt_timer_start(&f->timer, never, 100000);
     return rt_yield(L, f);
 }
 
@@ -172,7 +172,7 @@ static rt_fiber *run(rt *r, const char *code, owner *o)
 }
 
 /* sleep_ms(ms, v) -> v: waits on the fiber's timer, woken by its callback. */
-static void sleep_cb(uv_timer_t *t)
+static void sleep_cb(rt_timer *t)
 {
     rt_fiber *f = t->data;
     lua_pushinteger(f->co, (lua_Integer)(intptr_t)f->wait);
@@ -184,7 +184,7 @@ static int l_sleep_ms(lua_State *L)
     rt_fiber *f = rt_check_yieldable(L, "sleep_ms");
     lua_Integer ms = luaL_checkinteger(L, 1), v = luaL_checkinteger(L, 2);
     rt_park(f, on_cancel, (void *)(intptr_t)v);
-    uv_timer_start(&f->timer, sleep_cb, (uint64_t)ms, 0);
+    rt_timer_start(&f->timer, sleep_cb, (uint64_t)ms);
     return rt_yield(L, f);
 }
 
@@ -771,7 +771,7 @@ static void count_held(rt_fiber *f, int resumed)
         held_dropped++;
 }
 
-static void held_cb(uv_timer_t *t)
+static void held_cb(rt_timer *t)
 {
     rt_fiber *f = t->data;
     lua_pushinteger(f->co, (lua_Integer)(intptr_t)f->wait);
@@ -783,7 +783,7 @@ static int l_held(lua_State *L)
     rt_fiber *f = rt_check_yieldable(L, "held");
     lua_Integer v = luaL_checkinteger(L, 1);
     rt_park(f, on_cancel, (void *)(intptr_t)v);
-    uv_timer_start(&f->timer, held_cb, 0, 0);
+    rt_timer_start(&f->timer, held_cb, 0);
     return rt_yield(L, f);
 }
 
@@ -912,7 +912,7 @@ static void test_held_wake_ends_once_however_the_fiber_leaves_the_queue(void)
     ASSERT_INT_EQ(held_dropped, 1);
     /* the run abandoned while woken held */
     rt_fiber *f = run(&r, "held(1); resumed = 1", &c);
-    uv_timer_stop(&f->timer); /* (its completion, now, before a pass can run it) */
+    rt_timer_stop(&f->timer); /* (its completion, now, before a pass can run it) */
     held_cb(&f->timer);
     ASSERT_INT_EQ(f->state, RT_FIBER_READY);
     rt_fiber_discard(f);
@@ -920,7 +920,7 @@ static void test_held_wake_ends_once_however_the_fiber_leaves_the_queue(void)
     ASSERT_INT_EQ(c.abandoned, 1);
     /* rt_close while woken held */
     f = run(&r, "held(1); resumed = 1", &d);
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     held_cb(&f->timer);
     ASSERT_INT_EQ(f->state, RT_FIBER_READY);
     lua_getglobal(r.L, "resumed");

@@ -151,6 +151,16 @@ static void want(fd_source *f)
 static int fd_next(mw_source *s, source_record *r)
 {
     fd_source *f = (fd_source *)s;
+    /* Read ahead (files): the next read starts while the last chunk still
+     * has lines to hand out, so its thread-pool round trip overlaps their
+     * processing. Waiting until the buffer ran dry left the loop idle for
+     * each hop, which under load (the worker thread waiting for a core)
+     * starved the operator: 10,000 sleeping records allowed, 800 to 2,500
+     * in flight. Here, at the start of a call, the last record handed out
+     * is no longer used (source.h), so lines_room may move the buffer; the
+     * unread part is under one chunk, so it never grows for this. */
+    if (f->is_file && !f->reading && f->l.end - f->l.start < CHUNK)
+        want(f);
     *r = (source_record){ 0 }; /* (no entry id, no ticket) */
     int rc = lines_next(&f->l, &r->data, &r->len, &r->line);
     switch (rc) {

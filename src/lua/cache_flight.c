@@ -85,7 +85,7 @@ static void flight_end(flight *fl)
  * when it runs. */
 static void wake_waiter(waiter *w)
 {
-    uv_timer_stop(&w->f->timer);
+    rt_timer_stop(&w->f->timer);
     lua_pushboolean(w->f->co, 0);
     lua_pushinteger(w->f->co, ST_WAITED);
     rt_wake(w->f, 2);
@@ -180,7 +180,7 @@ static void loader_ended(rt_hook *h, rt_fiber *f, rt_end how)
 /* A parked waiter leaves its flight's queue (it waits no more). */
 static void waiter_leave(waiter *w)
 {
-    uv_timer_stop(&w->f->timer);
+    rt_timer_stop(&w->f->timer);
     if (w->state == W_PARKED) {
         unqueue(w->fl, w);
         w->fl = NULL;
@@ -215,7 +215,7 @@ static void waiter_ended(rt_hook *h, rt_fiber *f, rt_end how)
 
 /* The fiber's deadline came while it waited (after the record's own
  * timeout, which normally abandons it first: see rt_wait_ms). */
-static void waiter_timeout(uv_timer_t *t)
+static void waiter_timeout(rt_timer *t)
 {
     rt_fiber *f = t->data;
     waiter *w = f->wait;
@@ -248,7 +248,7 @@ int cache_flight_wait(flight *fl, rt_fiber *f)
     rt_hook_add(f, &w->hook);
     uint64_t ms = rt_wait_ms(f, 0);
     if (ms)
-        uv_timer_start(&f->timer, waiter_timeout, ms, 0);
+        rt_timer_start(&f->timer, waiter_timeout, ms);
     rt_park(f, waiter_cancel, w);
     return 0;
 }

@@ -142,7 +142,7 @@ static void observe(const http_req *r, int status)
 
 static void wake_err(rt_fiber *f, const char *err)
 {
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     lua_pushnil(f->co);
     lua_pushstring(f->co, err);
     rt_wake(f, 2);
@@ -157,7 +157,7 @@ static void on_done(http_req *r, const char *err, void *ud)
         wake_err(f, err);
         return;
     }
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     /* The service says it is overloaded: the record's attempt reports it
      * (adaptive capacity); the script still gets the response. */
     if (r->resp.status == 429 || r->resp.status == 503)
@@ -169,12 +169,12 @@ static void on_done(http_req *r, const char *err, void *ud)
 /* The record timed out: cancel everything; the connection is closed. */
 static void on_cancel(rt_fiber *f)
 {
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     observe(f->wait, 0);
     http_req_free(f->wait);
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(rt_timer *t)
 {
     rt_fiber *f = t->data;
     http_req *r = f->wait;
@@ -378,7 +378,7 @@ static int do_request(lua_State *L, const char *method, int body_idx, int o)
     rt_park(f, on_cancel, r);
     uint64_t ms = rt_wait_ms(f, timeout);
     if (ms)
-        uv_timer_start(&f->timer, on_timer, ms, 0);
+        rt_timer_start(&f->timer, on_timer, ms);
     r->started_ns = script_metrics_http_on() ? uv_hrtime() : 0;
     http_req_start(r, f->rt->loop, on_done, f);
     return rt_yield(L, f);

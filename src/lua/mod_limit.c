@@ -203,7 +203,7 @@ static void unhold(limiter *l)
 static void take_cancel(rt_fiber *f)
 {
     reservation *rv = f->wait;
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     pthread_mutex_lock(&lim_mu);
     tbucket_give(&rv->l->b, rv->n, uv_hrtime());
     unhold(rv->l);
@@ -219,7 +219,7 @@ static uint64_t ms_up(uint64_t ns)
     return ms ? ms : 1;
 }
 
-static void take_done(uv_timer_t *t)
+static void take_done(rt_timer *t)
 {
     rt_fiber *f = t->data;
     reservation *rv = f->wait;
@@ -227,7 +227,7 @@ static void take_done(uv_timer_t *t)
      * fire up to a ms before the tokens are there: wait the rest. */
     uint64_t now = uv_hrtime();
     if (now < rv->at_ns) {
-        uv_timer_start(&f->timer, take_done, ms_up(rv->at_ns - now), 0);
+        rt_timer_start(&f->timer, take_done, ms_up(rv->at_ns - now));
         return;
     }
     pthread_mutex_lock(&lim_mu);
@@ -299,7 +299,7 @@ static int l_take(lua_State *L)
     rv->l = l;
     rv->n = n;
     rv->at_ns = now + covered;
-    uv_timer_start(&f->timer, take_done, ms_up(covered), 0);
+    rt_timer_start(&f->timer, take_done, ms_up(covered));
     rt_park(f, take_cancel, rv);
     return rt_yield(L, f);
 }

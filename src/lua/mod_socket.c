@@ -112,7 +112,7 @@ static void end_wait(sock *s)
 {
     rt_fiber *f = s->busy;
     if (f)
-        uv_timer_stop(&f->timer);
+        rt_timer_stop(&f->timer);
     s->busy = NULL;
 }
 
@@ -139,7 +139,7 @@ static void on_held(rt_fiber *f, int resumed)
 static void finish(sock *s, int n)
 {
     rt_fiber *f = s->busy;
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     rt_wake_held(f, n, on_held, s);
 }
 
@@ -175,13 +175,13 @@ static void on_done(net_sock *ns, int op, const char *err)
 static void on_cancel(rt_fiber *f)
 {
     sock *s = f->wait;
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     /* Half-used: never pooled. */
     net_sock_abort(&s->ns);
     s->busy = NULL;
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(rt_timer *t)
 {
     rt_fiber *f = t->data;
     sock *s = f->wait;
@@ -197,7 +197,7 @@ static void begin(sock *s, rt_fiber *f, uint64_t timeout_ms)
     rt_park(f, on_cancel, s);
     uint64_t ms = rt_wait_ms(f, timeout_ms);
     if (ms)
-        uv_timer_start(&f->timer, on_timer, ms, 0);
+        rt_timer_start(&f->timer, on_timer, ms);
 }
 
 /* The operation failed to start: undo begin(), close, return nil, err now. */

@@ -12,10 +12,10 @@
 
 static void sleep_cancel(rt_fiber *f)
 {
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
 }
 
-static void sleep_done(uv_timer_t *t)
+static void sleep_done(rt_timer *t)
 {
     rt_wake(t->data, 0);
 }
@@ -38,7 +38,7 @@ static int l_sleep(lua_State *L)
         rt_park(f, NULL, NULL);
         rt_wake(f, 0);
     } else {
-        uv_timer_start(&f->timer, sleep_done, ms, 0);
+        rt_timer_start(&f->timer, sleep_done, ms);
         rt_park(f, sleep_cancel, NULL);
     }
     return lua_yield(L, 0);

@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,21 +108,24 @@ rt_fiber *rt_fiber_get(rt *r)
     if (r->pool_len)
         return r->pool[--r->pool_len];
     rt_fiber *f = calloc(1, sizeof *f);
-    if (!f)
+    if (!f || rt_timers_reserve(&r->timers, r->live + 1) != 0) {
+        free(f);
         return NULL;
+    }
     f->rt = r;
     f->co = lua_newthread(r->L);
     f->co_ref = luaL_ref(r->L, LUA_REGISTRYINDEX); /* pops the thread */
-    uv_timer_init(r->loop, &f->timer);
-    f->timer.data = f;
+    rt_timer_init(&r->timers, &f->timer, f);
     MW_LIST_PUSH(r->all, f, all_prev, all_next);
     r->live++;
     return f;
 }
 
-static void fiber_free_cb(uv_handle_t *h)
+static void timers_closed(uv_handle_t *h);
+
+static void fiber_free_cb(rt_timer *t)
 {
-    rt_fiber *f = h->data;
+    rt_fiber *f = t->data;
     rt *r = f->rt;
     MW_LIST_UNLINK(r->all, f, all_prev, all_next);
     free(f->err);
@@ -129,8 +133,10 @@ static void fiber_free_cb(uv_handle_t *h)
     free(f);
     r->live--;
     r->dying--;
-    if (r->closing && r->live == 0 && r->handles_open == 0 && r->on_closed)
-        r->on_closed(r->closed_ud);
+    /* The timers' driver closes last: it frees the fibers destroyed after
+     * rt_close. */
+    if (r->closing && r->live == 0)
+        rt_timers_close(&r->timers, timers_closed);
 }
 
 /* The run's attachment goes with it. After rt_close the owner frees
@@ -144,7 +150,9 @@ static void drop_attach(rt_fiber *f)
     f->attach = NULL;
 }
 
-/* Drop the thread and free the struct (in the timer's close callback). */
+/* Drop the thread and free the struct, a loop iteration later (on its
+ * timer: whoever discarded it, e.g. rt_close's walk of r->all or a parent
+ * cancelling its children, may still hold the pointer until then). */
 static void fiber_destroy(rt_fiber *f)
 {
     rt *r = f->rt;
@@ -155,7 +163,7 @@ static void fiber_destroy(rt_fiber *f)
     }
     f->co = NULL;
     r->dying++;
-    uv_close((uv_handle_t *)&f->timer, fiber_free_cb);
+    rt_timer_start(&f->timer, fiber_free_cb, 0);
 }
 
 void rt_overload(rt_fiber *f)
@@ -186,14 +194,17 @@ void rt_fiber_release(rt_fiber *f)
         fiber_destroy(f);
         return;
     }
-    /* The pool keeps at most as many idle fibers as are in use (f counted),
-     * or RT_POOL_SPARE. Children made the number of fibers a script's to
+    /* The pool keeps at most twice as many idle fibers as are in use (f
+     * counted), or RT_POOL_SPARE. (Twice: a timer pass ending half of
+     * 10,000 sleeping records at once, refilled right after, made and
+     * dropped a Lua thread, a registry ref and a struct for one record in
+     * four with "as many as are in use".) Children made the number of fibers a script's to
      * choose: one record that spawned 100,000 children pinned 100,000 Lua
      * threads, registry refs and timers (100 MB) in the pool for the life
      * of the VM. Trimmed as fibers come back, the pool follows the load
      * down again. */
     size_t busy = r->live - r->pool_len - r->dying;
-    size_t keep = busy > RT_POOL_SPARE ? busy : RT_POOL_SPARE;
+    size_t keep = 2 * busy > RT_POOL_SPARE ? 2 * busy : RT_POOL_SPARE;
     while (r->pool_len && r->pool_len >= keep)
         fiber_destroy(r->pool[--r->pool_len]);
     if (r->pool_len == r->pool_cap) {
@@ -220,7 +231,7 @@ void rt_fiber_discard(rt_fiber *f)
         ready_remove(f->rt, f);
         end_held(f, 0); /* its results never reach the script */
     }
-    uv_timer_stop(&f->timer);
+    rt_timer_stop(&f->timer);
     f->cancel = NULL;
     f->wait = NULL;
     f->done = NULL;
@@ -435,22 +446,36 @@ int rt_init(rt *r, uv_loop_t *loop)
     uv_gettimeofday(&tv);
     r->epoch0 = (double)tv.tv_sec + (double)tv.tv_usec / 1e6 - (double)uv_now(loop) / 1000.0;
     uv_check_init(loop, &r->check);
+    rt_timers_init(&r->timers, loop);
     uv_idle_init(loop, &r->idle);
     r->check.data = r->idle.data = r;
     guard_vm_add(r->L);
     uv_check_start(&r->check, on_check);
     /* The check handle must not keep the loop alive on its own. */
     uv_unref((uv_handle_t *)&r->check);
-    r->handles_open = 2;
+    r->handles_open = 3; /* check, idle, timers */
     return 0;
+}
+
+static void rt_handle_closed(rt *r)
+{
+    r->handles_open--;
+    if (r->live == 0 && r->handles_open == 0) {
+        rt_timers_free(&r->timers);
+        if (r->on_closed)
+            r->on_closed(r->closed_ud);
+    }
 }
 
 static void handle_closed(uv_handle_t *h)
 {
-    rt *r = h->data;
-    r->handles_open--;
-    if (r->live == 0 && r->handles_open == 0 && r->on_closed)
-        r->on_closed(r->closed_ud);
+    rt_handle_closed(h->data);
+}
+
+static void timers_closed(uv_handle_t *h)
+{
+    rt_timers *ts = h->data;
+    rt_handle_closed((rt *)((char *)ts - offsetof(rt, timers)));
 }
 
 void rt_close(rt *r, void (*on_closed)(void *ud), void *ud)
@@ -458,8 +483,9 @@ void rt_close(rt *r, void (*on_closed)(void *ud), void *ud)
     /* Abandon whatever still waits, while the VM is open (a cancel hook may
      * drop Lua refs): nothing may be resumed after close, and each wait's
      * timer and requests must go, or on_closed would never come. */
-    /* One pass: a discarded fiber stays on the list until its timer's
-     * close callback, so `next` stays valid whatever the owners do. */
+    /* One pass: a discarded fiber stays on the list until its timer frees
+     * it (a loop iteration later), so `next` stays valid whatever the
+     * owners do. */
     for (rt_fiber *f = r->all, *next; f; f = next) {
         next = f->all_next;
         if (!f->co || (f->state != RT_FIBER_PARKED && f->state != RT_FIBER_READY))
@@ -479,6 +505,8 @@ void rt_close(rt *r, void (*on_closed)(void *ud), void *ud)
     r->pool_len = r->pool_cap = 0;
     uv_close((uv_handle_t *)&r->check, handle_closed);
     uv_close((uv_handle_t *)&r->idle, handle_closed);
+    if (r->live == 0) /* (else the last fiber freed closes it) */
+        rt_timers_close(&r->timers, timers_closed);
     /* Fibers still running or done (their owner holds them) own their
      * threads through refs; closing the VM frees every Lua object at once,
      * so refs need not be dropped one by one after this point. */

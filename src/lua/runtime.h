@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "timers.h"
+
 typedef struct rt rt;
 typedef struct rt_fiber rt_fiber;
 
@@ -80,7 +82,9 @@ struct rt_fiber {
     rt_cancel_fn cancel;    /* while parked: undoes the wait */
     void *wait;             /* while parked (or ready and held): the primitive's own state */
     void (*held)(rt_fiber *f, int resumed); /* while ready: see rt_wake_held */
-    uv_timer_t timer;       /* sleep and I/O timeouts; closed when freed */
+    rt_timer timer;         /* sleep and I/O timeouts (data = the fiber), in the
+                             * rt's heap (timers.h); also frees the struct a
+                             * loop iteration after it is destroyed */
     uint64_t deadline_ms;   /* the record's deadline on the loop's clock (uv_now,
                              * which is the operator's clock); 0 = none */
     void *task;             /* owner's pointer (the record being run) */
@@ -123,6 +127,7 @@ struct rt {
     lua_State *L;           /* main thread; owned, closed by rt_close */
     uv_check_t check;       /* drains the ready queue */
     uv_idle_t idle;         /* active while the ready queue is non-empty */
+    rt_timers timers;       /* every fiber's timer, one libuv timer for all */
     rt_fiber *ready_head, *ready_tail;
     rt_fiber *running;      /* fiber inside lua_resume, or NULL */
     uint64_t pass;          /* ready-queue drains so far */

@@ -27,6 +27,9 @@ int script_load_done(script *sc, char **err);
  * deadline_ms > 0, in rt_now seconds; last_error when non-NULL) with the
  * ctx metatable. */
 void script_push_ctx(script *sc, lua_State *L, const script_call *a);
+/* ctx's field names (NULL-terminated), interned at [1..] of the ctx
+ * metatable (vm.c) for script_push_ctx. */
+extern const char *const script_ctx_keys[];
 
 /* result.c: turn `what`'s results (values from index base to the top of
  * sc's main stack) into newline-terminated JSON lines; tables of the

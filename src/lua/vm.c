@@ -265,6 +265,10 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     lua_pushlightuserdata(L, sc);
     lua_pushcclosure(L, script_ctx_index, 1);
     lua_setfield(L, -2, "__index");
+    for (int i = 0; script_ctx_keys[i]; i++) { /* (invoke.c: script_push_ctx) */
+        lua_pushstring(L, script_ctx_keys[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
     sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* Policy from lua/moonwait/host.lua: os.exit and (when moonwait reads

@@ -29,7 +29,9 @@
 
 /* ---- heaps -------------------------------------------------------------- */
 
-/* Two binary min-heaps share this code: 0 keys on deadline, 1 on retry_at. */
+/* Two binary min-heaps share this code: 0 keys on deadline, 1 on retry_at.
+ * Each slot holds its key (an entry's key changes only through
+ * heap_rekey). */
 static uint64_t key(const op_entry *e, int h)
 {
     return h == 0 ? e->deadline : e->retry_at;
@@ -37,18 +39,18 @@ static uint64_t key(const op_entry *e, int h)
 
 static void heap_swap(struct op_heap *hp, int h, size_t a, size_t b)
 {
-    op_entry *t = hp->v[a];
+    struct op_heap_slot t = hp->v[a];
     hp->v[a] = hp->v[b];
     hp->v[b] = t;
-    hp->v[a]->heap_ix[h] = a;
-    hp->v[b]->heap_ix[h] = b;
+    hp->v[a].e->heap_ix[h] = a;
+    hp->v[b].e->heap_ix[h] = b;
 }
 
 static void heap_up(struct op_heap *hp, int h, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (key(hp->v[p], h) <= key(hp->v[i], h))
+        if (hp->v[p].key <= hp->v[i].key)
             break;
         heap_swap(hp, h, p, i);
         i = p;
@@ -59,9 +61,9 @@ static void heap_down(struct op_heap *hp, int h, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < hp->len && key(hp->v[l], h) < key(hp->v[m], h))
+        if (l < hp->len && hp->v[l].key < hp->v[m].key)
             m = l;
-        if (r < hp->len && key(hp->v[r], h) < key(hp->v[m], h))
+        if (r < hp->len && hp->v[r].key < hp->v[m].key)
             m = r;
         if (m == i)
             return;
@@ -75,14 +77,14 @@ static int heap_insert(op *o, int h, op_entry *e)
     struct op_heap *hp = &o->heap[h];
     if (hp->len == hp->cap) {
         size_t cap = hp->cap ? hp->cap * 2 : 64;
-        op_entry **v = realloc(hp->v, cap * sizeof *v);
+        struct op_heap_slot *v = realloc(hp->v, cap * sizeof *v);
         if (!v)
             return OP_ENOMEM;
         hp->v = v;
         hp->cap = cap;
     }
     e->heap_ix[h] = hp->len;
-    hp->v[hp->len++] = e;
+    hp->v[hp->len++] = (struct op_heap_slot){ key(e, h), e };
     heap_up(hp, h, e->heap_ix[h]);
     return 0;
 }
@@ -98,14 +100,22 @@ static void heap_remove(op *o, int h, op_entry *e)
     if (i == hp->len)
         return;
     hp->v[i] = hp->v[hp->len];
-    hp->v[i]->heap_ix[h] = i;
+    hp->v[i].e->heap_ix[h] = i;
     heap_up(hp, h, i);
-    heap_down(hp, h, hp->v[i]->heap_ix[h]);
+    heap_down(hp, h, hp->v[i].e->heap_ix[h]);
+}
+
+/* e's key went down (it is in heap h): its slot follows. */
+static void heap_rekey_down(op *o, int h, op_entry *e)
+{
+    struct op_heap *hp = &o->heap[h];
+    hp->v[e->heap_ix[h]].key = key(e, h);
+    heap_up(hp, h, e->heap_ix[h]);
 }
 
 static op_entry *heap_top(const op *o, int h)
 {
-    return o->heap[h].len ? o->heap[h].v[0] : NULL;
+    return o->heap[h].len ? o->heap[h].v[0].e : NULL;
 }
 
 /* ---- the ready list (unordered, keyed) ---------------------------------- */
@@ -611,7 +621,7 @@ void op_retry_all_now(op *o)
     if (!v)
         return;
     for (size_t i = 0; i < n; i++) {
-        v[i].e = o->heap[1].v[i];
+        v[i].e = o->heap[1].v[i].e;
         v[i].seq = v[i].e->seq;
     }
     for (size_t i = 0; i < n && !o->failed; i++) {
@@ -623,7 +633,7 @@ void op_retry_all_now(op *o)
             } else if (e->retry_at > now) {
                 /* Held by the rate limit: due now, in line for its token. */
                 e->retry_at = now;
-                heap_up(&o->heap[1], 1, e->heap_ix[1]);
+                heap_rekey_down(o, 1, e);
             }
         }
     }
@@ -632,8 +642,8 @@ void op_retry_all_now(op *o)
 
 uint64_t op_next_deadline(const op *o)
 {
-    uint64_t d = o->heap[0].len ? o->heap[0].v[0]->deadline : OP_NO_DEADLINE;
-    uint64_t r = o->heap[1].len ? o->heap[1].v[0]->retry_at : OP_NO_DEADLINE;
+    uint64_t d = o->heap[0].len ? o->heap[0].v[0].key : OP_NO_DEADLINE;
+    uint64_t r = o->heap[1].len ? o->heap[1].v[0].key : OP_NO_DEADLINE;
     if (r != OP_NO_DEADLINE && r < o->gate_at)
         r = o->gate_at; /* ended, held by the rate limit until then */
     return d < r ? d : r;
