@@ -82,6 +82,25 @@ end }
     assert.same({ a = 1, b = 2, c = 3 }, H.json.decode(r.lines[1]))
   end)
 
+  it("does not hand a record's thread globals (setfenv(0, t)) to the next record on a reused fiber", function()
+    -- The pool reuses a record's Lua thread for the next record: the
+    -- thread's globals, set by setfenv(0, t), were the next one's too
+    -- (its loadstring chunks and getfenv(0) saw the first record's t).
+    for _, w in ipairs({ 1, 2 }) do
+      local r = run_script([[
+return { async_invoke = function(rec, ctx)
+  local seen = rawget(getfenv(0), "TAG")
+  if rec.id == 1 then setfenv(0, setmetatable({ TAG = "record 1" }, { __index = _G })) end
+  return { { id = rec.id, seen = seen, loaded = loadstring("return TAG")() } }
+end }
+]], '{"id":1}\n{"id":2}\n{"id":3}\n', "--capacity 1 --workers " .. w)
+      assert.equal(0, r.code, r.err)
+      assert.same({ id = 1, loaded = "record 1" }, H.json.decode(r.lines[1]))
+      assert.same({ id = 2 }, H.json.decode(r.lines[2]))
+      assert.same({ id = 3 }, H.json.decode(r.lines[3]))
+    end
+  end)
+
   it("fails a record whose coroutine yields outside a host call", function()
     local r = run_script([[
 return { async_invoke = function(rec, ctx) coroutine.yield(); return { rec } end }

@@ -42,4 +42,26 @@ return M
       "result(1) seq=2 line=3 attempt=2 last_error=first 2 deadline=true",
     }, seen)
   end)
+
+  it("keeps its field names out of the script's reach (a write to getmetatable(ctx) ended the process)", function()
+    -- The names were interned at [1..] of the ctx metatable, which
+    -- getmetatable(ctx) returns: mt[1] = nil made the next record's ctx a
+    -- C-API error outside any pcall (PANIC, nothing emitted); mt[2] = "seq"
+    -- renamed the next records' fields.
+    for _, w in ipairs({ 1, 2 }) do
+      local r = H.run_script([[
+return { async_invoke = function(r, ctx)
+  if r.id == 2 then
+    local mt = getmetatable(ctx)
+    mt[2] = "seq"
+    mt[1] = nil
+  end
+  return { { id = r.id, seq = ctx.seq, line = ctx.line, attempt = ctx.attempt } }
+end }]], '{"id":1}\n{"id":2}\n{"id":3}\n{"id":4}\n', "--capacity 1 --workers " .. w)
+      assert.equal(0, r.code, r.err)
+      local out = H.decode_lines(r.output)
+      assert.equal(4, #out)
+      for i, o in ipairs(out) do assert.same({ id = i, seq = i, line = i, attempt = 1 }, o) end
+    end
+  end)
 end)

@@ -109,3 +109,40 @@ return { retry = { max_attempts = 2, delay_ms = 2^40 }, retry_on_error = functio
     assert.equal('{"id":1,"timed_out":true}\n', out)
   end)
 end)
+
+describe("--workers, pooled connections at the end of a run", function()
+  local servers = require("support.servers")
+  local nginx
+  setup(function() nginx = servers.nginx() end)
+  teardown(function() if nginx then nginx.stop() end H.cleanup() end)
+
+  it("idle keep-alive connections on a worker do not hold the run's end", function()
+    -- A worker's pooled connections read and keep their idle timer (60 s
+    -- for moonwait.http; none for a cosocket given back with 0): they kept
+    -- the worker's loop, and so the run, alive that long (or for ever)
+    -- after the last record. With --workers 1 the run ended at once.
+    local body = ([[
+local http = require "moonwait.http"
+local socket = require "moonwait.socket"
+return { async_invoke = function(r, ctx)
+  local res, err = http.get("%s")
+  if not res then return nil, err end
+  local s = socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  assert(s:setkeepalive(0))
+  return { { id = r.id, status = res.status } }
+end }]]):format(nginx.url("/user/1"), nginx.port)
+    local input = {}
+    for i = 1, 8 do input[#input + 1] = ('{"id":%d}'):format(i) end
+    for _, n in ipairs({ 2, 4 }) do
+      -- (a bound far below 60 s and far above the run: only a run held
+      -- open by its pool reaches it)
+      local r = H.run_script(body, table.concat(input, "\n") .. "\n",
+        "--workers " .. n .. " --capacity 8 --cpu-budget 0", { timeout = 30 })
+      assert.equal(0, r.code, "workers " .. n .. ": " .. r.err)
+      local out = H.decode_lines(r.output)
+      assert.equal(8, #out)
+      for i, o in ipairs(out) do assert.same({ id = i, status = 200 }, o) end
+    end
+  end)
+end)

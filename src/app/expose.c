@@ -95,7 +95,7 @@ static void per_worker(expose *x, const expose_view *v)
             return;
     }
     for (int k = 0; k < v->workers && k < 64; k++) {
-        char name[16];
+        char name[16]; /* (an int's digits and sign: -O1 warns that 8 may truncate) */
         snprintf(name, sizeof name, "%d", k + 1);
         const char *lv[1] = { name };
         size_t ll[1] = { strlen(name) };

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../lua/guard.h"
+#include "../net/pool.h"
 #include "../util/log.h"
 #include "reload.h"
 #include "workers_int.h"
@@ -239,6 +240,12 @@ void wk_thread_messages(uv_async_t *a)
                 wk->gens->close_op = NULL; /* nobody waits any more */
                 w_close_vm(wk->gens);
             }
+            /* Idle keep-alive connections read and keep their idle timer
+             * running (60 s for moonwait.http): left until the loop ends
+             * they kept it from ending, and the run waited that long at
+             * its end. After the VMs, as on the main thread (flow.c):
+             * nothing can take one any more. */
+            net_pool_close_all();
             uv_close((uv_handle_t *)&wk->in.async, NULL);
             break;
         }

@@ -22,17 +22,18 @@
 
 #include "script_int.h"
 
-/* ctx's field names, interned once: [i] of the ctx metatable (vm.c) holds
- * ctx_keys[i - 1]. lua_setfield hashed and looked up each name again for
- * every record (strlen, lj_str_new), a third of script_push_ctx's cost. */
+/* ctx's field names, interned once: [i] of the names table (vm.c,
+ * sc->ctx_keys_ref, out of the scripts' reach) holds ctx_keys[i - 1].
+ * lua_setfield hashed and looked up each name again for every record
+ * (strlen, lj_str_new), a third of script_push_ctx's cost. */
 enum { K_SEQ = 1, K_LINE, K_ATTEMPT, K_DEADLINE, K_LAST_ERROR, K_SOURCE_ID, K_DELIVERIES };
 const char *const script_ctx_keys[] = { "seq", "line", "attempt", "deadline", "last_error", "source_id",
                                         "deliveries", NULL };
 
-/* t[key k] = the value on top (popped); mt: the metatable's slot. */
-static void set_key(lua_State *L, int t, int mt, int k)
+/* t[key k] = the value on top (popped); keys: the names table's slot. */
+static void set_key(lua_State *L, int t, int keys, int k)
 {
-    lua_rawgeti(L, mt, k);
+    lua_rawgeti(L, keys, k);
     lua_insert(L, -2);
     lua_rawset(L, t);
 }
@@ -42,33 +43,33 @@ void script_push_ctx(script *sc, lua_State *L, const script_call *a)
     /* Sized to the fields set (a hash part of 4, not 8, for the usual
      * seq, line, attempt, deadline): 96 bytes less per record in flight. */
     int n = 3 + (a->deadline_ms != 0) + (a->last_error != NULL) + (a->source_id ? 2 : 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
-    int mt = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_keys_ref);
+    int keys = lua_gettop(L);
     lua_createtable(L, 0, n);
-    int t = mt + 1;
+    int t = keys + 1;
     lua_pushnumber(L, (lua_Number)a->seq);
-    set_key(L, t, mt, K_SEQ);
+    set_key(L, t, keys, K_SEQ);
     lua_pushnumber(L, (lua_Number)a->line);
-    set_key(L, t, mt, K_LINE);
+    set_key(L, t, keys, K_LINE);
     lua_pushinteger(L, a->attempt);
-    set_key(L, t, mt, K_ATTEMPT);
+    set_key(L, t, keys, K_ATTEMPT);
     if (a->deadline_ms) {
         lua_pushnumber(L, rt_wall_secs(&sc->rt, a->deadline_ms));
-        set_key(L, t, mt, K_DEADLINE);
+        set_key(L, t, keys, K_DEADLINE);
     }
     if (a->last_error) {
         lua_pushstring(L, a->last_error);
-        set_key(L, t, mt, K_LAST_ERROR);
+        set_key(L, t, keys, K_LAST_ERROR);
     }
     if (a->source_id) {
         lua_pushstring(L, a->source_id);
-        set_key(L, t, mt, K_SOURCE_ID);
+        set_key(L, t, keys, K_SOURCE_ID);
         lua_pushinteger(L, (lua_Integer)a->deliveries);
-        set_key(L, t, mt, K_DELIVERIES);
+        set_key(L, t, keys, K_DELIVERIES);
     }
-    lua_pushvalue(L, mt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->ctx_mt_ref);
     lua_setmetatable(L, t);
-    lua_remove(L, mt); /* the ctx is on top */
+    lua_remove(L, keys); /* the ctx is on top */
 }
 
 /* One attempt of a record whose script has a retry predicate: what the

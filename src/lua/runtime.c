@@ -176,6 +176,12 @@ void rt_fiber_release(rt_fiber *f)
     rt *r = f->rt;
     drop_attach(f);
     lua_settop(f->co, 0);
+    /* The thread's globals back to the VM's: a record's setfenv(0, t) set
+     * them for the Lua thread, which the pool hands to the next record
+     * (its loadstring/load chunks and getfenv(0) saw the first one's t). */
+    lua_pushvalue(r->L, LUA_GLOBALSINDEX);
+    lua_xmove(r->L, f->co, 1);
+    lua_replace(f->co, LUA_GLOBALSINDEX);
     f->state = RT_FIBER_IDLE;
     f->task = NULL;
     f->seq = 0;

@@ -119,6 +119,7 @@ struct script {
     struct batcher *batcher; /* a batching script's batches (batch.c), or NULL */
     retry_policy retry;     /* M.retry (retry.set = 0 if absent) */
     int ctx_mt_ref;         /* metatable of ctx tables */
+    int ctx_keys_ref;       /* ctx's field names, interned (invoke.c) */
     int module_ref;         /* the script's module table */
     int generation;         /* hot-reload generation number (1 = first load) */
     char *tag_field;        /* --tag-generation: set this field on outputs (owned) */

@@ -265,11 +265,17 @@ static int setup_vm(script *sc, const char *lua_dir, int *host, char **err)
     lua_pushlightuserdata(L, sc);
     lua_pushcclosure(L, script_ctx_index, 1);
     lua_setfield(L, -2, "__index");
+    sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The names in a table of their own, out of the scripts' reach: in the
+     * metatable (getmetatable(ctx)), a script's mt[1] = nil made the next
+     * record's ctx a C-API error outside any pcall (a PANIC that ended the
+     * process with nothing emitted), and mt[2] = "seq" renamed its fields. */
+    lua_createtable(L, 8, 0);
     for (int i = 0; script_ctx_keys[i]; i++) { /* (invoke.c: script_push_ctx) */
         lua_pushstring(L, script_ctx_keys[i]);
         lua_rawseti(L, -2, i + 1);
     }
-    sc->ctx_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sc->ctx_keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* Policy from lua/moonwait/host.lua: os.exit and (when moonwait reads
      * stdin) io.read refused, require's short message for a missing

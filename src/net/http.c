@@ -255,6 +255,7 @@ void http_req_free_cached(void)
     while (n_free_reqs) {
         http_req *r = free_reqs[--n_free_reqs];
         buf_free(&r->req);
+        buf_free(&r->strs);
         buf_free(&r->resp.hdrs);
         buf_free(&r->resp.body);
         free(r);
