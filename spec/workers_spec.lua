@@ -423,3 +423,32 @@ return { open = function(ctx) log.info("open") end,
     assert.truthy(r.err:find("workers", 1, true), r.err)
   end)
 end)
+
+describe("--workers with a service", function()
+  local servers = require("support.servers")
+  local redis
+  setup(function() redis = servers.redis() end)
+  teardown(function()
+    if redis then redis.stop() end
+    H.cleanup()
+  end)
+
+  it("exits at the end although another worker holds an idle pooled connection", function()
+    -- Each worker pools its connection for 10 minutes: the run must not wait
+    -- for that idle timer on any worker (the main thread closed its pool at
+    -- the end; the others kept theirs until the idle timeout).
+    local body = ([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(r, ctx)
+  local c = assert(redis.connect("127.0.0.1", PORT, { timeout_ms = 2000 }))
+  assert(c:call("PING"))
+  assert(c:set_keepalive(600000, 8))
+  return { { id = r.id, worker = ctx.worker } }
+end }]]):gsub("PORT", tostring(redis.port))
+    local r = H.run_script(body, ids(200), "--workers 2 --capacity 16 --mode unordered", { timeout = 40 })
+    assert.equal(0, r.code, r.err)
+    local workers = {}
+    for _, o in ipairs(H.decode_lines(r.output)) do workers[o.worker] = true end
+    assert.truthy(workers[1] and workers[2], r.output)
+  end)
+end)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../lua/guard.h"
+#include "../net/pool.h"
 #include "../util/log.h"
 #include "reload.h"
 #include "workers_int.h"
@@ -239,6 +240,11 @@ void wk_thread_messages(uv_async_t *a)
                 wk->gens->close_op = NULL; /* nobody waits any more */
                 w_close_vm(wk->gens);
             }
+            /* After the VMs, as the main thread does (flow.c): nothing can
+             * take a pooled connection any more, and an idle one's watch
+             * (its read and its idle timer, 60 s by default) would keep
+             * this loop, and so the run's exit, waiting that long. */
+            net_pool_close_all();
             uv_close((uv_handle_t *)&wk->in.async, NULL);
             break;
         }
