@@ -95,7 +95,7 @@ static void per_worker(expose *x, const expose_view *v)
             return;
     }
     for (int k = 0; k < v->workers && k < 64; k++) {
-        char name[8];
+        char name[12]; /* any int: gcc -O1 (the ASan build) proves no bound on k and refuses 8 */
         snprintf(name, sizeof name, "%d", k + 1);
         const char *lv[1] = { name };
         size_t ll[1] = { strlen(name) };
