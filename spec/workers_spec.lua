@@ -381,6 +381,35 @@ end }]], ids(40), "--workers 3 --cpu-budget 200 --timeout 0 --on-error dead-lett
     assert.truthy(err:find("exiting at once", 1, true), err)
   end)
 
+  it("names the worker in moonwait.log's lines (text and JSON); one worker's lines read as before", function()
+    local body = [[
+local log = require "moonwait.log"
+return { open = function(ctx) log.info("open") end,
+  async_invoke = function(r, ctx) log.info("rec"); return { r } end }]]
+    local two = H.run_script(body, ids(40), "--workers 2")
+    assert.equal(0, two.code, two.err)
+    -- open runs once on each worker: the two lines tell which is which
+    assert.truthy(two.err:find(":2: worker=1: open", 1, true), two.err)
+    assert.truthy(two.err:find(":2: worker=2: open", 1, true), two.err)
+    -- a record's line: worker before seq
+    assert.truthy(two.err:find(":3: worker=[12]: seq=%d+: rec"), two.err)
+    local js = H.run_script(body, ids(40), "--workers 2 --log-format json")
+    assert.equal(0, js.code, js.err)
+    local seen = {}
+    for _, o in ipairs(H.decode_lines(js.err)) do
+      if o.msg == "open" or o.msg == "rec" then
+        assert.truthy(o.worker == 1 or o.worker == 2, js.err)
+        seen[o.msg .. o.worker] = true
+      end
+    end
+    assert.truthy(seen.open1 and seen.open2, js.err)
+    local one = H.run_script(body, ids(40), "--log-format json")
+    assert.equal(0, one.code, one.err)
+    assert.falsy(one.err:find('"worker"', 1, true), one.err)
+    local txt = H.run_script(body, ids(5))
+    assert.falsy(txt.err:find("worker=", 1, true), txt.err)
+  end)
+
   it("refuses a bad --workers with the flag's name", function()
     for _, v in ipairs({ "0", "-1", "65", "two", "1.5", "" }) do
       local r = H.run("run --script x.lua --workers '" .. v .. "'")
@@ -392,5 +421,34 @@ end }]], ids(40), "--workers 3 --cpu-budget 200 --timeout 0 --on-error dead-lett
     local r = H.run("run " .. d .. "/p.lua")
     assert.equal(2, r.code)
     assert.truthy(r.err:find("workers", 1, true), r.err)
+  end)
+end)
+
+describe("--workers with a service", function()
+  local servers = require("support.servers")
+  local redis
+  setup(function() redis = servers.redis() end)
+  teardown(function()
+    if redis then redis.stop() end
+    H.cleanup()
+  end)
+
+  it("exits at the end although another worker holds an idle pooled connection", function()
+    -- Each worker pools its connection for 10 minutes: the run must not wait
+    -- for that idle timer on any worker (the main thread closed its pool at
+    -- the end; the others kept theirs until the idle timeout).
+    local body = ([[
+local redis = require "moonwait.redis"
+return { async_invoke = function(r, ctx)
+  local c = assert(redis.connect("127.0.0.1", PORT, { timeout_ms = 2000 }))
+  assert(c:call("PING"))
+  assert(c:set_keepalive(600000, 8))
+  return { { id = r.id, worker = ctx.worker } }
+end }]]):gsub("PORT", tostring(redis.port))
+    local r = H.run_script(body, ids(200), "--workers 2 --capacity 16 --mode unordered", { timeout = 40 })
+    assert.equal(0, r.code, r.err)
+    local workers = {}
+    for _, o in ipairs(H.decode_lines(r.output)) do workers[o.worker] = true end
+    assert.truthy(workers[1] and workers[2], r.output)
   end)
 end)

@@ -412,9 +412,12 @@ static const option settings[] = {
       "(HOST a numeric address or localhost; PORT 0 picks a free one, said on stderr; README \"Metrics\": "
       "every metric, what to watch)." },
     { "workers", "workers", OPTION_INT, s_workers, "N",
-      "Run the script in N threads, each with its own event loop and Lua VM per generation, fed by one "
-      "reader and merged by one writer: every ordering, timeout and checkpoint rule holds as with one; "
-      "module-level Lua state is per worker (README \"Workers\"). Default: 1." },
+      "Run the script in N threads (1 to 64), each with its own event loop and Lua VM per generation, fed "
+      "by one reader and merged by one writer: every ordering, timeout and checkpoint rule holds as with "
+      "one. Module-level Lua state, open/close and moonwait.cache are per worker (ctx.worker says which); "
+      "moonwait.limit, moonwait.metrics and --rate-limit are shared. Pays for CPU spent in the script per "
+      "record, on free cores; a passthrough or a script that waits on I/O gains nothing (README "
+      "\"Workers\"). Default: 1." },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

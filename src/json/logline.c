@@ -5,7 +5,7 @@
  * log's strings are escaped by the same writer as the records'.
  *
  * Fields, in this order: time (RFC 3339, UTC, milliseconds), level, msg,
- * then those known: file, line, seq, generation, then the numeric ones of a
+ * then those known: file, line, seq, generation, worker, then the numeric ones of a
  * --stats line. Strings go through json_put_bytes, so a NUL byte, a control
  * character or invalid UTF-8 in a message gives valid JSON on one line.
  */
@@ -82,6 +82,8 @@ int json_logline(mw_buf *b, const mw_log_rec *r)
     if (c && c->seq && u64(b, "seq", c->seq))
         return -1;
     if (c && c->generation > 0 && u64(b, "generation", (uint64_t)c->generation))
+        return -1;
+    if (c && c->worker > 0 && u64(b, "worker", (uint64_t)c->worker))
         return -1;
     for (size_t i = 0; i < r->nnums; i++)
         if (num(b, r->nums[i].name, r->nums[i].value))

@@ -100,4 +100,5 @@ void script_set_worker(script *sc, int worker)
 {
     lua_pushinteger(sc->rt.L, worker);
     lua_setfield(sc->rt.L, LUA_REGISTRYINDEX, "moonwait.worker");
+    sc->rt.worker = worker;
 }

@@ -5,7 +5,8 @@
  *   json: {"time":"...","level":"warn","msg":"message","file":"script.lua",
  *          "line":12,"seq":5,"generation":1}
  * with the caller's file:line, inside a record's coroutine its seq, and
- * the generation of the VM it runs in.
+ * the generation of the VM it runs in; with --workers N > 1 also the
+ * worker (text "worker=2: " before seq=, json "worker":2).
  */
 #include <lauxlib.h>
 
@@ -39,8 +40,10 @@ static int log_at(lua_State *L, mw_log_level level)
     if (f)
         at.seq = f->seq;
     rt *r = rt_of(L);
-    if (r)
+    if (r) {
         at.generation = r->generation;
+        at.worker = r->worker;
+    }
     /* The message by its length: a NUL byte in it must not cut the line. */
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);

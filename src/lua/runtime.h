@@ -143,6 +143,8 @@ struct rt {
     int handles_open;
     int generation;         /* the script generation this VM runs, for log
                              * lines (moonwait.log's "generation"); 0 = none */
+    int worker;             /* --workers N > 1: the worker this VM runs on, for
+                             * log lines (script_set_worker); 0 = none */
 };
 
 /* Create the VM with the standard libraries. Returns 0 or a negative

@@ -258,7 +258,8 @@ int script_on_timeout(script *sc, const char *line, size_t len, const script_cal
 int script_run_hook(script *sc, const char *which, rt_fiber **fiber_slot, script_hook_fn done, void *ud);
 
 /* --workers: this VM runs on worker `worker` (1..N), which ctx.worker
- * gives (1 when never set). */
+ * gives (1 when never set) and moonwait.log's lines name ("worker=W"; set
+ * only with N > 1, so one worker's lines read as they always did). */
 void script_set_worker(script *sc, int worker);
 
 /* Tag every output record (a table) with field = generation. */

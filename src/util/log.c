@@ -159,6 +159,12 @@ static void emit(mw_log_level level, int style, const mw_log_ctx *ctx, const cha
                 n = snprintf(pre, sizeof pre, ":%d: ", ctx->line);
                 mw_buf_add(&b, pre, (size_t)n);
             }
+            if (ctx->worker > 0) {
+                /* --workers N: open/close and module state run once per
+                 * worker, so their lines would otherwise read alike. */
+                n = snprintf(pre, sizeof pre, "worker=%d: ", ctx->worker);
+                mw_buf_add(&b, pre, (size_t)n);
+            }
             if (ctx->seq) {
                 n = snprintf(pre, sizeof pre, "seq=%llu: ", (unsigned long long)ctx->seq);
                 mw_buf_add(&b, pre, (size_t)n);

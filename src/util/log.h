@@ -22,14 +22,15 @@ typedef enum { MW_LOG_TEXT = 0, MW_LOG_JSON } mw_log_format;
 
 /* What a message is about, when known; every field may be left 0. The JSON
  * form writes the known ones as fields; the text form shows them only for a
- * script's message (script = 1: "[level] file:line: seq=N: " before it, as
- * moonwait.log always wrote), since a host message names them in its
- * words already. */
+ * script's message (script = 1: "[level] file:line: worker=W: seq=N: "
+ * before it, as moonwait.log always wrote, worker= only with --workers
+ * N > 1), since a host message names them in its words already. */
 typedef struct mw_log_ctx {
     const char *file;  /* the script's file (moonwait.log's caller), or NULL */
     int line;          /* its line, 0 = none */
     uint64_t seq;      /* the record's seq, 0 = none */
     int generation;    /* the script generation, 0 = none */
+    int worker;        /* --workers N > 1: the worker whose VM wrote it, 0 = none */
     int script;        /* a message of or about the script's own code */
 } mw_log_ctx;
 

@@ -22,7 +22,7 @@
 ---@field source_id string? a Redis Streams entry's id (with a stream input)
 ---@field deliveries integer? how often the entry was delivered, from 1 (with source_id)
 ---@field log moonwait.log the moonwait.log functions; their lines carry seq=N
----@field worker integer which worker runs the attempt, 1..N with `--workers N` (1 without); module-level state is per worker
+---@field worker integer which worker runs the attempt, 1..N with `--workers N` (1 without; in on_timeout always 1, the main thread's VM); module-level state is per worker
 local ctx = {}
 
 --- Whole milliseconds left before the record's deadline (math.huge without one).
