@@ -42,6 +42,20 @@ local function stop_writer(d)
   os.execute("kill $(cat " .. d .. "/wpid) 2>/dev/null")
 end
 
+-- Start a run in d reading a FIFO fed from d/feed (appended to while it
+-- runs), with a 200 ms budget and dead letters in d/dl. Returns its pid
+-- and lines(name): the line count of d/name.
+local function fifo_run(d)
+  os.execute("mkfifo " .. d .. "/fifo")
+  os.execute(string.format(
+    "cd %s && { %s run --script script.lua --input fifo --cpu-budget 200 --on-error dead-letter --dead-letter dl >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
+    d, H.cmd("")))
+  os.execute(string.format("cd %s && { tail -n +1 -f feed >fifo & echo $! >wpid; }", d))
+  local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
+  local function lines(name) return #H.lines(H.read(d .. "/" .. name) or "") end
+  return pid, lines
+end
+
 describe("runaway scripts", function()
   after_each(H.cleanup)
 
@@ -204,13 +218,7 @@ return M
     end
     H.script(d, version(1))
     H.write(d .. "/feed", '{"a":1}\n')
-    os.execute("mkfifo " .. d .. "/fifo")
-    os.execute(string.format(
-      "cd %s && { %s run --script script.lua --input fifo --cpu-budget 200 --on-error dead-letter --dead-letter dl >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
-      d, H.cmd("")))
-    os.execute(string.format("cd %s && { tail -n +1 -f feed >fifo & echo $! >wpid; }", d))
-    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
-    local function lines(name) return #H.lines(H.read(d .. "/" .. name) or "") end
+    local pid, lines = fifo_run(d)
     local function feed(s) local f = assert(io.open(d .. "/feed", "a")); f:write(s); f:close() end
     assert.truthy(H.wait_for(function() return lines("out") == 1 end, 60), "no first output")
     H.script(d, version(2))
@@ -269,13 +277,7 @@ end
 return M
 ]])
     H.write(d .. "/feed", '{"a":1}\n{"late_spin":true}\n')
-    os.execute("mkfifo " .. d .. "/fifo")
-    os.execute(string.format(
-      "cd %s && { %s run --script script.lua --input fifo --cpu-budget 200 --on-error dead-letter --dead-letter dl >out 2>err </dev/null & echo $! >pid; wait $!; echo $? >rc; } >/dev/null 2>&1 &",
-      d, H.cmd("")))
-    os.execute(string.format("cd %s && { tail -n +1 -f feed >fifo & echo $! >wpid; }", d))
-    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 10)
-    local function lines(name) return #H.lines(H.read(d .. "/" .. name) or "") end
+    local pid, lines = fifo_run(d)
     assert.truthy(H.wait_for(function() return lines("out") == 1 end, 60), "no first output")
     H.script(d, "return { async_invoke = function(r) r.v = 2; return { r } end, open = function() io.stderr:write('READY 2\\n') end }\n")
     os.execute("kill -HUP " .. pid)
