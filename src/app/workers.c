@@ -203,7 +203,12 @@ int wk_count(const workers *w)
     return w ? w->n : 1;
 }
 
-int wk_pick(const workers *w, size_t main_busy, size_t capacity)
+size_t wk_running(const workers *w, int k)
+{
+    return atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
+}
+
+int wk_pick(workers *w, size_t main_busy, size_t capacity)
 {
     /* The least loaded, the main thread counted `bias` attempts busier
      * than it is: it also reads, decides and writes, and a script that
@@ -215,24 +220,18 @@ int wk_pick(const workers *w, size_t main_busy, size_t capacity)
      * still leaves the main thread some records. Ties spread from a
      * rotating start. */
     size_t share = capacity / (size_t)w->n, bias = share < WK_MAIN_BIAS ? share : WK_MAIN_BIAS;
-    unsigned start = ((workers *)w)->next_pick++ % (unsigned)w->n;
+    unsigned start = w->next_pick++ % (unsigned)w->n;
     int best = -1;
     size_t least = 0;
     for (int i = 0; i < w->n; i++) {
         int k = (int)((start + (unsigned)i) % (unsigned)w->n);
-        size_t b = k == 0 ? main_busy + bias
-                          : atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
+        size_t b = k == 0 ? main_busy + bias : wk_running(w, k);
         if (best < 0 || b < least) {
             best = k;
             least = b;
         }
     }
     return best;
-}
-
-size_t wk_running(const workers *w, int k)
-{
-    return atomic_load_explicit(&((workers *)w)->ws[k - 1].pending, memory_order_relaxed);
 }
 
 wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, const script_call *call)

@@ -55,7 +55,7 @@ int wk_count(const workers *w);
 /* The worker a record with no key goes to: the least busy (0 = the main
  * thread, whose own busy count the caller gives, with the operator's
  * capacity now). */
-int wk_pick(const workers *w, size_t main_busy, size_t capacity);
+int wk_pick(workers *w, size_t main_busy, size_t capacity);
 
 /* Attempts running on worker k (1..n-1) now: sent and not ended there. */
 size_t wk_running(const workers *w, int k);
