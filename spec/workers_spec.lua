@@ -422,6 +422,44 @@ return { open = function(ctx) log.info("open") end,
     assert.equal(2, r.code)
     assert.truthy(r.err:find("workers", 1, true), r.err)
   end)
+
+  it("builds a record on its worker from the main thread's tape: what the script left leaves byte for byte", function()
+    -- Keyed, so that about half the records run on worker 2, built there
+    -- from the tape the main thread read (not parsed again): every
+    -- faithful-JSON case must leave as it does with one worker.
+    local d = H.tmpdir()
+    H.script(d, [[
+return { async_invoke = function(r, ctx)
+  if r.touch then r.touched = ctx.worker > 0 end
+  return { r }
+end }
+]])
+    local shapes = {
+      '{"k":%d,"a":1.50,"b":1e2,"c":-0.0,"s":"caf\\u00e9 \\"q\\"","n":null}',
+      '{"k":%d, "dup":1, "dup":2, "x":[1, 2.0, {"y":"\\n"}]}',
+      '{"k":%d,"big":12345678901234567890,"neg":-9223372036854775808,"e":[],"o":{}}',
+      '{"k":%d,"touch":true,"keep":"\\ud83d\\ude00","f":0.1,"deep":{"a":{"b":[true,false]}}}',
+      '{"k":%d,"touch":true,"dup":"a","dup":"b","t":"\\t"}',
+    }
+    local t = {}
+    for i = 1, 400 do t[#t + 1] = shapes[i % #shapes + 1]:format(i) end
+    H.write(d .. "/in", table.concat(t, "\n") .. "\n")
+    local args = "run --script script.lua --input in --output out%d --mode keyed --key k --capacity 32 --workers %d"
+    for _, n in ipairs({ 1, 2, 4 }) do
+      local code, _, err = run_in(d, args:format(n, n))
+      assert.equal(0, code, err)
+    end
+    -- (keyed output keeps each key's order only: compare the lines sorted)
+    local function sorted(n)
+      local l = H.lines(H.read(d .. "/out" .. n))
+      table.sort(l)
+      return table.concat(l, "\n") .. "\n"
+    end
+    local ref = sorted(1)
+    assert.equal(400, #H.lines(ref))
+    assert.equal(ref, sorted(2))
+    assert.equal(ref, sorted(4))
+  end)
 end)
 
 describe("--workers with a service", function()

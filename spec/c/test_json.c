@@ -322,6 +322,36 @@ static void t_signal_safe_time(void)
     ASSERT_STR_EQ(a, "1969-12-31T23:59:59.999Z");
 }
 
+/* json_tape_copy (--workers hands a worker the main thread's tape): the
+ * copy is the parse, node for node and count for count, into an empty
+ * tape, a smaller one (grown) and a larger one (reused). */
+static void t_tape_copy(void)
+{
+    const char *txt = "{\"a\":1.50,\"a\":[1,\"\\n\",{\"b\":12345678901234567890}],\"c\":null}";
+    json_tape src = { 0 }, empty = { 0 }, small = { 0 }, big = { 0 };
+    char err[128];
+    ASSERT_INT_EQ(json_parse(&src, txt, strlen(txt), JSON_TOP_OBJECT, err, sizeof err), 0);
+    ASSERT_INT_EQ(json_parse(&small, "{}", 2, JSON_TOP_OBJECT, err, sizeof err), 0);
+    ASSERT_INT_EQ(json_parse(&big, "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]", 52, 0, err, sizeof err), 0);
+    json_tape *dsts[] = { &empty, &small, &big };
+    for (int i = 0; i < 3; i++) {
+        json_tape *d = dsts[i];
+        ASSERT_INT_EQ(json_tape_copy(d, &src), 0);
+        ASSERT_UINT_EQ(d->n, src.n);
+        ASSERT(d->cap >= src.n);
+        ASSERT(memcmp(d->nodes, src.nodes, src.n * sizeof *src.nodes) == 0);
+        ASSERT_UINT_EQ(d->dups, src.dups);
+        ASSERT_UINT_EQ(d->escaped, src.escaped);
+        ASSERT_UINT_EQ(d->bigints, src.bigints);
+        ASSERT_UINT_EQ(d->containers, src.containers);
+        ASSERT_UINT_EQ(d->keys, src.keys);
+        ASSERT_UINT_EQ(d->max_depth, src.max_depth);
+        json_tape_free(d);
+    }
+    ASSERT_UINT_EQ(src.dups, 1);
+    json_tape_free(&src);
+}
+
 TEST_MAIN("json", T(t_int64_edges), T(t_rejects_leading_zero), T(t_errors_name_the_byte), T(t_depth_limit),
           T(t_numbers_read_exactly), T(t_fmt_double_round_trips), T(t_fmt_double_short_is_printf_exact), T(t_unescape_and_duplicates),
-          T(t_many_duplicates_sorted_path), T(t_put_bytes_is_always_json), T(t_logline), T(t_signal_safe_time))
+          T(t_many_duplicates_sorted_path), T(t_put_bytes_is_always_json), T(t_logline), T(t_signal_safe_time), T(t_tape_copy))

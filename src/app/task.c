@@ -17,6 +17,9 @@ struct task {
     int worker;           /* --workers: the worker its attempts run on (0: this thread) */
     int busy;             /* an attempt of it runs on this thread (main_busy) */
     wk_job *job;          /* an attempt of it runs on another worker; NULL after */
+    script_tape *tape;    /* --workers: its line's tape, read here, for its worker
+                           * to build the first attempt's record from (owned
+                           * until sent with it), or NULL */
     int malformed;        /* a line that did not parse, routed to the dead letters */
     gen *g;               /* the generation it runs on */
     rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
@@ -67,6 +70,7 @@ static void finished(const task_env *env)
 static void free_task(task *t)
 {
     free(t->line);
+    script_tape_free(t->tape);
     free(t->last_error);
     free(t->source_id);
     free(t);
@@ -104,8 +108,10 @@ static void invoke(const task_env *env, task *t, op_entry *e, script_rec *rec)
     script_call call = { t, &t->fiber, &t->item, e->seq, t->lineno, (int)e->attempt, deadline_ms(e), t->last_error,
                          t->source_id, t->deliveries };
     if (t->worker > 0) {
-        /* Its worker decodes the line itself, in its own VM. */
-        t->job = wk_invoke(env->wk, t->worker, gen_script(t->g)->generation, t->line, t->len, &call);
+        /* Its worker builds the record in its own VM: from the tape read
+         * here for the first attempt, from the line for the others. */
+        t->job = wk_invoke(env->wk, t->worker, gen_script(t->g)->generation, t->line, t->len, t->tape, &call);
+        t->tape = NULL;
         if (!t->job)
             fail_record(env, t, "out of memory sending the record to its worker");
         return;
@@ -145,6 +151,8 @@ static int classify(const task_env *env, task *t, gen *g, script_parsed *p, scri
     t->worker = p->key != SCRIPT_NO_KEY ? (int)(p->key % (uint64_t)n) : wk_pick(env->wk, *env->main_busy, op_capacity(env->op));
     if (t->worker == 0)
         *sr = script_build(gen_script(g)); /* from the tape just read */
+    else
+        t->tape = script_tape_keep(gen_script(g)); /* (NULL: the worker parses) */
     return 0;
 }
 

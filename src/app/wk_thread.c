@@ -80,7 +80,11 @@ static void w_invoke(worker *wk, wk_job *j)
         return;
     }
     script_rec *rec;
-    if (script_reparse(&g->sc, j->line, j->len, &rec) != 0) {
+    int rc = j->tape ? script_rebuild(&g->sc, j->line, j->len, j->tape, &rec)
+                     : script_reparse(&g->sc, j->line, j->len, &rec);
+    script_tape_free(j->tape);
+    j->tape = NULL;
+    if (rc != 0) {
         w_fail_job(wk, j, "out of memory decoding the record");
         return;
     }

@@ -96,6 +96,7 @@ static void job_free(workers *w, wk_job *j)
     free(j->errmsg);
     free(j->last_error);
     free(j->source_id);
+    script_tape_free(j->tape); /* (a worker that stopped before it ran) */
     free(j);
 }
 
@@ -234,11 +235,15 @@ int wk_pick(workers *w, size_t main_busy, size_t capacity)
     return best;
 }
 
-wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, const script_call *call)
+wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, script_tape *tape,
+                  const script_call *call)
 {
     wk_job *j = calloc(1, sizeof *j + len + 1);
-    if (!j)
+    if (!j) {
+        script_tape_free(tape);
         return NULL;
+    }
+    j->tape = tape;
     j->task = call->task;
     j->worker = k;
     j->gen_id = gen_id;
@@ -248,6 +253,7 @@ wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, c
     if ((call->last_error && !j->last_error) || (call->source_id && !j->source_id)) {
         free(j->last_error);
         free(j->source_id);
+        script_tape_free(j->tape);
         free(j);
         return NULL;
     }

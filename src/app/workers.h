@@ -61,11 +61,13 @@ int wk_pick(workers *w, size_t main_busy, size_t capacity);
 size_t wk_running(const workers *w, int k);
 
 /* Run attempt call->attempt of `line` on worker `k` (1..n-1) on
- * generation `gen_id`: the line and the call's strings are copied. The
- * outcome comes through `done` with call->task, unless wk_discard comes
- * first. Returns the job (the caller keeps it for wk_discard until the
- * outcome), or NULL when out of memory. */
-wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, const script_call *call);
+ * generation `gen_id`: the line and the call's strings are copied; `tape`
+ * (the line's, from script_tape_keep, or NULL: the worker parses the line)
+ * is taken, even on failure. The outcome comes through `done` with
+ * call->task, unless wk_discard comes first. Returns the job (the caller
+ * keeps it for wk_discard until the outcome), or NULL when out of memory. */
+wk_job *wk_invoke(workers *w, int k, int gen_id, const char *line, size_t len, script_tape *tape,
+                  const script_call *call);
 
 /* The attempt is abandoned (a timeout, the run aborting): its fiber is
  * discarded on its worker and its outcome, if one is on its way, dropped. */

@@ -37,6 +37,8 @@ struct wk_job {
     int discarded;           /* main: wk_discard was sent */
     script_call call;        /* ctx's fields; its strings point at the copies below */
     char *last_error, *source_id;
+    script_tape *tape;       /* the line's tape from the main thread (first
+                              * attempts), freed by whichever side ends it */
     rt_fiber *fiber;         /* worker: the attempt's fiber while it runs */
     script_item *item;       /* worker: its place in a batch */
     /* The outcome, filled by the worker before DONE. */

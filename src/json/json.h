@@ -95,6 +95,11 @@ int json_member(const json_tape *t, const char *text, uint32_t obj, const char *
 /* Free the tape's nodes. */
 void json_tape_free(json_tape *t);
 
+/* Make dst (a tape, or zeroed) what parsing src's text gave src: its
+ * nodes and counts, growing dst's nodes if needed. 0, or -1 (out of
+ * memory; dst unchanged). */
+int json_tape_copy(json_tape *dst, const json_tape *src);
+
 /* Decode the escapes of string node s (raw text `text`) into out (which is
  * reset). The result is valid UTF-8. Returns 0 or -1 (out of memory). */
 int json_unescape(const char *text, const json_node *s, mw_buf *out);

@@ -272,6 +272,27 @@ int json_parse(json_tape *t, const char *text, size_t len, int opts, char *err, 
     return 0;
 }
 
+int json_tape_copy(json_tape *dst, const json_tape *src)
+{
+    if (dst->cap < src->n) {
+        json_node *v = realloc(dst->nodes, (size_t)src->n * sizeof *v);
+        if (!v)
+            return -1;
+        dst->nodes = v;
+        dst->cap = src->n;
+    }
+    if (src->n)
+        memcpy(dst->nodes, src->nodes, (size_t)src->n * sizeof *src->nodes);
+    dst->n = src->n;
+    dst->max_depth = src->max_depth;
+    dst->escaped = src->escaped;
+    dst->bigints = src->bigints;
+    dst->containers = src->containers;
+    dst->keys = src->keys;
+    dst->dups = src->dups;
+    return 0;
+}
+
 void json_tape_free(json_tape *t)
 {
     free(t->nodes);

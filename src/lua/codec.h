@@ -55,6 +55,10 @@ void codec_close(codec *c);
  * 0, or -1 with a message ("invalid JSON at byte N: ...") in err. */
 int codec_parse(codec *c, const char *text, size_t len, char *err, size_t errlen);
 
+/* codec_parse without parsing: text's tape is t (what parsing text gave,
+ * in this VM or another: a copy). 0, or -1 (out of memory). */
+int codec_adopt(codec *c, const char *text, size_t len, const json_tape *t);
+
 /* The pending tape (after codec_parse), to read fields without Lua. */
 const json_tape *codec_pending(const codec *c);
 

@@ -27,6 +27,16 @@ int codec_parse(codec *c, const char *text, size_t len, char *err, size_t errlen
     return json_parse(&d->t, text, len, JSON_TOP_OBJECT, err, errlen);
 }
 
+int codec_adopt(codec *c, const char *text, size_t len, const json_tape *t)
+{
+    codec_doc *d = codec_doc_take(c);
+    if (!d || json_tape_copy(&d->t, t) != 0)
+        return -1;
+    d->text = text;
+    d->len = len;
+    return 0;
+}
+
 const json_tape *codec_pending(const codec *c)
 {
     return &c->next->t;

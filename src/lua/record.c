@@ -266,6 +266,37 @@ int script_reparse(script *sc, const char *line, size_t len, script_rec **rec)
     return 0;
 }
 
+struct script_tape {
+    json_tape t;
+};
+
+script_tape *script_tape_keep(const script *sc)
+{
+    script_tape *tp = calloc(1, sizeof *tp);
+    if (tp && json_tape_copy(&tp->t, codec_pending(&sc->codec)) != 0) {
+        free(tp);
+        tp = NULL;
+    }
+    return tp;
+}
+
+void script_tape_free(script_tape *tp)
+{
+    if (tp) {
+        json_tape_free(&tp->t);
+        free(tp);
+    }
+}
+
+int script_rebuild(script *sc, const char *line, size_t len, const script_tape *tp, script_rec **rec)
+{
+    *rec = NULL;
+    if (codec_adopt(&sc->codec, line, len, &tp->t) != 0)
+        return -1;
+    *rec = build(sc);
+    return 0;
+}
+
 void script_rec_free(script *sc, script_rec *rec)
 {
     codec_doc_free(&sc->codec, rec);

@@ -203,6 +203,20 @@ script_rec *script_build(script *sc);
  * only on out of memory). */
 int script_reparse(script *sc, const char *line, size_t len, script_rec **rec);
 
+/* A copy of the tape script_classify read last (a record's), for another
+ * thread's VM to build the record from without parsing the line again
+ * (script_rebuild): --workers' main thread classifies every line, and a
+ * second parse on the worker was ~3,000 instructions a record
+ * (BENCHMARKS.md). Owned by the caller; NULL when out of memory. Any
+ * thread may free it (script_tape_free; NULL: nothing). */
+typedef struct script_tape script_tape;
+script_tape *script_tape_keep(const script *sc);
+void script_tape_free(script_tape *tp);
+
+/* script_reparse from tp (script_tape_keep's copy of `line`'s tape, used
+ * and left to the caller), not from the text. */
+int script_rebuild(script *sc, const char *line, size_t len, const script_tape *tp, script_rec **rec);
+
 /* Drop a parsed record that will not be invoked (NULL: nothing). */
 void script_rec_free(script *sc, script_rec *rec);
 
