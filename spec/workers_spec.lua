@@ -298,11 +298,15 @@ end }]]
     assert.equal(one.output, two.output)
   end)
 
-  it("sums the workers in --stats", function()
+  it("sums the workers in --stats, and its summary says how many", function()
     local r = H.run_script(WHO, ids(200), "--workers 2 --stats")
     assert.equal(0, r.code, r.err)
     assert.truthy(r.err:find("records_in=200", 1, true), r.err)
     assert.truthy(r.err:find("records_out=200", 1, true), r.err)
+    assert.truthy(r.err:find("peak_rss_kb=%d+ workers=2"), r.err)
+    local one = H.run_script(WHO, ids(20), "--stats")
+    assert.equal(0, one.code, one.err)
+    assert.falsy(one.err:find("workers=", 1, true), one.err)
   end)
 
   it("restores from a checkpoint after kill -9 with workers: the same output as one uninterrupted run", function()

@@ -120,6 +120,7 @@ static void stats_fill(void *ud, stats_view *v)
     v->limit_tokens = r->lim.on ? r->lim.b.taken : 0;
     v->limit_pauses = r->lim.pauses;
     v->limit_gated = v->op->gated;
+    v->workers = r->cfg->workers;
 }
 
 /* What a scrape of --metrics reads (expose.h). */

@@ -119,6 +119,8 @@ static void print_summary(stats *s)
     add(&l, "elapsed_s", secs, "%.3f");
     add(&l, "cpu_s", cpu, "%.3f");
     add_u(&l, "peak_rss_kb", (uint64_t)rss_kb);
+    if (v.workers > 1) /* (one worker's summary reads as before) */
+        add_u(&l, "workers", (uint64_t)v.workers);
     rate_limit(&l, &v);
     mw_log_stats("summary", l.text, l.nums, l.n);
 }

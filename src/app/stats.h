@@ -29,6 +29,7 @@ typedef struct stats_view {
     size_t limit, limit_min, limit_max;
     int limited;          /* a rate limit is set: the three below are shown */
     uint64_t limit_tokens, limit_pauses, limit_gated;
+    int workers;          /* --workers (the main thread included) */
     int has_size;         /* the input's size is known (a regular file): */
     uint64_t input_bytes, input_size; /* bytes of it read so far, and its size */
 } stats_view;
