@@ -388,15 +388,19 @@ end }]], ids(40), "--workers 3 --cpu-budget 200 --timeout 0 --on-error dead-lett
   it("names the worker in moonwait.log's lines (text and JSON); one worker's lines read as before", function()
     local body = [[
 local log = require "moonwait.log"
+log.info("loaded")
 return { open = function(ctx) log.info("open") end,
   async_invoke = function(r, ctx) log.info("rec"); return { r } end }]]
     local two = H.run_script(body, ids(40), "--workers 2")
     assert.equal(0, two.code, two.err)
-    -- open runs once on each worker: the two lines tell which is which
-    assert.truthy(two.err:find(":2: worker=1: open", 1, true), two.err)
-    assert.truthy(two.err:find(":2: worker=2: open", 1, true), two.err)
+    -- the main chunk runs once on each worker, and so does open: the
+    -- lines tell which is which
+    assert.truthy(two.err:find(":2: worker=1: loaded", 1, true), two.err)
+    assert.truthy(two.err:find(":2: worker=2: loaded", 1, true), two.err)
+    assert.truthy(two.err:find(":3: worker=1: open", 1, true), two.err)
+    assert.truthy(two.err:find(":3: worker=2: open", 1, true), two.err)
     -- a record's line: worker before seq
-    assert.truthy(two.err:find(":3: worker=[12]: seq=%d+: rec"), two.err)
+    assert.truthy(two.err:find(":4: worker=[12]: seq=%d+: rec"), two.err)
     local js = H.run_script(body, ids(40), "--workers 2 --log-format json")
     assert.equal(0, js.code, js.err)
     local seen = {}

@@ -136,7 +136,7 @@ static void *run_worker(void *arg)
         ASSERT_INT_EQ(guard_thread_start(w->id), 0);
     ASSERT_INT_EQ(uv_loop_init(&w->loop), 0);
     char *err = NULL;
-    if (script_load_gen(&w->sc, &w->loop, w->path, MW_TEST_LUA_DIR, 1, &err) != 0)
+    if (script_load_gen(&w->sc, &w->loop, w->path, MW_TEST_LUA_DIR, 1, 0, &err) != 0)
         FAILF("worker %d: script_load_gen: %s", w->id, err ? err : "?");
     script_on_done(&w->sc, record_done, w);
     w->slots = calloc((size_t)w->nrecords + 1, sizeof *w->slots);

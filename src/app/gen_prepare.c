@@ -12,10 +12,10 @@
 
 #include "reload.h"
 
-int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, uint64_t key_seed,
-                char **err)
+int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, int worker,
+                uint64_t key_seed, char **err)
 {
-    if (script_load_gen(sc, loop, c->script, lua_dir, id, err) != 0) {
+    if (script_load_gen(sc, loop, c->script, lua_dir, id, worker, err) != 0) {
         /* Name the setting, as --input and --output do: from a pipeline
          * file's `script` key the path alone does not say which file it is. */
         char *named;

@@ -152,12 +152,10 @@ static int gen_load(gen *g, char **err)
 {
     gens *gs = g->gs;
     const config *c = gs->cfg;
-    if (gen_prepare(&g->sc, gs->loop, c, gs->lua_dir, g->id, gs->key_seed, err) != 0)
-        return -1;
     /* --workers N: the main thread's VMs are worker 1 (its log lines say
-     * so; the other workers' VMs are set in wk_thread.c). */
-    if (c->workers > 1)
-        script_set_worker(&g->sc, 1);
+     * so; the other workers' VMs are 2..N, in wk_thread.c). */
+    if (gen_prepare(&g->sc, gs->loop, c, gs->lua_dir, g->id, c->workers > 1 ? 1 : 0, gs->key_seed, err) != 0)
+        return -1;
     g->policy = config_retry(c, &g->sc.retry);
     /* Said, not silent: without a predicate nothing is retried. */
     const char *unused = config_retry_unused(

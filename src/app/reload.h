@@ -82,11 +82,12 @@ int gen_init(gens *gs, uv_loop_t *loop, const config *c, const char *lua_dir, in
              const gen_events *ev);
 
 /* Load generation `id` of the configured script into sc on `loop` with
- * the run's settings (event time, key, tag, batches): the main thread's
- * generations and every worker's (workers.c) are made alike. 0, or -1
- * with *err (malloc'd). */
-int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, uint64_t key_seed,
-                char **err);
+ * the run's settings (event time, key, tag, batches), as --workers'
+ * worker `worker` (1..N, 0 with one worker: see script_load_gen): the
+ * main thread's generations and every worker's (workers.c) are made
+ * alike. 0, or -1 with *err (malloc'd). */
+int gen_prepare(script *sc, uv_loop_t *loop, const config *c, const char *lua_dir, int id, int worker,
+                uint64_t key_seed, char **err);
 
 /* --workers: from now on every generation is also loaded, opened and
  * closed on the other workers (before gen_open_first). */

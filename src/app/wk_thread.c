@@ -166,12 +166,11 @@ static void w_open(worker *wk, int id, genop *op)
     g->next = wk->gens;
     wk->gens = g;
     char *err = NULL;
-    if (gen_prepare(&g->sc, &wk->loop, w->cfg, w->lua_dir, id, w->key_seed, &err) != 0) {
+    if (gen_prepare(&g->sc, &wk->loop, w->cfg, w->lua_dir, id, wk->k + 1, w->key_seed, &err) != 0) {
         answer(wk, A_OPENED, id, op, err ? err : strdup("cannot load the script"));
         return; /* closed by the M_CLOSE_QUIET the main thread sends */
     }
     script_on_done(&g->sc, w_record_done, wk);
-    script_set_worker(&g->sc, wk->k + 1);
     /* ctx.previous: this worker's newest generation's state, as the main
      * thread hands its own (reload.c); a failing export gives nil. */
     wgen *prev = w_find(wk, wk->latest);

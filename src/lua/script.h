@@ -137,9 +137,11 @@ struct script {
  * "file:line: message"; the caller still closes it with script_close when
  * script_is_open() says a VM was made. */
 int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err);
-/* The same for generation `generation` (script_load: 1), which its log
- * lines carry from the first line of its main chunk on. */
-int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, char **err);
+/* The same for generation `generation` (script_load: 1) on --workers'
+ * worker `worker` (1..N; 0: one worker, none named), which its log lines
+ * and ctx.worker carry from the first line of its main chunk on. */
+int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, int worker,
+                    char **err);
 
 /* `moonwait check`: load `path` as script_load does, one check at a time,
  * reporting each (`check` names what was checked, `detail` says why it

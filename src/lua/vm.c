@@ -388,11 +388,14 @@ int script_load_done(script *sc, char **err)
     return 0;
 }
 
-int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, char **err)
+int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, int generation, int worker,
+                    char **err)
 {
     int host;
     if (vm_open_gen(sc, loop, path, lua_dir, generation, &host, err) != 0)
         return -1;
+    if (worker > 0)
+        script_set_worker(sc, worker); /* before the main chunk: its log lines too */
     if (load_module(sc, host, err) != 0) {
         if (!*err)
             *err = strdup("out of memory");
@@ -403,7 +406,7 @@ int script_load_gen(script *sc, uv_loop_t *loop, const char *path, const char *l
 
 int script_load(script *sc, uv_loop_t *loop, const char *path, const char *lua_dir, char **err)
 {
-    return script_load_gen(sc, loop, path, lua_dir, 1, err);
+    return script_load_gen(sc, loop, path, lua_dir, 1, 0, err);
 }
 
 void script_on_done(script *sc, script_record_fn done, void *ud)
