@@ -322,6 +322,37 @@ end }
     assert.equal(0, r.code, r.out .. r.err)
   end)
 
+  it("sets ctx.worker for invoke, invoke_batch and the hooks (1 unless given), and refuses a bad one", function()
+    local r = spec_run({ ["w_spec.lua"] = [[
+local M = load_script("w.lua")
+it("worker", function()
+  assert.same({ { w = 1 } }, invoke(M, { n = 1 }).outputs)
+  assert.same({ { w = 3 } }, invoke(M, { n = 1 }, { worker = 3 }).outputs)
+  assert.same({ { w = 2 } }, invoke_batch(M, { { n = 1 } }, { worker = 2 })[1].outputs)
+  assert.equal(true, open_script(M, { worker = 2 }))
+  assert.equal(2, M.opened_on)
+  assert.equal(true, close_script(M, { worker = 4 }))
+  assert.equal(4, M.closed_on)
+  assert.equal(true, open_script(M))
+  assert.equal(1, M.opened_on)
+  for _, bad in ipairs({ 0, -1, 1.5, "2" }) do
+    local ok, err = pcall(invoke, M, { n = 1 }, { worker = bad })
+    assert.equal(false, ok)
+    assert.matches("opts.worker must be a whole number", err)
+  end
+end)
+]], ["w.lua"] = [[
+local M = {}
+function M.async_invoke(r, ctx) return { { w = ctx.worker } } end
+function M.batch_invoke(rs, ctxs) return { { { w = ctxs[1].worker } } } end
+function M.open(ctx) M.opened_on = ctx.worker end
+function M.close(ctx) M.closed_on = ctx.worker end
+return M
+]] })
+    assert.equal(0, r.code, r.out .. r.err)
+    assert.matches("1 test, 1 passed, 0 failed", r.out, 1, true)
+  end)
+
   it("fails a spec that does not load or has no tests, and refuses bad usage", function()
     local r = spec_run({ ["x_spec.lua"] = "it('a', function() end\n" })
     assert.equal(1, r.code)

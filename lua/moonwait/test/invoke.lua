@@ -66,6 +66,15 @@ end
 local ctx_mt -- the real ctx metatable (remaining_ms, log, defer, overloaded; M.setup)
 local seq_next = 0
 
+-- opts.worker: ctx.worker as --workers N gives it (1..N), nil for 1.
+local function worker_opt(opts, level)
+  local w = opts.worker
+  if w ~= nil and (type(w) ~= "number" or w < 1 or w % 1 ~= 0) then
+    error("opts.worker must be a whole number from 1 (the worker ctx.worker names)", level + 1)
+  end
+  return w
+end
+
 local function make_ctx(f)
   local ctx = {}
   for k, v in pairs(f) do ctx[k] = v end
@@ -130,7 +139,8 @@ end
 -- invoke(M, record, opts): one record's whole life as a run gives it:
 -- attempts of async_invoke within one deadline, the retry predicates and
 -- the strategy (opts.retry, else M.retry), back-offs, on_timeout. opts:
--- timeout_ms (10000; 0 = none), seq, line, source_id, deliveries, retry.
+-- timeout_ms (10000; 0 = none), seq, line, source_id, deliveries, retry,
+-- worker (ctx.worker: 1 as with one worker; --workers N gives 1..N).
 -- Returns { ok, outputs, lines, err, traceback, attempts, timed_out,
 -- overloads }: outputs as a reader of the output would decode them, lines
 -- as moonwait.json writes them.
@@ -140,6 +150,7 @@ function M.invoke(mod, record, opts)
     error("invoke(M, record, opts): M must be a module with async_invoke (from load_script)", 2)
   end
   local text = record_text(record)
+  local worker = worker_opt(opts, 2)
   seq_next = seq_next + 1
   local seq = opts.seq or seq_next
   local timeout = opts.timeout_ms or 10000
@@ -147,7 +158,7 @@ function M.invoke(mod, record, opts)
   local s = strategy(opts.retry or mod.retry)
   local fields = { seq = seq, line = opts.line or seq, source_id = opts.source_id,
     deliveries = opts.source_id and (opts.deliveries or 1) or nil,
-    deadline = deadline > 0 and T_.wall(deadline) or nil }
+    deadline = deadline > 0 and T_.wall(deadline) or nil, worker = worker }
   local res = { ok = false, attempts = 0, timed_out = false, overloads = 0 }
   local last_error
   local function timed_out()
@@ -228,12 +239,13 @@ function M.invoke_batch(mod, records, opts)
   end
   local timeout = opts.timeout_ms or 10000
   local deadline = timeout > 0 and T_.now_ms() + timeout or 0
+  local worker = worker_opt(opts, 2)
   local recs, ctxs = {}, {}
   for i, rec in ipairs(records) do
     recs[i] = json.decode(record_text(rec))
     seq_next = seq_next + 1
     ctxs[i] = make_ctx({ seq = seq_next, line = seq_next, attempt = 1,
-      deadline = deadline > 0 and T_.wall(deadline) or nil })
+      deadline = deadline > 0 and T_.wall(deadline) or nil, worker = worker })
   end
   local n = #recs
   local results = {}
@@ -277,19 +289,21 @@ function M.invoke_batch(mod, records, opts)
 end
 
 -- open_script(M, opts) / close_script(M): the hook in a fiber of its own,
--- with ctx.generation (opts.generation, 1) and ctx.previous
--- (opts.previous). true, or nil and the error (a missing hook: true).
+-- with ctx.generation (opts.generation, 1), ctx.previous (opts.previous)
+-- and ctx.worker (opts.worker, 1). true, or nil and the error (a missing
+-- hook: true).
 local function hook(mod, which, opts)
   local fn = mod[which]
   if fn == nil then return true end
+  local worker = worker_opt(opts or {}, 3)
   local r = { T_.attempt(fn, 0, 0, make_ctx({ generation = opts and opts.generation or 1,
-    previous = which == "open" and opts and opts.previous or nil })) }
+    previous = which == "open" and opts and opts.previous or nil, worker = worker })) }
   if r[1] == "raised" then return nil, r[4] end
   if r[3] >= 2 and r[4] == nil and r[5] ~= nil then return nil, tostring(r[5]) end
   return true
 end
 function M.open_script(mod, opts) return hook(mod, "open", opts) end
-function M.close_script(mod) return hook(mod, "close") end
+function M.close_script(mod, opts) return hook(mod, "close", opts) end
 
 -- The spec's directory (scripts' paths are relative to it) and the real
 -- ctx metatable (from the runner's open ctx).

@@ -29,6 +29,7 @@ function M.load_script(path, opts) end
 ---@field source_id? string
 ---@field deliveries? integer
 ---@field retry? moonwait.retry_strategy|"none" instead of M.retry
+---@field worker? integer ctx.worker, as --workers N gives it (1..N; default 1)
 
 ---@class moonwait.test.result
 ---@field ok boolean the record succeeded (outputs emitted)
@@ -60,6 +61,7 @@ function M.invoke_batch(mod, records, opts) end
 ---@class moonwait.test.hook_opts
 ---@field previous? any ctx.previous
 ---@field generation? integer ctx.generation (default 1)
+---@field worker? integer ctx.worker (default 1)
 
 ---@param mod moonwait.module
 ---@param opts? moonwait.test.hook_opts
@@ -68,9 +70,10 @@ function M.invoke_batch(mod, records, opts) end
 function M.open_script(mod, opts) end
 
 ---@param mod moonwait.module
+---@param opts? moonwait.test.hook_opts
 ---@return true|nil ok
 ---@return string? err
-function M.close_script(mod) end
+function M.close_script(mod, opts) end
 
 ---@param name string
 ---@param fn fun()
