@@ -137,18 +137,16 @@ return {
     local d = H.tmpdir()
     H.script(d, "return { async_invoke = function(r) return { r } end }")
     os.execute("mkfifo " .. d .. "/fifo")
-    os.execute(string.format(
-      "cd %s && { %s run --script script.lua --input fifo >out 2>err </dev/null & echo $! >pid; } >/dev/null 2>&1",
-      d, H.cmd("")))
+    local pid = H.start_run(d, "--script script.lua --input fifo")
     os.execute(string.format("cd %s && { (printf '{\"i\":1}\\n'; exec sleep 120) >fifo & echo $! >wpid; }", d))
-    local pid = H.wait_for(function() return (H.read(d .. "/pid") or ""):match("%d+") end, 30)
     local out = H.wait_for(function()
       local s = H.read(d .. "/out") or ""
       return s ~= "" and s
     end, 30)
-    os.execute("kill $(cat " .. d .. "/wpid) 2>/dev/null; kill -TERM " .. tostring(pid) .. " 2>/dev/null")
+    os.execute("kill $(cat " .. d .. "/wpid) 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
     assert.equal('{"i":1}\n', out)
   end)
+
   it("runs close after a failed record", function()
     local d = H.tmpdir()
     H.script(d, [[return {
