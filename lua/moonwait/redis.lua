@@ -224,6 +224,16 @@ local function read_reply(self, sock, cmd)
   return read_value(sock, lim, 0)
 end
 
+-- The same, through the cosocket's fast path (src/lua/socket_redis.c) when
+-- it takes the reply: a whole plain reply, read as read_value would read
+-- it; anything else it leaves unread for read_value. nil, err: the wait
+-- for the reply failed (a timeout).
+local function next_reply(self, sock, cmd)
+  local v, e = sock:_redis_reply()
+  if v == nil and not e then return read_reply(self, sock, cmd) end
+  return v, e
+end
+
 -- nil, "WHAT (HOST:PORT)": as the socket says "closed", for what redis.lua
 -- finds itself.
 local function closed(self)
@@ -242,19 +252,42 @@ function M._read_reply(sock, limits)
   return read_reply({ _limits = limits }, sock)
 end
 
+-- Internal, not an API (for spec/c/test_redis_wire.c): a command's bytes.
+function M._serialize(...)
+  return serialize(select("#", ...), ...)
+end
+
 -- Commands that change what a connection is authenticated as or which db
 -- it uses: after one, the connection is not pooled.
 local STATEFUL = { SELECT = true, AUTH = true, HELLO = true, RESET = true }
 
+local function stateful(name)
+  if type(name) ~= "string" then return false end
+  local len = #name
+  return len >= 4 and len <= 6 and STATEFUL[upper(name)]
+end
+
 function Redis:call(...)
   local n = select("#", ...)
   if n == 0 then error("redis: call needs a command name", 2) end
-  local req = serialize(n, ...)
   local name = ...
-  if type(name) == "string" then
-    local len = #name
-    if len >= 4 and len <= 6 and STATEFUL[upper(name)] then rawset(self, "_stateful", true) end
+  if not (rawget(self, "_pipeline") or rawget(self, "_closed") or stateful(name)) then
+    -- The fast path: the command and its reply in one call when its
+    -- arguments are strings and integers and the reply comes whole.
+    local sock = rawget(self, "_sock")
+    local v, e = sock:_redis(...)
+    if v ~= false then
+      if v == true then v, e = sock:_redis_reply() end -- (sent, not read)
+      if v == nil then
+        if not e then v, e = read_reply(self, sock, name) end
+        if v == nil then return fail(self, e) end
+      end
+      return v, e
+    end
+    -- (false: an argument of another kind; nothing was sent)
   end
+  local req = serialize(n, ...)
+  if stateful(name) then rawset(self, "_stateful", true) end
   local pipe = rawget(self, "_pipeline")
   if pipe then
     pipe[#pipe + 1] = req
@@ -266,7 +299,7 @@ function Redis:call(...)
   local sock = rawget(self, "_sock")
   local ok, err = sock:send(req)
   if not ok then return fail(self, err) end
-  local v, e = read_reply(self, sock, name)
+  local v, e = next_reply(self, sock, name)
   if v == nil then return fail(self, e) end
   return v, e
 end
@@ -294,7 +327,7 @@ function Redis:commit_pipeline()
   if not ok then return fail(self, err) end
   local results = {}
   for i = 1, #reqs do
-    local v, e = read_reply(self, sock, names[i])
+    local v, e = next_reply(self, sock, names[i])
     if v == nil then return fail(self, e) end
     if v == false then v = { false, e } end
     results[i] = v
@@ -307,7 +340,7 @@ end
 -- was ~10% of a pooled GET). The object that gave it up is closed: its
 -- methods look at _closed before they touch _sock.
 local spare, nspare = {}, 0
-local spare_timeout, spare_max = {}, {} -- what each was last set to
+local spare_timeout, spare_limits = {}, {} -- what each was last set to
 local MAX_SPARE = 64
 
 function Redis:set_keepalive(idle_ms, pool_size)
@@ -324,7 +357,7 @@ function Redis:set_keepalive(idle_ms, pool_size)
   if ok and nspare < MAX_SPARE then
     local lim = rawget(self, "_limits")
     nspare = nspare + 1
-    spare[nspare], spare_timeout[nspare], spare_max[nspare] = sock, lim.timeout, lim.max_bytes
+    spare[nspare], spare_timeout[nspare], spare_limits[nspare] = sock, lim.timeout, lim
   end
   return ok, err
 end
@@ -433,10 +466,10 @@ function M.connect(host, port, opts)
     timeout = timeout,
     bytes = 0, elements = 0, cmd = false, -- read_reply's
   }
-  local sock, was_timeout, was_max
+  local sock, was_timeout, was
   if nspare > 0 then
-    sock, was_timeout, was_max = spare[nspare], spare_timeout[nspare], spare_max[nspare]
-    spare[nspare] = nil
+    sock, was_timeout, was = spare[nspare], spare_timeout[nspare], spare_limits[nspare]
+    spare[nspare], spare_limits[nspare] = nil, nil
     nspare = nspare - 1
   else
     sock = socket.tcp()
@@ -449,9 +482,13 @@ function M.connect(host, port, opts)
   connect_opts.pool_size = opts.pool_size or SOCKET_POOL_SIZE -- (a spare one keeps its last)
   local ok, err = sock:connect(host, port, connect_opts)
   if not ok then return nil, err end
-  -- One bulk must fit the socket's buffer (a longer line is a bad reply);
-  -- set on the connection, fresh or pooled.
-  if limits.max_bytes ~= was_max then sock:setoption("max_buffer", limits.max_bytes + 16) end
+  -- The reply limits of the socket's fast path, and its buffer: one bulk
+  -- must fit (a longer line is a bad reply); set on the connection, fresh
+  -- or pooled.
+  if not was or limits.max_bytes ~= was.max_bytes or limits.max_elements ~= was.max_elements
+      or limits.max_depth ~= was.max_depth then
+    sock:_redis_limits(limits.max_bytes, limits.max_elements, limits.max_depth)
+  end
   local self = setmetatable({ _sock = sock, _limits = limits, _closed = false }, mt)
   -- (a fresh connection needs AUTH or SELECT only with a password or a db)
   if (password or db ~= 0) and sock:getreusedtimes() == 0 then
