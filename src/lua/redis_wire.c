@@ -14,13 +14,27 @@
 /* "<type><n>\r\n" at o; returns the end. */
 static char *put_len(char *o, char type, size_t n)
 {
+    *o = type;
+    if (n < 10) { /* (most counts and lengths: one or two digits) */
+        o[1] = (char)('0' + n);
+        o[2] = '\r';
+        o[3] = '\n';
+        return o + 4;
+    }
+    if (n < 100) {
+        o[1] = (char)('0' + n / 10);
+        o[2] = (char)('0' + n % 10);
+        o[3] = '\r';
+        o[4] = '\n';
+        return o + 5;
+    }
+    o++;
     char digits[24];
     size_t k = 0;
     do {
         digits[k++] = (char)('0' + n % 10);
         n /= 10;
     } while (n);
-    *o++ = type;
     while (k)
         *o++ = digits[--k];
     *o++ = '\r';

@@ -21,10 +21,12 @@ typedef struct sock {
     size_t sent;             /* the send's length, its result */
     int redis;               /* the operation waited for is socket_redis.c's: it pushes the results */
     redis_wire_limits limits; /* the Redis reply fast path's limits (all 0: none taken) */
+    uint64_t tag;            /* SOCK_TAG: what sock_check looks for */
 } sock;
 
-/* The socket at argument 1 of a method (upvalue 1: the metatable);
- * raises for anything else. */
+#define SOCK_TAG 0x6d77736f636b3031ull /* "mwsock01" */
+
+/* The socket at argument 1 of a method; raises for anything else. */
 sock *sock_check(lua_State *L);
 
 /* Raise if another fiber waits on s ("socket busy: WHAT while ...") or
@@ -45,7 +47,7 @@ void sock_push_err(lua_State *L, const sock *s, const char *err);
 /* Push nil, err with its where; returns 2. */
 int sock_nil_err(lua_State *L, const sock *s, const char *err);
 
-/* socket_redis.c: the methods (upvalue 1: the metatable), and the end of
+/* socket_redis.c: the methods, and the end of
  * one of their operations: push its results on co, return how many. */
 extern const luaL_Reg socket_redis_methods[];
 int socket_redis_done(lua_State *co, sock *s, int op, const char *err);

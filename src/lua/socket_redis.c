@@ -12,7 +12,11 @@
  * every reply -- is read here, and any other is read by redis.lua exactly
  * as before.
  *
- * Stack effects (each may yield):
+ * Stack effects (_redis and _redis_reply may yield):
+ *   sock:_redis_connect(host, port, pool, pool_size) -> 1 | false
+ *       1: aimed at host:port with an idle connection of the pool (as
+ *       connect with { pool =, pool_size = } would be); false: none, or
+ *       an argument connect would check: call sock:connect.
  *   sock:_redis(name, ...) -> reply | false | true | nil [, err]
  *       false: an argument is not plain (nothing was sent: serialize and
  *       send it); true: sent, the reply not read (call _redis_reply);
@@ -26,6 +30,7 @@
  *       longer line is a bad reply), as redis.connect sets them.
  */
 #include <lauxlib.h>
+#include <string.h>
 
 #include "../net/conn.h"
 #include "redis_wire.h"
@@ -104,6 +109,42 @@ static int l_redis_reply(lua_State *L)
     return reply(L, s, NULL);
 }
 
+/* An integral number from lo to hi at idx, into *v; 0 if it is not one. */
+static int int_arg(lua_State *L, int idx, lua_Number lo, lua_Number hi, lua_Integer *v)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    lua_Number x = lua_tonumber(L, idx);
+    if (!(x >= lo && x <= hi) || (lua_Number)(lua_Integer)x != x)
+        return 0;
+    *v = (lua_Integer)x;
+    return 1;
+}
+
+/* A string without NUL at idx, or NULL. */
+static const char *cstring_arg(lua_State *L, int idx)
+{
+    size_t n;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return NULL;
+    const char *p = lua_tolstring(L, idx, &n);
+    return memchr(p, '\0', n) ? NULL : p;
+}
+
+static int l_redis_connect(lua_State *L)
+{
+    sock *s = sock_check(L);
+    lua_Integer port, size;
+    const char *host = cstring_arg(L, 2), *pool = cstring_arg(L, 4);
+    if (host && pool && !s->busy && int_arg(L, 3, 1, 65535, &port) && int_arg(L, 5, 1, 9007199254740992.0, &size)
+        && net_sock_target(&s->ns, host, (int)port, pool, (size_t)size)) {
+        lua_pushinteger(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0); /* (sock:connect does it, or says why not) */
+    return 1;
+}
+
 /* A limit from a Lua number >= 1 (redis.connect checked it); an enormous
  * one is as good as 2^62. */
 static size_t limit_arg(lua_State *L, int idx)
@@ -140,6 +181,7 @@ int socket_redis_done(lua_State *co, sock *s, int op, const char *err)
 }
 
 const luaL_Reg socket_redis_methods[] = {
+    { "_redis_connect", l_redis_connect },
     { "_redis", l_redis },
     { "_redis_reply", l_redis_reply },
     { "_redis_limits", l_redis_limits },
