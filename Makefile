@@ -75,7 +75,8 @@ NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/s
 CTESTS := $(BUILD)/test_op $(BUILD)/test_ckpt $(BUILD)/test_json $(BUILD)/test_runtime $(BUILD)/test_config \
           $(BUILD)/test_http $(BUILD)/test_codec $(BUILD)/test_lines $(BUILD)/test_snapshot \
           $(BUILD)/test_resp $(BUILD)/test_redis_url $(BUILD)/test_lru $(BUILD)/test_timers $(BUILD)/test_fd_source \
-          $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics $(BUILD)/test_threads
+          $(BUILD)/test_adapt $(BUILD)/test_tbucket $(BUILD)/test_metrics $(BUILD)/test_threads \
+          $(BUILD)/test_redis_wire
 HELPERS := $(BUILD)/faultpeer
 
 .PHONY: mutants all test check-asan check-tsan valgrind bench install clean quickstart example-http example-redis example-streams example-cache example-batch fuzz fuzz-build
@@ -132,6 +133,11 @@ $(BUILD)/test_resp: $(BUILD)/spec/c/test_resp.o $(BUILD)/src/net/resp.o
 $(BUILD)/test_redis_url: $(BUILD)/spec/c/test_redis_url.o $(BUILD)/src/io/redis_url.o $(BUILD)/src/net/redis_cluster.o \
 		$(BUILD)/src/net/resp.o
 	$(CC) $(LDFLAGS) -o $@ $^
+
+# moonwait.redis's fast path against redis.lua itself (loaded from lua/).
+$(BUILD)/spec/c/test_redis_wire.o: CFLAGS += -DMW_TEST_LUA_DIR='"$(abspath lua)"'
+$(BUILD)/test_redis_wire: $(BUILD)/spec/c/test_redis_wire.o $(BUILD)/src/lua/redis_wire.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/test_timers: $(BUILD)/spec/c/test_timers.o $(BUILD)/src/lua/timers.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -271,7 +277,7 @@ $(FUZZ_BUILD)/fuzz_codec: $(FUZZ_BUILD)/spec/fuzz/fuzz_codec.o $(CODEC_SRCS:%.c=
 $(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/spec/fuzz/fuzz_http.o $(FUZZ_BUILD)/src/net/http_resp.o $(FUZZ_LLHTTP_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
 
-$(FUZZ_BUILD)/fuzz_resp: $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o
+$(FUZZ_BUILD)/fuzz_resp: $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o $(FUZZ_BUILD)/src/lua/redis_wire.o
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs luajit) -lm
 
 $(FUZZ_BUILD)/spec/fuzz/fuzz_resp.o: FUZZ_CFLAGS += -DFUZZ_LUA_DIR='"$(abspath lua)"'

@@ -335,6 +335,60 @@ end }
                   a_keep_err = closed, b_get = "one" }, H.json.decode(r.lines[1]))
   end)
 
+  -- Issue 16 (R2): a reply that arrives whole is read by the cosocket's fast
+  -- path (src/lua/socket_redis.c); one that arrives in pieces, an error
+  -- reply, an int64 and a command with arguments of other kinds are left to
+  -- redis.lua, from where the fast path stopped: both give the same values,
+  -- and the connection stays in step.
+  it("reads replies in pieces, error replies and any argument as before the fast path, in step", function()
+    local r = run([[
+local redis = require "moonwait.redis"
+local mw = require "moonwait"
+return { async_invoke = function(rec)
+  local r = assert(redis.connect("127.0.0.1", rec.port))
+  local out = {}
+  assert(r:set("r2big", string.rep("0123456789", 300000))) -- 3 MB: many reads
+  local v = r:get("r2big")
+  out.big = #v
+  out.big_ok = v == string.rep("0123456789", 300000)
+  local keys = {}
+  for i = 1, 3000 do keys[i] = "r2k" .. i end
+  assert(r:mset("r2k1", "a", "r2k2999", "b"))
+  local m = r:mget(unpack(keys))
+  out.mget = { #m, m[1], m[2] == mw.null, m[2999], m[3000] == mw.null }
+  out.nested = r:eval("return {1, {2, {3, 'x'}}, 'y', {}}", 0)
+  local ok, arr = pcall(r.eval, r, "return {1, redis.error_reply('ERR boom')}", 0)
+  out.err_in_array = { ok, arr[1], arr[2][1], arr[2][2] }
+  out.after = r:get("r2k1")
+  out.float = r:set("r2f", 1.5) and r:get("r2f")
+  out.bool = r:set("r2b", true) and r:get("r2b")
+  out.int64 = r:set("r2i", 9007199254740993LL) and tostring(r:incrby("r2i", 0))
+  out.wrongtype = select(2, r:hget("r2f", "x"))
+  out.status = r:call("PING")
+  r:init_pipeline()
+  r:get("r2k1"); r:hget("r2f", "x"); r:get("r2big"); r:incr("r2n")
+  local p = r:commit_pipeline()
+  out.pipeline = { p[1], p[2][1], #p[3], p[4] }
+  out.last = r:get("r2k2999")
+  assert(r:set_keepalive())
+  return { out }
+end }
+]], { { port = redis.port } })
+    assert.equal(0, r.code, r.err)
+    local where = " (redis 127.0.0.1:" .. redis.port
+    assert.same({
+      big = 3000000, big_ok = true,
+      mget = { 3000, "a", true, "b", true },
+      nested = { 1, { 2, { 3, "x" } }, "y", {} },
+      err_in_array = { true, 1, false, "ERR boom" .. where .. " EVAL)" },
+      after = "a", float = "1.5", bool = "1", int64 = "9007199254740993LL",
+      wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value" .. where .. " HGET)",
+      status = "PONG",
+      pipeline = { "a", false, 3000000, 1 },
+      last = "b",
+    }, H.json.decode(r.lines[1]))
+  end)
+
   -- Issue 16: a recycled cosocket is set again only where this connect
   -- differs from the one before: each connect's timeout and reply limit
   -- still hold.

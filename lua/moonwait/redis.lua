@@ -53,10 +53,19 @@ local DEFAULT_MAX_DEPTH = 64
 local M = { null = null }
 local Redis = {}
 
--- Internal fields are read with rawget: any missing key is a command name.
+-- A connection object is an array (one allocation, made whole by its
+-- constructor), read with rawget: any missing string key is a command name.
+local SOCK = 1      -- the cosocket
+local CONF = 2      -- { max_bytes, max_elements, max_depth, peer }, shared by connects alike
+local CLOSED = 3    -- true once closed or given back
+local STATE = 4     -- true once the script sent SELECT, AUTH, HELLO or RESET
+local PIPE = 5      -- the queued commands, or false
+local NAMES = 6     -- their names, for their errors
+local TIMEOUT = 7   -- the connect's timeout_ms (what the cosocket was set to)
+
 local function fail(self, err)
-  rawget(self, "_sock"):close()
-  rawset(self, "_closed", true)
+  rawget(self, SOCK):close()
+  rawset(self, CLOSED, true)
   return nil, err
 end
 
@@ -217,84 +226,122 @@ local function read_value(sock, st, depth)
   return bad(st, "unknown type: " .. shown(line))
 end
 
--- Read one reply (to the command named cmd) within the connection's limits.
+-- Read one reply (to the command named cmd) within the limits of conf,
+-- in a table of its own (read_value counts down what is left).
+local function read_conf(conf, sock, cmd)
+  local st = { max_bytes = conf.max_bytes, max_elements = conf.max_elements, max_depth = conf.max_depth,
+               peer = conf.peer, bytes = conf.max_bytes, elements = conf.max_elements, cmd = cmd }
+  return read_value(sock, st, 0)
+end
+
 local function read_reply(self, sock, cmd)
-  local lim = rawget(self, "_limits")
-  lim.bytes, lim.elements, lim.cmd = lim.max_bytes, lim.max_elements, cmd
-  return read_value(sock, lim, 0)
+  return read_conf(rawget(self, CONF), sock, cmd)
+end
+
+-- The same, through the cosocket's fast path (src/lua/socket_redis.c) when
+-- it takes the reply: a whole plain reply, read as read_value would read
+-- it; anything else it leaves unread for read_value. nil, err: the wait
+-- for the reply failed (a timeout).
+local function next_reply(self, sock, cmd)
+  local v, e = sock:_redis_reply()
+  if v == nil and not e then return read_reply(self, sock, cmd) end
+  return v, e
 end
 
 -- nil, "WHAT (HOST:PORT)": as the socket says "closed", for what redis.lua
 -- finds itself.
 local function closed(self)
-  return nil, "closed (" .. rawget(self, "_limits").peer .. ")"
+  return nil, "closed (" .. rawget(self, CONF).peer .. ")"
 end
 
 -- nil, "WHAT (redis HOST:PORT)": a call the connection's state refuses.
 local function refused(self, what)
-  return nil, what .. " (redis " .. rawget(self, "_limits").peer .. ")"
+  return nil, what .. " (redis " .. rawget(self, CONF).peer .. ")"
 end
 
 -- Internal, not an API (for spec/fuzz/fuzz_resp.c): read one reply from any
 -- object with receive("*l") and receive(n), within limits { max_bytes =,
 -- max_elements =, max_depth = }, as a connection reads it.
 function M._read_reply(sock, limits)
-  return read_reply({ _limits = limits }, sock)
+  return read_conf(limits, sock)
+end
+
+-- Internal, not an API (for spec/c/test_redis_wire.c): a command's bytes.
+function M._serialize(...)
+  return serialize(select("#", ...), ...)
 end
 
 -- Commands that change what a connection is authenticated as or which db
 -- it uses: after one, the connection is not pooled.
 local STATEFUL = { SELECT = true, AUTH = true, HELLO = true, RESET = true }
 
+local function stateful(name)
+  if type(name) ~= "string" then return false end
+  local len = #name
+  return len >= 4 and len <= 6 and STATEFUL[upper(name)]
+end
+
 function Redis:call(...)
   local n = select("#", ...)
   if n == 0 then error("redis: call needs a command name", 2) end
-  local req = serialize(n, ...)
   local name = ...
-  if type(name) == "string" then
-    local len = #name
-    if len >= 4 and len <= 6 and STATEFUL[upper(name)] then rawset(self, "_stateful", true) end
+  if not (rawget(self, PIPE) or rawget(self, CLOSED) or stateful(name)) then
+    -- The fast path: the command and its reply in one call when its
+    -- arguments are strings and integers and the reply comes whole.
+    local sock = rawget(self, SOCK)
+    local v, e = sock:_redis(...)
+    if v ~= false then
+      if v == true then v, e = sock:_redis_reply() end -- (sent, not read)
+      if v == nil then
+        if not e then v, e = read_reply(self, sock, name) end
+        if v == nil then return fail(self, e) end
+      end
+      return v, e
+    end
+    -- (false: an argument of another kind; nothing was sent)
   end
-  local pipe = rawget(self, "_pipeline")
+  local req = serialize(n, ...)
+  if stateful(name) then rawset(self, STATE, true) end
+  local pipe = rawget(self, PIPE)
   if pipe then
     pipe[#pipe + 1] = req
-    local names = rawget(self, "_pipeline_names")
+    local names = rawget(self, NAMES)
     names[#names + 1] = name
     return "QUEUED"
   end
-  if rawget(self, "_closed") then return closed(self) end
-  local sock = rawget(self, "_sock")
+  if rawget(self, CLOSED) then return closed(self) end
+  local sock = rawget(self, SOCK)
   local ok, err = sock:send(req)
   if not ok then return fail(self, err) end
-  local v, e = read_reply(self, sock, name)
+  local v, e = next_reply(self, sock, name)
   if v == nil then return fail(self, e) end
   return v, e
 end
 
 function Redis:init_pipeline()
-  rawset(self, "_pipeline", {})
-  rawset(self, "_pipeline_names", {}) -- each command's name, for its errors
+  rawset(self, PIPE, {})
+  rawset(self, NAMES, {}) -- each command's name, for its errors
 end
 
 function Redis:cancel_pipeline()
-  rawset(self, "_pipeline", nil)
-  rawset(self, "_pipeline_names", nil)
+  rawset(self, PIPE, false)
+  rawset(self, NAMES, false)
 end
 
 -- Sends every queued command in one write and returns their replies in
 -- order (error replies as { false, msg }).
 function Redis:commit_pipeline()
-  local reqs, names = rawget(self, "_pipeline"), rawget(self, "_pipeline_names")
+  local reqs, names = rawget(self, PIPE), rawget(self, NAMES)
   if not reqs then return refused(self, "no pipeline") end
   self:cancel_pipeline()
   if #reqs == 0 then return {} end
-  if rawget(self, "_closed") then return closed(self) end
-  local sock = rawget(self, "_sock")
+  if rawget(self, CLOSED) then return closed(self) end
+  local sock = rawget(self, SOCK)
   local ok, err = sock:send(reqs)
   if not ok then return fail(self, err) end
   local results = {}
   for i = 1, #reqs do
-    local v, e = read_reply(self, sock, names[i])
+    local v, e = next_reply(self, sock, names[i])
     if v == nil then return fail(self, e) end
     if v == false then v = { false, e } end
     results[i] = v
@@ -305,60 +352,61 @@ end
 -- Cosockets whose connection went back to the pool, for the next connect
 -- to aim again (a new one per connect -- a userdata with a finalizer --
 -- was ~10% of a pooled GET). The object that gave it up is closed: its
--- methods look at _closed before they touch _sock.
+-- methods look at CLOSED before they touch SOCK.
 local spare, nspare = {}, 0
-local spare_timeout, spare_max = {}, {} -- what each was last set to
+local spare_timeout, spare_conf = {}, {} -- what each was last set to
 local MAX_SPARE = 64
 
 function Redis:set_keepalive(idle_ms, pool_size)
-  if rawget(self, "_closed") then return closed(self) end
-  if rawget(self, "_pipeline") then return refused(self, "pipeline not committed") end
-  rawset(self, "_closed", true)
-  local sock = rawget(self, "_sock")
-  if rawget(self, "_stateful") then
+  if rawget(self, CLOSED) then return closed(self) end
+  if rawget(self, PIPE) then return refused(self, "pipeline not committed") end
+  rawset(self, CLOSED, true)
+  local sock = rawget(self, SOCK)
+  if rawget(self, STATE) then
     -- SELECT/AUTH/HELLO/RESET by the script: its pool key no longer says
     -- what this connection is; close it rather than pool it.
     return sock:close()
   end
   local ok, err = sock:setkeepalive(idle_ms, pool_size)
   if ok and nspare < MAX_SPARE then
-    local lim = rawget(self, "_limits")
     nspare = nspare + 1
-    spare[nspare], spare_timeout[nspare], spare_max[nspare] = sock, lim.timeout, lim.max_bytes
+    spare[nspare], spare_timeout[nspare], spare_conf[nspare] = sock, rawget(self, TIMEOUT), rawget(self, CONF)
   end
   return ok, err
 end
 
 function Redis:close()
-  if rawget(self, "_closed") then return closed(self) end
-  rawset(self, "_closed", true)
-  return rawget(self, "_sock"):close()
+  if rawget(self, CLOSED) then return closed(self) end
+  rawset(self, CLOSED, true)
+  return rawget(self, SOCK):close()
 end
 
 function Redis:get_reused_times()
-  if rawget(self, "_closed") then return closed(self) end
-  return rawget(self, "_sock"):getreusedtimes()
+  if rawget(self, CLOSED) then return closed(self) end
+  return rawget(self, SOCK):getreusedtimes()
 end
 
 -- Any other method name is a command: r:hget(k, f) == r:call("HGET", k, f).
 -- (The closure is made in a function of its own: a closure created inside
 -- __index made LuaJIT abort every trace through it -- "NYI: bytecode 50",
 -- UCLO -- so each r:get(), r:call() and r:set_keepalive() ran interpreted.)
-local cache = {}
+-- Methods and commands are found through tables (a connection, then
+-- Redis, then the commands made so far): plain lookups that compiled code
+-- folds, where an __index function was a call per method.
 local function command(name)
   local cmd = upper(name)
   return function(self, ...) return self:call(cmd, ...) end
 end
-local mt = {
-  __index = function(_, name)
-    local f = Redis[name] or cache[name]
-    if f then return f end
+local commands = setmetatable({}, {
+  __index = function(cache, name)
     if type(name) ~= "string" then return nil end
-    f = command(name)
-    cache[name] = f
+    local f = command(name)
+    rawset(cache, name, f)
     return f
   end,
-}
+})
+setmetatable(Redis, { __index = commands })
+local mt = { __index = Redis }
 
 local function hex(s)
   return (gsub(s, ".", function(c) return format("%02x", byte(c)) end))
@@ -386,9 +434,10 @@ local function pool_key(pool, host, port, db, user, password)
     user and hex(user) or "-", password and hex(password) or "-")
 end
 
--- { pool key, peer } for a connect without credentials or a pool name,
--- made once per host, port and db (at most 256 of them, then afresh): the
--- two strings cost more than the rest of a pooled connect.
+-- { pool key, peer, conf with the default limits } for a connect without
+-- credentials or a pool name, made once per host, port and db (at most 256
+-- of them, then afresh): the two strings cost more than the rest of a
+-- pooled connect.
 local names_cache, names_count = {}, 0
 local function plain_names(host, port, db)
   local by_port = names_cache[host]
@@ -400,7 +449,9 @@ local function plain_names(host, port, db)
   names_cache[host] = by_port
   by_db = by_port[port] or {}
   by_port[port] = by_db
-  names = { pool_key(nil, host, port, db), peer_of(host, port) }
+  local peer = peer_of(host, port)
+  names = { pool_key(nil, host, port, db), peer, { max_bytes = DEFAULT_MAX_REPLY_BYTES,
+            max_elements = DEFAULT_MAX_ELEMENTS, max_depth = DEFAULT_MAX_DEPTH, peer = peer } }
   by_db[db] = names
   names_count = names_count + 1
   return names
@@ -423,55 +474,66 @@ function M.connect(host, port, opts)
   local pool_name = opts.pool
   local names = not (user or password or pool_name) and port == port and plain_names(host, port, db)
   local timeout = opts.timeout_ms or 5000
-  -- (every field it will hold, so it is made at its final size: a table
-  -- that grows is rehashed)
-  local limits = {
-    max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
-    max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
-    max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
-    peer = names and names[2] or peer_of(host, port),
-    timeout = timeout,
-    bytes = 0, elements = 0, cmd = false, -- read_reply's
-  }
-  local sock, was_timeout, was_max
+  -- The reply limits and where, shared by every connect that has the same
+  -- (read only: a reply's count goes in a table of its own).
+  local conf
+  if names and opts.max_reply_bytes == nil and opts.max_elements == nil and opts.max_depth == nil then
+    conf = names[3]
+  else
+    conf = {
+      max_bytes = limit(opts, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, MAX_BULK + 1024),
+      max_elements = limit(opts, "max_elements", DEFAULT_MAX_ELEMENTS),
+      max_depth = limit(opts, "max_depth", DEFAULT_MAX_DEPTH, 1000),
+      peer = names and names[2] or peer_of(host, port),
+    }
+  end
+  local sock, was_timeout, was
   if nspare > 0 then
-    sock, was_timeout, was_max = spare[nspare], spare_timeout[nspare], spare_max[nspare]
-    spare[nspare] = nil
+    sock, was_timeout, was = spare[nspare], spare_timeout[nspare], spare_conf[nspare]
+    spare[nspare], spare_conf[nspare] = nil, nil
     nspare = nspare - 1
   else
     sock = socket.tcp()
   end
   -- (a spare one set as this connect wants needs neither call)
   if timeout ~= was_timeout then sock:settimeout(timeout) end
-  -- (sock:connect reads its options before it returns or yields, so one
-  -- table serves every call)
-  connect_opts.pool = names and names[1] or pool_key(pool_name, host, port, db, user, password)
-  connect_opts.pool_size = opts.pool_size or SOCKET_POOL_SIZE -- (a spare one keeps its last)
-  local ok, err = sock:connect(host, port, connect_opts)
-  if not ok then return nil, err end
-  -- One bulk must fit the socket's buffer (a longer line is a bad reply);
-  -- set on the connection, fresh or pooled.
-  if limits.max_bytes ~= was_max then sock:setoption("max_buffer", limits.max_bytes + 16) end
-  local self = setmetatable({ _sock = sock, _limits = limits, _closed = false }, mt)
+  local pool = names and names[1] or pool_key(pool_name, host, port, db, user, password)
+  local pool_size = opts.pool_size or SOCKET_POOL_SIZE -- (a spare one keeps its last)
+  -- (an idle pooled connection without an options table; else connect,
+  -- which reads its options before it returns or yields, so one table
+  -- serves every call)
+  if not sock:_redis_connect(host, port, pool, pool_size) then
+    connect_opts.pool, connect_opts.pool_size = pool, pool_size
+    local ok, err = sock:connect(host, port, connect_opts)
+    if not ok then return nil, err end
+  end
+  -- The reply limits of the socket's fast path, and its buffer: one bulk
+  -- must fit (a longer line is a bad reply); set on the connection, fresh
+  -- or pooled.
+  if conf ~= was and (not was or conf.max_bytes ~= was.max_bytes or conf.max_elements ~= was.max_elements
+      or conf.max_depth ~= was.max_depth) then
+    sock:_redis_limits(conf.max_bytes, conf.max_elements, conf.max_depth)
+  end
+  local self = setmetatable({ sock, conf, false, false, false, false, timeout }, mt) -- (SOCK .. TIMEOUT)
   -- (a fresh connection needs AUTH or SELECT only with a password or a db)
   if (password or db ~= 0) and sock:getreusedtimes() == 0 then
     if password then
       local v, e
       if user then v, e = self:call("AUTH", user, password) else v, e = self:call("AUTH", password) end
       if not v then
-        if not rawget(self, "_closed") then self:close() end
+        if not rawget(self, CLOSED) then self:close() end
         return nil, "auth failed: " .. tostring(e)
       end
     end
     if db ~= 0 then
       local v, e = self:call("SELECT", db)
       if not v then
-        if not rawget(self, "_closed") then self:close() end
+        if not rawget(self, CLOSED) then self:close() end
         return nil, "select failed: " .. tostring(e)
       end
     end
     -- set up by connect itself: still what the pool key says
-    rawset(self, "_stateful", nil)
+    rawset(self, STATE, false)
   end
   return self
 end

@@ -20,6 +20,10 @@
  * bytes ended); a value within the limits (elements in all its arrays,
  * depth, bytes taken from the socket); the same results, as a canonical
  * string, and the same bytes taken, whatever the split.
+ * The cosocket's fast path (src/lua/redis_wire.c) too: in one piece,
+ * before each reply is read, it is given what the socket would hold (the
+ * rest, at most max_buffer); a reply it takes must be the value the
+ * reader reads, having taken the same bytes.
  */
 #include <lauxlib.h>
 #include <luajit.h>
@@ -28,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../../src/lua/redis_wire.h"
 
 #ifndef FUZZ_LUA_DIR
 #define FUZZ_LUA_DIR "lua"
@@ -55,7 +61,7 @@ static void line_hook(lua_State *l, lua_Debug *ar)
 }
 
 static const char DRIVER[] =
-    "local redis, null = ...\n"
+    "local redis, null, wire = ...\n"
     "local sub, find, byte, format = string.sub, string.find, string.byte, string.format\n"
     "local function fail(msg) error('fuzz_resp: check failed: ' .. msg, 0) end\n"
     "local ffi = require 'ffi'\n"
@@ -133,8 +139,17 @@ static const char DRIVER[] =
     "  for n = 1, 64 do\n"
     "    local lim = { max_bytes = max_bytes, max_elements = max_elements, max_depth = max_depth }\n"
     "    local before = taken()\n"
+    "    local fv, used\n"
+    "    if mode == 0 then fv, used = wire(data, before, max_bytes + 16, max_bytes, max_elements, max_depth) end\n"
     "    local ok, v, e = pcall(redis._read_reply, s, lim)\n"
     "    if not ok then fail('the reader raised: ' .. tostring(v)) end\n"
+    "    if used then\n"
+    "      if v == nil or v == false then fail('the fast path took a reply the reader gives ' .. tostring(v) .. ', ' .. tostring(e)) end\n"
+    "      local a, b = show(fv, lim, 0, { 0 }), show(v, lim, 0, { 0 })\n"
+    "      if a ~= b or used ~= taken() - before then\n"
+    "        fail('the fast path read ' .. a .. '@' .. used .. ', the reader ' .. b .. '@' .. (taken() - before))\n"
+    "      end\n"
+    "    end\n"
     "    if v == nil then\n"
     "      if not (e == 'closed' or (type(e) == 'string' and find(e, '^bad reply: '))) then fail('nil, ' .. tostring(e)) end\n"
     "      res[#res + 1] = 'nil:' .. e\n"
@@ -155,6 +170,26 @@ static int on_panic(lua_State *l)
 {
     fprintf(stderr, "fuzz_resp: Lua panic: %s\n", lua_tostring(l, -1));
     abort();
+}
+
+/* wire(data, off, max_buffer, max_bytes, max_elements, max_depth): the
+ * fast path on what a socket would hold at off -> value, bytes taken; or
+ * nothing (declined). */
+static int l_wire(lua_State *l)
+{
+    size_t n;
+    const char *d = luaL_checklstring(l, 1, &n);
+    size_t off = (size_t)luaL_checkinteger(l, 2), max_buffer = (size_t)luaL_checkinteger(l, 3);
+    redis_wire_limits lim = { (size_t)luaL_checkinteger(l, 4), (size_t)luaL_checkinteger(l, 5),
+                              (size_t)luaL_checkinteger(l, 6) };
+    size_t avail = off < n ? n - off : 0;
+    if (avail > max_buffer)
+        avail = max_buffer;
+    size_t used = redis_wire_reply(l, d + off, avail, &lim);
+    if (!used)
+        return 0;
+    lua_pushinteger(l, (lua_Integer)used);
+    return 2;
 }
 
 static void finish(void)
@@ -181,10 +216,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     /* redis.lua's requires: moonwait.socket (unused by the reader) and
-     * moonwait.null (a sentinel here). */
-    if (luaL_dostring(L, "package.preload['moonwait.socket'] = function() return {} end\n"
-                         "package.loaded['moonwait'] = { null = setmetatable({}, { __tostring = function() return 'null' end }) }\n"))
+     * moonwait.null: the host's, a NULL light userdata (the fast path
+     * pushes it). */
+    if (luaL_dostring(L, "package.preload['moonwait.socket'] = function() return {} end\n"))
         die("setup");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_newtable(L);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_setfield(L, -2, "moonwait");
+    lua_pop(L, 2);
     if (luaL_loadfile(L, FUZZ_LUA_DIR "/moonwait/redis.lua") || lua_pcall(L, 0, 1, 0))
         die("loading " FUZZ_LUA_DIR "/moonwait/redis.lua");
     int redis = lua_gettop(L);
@@ -202,7 +244,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     lua_getfield(L, -1, "null");
     lua_replace(L, -4);
     lua_pop(L, 2);
-    if (lua_pcall(L, 2, 1, 0))
+    lua_pushcfunction(L, l_wire);
+    if (lua_pcall(L, 3, 1, 0))
         die("the driver");
     lua_setfield(L, LUA_REGISTRYINDEX, "fuzz_resp_run");
     lua_settop(L, 0);

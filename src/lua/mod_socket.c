@@ -32,6 +32,7 @@
  *   sock:setkeepalive([idle_ms [, pool_size]]) -> 1 | nil, err
  *   sock:getreusedtimes() -> n | nil, err
  *   sock:close() -> 1 | nil, err
+ * (socket_redis.c adds moonwait.redis's internal _redis methods.)
  */
 #define _GNU_SOURCE
 #include <lauxlib.h>
@@ -44,6 +45,7 @@
 #include "../net/where.h"
 #include "modules.h"
 #include "runtime.h"
+#include "socket_int.h"
 
 #define SOCK_MT "moonwait.socket.tcp"
 #define DEFAULT_TIMEOUT_MS 60000
@@ -51,26 +53,17 @@
 #define DEFAULT_IDLE_MS 60000
 #define DEFAULT_MAX_BUFFER (16u * 1024 * 1024)
 
-/* The userdata. Owned by Lua (GC); __gc frees what ns owns. */
-typedef struct sock {
-    net_sock ns;             /* first: on_done gets &ns; the connection and its state */
-    rt_fiber *busy;          /* the fiber waiting on this socket */
-    uint64_t connect_ms, send_ms, read_ms;
-    size_t sent;             /* the send's length, its result */
-} sock;
-
-/* The methods have the metatable as upvalue 1: comparing it is cheaper
- * than luaL_checkudata's registry lookup by name (a string hash per call,
- * eight calls per Redis GET). Anything else gets luaL_checkudata's error. */
-static sock *check_sock(lua_State *L)
+/* A userdata of our size with our tag is a socket: two API calls, where
+ * comparing its metatable with the methods' upvalue 1 took four (~180
+ * instructions, three calls per Redis GET) and luaL_checkudata's registry
+ * lookup by name a string hash more. Only C writes a userdata's bytes, so
+ * nothing else carries the tag; anything else gets luaL_checkudata's
+ * check and error. */
+sock *sock_check(lua_State *L)
 {
-    void *p = lua_touserdata(L, 1);
-    if (p && lua_getmetatable(L, 1)) {
-        int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-        lua_pop(L, 1);
-        if (ok)
-            return p;
-    }
+    sock *p = lua_touserdata(L, 1);
+    if (p && lua_objlen(L, 1) == sizeof *p && p->tag == SOCK_TAG)
+        return p;
     return luaL_checkudata(L, 1, SOCK_MT);
 }
 
@@ -90,7 +83,7 @@ static const char *check_cstring(lua_State *L, int idx, const char *what)
 
 /* Push err followed by where s is aimed: " (host:port)", or
  * " (not connected)" before its first connect. */
-static void push_err(lua_State *L, const sock *s, const char *err)
+void sock_push_err(lua_State *L, const sock *s, const char *err)
 {
     char where[NET_WHERE_MAX] = "not connected";
     if (s->ns.host)
@@ -99,10 +92,10 @@ static void push_err(lua_State *L, const sock *s, const char *err)
 }
 
 /* nil, err: a runtime failure. */
-static int nil_err(lua_State *L, const sock *s, const char *err)
+int sock_nil_err(lua_State *L, const sock *s, const char *err)
 {
     lua_pushnil(L);
-    push_err(L, s, err);
+    sock_push_err(L, s, err);
     return 2;
 }
 
@@ -151,9 +144,14 @@ static void on_done(net_sock *ns, int op, const char *err)
         return;
     lua_State *co = s->busy->co;
     int n = 0;
+    if (s->redis) {
+        s->redis = 0;
+        finish(s, socket_redis_done(co, s, op, err));
+        return;
+    }
     if (err) {
         lua_pushnil(co);
-        push_err(co, s, err);
+        sock_push_err(co, s, err);
         n = 2;
     }
     if (op == NET_SOCK_RECV) {
@@ -191,26 +189,27 @@ static void on_timer(rt_timer *t)
 }
 
 /* Park f on s. The caller starts the operation afterwards, and yields. */
-static void begin(sock *s, rt_fiber *f, uint64_t timeout_ms)
+void sock_begin(sock *s, rt_fiber *f, uint64_t timeout_ms)
 {
     s->busy = f;
+    s->redis = 0; /* (socket_redis.c sets it after this) */
     rt_park(f, on_cancel, s);
     uint64_t ms = rt_wait_ms(f, timeout_ms);
     if (ms)
         rt_timer_start(&f->timer, on_timer, ms);
 }
 
-/* The operation failed to start: undo begin(), close, return nil, err now. */
-static int abort_now(lua_State *L, sock *s, const char *err)
+/* The operation failed to start: undo sock_begin(), close, return nil, err now. */
+int sock_abort_now(lua_State *L, sock *s, const char *err)
 {
     rt_fiber *f = s->busy;
     end_wait(s);
     rt_unpark(f);
     net_sock_abort(&s->ns);
-    return nil_err(L, s, err);
+    return sock_nil_err(L, s, err);
 }
 
-static rt_fiber *acquire(lua_State *L, sock *s, const char *what)
+rt_fiber *sock_acquire(lua_State *L, sock *s, const char *what)
 {
     if (s->busy)
         luaL_error(L, "socket busy: %s while another coroutine is waiting on this socket", what);
@@ -224,7 +223,7 @@ static int push_received(lua_State *L, sock *s, int m)
 {
     if (m == NET_RECV_END) {
         lua_pushnil(L);
-        push_err(L, s, s->ns.rx.err);
+        sock_push_err(L, s, s->ns.rx.err);
     }
     lua_pushlstring(L, s->ns.rx.data, s->ns.rx.len);
     net_sock_taken(&s->ns, m);
@@ -234,23 +233,23 @@ static int push_received(lua_State *L, sock *s, int m)
 static int do_receive(lua_State *L, sock *s)
 {
     if (!s->ns.conn) {
-        nil_err(L, s, "closed");
+        sock_nil_err(L, s, "closed");
         lua_pushliteral(L, "");
         return 3;
     }
     int m = net_recv_match(&s->ns.rx, s->ns.conn);
     if (m != NET_RECV_MORE)
         return push_received(L, s, m);
-    rt_fiber *f = acquire(L, s, "receive");
-    begin(s, f, s->read_ms);
+    rt_fiber *f = sock_acquire(L, s, "receive");
+    sock_begin(s, f, s->read_ms);
     if (net_sock_receive(&s->ns) != 0)
-        return abort_now(L, s, "closed");
+        return sock_abort_now(L, s, "closed");
     return rt_yield(L, f);
 }
 
 static int l_receive(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     if (s->busy)
         luaL_error(L, "socket busy: receive while another coroutine is waiting on this socket");
     if (lua_isnoneornil(L, 2)) {
@@ -292,7 +291,7 @@ static int l_until_iter(lua_State *L)
 
 static int l_receiveuntil(lua_State *L)
 {
-    check_sock(L);
+    sock_check(L);
     size_t n;
     luaL_checklstring(L, 2, &n);
     if (n == 0)
@@ -307,7 +306,7 @@ static int l_receiveuntil(lua_State *L)
 
 static int l_send(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     size_t len;
     const char *data;
     if (lua_type(L, 2) == LUA_TTABLE) {
@@ -329,8 +328,8 @@ static int l_send(lua_State *L)
         return luaL_argerror(L, 2, "a string or an array of strings expected");
     }
     if (!s->ns.conn)
-        return nil_err(L, s, "closed");
-    rt_fiber *f = acquire(L, s, "send");
+        return sock_nil_err(L, s, "closed");
+    rt_fiber *f = sock_acquire(L, s, "send");
     s->sent = len;
     /* Sent before parking: a request usually fits the socket buffer, and
      * then it is done at once (on_done sees no waiter and ignores it)
@@ -338,19 +337,19 @@ static int l_send(lua_State *L)
     int rc = net_sock_send(&s->ns, data, len);
     if (rc != 0) {
         net_sock_abort(&s->ns);
-        return nil_err(L, s, net_strerror(rc));
+        return sock_nil_err(L, s, net_strerror(rc));
     }
     if (s->ns.op == NET_SOCK_IDLE) {
         lua_pushinteger(L, (lua_Integer)len);
         return 1;
     }
-    begin(s, f, s->send_ms); /* (its callback comes from the loop, later) */
+    sock_begin(s, f, s->send_ms); /* (its callback comes from the loop, later) */
     return rt_yield(L, f);
 }
 
 static int l_connect(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     const char *host = check_cstring(L, 2, "the host");
     lua_Integer port = luaL_checkinteger(L, 3);
     if (port < 1 || port > 65535)
@@ -359,10 +358,14 @@ static int l_connect(lua_State *L)
     lua_Integer pool_size = 0;
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
-        lua_getfield(L, 4, "pool");
+        /* (the names are upvalues: lua_getfield makes its key string
+         * again -- hashed, interned -- ~240 instructions a field) */
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_gettable(L, 4);
         if (!lua_isnil(L, -1))
             pool = check_cstring(L, -1, "the pool name");
-        lua_getfield(L, 4, "pool_size");
+        lua_pushvalue(L, lua_upvalueindex(2));
+        lua_gettable(L, 4);
         if (!lua_isnil(L, -1)) {
             pool_size = luaL_checkinteger(L, -1);
             if (pool_size < 1)
@@ -376,35 +379,35 @@ static int l_connect(lua_State *L)
         lua_pushinteger(L, 1); /* an idle pooled connection */
         return 1;
     }
-    rt_fiber *f = acquire(L, s, "connect");
-    begin(s, f, s->connect_ms);
+    rt_fiber *f = sock_acquire(L, s, "connect");
+    sock_begin(s, f, s->connect_ms);
     int rc = net_sock_connect(&s->ns, f->rt->loop, host, (int)port);
     if (rc < 0)
-        return abort_now(L, s, net_strerror(rc));
+        return sock_abort_now(L, s, net_strerror(rc));
     return rt_yield(L, f);
 }
 
 static int l_sslhandshake(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     /* arg 2, reused_session: session resumption is not supported; a
      * fresh handshake is always made, and true is returned. */
     const char *sni = lua_isnoneornil(L, 3) ? s->ns.host : check_cstring(L, 3, "the server name");
     int verify = lua_toboolean(L, 4);
     if (!s->ns.conn)
-        return nil_err(L, s, "closed");
+        return sock_nil_err(L, s, "closed");
     if (s->ns.conn->ssl)
         luaL_error(L, "sslhandshake: the connection is already using TLS");
     char err[256];
     SSL_CTX *ctx = tls_client_ctx(s->ns.ca_file, err, sizeof err);
     if (!ctx) {
         lua_pushfstring(L, "ssl handshake failed: %s", err);
-        return nil_err(L, s, lua_tostring(L, -1));
+        return sock_nil_err(L, s, lua_tostring(L, -1));
     }
-    rt_fiber *f = acquire(L, s, "sslhandshake");
-    begin(s, f, s->connect_ms);
+    rt_fiber *f = sock_acquire(L, s, "sslhandshake");
+    sock_begin(s, f, s->connect_ms);
     if (net_sock_handshake(&s->ns, ctx, sni, verify) != 0)
-        return abort_now(L, s, "ssl handshake failed");
+        return sock_abort_now(L, s, "ssl handshake failed");
     return rt_yield(L, f);
 }
 
@@ -412,7 +415,7 @@ static int l_sslhandshake(lua_State *L)
 
 static int l_settimeout(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     uint64_t ms;
     luaL_checknumber(L, 2);
     if (rt_lua_ms(L, 2, &ms) != 0)
@@ -423,7 +426,7 @@ static int l_settimeout(lua_State *L)
 
 static int l_settimeouts(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     uint64_t c, w, r;
     luaL_checknumber(L, 2);
     luaL_checknumber(L, 3);
@@ -438,7 +441,7 @@ static int l_settimeouts(lua_State *L)
 
 static int l_setoption(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     size_t nl;
     const char *name = luaL_checklstring(L, 2, &nl);
     if (STR_IS(name, nl, "max_buffer")) {
@@ -457,7 +460,7 @@ static int l_setoption(lua_State *L)
 
 static int l_setkeepalive(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     lua_Integer idle = luaL_optinteger(L, 2, DEFAULT_IDLE_MS);
     lua_Integer size = luaL_optinteger(L, 3, (lua_Integer)s->ns.pool_size);
     if (idle < 0 || size < 1)
@@ -465,30 +468,30 @@ static int l_setkeepalive(lua_State *L)
     if (s->busy)
         luaL_error(L, "socket busy: setkeepalive while another coroutine is waiting on this socket");
     if (!s->ns.conn)
-        return nil_err(L, s, "closed");
+        return sock_nil_err(L, s, "closed");
     const char *why = net_sock_keepalive(&s->ns, (uint64_t)idle, (size_t)size);
     if (why)
-        return nil_err(L, s, why);
+        return sock_nil_err(L, s, why);
     lua_pushinteger(L, 1);
     return 1;
 }
 
 static int l_getreusedtimes(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     if (!s->ns.conn)
-        return nil_err(L, s, "closed");
+        return sock_nil_err(L, s, "closed");
     lua_pushinteger(L, (lua_Integer)s->ns.conn->reuses);
     return 1;
 }
 
 static int l_close(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     if (s->busy)
         luaL_error(L, "socket busy: close while another coroutine is waiting on this socket");
     if (!s->ns.conn)
-        return nil_err(L, s, "closed");
+        return sock_nil_err(L, s, "closed");
     net_sock_close(&s->ns);
     lua_pushinteger(L, 1);
     return 1;
@@ -503,7 +506,7 @@ static int l_gc(lua_State *L)
 
 static int l_tostring(lua_State *L)
 {
-    sock *s = check_sock(L);
+    sock *s = sock_check(L);
     lua_pushfstring(L, "moonwait.socket.tcp (%s)", s->ns.conn ? "connected" : "closed");
     return 1;
 }
@@ -513,6 +516,7 @@ static int l_tcp(lua_State *L)
     sock *s = lua_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
     net_sock_init(&s->ns, DEFAULT_MAX_BUFFER, DEFAULT_POOL_SIZE, on_done);
+    s->tag = SOCK_TAG;
     s->connect_ms = s->send_ms = s->read_ms = DEFAULT_TIMEOUT_MS;
     luaL_getmetatable(L, SOCK_MT);
     lua_setmetatable(L, -2);
@@ -530,7 +534,7 @@ static int l_pool_count(lua_State *L)
 int mod_socket_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        { "connect", l_connect },         { "sslhandshake", l_sslhandshake },
+        { "sslhandshake", l_sslhandshake },
         { "send", l_send },               { "receive", l_receive },
         { "receiveuntil", l_receiveuntil }, { "settimeout", l_settimeout },
         { "settimeouts", l_settimeouts }, { "setoption", l_setoption },
@@ -539,8 +543,12 @@ int mod_socket_open(lua_State *L)
     };
     if (luaL_newmetatable(L, SOCK_MT)) {
         lua_newtable(L);
-        lua_pushvalue(L, -2); /* each method's upvalue 1: check_sock */
-        luaL_openlib(L, NULL, methods, 1);
+        luaL_openlib(L, NULL, methods, 0);
+        luaL_openlib(L, NULL, socket_redis_methods, 0);
+        lua_pushliteral(L, "pool");
+        lua_pushliteral(L, "pool_size");
+        lua_pushcclosure(L, l_connect, 2); /* upvalues: its option names */
+        lua_setfield(L, -2, "connect");
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_gc);
         lua_setfield(L, -2, "__gc");

@@ -42,6 +42,11 @@ int net_recv_match(net_recv *p, const net_conn *c)
         }
         break;
     }
+    case NET_RECV_REPLY:
+        /* (the end, too, is left for the receive that reads it: it stays) */
+        if ((have && memchr(d, '\n', have)) || c->eof || c->rerr)
+            return found(p, d, have, 0);
+        break;
     case NET_RECV_COUNT:
         if (have >= p->want)
             return found(p, d, p->want, p->want);

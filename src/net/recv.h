@@ -13,7 +13,11 @@
 
 #include "conn.h"
 
-enum { NET_RECV_LINE, NET_RECV_ALL, NET_RECV_COUNT, NET_RECV_UNTIL };
+/* NET_RECV_REPLY waits as NET_RECV_LINE does (a line, or the end) but
+ * never ends: its result is everything buffered, with `used` 0 (the
+ * caller, moonwait.redis's reply fast path, sets what it took), and at
+ * the end the next receive finds the end again (EOF and errors stay). */
+enum { NET_RECV_LINE, NET_RECV_ALL, NET_RECV_COUNT, NET_RECV_UNTIL, NET_RECV_REPLY };
 
 /* What net_recv_match found. */
 enum {
@@ -25,7 +29,7 @@ enum {
 
 typedef struct net_recv {
     /* the pattern, set by the caller */
-    int kind;            /* NET_RECV_LINE .. NET_RECV_UNTIL */
+    int kind;            /* NET_RECV_LINE .. NET_RECV_REPLY */
     size_t want;         /* COUNT: the byte count */
     const char *delim;   /* UNTIL: the delimiter (the caller's, kept alive while receiving) */
     size_t dlen;
