@@ -42,6 +42,11 @@ typedef struct codec {
      * NULL: batch_invoke may return another record's table. */
     codec_doc *const *also;
     size_t nalso;
+    /* The key cache (codec_keys.c): the key table's registry ref (or
+     * LUA_NOREF), the keys in it, and the hash that finds them. */
+    int keys_ref;
+    uint32_t nkeys;
+    struct codec_key *key_slots;
 } codec;
 
 /* Set up the codec for the VM L. 0, or -1 (out of memory). */
