@@ -87,6 +87,7 @@ codec_doc *codec_doc_take(codec *c)
     else if (!(d = calloc(1, sizeof *d)))
         return NULL;
     d->next = d->prev = NULL;
+    d->owner = c;
     d->anchors_ref = LUA_NOREF;
     d->order_built = 0;
     d->norder = 0;
@@ -107,6 +108,11 @@ void codec_doc_push(const codec_doc *d, lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors_ref);
     lua_rawgeti(L, -1, CODEC_ANCHOR_ROOT);
     lua_remove(L, -2);
+}
+
+codec *codec_doc_owner(const codec_doc *d)
+{
+    return d->owner;
 }
 
 void codec_doc_free(codec *c, codec_doc *d)

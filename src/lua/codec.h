@@ -73,6 +73,9 @@ codec_doc *codec_build(codec *c, lua_State *L);
  * as the first of its anchors, for as long as it lives. */
 void codec_doc_push(const codec_doc *d, lua_State *L);
 
+/* The codec a doc came from (without codec_of's registry lookup). */
+codec *codec_doc_owner(const codec_doc *d);
+
 /* Release a doc (its anchors are unreferenced; its memory recycled). */
 void codec_doc_free(codec *c, codec_doc *d);
 

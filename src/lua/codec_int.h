@@ -34,6 +34,7 @@ struct codec_doc {
     uint32_t norder;
     int order_built;
     codec_doc *next, *prev; /* in c->live or c->free_docs */
+    codec *owner;        /* the codec it belongs to (codec_doc_owner) */
 };
 
 /* ---- codec.c: docs ---- */
