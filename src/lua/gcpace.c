@@ -20,7 +20,9 @@
 #include "runtime.h"
 
 /* Garbage allowed before a cycle when the live heap is smaller (KB). */
+#ifndef GC_ROOM_KB
 #define GC_ROOM_KB (32 * 1024)
+#endif
 #define GC_PAUSE_MIN 200 /* LuaJIT's default */
 #define GC_PAUSE_MAX 1000
 /* Sample the heap every 256 fibers; set the pause every 16 samples. */
