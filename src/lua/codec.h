@@ -29,6 +29,8 @@
 
 typedef struct codec_doc codec_doc;
 
+#define CODEC_KEY_HINTS 64 /* tape positions whose key slot is remembered */
+
 typedef struct codec {
     lua_State *L;
     int array_mt_ref;        /* the array metatable */
@@ -47,6 +49,7 @@ typedef struct codec {
     int keys_ref;
     uint32_t nkeys;
     struct codec_key *key_slots;
+    uint16_t key_hint[CODEC_KEY_HINTS]; /* the slot last found at a tape position */
 } codec;
 
 /* Set up the codec for the VM L. 0, or -1 (out of memory). */

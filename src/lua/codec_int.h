@@ -61,11 +61,12 @@ int codec_keys_init(codec *c, lua_State *L);
  * fresh one first (docs keep the old one alive). */
 int codec_keys_open(codec *c, lua_State *L, uint32_t want);
 
-/* Push the cached string of key s (n bytes, unescaped) from the key table
+/* Push the cached string of key s (n bytes, unescaped; tape position pos) from the key table
  * at stack slot `keys`, adding it when new: 1 with *idx (its index in that
  * table) and *str (its bytes, alive while the table is), or 0 (pushes
  * nothing) when it is not cached (too long, the table full, keys 0). */
-int codec_key_push(codec *c, lua_State *L, int keys, const char *s, size_t n, uint32_t *idx, const char **str);
+int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s, size_t n, uint32_t *idx,
+                   const char **str);
 
 /* Free the hash (at codec_close: the Lua side dies with the VM). */
 void codec_keys_free(codec *c);

@@ -22,7 +22,7 @@
 
 /* Keys per key table before a fresh one; the hash has twice the slots. */
 #define KEYS_MAX 2048
-#define KEY_SLOTS (2 * KEYS_MAX)
+#define KEY_SLOTS (2 * KEYS_MAX) /* (fits a uint16_t hint) */
 
 /* One cached key: its bytes (the Lua string's own, alive while the key
  * table is), and its index in the key table (0 = empty slot). */
@@ -75,18 +75,23 @@ static int same_bytes(const char *a, const char *b, size_t n)
     return 1;
 }
 
-int codec_key_push(codec *c, lua_State *L, int keys, const char *s, size_t n, uint32_t *idx, const char **str)
+int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s, size_t n, uint32_t *idx,
+                   const char **str)
 {
     if (n > CODEC_KEY_MAX_LEN || !keys)
         return 0;
+    /* Records of one shape have the same key at the same tape position:
+     * the slot found there last time is tried before hashing. */
+    uint16_t *hint = pos < CODEC_KEY_HINTS ? &c->key_hint[pos] : NULL;
+    struct codec_key *k = hint ? &c->key_slots[*hint] : NULL;
+    if (k && k->idx && k->len == n && same_bytes(k->s, s, n))
+        goto found;
     uint32_t mask = KEY_SLOTS - 1, h = key_hash(s, n) & mask;
-    struct codec_key *k;
     for (k = &c->key_slots[h]; k->idx; h = (h + 1) & mask, k = &c->key_slots[h])
         if (k->len == n && same_bytes(k->s, s, n)) {
-            lua_rawgeti(L, keys, (int)k->idx);
-            *idx = k->idx;
-            *str = k->s;
-            return 1;
+            if (hint)
+                *hint = (uint16_t)h;
+            goto found;
         }
     if (c->nkeys >= KEYS_MAX)
         return 0; /* full in the middle of one record: the rest anchored */
@@ -94,6 +99,13 @@ int codec_key_push(codec *c, lua_State *L, int keys, const char *s, size_t n, ui
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, (int)++c->nkeys);
     *k = (struct codec_key){ lua_tostring(L, -1), (uint32_t)n, c->nkeys };
+    if (hint)
+        *hint = (uint16_t)h;
+    *idx = k->idx;
+    *str = k->s;
+    return 1;
+found:
+    lua_rawgeti(L, keys, (int)k->idx);
     *idx = k->idx;
     *str = k->s;
     return 1;

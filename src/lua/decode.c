@@ -116,7 +116,7 @@ static uint32_t build(builder *b, uint32_t i)
             uint32_t ki;
             const char *ks;
             if (!(key->flags & JSON_ESCAPED) &&
-                codec_key_push(b->c, L, b->keys, b->text + key->off + 1, key->len - 2, &ki, &ks)) {
+                codec_key_push(b->c, L, b->keys, j, b->text + key->off + 1, key->len - 2, &ki, &ks)) {
                 key->anchor = ki | CODEC_KEY_CACHED; /* alive in the key table */
                 key->user = ks;
             } else {
