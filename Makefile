@@ -116,7 +116,7 @@ CONFIG_OBJS := $(BUILD)/src/app/config.o $(BUILD)/src/app/options.o $(BUILD)/src
 $(BUILD)/test_config: $(BUILD)/spec/c/test_config.o $(CONFIG_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/gcpace.o $(BUILD)/src/lua/timers.o $(BUILD)/src/lua/guard.o \
+$(BUILD)/test_runtime: $(BUILD)/spec/c/test_runtime.o $(BUILD)/src/lua/runtime.o $(BUILD)/src/lua/timers.o $(BUILD)/src/lua/guard.o \
 		$(BUILD)/src/lua/family.o $(BUILD)/src/lua/mod_log.o $(BUILD)/src/lua/mod_thread.o $(BUILD)/src/util/log.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

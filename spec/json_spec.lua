@@ -850,7 +850,7 @@ end }
     assert.matches("an array has keys 1..n and nothing else", r.output, 1, true)
     assert.matches('"fine":[1,2]', r.output, 1, true)
   end)
-  -- 5. The codec's key cache and the collector's pace (issue 16, P2) ----------
+  -- 5. The codec's key cache (issue 16, P2) ----------
 
   it("keeps records in flight exact across key cache restarts, with keys deleted and a full collection", function()
     -- Two new keys a record, a decode of 3000 keys every 500: the key cache
@@ -893,32 +893,5 @@ end }
       assert.is_true(want[l] ~= nil, show(l))
       want[l] = nil
     end
-  end)
-
-  it("starts a record VM's collector with a pause for a small heap, and keeps a script's own setpause", function()
-    -- gcpace.c sets the pause from the heap's size every 4096 records; a
-    -- script that chose its own (here 150) must keep it.
-    local own = [=[
-collectgarbage("setpause", 150)
-return { async_invoke = function(r)
-  r.p = collectgarbage("setpause", 150)
-  return { r }
-end }
-]=]
-    local input = {}
-    for i = 1, 10000 do input[i] = '{"i":' .. i .. '}' end
-    local r = run(own, table.concat(input, "\n") .. "\n")
-    assert.equal(0, r.code, r.err)
-    local got = lines(r.output)
-    assert.equal(10000, #got)
-    for i, l in ipairs(got) do assert.equal('{"i":' .. i .. ',"p":150}', l) end
-    r = run([=[return { async_invoke = function(r)
-  local p = collectgarbage("setpause", 200)
-  collectgarbage("setpause", p)
-  r.p = p
-  return { r }
-end }]=], '{"i":1}\n')
-    assert.equal(0, r.code, r.err)
-    assert.equal('{"i":1,"p":1000}\n', r.output)
   end)
 end)

@@ -105,7 +105,6 @@ static void end_held(rt_fiber *f, int resumed)
 
 rt_fiber *rt_fiber_get(rt *r)
 {
-    rt_gc_tick(r);
     if (r->pool_len)
         return r->pool[--r->pool_len];
     rt_fiber *f = calloc(1, sizeof *f);
@@ -446,7 +445,6 @@ int rt_init(rt *r, uv_loop_t *loop)
     if (!r->L)
         return -12; /* ENOMEM */
     luaL_openlibs(r->L);
-    rt_gc_init(r);
     lua_pushlightuserdata(r->L, (void *)&RT_KEY);
     lua_pushlightuserdata(r->L, r);
     lua_rawset(r->L, LUA_REGISTRYINDEX);

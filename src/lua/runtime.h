@@ -145,20 +145,11 @@ struct rt {
                              * lines (moonwait.log's "generation"); 0 = none */
     int worker;             /* --workers N > 1: the worker this VM runs on, for
                              * log lines (script_set_worker); 0 = none */
-    int gc_pause;           /* the collector's pause set by gcpace.c, 0 once the
-                             * script set its own */
-    int gc_min_kb;          /* least heap seen in this window, -1 = none yet */
-    uint32_t gc_tick;       /* fibers taken, for gcpace.c's sampling */
 };
 
 /* Create the VM with the standard libraries. Returns 0 or a negative
  * errno-style code. Host modules are added by the caller (vm.c). */
 int rt_init(rt *r, uv_loop_t *loop);
-
-/* gcpace.c: the collector's pause, set when the VM is made (rt_init)
- * and adjusted to the live heap as fibers are taken (rt_fiber_get). */
-void rt_gc_init(rt *r);
-void rt_gc_tick(rt *r);
 
 /* Close the VM and the handles. Fibers still parked or ready are abandoned
  * first, as rt_fiber_discard does (their owner hears of it through
