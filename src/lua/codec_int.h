@@ -56,15 +56,15 @@ int codec_keys_init(codec *c, lua_State *L);
 
 /* Push the key table a build takes its keys from and return its stack
  * slot, or 0 (nothing pushed) when the cache cannot be used (out of
- * memory). `want`: the
- * keys the build may add; a table without room for them is replaced by a
- * fresh one first (docs keep the old one alive). */
+ * memory). `want`: the keys the build may add; a table without room for
+ * them is replaced by a fresh one first (docs keep the old one alive). */
 int codec_keys_open(codec *c, lua_State *L, uint32_t want);
 
-/* Push the cached string of key s (n bytes, unescaped; tape position pos) from the key table
- * at stack slot `keys`, adding it when new: 1 with *idx (its index in that
- * table) and *str (its bytes, alive while the table is), or 0 (pushes
- * nothing) when it is not cached (too long, the table full, keys 0). */
+/* Push the cached string of key s (n bytes, unescaped; at tape position
+ * pos) from the key table at stack slot `keys`, adding it when new: 1
+ * with *idx (its index in that table) and *str (its bytes, alive while the
+ * table is), or 0 (pushes nothing) when it is not cached (too long, the
+ * table full, keys 0). */
 int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s, size_t n, uint32_t *idx,
                    const char **str);
 

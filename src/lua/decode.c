@@ -4,9 +4,12 @@
  * plain tables (pre-sized from the tape's counts; arrays carry the array
  * metatable), strings, numbers, moonwait.null and, for integers beyond
  * 2^53, int64_t/uint64_t cdata. For a record (codec_build) every table,
- * key, escaped string and big integer is also stored in the doc's anchors
+ * escaped string and big integer is also stored in the doc's anchors
  * array and its index noted on the tape node, so the encoder can tell
- * later whether a value is still the one that was read.
+ * later whether a value is still the one that was read. Keys come from the
+ * codec's key cache (codec_keys.c), whose table the doc anchors instead
+ * (the node notes the key's index there, CODEC_KEY_CACHED); an escaped or
+ * long key is anchored itself.
  */
 #include "codec.h"
 

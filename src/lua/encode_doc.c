@@ -5,7 +5,8 @@
  *
  * How "unchanged" is recognised without proxies (scripts get plain
  * tables): every table, key, escaped string and 64-bit integer the decoder
- * made is anchored in one Lua array per doc (decode.c), so its identity
+ * made is anchored by one Lua array per doc (decode.c; keys through the
+ * key table of codec_keys.c that the array holds), so its identity
  * (address) is stable while the doc lives. When encoding, a table found in
  * the doc (enc_find_node) is walked in its original key order; a member
  * whose current value is still the original one (the same anchored string
