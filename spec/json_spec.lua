@@ -894,4 +894,28 @@ end }
       want[l] = nil
     end
   end)
+
+  it("keeps keys the key cache does not take (long, escaped, empty) and shapes that alternate", function()
+    -- 64 bytes is the longest cached key; 65 goes the anchored way, as do
+    -- escaped ones; records of two shapes alternate so each tape position's
+    -- remembered key is wrong every other record.
+    local k64, k65 = string.rep("k", 64), string.rep("k", 65)
+    local a = string.format('{"%s":1, "%s":2,"":3,"\\u0000":4,"x":[1.50]}', k64, k65)
+    local b = '{"x":[2],"":"e","\\u0061":1}'
+    local input = {}
+    for i = 1, 400 do input[i] = i % 2 == 1 and a or b end
+    local r = run([[return { async_invoke = function(r, ctx)
+  if ctx.seq % 3 == 0 then r[""] = nil; r.z = 1 end
+  return { r }
+end }]], table.concat(input, "\n") .. "\n")
+    assert.equal(0, r.code, r.err)
+    local got = lines(r.output)
+    assert.equal(400, #got)
+    local a_edit = string.format('{"%s":1,"%s":2,"\\u0000":4,"x":[1.50],"z":1}', k64, k65)
+    local b_edit = '{"x":[2],"\\u0061":1,"z":1}'
+    for i, l in ipairs(got) do
+      local want = i % 3 == 0 and (i % 2 == 1 and a_edit or b_edit) or input[i]
+      assert.equal(want, l, "record " .. i)
+    end
+  end)
 end)
