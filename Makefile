@@ -65,7 +65,7 @@ CORE_OBJS := $(BUILD)/src/op/op.o $(BUILD)/src/op/keymap.o $(BUILD)/src/op/wmgen
 # (logline.c names util/log.c's level names.)
 JSON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/json/*.c)) $(BUILD)/src/util/log.o
 # The record codec (src/lua/codec.h), without the rest of the Lua adapter.
-CODEC_SRCS := src/lua/codec.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
+CODEC_SRCS := src/lua/codec.c src/lua/codec_keys.c src/lua/decode.c src/lua/encode.c src/lua/encode_doc.c
 
 # The HTTP client's protocol, the receive patterns and the errors' where (src/net), no Lua.
 NET_HTTP_OBJS := $(BUILD)/src/net/http.o $(BUILD)/src/net/http_resp.o $(BUILD)/src/net/recv.o \

@@ -850,4 +850,72 @@ end }
     assert.matches("an array has keys 1..n and nothing else", r.output, 1, true)
     assert.matches('"fine":[1,2]', r.output, 1, true)
   end)
+  -- 5. The codec's key cache (issue 16, P2) ----------
+
+  it("keeps records in flight exact across key cache restarts, with keys deleted and a full collection", function()
+    -- Two new keys a record, a decode of 3000 keys every 500: the key cache
+    -- starts a fresh table many times while 3000 records sleep, and even
+    -- records lose a key and run a full collection before they are written.
+    local long = string.rep("L", 70)
+    local input = {}
+    for i = 1, 3000 do
+      input[i] = string.format('{"id":%d,"a%d":%d,"b%d":"x","\\u0061\\u0062":1,"%s":2}', i, i, i, i, long)
+    end
+    local script = [=[
+local time = require "moonwait.time"
+local json = require "moonwait.json"
+local q = {}
+for i = 1, 3000 do q[i] = string.format('"q%d":%d', i, i) end
+local big = "{" .. table.concat(q, ",") .. "}"
+return { async_invoke = function(r)
+  time.sleep(0.02)
+  if r.id % 500 == 0 then assert(json.decode(big).q3000 == 3000) end
+  if r.id % 2 == 0 then
+    r["a" .. r.id] = nil
+    collectgarbage()
+    r.zz = true
+  end
+  return { r }
+end }
+]=]
+    local r = run(script, table.concat(input, "\n") .. "\n", "--capacity 3000 --mode unordered")
+    assert.equal(0, r.code, r.err)
+    local want = {}
+    for i, l in ipairs(input) do
+      if i % 2 == 0 then
+        l = l:gsub(string.format(',"a%d":%d', i, i), "", 1):sub(1, -2) .. ',"zz":true}'
+      end
+      want[l] = true
+    end
+    local got = lines(r.output)
+    assert.equal(3000, #got)
+    for _, l in ipairs(got) do
+      assert.is_true(want[l] ~= nil, show(l))
+      want[l] = nil
+    end
+  end)
+
+  it("keeps keys the key cache does not take (long, escaped, empty) and shapes that alternate", function()
+    -- 64 bytes is the longest cached key; 65 goes the anchored way, as do
+    -- escaped ones; records of two shapes alternate so each tape position's
+    -- remembered key is wrong every other record.
+    local k64, k65 = string.rep("k", 64), string.rep("k", 65)
+    local a = string.format('{"%s":1, "%s":2,"":3,"\\u0000":4,"x":[1.50]}', k64, k65)
+    local b = '{"x":[2],"":"e","\\u0061":1}'
+    local input = {}
+    for i = 1, 400 do input[i] = i % 2 == 1 and a or b end
+    local r = run([[return { async_invoke = function(r, ctx)
+  if ctx.seq % 3 == 0 then r[""] = nil; r.z = 1 end
+  return { r }
+end }]], table.concat(input, "\n") .. "\n")
+    assert.equal(0, r.code, r.err)
+    local got = lines(r.output)
+    assert.equal(400, #got)
+    local a_edit = string.format('{"%s":1,"%s":2,"\\u0000":4,"x":[1.50],"z":1}', k64, k65)
+    local b_edit = '{"x":[2],"\\u0061":1,"z":1}'
+    for i, l in ipairs(got) do
+      local want = i % 3 == 0 and (i % 2 == 1 and a_edit or b_edit) or input[i]
+      assert.equal(want, l, "record " .. i)
+    end
+  end)
 end)

@@ -138,6 +138,11 @@ static void test_edited_record_keeps_untouched_spellings_and_order(void)
     /* A removed key goes; a changed value is encoded afresh. */
     expect(ODD_LINE, "local r = ...; r.b = nil; r.d = 'tea'",
            "{\"a\":[1e2,\"x\\u0041\\/\",{},[],-0],\"c\":{\"z\":null,\"y\":true},\"d\":\"tea\"}");
+    /* Only removed (nothing else changed, at any depth): the untouched-record
+     * check must see the missing key. */
+    expect("{\"a\":1,\"b\":2,\"c\":{\"x\":1,\"y\":2}}", "local r = ...; r.b = nil",
+           "{\"a\":1,\"c\":{\"x\":1,\"y\":2}}");
+    expect("{\"a\":1,\"c\":{\"x\":1,\"y\":2}}", "local r = ...; r.c.y = nil", "{\"a\":1,\"c\":{\"x\":1}}");
     /* An element moved by table.insert/remove keeps its spelling. */
     expect("{\"a\":[1.50,\"\\u0041\",2]}", "local r = ...; table.insert(r.a, 1, 0)",
            "{\"a\":[0,1.50,\"\\u0041\",2]}");

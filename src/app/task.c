@@ -25,7 +25,8 @@ struct task {
     rt_fiber *fiber;      /* while an attempt or predicate runs; NULL after */
     script_item *item;    /* a batching script: its place in a batch while it
                            * waits in one or the batch runs; NULL after */
-    char *line;           /* raw input line (owned) */
+    char *line;           /* raw input line (owned; read ones live in the same
+                           * allocation, right after the struct) */
     size_t len;
     uint64_t lineno;
     char *last_error;     /* the previous attempt's error (owned), or NULL */
@@ -69,7 +70,8 @@ static void finished(const task_env *env)
 
 static void free_task(task *t)
 {
-    free(t->line);
+    if (t->line != (char *)(t + 1))
+        free(t->line);
     script_tape_free(t->tape);
     free(t->last_error);
     free(t->source_id);
@@ -208,13 +210,13 @@ int task_accept(const task_env *env, const source_record *rec, char *msg, size_t
     /* The task's own copy of the line is what gets parsed: the decoded
      * record writes its untouched values from these bytes, long after the
      * input buffer has moved on. (Not strndup: a NUL byte would cut it.) */
-    task *t = calloc(1, sizeof *t);
-    char *copy = t ? malloc(rec->len + 1) : NULL;
-    if (!copy) {
-        free(t);
+    task *t = rec->len < SIZE_MAX - sizeof *t ? malloc(sizeof *t + rec->len + 1) : NULL;
+    if (!t) {
         snprintf(msg, msglen, "input line %" PRIu64 ": out of memory", rec->line);
         return TASK_FATAL;
     }
+    memset(t, 0, sizeof *t);
+    char *copy = (char *)(t + 1); /* one allocation for both: a malloc and a free less a record */
     memcpy(copy, rec->data, rec->len);
     copy[rec->len] = 0;
     t->env = env;

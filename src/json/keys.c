@@ -111,10 +111,38 @@ static void find_many(json_parser *p, keyname *k, uint32_t n)
     }
 }
 
+/* Nonzero when the n names of object `obj` may hold a repeat: an escaped
+ * name, more than 32, or two names alike in find_few's filter. The usual
+ * object (a few plain names, all different) is proven free of repeats here
+ * without collecting its names. */
+static int may_repeat(const json_parser *p, uint32_t obj, uint32_t n)
+{
+    if (n > 32)
+        return 1;
+    const json_node *nodes = p->t->nodes;
+    const unsigned char *text = p->s;
+    uint64_t seen = 0;
+    uint32_t idx = obj + 1;
+    for (uint32_t m = 0; m < n; m++, idx = nodes[idx + 1].end) {
+        const json_node *key = &nodes[idx];
+        if (key->flags & JSON_ESCAPED)
+            return 1;
+        size_t len = key->len - 2;
+        unsigned h = (unsigned)len * 31u;
+        if (len)
+            h += text[key->off + 1] * 7u + text[key->off + len];
+        uint64_t bit = 1ULL << (h & 63);
+        if (seen & bit)
+            return 1;
+        seen |= bit;
+    }
+    return 0;
+}
+
 int json_mark_duplicates(json_parser *p, uint32_t obj)
 {
     uint32_t n = p->t->nodes[obj].n;
-    if (n < 2)
+    if (n < 2 || !may_repeat(p, obj, n))
         return 0;
     keyname small[32], *k = n <= 32 ? small : malloc((size_t)n * sizeof *k);
     if (!k)

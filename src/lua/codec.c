@@ -44,6 +44,7 @@ int codec_init(codec *c, lua_State *L)
 {
     memset(c, 0, sizeof *c);
     c->L = L;
+    c->keys_ref = LUA_NOREF;
     lua_newtable(L);
     lua_pushliteral(L, "moonwait.json.array");
     lua_setfield(L, -2, "__name");
@@ -59,7 +60,7 @@ int codec_init(codec *c, lua_State *L)
     lua_pushlightuserdata(L, &codec_key);
     lua_pushlightuserdata(L, c);
     lua_rawset(L, LUA_REGISTRYINDEX);
-    return 0;
+    return codec_keys_init(c, L);
 }
 
 void codec_push_array_mt(codec *c, lua_State *L)
@@ -86,6 +87,7 @@ codec_doc *codec_doc_take(codec *c)
     else if (!(d = calloc(1, sizeof *d)))
         return NULL;
     d->next = d->prev = NULL;
+    d->owner = c;
     d->anchors_ref = LUA_NOREF;
     d->order_built = 0;
     d->norder = 0;
@@ -104,8 +106,13 @@ codec_doc *codec_doc_hand_out(codec *c)
 void codec_doc_push(const codec_doc *d, lua_State *L)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors_ref);
-    lua_rawgeti(L, -1, 1); /* the root: the first value anchored */
+    lua_rawgeti(L, -1, CODEC_ANCHOR_ROOT);
     lua_remove(L, -2);
+}
+
+codec *codec_doc_owner(const codec_doc *d)
+{
+    return d->owner;
 }
 
 void codec_doc_free(codec *c, codec_doc *d)
@@ -139,5 +146,6 @@ void codec_close(codec *c)
     if (c->next)
         doc_destroy(c->next);
     free(c->scratch.p);
+    codec_keys_free(c);
     memset(c, 0, sizeof *c);
 }

@@ -29,6 +29,8 @@
 
 typedef struct codec_doc codec_doc;
 
+#define CODEC_KEY_HINTS 64 /* tape positions whose key slot is remembered */
+
 typedef struct codec {
     lua_State *L;
     int array_mt_ref;        /* the array metatable */
@@ -42,6 +44,12 @@ typedef struct codec {
      * NULL: batch_invoke may return another record's table. */
     codec_doc *const *also;
     size_t nalso;
+    /* The key cache (codec_keys.c): the key table's registry ref (or
+     * LUA_NOREF), the keys in it, and the hash that finds them. */
+    int keys_ref;
+    uint32_t nkeys;
+    struct codec_key *key_slots;
+    uint16_t key_hint[CODEC_KEY_HINTS]; /* the slot last found at a tape position */
 } codec;
 
 /* Set up the codec for the VM L. 0, or -1 (out of memory). */
@@ -71,6 +79,9 @@ codec_doc *codec_build(codec *c, lua_State *L);
 /* Push the value a doc was built for (codec_build): the doc carries it,
  * as the first of its anchors, for as long as it lives. */
 void codec_doc_push(const codec_doc *d, lua_State *L);
+
+/* The codec a doc came from (without codec_of's registry lookup). */
+codec *codec_doc_owner(const codec_doc *d);
 
 /* Release a doc (its anchors are unreferenced; its memory recycled). */
 void codec_doc_free(codec *c, codec_doc *d);

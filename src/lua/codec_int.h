@@ -11,6 +11,18 @@
 
 #include "codec.h"
 
+/* A doc's anchors array: [1] the key table its cached keys came from
+ * (codec_keys.c), [2] the record's root table, then every other value
+ * anchored (decode.c). */
+#define CODEC_ANCHOR_KEYS 1
+#define CODEC_ANCHOR_ROOT 2
+
+/* A key node's anchor with this bit set is its index in the doc's key
+ * table, not in its anchors. */
+#define CODEC_KEY_CACHED 0x80000000u
+/* Keys longer than this are not cached. */
+#define CODEC_KEY_MAX_LEN 64
+
 /* A decoded record's bookkeeping: its tape, its text, and its anchors. */
 struct codec_doc {
     json_tape t;
@@ -22,6 +34,7 @@ struct codec_doc {
     uint32_t norder;
     int order_built;
     codec_doc *next, *prev; /* in c->live or c->free_docs */
+    codec *owner;        /* the codec it belongs to (codec_doc_owner) */
 };
 
 /* ---- codec.c: docs ---- */
@@ -34,6 +47,30 @@ codec_doc *codec_doc_take(codec *c);
  * finds it even if building its value raises). */
 codec_doc *codec_doc_hand_out(codec *c);
 
+/* ---- codec_keys.c: the key cache ---- */
+
+/* Start a fresh, empty key table (the old one stays alive in the docs
+ * that used it). 0, or -1 when out of memory (the cache is then not used
+ * until a later start succeeds). */
+int codec_keys_init(codec *c, lua_State *L);
+
+/* Push the key table a build takes its keys from and return its stack
+ * slot, or 0 (nothing pushed) when the cache cannot be used (out of
+ * memory). `want`: the keys the build may add; a table without room for
+ * them is replaced by a fresh one first (docs keep the old one alive). */
+int codec_keys_open(codec *c, lua_State *L, uint32_t want);
+
+/* Push the cached string of key s (n bytes, unescaped; at tape position
+ * pos) from the key table at stack slot `keys`, adding it when new: 1
+ * with *idx (its index in that table) and *str (its bytes, alive while the
+ * table is), or 0 (pushes nothing) when it is not cached (too long, the
+ * table full, keys 0). */
+int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s, size_t n, uint32_t *idx,
+                   const char **str);
+
+/* Free the hash (at codec_close: the Lua side dies with the VM). */
+void codec_keys_free(codec *c);
+
 /* ---- encode.c, encode_doc.c: one encoding's state and steps ---- */
 
 typedef struct enc {
@@ -41,6 +78,7 @@ typedef struct enc {
     lua_State *L;
     codec_doc *d;   /* the record's doc, or NULL */
     int anchors;    /* stack slot of d's anchors, or 0 */
+    int keys;       /* stack slot of d's key table (anchors[1]), or 0 */
     mw_buf *b;      /* the output */
     char *err;      /* where a failure's message goes */
     size_t errlen;
@@ -66,6 +104,9 @@ int enc_ptr_cmp(const void *a, const void *b);  /* qsort/bsearch on addresses */
 int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first);
 
 /* encode_doc.c */
+void enc_push_key(enc *e, const json_node *key); /* an original key's string */
+/* Push d's anchors and key table and point e at them (e->d = d). */
+void enc_open_doc(enc *e, codec_doc *d);
 long enc_find_node(enc *e, const void *table);  /* the doc node of a table, or -1 */
 int enc_original(enc *e, int idx, uint32_t node, int depth);
 int enc_unchanged(enc *e, int idx, uint32_t node, int depth);

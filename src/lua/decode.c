@@ -4,9 +4,12 @@
  * plain tables (pre-sized from the tape's counts; arrays carry the array
  * metatable), strings, numbers, moonwait.null and, for integers beyond
  * 2^53, int64_t/uint64_t cdata. For a record (codec_build) every table,
- * key, escaped string and big integer is also stored in the doc's anchors
+ * escaped string and big integer is also stored in the doc's anchors
  * array and its index noted on the tape node, so the encoder can tell
- * later whether a value is still the one that was read.
+ * later whether a value is still the one that was read. Keys come from the
+ * codec's key cache (codec_keys.c), whose table the doc anchors instead
+ * (the node notes the key's index there, CODEC_KEY_CACHED); an escaped or
+ * long key is anchored itself.
  */
 #include "codec.h"
 
@@ -48,6 +51,7 @@ typedef struct builder {
     json_node *nodes;
     const char *text;
     int anchors, mt;   /* stack slots; anchors 0 = do not anchor */
+    int keys;          /* stack slot of the key table (codec_keys.c) */
     int na;
 } builder;
 
@@ -122,10 +126,18 @@ static uint32_t build(builder *b, uint32_t i)
         uint32_t j = i + 1;
         for (uint32_t m = 0; m < x->n; m++) {
             json_node *key = &b->nodes[j];
-            push_string(b, key);
-            if (b->anchors && !key->anchor)
-                anchor(b, key);
-            key->user = lua_tostring(L, -1);
+            uint32_t ki;
+            const char *ks;
+            if (!(key->flags & JSON_ESCAPED) &&
+                codec_key_push(b->c, L, b->keys, j, b->text + key->off + 1, key->len - 2, &ki, &ks)) {
+                key->anchor = ki | CODEC_KEY_CACHED; /* alive in the key table */
+                key->user = ks;
+            } else {
+                push_string(b, key);
+                if (b->anchors && !key->anchor)
+                    anchor(b, key);
+                key->user = lua_tostring(L, -1);
+            }
             j = build(b, j + 1);
             lua_rawset(L, -3);
         }
@@ -138,15 +150,22 @@ codec_doc *codec_build(codec *c, lua_State *L)
 {
     codec_doc *d = codec_doc_hand_out(c);
     json_tape *t = &d->t;
-    int n = (int)(t->containers + t->keys + t->escaped + t->bigints);
+    /* (keys mostly come from the key cache: not anchored one by one) */
+    int n = (int)(t->containers + t->escaped + t->bigints) + CODEC_ANCHOR_ROOT;
     lua_createtable(L, n, 0);
     codec_push_array_mt(c, L);
-    builder b = { c, L, t->nodes, d->text, lua_gettop(L) - 1, lua_gettop(L), 0 };
-    build(&b, 0);
+    int top = lua_gettop(L);
+    int keys = codec_keys_open(c, L, t->keys);
+    if (keys) {
+        lua_pushvalue(L, keys);
+        lua_rawseti(L, top - 1, CODEC_ANCHOR_KEYS);
+    }
+    builder b = { c, L, t->nodes, d->text, top - 1, top, keys, CODEC_ANCHOR_ROOT - 1 };
+    build(&b, 0); /* the root is anchored first: CODEC_ANCHOR_ROOT */
     lua_pushvalue(L, b.anchors);
     d->anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_replace(L, b.anchors); /* the value where the anchors were */
-    lua_pop(L, 1);             /* the metatable */
+    lua_settop(L, b.anchors);  /* the metatable, the key table */
     return d;
 }
 
@@ -163,8 +182,11 @@ int codec_decode(codec *c, lua_State *L, const char *text, size_t len, char *err
     if (json_parse(&d->t, text, len, 0, err, errlen) != 0)
         return -1;
     codec_push_array_mt(c, L);
-    builder b = { c, L, d->t.nodes, text, 0, lua_gettop(L), 0 };
+    int mt = lua_gettop(L);
+    int keys = codec_keys_open(c, L, d->t.keys);
+    builder b = { c, L, d->t.nodes, text, 0, mt, keys, 0 };
     build(&b, 0);
-    lua_remove(L, b.mt);
+    lua_replace(L, b.mt);
+    lua_settop(L, b.mt); /* the value where the metatable was */
     return 0;
 }

@@ -308,12 +308,11 @@ static int encode_table(enc *e, int idx, int depth)
         long node = enc_find_node(&sub, lua_topointer(L, idx));
         if (node < 0)
             continue;
-        if (!lua_checkstack(L, 1)) {
+        if (!lua_checkstack(L, 2)) {
             snprintf(e->err, e->errlen, "out of Lua stack");
             return -1;
         }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchors_ref);
-        sub.anchors = lua_gettop(L);
+        enc_open_doc(&sub, o);
         int rc = enc_original(&sub, idx, (uint32_t)node, depth);
         lua_settop(L, sub.anchors - 1);
         return rc;
@@ -380,22 +379,16 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     int top = lua_gettop(L);
-    enc e = { c, L, doc, 0, b, err, errlen };
-    if (doc && doc->anchors_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, doc->anchors_ref);
-        e.anchors = lua_gettop(L);
-    } else {
-        e.d = NULL;
-    }
+    enc e = { c, L, NULL, 0, 0, b, err, errlen };
+    if (doc && doc->anchors_ref != LUA_NOREF)
+        enc_open_doc(&e, doc);
     /* Another record itself (a batch's results): its doc, so that untouched
      * it is its exact line too. */
     for (size_t i = 0; lua_type(L, idx) == LUA_TTABLE && i < c->nalso; i++) {
         codec_doc *o = c->also[i];
         if (o && o != doc && o->anchors_ref != LUA_NOREF && o->t.n && lua_topointer(L, idx) == o->t.nodes[0].user) {
             lua_settop(L, top);
-            lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchors_ref);
-            e.d = o;
-            e.anchors = lua_gettop(L);
+            enc_open_doc(&e, o);
             break;
         }
     }

@@ -5,7 +5,8 @@
  *
  * How "unchanged" is recognised without proxies (scripts get plain
  * tables): every table, key, escaped string and 64-bit integer the decoder
- * made is anchored in one Lua array per doc (decode.c), so its identity
+ * made is anchored by one Lua array per doc (decode.c; keys through the
+ * key table of codec_keys.c that the array holds), so its identity
  * (address) is stable while the doc lives. When encoding, a table found in
  * the doc (enc_find_node) is walked in its original key order; a member
  * whose current value is still the original one (the same anchored string
@@ -28,6 +29,23 @@ static int order_cmp(const void *a, const void *b, void *arg)
     const json_node *nodes = arg;
     const char *x = nodes[*(const uint32_t *)a].user, *y = nodes[*(const uint32_t *)b].user;
     return x < y ? -1 : x > y;
+}
+
+void enc_push_key(enc *e, const json_node *key)
+{
+    if (key->anchor & CODEC_KEY_CACHED)
+        lua_rawgeti(e->L, e->keys, (int)(key->anchor & ~CODEC_KEY_CACHED));
+    else
+        lua_rawgeti(e->L, e->anchors, (int)key->anchor);
+}
+
+void enc_open_doc(enc *e, codec_doc *d)
+{
+    lua_rawgeti(e->L, LUA_REGISTRYINDEX, d->anchors_ref);
+    e->anchors = lua_gettop(e->L);
+    lua_rawgeti(e->L, e->anchors, CODEC_ANCHOR_KEYS);
+    e->keys = e->anchors + 1;
+    e->d = d;
 }
 
 long enc_find_node(enc *e, const void *tp)
@@ -104,6 +122,45 @@ static int same_value(enc *e, int cur, const json_node *v)
     }
 }
 
+/* Objects up to this many members are checked in one lua_next walk. */
+#define WALK_MAX 16
+
+/* The value node of the member of object `node` whose key string is ks
+ * (an anchored key's bytes: the same string has the same address), or 0. */
+static uint32_t member_of(const json_node *nodes, uint32_t node, const char *ks)
+{
+    uint32_t k = node + 1;
+    for (uint32_t m = 0; m < nodes[node].n; m++, k = nodes[k + 1].end)
+        if (nodes[k].user == ks)
+            return k + 1;
+    return 0;
+}
+
+/* enc_unchanged for an object of at most WALK_MAX members: one lua_next
+ * walk, each key found among the members by its address (the caller ruled
+ * out duplicate keys, so distinct members have distinct strings), instead
+ * of counting the keys and then looking every member up. */
+static int object_unchanged(enc *e, int idx, uint32_t node, int depth)
+{
+    lua_State *L = e->L;
+    const json_node *nodes = e->d->t.nodes;
+    uint32_t seen = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        uint32_t vi = ++seen <= nodes[node].n && lua_type(L, -2) == LUA_TSTRING
+                          ? member_of(nodes, node, lua_tostring(L, -2)) : 0;
+        int same = vi ? same_value(e, lua_gettop(L), &nodes[vi]) : 0;
+        if (same == 2)
+            same = enc_unchanged(e, lua_gettop(L), vi, depth + 1);
+        lua_pop(L, 1);
+        if (!same) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return seen == nodes[node].n;
+}
+
 /* Nonzero when the original table at idx (node `node`) is exactly as it
  * was decoded, all the way down: then its bytes can be copied whole. The
  * caller has ruled out duplicate keys (their bytes would repeat a key). */
@@ -111,18 +168,22 @@ int enc_unchanged(enc *e, int idx, uint32_t node, int depth)
 {
     lua_State *L = e->L;
     json_node *nodes = e->d->t.nodes, *x = &nodes[node];
-    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4) || enc_count_keys(L, idx) != x->n)
-        return 0;
-    if (x->type == JSON_ARRAY && lua_objlen(L, idx) != x->n)
+    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4))
         return 0;
     /* Reshaped by its metatable (see encode_original)? */
     if (x->type == JSON_OBJECT ? enc_marked_array(e, idx) : (x->n == 0 && !enc_marked_array(e, idx)))
+        return 0;
+    if (x->type == JSON_OBJECT && x->n <= WALK_MAX)
+        return object_unchanged(e, idx, node, depth);
+    if (enc_count_keys(L, idx) != x->n)
+        return 0;
+    if (x->type == JSON_ARRAY && lua_objlen(L, idx) != x->n)
         return 0;
     uint32_t k = node + 1;
     for (uint32_t m = 0; m < x->n; m++) {
         uint32_t vi = k;
         if (x->type == JSON_OBJECT) {
-            lua_rawgeti(L, e->anchors, (int)nodes[k].anchor);
+            enc_push_key(e, &nodes[k]);
             lua_rawget(L, idx);
             vi = k + 1;
         } else {
@@ -293,7 +354,7 @@ static int original_members(enc *e, int idx, uint32_t node, int depth, size_t *p
             continue; /* written once, at its first position */
         if (key->n)
             vi = key->n; /* a repeated key: the last value is the one kept */
-        lua_rawgeti(L, e->anchors, (int)key->anchor);
+        enc_push_key(e, key);
         lua_rawget(L, idx);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);

@@ -267,7 +267,9 @@ void script_attempt_ended(script *sc, const script_call *a, int ok, char *out, s
 /* The record's doc lives as long as its attempt's fiber. */
 static void free_attached_doc(rt_fiber *f)
 {
-    codec_doc_free(codec_of(f->rt->L), f->attach);
+    codec_doc *d = f->attach;
+    if (d)
+        codec_doc_free(codec_doc_owner(d), d);
 }
 
 /* Start f (async_invoke, the record and its ctx on it) with a call for the
