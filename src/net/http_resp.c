@@ -119,9 +119,7 @@ static void settings_init(void)
 
 void http_resp_init(http_resp *h, int is_head)
 {
-    pthread_once(&settings_once, settings_init);
-    llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
-    h->parser.data = h;
+    h->parser_ready = 0; /* (llhttp_init, ~130 instructions, waits for llhttp's first byte) */
     h->is_head = is_head;
     h->head_bytes = h->nheaders = 0;
     h->head_done = h->close_delimited = h->status = h->complete = h->err = 0;
@@ -315,6 +313,12 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
     llhttp_errno_t e;
     if (h->head_bytes == 0 && fast_response(h, d, n, used))
         return HTTP_RESP_OK;
+    if (!h->parser_ready) {
+        pthread_once(&settings_once, settings_init);
+        llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
+        h->parser.data = h;
+        h->parser_ready = 1;
+    }
     *used = n;
     /* Until the final head ends (head_done), every byte counts against
      * max_header_bytes: a piece that fits is fed whole; one that does not
@@ -342,7 +346,7 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
 
 int http_resp_eof(http_resp *h)
 {
-    if (h->head_done && h->close_delimited && !h->complete) {
+    if (h->parser_ready && h->head_done && h->close_delimited && !h->complete) {
         /* llhttp_finish runs on_message_complete, whose HPE_PAUSED it
          * returns: that, not HPE_OK, is the close-delimited body's end. */
         llhttp_errno_t e = llhttp_finish(&h->parser);
@@ -354,6 +358,8 @@ int http_resp_eof(http_resp *h)
 
 const char *http_resp_reason(const http_resp *h)
 {
+    if (!h->parser_ready)
+        return "no response parsed";
     return llhttp_get_error_reason(&h->parser);
 }
 
@@ -361,5 +367,7 @@ int http_resp_keep_alive(const http_resp *h)
 {
     if (h->fast)
         return h->fast_keep_alive;
+    if (!h->parser_ready)
+        return 0;
     return llhttp_should_keep_alive(&h->parser);
 }
