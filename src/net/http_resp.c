@@ -164,22 +164,28 @@ static int ci_is(const char *s, size_t n, const char *lit, size_t ln)
 }
 #define CI_IS(s, n, lit) ci_is((s), (n), (lit), sizeof(lit) - 1)
 
-/* Every byte of s (n) is visible ASCII or a space: 8 bytes at a time
- * (a byte below 0x20 or above 0x7e sets the high bit of its lane). */
-static int printable(const char *s, size_t n)
+/* The first byte of [p, end) that is not visible ASCII or a space (end if
+ * none): 8 bytes at a time, where a byte below 0x20 or above 0x7e sets the
+ * high bit of its lane. Borrows and carries can only set lanes above the
+ * lowest such byte, so the lowest lane set is exact. One pass finds a
+ * line's end ('\r') and checks the bytes before it (memchr and a separate
+ * check were ~40% more). */
+static const char *first_unprintable(const char *p, const char *end)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; end - p >= 8; p += 8) {
         uint64_t x;
-        memcpy(&x, s + i, 8);
-        if ((((x - ones * 0x20) & ~x) | ((x + ones * (127 - 0x7e)) | x)) & highs)
-            return 0;
+        memcpy(&x, p, 8);
+        uint64_t bad = (((x - ones * 0x20) & ~x) | ((x + ones * (127 - 0x7e)) | x)) & highs;
+        if (bad)
+            return p + (__builtin_ctzll(bad) >> 3);
     }
-    for (; i < n; i++)
-        if ((unsigned char)((unsigned char)s[i] - 0x20) >= 0x5f)
-            return 0;
-    return 1;
+#endif
+    for (; p < end; p++)
+        if ((unsigned char)((unsigned char)*p - 0x20) >= 0x5f)
+            return p;
+    return end;
 }
 
 /* The common response, whole in d: "HTTP/1.1 SSS reason", plain header
@@ -203,8 +209,9 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
     if (status < 200 || status == 204 || status == 304)
         return 0;
     p += 4;
-    const char *eol = memchr(p, '\r', (size_t)(end - p));
-    if (!eol || !printable(p, (size_t)(eol - p)) || end - eol < 2 || eol[1] != '\n')
+    /* the reason: visible bytes and spaces up to CRLF */
+    const char *eol = first_unprintable(p, end);
+    if (end - eol < 2 || eol[0] != '\r' || eol[1] != '\n')
         return 0;
     p = eol + 2;
     size_t nheaders = 0;
@@ -225,12 +232,14 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
         }
         const char *name = p;
         char *lname = out;
+        /* one bound for both the input and the kept block */
+        size_t max = (size_t)(end - p) < (size_t)(lim - out) ? (size_t)(end - p) : (size_t)(lim - out);
+        size_t nl = 0;
         unsigned char c;
-        while (p < end && out < lim && (c = name_byte((unsigned char)*p)) != 0) {
-            *out++ = (char)c;
-            p++;
-        }
-        size_t nl = (size_t)(p - name);
+        while (nl < max && (c = name_byte((unsigned char)name[nl])) != 0)
+            lname[nl++] = (char)c;
+        p += nl;
+        out += nl;
         if (nl == 0 || p >= end || *p != ':' || out >= lim)
             goto no;
         *out++ = '\0';
@@ -238,12 +247,11 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
         if (p < end && *p == ' ')
             p++;
         const char *val = p;
-        eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol || end - eol < 2 || eol[1] != '\n')
+        eol = first_unprintable(p, end); /* the value: visible bytes and spaces up to CRLF */
+        if (end - eol < 2 || eol[0] != '\r' || eol[1] != '\n')
             goto no;
         size_t vl = (size_t)(eol - val);
-        if (vl == 0 || val[0] == ' ' || val[vl - 1] == ' ' || (size_t)(lim - out) < vl + 1 ||
-            !printable(val, vl))
+        if (vl == 0 || val[0] == ' ' || val[vl - 1] == ' ' || (size_t)(lim - out) < vl + 1)
             goto no;
         p = eol + 2;
         if (++nheaders > h->max_headers)
