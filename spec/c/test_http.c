@@ -482,15 +482,21 @@ static void t_response_fast_path(void)
 static void t_response_fast_path_odd_bytes(void)
 {
     static const unsigned char odd[] = { 0x00, 0x01, 0x09, 0x0a, 0x0d, 0x1f, 0x7f, 0x80, 0xfe, 0xff };
-    for (int in_value = 0; in_value < 2; in_value++)
+    /* the reason; a value with more after it; the last value (its end in
+     * the scan's byte-at-a-time tail) */
+    static const char *const layouts[] = {
+        "HTTP/1.1 200 %s\r\nX-Long: v\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Long: %s\r\n\r\n",
+    };
+    for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++)
         for (size_t k = 0; k < 19; k++)
             for (size_t o = 0; o <= sizeof odd; o++) {
                 char text[20], wire[256];
                 memset(text, 'v', 19);
                 text[19] = '\0';
                 text[k] = '#';
-                int n = snprintf(wire, sizeof wire, "HTTP/1.1 200 %s\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\nok",
-                                 in_value ? "OK" : text, in_value ? text : "v");
+                int n = snprintf(wire, sizeof wire, layouts[l], text);
                 char *at = memchr(wire, '#', (size_t)n);
                 *at = o < sizeof odd ? (char)odd[o] : 'v';
                 http_resp *h = resp_new(0);
@@ -502,7 +508,8 @@ static void t_response_fast_path_odd_bytes(void)
                 char hdrs[256], body[8];
                 if (e == HTTP_RESP_OK && complete) {
                     memcpy(hdrs, h->hdrs.p, hl);
-                    memcpy(body, h->body.p, bl);
+                    if (bl)
+                        memcpy(body, h->body.p, bl);
                 }
                 h = resp_new(0);
                 int e1 = HTTP_RESP_OK;
@@ -519,8 +526,8 @@ static void t_response_fast_path_odd_bytes(void)
                     ASSERT_INT_EQ(h->status, status);
                     ASSERT_UINT_EQ(h->hdrs.len, hl);
                     ASSERT(memcmp(h->hdrs.p, hdrs, hl) == 0);
-                    ASSERT_SPAN_EQ(h->body.p, h->body.len, "ok");
-                    ASSERT_UINT_EQ(bl, 2);
+                    ASSERT_UINT_EQ(h->body.len, bl);
+                    ASSERT(bl == 0 || memcmp(h->body.p, body, bl) == 0);
                 }
             }
 }
