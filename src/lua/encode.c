@@ -146,13 +146,14 @@ static void sort_keys(key *keys, size_t n)
 /* Collect the keys of table t that are not in `skip` into keys (number
  * keys written into nums), refusing keys JSON cannot hold. 0 with *n, or
  * -1. */
-static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *keys, numtext *nums, size_t *n)
+static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *keys, numtext *nums, size_t cap,
+                        size_t *n)
 {
     lua_State *L = e->L;
     int base = lua_gettop(L), rc = 0;
     *n = 0;
     lua_pushnil(L);
-    while (lua_next(L, t)) {
+    while (*n < cap && lua_next(L, t)) { /* (cap: the count; never past the arrays) */
         lua_pop(L, 1);
         key *k = &keys[*n];
         int kt = lua_type(L, -1);
@@ -198,10 +199,11 @@ static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *key
  * string addresses, nskip of them), sorted by key. `first`: no comma
  * before the first one. Values are looked up again one at a time, so a
  * table of any size needs only a few Lua stack slots. */
-int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first)
+int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first, size_t count)
 {
     lua_State *L = e->L;
-    size_t count = enc_count_keys(L, t);
+    if (!count)
+        count = enc_count_keys(L, t);
     if (count == 0)
         return 0;
     key small[16];
@@ -213,7 +215,7 @@ int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int f
     if (!keys || !nums)
         rc = enc_oom(e);
     else
-        rc = collect_keys(e, t, skip, nskip, keys, nums, &n);
+        rc = collect_keys(e, t, skip, nskip, keys, nums, count, &n);
     int base = lua_gettop(L);
     if (rc == 0) {
         sort_keys(keys, n);
@@ -340,7 +342,7 @@ int enc_built(enc *e, int idx, int depth)
     }
     if (enc_is_sequence(e->L, idx, &n) && n > 0)
         return enc_array(e, idx, n, depth, NULL, 0);
-    if (enc_put(e, "{", 1) || enc_members(e, idx, depth, NULL, 0, 1))
+    if (enc_put(e, "{", 1) || enc_members(e, idx, depth, NULL, 0, 1, 0))
         return -1;
     return enc_put(e, "}", 1);
 }
@@ -380,7 +382,7 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     int top = lua_gettop(L);
-    enc e = { c, L, doc, 0, b, err, errlen };
+    enc e = { c, L, doc, 0, b, err, errlen, NULL, 0 };
     if (doc && doc->anchors_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, doc->anchors_ref);
         e.anchors = lua_gettop(L);
