@@ -51,12 +51,12 @@
 static const char state_key;
 enum { ST_RES_MT = 1, ST_RAW, ST_STATUS, ST_BODY };
 
-/* Turn a "name\0value\0..." block (a userdata at index -1 of L) into the
+/* Turn a "name\0value\0..." block (a string at index -1 of L) into the
  * headers table, replacing it. Repeated names are joined with ", " (RFC 9110). */
 static void build_headers(lua_State *L)
 {
-    size_t len = lua_objlen(L, -1);
-    const char *raw = lua_touserdata(L, -1);
+    size_t len;
+    const char *raw = lua_tolstring(L, -1, &len);
     lua_newtable(L);
     for (size_t i = 0; i < len;) {
         const char *name = raw + i;
@@ -97,7 +97,7 @@ static int l_res_index(lua_State *L)
     lua_remove(L, -2);
     lua_pushvalue(L, 1);
     lua_rawget(L, -2);
-    if (lua_type(L, -1) != LUA_TUSERDATA) {
+    if (lua_type(L, -1) != LUA_TSTRING) {
         lua_pushnil(L);
         return 1;
     }
@@ -133,12 +133,12 @@ static void push_response(lua_State *co, const http_resp *resp)
     lua_setmetatable(co, -2);
     /* res.headers is built on first access (most lookups never read it):
      * until then the raw block waits in a weak table keyed by res, as a
-     * userdata (a copy; a Lua string would be hashed and interned). */
+     * string: cheaper than a userdata (LuaJIT hashes a long string
+     * sparsely, and the responses of one server within a second often
+     * have the same block, so most are found, not made). */
     lua_rawgeti(co, st, ST_RAW);
     lua_pushvalue(co, -2);
-    void *raw = lua_newuserdata(co, resp->hdrs.len);
-    if (resp->hdrs.len)
-        memcpy(raw, resp->hdrs.p, resp->hdrs.len);
+    lua_pushlstring(co, resp->hdrs.p ? resp->hdrs.p : "", resp->hdrs.len);
     lua_rawset(co, -3);
     lua_pop(co, 1);
     lua_remove(co, st);
