@@ -475,6 +475,63 @@ static void t_response_fast_path(void)
     ASSERT_INT_EQ(http_resp_feed(h, big, strlen(big), &used), HTTP_RESP_HEADERS_TOO_LARGE);
 }
 
+/* The fast path scans 8 bytes at a time for the end of the reason and of
+ * each value: a byte that is not visible ASCII or a space, at any place of
+ * a word, sends the response to llhttp, which answers the same whole as one
+ * byte at a time; the same response with a plain byte there stays fast. */
+static void t_response_fast_path_odd_bytes(void)
+{
+    static const unsigned char odd[] = { 0x00, 0x01, 0x09, 0x0a, 0x0d, 0x1f, 0x7f, 0x80, 0xfe, 0xff };
+    /* the reason; a value with more after it; the last value (its end in
+     * the scan's byte-at-a-time tail) */
+    static const char *const layouts[] = {
+        "HTTP/1.1 200 %s\r\nX-Long: v\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Long: %s\r\n\r\n",
+    };
+    for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++)
+        for (size_t k = 0; k < 19; k++)
+            for (size_t o = 0; o <= sizeof odd; o++) {
+                char text[20], wire[256];
+                memset(text, 'v', 19);
+                text[19] = '\0';
+                text[k] = '#';
+                int n = snprintf(wire, sizeof wire, layouts[l], text);
+                char *at = memchr(wire, '#', (size_t)n);
+                *at = o < sizeof odd ? (char)odd[o] : 'v';
+                http_resp *h = resp_new(0);
+                size_t used;
+                int e = http_resp_feed(h, wire, (size_t)n, &used);
+                ASSERT_INT_EQ(h->fast, o == sizeof odd);
+                int complete = h->complete, status = h->status;
+                size_t hl = h->hdrs.len, bl = h->body.len;
+                char hdrs[256], body[8];
+                if (e == HTTP_RESP_OK && complete) {
+                    memcpy(hdrs, h->hdrs.p, hl);
+                    if (bl)
+                        memcpy(body, h->body.p, bl);
+                }
+                h = resp_new(0);
+                int e1 = HTTP_RESP_OK;
+                size_t used1 = 0;
+                for (int i = 0; i < n && e1 == HTTP_RESP_OK && !h->complete; i++) {
+                    size_t u;
+                    e1 = http_resp_feed(h, wire + i, 1, &u);
+                    used1 += u;
+                }
+                ASSERT_INT_EQ(e1, e);
+                ASSERT_INT_EQ(h->complete, complete);
+                if (e == HTTP_RESP_OK && complete) {
+                    ASSERT_UINT_EQ(used1, used);
+                    ASSERT_INT_EQ(h->status, status);
+                    ASSERT_UINT_EQ(h->hdrs.len, hl);
+                    ASSERT(memcmp(h->hdrs.p, hdrs, hl) == 0);
+                    ASSERT_UINT_EQ(h->body.len, bl);
+                    ASSERT(bl == 0 || memcmp(h->body.p, body, bl) == 0);
+                }
+            }
+}
+
 static void t_response_caps(void)
 {
     size_t used;
@@ -623,5 +680,6 @@ TEST_MAIN("http", T(t_url_plain), T(t_url_port_path_query_fragment), T(t_url_por
           T(t_request_body_and_length), T(t_request_headers_replace_defaults), T(t_pool_key_tls_settings),
           T(t_bad_url_and_recycling), T(t_where_request_plain_and_redacted), T(t_where_refused_hides_a_raw_password),
           T(t_where_request_capped),
-          T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_fast_path), T(t_response_caps),
+          T(t_where_peer_and_join), T(t_request_error_names_it), T(t_response_in_any_split), T(t_response_fast_path), T(t_response_fast_path_odd_bytes),
+          T(t_response_caps),
           T(t_response_interim_head_and_eof), T(t_response_interim_bytes_in_any_split), T(t_recv_patterns), T(t_recv_pattern_strings))

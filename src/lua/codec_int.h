@@ -82,6 +82,8 @@ typedef struct enc {
     mw_buf *b;      /* the output */
     char *err;      /* where a failure's message goes */
     size_t errlen;
+    const void *counted; /* a doc's top table whose keys were counted, */
+    size_t counted_n;    /* ... and their number (see encode_doc.c) */
 } enc;
 
 /* Each step appends to e->b and returns 0, or -1 with a message in e->err.
@@ -100,8 +102,9 @@ int enc_is_sequence(lua_State *L, int t, size_t *n);
 size_t enc_count_keys(lua_State *L, int t);
 int enc_ptr_cmp(const void *a, const void *b);  /* qsort/bsearch on addresses */
 /* Members of t whose key strings are not in `skip` (sorted addresses),
- * sorted by key; `first`: no comma before the first one. */
-int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first);
+ * sorted by key; `first`: no comma before the first one; `count`: t's
+ * keys if the caller has counted them (a walk of t), else 0. */
+int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first, size_t count);
 
 /* encode_doc.c */
 void enc_push_key(enc *e, const json_node *key); /* an original key's string */

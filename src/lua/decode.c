@@ -120,7 +120,9 @@ static uint32_t build(builder *b, uint32_t i)
     default: { /* JSON_OBJECT */
         if (!lua_checkstack(L, 8))
             luaL_error(L, "JSON nested too deep for the Lua stack");
-        lua_createtable(L, 0, (int)x->n);
+        /* A record (anchored) gets room for two more keys: scripts add fields
+         * to it (enrichment), and each key past the hash part rehashes it. */
+        lua_createtable(L, 0, (int)x->n + (b->anchors && i == 0 ? 2 : 0));
         x->user = lua_topointer(L, -1);
         anchor(b, x);
         uint32_t j = i + 1;

@@ -107,6 +107,7 @@ typedef struct key {
     size_t n;
     int is_num;
     lua_Number num_key;
+    int slot;       /* the value's stack slot when collect_keys keeps them, else 0 */
 } key;
 
 typedef char numtext[32]; /* a number key written as a string */
@@ -144,23 +145,38 @@ static void sort_keys(key *keys, size_t n)
 }
 
 /* Collect the keys of table t that are not in `skip` into keys (number
- * keys written into nums), refusing keys JSON cannot hold. 0 with *n, or
- * -1. */
-static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *keys, numtext *nums, size_t *n)
+ * keys written into nums), refusing keys JSON cannot hold. With `keep`,
+ * each collected key's value stays on the stack (key->slot; the caller
+ * made room for 2 slots a key and restores the top): writing it then
+ * needs no second lookup, which re-made the key's string (hashed and
+ * interned) and looked it up. 0 with *n, or -1 (the stack restored). */
+static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *keys, numtext *nums, size_t cap,
+                        int keep, size_t *n)
 {
     lua_State *L = e->L;
     int base = lua_gettop(L), rc = 0;
     *n = 0;
     lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
+    while (*n < cap && lua_next(L, t)) { /* (cap: the count; never past the arrays) */
         key *k = &keys[*n];
+        k->slot = 0;
+        if (keep) {
+            k->slot = lua_gettop(L);
+            lua_pushvalue(L, -2); /* the key again, for lua_next */
+        } else {
+            lua_pop(L, 1);
+        }
         int kt = lua_type(L, -1);
         if (kt == LUA_TSTRING) {
             k->s = lua_tolstring(L, -1, &k->n);
             k->is_num = 0;
-            if (nskip && bsearch(&k->s, skip, nskip, sizeof *skip, enc_ptr_cmp))
+            if (nskip && bsearch(&k->s, skip, nskip, sizeof *skip, enc_ptr_cmp)) {
+                if (keep) {
+                    lua_remove(L, -2); /* (its value) */
+                    lua_remove(L, -2); /* (its key) */
+                }
                 continue; /* an original member, already written */
+            }
         } else if (kt == LUA_TNUMBER) {
             k->num_key = lua_tonumber(L, -1);
             int len = json_fmt_double(nums[*n], k->num_key);
@@ -190,18 +206,21 @@ static int collect_keys(enc *e, int t, const char **skip, size_t nskip, key *key
         }
         (*n)++;
     }
-    lua_settop(L, base);
+    if (rc || !keep)
+        lua_settop(L, base); /* (with keep, the caller restores the top) */
     return rc;
 }
 
 /* Write the members of table t whose keys are not in `skip` (sorted key
  * string addresses, nskip of them), sorted by key. `first`: no comma
- * before the first one. Values are looked up again one at a time, so a
- * table of any size needs only a few Lua stack slots. */
-int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first)
+ * before the first one. A small table's values are kept on the stack
+ * while the keys are sorted; a big one's are looked up again one at a
+ * time, so a table of any size needs only a few Lua stack slots. */
+int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int first, size_t count)
 {
     lua_State *L = e->L;
-    size_t count = enc_count_keys(L, t);
+    if (!count)
+        count = enc_count_keys(L, t);
     if (count == 0)
         return 0;
     key small[16];
@@ -210,10 +229,12 @@ int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int f
     numtext *nums = count <= 16 ? small_nums : malloc(count * sizeof *nums);
     int rc = 0;
     size_t n = 0;
+    int top = lua_gettop(L);
+    int keep = count <= 16 && lua_checkstack(L, 2 * (int)count + 4);
     if (!keys || !nums)
         rc = enc_oom(e);
     else
-        rc = collect_keys(e, t, skip, nskip, keys, nums, &n);
+        rc = collect_keys(e, t, skip, nskip, keys, nums, count, keep, &n);
     int base = lua_gettop(L);
     if (rc == 0) {
         sort_keys(keys, n);
@@ -224,7 +245,10 @@ int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int f
                 rc = put_lua_string(e, keys[i].s, keys[i].n, "a table with a key");
             if (rc == 0)
                 rc = enc_put(e, ":", 1);
-            if (rc == 0) {
+            if (rc == 0 && keys[i].slot) {
+                rc = enc_value(e, keys[i].slot, depth + 1);
+                lua_settop(L, base);
+            } else if (rc == 0) {
                 if (keys[i].is_num)
                     lua_pushnumber(L, keys[i].num_key);
                 else
@@ -235,6 +259,7 @@ int enc_members(enc *e, int t, int depth, const char **skip, size_t nskip, int f
             }
         }
     }
+    lua_settop(L, top);
     if (keys != small)
         free(keys);
     if (nums != small_nums)
@@ -339,7 +364,7 @@ int enc_built(enc *e, int idx, int depth)
     }
     if (enc_is_sequence(e->L, idx, &n) && n > 0)
         return enc_array(e, idx, n, depth, NULL, 0);
-    if (enc_put(e, "{", 1) || enc_members(e, idx, depth, NULL, 0, 1))
+    if (enc_put(e, "{", 1) || enc_members(e, idx, depth, NULL, 0, 1, 0))
         return -1;
     return enc_put(e, "}", 1);
 }
@@ -379,7 +404,7 @@ int codec_encode(codec *c, lua_State *L, int idx, codec_doc *doc, mw_buf *b, cha
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     int top = lua_gettop(L);
-    enc e = { c, L, NULL, 0, 0, b, err, errlen };
+    enc e = { c, L, NULL, 0, 0, b, err, errlen, NULL, 0 };
     if (doc && doc->anchors_ref != LUA_NOREF)
         enc_open_doc(&e, doc);
     /* Another record itself (a batch's results): its doc, so that untouched

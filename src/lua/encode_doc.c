@@ -161,6 +161,25 @@ static int object_unchanged(enc *e, int idx, uint32_t node, int depth)
     return seen == nodes[node].n;
 }
 
+/* The keys of the table at idx. A record's own table is counted by
+ * enc_unchanged (an object of more than WALK_MAX members) and then by
+ * enc_original (a lua_next walk each, ~550 instructions for 3 keys): the
+ * first count serves both. (No Lua that could add a key runs in between,
+ * and enc_members' walk stops at the count it is given, so a count can
+ * never overrun its arrays.) */
+static size_t count_keys(enc *e, int idx)
+{
+    const void *p = lua_topointer(e->L, idx);
+    if (p == e->counted)
+        return e->counted_n;
+    size_t n = enc_count_keys(e->L, idx);
+    if (p == e->d->t.nodes[0].user) {
+        e->counted = p;
+        e->counted_n = n;
+    }
+    return n;
+}
+
 /* Nonzero when the original table at idx (node `node`) is exactly as it
  * was decoded, all the way down: then its bytes can be copied whole. The
  * caller has ruled out duplicate keys (their bytes would repeat a key). */
@@ -175,7 +194,7 @@ int enc_unchanged(enc *e, int idx, uint32_t node, int depth)
         return 0;
     if (x->type == JSON_OBJECT && x->n <= WALK_MAX)
         return object_unchanged(e, idx, node, depth);
-    if (enc_count_keys(L, idx) != x->n)
+    if (count_keys(e, idx) != x->n)
         return 0;
     if (x->type == JSON_ARRAY && lua_objlen(L, idx) != x->n)
         return 0;
@@ -372,7 +391,7 @@ static int original_members(enc *e, int idx, uint32_t node, int depth, size_t *p
 
 /* Keys the script added to the original object at idx: after the
  * original ones (`present` of them written), sorted. */
-static int added_members(enc *e, int idx, uint32_t node, int depth, size_t present)
+static int added_members(enc *e, int idx, uint32_t node, int depth, size_t present, size_t count)
 {
     const json_node *x = &e->d->t.nodes[node];
     const char *small[32], **skip = x->n <= 32 ? small : malloc(x->n * sizeof *skip);
@@ -386,8 +405,9 @@ static int added_members(enc *e, int idx, uint32_t node, int depth, size_t prese
             skip[ns++] = key->user;
         k = e->d->t.nodes[k + 1].end;
     }
-    qsort(skip, ns, sizeof *skip, enc_ptr_cmp);
-    int rc = enc_members(e, idx, depth, skip, ns, present == 0);
+    if (ns > 1)
+        qsort(skip, ns, sizeof *skip, enc_ptr_cmp);
+    int rc = enc_members(e, idx, depth, skip, ns, present == 0, count);
     if (skip != small)
         free(skip);
     return rc ? -1 : 0;
@@ -415,7 +435,8 @@ int enc_original(enc *e, int idx, uint32_t node, int depth)
     size_t present = 0;
     if (enc_put(e, "{", 1) || original_members(e, idx, node, depth, &present))
         return -1;
-    if (enc_count_keys(L, idx) > present && added_members(e, idx, node, depth, present))
+    size_t count = count_keys(e, idx);
+    if (count > present && added_members(e, idx, node, depth, present, count))
         return -1;
     return enc_put(e, "}", 1);
 }

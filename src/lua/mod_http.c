@@ -45,16 +45,18 @@
 #define HDR_MT "moonwait.http.headers"
 #define RES_MT "moonwait.http.response"
 
-/* Registry keys by address (a pointer hashes faster than the names, which
- * are looked up on every response). Constant: no per-process state. */
-static const char raw_key, res_mt_key;
+/* Registry key (by address: a pointer hashes faster than a name) of the
+ * VM's table of what every response needs, at these indices (array part:
+ * one lookup each). Constant: no per-process state. */
+static const char state_key;
+enum { ST_RES_MT = 1, ST_RAW, ST_STATUS, ST_BODY };
 
-/* Turn a "name\0value\0..." block (a userdata at index -1 of L) into the
+/* Turn a "name\0value\0..." block (a string at index -1 of L) into the
  * headers table, replacing it. Repeated names are joined with ", " (RFC 9110). */
 static void build_headers(lua_State *L)
 {
-    size_t len = lua_objlen(L, -1);
-    const char *raw = lua_touserdata(L, -1);
+    size_t len;
+    const char *raw = lua_tolstring(L, -1, &len);
     lua_newtable(L);
     for (size_t i = 0; i < len;) {
         const char *name = raw + i;
@@ -89,11 +91,13 @@ static int l_res_index(lua_State *L)
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
     if (!k || kl != 7 || memcmp(k, "headers", 7) != 0)
         return 0;
-    lua_pushlightuserdata(L, (void *)&raw_key);
+    lua_pushlightuserdata(L, (void *)&state_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, -1, ST_RAW);
+    lua_remove(L, -2);
     lua_pushvalue(L, 1);
     lua_rawget(L, -2);
-    if (lua_type(L, -1) != LUA_TUSERDATA) {
+    if (lua_type(L, -1) != LUA_TSTRING) {
         lua_pushnil(L);
         return 1;
     }
@@ -112,25 +116,32 @@ static int l_res_index(lua_State *L)
 /* Push res = { status, headers, body } on co. */
 static void push_response(lua_State *co, const http_resp *resp)
 {
+    /* What every response needs, from one registry lookup (see
+     * mod_http_open): the keys as strings already made (lua_setfield
+     * hashes and interns its name per call), the metatable, the weak table. */
+    lua_pushlightuserdata(co, (void *)&state_key);
+    lua_rawget(co, LUA_REGISTRYINDEX);
+    int st = lua_gettop(co);
     lua_createtable(co, 0, 3);
+    lua_rawgeti(co, st, ST_STATUS);
     lua_pushinteger(co, resp->status);
-    lua_setfield(co, -2, "status");
+    lua_rawset(co, -3);
+    lua_rawgeti(co, st, ST_BODY);
+    lua_pushlstring(co, resp->body.p ? resp->body.p : "", resp->body.len);
+    lua_rawset(co, -3);
+    lua_rawgeti(co, st, ST_RES_MT);
+    lua_setmetatable(co, -2);
     /* res.headers is built on first access (most lookups never read it):
      * until then the raw block waits in a weak table keyed by res, as a
-     * userdata (a copy; a Lua string would be hashed and interned). */
-    lua_pushlightuserdata(co, (void *)&res_mt_key);
-    lua_rawget(co, LUA_REGISTRYINDEX);
-    lua_setmetatable(co, -2);
-    lua_pushlightuserdata(co, (void *)&raw_key);
-    lua_rawget(co, LUA_REGISTRYINDEX);
+     * string: cheaper than a userdata (LuaJIT hashes a long string
+     * sparsely, and the responses of one server within a second often
+     * have the same block, so most are found, not made). */
+    lua_rawgeti(co, st, ST_RAW);
     lua_pushvalue(co, -2);
-    void *raw = lua_newuserdata(co, resp->hdrs.len);
-    if (resp->hdrs.len)
-        memcpy(raw, resp->hdrs.p, resp->hdrs.len);
+    lua_pushlstring(co, resp->hdrs.p ? resp->hdrs.p : "", resp->hdrs.len);
     lua_rawset(co, -3);
     lua_pop(co, 1);
-    lua_pushlstring(co, resp->body.p ? resp->body.p : "", resp->body.len);
-    lua_setfield(co, -2, "body");
+    lua_remove(co, st);
 }
 
 /* --metrics: the request's host, status class (0: no response) and time. */
@@ -426,19 +437,22 @@ int mod_http_open(lua_State *L)
     lua_pushcfunction(L, l_hdr_index);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
+    lua_pushlightuserdata(L, (void *)&state_key);
+    lua_createtable(L, 4, 0);
     luaL_newmetatable(L, RES_MT);
     lua_pushcfunction(L, l_res_index);
     lua_setfield(L, -2, "__index");
-    lua_pushlightuserdata(L, (void *)&res_mt_key);
-    lua_insert(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, -2, ST_RES_MT);
     lua_newtable(L); /* raw[res] = header block, until res.headers is read */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
-    lua_pushlightuserdata(L, (void *)&raw_key);
-    lua_insert(L, -2);
+    lua_rawseti(L, -2, ST_RAW);
+    lua_pushliteral(L, "status");
+    lua_rawseti(L, -2, ST_STATUS);
+    lua_pushliteral(L, "body");
+    lua_rawseti(L, -2, ST_BODY);
     lua_rawset(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {
         { "request", l_request }, { "get", l_get }, { "post", l_post }, { NULL, NULL },

@@ -137,9 +137,14 @@ int http_req_prepare(http_req *r, const char *url, const char *method, const htt
         return -1;
     r->port = u.port;
     r->https = u.https;
-    r->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
-    r->is_head = strcmp(method, "HEAD") == 0;
-    r->wants_length = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+    size_t mlen = strlen(method);
+    /* (fixed-size compares, inlined: five strcmp calls were ~110 instructions) */
+#define METHOD_IS(lit) (mlen == sizeof(lit) - 1 && memcmp(method, lit, sizeof(lit) - 1) == 0)
+    int is_post = METHOD_IS("POST");
+    r->idempotent = !is_post && !METHOD_IS("PATCH");
+    r->is_head = METHOD_IS("HEAD");
+    r->wants_length = is_post || METHOD_IS("PUT");
+#undef METHOD_IS
     r->keepalive = o->keepalive;
     r->verify = o->verify;
     r->pool_size = o->pool_size;
@@ -163,7 +168,7 @@ int http_req_prepare(http_req *r, const char *url, const char *method, const htt
     r->url = r->strs.p + url_at; /* (strs may have moved) */
     r->host = r->strs.p + host_at;
     r->pool_key = r->strs.p + key_at;
-    add(r, method, strlen(method));
+    add(r, method, mlen);
     add(r, *u.path == '?' ? " /" : " ", *u.path == '?' ? 2 : 1);
     add(r, u.path, u.path_len);
     add(r, " HTTP/1.1\r\n", 11);

@@ -119,9 +119,7 @@ static void settings_init(void)
 
 void http_resp_init(http_resp *h, int is_head)
 {
-    pthread_once(&settings_once, settings_init);
-    llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
-    h->parser.data = h;
+    h->parser_ready = 0; /* (llhttp_init, ~130 instructions, waits for llhttp's first byte) */
     h->is_head = is_head;
     h->head_bytes = h->nheaders = 0;
     h->head_done = h->close_delimited = h->status = h->complete = h->err = 0;
@@ -166,22 +164,28 @@ static int ci_is(const char *s, size_t n, const char *lit, size_t ln)
 }
 #define CI_IS(s, n, lit) ci_is((s), (n), (lit), sizeof(lit) - 1)
 
-/* Every byte of s (n) is visible ASCII or a space: 8 bytes at a time
- * (a byte below 0x20 or above 0x7e sets the high bit of its lane). */
-static int printable(const char *s, size_t n)
+/* The first byte of [p, end) that is not visible ASCII or a space (end if
+ * none): 8 bytes at a time, where a byte below 0x20 or above 0x7e sets the
+ * high bit of its lane. Borrows and carries can only set lanes above the
+ * lowest such byte, so the lowest lane set is exact. One pass finds a
+ * line's end ('\r') and checks the bytes before it (memchr and a separate
+ * check were ~40% more). */
+static const char *first_unprintable(const char *p, const char *end)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; end - p >= 8; p += 8) {
         uint64_t x;
-        memcpy(&x, s + i, 8);
-        if ((((x - ones * 0x20) & ~x) | ((x + ones * (127 - 0x7e)) | x)) & highs)
-            return 0;
+        memcpy(&x, p, 8);
+        uint64_t bad = (((x - ones * 0x20) & ~x) | ((x + ones * (127 - 0x7e)) | x)) & highs;
+        if (bad)
+            return p + (__builtin_ctzll(bad) >> 3);
     }
-    for (; i < n; i++)
-        if ((unsigned char)((unsigned char)s[i] - 0x20) >= 0x5f)
-            return 0;
-    return 1;
+#endif
+    for (; p < end; p++)
+        if ((unsigned char)((unsigned char)*p - 0x20) >= 0x5f)
+            return p;
+    return end;
 }
 
 /* The common response, whole in d: "HTTP/1.1 SSS reason", plain header
@@ -205,8 +209,9 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
     if (status < 200 || status == 204 || status == 304)
         return 0;
     p += 4;
-    const char *eol = memchr(p, '\r', (size_t)(end - p));
-    if (!eol || !printable(p, (size_t)(eol - p)) || end - eol < 2 || eol[1] != '\n')
+    /* the reason: visible bytes and spaces up to CRLF */
+    const char *eol = first_unprintable(p, end);
+    if (end - eol < 2 || eol[0] != '\r' || eol[1] != '\n')
         return 0;
     p = eol + 2;
     size_t nheaders = 0;
@@ -227,12 +232,14 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
         }
         const char *name = p;
         char *lname = out;
+        /* one bound for both the input and the kept block */
+        size_t max = (size_t)(end - p) < (size_t)(lim - out) ? (size_t)(end - p) : (size_t)(lim - out);
+        size_t nl = 0;
         unsigned char c;
-        while (p < end && out < lim && (c = name_byte((unsigned char)*p)) != 0) {
-            *out++ = (char)c;
-            p++;
-        }
-        size_t nl = (size_t)(p - name);
+        while (nl < max && (c = name_byte((unsigned char)name[nl])) != 0)
+            lname[nl++] = (char)c;
+        p += nl;
+        out += nl;
         if (nl == 0 || p >= end || *p != ':' || out >= lim)
             goto no;
         *out++ = '\0';
@@ -240,12 +247,11 @@ static int fast_response(http_resp *h, const char *d, size_t n, size_t *used)
         if (p < end && *p == ' ')
             p++;
         const char *val = p;
-        eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol || end - eol < 2 || eol[1] != '\n')
+        eol = first_unprintable(p, end); /* the value: visible bytes and spaces up to CRLF */
+        if (end - eol < 2 || eol[0] != '\r' || eol[1] != '\n')
             goto no;
         size_t vl = (size_t)(eol - val);
-        if (vl == 0 || val[0] == ' ' || val[vl - 1] == ' ' || (size_t)(lim - out) < vl + 1 ||
-            !printable(val, vl))
+        if (vl == 0 || val[0] == ' ' || val[vl - 1] == ' ' || (size_t)(lim - out) < vl + 1)
             goto no;
         p = eol + 2;
         if (++nheaders > h->max_headers)
@@ -315,6 +321,12 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
     llhttp_errno_t e;
     if (h->head_bytes == 0 && fast_response(h, d, n, used))
         return HTTP_RESP_OK;
+    if (!h->parser_ready) {
+        pthread_once(&settings_once, settings_init);
+        llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
+        h->parser.data = h;
+        h->parser_ready = 1;
+    }
     *used = n;
     /* Until the final head ends (head_done), every byte counts against
      * max_header_bytes: a piece that fits is fed whole; one that does not
@@ -342,7 +354,7 @@ int http_resp_feed(http_resp *h, const char *d, size_t n, size_t *used)
 
 int http_resp_eof(http_resp *h)
 {
-    if (h->head_done && h->close_delimited && !h->complete) {
+    if (h->parser_ready && h->head_done && h->close_delimited && !h->complete) {
         /* llhttp_finish runs on_message_complete, whose HPE_PAUSED it
          * returns: that, not HPE_OK, is the close-delimited body's end. */
         llhttp_errno_t e = llhttp_finish(&h->parser);
@@ -354,6 +366,8 @@ int http_resp_eof(http_resp *h)
 
 const char *http_resp_reason(const http_resp *h)
 {
+    if (!h->parser_ready)
+        return "no response parsed";
     return llhttp_get_error_reason(&h->parser);
 }
 
@@ -361,5 +375,7 @@ int http_resp_keep_alive(const http_resp *h)
 {
     if (h->fast)
         return h->fast_keep_alive;
+    if (!h->parser_ready)
+        return 0;
     return llhttp_should_keep_alive(&h->parser);
 }

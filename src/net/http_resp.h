@@ -51,6 +51,8 @@ typedef struct http_resp {
     int err;              /* HTTP_RESP_*: why a callback stopped the parser */
     int fast;             /* parsed whole by the fast path, not llhttp */
     int fast_keep_alive;  /* ... and the connection may be reused */
+    int parser_ready;     /* parser was set up: on llhttp's first byte, as
+                           * the fast path's answers never need it */
     mw_buf hdrs;          /* "name\0value\0" pairs, names lower-cased */
     mw_buf body;
 } http_resp;
