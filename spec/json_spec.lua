@@ -918,4 +918,23 @@ end }]], table.concat(input, "\n") .. "\n")
       assert.equal(want, l, "record " .. i)
     end
   end)
+
+  it("writes a changed record of many members with its nested tables' own members (each table's key count is its own)", function()
+    -- Over 16 members the untouched check counts the record's keys, and
+    -- that count is kept for the encoder: a nested table must not take it.
+    local parts = {}
+    for i = 1, 20 do parts[#parts + 1] = ('"a%d":%d'):format(i, i) end
+    local line = "{" .. table.concat(parts, ",") .. ',"n":{"x":1,"y":[1, 2],"z":{"q":1.50}}}'
+    local r = run([[return { async_invoke = function(r, ctx)
+  if ctx.seq == 2 then r.added = true end
+  if ctx.seq == 3 then r.added = true; r.n.w = 4 end
+  return { r }
+end }]], line .. "\n" .. line .. "\n" .. line .. "\n")
+    assert.equal(0, r.code, r.err)
+    local got = lines(r.output)
+    local head = "{" .. table.concat(parts, ",")
+    assert.equal(line, got[1])
+    assert.equal(head .. ',"n":{"x":1,"y":[1,2],"z":{"q":1.50}},"added":true}', got[2])
+    assert.equal(head .. ',"n":{"x":1,"y":[1,2],"z":{"q":1.50},"w":4},"added":true}', got[3])
+  end)
 end)
