@@ -54,12 +54,14 @@ local function upvalue(fn, name)
   end
 end
 local redis = require "moonwait.redis"
-local Redis = upvalue(upvalue(redis.connect, "mt").__index, "Redis")
+-- A client's metatable's __index is the method table (Redis), whose own
+-- __index makes any other name a command.
+local Redis = upvalue(redis.connect, "mt").__index
 api["moonwait.redis.client"] = keys(Redis)
--- The commands: any name the client's __index makes a method of.
-local index, cmds = upvalue(redis.connect, "mt").__index, {}
+-- The commands: any name the client's lookup makes a method of.
+local cmds = {}
 for name in (os.getenv("REDIS_COMMANDS") or ""):gmatch("[%w_]+") do
-  if type(index({}, name)) == "function" and name:lower() == name then cmds[#cmds + 1] = name end
+  if type(Redis[name]) == "function" and name:lower() == name then cmds[#cmds + 1] = name end
 end
 api["moonwait.redis.commands"] = cmds
 
