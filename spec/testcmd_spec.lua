@@ -335,6 +335,11 @@ it("worker", function()
   assert.equal(4, M.closed_on)
   assert.equal(true, open_script(M))
   assert.equal(1, M.opened_on)
+  -- on_timeout runs on the main thread's VM in a run: worker 1, whatever
+  -- worker ran the attempt
+  local late = invoke(M, { slow = true }, { worker = 3, timeout_ms = 20 })
+  assert.timed_out(late)
+  assert.same({ { w = 1, late = true } }, late.outputs)
   for _, bad in ipairs({ 0, -1, 1.5, "2" }) do
     local ok, err = pcall(invoke, M, { n = 1 }, { worker = bad })
     assert.equal(false, ok)
@@ -343,7 +348,12 @@ it("worker", function()
 end)
 ]], ["w.lua"] = [[
 local M = {}
-function M.async_invoke(r, ctx) return { { w = ctx.worker } } end
+local time = require "moonwait.time"
+function M.async_invoke(r, ctx)
+  if r.slow then time.sleep(5) end
+  return { { w = ctx.worker } }
+end
+function M.on_timeout(r, ctx) return { { w = ctx.worker, late = true } } end
 function M.batch_invoke(rs, ctxs) return { { { w = ctxs[1].worker } } } end
 function M.open(ctx) M.opened_on = ctx.worker end
 function M.close(ctx) M.closed_on = ctx.worker end

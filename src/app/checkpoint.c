@@ -84,7 +84,8 @@ void cp_progress(cp *c)
         return;
     }
     /* The committed prefix must be written before it is synced. The
-     * sinks start writes every loop turn. */
+     * sinks write what waits within 1 ms (fd_sink.c coalesces) and call
+     * this again from on_written. */
     if (sink_written(v->out) < c->cur.out_len)
         return;
     if (v->dlq && sink_written(v->dlq) < c->cur.dlq_len)

@@ -173,6 +173,9 @@ function M.invoke(mod, record, opts)
     local f = {}
     for k, v in pairs(fields) do f[k] = v end
     f.attempt = res.attempts
+    -- A run answers a timeout on the main thread's VM: worker 1, whichever
+    -- worker ran the attempts (README, "Workers").
+    f.worker = nil
     local ctx = make_ctx(f)
     rawset(ctx, "remaining_ms", function() return 0 end)
     local r = { T_.sync(mod.on_timeout, json.decode(text), ctx) }
