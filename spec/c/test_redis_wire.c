@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../src/lua/redis_wire.h"
+#include "redis_lua.h"
 #include "test.h"
 
 #ifndef MW_TEST_LUA_DIR
@@ -92,18 +93,7 @@ static void setup(void)
 {
     L = luaL_newstate();
     luaL_openlibs(L);
-    /* redis.lua's requires: moonwait.socket (unused here) and moonwait.null,
-     * the host's null (a NULL light userdata, as redis_wire pushes) */
-    if (luaL_dostring(L, "package.preload['moonwait.socket'] = function() return {} end"))
-        die("setup");
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_newtable(L);
-    lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "null");
-    lua_setfield(L, -2, "moonwait");
-    lua_pop(L, 2);
-    if (luaL_loadfile(L, MW_TEST_LUA_DIR "/moonwait/redis.lua") || lua_pcall(L, 0, 1, 0))
+    if (redis_lua_load(L, MW_TEST_LUA_DIR "/moonwait/redis.lua") != 0)
         die("loading redis.lua");
     if (luaL_loadbuffer(L, DRIVER, sizeof DRIVER - 1, "=driver"))
         die("the driver");

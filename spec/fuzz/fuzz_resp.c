@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "../../src/lua/redis_wire.h"
+#include "../c/redis_lua.h"
 
 #ifndef FUZZ_LUA_DIR
 #define FUZZ_LUA_DIR "lua"
@@ -215,19 +216,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     lua_atpanic(L, on_panic);
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    /* redis.lua's requires: moonwait.socket (unused by the reader) and
-     * moonwait.null: the host's, a NULL light userdata (the fast path
-     * pushes it). */
-    if (luaL_dostring(L, "package.preload['moonwait.socket'] = function() return {} end\n"))
-        die("setup");
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_newtable(L);
-    lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "null");
-    lua_setfield(L, -2, "moonwait");
-    lua_pop(L, 2);
-    if (luaL_loadfile(L, FUZZ_LUA_DIR "/moonwait/redis.lua") || lua_pcall(L, 0, 1, 0))
+    if (redis_lua_load(L, FUZZ_LUA_DIR "/moonwait/redis.lua") != 0)
         die("loading " FUZZ_LUA_DIR "/moonwait/redis.lua");
     int redis = lua_gettop(L);
     lua_getfield(L, redis, "_read_reply");
