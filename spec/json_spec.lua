@@ -937,4 +937,41 @@ end }]], line .. "\n" .. line .. "\n" .. line .. "\n")
     assert.equal(head .. ',"n":{"x":1,"y":[1,2],"z":{"q":1.50}},"added":true}', got[2])
     assert.equal(head .. ',"n":{"x":1,"y":[1,2],"z":{"q":1.50},"w":4},"added":true}', got[3])
   end)
+
+  it("stays exact when a stream of ever new keys turns the key cache off and on again", function()
+    -- 1,800 records of 20 keys never seen again fill key tables with no
+    -- hits: the cache steps aside for 32,768 keys (keys built the plain way),
+    -- then tries again; then records of one shape. Every third is edited.
+    local input, want = {}, {}
+    local function add(keys)
+      local parts = {}
+      for j, k in ipairs(keys) do parts[j] = ('"%s":%d'):format(k, j) end
+      local i = #input + 1
+      input[i] = "{" .. table.concat(parts, ",") .. "}"
+      if i % 3 == 0 then
+        table.remove(parts, 1)
+        parts[#parts + 1] = '"z":1'
+        want[i] = "{" .. table.concat(parts, ",") .. "}"
+      else
+        want[i] = input[i]
+      end
+    end
+    for i = 1, 1800 do
+      local keys = {}
+      for j = 1, 20 do keys[j] = ("n%d_%d"):format(i, j) end
+      add(keys)
+    end
+    for _ = 1, 300 do add({ "id", "user", "event", "ts" }) end
+    local r = run([[return { async_invoke = function(r, ctx)
+  if ctx.seq % 3 == 0 then
+    for k in pairs(r) do if k:match("_1$") or k == "id" then r[k] = nil end end
+    r.z = 1
+  end
+  return { r }
+end }]], table.concat(input, "\n") .. "\n", "--capacity 500 --mode ordered")
+    assert.equal(0, r.code, r.err)
+    local got = lines(r.output)
+    assert.equal(#input, #got)
+    for i = 1, #input do assert.equal(want[i], got[i], "record " .. i) end
+  end)
 end)

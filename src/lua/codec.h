@@ -48,6 +48,8 @@ typedef struct codec {
      * LUA_NOREF), the keys in it, and the hash that finds them. */
     int keys_ref;
     uint32_t nkeys;
+    uint32_t key_hits;       /* keys found in the current table */
+    uint32_t keys_off;       /* keys still to build uncached (a stream of new keys) */
     struct codec_key *key_slots;
     uint16_t key_hint[CODEC_KEY_HINTS]; /* the slot last found at a tape position */
 } codec;

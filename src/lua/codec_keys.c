@@ -23,6 +23,12 @@
 
 /* Keys per key table before a fresh one; the hash has twice the slots. */
 #define KEYS_MAX 2048
+/* A table that filled up with fewer hits than keys held keys that mostly
+ * never came again (ids as keys): each cost a lookup and a slot for
+ * nothing (+14% a record for 20 new keys a record). The next this many
+ * keys are built the plain way (anchored, as escaped keys are), then the
+ * cache tries again. */
+#define KEYS_OFF (16 * KEYS_MAX)
 #define KEY_SLOTS (2 * KEYS_MAX) /* (fits a uint16_t hint) */
 
 /* One cached key: its bytes (the Lua string's own, alive while the key
@@ -51,6 +57,7 @@ int codec_keys_init(codec *c, lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, c->keys_ref);
     c->keys_ref = LUA_NOREF;
     c->nkeys = 0;
+    c->key_hits = 0;
     lua_createtable(L, KEYS_MAX, 0);
     c->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -58,7 +65,18 @@ int codec_keys_init(codec *c, lua_State *L)
 
 int codec_keys_open(codec *c, lua_State *L, uint32_t want)
 {
+    if (c->keys_off) {
+        c->keys_off = c->keys_off > want ? c->keys_off - want : 0;
+        return 0;
+    }
     if (c->keys_ref == LUA_NOREF || c->nkeys + (want < KEYS_MAX ? want : KEYS_MAX) > KEYS_MAX) {
+        if (c->keys_ref != LUA_NOREF && c->key_hits < c->nkeys) {
+            /* (docs keep the table they used: dropping it here is safe) */
+            luaL_unref(L, LUA_REGISTRYINDEX, c->keys_ref);
+            c->keys_ref = LUA_NOREF;
+            c->keys_off = KEYS_OFF;
+            return 0;
+        }
         if (codec_keys_init(c, L) != 0)
             return 0;
     }
@@ -106,6 +124,8 @@ int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s
     *str = k->s;
     return 1;
 found:
+    if (c->key_hits < UINT32_MAX)
+        c->key_hits++;
     lua_rawgeti(L, keys, (int)k->idx);
     *idx = k->idx;
     *str = k->s;

@@ -152,8 +152,9 @@ codec_doc *codec_build(codec *c, lua_State *L)
 {
     codec_doc *d = codec_doc_hand_out(c);
     json_tape *t = &d->t;
-    /* (keys mostly come from the key cache: not anchored one by one) */
-    int n = (int)(t->containers + t->escaped + t->bigints) + CODEC_ANCHOR_ROOT;
+    /* (keys mostly come from the key cache: not anchored one by one,
+     * unless the cache is off for a stream of new keys) */
+    int n = (int)(t->containers + t->escaped + t->bigints + (c->keys_off ? t->keys : 0)) + CODEC_ANCHOR_ROOT;
     lua_createtable(L, n, 0);
     codec_push_array_mt(c, L);
     int top = lua_gettop(L);
