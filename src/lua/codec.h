@@ -48,6 +48,8 @@ typedef struct codec {
      * LUA_NOREF), the keys in it, and the hash that finds them. */
     int keys_ref;
     uint32_t nkeys;
+    uint32_t key_basis;      /* the hash's random start (per VM: crafted keys cannot
+                              * be made to collide ahead of time) */
     uint32_t key_hits;       /* keys found in the current table */
     uint32_t keys_off;       /* keys still to build uncached (a stream of new keys) */
     struct codec_key *key_slots;

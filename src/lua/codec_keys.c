@@ -18,6 +18,8 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "codec_int.h"
 
@@ -39,10 +41,12 @@ struct codec_key {
     uint32_t idx;
 };
 
-/* FNV-1a: keys are short, and the length is compared before the bytes. */
-static uint32_t key_hash(const char *s, size_t n)
+/* FNV-1a from a random basis: keys are short, and the length is compared
+ * before the bytes. (The input may be anyone's: keys chosen to share a
+ * slot would cost a probe each per lookup, up to the table's 2,048.) */
+static uint32_t key_hash(uint32_t basis, const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
+    uint32_t h = basis;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
@@ -50,8 +54,13 @@ static uint32_t key_hash(const char *s, size_t n)
 
 int codec_keys_init(codec *c, lua_State *L)
 {
-    if (!c->key_slots && !(c->key_slots = calloc(KEY_SLOTS, sizeof *c->key_slots)))
-        return -1;
+    if (!c->key_slots) {
+        if (!(c->key_slots = calloc(KEY_SLOTS, sizeof *c->key_slots)))
+            return -1;
+        if (getrandom(&c->key_basis, sizeof c->key_basis, GRND_NONBLOCK) != (ssize_t)sizeof c->key_basis)
+            c->key_basis = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)c;
+        c->key_basis ^= 2166136261u;
+    }
     memset(c->key_slots, 0, KEY_SLOTS * sizeof *c->key_slots);
     if (c->keys_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, c->keys_ref);
@@ -105,7 +114,7 @@ int codec_key_push(codec *c, lua_State *L, int keys, uint32_t pos, const char *s
     struct codec_key *k = hint ? &c->key_slots[*hint] : NULL;
     if (k && k->idx && k->len == n && same_bytes(k->s, s, n))
         goto found;
-    uint32_t mask = KEY_SLOTS - 1, h = key_hash(s, n) & mask;
+    uint32_t mask = KEY_SLOTS - 1, h = key_hash(c->key_basis, s, n) & mask;
     for (k = &c->key_slots[h]; k->idx; h = (h + 1) & mask, k = &c->key_slots[h])
         if (k->len == n && same_bytes(k->s, s, n)) {
             if (hint)
