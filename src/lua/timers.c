@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+#include "../util/list.h"
+
 #define NONE UINT64_MAX
 
 static int before(const rt_timer_slot *a, const rt_timer_slot *b)
@@ -64,15 +66,7 @@ static void take(rt_timers *ts, size_t i)
 
 static void unqueue(rt_timers *ts, rt_timer *t)
 {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        ts->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        ts->tail = t->prev;
-    t->next = t->prev = NULL;
+    MW_QUEUE_UNLINK(ts->head, ts->tail, t, prev, next);
     t->queued = 0;
 }
 
@@ -195,12 +189,7 @@ void rt_timer_start(rt_timer *t, rt_timer_cb cb, uint64_t ms)
         t->due = due;
         t->seq = ts->seq++;
         t->queued = 1;
-        t->prev = ts->tail;
-        if (ts->tail)
-            ts->tail->next = t;
-        else
-            ts->head = t;
-        ts->tail = t;
+        MW_QUEUE_APPEND(ts->head, ts->tail, t, prev, next);
     } else {
         /* (reserved: see timers.h; the guard keeps a broken promise from
          * writing past the array) */

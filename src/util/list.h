@@ -7,7 +7,8 @@
  *
  * Arguments are evaluated more than once: pass plain lvalues. Used by the
  * operator's queue (op/op.c), the runtime's ready queue and fiber list
- * (lua/runtime.c) and the codec's live docs (lua/codec.c).
+ * (lua/runtime.c), its timer list (lua/timers.c) and the codec's live docs
+ * (lua/codec.c).
  */
 #ifndef MW_LIST_H
 #define MW_LIST_H
