@@ -266,26 +266,27 @@ int script_reparse(script *sc, const char *line, size_t len, script_rec **rec)
     return 0;
 }
 
+/* One allocation: the tape's nodes follow it (a record sent to another
+ * worker costs one malloc here, not two). */
 struct script_tape {
     json_tape t;
+    json_node nodes[];
 };
 
 script_tape *script_tape_keep(const script *sc)
 {
-    script_tape *tp = calloc(1, sizeof *tp);
-    if (tp && json_tape_copy(&tp->t, codec_pending(&sc->codec)) != 0) {
-        free(tp);
-        tp = NULL;
-    }
+    const json_tape *src = codec_pending(&sc->codec);
+    script_tape *tp = malloc(sizeof *tp + (size_t)src->n * sizeof *src->nodes);
+    if (!tp)
+        return NULL;
+    tp->t = (json_tape){ .nodes = tp->nodes, .cap = src->n };
+    json_tape_copy(&tp->t, src); /* (fits: nothing to grow, cannot fail) */
     return tp;
 }
 
 void script_tape_free(script_tape *tp)
 {
-    if (tp) {
-        json_tape_free(&tp->t);
-        free(tp);
-    }
+    free(tp); /* (its nodes with it) */
 }
 
 int script_rebuild(script *sc, const char *line, size_t len, const script_tape *tp, script_rec **rec)
